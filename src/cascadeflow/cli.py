@@ -1,0 +1,99 @@
+"""The ``cascadeflow`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from importlib import resources
+from pathlib import Path
+
+from . import __version__
+from pydantic import ValidationError
+
+from .config import DEFAULT_CONFIG_FILE, ProxyConfig, ServerConfig
+from .errors import ConfigError
+
+__all__ = ["main"]
+
+
+def _proxy_start(args: argparse.Namespace) -> int:
+    from .gateway import serve
+
+    config = ProxyConfig.load(args.config)
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers), ("log_level", args.log_level)) if v is not None}
+    if overrides:
+        try:
+            server = ServerConfig.model_validate({**config.server.model_dump(), **overrides})
+        except ValidationError as exc:
+            raise ConfigError(f"command line: {exc.errors(include_url=False)[0]['msg']}") from None
+        config = config.model_copy(update={"server": server})
+    routes = config.effective_routes()
+    print(f"cascadeflow {__version__} listening on http://{config.server.host}:{config.server.port}", file=sys.stderr)
+    for route in routes:
+        key = "own key" if route.api_key is not None else "caller's key"
+        print(f"  route {route.name}: {route.provider} at {route.base_url} ({key})", file=sys.stderr)
+    serve(config, args.config)
+    return 0
+
+
+def _proxy_init(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    if path.exists() and not args.force:
+        print(f"{path} already exists; use --force to overwrite it", file=sys.stderr)
+        return 1
+    text = resources.files("cascadeflow").joinpath("example-config.yaml").read_text()
+    path.write_text(text)
+    ProxyConfig.from_yaml(path)  # the shipped example must always load
+    print(f"wrote {path}; start the gateway with: cascadeflow proxy start --config {path}")
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from .testing import run_simulator
+
+    try:
+        asyncio.run(run_simulator(args.host, args.port, args.script))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cascadeflow", description="Self-hosted LLM gateway with cascades.")
+    parser.add_argument("--version", action="version", version=f"cascadeflow {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    proxy = commands.add_parser("proxy", help="run or configure the gateway")
+    proxy_commands = proxy.add_subparsers(dest="proxy_command", required=True)
+    start = proxy_commands.add_parser("start", help="start the gateway")
+    start.add_argument("--config", help=f"config file (default: $CASCADEFLOW_CONFIG, ./{DEFAULT_CONFIG_FILE}, else environment)")
+    start.add_argument("--host")
+    start.add_argument("--port", type=int)
+    start.add_argument("--workers", type=int)
+    start.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    start.set_defaults(func=_proxy_start)
+    init = proxy_commands.add_parser("init", help="write a commented example config")
+    init.add_argument("--path", default=DEFAULT_CONFIG_FILE)
+    init.add_argument("--force", action="store_true")
+    init.set_defaults(func=_proxy_init)
+
+    simulate = commands.add_parser("simulate", help="run the simulated provider (both dialects)")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=9000)
+    simulate.add_argument("--script", help="YAML or JSON file of scripted answers and faults")
+    simulate.set_defaults(func=_simulate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""ProxyConfig: the YAML config (``cascadeflow-proxy.yaml``) as strict pydantic models.
+
+Unknown keys are errors. String values may use ``${VAR}`` or ``${VAR:-default}``,
+read from the environment when the file is loaded. Without a file, the gateway
+runs on defaults built from the environment (:meth:`ProxyConfig.from_env`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from .errors import ConfigError
+from .proxy.route import OFFICIAL_BASE_URLS, ProxyRoute
+
+__all__ = [
+    "ProxyConfig",
+    "ServerConfig",
+    "CascadeRule",
+    "CascadeStage",
+    "AuthConfig",
+    "VirtualKey",
+    "ModelEntry",
+    "interpolate",
+    "DEFAULT_CONFIG_FILE",
+]
+
+DEFAULT_CONFIG_FILE = "cascadeflow-proxy.yaml"
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="413 above this")
+    #: name the requested model in cascade answers (True) or the model that served (False)
+    report_requested_model: bool = True
+
+
+class CascadeStage(_Strict):
+    model: str
+    quality_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class CascadeRule(_Strict):
+    """Try ``draft_model`` (or each stage) first for requests to ``request_model``."""
+
+    request_model: str = Field(description="exact name or glob, e.g. claude-opus-*")
+    draft_model: str | None = None
+    verifier_model: str | None = Field(default=None, description="defaults to the requested model")
+    quality_threshold: float = Field(default=0.7, ge=0.0, le=1.0)
+    checks: list[str] | None = None
+    stages: list[CascadeStage] | None = None
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _draft_or_stages(self) -> CascadeRule:
+        if not self.draft_model and not self.stages:
+            raise ValueError("a cascade rule needs draft_model or stages")
+        return self
+
+
+class VirtualKey(_Strict):
+    key: SecretStr
+    user_id: str | None = None
+    tier: str | None = None
+    models: list[str] | None = None
+
+
+class AuthConfig(_Strict):
+    mode: Literal["none", "api_key", "pass_through", "hybrid"] = "none"
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    keys: list[VirtualKey] = Field(default_factory=list)
+    master_key: SecretStr | None = None
+
+
+class ModelEntry(_Strict):
+    """A custom model for the registry (a local model, or a price override)."""
+
+    provider: str | None = None
+    input_per_mtok: float | None = Field(default=None, ge=0)
+    output_per_mtok: float | None = Field(default=None, ge=0)
+    cache_read_per_mtok: float | None = Field(default=None, ge=0)
+    cache_write_per_mtok: float | None = Field(default=None, ge=0)
+    context_window: int | None = Field(default=None, ge=1)
+
+
+class ProxyConfig(_Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    routes: list[ProxyRoute] = Field(default_factory=list)
+    api_keys: dict[Literal["anthropic", "openai", "groq"], SecretStr | None] = Field(default_factory=dict)
+    cascade_rules: list[CascadeRule] = Field(default_factory=list)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    models: dict[str, ModelEntry] = Field(default_factory=dict)
+    #: base URL overrides for the routes made from ``api_keys`` (e.g. a local mirror)
+    base_urls: dict[Literal["anthropic", "openai", "groq"], str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _unique_route_names(self) -> ProxyConfig:
+        names = [r.name for r in self.routes]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"route names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+    # -- loading ---------------------------------------------------------------
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> ProxyConfig:
+        """Load a YAML file; a problem raises :class:`ConfigError` naming the key."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys")
+        return cls.from_dict(interpolate(data), source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> ProxyConfig:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, source)) from None
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> ProxyConfig:
+        """Embedded defaults: official routes keyed from ``ANTHROPIC_API_KEY``/``OPENAI_API_KEY``.
+
+        ``CASCADEFLOW_ANTHROPIC_BASE_URL`` / ``CASCADEFLOW_OPENAI_BASE_URL`` point the
+        default routes elsewhere; ``CASCADEFLOW_HOST`` / ``CASCADEFLOW_PORT`` set the bind.
+        """
+        env = os.environ if environ is None else environ
+        data: dict[str, Any] = {
+            "api_keys": {p: env.get(f"{p.upper()}_API_KEY") for p in OFFICIAL_BASE_URLS},
+            "base_urls": {
+                p: env[f"CASCADEFLOW_{p.upper()}_BASE_URL"]
+                for p in OFFICIAL_BASE_URLS
+                if env.get(f"CASCADEFLOW_{p.upper()}_BASE_URL")
+            },
+            "server": {},
+        }
+        if env.get("CASCADEFLOW_HOST"):
+            data["server"]["host"] = env["CASCADEFLOW_HOST"]
+        if env.get("CASCADEFLOW_PORT"):
+            data["server"]["port"] = env["CASCADEFLOW_PORT"]
+        return cls.from_dict(data, source="environment")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None) -> ProxyConfig:
+        """The file given, else ``$CASCADEFLOW_CONFIG``, else ``./cascadeflow-proxy.yaml``, else env."""
+        if path is None:
+            path = os.environ.get("CASCADEFLOW_CONFIG") or None
+        if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
+            path = DEFAULT_CONFIG_FILE
+        return cls.from_yaml(path) if path else cls.from_env()
+
+    # -- derived ---------------------------------------------------------------
+
+    def effective_routes(self) -> list[ProxyRoute]:
+        """The explicit routes, then one per ``api_keys`` entry not already named.
+
+        ``anthropic`` and ``openai`` default routes exist even without a key, so a
+        caller's own key can be forwarded; other shorthand providers need a key.
+        """
+        routes = list(self.routes)
+        names = {r.name for r in routes}
+        wanted = dict.fromkeys(("anthropic", "openai"))
+        wanted.update(self.api_keys)
+        if self.routes and not self.api_keys:
+            wanted = {}
+        for name, key in wanted.items():
+            if name in names:
+                continue
+            secret = key.get_secret_value() if key is not None else ""
+            if not secret and name not in ("anthropic", "openai"):
+                continue
+            provider, base_url = OFFICIAL_BASE_URLS[name]
+            routes.append(
+                ProxyRoute(
+                    name=name,
+                    provider=provider,
+                    base_url=self.base_urls.get(name, base_url),  # type: ignore[call-overload]
+                    api_key=secret or None,
+                )
+            )
+        return routes
+
+
+def interpolate(value: Any, environ: dict[str, str] | None = None) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a parsed document."""
+    env = os.environ if environ is None else environ
+    if isinstance(value, str):
+        if "${" not in value:
+            return value
+        return _ENV_PATTERN.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    return value
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: {exc.error_count()} problem(s) in the configuration"]
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (not a cascadeflow setting; check its spelling and indentation)"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        elif "input" in error and not isinstance(error["input"], (dict, list)):
+            shown = "***" if "key" in where.lower() else repr(error["input"])
+            message = f"{message} (got {shown})"
+        lines.append(f"  - {where}: {message}")
+    return "\n".join(lines)

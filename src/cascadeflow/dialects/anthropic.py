@@ -1,0 +1,122 @@
+"""The Anthropic Messages API on the wire: error bodies, stream events, usage.
+
+Only what the gateway needs to stay faithful while passing bodies through: it never
+re-validates a whole request (the upstream does), it checks just the fields it
+routes on, and it reads usage from the events that carry it.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from ..errors import ErrorKind, RequestError
+from ..usage import Usage
+from .sse import SSEDecoder, encode_event
+
+__all__ = ["ERROR_TYPES", "error_body", "stream_error", "check_request", "response_usage", "AnthropicStreamTap"]
+
+NAME = "anthropic"
+
+ERROR_TYPES: dict[ErrorKind, str] = {
+    ErrorKind.INVALID_REQUEST: "invalid_request_error",
+    ErrorKind.AUTHENTICATION: "authentication_error",
+    ErrorKind.PERMISSION: "permission_error",
+    ErrorKind.NOT_FOUND: "not_found_error",
+    ErrorKind.REQUEST_TOO_LARGE: "request_too_large",
+    ErrorKind.RATE_LIMIT: "rate_limit_error",
+    ErrorKind.INTERNAL: "api_error",
+    ErrorKind.BAD_GATEWAY: "api_error",
+    ErrorKind.UNAVAILABLE: "api_error",
+    ErrorKind.TIMEOUT: "timeout_error",
+    ErrorKind.OVERLOADED: "overloaded_error",
+}
+
+
+def _error(kind: ErrorKind, message: str, request_id: str | None) -> dict:
+    body: dict = {"type": "error", "error": {"type": ERROR_TYPES[kind], "message": message}}
+    if request_id:
+        body["request_id"] = request_id
+    return body
+
+
+def error_body(kind: ErrorKind, message: str, request_id: str | None = None) -> bytes:
+    return orjson.dumps(_error(kind, message, request_id))
+
+
+def stream_error(kind: ErrorKind, message: str, request_id: str | None = None) -> bytes:
+    """The ``error`` event that ends a stream which failed after it started."""
+    return encode_event(orjson.dumps(_error(kind, message, request_id)), "error")
+
+
+def check_request(body: dict, *, count_tokens: bool = False) -> None:
+    """Reject what no Anthropic upstream would accept, cheaply; the rest is the upstream's call."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise RequestError("messages: Field required and must be an array of message objects")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise RequestError(f"messages.{i}: Input should be an object")
+    if count_tokens:
+        return
+    max_tokens = body.get("max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool):
+        raise RequestError("max_tokens: Field required and must be an integer")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool) and stream is not None:
+        raise RequestError("stream: Input should be a valid boolean")
+
+
+def response_usage(body: object) -> Usage:
+    return Usage.from_anthropic(body.get("usage")) if isinstance(body, dict) else Usage()
+
+
+class AnthropicStreamTap:
+    """Reads an Anthropic event stream on the side while its bytes are forwarded unchanged.
+
+    Usage comes from ``message_start`` (input and cache tokens) and ``message_delta``
+    (cumulative output tokens, and newer servers repeat the input side there too).
+    """
+
+    __slots__ = ("_decoder", "usage", "complete", "error", "started")
+
+    def __init__(self) -> None:
+        self._decoder = SSEDecoder()
+        self.usage = Usage()
+        self.complete = False
+        self.error: bytes | None = None
+        self.started = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Inspect ``chunk``; return the bytes to forward (all of them)."""
+        for event in self._decoder.feed(chunk):
+            name = event.event
+            if name == "message_start":
+                self.started = True
+                message = _loads(event.data).get("message")
+                if isinstance(message, dict):
+                    self.usage = Usage.from_anthropic(message.get("usage"))
+            elif name == "message_delta":
+                delta = Usage.from_anthropic(_loads(event.data).get("usage"))
+                self.usage = Usage(
+                    delta.input_tokens or self.usage.input_tokens,
+                    delta.output_tokens or self.usage.output_tokens,
+                    delta.cache_write_tokens or self.usage.cache_write_tokens,
+                    delta.cache_read_tokens or self.usage.cache_read_tokens,
+                )
+            elif name == "message_stop":
+                self.complete = True
+            elif name == "error":
+                self.error = event.data
+                self.complete = True
+        return chunk
+
+    def flush(self) -> bytes:
+        return b""
+
+
+def _loads(data: bytes) -> dict:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}

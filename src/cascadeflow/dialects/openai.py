@@ -1,0 +1,131 @@
+"""The OpenAI Chat Completions API on the wire: error bodies, stream chunks, usage.
+
+To price a stream the gateway needs its usage chunk, which OpenAI sends only when
+asked (``stream_options.include_usage``). When the caller did not ask, the gateway
+asks for it upstream and :class:`OpenAIStreamTap` removes that chunk again, so the
+caller sees exactly the stream it requested.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from ..errors import ErrorKind, RequestError
+from ..usage import Usage
+from .sse import SSEDecoder, encode_event
+
+__all__ = ["ERROR_TYPES", "error_body", "stream_error", "check_request", "response_usage", "OpenAIStreamTap"]
+
+NAME = "openai"
+
+ERROR_TYPES: dict[ErrorKind, tuple[str, str | None]] = {
+    ErrorKind.INVALID_REQUEST: ("invalid_request_error", None),
+    ErrorKind.AUTHENTICATION: ("authentication_error", "invalid_api_key"),
+    ErrorKind.PERMISSION: ("permission_error", None),
+    ErrorKind.NOT_FOUND: ("invalid_request_error", "model_not_found"),
+    ErrorKind.REQUEST_TOO_LARGE: ("invalid_request_error", "request_too_large"),
+    ErrorKind.RATE_LIMIT: ("rate_limit_error", "rate_limit_exceeded"),
+    ErrorKind.INTERNAL: ("server_error", None),
+    ErrorKind.BAD_GATEWAY: ("server_error", "bad_gateway"),
+    ErrorKind.UNAVAILABLE: ("server_error", "service_unavailable"),
+    ErrorKind.TIMEOUT: ("timeout", "timeout"),
+    ErrorKind.OVERLOADED: ("server_error", "overloaded"),
+}
+
+
+def _error(kind: ErrorKind, message: str) -> dict:
+    error_type, code = ERROR_TYPES[kind]
+    return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+
+
+def error_body(kind: ErrorKind, message: str, request_id: str | None = None) -> bytes:
+    return orjson.dumps(_error(kind, message))
+
+
+def stream_error(kind: ErrorKind, message: str, request_id: str | None = None) -> bytes:
+    """A ``data: {"error": …}`` chunk, which the OpenAI SDKs raise as an APIError."""
+    return encode_event(orjson.dumps(_error(kind, message)))
+
+
+def check_request(body: dict, *, count_tokens: bool = False) -> None:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RequestError("messages: must be a non-empty array of message objects")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise RequestError(f"messages[{i}]: must be an object")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool) and stream is not None:
+        raise RequestError("stream: must be a boolean")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise RequestError("stream_options: must be an object")
+
+
+def response_usage(body: object) -> Usage:
+    return Usage.from_openai(body.get("usage")) if isinstance(body, dict) else Usage()
+
+
+def wants_usage(body: dict) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+class OpenAIStreamTap:
+    """Reads a chat-completions stream on the side.
+
+    With ``strip_usage`` (the gateway asked for usage the caller did not), bytes are
+    forwarded event by event and the usage-only chunk is dropped; otherwise each
+    chunk is forwarded as it arrived.
+    """
+
+    __slots__ = ("_decoder", "_strip_usage", "usage", "complete", "error", "started")
+
+    def __init__(self, strip_usage: bool = False) -> None:
+        self._decoder = SSEDecoder()
+        self._strip_usage = strip_usage
+        self.usage = Usage()
+        self.complete = False
+        self.error: bytes | None = None
+        self.started = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        events = self._decoder.feed(chunk)
+        if not self._strip_usage:
+            for event in events:
+                self._inspect(event.data)
+            return chunk
+        out = []
+        for event in events:
+            if not self._inspect(event.data):
+                out.append(event.raw)
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        """Bytes held back at the end of the stream (an unterminated last event)."""
+        return self._decoder.pending if self._strip_usage else b""
+
+    def _inspect(self, data: bytes) -> bool:
+        """Record what ``data`` tells; True when it is a usage-only chunk."""
+        self.started = True
+        if data == b"[DONE]":
+            self.complete = True
+            return False
+        if b'"usage":{' in data or b'"usage": {' in data:
+            chunk = _loads(data)
+            usage = chunk.get("usage")
+            if isinstance(usage, dict):
+                self.usage = Usage.from_openai(usage)
+                return not chunk.get("choices")
+        elif b'"error"' in data and data.startswith(b'{"error"'):
+            self.error = data
+            self.complete = True
+        return False
+
+
+def _loads(data: bytes) -> dict:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}

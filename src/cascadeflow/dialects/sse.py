@@ -1,0 +1,81 @@
+"""Server-sent events: encode one event, and split a byte stream into events.
+
+Both dialects stream SSE. The gateway forwards upstream bytes as they arrive and
+feeds the same bytes to an :class:`SSEDecoder` on the side to read usage and to
+notice whether the stream ended properly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["SSEEvent", "SSEDecoder", "encode_event"]
+
+
+@dataclass(slots=True)
+class SSEEvent:
+    """One complete event: its ``event:`` name (or None), its data, and its raw bytes."""
+
+    event: str | None
+    data: bytes
+    raw: bytes
+
+
+def encode_event(data: bytes, event: str | None = None) -> bytes:
+    """Encode one event; ``data`` must be a single line (compact JSON is)."""
+    if event is None:
+        return b"data: " + data + b"\n\n"
+    return b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
+
+
+class SSEDecoder:
+    """Incremental SSE parser: feed it chunks, get back the events they complete.
+
+    Chunks may split an event anywhere; line endings may be LF or CRLF.
+    """
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        buffer = self._buffer + chunk if self._buffer else chunk
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n")
+        events: list[SSEEvent] = []
+        start = 0
+        while True:
+            end = buffer.find(b"\n\n", start)
+            if end < 0:
+                break
+            raw = buffer[start : end + 2]
+            start = end + 2
+            event = _parse(raw)
+            if event is not None:
+                events.append(event)
+        self._buffer = buffer[start:]
+        return events
+
+    @property
+    def pending(self) -> bytes:
+        """Bytes of an event not yet terminated (non-empty means a cut stream)."""
+        return self._buffer
+
+
+def _parse(raw: bytes) -> SSEEvent | None:
+    name: str | None = None
+    data: list[bytes] = []
+    for line in raw.split(b"\n"):
+        if not line or line.startswith(b":"):
+            continue
+        field, _, value = line.partition(b":")
+        if value.startswith(b" "):
+            value = value[1:]
+        if field == b"data":
+            data.append(value)
+        elif field == b"event":
+            name = value.decode("utf-8", "replace")
+    if name is None and not data:
+        return None
+    return SSEEvent(name, b"\n".join(data), raw)

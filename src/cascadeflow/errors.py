@@ -1,0 +1,119 @@
+"""One exception tree and one status mapping for everything cascadeflow refuses.
+
+::
+
+    CascadeflowError                 .kind (ErrorKind) → .status
+    ├── ConfigError                  a config file or value is wrong (startup, CLI)
+    ├── RequestError                 the caller's request is unacceptable (400, 404, 413…)
+    └── ProxyError                   the library layer of the proxy
+        ├── ProxyRoutingError        no route serves the model (404)
+        ├── ProxyUpstreamError       the upstream answered an error status (relayed as is)
+        └── ProxyTransportError      the upstream could not be reached or timed out (502/504)
+
+The gateway renders any of them in the caller's dialect (see ``dialects``).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+__all__ = [
+    "ErrorKind",
+    "CascadeflowError",
+    "ConfigError",
+    "RequestError",
+    "ProxyError",
+    "ProxyRoutingError",
+    "ProxyUpstreamError",
+    "ProxyTransportError",
+]
+
+
+class ErrorKind(Enum):
+    """What went wrong, with the HTTP status an SDK maps to the right exception class."""
+
+    INVALID_REQUEST = 400
+    AUTHENTICATION = 401
+    PERMISSION = 403
+    NOT_FOUND = 404
+    REQUEST_TOO_LARGE = 413
+    RATE_LIMIT = 429
+    INTERNAL = 500
+    BAD_GATEWAY = 502
+    UNAVAILABLE = 503
+    TIMEOUT = 504
+    OVERLOADED = 529
+
+    @property
+    def status(self) -> int:
+        return self.value
+
+    @classmethod
+    def from_status(cls, status: int) -> ErrorKind:
+        try:
+            return cls(status)
+        except ValueError:
+            return cls.INVALID_REQUEST if 400 <= status < 500 else cls.INTERNAL
+
+
+class CascadeflowError(Exception):
+    kind: ErrorKind = ErrorKind.INTERNAL
+
+    def __init__(self, message: str, *, kind: ErrorKind | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if kind is not None:
+            self.kind = kind
+
+    @property
+    def status(self) -> int:
+        return self.kind.status
+
+
+class ConfigError(CascadeflowError):
+    """A configuration problem; the message names the key and what is wrong."""
+
+
+class RequestError(CascadeflowError):
+    kind = ErrorKind.INVALID_REQUEST
+
+
+class ProxyError(CascadeflowError):
+    """Base of the proxy library's errors."""
+
+
+class ProxyRoutingError(ProxyError):
+    kind = ErrorKind.NOT_FOUND
+
+
+class ProxyUpstreamError(ProxyError):
+    """The upstream answered with an error status; ``payload`` is its body, relayed unchanged."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        payload: bytes = b"",
+        headers: dict[str, str] | None = None,
+        route: str | None = None,
+    ) -> None:
+        super().__init__(message, kind=ErrorKind.from_status(status))
+        self.upstream_status = status
+        self.payload = payload
+        self.headers = headers or {}
+        self.route = route
+
+    @property
+    def status(self) -> int:
+        return self.upstream_status
+
+
+class ProxyTransportError(ProxyError):
+    """Connection refused or reset, or a timeout (``kind`` TIMEOUT → 504, else 502)."""
+
+    kind = ErrorKind.BAD_GATEWAY
+
+    def __init__(self, message: str, *, timeout: bool = False, route: str | None = None) -> None:
+        super().__init__(message, kind=ErrorKind.TIMEOUT if timeout else ErrorKind.BAD_GATEWAY)
+        self.route = route

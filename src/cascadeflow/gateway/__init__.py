@@ -1,0 +1,6 @@
+"""The gateway server: ASGI app, endpoints, and the uvicorn runner."""
+
+from .app import Gateway, create_app, create_app_from_env
+from .server import serve
+
+__all__ = ["Gateway", "create_app", "create_app_from_env", "serve"]

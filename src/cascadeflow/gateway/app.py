@@ -1,0 +1,112 @@
+"""The gateway's ASGI application: a thin layer over the proxy library.
+
+All state lives in one :class:`Gateway` object on ``app.state`` (no module globals),
+so several apps can run in one process (as the tests do).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import TYPE_CHECKING
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .. import __version__
+from ..config import ProxyConfig
+from ..errors import ErrorKind
+from ..pricing import ModelRegistry
+from ..proxy import ProxyHandler, ProxyRouter, ProxyService
+from ..telemetry import CostTracker
+from .errors import caller_dialect, error_response
+from .models import ModelCatalog, get_model, list_models
+from .proxying import chat_completions, count_tokens, messages
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+__all__ = ["Gateway", "create_app", "create_app_from_env"]
+
+log = logging.getLogger("cascadeflow.gateway")
+
+
+class Gateway:
+    """Everything one gateway app holds: config, registry, routing, cost tracking."""
+
+    def __init__(self, config: ProxyConfig, registry: ModelRegistry | None = None) -> None:
+        self.config = config
+        self.registry = registry or ModelRegistry()
+        for name, entry in config.models.items():
+            self.registry.register(name, **entry.model_dump())
+        self.tracker = CostTracker()
+        self.service = ProxyService(
+            ProxyRouter(config.effective_routes(), self.registry),
+            ProxyHandler(cost_tracker=self.tracker, registry=self.registry),
+        )
+        self.models = ModelCatalog(self)
+
+    async def aclose(self) -> None:
+        await self.service.aclose()
+
+
+async def health(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    body = {
+        "status": "healthy",
+        "version": __version__,
+        "routes": [
+            {"name": r.name, "provider": r.provider, "base_url": r.base_url, "models": sorted(r.models or [])}
+            for r in gateway.service.router.routes
+        ],
+    }
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+async def stats(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    return Response(orjson.dumps(gateway.tracker.summary()), media_type="application/json")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    kind = ErrorKind.from_status(status)
+    message = f"{request.method} {request.url.path} is not an endpoint of this gateway"
+    if status == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    return error_response(caller_dialect(request.url.path, request.headers), kind, message, status=status)
+
+
+def create_app(config: ProxyConfig | None = None, *, registry: ModelRegistry | None = None) -> Starlette:
+    """Build the ASGI app for ``config`` (default: :meth:`ProxyConfig.load`)."""
+    gateway = Gateway(config or ProxyConfig.load(), registry)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await gateway.aclose()
+
+    routes = [
+        Route("/v1/messages", messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/stats", stats, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
+    app.state.gateway = gateway
+    return app
+
+
+def create_app_from_env() -> Starlette:
+    """Factory for ``uvicorn --factory`` (multi-worker): the config path comes from the environment."""
+    return create_app(ProxyConfig.load(os.environ.get("CASCADEFLOW_CONFIG") or None))

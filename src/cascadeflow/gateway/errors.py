@@ -1,0 +1,80 @@
+"""Errors as the caller's SDK expects them: its dialect's body, the right status."""
+
+from __future__ import annotations
+
+import orjson
+from starlette.responses import Response
+
+from ..dialects import anthropic as anthropic_wire
+from ..dialects import openai as openai_wire
+from ..errors import CascadeflowError, ErrorKind, ProxyUpstreamError
+
+__all__ = ["error_response", "upstream_error_response", "caller_dialect"]
+
+_RELAYED_HEADERS = ("retry-after", "retry-after-ms", "request-id", "x-request-id")
+
+
+def caller_dialect(path: str, headers) -> str:
+    """The dialect to answer in: by endpoint, else by the ``anthropic-version`` header."""
+    if path.startswith("/v1/messages"):
+        return "anthropic"
+    if path.startswith("/v1/chat/") or path.startswith("/v1/completions"):
+        return "openai"
+    return "anthropic" if "anthropic-version" in headers else "openai"
+
+
+def error_response(
+    dialect: str, kind: ErrorKind, message: str, headers: dict[str, str] | None = None, status: int | None = None
+) -> Response:
+    wire = anthropic_wire if dialect == "anthropic" else openai_wire
+    return Response(wire.error_body(kind, message), status or kind.status, headers=headers, media_type="application/json")
+
+
+def exception_response(dialect: str, exc: CascadeflowError) -> Response:
+    if isinstance(exc, ProxyUpstreamError):
+        return upstream_error_response(dialect, exc)
+    return error_response(dialect, exc.kind, exc.message)
+
+
+def upstream_error_response(dialect: str, exc: ProxyUpstreamError) -> Response:
+    """Relay the upstream's error: same status, same body when it is a JSON error of this dialect.
+
+    A body that is not such JSON (an HTML page from a load balancer, say) is replaced
+    by a proper error in the caller's dialect carrying the same status.
+    """
+    headers = {k: v for k, v in exc.headers.items() if k in _RELAYED_HEADERS or k.startswith("x-ratelimit") or k.startswith("anthropic-ratelimit")}
+    body = _json_object(exc.payload)
+    if body is not None and _is_dialect_error(dialect, body):
+        return Response(exc.payload, exc.upstream_status, headers=headers, media_type="application/json")
+    detail = _message(body) or (exc.payload[:200].decode("utf-8", "replace").strip() or "no body")
+    kind = ErrorKind.from_status(exc.upstream_status)
+    wire = anthropic_wire if dialect == "anthropic" else openai_wire
+    message = f"upstream {exc.route or ''} answered {exc.upstream_status}: {detail}".replace("  ", " ")
+    return Response(wire.error_body(kind, message), exc.upstream_status, headers=headers, media_type="application/json")
+
+
+def _json_object(payload: bytes) -> dict | None:
+    try:
+        value = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _is_dialect_error(dialect: str, body: dict) -> bool:
+    error = body.get("error")
+    if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+        return False
+    return body.get("type") == "error" if dialect == "anthropic" else True
+
+
+def _message(body: dict | None) -> str | None:
+    if not body:
+        return None
+    error = body.get("error")
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return error["message"]
+    if isinstance(error, str):
+        return error
+    message = body.get("message") or body.get("detail")
+    return message if isinstance(message, str) else None

@@ -1,0 +1,118 @@
+"""The API endpoints that forward to upstreams: messages, count_tokens, chat completions.
+
+Each reads the body once (bounded by ``server.max_body_bytes``), parses it once,
+checks only what routing needs, and hands it to the proxy library. Everything that
+goes wrong becomes an error in the caller's dialect; nothing escapes to the server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING
+
+import orjson
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
+
+from ..dialects import anthropic as anthropic_wire
+from ..dialects import openai as openai_wire
+from ..errors import CascadeflowError, ErrorKind, RequestError
+from ..proxy import ProxyRequest
+from .errors import error_response, exception_response
+
+if TYPE_CHECKING:
+    from .app import Gateway
+
+__all__ = ["messages", "count_tokens", "chat_completions", "read_json_body"]
+
+log = logging.getLogger("cascadeflow.gateway")
+
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+async def messages(request: Request) -> Response:
+    return await _forward(request, "anthropic", "/v1/messages")
+
+
+async def count_tokens(request: Request) -> Response:
+    return await _forward(request, "anthropic", "/v1/messages/count_tokens", count=True)
+
+
+async def chat_completions(request: Request) -> Response:
+    return await _forward(request, "openai", "/v1/chat/completions")
+
+
+async def _forward(request: Request, dialect: str, path: str, *, count: bool = False) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    wire = anthropic_wire if dialect == "anthropic" else openai_wire
+    try:
+        raw = await read_body(request, gateway.config.server.max_body_bytes)
+        body = read_json_body(raw)
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise RequestError("model: Field required and must be a non-empty string")
+        wire.check_request(body, count_tokens=count)
+        proxy_request = ProxyRequest(
+            "POST", path, dict(request.headers), body, raw, request.url.query
+        )
+        match = gateway.service.route(proxy_request)
+        handler = gateway.service.handler
+        if proxy_request.stream and not count:
+            stream = await handler.open_stream(match.route, match.model, proxy_request)
+            headers = {**stream.headers, **_SSE_HEADERS, "x-cascadeflow-route": match.route.name}
+            media_type = stream.headers.get("content-type", "text/event-stream")
+            return StreamingResponse(stream, stream.status, headers=headers, media_type=media_type)
+        result = await handler.send(match.route, match.model, proxy_request)
+        headers = {**result.headers, "x-cascadeflow-route": match.route.name}
+        if result.cost is not None and not count:
+            headers["x-cascadeflow-cost-usd"] = f"{result.cost:.8f}"
+        return Response(result.raw, result.status, headers=headers)
+    except CascadeflowError as exc:
+        gateway.tracker.record_error(exc.status)
+        return exception_response(dialect, exc)
+    except ClientDisconnect:
+        return Response(status_code=499)
+    except Exception:  # a bug must not take the worker down or leave the caller hanging
+        log.exception("unexpected error while handling %s", path)
+        gateway.tracker.record_error(500)
+        return error_response(dialect, ErrorKind.INTERNAL, "internal gateway error; see the gateway log")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it exceeds ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(f"request body is {declared} bytes; the limit is {limit}", kind=ErrorKind.REQUEST_TOO_LARGE)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(f"request body exceeds the limit of {limit} bytes", kind=ErrorKind.REQUEST_TOO_LARGE)
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def read_json_body(raw: bytes) -> dict:
+    """Parse a JSON object body (integers beyond 64 bits are accepted too)."""
+    if not raw.strip():
+        raise RequestError("request body is empty; expected a JSON object")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        body = _parse_slow(raw, exc)
+    if not isinstance(body, dict):
+        raise RequestError(f"request body must be a JSON object, not {type(body).__name__}")
+    return body
+
+
+def _parse_slow(raw: bytes, first_error: orjson.JSONDecodeError) -> object:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"request body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise RequestError(f"request body is not valid JSON: {first_error}") from None

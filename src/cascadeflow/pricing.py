@@ -1,0 +1,199 @@
+"""ModelRegistry: which provider serves a model, and what its tokens cost.
+
+Prices come from the ``genai-prices`` package (current models, cache read/write
+prices, tiered prices), with local overrides from :meth:`ModelRegistry.register`.
+Resolved prices are cached per model so pricing a request is a few float
+multiplications; tiered prices defer to genai-prices' own calculation. A model
+nobody knows is priced as ``None`` (unknown) with one warning, never an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from fnmatch import fnmatchcase
+
+from genai_prices import Usage as GenaiUsage
+from genai_prices import data_snapshot
+
+from .usage import Usage
+
+__all__ = ["ModelPrice", "ModelInfo", "ModelRegistry"]
+
+log = logging.getLogger("cascadeflow.pricing")
+
+_PROVIDER_DIALECT = {"anthropic": "anthropic", "openai": "openai"}
+_REFRESH_SECONDS = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPrice:
+    """USD per million tokens. Cache prices default to the input price when unknown."""
+
+    input_per_mtok: float
+    output_per_mtok: float
+    cache_read_per_mtok: float | None = None
+    cache_write_per_mtok: float | None = None
+
+    @classmethod
+    def per_1k(cls, input: float, output: float | None = None) -> ModelPrice:
+        """The seed's ``cost_per_1k_tokens``: one price for both sides, or input and output."""
+        return cls(input * 1000, (input if output is None else output) * 1000)
+
+    def cost(self, usage: Usage) -> float:
+        read = self.input_per_mtok if self.cache_read_per_mtok is None else self.cache_read_per_mtok
+        write = self.input_per_mtok if self.cache_write_per_mtok is None else self.cache_write_per_mtok
+        return (
+            usage.input_tokens * self.input_per_mtok
+            + usage.output_tokens * self.output_per_mtok
+            + usage.cache_read_tokens * read
+            + usage.cache_write_tokens * write
+        ) / 1_000_000
+
+
+@dataclass(slots=True)
+class ModelInfo:
+    """What the registry knows of one model."""
+
+    id: str
+    provider: str | None
+    name: str | None = None
+    context_window: int | None = None
+    price: ModelPrice | None = None
+    #: genai-prices' own price object when the price is tiered (not a flat ModelPrice)
+    tiered: object | None = None
+    resolved_at: float = field(default_factory=time.monotonic)
+
+    def cost(self, usage: Usage) -> float | None:
+        if self.price is not None:
+            return self.price.cost(usage)
+        if self.tiered is not None:
+            total = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
+            genai = GenaiUsage(
+                input_tokens=total,
+                output_tokens=usage.output_tokens,
+                cache_read_tokens=usage.cache_read_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+            )
+            return float(self.tiered.calc_price(genai)["total_price"])  # type: ignore[attr-defined]
+        return None
+
+
+class ModelRegistry:
+    """Model → provider and price, from genai-prices plus what you register.
+
+    >>> registry = ModelRegistry()
+    >>> registry.provider_for("claude-sonnet-5-5")
+    'anthropic'
+    >>> registry.register("my-llama", provider="openai", input_per_mtok=0.1, output_per_mtok=0.2)
+    """
+
+    def __init__(self, *, use_genai_prices: bool = True) -> None:
+        self._use_genai = use_genai_prices
+        self._custom: dict[str, ModelInfo] = {}
+        self._custom_globs: list[ModelInfo] = []
+        self._cache: dict[str, ModelInfo | None] = {}
+        self._warned: set[str] = set()
+
+    def register(
+        self,
+        model: str,
+        *,
+        provider: str | None = None,
+        input_per_mtok: float | None = None,
+        output_per_mtok: float | None = None,
+        cache_read_per_mtok: float | None = None,
+        cache_write_per_mtok: float | None = None,
+        cost_per_1k_tokens: float | None = None,
+        context_window: int | None = None,
+    ) -> ModelInfo:
+        """Add or override a model (a glob such as ``llama-*`` matches a family).
+
+        Give prices per million tokens, or one ``cost_per_1k_tokens`` for both sides.
+        """
+        price: ModelPrice | None = None
+        if cost_per_1k_tokens is not None:
+            price = ModelPrice.per_1k(cost_per_1k_tokens)
+        elif input_per_mtok is not None or output_per_mtok is not None:
+            price = ModelPrice(
+                input_per_mtok or 0.0, output_per_mtok or 0.0, cache_read_per_mtok, cache_write_per_mtok
+            )
+        info = ModelInfo(id=model, provider=provider, context_window=context_window, price=price)
+        if any(c in model for c in "*?["):
+            self._custom_globs.insert(0, info)
+        else:
+            self._custom[model] = info
+        self._cache.clear()
+        return info
+
+    def info(self, model: str) -> ModelInfo | None:
+        """Everything known of ``model`` (custom entries first), or None."""
+        info = self._cache.get(model, _MISSING)
+        if info is not _MISSING and (info is None or time.monotonic() - info.resolved_at < _REFRESH_SECONDS):
+            return info  # type: ignore[return-value]
+        info = self._resolve(model)
+        self._cache[model] = info
+        return info
+
+    def provider_for(self, model: str) -> str | None:
+        info = self.info(model)
+        return info.provider if info else None
+
+    def dialect_for(self, model: str) -> str | None:
+        """``anthropic`` or ``openai`` when the model's maker speaks that dialect natively."""
+        return _PROVIDER_DIALECT.get(self.provider_for(model) or "")
+
+    def cost(self, model: str, usage: Usage) -> float | None:
+        """USD for ``usage`` on ``model``; None (and one warning) when the price is unknown."""
+        info = self.info(model)
+        cost = info.cost(usage) if info else None
+        if cost is None and model not in self._warned:
+            self._warned.add(model)
+            log.warning("no price known for model %r: its cost is recorded as unknown", model)
+        return cost
+
+    def _resolve(self, model: str) -> ModelInfo | None:
+        custom = self._custom.get(model) or next(
+            (g for g in self._custom_globs if fnmatchcase(model, g.id)), None
+        )
+        if custom is not None and custom.price is not None and custom.provider is not None:
+            return custom
+        known = self._from_genai(model) if self._use_genai else None
+        if custom is None:
+            return known
+        if known is None:
+            return custom
+        return ModelInfo(
+            id=model,
+            provider=custom.provider or known.provider,
+            name=known.name,
+            context_window=custom.context_window or known.context_window,
+            price=custom.price or known.price,
+            tiered=None if custom.price else known.tiered,
+        )
+
+    @staticmethod
+    def _from_genai(model: str) -> ModelInfo | None:
+        try:
+            provider, found = data_snapshot.get_snapshot().find_provider_model(model, None, None, None)
+        except LookupError:
+            return None
+        prices = found.get_prices(datetime.now(UTC))
+        flat = [prices.input_mtok, prices.output_mtok, prices.cache_read_mtok, prices.cache_write_mtok]
+        info = ModelInfo(
+            id=found.id, provider=provider.id, name=found.name, context_window=found.context_window
+        )
+        if all(p is None or isinstance(p, (int, float, Decimal)) for p in flat):
+            info.price = ModelPrice(*(None if p is None else float(p) for p in flat))  # type: ignore[arg-type]
+            if info.price.input_per_mtok is None or info.price.output_per_mtok is None:
+                info.price = None
+                info.tiered = prices
+        else:
+            info.tiered = prices
+        return info
+
+
+_MISSING = object()

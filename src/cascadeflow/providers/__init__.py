@@ -1,0 +1,16 @@
+"""Adapters that talk to upstreams, one per dialect, over pooled HTTP clients."""
+
+from .adapters import AnthropicAdapter, OpenAIAdapter, adapter_for
+from .base import ProviderAdapter, StreamTap, forwardable_request_headers, forwardable_response_headers
+from .pool import UpstreamPool
+
+__all__ = [
+    "AnthropicAdapter",
+    "OpenAIAdapter",
+    "ProviderAdapter",
+    "StreamTap",
+    "UpstreamPool",
+    "adapter_for",
+    "forwardable_request_headers",
+    "forwardable_response_headers",
+]

@@ -1,0 +1,94 @@
+"""The two upstream dialects: Anthropic and OpenAI-compatible servers."""
+
+from __future__ import annotations
+
+from ..dialects import anthropic as anthropic_wire
+from ..dialects import openai as openai_wire
+from ..errors import ErrorKind
+from ..usage import Usage
+from .base import ProviderAdapter, StreamTap
+
+__all__ = ["AnthropicAdapter", "OpenAIAdapter", "adapter_for"]
+
+ANTHROPIC_VERSION = "2023-06-01"
+
+
+def _bearer(headers: dict[str, str]) -> str | None:
+    value = headers.get("authorization", "")
+    if value[:7].lower() == "bearer ":
+        return value[7:].strip() or None
+    return None
+
+
+class AnthropicAdapter:
+    name = "anthropic"
+
+    def caller_key(self, headers: dict[str, str]) -> str | None:
+        return headers.get("x-api-key") or _bearer(headers)
+
+    def auth_headers(self, key: str | None) -> dict[str, str]:
+        return {"x-api-key": key} if key else {}
+
+    def default_headers(self) -> dict[str, str]:
+        return {"anthropic-version": ANTHROPIC_VERSION}
+
+    def prepare(self, path: str, body: dict, model: str) -> tuple[dict, bool]:
+        if body.get("model") == model:
+            return body, False
+        return {**body, "model": model}, True
+
+    def response_usage(self, body: object) -> Usage:
+        return anthropic_wire.response_usage(body)
+
+    def stream_tap(self, body: dict) -> StreamTap:
+        return anthropic_wire.AnthropicStreamTap()
+
+    def error_body(self, kind: ErrorKind, message: str) -> bytes:
+        return anthropic_wire.error_body(kind, message)
+
+    def stream_error(self, kind: ErrorKind, message: str) -> bytes:
+        return anthropic_wire.stream_error(kind, message)
+
+
+class OpenAIAdapter:
+    """Any server speaking OpenAI Chat Completions (OpenAI, vLLM, Ollama, Groq, llama.cpp…)."""
+
+    name = "openai"
+
+    def caller_key(self, headers: dict[str, str]) -> str | None:
+        return _bearer(headers) or headers.get("api-key") or headers.get("x-api-key")
+
+    def auth_headers(self, key: str | None) -> dict[str, str]:
+        return {"authorization": f"Bearer {key}"} if key else {}
+
+    def default_headers(self) -> dict[str, str]:
+        return {}
+
+    def prepare(self, path: str, body: dict, model: str) -> tuple[dict, bool]:
+        """Swap the model; ask for the usage chunk of a stream so it can be priced."""
+        changed = body.get("model") != model
+        if body.get("stream") is True and path.endswith("/chat/completions") and not openai_wire.wants_usage(body):
+            options = body.get("stream_options")
+            options = {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
+            return {**body, "model": model, "stream_options": options}, True
+        return ({**body, "model": model}, True) if changed else (body, False)
+
+    def response_usage(self, body: object) -> Usage:
+        return openai_wire.response_usage(body)
+
+    def stream_tap(self, body: dict) -> StreamTap:
+        """``body`` is the caller's: strip the usage chunk when the caller did not ask for it."""
+        return openai_wire.OpenAIStreamTap(strip_usage=not openai_wire.wants_usage(body))
+
+    def error_body(self, kind: ErrorKind, message: str) -> bytes:
+        return openai_wire.error_body(kind, message)
+
+    def stream_error(self, kind: ErrorKind, message: str) -> bytes:
+        return openai_wire.stream_error(kind, message)
+
+
+_ADAPTERS: dict[str, ProviderAdapter] = {"anthropic": AnthropicAdapter(), "openai": OpenAIAdapter()}
+
+
+def adapter_for(provider: str) -> ProviderAdapter:
+    return _ADAPTERS[provider]

@@ -1,0 +1,28 @@
+"""The proxy library: route OpenAI/Anthropic-style requests to providers and track cost.
+
+``ProxyRoute`` (an upstream), ``ProxyRouter`` (model → route), ``ProxyHandler``
+(send, read usage, price), ``ProxyService`` (both together). See docs/proxy-library.md.
+"""
+
+from ..errors import ProxyError, ProxyRoutingError, ProxyTransportError, ProxyUpstreamError
+from .handler import ProxyHandler
+from .route import ProxyRoute, RoutePrice
+from .router import ProxyRouter, RouteMatch
+from .service import ProxyService
+from .types import ProxyRequest, ProxyResult, ProxyStream
+
+__all__ = [
+    "ProxyRoute",
+    "RoutePrice",
+    "ProxyRouter",
+    "RouteMatch",
+    "ProxyHandler",
+    "ProxyService",
+    "ProxyRequest",
+    "ProxyResult",
+    "ProxyStream",
+    "ProxyError",
+    "ProxyRoutingError",
+    "ProxyUpstreamError",
+    "ProxyTransportError",
+]

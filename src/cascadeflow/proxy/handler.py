@@ -1,0 +1,246 @@
+"""ProxyHandler: send one request to one route, read its usage, price it.
+
+The body goes upstream as received unless the adapter must change it (the model
+name, or asking an OpenAI stream for its usage chunk). Stream bytes are yielded as
+they arrive while a tap reads usage on the side; a stream that breaks after it
+began ends with the dialect's error event rather than a silent cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import aiohttp
+import orjson
+
+from ..errors import ErrorKind, ProxyTransportError, ProxyUpstreamError
+from ..pricing import ModelPrice, ModelRegistry
+from ..providers import UpstreamPool, adapter_for, forwardable_request_headers, forwardable_response_headers
+from ..telemetry import CostTracker
+from .route import ProxyRoute, RoutePrice
+from .types import ProxyRequest, ProxyResult, ProxyStream
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from ..providers.base import ProviderAdapter, StreamTap
+    from ..usage import Usage
+
+__all__ = ["ProxyHandler"]
+
+
+class ProxyHandler:
+    """Sends requests upstream over pooled connections and tracks their cost."""
+
+    def __init__(
+        self,
+        cost_tracker: CostTracker | None = None,
+        registry: ModelRegistry | None = None,
+        pool: UpstreamPool | None = None,
+    ) -> None:
+        self.cost_tracker = cost_tracker
+        self.registry = registry or ModelRegistry()
+        self.pool = pool or UpstreamPool()
+        self._timeouts: dict[tuple[str, bool], aiohttp.ClientTimeout] = {}
+        self._route_prices: dict[str, ModelPrice] = {}
+
+    # -- pricing ---------------------------------------------------------------
+
+    def price(self, route: ProxyRoute, model: str, usage: Usage) -> float | None:
+        """USD for ``usage``: the route's override if it has one, else the registry's price."""
+        override = route.cost_per_1k_tokens
+        if override is None:
+            return self.registry.cost(model, usage)
+        price = self._route_prices.get(route.name)
+        if price is None:
+            if isinstance(override, RoutePrice):
+                per_m = [None if p is None else p * 1000 for p in (override.cache_read, override.cache_write)]
+                price = ModelPrice(override.input * 1000, override.output * 1000, *per_m)
+            else:
+                price = ModelPrice.per_1k(override)
+            self._route_prices[route.name] = price
+        return price.cost(usage)
+
+    # -- sending ---------------------------------------------------------------
+
+    async def send(self, route: ProxyRoute, model: str, request: ProxyRequest) -> ProxyResult:
+        """Forward a non-streaming request; raise ProxyUpstreamError on an error status."""
+        adapter = adapter_for(route.provider)
+        url, headers, payload = self._build(route, model, request, adapter)
+        started = time.perf_counter()
+        try:
+            async with self.pool.session(route).request(
+                request.method, url, data=payload, headers=headers, timeout=self._timeout(route, False)
+            ) as response:
+                raw = await response.read()
+                status = response.status
+                response_headers = forwardable_response_headers(response.headers)
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise ProxyTransportError(
+                f"upstream {route.name!r} did not answer within its timeout", timeout=True, route=route.name
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise ProxyTransportError(f"upstream {route.name!r} unreachable: {_describe(exc)}", route=route.name) from exc
+        latency_ms = (time.perf_counter() - started) * 1000
+        if status >= 400:
+            raise ProxyUpstreamError(
+                f"upstream {route.name!r} answered {status}",
+                status=status,
+                payload=raw,
+                headers=response_headers,
+                route=route.name,
+            )
+        try:
+            data = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            data = raw
+        usage = adapter.response_usage(data)
+        cost = self.price(route, model, usage) if request.method == "POST" else 0.0
+        if self.cost_tracker is not None and request.method == "POST" and not request.path.endswith("count_tokens"):
+            self.cost_tracker.record(model=model, route=route.name, usage=usage, cost=cost, status=status)
+        return ProxyResult(data, status, response_headers, usage, cost, route.name, model, latency_ms, raw)
+
+    async def open_stream(self, route: ProxyRoute, model: str, request: ProxyRequest) -> ProxyStream:
+        """Open a streaming request; returns once the upstream's headers arrived."""
+        adapter = adapter_for(route.provider)
+        url, headers, payload = self._build(route, model, request, adapter)
+        started = time.perf_counter()
+        try:
+            response = await self.pool.session(route).request(
+                request.method, url, data=payload, headers=headers, timeout=self._timeout(route, True)
+            )
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise ProxyTransportError(
+                f"upstream {route.name!r} sent no response within its timeout", timeout=True, route=route.name
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise ProxyTransportError(f"upstream {route.name!r} unreachable: {_describe(exc)}", route=route.name) from exc
+        first_byte_ms = (time.perf_counter() - started) * 1000
+        response_headers = forwardable_response_headers(response.headers)
+        if response.status >= 400:
+            try:
+                raw = await response.read()
+            except (asyncio.TimeoutError, aiohttp.ClientError):
+                raw = b""
+            finally:
+                response.release()
+            raise ProxyUpstreamError(
+                f"upstream {route.name!r} answered {response.status}",
+                status=response.status,
+                payload=raw,
+                headers=response_headers,
+                route=route.name,
+            )
+        tap = adapter.stream_tap(request.body or {})
+        stream = ProxyStream(
+            status=response.status, headers=response_headers, route=route.name, model=model,
+            first_byte_ms=first_byte_ms, chunks=None,  # type: ignore[arg-type]
+        )
+        is_sse = response.content_type == "text/event-stream"
+        stream._chunks = self._relay(route, model, adapter, response, tap, stream, started, is_sse)
+        return stream
+
+    async def _relay(
+        self,
+        route: ProxyRoute,
+        model: str,
+        adapter: ProviderAdapter,
+        response: aiohttp.ClientResponse,
+        tap: StreamTap,
+        stream: ProxyStream,
+        started: float,
+        is_sse: bool,
+    ) -> AsyncIterator[bytes]:
+        finished = False
+        try:
+            if not is_sse:  # an upstream may answer a stream request with plain JSON
+                raw = await response.read()
+                tap.usage = adapter.response_usage(_loads(raw))
+                tap.complete = True
+                finished = True
+                yield raw
+                return
+            async for chunk in response.content.iter_any():
+                out = tap.feed(chunk)
+                if out:
+                    yield out
+            tail = tap.flush()
+            if tail:
+                yield tail
+            finished = True
+            if not tap.complete:
+                stream.error = "upstream closed the stream before it finished"
+                yield adapter.stream_error(ErrorKind.BAD_GATEWAY, stream.error)
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            stream.error = f"upstream stream was silent for more than {route.stream_idle_timeout:g}s"
+            yield adapter.stream_error(ErrorKind.TIMEOUT, stream.error)
+        except aiohttp.ClientError as exc:
+            stream.error = f"upstream stream broke: {_describe(exc)}"
+            yield adapter.stream_error(ErrorKind.BAD_GATEWAY, stream.error)
+        finally:
+            if finished and tap.complete:
+                response.release()
+            else:  # cut, failed or abandoned by the caller: stop the upstream generating
+                response.close()
+            stream.complete = tap.complete and stream.error is None
+            if stream.error is None and tap.error is not None:
+                stream.error = "upstream sent an error event"
+            stream.usage = tap.usage
+            stream.cost = self.price(route, model, tap.usage)
+            stream.latency_ms = (time.perf_counter() - started) * 1000
+            if self.cost_tracker is not None:
+                self.cost_tracker.record(
+                    model=model, route=route.name, usage=tap.usage, cost=stream.cost,
+                    status=200 if stream.error is None else 502, stream=True,
+                )
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _build(
+        self, route: ProxyRoute, model: str, request: ProxyRequest, adapter: ProviderAdapter
+    ) -> tuple[str, dict[str, str], bytes | None]:
+        url = route.url(request.path)
+        if request.query:
+            url = f"{url}?{request.query}"
+        headers = adapter.default_headers()
+        headers.update(forwardable_request_headers(request.headers))
+        headers.update(route.headers)
+        key = route.api_key.get_secret_value() if route.api_key is not None else None
+        if route.pass_through_auth or key is None:
+            key = adapter.caller_key(request.headers) or key
+        headers.update(adapter.auth_headers(key))
+        payload: bytes | None = None
+        if request.body is not None:
+            body, changed = adapter.prepare(request.path, request.body, model)
+            if changed or request.raw_body is None:
+                payload = orjson.dumps(body)
+            else:
+                payload = request.raw_body
+            headers["content-type"] = "application/json"
+        return url, headers, payload
+
+    def _timeout(self, route: ProxyRoute, stream: bool) -> aiohttp.ClientTimeout:
+        key = (route.name, stream)
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            read = route.stream_idle_timeout if stream else (route.read_timeout or route.timeout)
+            timeout = aiohttp.ClientTimeout(total=route.timeout, sock_connect=route.connect_timeout, sock_read=read)
+            self._timeouts[key] = timeout
+        return timeout
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) < 300 else text[:300] + "…"
+
+
+def _loads(raw: bytes) -> object:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None

@@ -1,0 +1,100 @@
+"""The data that flows through the proxy library: a request, a result, a stream."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..usage import Usage
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+__all__ = ["ProxyRequest", "ProxyResult", "ProxyStream"]
+
+
+@dataclass(slots=True)
+class ProxyRequest:
+    """An API call to forward. ``raw_body``, when given, is sent as is if nothing changes."""
+
+    method: str
+    path: str
+    headers: dict[str, str] = field(default_factory=dict)
+    body: dict[str, Any] | None = None
+    raw_body: bytes | None = None
+    query: str = ""
+
+    def __post_init__(self) -> None:
+        self.headers = {k.lower(): v for k, v in self.headers.items()}
+
+    @property
+    def model(self) -> str:
+        model = (self.body or {}).get("model")
+        return model if isinstance(model, str) else ""
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.body and self.body.get("stream") is True)
+
+
+@dataclass(slots=True)
+class ProxyResult:
+    """A completed upstream call: its answer, usage, cost and timing."""
+
+    data: Any
+    status: int
+    headers: dict[str, str]
+    usage: Usage
+    cost: float | None
+    route: str
+    model: str
+    latency_ms: float
+    raw: bytes = b""
+
+
+class ProxyStream:
+    """An upstream stream, open: iterate it for the bytes to send to the caller.
+
+    ``usage``, ``cost`` and ``complete`` are final once iteration has ended. A
+    stream that fails after it started ends with the dialect's error event.
+    """
+
+    __slots__ = (
+        "status",
+        "headers",
+        "route",
+        "model",
+        "first_byte_ms",
+        "latency_ms",
+        "usage",
+        "cost",
+        "complete",
+        "error",
+        "_chunks",
+    )
+
+    def __init__(
+        self, *, status: int, headers: dict[str, str], route: str, model: str, first_byte_ms: float,
+        chunks: AsyncIterator[bytes],
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.route = route
+        self.model = model
+        self.first_byte_ms = first_byte_ms
+        self.latency_ms = 0.0
+        self.usage = Usage()
+        self.cost: float | None = None
+        self.complete = False
+        self.error: str | None = None
+        self._chunks = chunks
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks
+
+    async def aclose(self) -> None:
+        """Stop early (the caller left): closes the upstream connection."""
+        await self._chunks.aclose()  # type: ignore[attr-defined]
+
+    async def read_all(self) -> bytes:
+        return b"".join([chunk async for chunk in self])

@@ -1,0 +1,23 @@
+"""Test helpers: a simulated LLM provider speaking the Anthropic and OpenAI APIs.
+
+See :mod:`cascadeflow.testing.simulator` (server and lifecycle),
+:mod:`cascadeflow.testing.script` (rules and faults) and
+:mod:`cascadeflow.testing.engine` (deterministic answers and token estimates).
+"""
+
+from .engine import default_text, estimate_input_tokens
+from .script import Fault, Match, Script, ScriptRule, load_script
+from .simulator import DEFAULT_MODELS, SimulatedProvider, run_simulator
+
+__all__ = [
+    "DEFAULT_MODELS",
+    "Fault",
+    "Match",
+    "Script",
+    "ScriptRule",
+    "SimulatedProvider",
+    "default_text",
+    "estimate_input_tokens",
+    "load_script",
+    "run_simulator",
+]

@@ -1,0 +1,488 @@
+"""Dialect-neutral answer planning for the simulator: text, tools, tokens, caching.
+
+Everything here is deterministic, so tests can predict what the simulator sends.
+
+Default answer
+    ``f"[{model}] "`` followed by 6 to 15 words picked from a fixed word list by
+    a BLAKE2b hash of ``model + "\\0" + last user text``; the last word ends with
+    ".". Same request → same answer; different models → different answers.
+
+Token estimate (see :func:`estimate_input_tokens`)
+    ``input_total = max(1, chars // 4)`` where ``chars`` is the length of the
+    compact JSON (orjson) of ``messages``, plus that of ``system`` if present
+    (Anthropic), plus that of ``tools`` if present. This is what
+    ``count_tokens`` returns.
+    ``output = words(text) + words(thinking) + sum(len(json(tool input)) // 4)``
+    where ``words(s) = len(s.split())`` and tool input JSON is compact orjson.
+
+Prompt caching (only when the raw body contains ``cache_control``)
+    The prompt is cut into segments in the order tools, system blocks, message
+    content blocks (a string system / content is one segment); each segment's
+    size is the compact JSON length of the block without its ``cache_control``
+    key. The *breakpoint* is the last segment carrying ``cache_control`` (a
+    top-level ``cache_control`` marks the last segment). With ``P`` = chars of
+    all segments up to the breakpoint and ``R`` = chars up to the longest
+    earlier-seen prefix (prefixes are remembered per model at every
+    breakpoint):
+    ``cache_read = R // 4``, ``cache_creation = P // 4 - cache_read``,
+    ``input_tokens = input_total - cache_read - cache_creation``.
+    Anthropic reports the three; OpenAI reports ``prompt_tokens = input_total``
+    and ``prompt_tokens_details.cached_tokens = cache_read``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .script import ScriptRule
+
+__all__ = [
+    "Answer",
+    "CacheSim",
+    "Usage",
+    "default_text",
+    "estimate_input_tokens",
+    "last_user_text",
+    "plan_answer",
+    "split_tokens",
+]
+
+_dumps = orjson.dumps
+
+WORDS = (
+    "alpha bravo cobalt delta ember falcon garnet harbor indigo jasper kestrel lumen "
+    "meadow nimbus orchid prairie quartz raven sierra timber umber velvet willow xenon "
+    "yonder zephyr amber birch cedar dune echo fjord glacier heron island juniper kelp "
+    "lagoon maple nectar opal pebble quill ridge saffron tundra upland valley wren "
+    "yarrow zinnia acorn basalt canyon drift estuary fern grove hazel iris jade knoll lotus mesa"
+).split()
+assert len(WORDS) == 64
+
+THINKING_WORDS = "consider the question carefully then weigh each option before answering".split()
+
+_TOKEN_RE = re.compile(r"\s*\S+")
+
+ANTHROPIC_TO_OPENAI_STOP = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+    "pause_turn": "stop",
+}
+OPENAI_TO_ANTHROPIC_STOP = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+
+
+def new_id(prefix: str) -> str:
+    return prefix + secrets.token_hex(12)
+
+
+def split_tokens(text: str) -> list[str]:
+    """Word-level tokens, each with its leading whitespace; they join back to ``text``."""
+    tokens = _TOKEN_RE.findall(text)
+    if tokens:
+        tail = len(text) - sum(map(len, tokens))
+        if tail:
+            tokens[-1] += text[-tail:]
+    elif text:
+        tokens = [text]
+    return tokens
+
+
+def _count_words(text: str | None) -> int:
+    return len(text.split()) if text else 0
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") in ("text", "input_text")]
+        if not parts:  # e.g. only tool results: use their text
+            for b in content:
+                if isinstance(b, dict) and b.get("type") == "tool_result":
+                    parts.append(_text_of(b.get("content")))
+        return "\n".join(p for p in parts if isinstance(p, str))
+    return ""
+
+
+def last_user_text(body: dict[str, Any]) -> str:
+    """Text of the last ``user`` message (text blocks joined by newlines)."""
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for msg in reversed(messages):
+            if isinstance(msg, dict) and msg.get("role") == "user":
+                return _text_of(msg.get("content"))
+    return ""
+
+
+def _hash(*parts: str) -> bytes:
+    return hashlib.blake2b("\0".join(parts).encode(), digest_size=16).digest()
+
+
+def default_text(model: str, prompt: str, words: int | None = None) -> str:
+    """The deterministic default answer; ``words`` fixes the total word count."""
+    h = _hash(model, prompt)
+    n = 6 + h[0] % 10 if words is None else words - 1
+    if words is not None and words <= 0:
+        return ""
+    picked = [WORDS[(h[1 + i % 15] + 7 * i) % 64] for i in range(max(0, n))]
+    if not picked:
+        return f"[{model}]"
+    return f"[{model}] " + " ".join(picked) + "."
+
+
+def default_thinking(model: str, prompt: str) -> str:
+    h = _hash("thinking", model, prompt)
+    return " ".join(THINKING_WORDS) + " " + " ".join(WORDS[b % 64] for b in h[:4]) + "."
+
+
+def signature_for(thinking: str) -> str:
+    return base64.b64encode(b"\x12sim" + hashlib.blake2b(thinking.encode(), digest_size=44).digest()).decode()
+
+
+def estimate_input_tokens(body: dict[str, Any]) -> int:
+    """``max(1, chars // 4)`` over compact JSON of messages (+ system) (+ tools)."""
+    chars = len(_dumps(body.get("messages") or []))
+    system = body.get("system")
+    if system is not None:
+        chars += len(_dumps(system))
+    tools = body.get("tools")
+    if tools:
+        chars += len(_dumps(tools))
+    return max(1, chars // 4)
+
+
+@dataclass(slots=True)
+class Usage:
+    """Dialect-neutral usage: ``input`` excludes cached tokens."""
+
+    input: int
+    output: int
+    cache_creation: int = 0
+    cache_read: int = 0
+
+    @property
+    def prompt_total(self) -> int:
+        return self.input + self.cache_creation + self.cache_read
+
+
+@dataclass(slots=True)
+class ToolCall:
+    id: str
+    name: str
+    input: Any
+    arguments: str  # compact JSON of input
+
+
+@dataclass(slots=True)
+class Answer:
+    model: str
+    text: str
+    thinking: str | None = None
+    signature: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    stop_reason: str = "end_turn"  # Anthropic vocabulary
+    stop_sequence: str | None = None
+    usage: Usage = field(default_factory=lambda: Usage(1, 0))
+    logprob: float | None = None
+    logprobs: list[float] | None = None
+
+
+class CacheSim:
+    """Remembers prompt prefixes (per model) seen at cache breakpoints."""
+
+    __slots__ = ("seen",)
+
+    def __init__(self) -> None:
+        self.seen: set[bytes] = set()
+
+    def clear(self) -> None:
+        self.seen.clear()
+
+    def account(self, body: dict[str, Any], model: str, dialect: str) -> tuple[int, int]:
+        """(cache_creation_tokens, cache_read_tokens) for this request; records it."""
+        segments = _segments(body, dialect)
+        last = -1
+        for i, (_, marked) in enumerate(segments):
+            if marked:
+                last = i
+        if last < 0 and body.get("cache_control") and segments:
+            last = len(segments) - 1
+        if last < 0:
+            return 0, 0
+        h = hashlib.blake2b(model.encode(), digest_size=16)
+        chars = 0
+        read_chars = 0
+        marked_keys: list[bytes] = []
+        for i in range(last + 1):
+            data, marked = segments[i]
+            h.update(data)
+            h.update(b"\x1e")
+            chars += len(data)
+            key = h.copy().digest()
+            if key in self.seen:
+                read_chars = chars
+            if marked or i == last:
+                marked_keys.append(key)
+        self.seen.update(marked_keys)
+        read = read_chars // 4
+        creation = chars // 4 - read
+        return creation, read
+
+
+def _strip(block: Any) -> tuple[bytes, bool]:
+    if isinstance(block, dict) and "cache_control" in block:
+        marked = bool(block["cache_control"])
+        return _dumps({k: v for k, v in block.items() if k != "cache_control"}), marked
+    return _dumps(block), False
+
+
+def _segments(body: dict[str, Any], dialect: str) -> list[tuple[bytes, bool]]:
+    out: list[tuple[bytes, bool]] = []
+    for tool in body.get("tools") or ():
+        out.append(_strip(tool))
+    system = body.get("system")
+    if isinstance(system, list):
+        out.extend(_strip(b) for b in system)
+    elif system is not None:
+        out.append((_dumps(system), False))
+    for msg in body.get("messages") or ():
+        if not isinstance(msg, dict):
+            continue
+        content = msg.get("content")
+        if isinstance(content, list):
+            out.extend(_strip(b) for b in content)
+        else:
+            out.append((_dumps(content), False))
+        if dialect == "openai" and msg.get("cache_control"):
+            out[-1] = (out[-1][0], True)
+    return out
+
+
+def schema_value(schema: Any, name: str = "value", depth: int = 0) -> Any:
+    """A type-appropriate example value for a JSON schema (required properties only)."""
+    if not isinstance(schema, dict) or depth > 8:
+        return f"{name}_value"
+    if "const" in schema:
+        return schema["const"]
+    if "default" in schema:
+        return schema["default"]
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = schema.get(key)
+        if isinstance(options, list) and options:
+            return schema_value(options[0], name, depth + 1)
+    typ = schema.get("type")
+    if isinstance(typ, list):
+        typ = next((t for t in typ if t != "null"), typ[0] if typ else None)
+    if typ == "object" or (typ is None and "properties" in schema):
+        props = schema.get("properties") or {}
+        required = schema.get("required") or []
+        return {k: schema_value(props.get(k), k, depth + 1) for k in required}
+    if typ == "array":
+        n = schema.get("minItems") or 0
+        return [schema_value(schema.get("items"), name, depth + 1) for _ in range(n)]
+    if typ == "integer":
+        return schema.get("minimum", 1) if isinstance(schema.get("minimum"), int) else 1
+    if typ == "number":
+        return float(schema.get("minimum", 1.0))
+    if typ == "boolean":
+        return True
+    if typ == "null":
+        return None
+    return f"{name}_value"
+
+
+def _forced_tool(body: dict[str, Any], dialect: str) -> tuple[str, Any] | None:
+    """(name, schema) of the tool the request forces, if any."""
+    tools = body.get("tools")
+    choice = body.get("tool_choice")
+    if not tools or not choice:
+        return None
+    want: str | None = None
+    if dialect == "anthropic":
+        if not isinstance(choice, dict) or choice.get("type") not in ("any", "tool"):
+            return None
+        if choice.get("type") == "tool":
+            want = choice.get("name")
+        for tool in tools:
+            if isinstance(tool, dict) and (want is None or tool.get("name") == want):
+                return tool.get("name", "tool"), tool.get("input_schema")
+    else:
+        if choice == "required":
+            pass
+        elif isinstance(choice, dict) and choice.get("type") == "function":
+            want = (choice.get("function") or {}).get("name")
+        else:
+            return None
+        for tool in tools:
+            fn = tool.get("function") if isinstance(tool, dict) else None
+            if isinstance(fn, dict) and (want is None or fn.get("name") == want):
+                return fn.get("name", "tool"), fn.get("parameters")
+    return (want, None) if want else None
+
+
+def _stop_sequences(body: dict[str, Any], dialect: str) -> list[str]:
+    seqs = body.get("stop_sequences") if dialect == "anthropic" else body.get("stop")
+    if not seqs:
+        return []
+    if isinstance(seqs, str):
+        return [seqs]
+    return [s for s in seqs if isinstance(s, str) and s]
+
+
+def _max_tokens(body: dict[str, Any], dialect: str) -> int | None:
+    value = body.get("max_tokens")
+    if dialect == "openai" and body.get("max_completion_tokens") is not None:
+        value = body.get("max_completion_tokens")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def plan_answer(
+    body: dict[str, Any],
+    dialect: str,
+    rule: ScriptRule | None,
+    prompt: str | None,
+    cache: CacheSim | None,
+    cache_marked: bool,
+) -> Answer:
+    """Decide the full answer (text, thinking, tool calls, stop reason, usage)."""
+    model = body.get("model")
+    model = model if isinstance(model, str) else ""
+    if prompt is None:
+        prompt = last_user_text(body)
+    tool_id_prefix = "toolu_" if dialect == "anthropic" else "call_"
+
+    # thinking (Anthropic only)
+    thinking: str | None = None
+    if dialect == "anthropic":
+        if rule is not None and rule.thinking is not None and rule.thinking is not False:
+            thinking = default_thinking(model, prompt) if rule.thinking is True else str(rule.thinking)
+        else:
+            cfg = body.get("thinking")
+            if isinstance(cfg, dict) and cfg.get("type") in ("enabled", "adaptive"):
+                thinking = default_thinking(model, prompt)
+
+    # tool calls and text
+    calls: list[tuple[str, Any]] = []
+    if rule is not None and rule.tool_calls is not None:
+        calls = [(c["name"], c.get("input") or {}) for c in rule.tool_calls]
+    elif rule is None or (rule.text is None and rule.words is None):
+        forced = _forced_tool(body, dialect)
+        if forced is not None:
+            calls = [(forced[0], schema_value(forced[1] or {"type": "object"}, forced[0]))]
+    if rule is not None and rule.text is not None:
+        text = rule.text
+    elif calls:
+        text = ""
+    else:
+        text = default_text(model, prompt, rule.words if rule is not None else None)
+
+    stop_reason = "tool_use" if calls else "end_turn"
+    stop_sequence: str | None = None
+    seqs = _stop_sequences(body, dialect)
+    if seqs and text:
+        cut = min(((text.find(s), s) for s in seqs if s in text), default=None)
+        if cut is not None:
+            text = text[: cut[0]]
+            stop_reason, stop_sequence, calls = "stop_sequence", cut[1], []
+
+    limit = _max_tokens(body, dialect)
+    if limit is not None:
+        think_words = _count_words(thinking)
+        if thinking is not None and think_words > limit:
+            thinking = " ".join(thinking.split()[: max(0, limit)])
+            think_words = _count_words(thinking)
+        budget = max(0, limit - think_words)
+        tokens = split_tokens(text)
+        if len(tokens) > budget:
+            text = "".join(tokens[:budget]).rstrip() if budget else ""
+            stop_reason, stop_sequence, calls = "max_tokens", None, []
+
+    tool_calls = [ToolCall(new_id(tool_id_prefix), name, inp, _dumps(inp).decode()) for name, inp in calls]
+
+    if rule is not None and rule.stop_reason is not None:
+        forced_stop = OPENAI_TO_ANTHROPIC_STOP.get(rule.stop_reason, rule.stop_reason)
+        stop_reason = forced_stop
+
+    output = _count_words(text) + _count_words(thinking) + sum(len(c.arguments) // 4 for c in tool_calls)
+    total_in = estimate_input_tokens(body)
+    creation = read = 0
+    if cache_marked and cache is not None:
+        creation, read = cache.account(body, model, dialect)
+    usage = Usage(max(0, total_in - creation - read), output, creation, read)
+    if rule is not None and rule.usage:
+        _override_usage(usage, rule.usage)
+
+    return Answer(
+        model=model,
+        text=text,
+        thinking=thinking,
+        signature=signature_for(thinking) if thinking is not None else None,
+        tool_calls=tool_calls,
+        stop_reason=stop_reason,
+        stop_sequence=stop_sequence,
+        usage=usage,
+        logprob=rule.logprob if rule is not None else None,
+        logprobs=rule.logprobs if rule is not None else None,
+    )
+
+
+def _override_usage(usage: Usage, spec: dict[str, int]) -> None:
+    if "cache_read_input_tokens" in spec:
+        usage.cache_read = int(spec["cache_read_input_tokens"])
+    if "cached_tokens" in spec:
+        usage.cache_read = int(spec["cached_tokens"])
+    if "cache_creation_input_tokens" in spec:
+        usage.cache_creation = int(spec["cache_creation_input_tokens"])
+    if "input_tokens" in spec:
+        usage.input = int(spec["input_tokens"])
+    if "prompt_tokens" in spec:
+        usage.input = max(0, int(spec["prompt_tokens"]) - usage.cache_read - usage.cache_creation)
+    if "output_tokens" in spec:
+        usage.output = int(spec["output_tokens"])
+    if "completion_tokens" in spec:
+        usage.output = int(spec["completion_tokens"])
+
+
+def token_logprob(token: str, index: int, answer: Answer) -> float:
+    """Logprob for one output token: rule value, or a deterministic ~-0.1."""
+    if answer.logprobs:
+        return float(answer.logprobs[index] if index < len(answer.logprobs) else answer.logprobs[-1])
+    if answer.logprob is not None:
+        return float(answer.logprob)
+    return -round(0.05 + (zlib.crc32(token.encode()) % 101) / 1000, 4)
+
+
+def logprob_entries(tokens: list[str], start: int, answer: Answer, top: int) -> list[dict[str, Any]]:
+    """OpenAI ``logprobs.content`` entries for ``tokens`` (starting at index ``start``)."""
+    out = []
+    for i, tok in enumerate(tokens, start):
+        lp = token_logprob(tok, i, answer)
+        entry: dict[str, Any] = {"token": tok, "logprob": lp, "bytes": list(tok.encode()), "top_logprobs": []}
+        if top > 0:
+            lead = tok[: len(tok) - len(tok.lstrip())]
+            alts = [{"token": tok, "logprob": lp, "bytes": list(tok.encode())}]
+            for j in range(1, top):
+                alt = lead + WORDS[(zlib.crc32(tok.encode()) + j) % 64]
+                alts.append({"token": alt, "logprob": round(lp - 2.0 * j, 4), "bytes": list(alt.encode())})
+            entry["top_logprobs"] = alts
+        out.append(entry)
+    return out

@@ -1,0 +1,560 @@
+"""A simulated LLM provider: a real aiohttp server speaking both the Anthropic
+Messages API and the OpenAI Chat Completions API.
+
+Endpoints (any auth header is accepted; every ``/v1`` request is recorded):
+
+- ``POST /v1/messages`` (also ``?beta=true``), JSON or ``"stream": true`` SSE
+- ``POST /v1/messages/count_tokens`` → ``{"input_tokens": N}``
+- ``POST /v1/chat/completions``, JSON or SSE (``stream_options.include_usage``)
+- ``GET /v1/models`` and ``GET /v1/models/{id}``: Anthropic shape when the
+  request has an ``anthropic-version`` header, OpenAI shape otherwise
+- control: ``GET /_sim/requests``, ``POST /_sim/script``, ``POST /_sim/reset``,
+  ``GET /_sim/health``
+
+Answers are deterministic (see :mod:`cascadeflow.testing.engine` for the default
+answer text, the token-estimate formula and the prompt-cache simulation) and can
+be overridden per request, or faults injected, with a
+:class:`~cascadeflow.testing.script.Script`. Script rules apply to the two
+generation endpoints; a rule reaches ``count_tokens`` / ``models`` only when its
+``match.path`` names that path exactly.
+
+Usage::
+
+    with SimulatedProvider(script=[{"match": {"model": "claude-*"}, "text": "Hi."}]) as sim:
+        client = anthropic.Anthropic(base_url=sim.url, api_key="x")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from . import anthropic_sim as an
+from . import openai_sim as oa
+from .engine import CacheSim, estimate_input_tokens, last_user_text, new_id, plan_answer
+from .script import Fault, Script, load_script
+
+__all__ = ["DEFAULT_MODELS", "SimulatedProvider", "run_simulator"]
+
+DEFAULT_MODELS = [
+    "claude-opus-5-5",
+    "claude-sonnet-5-5",
+    "claude-haiku-5-5",
+    "gpt-5.4",
+    "gpt-5.4-mini",
+    "gpt-4o",
+    "gpt-4o-mini",
+]
+
+_MODEL_CREATED = 1735689600  # 2025-01-01T00:00:00Z
+_SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+_JSON = "application/json"
+_INVALID = object()
+_GENERATION_PATHS = frozenset({"/v1/messages", "/v1/chat/completions"})
+
+
+def _display_name(model_id: str) -> str:
+    parts = model_id.split("-")
+    out: list[str] = []
+    for part in parts:
+        if part.isdigit() and out and out[-1][-1:].isdigit():
+            out[-1] += "." + part
+        else:
+            out.append(part.upper() if part == "gpt" else part.capitalize())
+    return " ".join(out)
+
+
+def _normalize_model(model: str | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(model, str):
+        model = {"id": model}
+    mid = model["id"]
+    return {
+        "id": mid,
+        "display_name": model.get("display_name") or _display_name(mid),
+        "created_at": model.get("created_at") or "2025-01-01T00:00:00Z",
+        "created": model.get("created") or _MODEL_CREATED,
+        "owned_by": model.get("owned_by") or ("anthropic" if mid.startswith("claude") else "openai"),
+    }
+
+
+def _fmt_seconds(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover - uvloop is optional
+        return asyncio.new_event_loop()
+
+
+class SimulatedProvider:
+    """The simulated provider server; see the module docstring.
+
+    ``SimulatedProvider(host, port=0, script=None, *, models=None, record=True,
+    max_records=100_000, max_body_bytes=32 MiB, shutdown_timeout=0.25)``.
+    ``port=0`` picks a free port. ``models`` lists model ids (or dicts with
+    ``id`` and optional ``display_name``, ``created_at``, ``created``,
+    ``owned_by``). ``record=False`` skips recording (for benchmarks).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        script: Script | dict[str, Any] | list[Any] | str | Path | None = None,
+        *,
+        models: list[str | dict[str, Any]] | None = None,
+        record: bool = True,
+        max_records: int | None = 100_000,
+        max_body_bytes: int = 32 * 1024 * 1024,
+        shutdown_timeout: float = 0.25,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._requested_port = port
+        self._script = Script.coerce(script)
+        self._models = [_normalize_model(m) for m in (models if models is not None else DEFAULT_MODELS)]
+        self._record_enabled = record
+        self._records: collections.deque[dict[str, Any]] = collections.deque(maxlen=max_records)
+        self._lock = threading.Lock()
+        self._cache = CacheSim()
+        self._max_body = max_body_bytes
+        self._shutdown_timeout = shutdown_timeout
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def url(self) -> str:
+        host = self.host
+        if host in ("", "0.0.0.0"):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def script(self) -> Script:
+        return self._script
+
+    def set_script(self, script: Script | dict[str, Any] | list[Any] | str | Path | None) -> None:
+        """Replace the script (a Script, ``{"rules": [...]}``, a rule list, a file path, or None)."""
+        self._script = Script.coerce(script)
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """Recorded requests: ``{"method","path","query","headers","body","raw"}`` dicts."""
+        with self._lock:
+            return list(self._records)
+
+    def clear(self) -> None:
+        """Forget recorded requests, reset the script's ``times`` counters and the prompt cache."""
+        with self._lock:
+            self._records.clear()
+        self._script.reset()
+        self._cache.clear()
+
+    def start(self) -> SimulatedProvider:
+        """Start in a background thread with its own loop; returns once listening."""
+        if self._thread is not None or self._runner is not None:
+            raise RuntimeError("simulator already started")
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = _new_loop()
+            asyncio.set_event_loop(loop)
+            self._loop = loop
+            try:
+                loop.run_until_complete(self.start_async())
+            except BaseException as exc:  # noqa: BLE001 - re-raised in start()
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name=f"sim-provider-{id(self):x}", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            self._thread.join()
+            self._thread = None
+            self._loop = None
+            raise failure[0]
+        return self
+
+    def stop(self) -> None:
+        """Stop the background server started with :meth:`start`."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        try:
+            fut = asyncio.run_coroutine_threadsafe(self.stop_async(), loop)
+            fut.result(timeout=self._shutdown_timeout + 10)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=10)
+            self._thread = None
+            self._loop = None
+
+    async def start_async(self) -> SimulatedProvider:
+        """Start listening on the current event loop."""
+        if self._runner is not None:
+            raise RuntimeError("simulator already started")
+        runner = web.AppRunner(
+            self._make_app(),
+            handler_cancellation=True,
+            access_log=None,
+            shutdown_timeout=self._shutdown_timeout,
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self._requested_port, backlog=2048)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = runner.addresses[0][1]
+        return self
+
+    async def stop_async(self) -> None:
+        """Stop a server started with :meth:`start_async` (or from its loop)."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    def __enter__(self) -> SimulatedProvider:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> SimulatedProvider:
+        return await self.start_async()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop_async()
+
+    # ------------------------------------------------------------------ app
+
+    def _make_app(self) -> web.Application:
+        app = web.Application(client_max_size=self._max_body + 1024)
+        r = app.router
+        r.add_post("/v1/messages", self._messages)
+        r.add_post("/v1/messages/count_tokens", self._count_tokens)
+        r.add_post("/v1/chat/completions", self._chat_completions)
+        r.add_get("/v1/models", self._models_list)
+        r.add_get("/v1/models/{model_id:.+}", self._model_get)
+        r.add_get("/_sim/requests", self._ctl_requests)
+        r.add_post("/_sim/script", self._ctl_script)
+        r.add_post("/_sim/reset", self._ctl_reset)
+        r.add_get("/_sim/health", self._ctl_health)
+        r.add_route("*", "/{tail:.*}", self._not_found)
+        return app
+
+    async def _read(self, request: web.Request) -> tuple[bytes, Any]:
+        """Read and record the body; returns (raw, parsed JSON | None | _INVALID)."""
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raw, body = b"", _INVALID
+            self._record(request, raw, None)
+            raise
+        if raw:
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                body = _INVALID
+        else:
+            body = None
+        self._record(request, raw, None if body is _INVALID else body)
+        return raw, body
+
+    def _record(self, request: web.Request, raw: bytes, body: Any) -> None:
+        if not self._record_enabled:
+            return
+        entry = {
+            "method": request.method,
+            "path": request.path,
+            "query": dict(request.query),
+            "headers": {k.lower(): v for k, v in request.headers.items()},
+            "body": body,
+            "raw": raw,
+        }
+        with self._lock:
+            self._records.append(entry)
+
+    @staticmethod
+    def _error(dialect: str, status: int, message: str | None = None, error_type: str | None = None,
+               headers: dict[str, str] | None = None) -> web.Response:
+        mod = an if dialect == "anthropic" else oa
+        hdrs = {"request-id" if dialect == "anthropic" else "x-request-id": new_id("req_")}
+        if headers:
+            hdrs.update(headers)
+        return web.Response(status=status, body=mod.error_body(status, message, error_type),
+                            content_type=_JSON, headers=hdrs)
+
+    @staticmethod
+    def _dialect_of(request: web.Request) -> str:
+        if "anthropic-version" in request.headers or request.path.startswith("/v1/messages"):
+            return "anthropic"
+        return "openai"
+
+    # ------------------------------------------------------------------ generation
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, "anthropic")
+
+    async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, "openai")
+
+    def _validate(self, dialect: str, body: Any) -> str | None:
+        if body is _INVALID or not isinstance(body, dict):
+            return "The request body is not valid JSON." if body is _INVALID else "The request body must be a JSON object."
+        if not isinstance(body.get("model"), str):
+            return "model: Field required" if dialect == "anthropic" else "you must provide a model parameter"
+        if not isinstance(body.get("messages"), list):
+            return "messages: Field required" if dialect == "anthropic" else "Missing required parameter: 'messages'."
+        if dialect == "anthropic" and not isinstance(body.get("max_tokens"), int):
+            return "max_tokens: Field required"
+        return None
+
+    async def _generate(self, request: web.Request, dialect: str) -> web.StreamResponse:
+        try:
+            raw, body = await self._read(request)
+        except web.HTTPRequestEntityTooLarge:
+            return self._error(dialect, 413)
+        problem = self._validate(dialect, body)
+        if problem is not None:
+            return self._error(dialect, 400, problem)
+        stream = body.get("stream") is True
+        script = self._script
+        prompt: str | None = None
+        rule = None
+        if script.rules:
+            if script.needs_prompt:
+                prompt = last_user_text(body)
+            rule = script.pick(dialect, request.path, body["model"], stream, prompt)
+        fault = rule.fault if rule is not None else None
+        if fault is not None and fault.active:
+            return await self._generate_faulty(request, dialect, body, raw, rule, fault, prompt, stream)
+        answer = plan_answer(body, dialect, rule, prompt, self._cache, b"cache_control" in raw)
+        if dialect == "anthropic":
+            msg_id = new_id("msg_")
+            headers = {"request-id": new_id("req_")}
+            if stream:
+                return await self._send_events(request, an.stream_events(answer, msg_id), None, dialect, headers)
+            return web.Response(body=an.message_body(answer, msg_id), content_type=_JSON, headers=headers)
+        cid, created = new_id("chatcmpl-"), int(time.time())
+        headers = {"x-request-id": new_id("req_")}
+        if stream:
+            return await self._send_events(request, oa.stream_events(answer, body, cid, created), None, dialect, headers)
+        return web.Response(body=oa.completion_body(answer, body, cid, created), content_type=_JSON, headers=headers)
+
+    async def _generate_faulty(self, request: web.Request, dialect: str, body: dict[str, Any], raw: bytes,
+                               rule: Any, fault: Fault, prompt: str | None, stream: bool) -> web.StreamResponse:
+        if fault.reset == "before_headers":
+            return await self._abort(request)
+        if fault.first_byte_delay > 0:
+            await asyncio.sleep(fault.first_byte_delay)
+        if fault.status is not None and not (stream and fault.error_event_after is not None):
+            headers = {}
+            if fault.retry_after is not None:
+                headers["retry-after"] = _fmt_seconds(fault.retry_after)
+            return self._error(dialect, fault.status, fault.error_message, fault.error_type, headers)
+        answer = plan_answer(body, dialect, rule, prompt, self._cache, b"cache_control" in raw)
+        if dialect == "anthropic":
+            msg_id = new_id("msg_")
+            headers = {"request-id": new_id("req_")}
+            if stream:
+                return await self._send_events(request, an.stream_events(answer, msg_id), fault, dialect, headers)
+            payload = an.message_body(answer, msg_id)
+        else:
+            cid, created = new_id("chatcmpl-"), int(time.time())
+            headers = {"x-request-id": new_id("req_")}
+            if stream:
+                events = oa.stream_events(answer, body, cid, created)
+                return await self._send_events(request, events, fault, dialect, headers)
+            payload = oa.completion_body(answer, body, cid, created)
+        if fault.latency > 0:
+            await asyncio.sleep(fault.latency)
+        if fault.reset == "after_first_event":  # non-stream: headers and half the body, then abort
+            resp = web.StreamResponse(headers={**headers, "Content-Type": _JSON, "Content-Length": str(len(payload))})
+            await resp.prepare(request)
+            await resp.write(payload[: len(payload) // 2])
+            return await self._abort(request, resp)
+        return web.Response(body=payload, content_type=_JSON, headers=headers)
+
+    async def _send_events(self, request: web.Request, events: list[bytes], fault: Fault | None,
+                           dialect: str, headers: dict[str, str]) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={**_SSE_HEADERS, **headers})
+        await resp.prepare(request)
+        if fault is None or not fault.shapes_stream:
+            await resp.write(b"".join(events))
+            await resp.write_eof()
+            return resp
+        mod = an if dialect == "anthropic" else oa
+        error_status = fault.status or (529 if dialect == "anthropic" else 500)
+        for sent in range(len(events) + 1):
+            if sent:
+                if fault.chunk_delay > 0 and sent > 1:
+                    await asyncio.sleep(fault.chunk_delay)
+                await resp.write(events[sent - 1])
+                if fault.reset == "after_first_event" and sent == 1:
+                    return await self._abort(request, resp)
+            if sent == len(events):
+                break
+            if fault.error_event_after == sent:
+                await resp.write(mod.error_event(error_status, fault.error_message, fault.error_type))
+                break
+            if fault.cut_after == sent:
+                break
+            if fault.stall_after == sent:
+                await asyncio.sleep(fault.stall_seconds)
+        await resp.write_eof()
+        return resp
+
+    async def _abort(self, request: web.Request, resp: web.StreamResponse | None = None) -> web.StreamResponse:
+        """Abort the TCP connection (after letting already-written bytes leave)."""
+        transport = request.transport
+        if transport is not None:
+            for _ in range(100):
+                if transport.is_closing() or transport.get_write_buffer_size() == 0:
+                    break
+                await asyncio.sleep(0.002)
+            transport.abort()
+            # the lost connection cancels this handler (handler_cancellation=True)
+            await asyncio.sleep(5)
+        return resp if resp is not None else web.Response(status=500)
+
+    # ------------------------------------------------------------------ other endpoints
+
+    async def _route_fault(self, request: web.Request, dialect: str) -> web.StreamResponse | None:
+        """Faults of rules whose ``match.path`` names this non-generation path."""
+        script = self._script
+        if not script.rules:
+            return None
+        rule = script.pick(dialect, request.path, "", False, None, generation=False)
+        if rule is None or not rule.fault.active:
+            return None
+        fault = rule.fault
+        if fault.reset is not None:
+            return await self._abort(request)
+        delay = fault.first_byte_delay + fault.latency
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if fault.status is not None:
+            headers = {"retry-after": _fmt_seconds(fault.retry_after)} if fault.retry_after is not None else None
+            return self._error(dialect, fault.status, fault.error_message, fault.error_type, headers)
+        return None
+
+    async def _count_tokens(self, request: web.Request) -> web.StreamResponse:
+        try:
+            _, body = await self._read(request)
+        except web.HTTPRequestEntityTooLarge:
+            return self._error("anthropic", 413)
+        if body is _INVALID or not isinstance(body, dict):
+            return self._error("anthropic", 400, "The request body is not valid JSON.")
+        if not isinstance(body.get("messages"), list):
+            return self._error("anthropic", 400, "messages: Field required")
+        faulted = await self._route_fault(request, "anthropic")
+        if faulted is not None:
+            return faulted
+        return web.Response(body=orjson.dumps({"input_tokens": estimate_input_tokens(body)}), content_type=_JSON)
+
+    async def _models_list(self, request: web.Request) -> web.StreamResponse:
+        self._record(request, b"", None)
+        dialect = "anthropic" if "anthropic-version" in request.headers else "openai"
+        faulted = await self._route_fault(request, dialect)
+        if faulted is not None:
+            return faulted
+        if dialect == "anthropic":
+            payload = an.models_page(self._models, request.query)
+        else:
+            payload = oa.models_list(self._models)
+        return web.Response(body=orjson.dumps(payload), content_type=_JSON)
+
+    async def _model_get(self, request: web.Request) -> web.StreamResponse:
+        self._record(request, b"", None)
+        dialect = "anthropic" if "anthropic-version" in request.headers else "openai"
+        faulted = await self._route_fault(request, dialect)
+        if faulted is not None:
+            return faulted
+        model_id = request.match_info["model_id"]
+        model = next((m for m in self._models if m["id"] == model_id), None)
+        if model is None:
+            return self._error(dialect, 404, f"model: {model_id}" if dialect == "anthropic"
+                               else f"The model '{model_id}' does not exist")
+        payload = an.model_object(model) if dialect == "anthropic" else oa.model_object(model)
+        return web.Response(body=orjson.dumps(payload), content_type=_JSON)
+
+    async def _not_found(self, request: web.Request) -> web.StreamResponse:
+        if request.path.startswith("/v1/"):
+            try:
+                await self._read(request)
+            except web.HTTPRequestEntityTooLarge:
+                pass
+        dialect = self._dialect_of(request)
+        return self._error(dialect, 404, f"Not found: {request.method} {request.path}" if dialect == "anthropic"
+                           else f"Invalid URL ({request.method} {request.path})")
+
+    # ------------------------------------------------------------------ control endpoints
+
+    async def _ctl_requests(self, request: web.Request) -> web.StreamResponse:
+        items = [{k: v for k, v in entry.items() if k != "raw"} for entry in self.requests]
+        return web.Response(body=orjson.dumps(items), content_type=_JSON)
+
+    async def _ctl_script(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            script = Script.coerce(orjson.loads(raw) if raw.strip() else None)
+        except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+            return web.Response(status=400, body=orjson.dumps({"ok": False, "error": str(exc)}), content_type=_JSON)
+        self._script = script
+        return web.Response(body=orjson.dumps({"ok": True, "rules": len(script)}), content_type=_JSON)
+
+    async def _ctl_reset(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        self.clear()
+        return web.Response(body=b'{"ok":true}', content_type=_JSON)
+
+    async def _ctl_health(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b'{"ok":true}', content_type=_JSON)
+
+
+async def run_simulator(host: str = "127.0.0.1", port: int = 0, script_path: str | Path | None = None,
+                        **kwargs: Any) -> None:
+    """Run a simulator on the current loop until cancelled (the CLI's ``simulate``)."""
+    sim = SimulatedProvider(host, port, load_script(script_path) if script_path else None, **kwargs)
+    await sim.start_async()
+    print(f"simulator listening on http://{host}:{sim.port}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await sim.stop_async()

@@ -1,0 +1,121 @@
+from pathlib import Path
+
+import pytest
+
+from cascadeflow import ConfigError, ProxyConfig
+from cascadeflow.cli import main
+from cascadeflow.config import interpolate
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cascadeflow-proxy.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_interpolation_reads_environment_with_defaults():
+    env = {"KEY": "secret", "EMPTY": ""}
+    doc = {"a": "${KEY}", "b": "x-${MISSING:-fallback}-y", "c": ["${EMPTY:-d}"], "n": 3}
+    assert interpolate(doc, env) == {"a": "secret", "b": "x-fallback-y", "c": ["d"], "n": 3}
+
+
+def test_yaml_file_loads_with_env_and_typed_values(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIM_URL", "http://127.0.0.1:9999")
+    monkeypatch.setenv("PORT_FOR_TEST", "8123")
+    path = write(
+        tmp_path,
+        """
+server: {port: "${PORT_FOR_TEST}", workers: 2}
+routes:
+  - name: local
+    provider: openai
+    base_url: ${SIM_URL}/v1/
+    models: [llama3, "qwen-*"]
+    cost_per_1k_tokens: {input: 0.001, output: 0.002}
+cascade_rules:
+  - request_model: claude-opus-*
+    draft_model: claude-haiku-5-5
+    quality_threshold: 0.8
+""",
+    )
+    config = ProxyConfig.from_yaml(path)
+    assert config.server.port == 8123 and config.server.workers == 2
+    route = config.routes[0]
+    assert route.base_url == "http://127.0.0.1:9999/v1"
+    assert route.url("/v1/chat/completions") == "http://127.0.0.1:9999/v1/chat/completions"
+    assert route.allows("qwen-2.5") and not route.allows("gpt-4o")
+    assert config.cascade_rules[0].quality_threshold == 0.8
+    # explicit routes without api_keys shorthand: no default routes are added
+    assert [r.name for r in config.effective_routes()] == ["local"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("server: {prot: 8000}", "server.prot: unknown key"),
+        ("routes: [{name: x, provider: google, base_url: 'http://a'}]", "routes.0.provider"),
+        ("routes: [{name: x, provider: openai, base_url: 'ftp://a'}]", "routes.0.base_url"),
+        ("cascade_rules: [{request_model: a, draft_model: b, quality_threshold: 1.5}]", "cascade_rules.0.quality_threshold"),
+        ("cascade_rules: [{request_model: a}]", "needs draft_model or stages"),
+        ("server: [1, 2]", "server"),
+        ("server: {port: abc}", "server.port"),
+        ("routes: [{name: a, provider: openai, base_url: 'http://x'}, {name: a, provider: openai, base_url: 'http://y'}]", "repeated: a"),
+        ("auth: {mode: sometimes}", "auth.mode"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path, text, expected):
+    with pytest.raises(ConfigError) as info:
+        ProxyConfig.from_yaml(write(tmp_path, text))
+    assert expected in str(info.value)
+
+
+def test_bad_yaml_and_missing_file_are_clear(tmp_path):
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        ProxyConfig.from_yaml(write(tmp_path, "server: {port: [}"))
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        ProxyConfig.from_yaml(tmp_path / "nope.yaml")
+
+
+def test_secret_values_are_not_echoed_in_errors(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        ProxyConfig.from_yaml(write(tmp_path, "routes: [{name: a, provider: openai, base_url: 'http://x', api_key: [sk-secret-1234]}]"))
+    assert "sk-secret-1234" not in str(info.value)
+
+
+def test_from_env_builds_default_routes_with_overrides():
+    config = ProxyConfig.from_env(
+        {
+            "ANTHROPIC_API_KEY": "sk-ant-x",
+            "CASCADEFLOW_OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+            "CASCADEFLOW_PORT": "8200",
+        }
+    )
+    routes = {r.name: r for r in config.effective_routes()}
+    assert set(routes) == {"anthropic", "openai"}
+    assert routes["anthropic"].base_url == "https://api.anthropic.com"
+    assert routes["anthropic"].api_key.get_secret_value() == "sk-ant-x"
+    assert routes["openai"].base_url == "http://127.0.0.1:9/v1" and routes["openai"].api_key is None
+    assert config.server.port == 8200
+    assert "sk-ant-x" not in repr(config)
+
+
+def test_groq_shorthand_needs_a_key():
+    assert "groq" not in {r.name for r in ProxyConfig.from_env({}).effective_routes()}
+    routes = {r.name: r for r in ProxyConfig.from_env({"GROQ_API_KEY": "gk"}).effective_routes()}
+    assert routes["groq"].provider == "openai" and routes["groq"].base_url.startswith("https://api.groq.com")
+
+
+def test_cli_init_writes_a_config_that_loads(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    assert main(["proxy", "init", "--path", str(path)]) == 0
+    config = ProxyConfig.from_yaml(path)
+    assert config.server.port == 8000
+    assert "# " in path.read_text()  # commented
+    assert main(["proxy", "init", "--path", str(path)]) == 1  # refuses to overwrite
+
+
+def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
+    path = write(tmp_path, "server: {port: 70000}")
+    assert main(["proxy", "start", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "server.port" in err and "Traceback" not in err
