@@ -52,6 +52,9 @@ def provider():
         yield sim
 
 
+_clients: list = []
+
+
 @pytest.fixture()
 def sim(provider):
     provider.set_script(None)
@@ -59,14 +62,20 @@ def sim(provider):
     yield provider
     provider.set_script(None)
     provider.clear()
+    while _clients:
+        _clients.pop().close()
 
 
 def ant(sim, **kw) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=sim.url, api_key="sk-test", max_retries=0, **kw)
+    client = anthropic.Anthropic(base_url=sim.url, api_key="sk-test", max_retries=0, **kw)
+    _clients.append(client)
+    return client
 
 
 def oai(sim, **kw) -> openai.OpenAI:
-    return openai.OpenAI(base_url=sim.url + "/v1", api_key="sk-test", max_retries=0, **kw)
+    client = openai.OpenAI(base_url=sim.url + "/v1", api_key="sk-test", max_retries=0, **kw)
+    _clients.append(client)
+    return client
 
 
 def sse(raw: bytes) -> list[tuple[str | None, bytes]]:
@@ -422,7 +431,8 @@ def test_models_in_both_shapes(sim):
     with pytest.raises(openai.NotFoundError):
         oai(sim).models.retrieve("nope")
     with SimulatedProvider(models=["m-1", {"id": "m-2", "display_name": "Two"}]) as custom:
-        assert [(m.id, m.display_name) for m in ant(custom).models.list().data] == [("m-1", "M 1"), ("m-2", "Two")]
+        with ant(custom) as client:
+            assert [(m.id, m.display_name) for m in client.models.list().data] == [("m-1", "M 1"), ("m-2", "Two")]
         paged = httpx.get(custom.url + "/v1/models?limit=1", headers={"anthropic-version": "2023-06-01"}).json()
         assert (paged["has_more"], paged["last_id"]) == (True, "m-1")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
 
 import uvicorn
 
@@ -15,6 +17,8 @@ __all__ = ["serve"]
 def serve(config: ProxyConfig, config_path: str | None = None) -> None:
     """Serve until interrupted. Several workers re-read the config file in each process."""
     server = config.server
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it; exit 0 as a service should.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     logging.basicConfig(level=server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     options = dict(
         host=server.host,

@@ -36,7 +36,6 @@ import base64
 import hashlib
 import re
 import secrets
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,12 +120,25 @@ def _text_of(content: Any) -> str:
 
 
 def last_user_text(body: dict[str, Any]) -> str:
-    """Text of the last ``user`` message (text blocks joined by newlines)."""
+    """The latest input text: the last ``user`` message (its text blocks joined by
+    newlines, or its ``tool_result`` contents when it has no text), or, when an
+    OpenAI conversation ends with ``tool`` messages, their contents."""
     messages = body.get("messages")
     if isinstance(messages, list):
+        tool_texts: list[str] = []
         for msg in reversed(messages):
-            if isinstance(msg, dict) and msg.get("role") == "user":
+            if not isinstance(msg, dict):
+                continue
+            role = msg.get("role")
+            if role in ("tool", "function"):
+                tool_texts.append(_text_of(msg.get("content")))
+                continue
+            if tool_texts:
+                break
+            if role == "user":
                 return _text_of(msg.get("content"))
+        if tool_texts:
+            return "\n".join(reversed(tool_texts))
     return ""
 
 
@@ -460,29 +472,3 @@ def _override_usage(usage: Usage, spec: dict[str, int]) -> None:
         usage.output = int(spec["output_tokens"])
     if "completion_tokens" in spec:
         usage.output = int(spec["completion_tokens"])
-
-
-def token_logprob(token: str, index: int, answer: Answer) -> float:
-    """Logprob for one output token: rule value, or a deterministic ~-0.1."""
-    if answer.logprobs:
-        return float(answer.logprobs[index] if index < len(answer.logprobs) else answer.logprobs[-1])
-    if answer.logprob is not None:
-        return float(answer.logprob)
-    return -round(0.05 + (zlib.crc32(token.encode()) % 101) / 1000, 4)
-
-
-def logprob_entries(tokens: list[str], start: int, answer: Answer, top: int) -> list[dict[str, Any]]:
-    """OpenAI ``logprobs.content`` entries for ``tokens`` (starting at index ``start``)."""
-    out = []
-    for i, tok in enumerate(tokens, start):
-        lp = token_logprob(tok, i, answer)
-        entry: dict[str, Any] = {"token": tok, "logprob": lp, "bytes": list(tok.encode()), "top_logprobs": []}
-        if top > 0:
-            lead = tok[: len(tok) - len(tok.lstrip())]
-            alts = [{"token": tok, "logprob": lp, "bytes": list(tok.encode())}]
-            for j in range(1, top):
-                alt = lead + WORDS[(zlib.crc32(tok.encode()) + j) % 64]
-                alts.append({"token": alt, "logprob": round(lp - 2.0 * j, 4), "bytes": list(alt.encode())})
-            entry["top_logprobs"] = alts
-        out.append(entry)
-    return out

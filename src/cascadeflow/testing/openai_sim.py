@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import orjson
 
 from ..dialects.sse import encode_event
-from .engine import ANTHROPIC_TO_OPENAI_STOP, Answer, logprob_entries, split_tokens
+from .engine import ANTHROPIC_TO_OPENAI_STOP, WORDS, Answer, split_tokens
 
 __all__ = [
     "DONE",
@@ -151,6 +152,32 @@ def stream_events(answer: Answer, body: dict[str, Any], cid: str, created: int) 
         events.append(encode_event(head + b',"choices":[],"usage":' + _dumps(usage_dict(answer)) + b"}"))
     events.append(DONE)
     return events
+
+
+def token_logprob(token: str, index: int, answer: Answer) -> float:
+    """Logprob for one output token: rule value, or a deterministic ~-0.1."""
+    if answer.logprobs:
+        return float(answer.logprobs[index] if index < len(answer.logprobs) else answer.logprobs[-1])
+    if answer.logprob is not None:
+        return float(answer.logprob)
+    return -round(0.05 + (zlib.crc32(token.encode()) % 101) / 1000, 4)
+
+
+def logprob_entries(tokens: list[str], start: int, answer: Answer, top: int) -> list[dict[str, Any]]:
+    """OpenAI ``logprobs.content`` entries for ``tokens`` (starting at index ``start``)."""
+    out = []
+    for i, tok in enumerate(tokens, start):
+        lp = token_logprob(tok, i, answer)
+        entry: dict[str, Any] = {"token": tok, "logprob": lp, "bytes": list(tok.encode()), "top_logprobs": []}
+        if top > 0:
+            lead = tok[: len(tok) - len(tok.lstrip())]
+            alts = [{"token": tok, "logprob": lp, "bytes": list(tok.encode())}]
+            for j in range(1, top):
+                alt = lead + WORDS[(zlib.crc32(tok.encode()) + j) % 64]
+                alts.append({"token": alt, "logprob": round(lp - 2.0 * j, 4), "bytes": list(alt.encode())})
+            entry["top_logprobs"] = alts
+        out.append(entry)
+    return out
 
 
 def model_object(model: dict[str, Any]) -> dict[str, Any]:

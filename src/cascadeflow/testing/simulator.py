@@ -39,7 +39,9 @@ from aiohttp import web
 from . import anthropic_sim as an
 from . import openai_sim as oa
 from .engine import CacheSim, estimate_input_tokens, last_user_text, new_id, plan_answer
-from .script import Fault, Script, load_script
+from .script import Script, load_script
+from .wire import JSON as _JSON
+from .wire import abort, error_response, fmt_seconds, send_events
 
 __all__ = ["DEFAULT_MODELS", "SimulatedProvider", "run_simulator"]
 
@@ -54,8 +56,6 @@ DEFAULT_MODELS = [
 ]
 
 _MODEL_CREATED = 1735689600  # 2025-01-01T00:00:00Z
-_SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
-_JSON = "application/json"
 _INVALID = object()
 _GENERATION_PATHS = frozenset({"/v1/messages", "/v1/chat/completions"})
 
@@ -82,10 +82,6 @@ def _normalize_model(model: str | dict[str, Any]) -> dict[str, Any]:
         "created": model.get("created") or _MODEL_CREATED,
         "owned_by": model.get("owned_by") or ("anthropic" if mid.startswith("claude") else "openai"),
     }
-
-
-def _fmt_seconds(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -311,16 +307,6 @@ class SimulatedProvider:
             self._records.append(entry)
 
     @staticmethod
-    def _error(dialect: str, status: int, message: str | None = None, error_type: str | None = None,
-               headers: dict[str, str] | None = None) -> web.Response:
-        mod = an if dialect == "anthropic" else oa
-        hdrs = {"request-id" if dialect == "anthropic" else "x-request-id": new_id("req_")}
-        if headers:
-            hdrs.update(headers)
-        return web.Response(status=status, body=mod.error_body(status, message, error_type),
-                            content_type=_JSON, headers=hdrs)
-
-    @staticmethod
     def _dialect_of(request: web.Request) -> str:
         if "anthropic-version" in request.headers or request.path.startswith("/v1/messages"):
             return "anthropic"
@@ -349,10 +335,10 @@ class SimulatedProvider:
         try:
             raw, body = await self._read(request)
         except web.HTTPRequestEntityTooLarge:
-            return self._error(dialect, 413)
+            return error_response(dialect, 413)
         problem = self._validate(dialect, body)
         if problem is not None:
-            return self._error(dialect, 400, problem)
+            return error_response(dialect, 400, problem)
         stream = body.get("stream") is True
         script = self._script
         prompt: str | None = None
@@ -363,95 +349,43 @@ class SimulatedProvider:
             rule = script.pick(dialect, request.path, body["model"], stream, prompt)
         fault = rule.fault if rule is not None else None
         if fault is not None and fault.active:
-            return await self._generate_faulty(request, dialect, body, raw, rule, fault, prompt, stream)
+            if fault.reset == "before_headers":
+                return await abort(request)
+            if fault.first_byte_delay > 0:
+                await asyncio.sleep(fault.first_byte_delay)
+            if fault.status is not None and not (stream and fault.error_event_after is not None):
+                headers = {"retry-after": fmt_seconds(fault.retry_after)} if fault.retry_after is not None else None
+                return error_response(dialect, fault.status, fault.error_message, fault.error_type, headers)
+        else:
+            fault = None
         answer = plan_answer(body, dialect, rule, prompt, self._cache, b"cache_control" in raw)
+        data, headers = self._render(dialect, answer, body, stream)
+        if stream:
+            return await send_events(request, data, fault, dialect, headers)
+        if fault is not None:
+            if fault.latency > 0:
+                await asyncio.sleep(fault.latency)
+            if fault.reset == "after_first_event":  # non-stream: headers and half the body, then abort
+                resp = web.StreamResponse(headers={**headers, "Content-Type": _JSON, "Content-Length": str(len(data))})
+                await resp.prepare(request)
+                await resp.write(data[: len(data) // 2])
+                return await abort(request, resp)
+        return web.Response(body=data, content_type=_JSON, headers=headers)
+
+    @staticmethod
+    def _render(dialect: str, answer: Any, body: dict[str, Any], stream: bool) -> tuple[Any, dict[str, str]]:
+        """(SSE events or JSON bytes, response headers) for ``answer``."""
         if dialect == "anthropic":
             msg_id = new_id("msg_")
             headers = {"request-id": new_id("req_")}
             if stream:
-                return await self._send_events(request, an.stream_events(answer, msg_id), None, dialect, headers)
-            return web.Response(body=an.message_body(answer, msg_id), content_type=_JSON, headers=headers)
+                return an.stream_events(answer, msg_id), headers
+            return an.message_body(answer, msg_id), headers
         cid, created = new_id("chatcmpl-"), int(time.time())
         headers = {"x-request-id": new_id("req_")}
         if stream:
-            return await self._send_events(request, oa.stream_events(answer, body, cid, created), None, dialect, headers)
-        return web.Response(body=oa.completion_body(answer, body, cid, created), content_type=_JSON, headers=headers)
-
-    async def _generate_faulty(self, request: web.Request, dialect: str, body: dict[str, Any], raw: bytes,
-                               rule: Any, fault: Fault, prompt: str | None, stream: bool) -> web.StreamResponse:
-        if fault.reset == "before_headers":
-            return await self._abort(request)
-        if fault.first_byte_delay > 0:
-            await asyncio.sleep(fault.first_byte_delay)
-        if fault.status is not None and not (stream and fault.error_event_after is not None):
-            headers = {}
-            if fault.retry_after is not None:
-                headers["retry-after"] = _fmt_seconds(fault.retry_after)
-            return self._error(dialect, fault.status, fault.error_message, fault.error_type, headers)
-        answer = plan_answer(body, dialect, rule, prompt, self._cache, b"cache_control" in raw)
-        if dialect == "anthropic":
-            msg_id = new_id("msg_")
-            headers = {"request-id": new_id("req_")}
-            if stream:
-                return await self._send_events(request, an.stream_events(answer, msg_id), fault, dialect, headers)
-            payload = an.message_body(answer, msg_id)
-        else:
-            cid, created = new_id("chatcmpl-"), int(time.time())
-            headers = {"x-request-id": new_id("req_")}
-            if stream:
-                events = oa.stream_events(answer, body, cid, created)
-                return await self._send_events(request, events, fault, dialect, headers)
-            payload = oa.completion_body(answer, body, cid, created)
-        if fault.latency > 0:
-            await asyncio.sleep(fault.latency)
-        if fault.reset == "after_first_event":  # non-stream: headers and half the body, then abort
-            resp = web.StreamResponse(headers={**headers, "Content-Type": _JSON, "Content-Length": str(len(payload))})
-            await resp.prepare(request)
-            await resp.write(payload[: len(payload) // 2])
-            return await self._abort(request, resp)
-        return web.Response(body=payload, content_type=_JSON, headers=headers)
-
-    async def _send_events(self, request: web.Request, events: list[bytes], fault: Fault | None,
-                           dialect: str, headers: dict[str, str]) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={**_SSE_HEADERS, **headers})
-        await resp.prepare(request)
-        if fault is None or not fault.shapes_stream:
-            await resp.write(b"".join(events))
-            await resp.write_eof()
-            return resp
-        mod = an if dialect == "anthropic" else oa
-        error_status = fault.status or (529 if dialect == "anthropic" else 500)
-        for sent in range(len(events) + 1):
-            if sent:
-                if fault.chunk_delay > 0 and sent > 1:
-                    await asyncio.sleep(fault.chunk_delay)
-                await resp.write(events[sent - 1])
-                if fault.reset == "after_first_event" and sent == 1:
-                    return await self._abort(request, resp)
-            if sent == len(events):
-                break
-            if fault.error_event_after == sent:
-                await resp.write(mod.error_event(error_status, fault.error_message, fault.error_type))
-                break
-            if fault.cut_after == sent:
-                break
-            if fault.stall_after == sent:
-                await asyncio.sleep(fault.stall_seconds)
-        await resp.write_eof()
-        return resp
-
-    async def _abort(self, request: web.Request, resp: web.StreamResponse | None = None) -> web.StreamResponse:
-        """Abort the TCP connection (after letting already-written bytes leave)."""
-        transport = request.transport
-        if transport is not None:
-            for _ in range(100):
-                if transport.is_closing() or transport.get_write_buffer_size() == 0:
-                    break
-                await asyncio.sleep(0.002)
-            transport.abort()
-            # the lost connection cancels this handler (handler_cancellation=True)
-            await asyncio.sleep(5)
-        return resp if resp is not None else web.Response(status=500)
+            return oa.stream_events(answer, body, cid, created), headers
+        return oa.completion_body(answer, body, cid, created), headers
 
     # ------------------------------------------------------------------ other endpoints
 
@@ -465,24 +399,24 @@ class SimulatedProvider:
             return None
         fault = rule.fault
         if fault.reset is not None:
-            return await self._abort(request)
+            return await abort(request)
         delay = fault.first_byte_delay + fault.latency
         if delay > 0:
             await asyncio.sleep(delay)
         if fault.status is not None:
-            headers = {"retry-after": _fmt_seconds(fault.retry_after)} if fault.retry_after is not None else None
-            return self._error(dialect, fault.status, fault.error_message, fault.error_type, headers)
+            headers = {"retry-after": fmt_seconds(fault.retry_after)} if fault.retry_after is not None else None
+            return error_response(dialect, fault.status, fault.error_message, fault.error_type, headers)
         return None
 
     async def _count_tokens(self, request: web.Request) -> web.StreamResponse:
         try:
             _, body = await self._read(request)
         except web.HTTPRequestEntityTooLarge:
-            return self._error("anthropic", 413)
+            return error_response("anthropic", 413)
         if body is _INVALID or not isinstance(body, dict):
-            return self._error("anthropic", 400, "The request body is not valid JSON.")
+            return error_response("anthropic", 400, "The request body is not valid JSON.")
         if not isinstance(body.get("messages"), list):
-            return self._error("anthropic", 400, "messages: Field required")
+            return error_response("anthropic", 400, "messages: Field required")
         faulted = await self._route_fault(request, "anthropic")
         if faulted is not None:
             return faulted
@@ -509,7 +443,7 @@ class SimulatedProvider:
         model_id = request.match_info["model_id"]
         model = next((m for m in self._models if m["id"] == model_id), None)
         if model is None:
-            return self._error(dialect, 404, f"model: {model_id}" if dialect == "anthropic"
+            return error_response(dialect, 404, f"model: {model_id}" if dialect == "anthropic"
                                else f"The model '{model_id}' does not exist")
         payload = an.model_object(model) if dialect == "anthropic" else oa.model_object(model)
         return web.Response(body=orjson.dumps(payload), content_type=_JSON)
@@ -521,7 +455,7 @@ class SimulatedProvider:
             except web.HTTPRequestEntityTooLarge:
                 pass
         dialect = self._dialect_of(request)
-        return self._error(dialect, 404, f"Not found: {request.method} {request.path}" if dialect == "anthropic"
+        return error_response(dialect, 404, f"Not found: {request.method} {request.path}" if dialect == "anthropic"
                            else f"Invalid URL ({request.method} {request.path})")
 
     # ------------------------------------------------------------------ control endpoints

@@ -1,0 +1,218 @@
+"""Gateway overhead: latency added and throughput, against calling the upstream directly.
+
+Starts the simulated provider and one gateway worker as separate processes (the
+gateway pinned to one CPU, the simulator and this load generator to the other when
+the machine has two), then for each scenario sends the same requests straight to
+the simulator and through the gateway, in the same run, and prints a table.
+
+    python benchmarks/overhead.py [--requests 2000] [--concurrency 1 10 100]
+
+Added latency is the difference of the percentiles (gateway − direct); throughput is
+completed requests per second through the gateway at that concurrency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover
+    uvloop = None
+
+ANTHROPIC_BODY = (
+    b'{"model":"claude-sonnet-5-5","max_tokens":256,"messages":[{"role":"user","content":"Say something short."}]%s}'
+)
+OPENAI_BODY = b'{"model":"gpt-5.4-mini","messages":[{"role":"user","content":"Say something short."}]%s}'
+
+
+@dataclass
+class Sample:
+    ttfb: list[float]
+    total: list[float]
+    elapsed: float
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pinned(cmd: list[str], cpu: int | None) -> list[str]:
+    if cpu is not None and shutil.which("taskset"):
+        return ["taskset", "-c", str(cpu), *cmd]
+    return cmd
+
+
+async def wait_ready(url: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(url) as response:
+                    if response.status < 500:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+async def run_load(url: str, body: bytes, headers: dict, total: int, concurrency: int, stream: bool) -> Sample:
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
+    ttfb: list[float] = []
+    durations: list[float] = []
+    errors = 0
+    remaining = total
+
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            nonlocal remaining, errors
+            while remaining > 0:
+                remaining -= 1
+                start = time.perf_counter()
+                try:
+                    async with session.post(url, data=body, headers=headers) as response:
+                        first = None
+                        async for _ in response.content.iter_any():
+                            if first is None:
+                                first = time.perf_counter()
+                        end = time.perf_counter()
+                        if response.status != 200:
+                            errors += 1
+                            continue
+                except aiohttp.ClientError:
+                    errors += 1
+                    continue
+                ttfb.append(((first or end) - start) * 1000)
+                durations.append((end - start) * 1000)
+
+        # warm the pools
+        remaining_before = remaining
+        remaining = min(concurrency * 2, 200)
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        ttfb.clear()
+        durations.clear()
+        errors = 0
+        remaining = remaining_before
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return Sample(ttfb, durations, elapsed, errors)
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    cpus = os.cpu_count() or 1
+    gateway_cpu, other_cpu = (0, 1) if cpus >= 2 and not args.no_pin else (None, None)
+    sim_port, gw_port = free_port(), free_port()
+    sim_url, gw_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{gw_port}"
+    config = Path(tempfile.mkdtemp()) / "bench.yaml"
+    config.write_text(
+        f"""
+server: {{port: {gw_port}, log_level: warning}}
+routes:
+  - {{name: anthropic, provider: anthropic, base_url: "{sim_url}", api_key: bench}}
+  - {{name: openai, provider: openai, base_url: "{sim_url}/v1", api_key: bench}}
+"""
+    )
+    exe = [sys.executable, "-m", "cascadeflow.cli"]
+    sim = subprocess.Popen(pinned([*exe, "simulate", "--port", str(sim_port)], other_cpu), stdout=subprocess.DEVNULL)
+    gw = subprocess.Popen(
+        pinned([*exe, "proxy", "start", "--config", str(config)], gateway_cpu),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    if other_cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {other_cpu})
+    try:
+        await wait_ready(sim_url + "/v1/models")
+        await wait_ready(gw_url + "/health")
+        scenarios = [
+            ("anthropic", "/v1/messages", ANTHROPIC_BODY, {"x-api-key": "x", "anthropic-version": "2023-06-01"}),
+            ("openai", "/v1/chat/completions", OPENAI_BODY, {"authorization": "Bearer x"}),
+        ]
+        rows = []
+        for dialect, path, template, headers in scenarios:
+            if args.dialect and dialect != args.dialect:
+                continue
+            headers = {**headers, "content-type": "application/json"}
+            for stream in (False, True):
+                body = template % (b',"stream":true' if stream else b"")
+                for concurrency in args.concurrency:
+                    n = max(args.requests, concurrency * 5)
+                    direct = await run_load(sim_url + path, body, headers, n, concurrency, stream)
+                    through = await run_load(gw_url + path, body, headers, n, concurrency, stream)
+                    rows.append((dialect, stream, concurrency, direct, through))
+                    print_row(*rows[-1], flush=True)
+    finally:
+        for process in (gw, sim):
+            process.terminate()
+        for process in (gw, sim):
+            process.wait(10)
+
+
+HEADER = (
+    f"{'dialect':<9} {'mode':<6} {'conc':>4} | {'direct p50':>10} {'gw p50':>8} {'added p50':>9} {'added p99':>9}"
+    f" | {'ttfb+ p50':>9} | {'direct rps':>10} {'gw rps':>8} {'ratio':>6} | {'errors':>6}"
+)
+
+
+def print_row(dialect: str, stream: bool, concurrency: int, direct: Sample, through: Sample, flush: bool = False) -> None:
+    if print_row.first:  # type: ignore[attr-defined]
+        print("latencies in ms; rps = completed requests per second; ratio = gateway rps / direct rps")
+        print(HEADER)
+        print("-" * len(HEADER))
+        print_row.first = False  # type: ignore[attr-defined]
+    d50, g50 = statistics.median(direct.total), statistics.median(through.total)
+    added99 = pct(through.total, 0.99) - pct(direct.total, 0.99)
+    ttfb_added = statistics.median(through.ttfb) - statistics.median(direct.ttfb)
+    d_rps = len(direct.total) / direct.elapsed
+    g_rps = len(through.total) / through.elapsed
+    print(
+        f"{dialect:<9} {'stream' if stream else 'json':<6} {concurrency:>4} | {d50:>10.2f} {g50:>8.2f} {g50 - d50:>9.2f}"
+        f" {added99:>9.2f} | {ttfb_added:>9.2f} | {d_rps:>10.0f} {g_rps:>8.0f} {g_rps / d_rps:>6.2f} |"
+        f" {direct.errors + through.errors:>6}",
+        flush=flush,
+    )
+
+
+print_row.first = True  # type: ignore[attr-defined]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000, help="requests per measurement")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 10, 100])
+    parser.add_argument("--dialect", choices=["anthropic", "openai"])
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    args = parser.parse_args()
+    if uvloop is not None:
+        uvloop.install()
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()
