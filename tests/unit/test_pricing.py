@@ -60,3 +60,17 @@ def test_register_overrides_a_known_price_but_keeps_provider():
 def test_model_price_cache_defaults_to_input_price():
     price = ModelPrice(input_per_mtok=3.0, output_per_mtok=15.0)
     assert price.cost(Usage(0, 0, cache_write_tokens=1_000_000, cache_read_tokens=1_000_000)) == pytest.approx(6.0)
+
+
+def test_tiered_prices_follow_genai_prices():
+    """claude-haiku-5-5's input price steps up past 100k prompt tokens; the registry must agree."""
+    from genai_prices import Usage as GUsage
+    from genai_prices import calc_price
+
+    registry = ModelRegistry()
+    for prompt in (50_000, 150_000):
+        expected = calc_price(GUsage(input_tokens=prompt, output_tokens=1000), model_ref="claude-haiku-5-5", provider_id="anthropic")
+        assert registry.cost("claude-haiku-5-5", Usage(prompt, 1000)) == pytest.approx(float(expected.total_price), rel=1e-9)
+    small = registry.cost("claude-haiku-5-5", Usage(50_000, 0)) / 50_000
+    large = registry.cost("claude-haiku-5-5", Usage(150_000, 0)) / 150_000
+    assert large > small

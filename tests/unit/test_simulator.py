@@ -225,6 +225,21 @@ def test_rules_match_by_model_glob_and_prompt(sim):
     assert oai(sim).chat.completions.create(model=GPT, messages=PROMPT).choices[0].message.content == "Paris, says GPT."
 
 
+def test_prompt_of_a_tool_result_turn(sim):
+    sim.set_script([{"match": {"prompt_contains": "-3C"}, "text": "It is -3C."}])
+    openai_turn = PROMPT + [
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function",
+                                                               "function": {"name": "get_weather", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "-3C"},
+    ]
+    assert oai(sim).chat.completions.create(model=GPT, messages=openai_turn).choices[0].message.content == "It is -3C."
+    anthropic_turn = PROMPT + [
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "-3C, cloudy"}]},
+    ]
+    assert ant(sim).messages.create(model=CLAUDE, max_tokens=50, messages=anthropic_turn).content[0].text == "It is -3C."
+
+
 def test_set_script_accepts_script_objects_and_usage_override(sim):
     sim.set_script(Script([ScriptRule(match={"model": "gpt-*"}, text="", usage={"prompt_tokens": 100, "completion_tokens": 7, "cached_tokens": 40})]))
     done = oai(sim).chat.completions.create(model=GPT, messages=PROMPT)

@@ -9,6 +9,7 @@ began ends with the dialect's error event rather than a silent cut.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from ..usage import Usage
 
 __all__ = ["ProxyHandler"]
+
+log = logging.getLogger("cascadeflow.proxy")
 
 
 class ProxyHandler:
@@ -179,6 +182,10 @@ class ProxyHandler:
         except aiohttp.ClientError as exc:
             stream.error = f"upstream stream broke: {_describe(exc)}"
             yield adapter.stream_error(ErrorKind.BAD_GATEWAY, stream.error)
+        except Exception:  # a bug here must still end the caller's stream properly
+            log.exception("unexpected error while relaying a stream from %s", route.name)
+            stream.error = "internal gateway error while relaying the stream"
+            yield adapter.stream_error(ErrorKind.INTERNAL, stream.error)
         finally:
             if finished and tap.complete:
                 response.release()

@@ -7,6 +7,7 @@ See :mod:`cascadeflow.testing.simulator` (server and lifecycle),
 
 from .engine import default_text, estimate_input_tokens
 from .script import Fault, Match, Script, ScriptRule, load_script
+from .server import ServerThread
 from .simulator import DEFAULT_MODELS, SimulatedProvider, run_simulator
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "Match",
     "Script",
     "ScriptRule",
+    "ServerThread",
     "SimulatedProvider",
     "default_text",
     "estimate_input_tokens",

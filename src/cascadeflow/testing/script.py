@@ -157,7 +157,8 @@ class ScriptRule:
     ``output_tokens``, ``cache_read_input_tokens``, ``cache_creation_input_tokens``
     or the OpenAI names ``prompt_tokens`` (total prompt incl. cached),
     ``completion_tokens``, ``cached_tokens``.
-    ``logprob`` — logprob of every output token; ``logprobs`` — one per token.
+    ``logprob`` — logprob of every output token; ``logprobs`` — one per token
+    (the last value repeats for further tokens). OpenAI only.
     ``times`` — apply only to the first N matching requests.
     """
 

@@ -101,6 +101,17 @@ class SimulatedProvider:
     ``port=0`` picks a free port. ``models`` lists model ids (or dicts with
     ``id`` and optional ``display_name``, ``created_at``, ``created``,
     ``owned_by``). ``record=False`` skips recording (for benchmarks).
+
+    Deterministic answers (details in :mod:`cascadeflow.testing.engine`):
+    the default text is ``f"[{model}] "`` plus 6-15 words picked by a hash of
+    (model, last user text). Usage: ``input_tokens = max(1, chars // 4)`` with
+    ``chars`` = compact-JSON length of messages (+ system) (+ tools) — the
+    ``count_tokens`` answer; ``output_tokens = words(text) + words(thinking) +
+    sum(len(tool input JSON) // 4)``. With ``cache_control`` markers the prefix
+    up to the last marker is reported as cache creation the first time and as
+    cache read afterwards (per model; :meth:`clear` forgets it), and subtracted
+    from ``input_tokens``; OpenAI reports it as ``cached_tokens`` inside
+    ``prompt_tokens``.
     """
 
     def __init__(
@@ -279,8 +290,7 @@ class SimulatedProvider:
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            raw, body = b"", _INVALID
-            self._record(request, raw, None)
+            self._record(request, b"", None)
             raise
         if raw:
             try:
