@@ -44,8 +44,6 @@ class ServerConfig(_Strict):
     workers: int = Field(default=1, ge=1)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="413 above this")
-    #: name the requested model in cascade answers (True) or the model that served (False)
-    report_requested_model: bool = True
 
 
 class CascadeStage(_Strict):

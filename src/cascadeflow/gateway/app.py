@@ -82,6 +82,28 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(caller_dialect(request.url.path, request.headers), kind, message, status=status)
 
 
+class GatewayApp(Starlette):
+    """Starlette, with the proxy endpoints dispatched directly.
+
+    Those endpoints render every error themselves, so they skip the middleware
+    stack and the route table: less work on the path every request takes.
+    """
+
+    def __init__(self, *, fast_routes: dict[str, object], **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._fast_routes = fast_routes
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self._fast_routes.get(scope["path"])
+            if endpoint is not None:
+                scope["app"] = self
+                response = await endpoint(Request(scope, receive))  # type: ignore[operator]
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(config: ProxyConfig | None = None, *, registry: ModelRegistry | None = None) -> Starlette:
     """Build the ASGI app for ``config`` (default: :meth:`ProxyConfig.load`)."""
     gateway = Gateway(config or ProxyConfig.load(), registry)
@@ -102,7 +124,10 @@ def create_app(config: ProxyConfig | None = None, *, registry: ModelRegistry | N
         Route("/health", health, methods=["GET"]),
         Route("/stats", stats, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
+    fast_routes = {r.path: r.endpoint for r in routes if r.methods and "POST" in r.methods}
+    app = GatewayApp(
+        fast_routes=fast_routes, routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error}
+    )
     app.state.gateway = gateway
     return app
 

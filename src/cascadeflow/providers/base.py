@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..dialects.sse import SSEEvent  # noqa: F401  (re-exported for adapters' users)
 from ..errors import ErrorKind
 from ..usage import Usage
 
@@ -69,6 +68,9 @@ class ProviderAdapter(Protocol):
         """The provider key the caller sent, if any (for pass-through credentials)."""
 
     def auth_headers(self, key: str | None) -> dict[str, str]: ...
+
+    def default_headers(self) -> dict[str, str]:
+        """Headers every request to this upstream carries unless the caller sent its own."""
 
     def prepare(self, path: str, body: dict, model: str) -> tuple[dict, bool]:
         """Adjust ``body`` for this upstream; returns it and whether it changed."""

@@ -139,10 +139,10 @@ class ProxyHandler:
         tap = adapter.stream_tap(request.body or {})
         stream = ProxyStream(
             status=response.status, headers=response_headers, route=route.name, model=model,
-            first_byte_ms=first_byte_ms, chunks=None,  # type: ignore[arg-type]
+            first_byte_ms=first_byte_ms,
         )
         is_sse = response.content_type == "text/event-stream"
-        stream._chunks = self._relay(route, model, adapter, response, tap, stream, started, is_sse)
+        stream.attach(self._relay(route, model, adapter, response, tap, stream, started, is_sse))
         return stream
 
     async def _relay(

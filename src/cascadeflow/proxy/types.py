@@ -75,7 +75,7 @@ class ProxyStream:
 
     def __init__(
         self, *, status: int, headers: dict[str, str], route: str, model: str, first_byte_ms: float,
-        chunks: AsyncIterator[bytes],
+        chunks: AsyncIterator[bytes] | None = None,
     ) -> None:
         self.status = status
         self.headers = headers
@@ -87,6 +87,10 @@ class ProxyStream:
         self.cost: float | None = None
         self.complete = False
         self.error: str | None = None
+        self._chunks = chunks
+
+    def attach(self, chunks: AsyncIterator[bytes]) -> None:
+        """Set the byte source (it may need this object to record usage when it ends)."""
         self._chunks = chunks
 
     def __aiter__(self) -> AsyncIterator[bytes]:
