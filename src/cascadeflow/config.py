@@ -110,6 +110,12 @@ class ProxyConfig(_Strict):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"route names must be unique; repeated: {', '.join(duplicates)}")
+        clashes = sorted(set(names) & {k for k, v in self.api_keys.items() if v is not None and v.get_secret_value()})
+        if clashes:
+            raise ValueError(
+                f"api_keys.{clashes[0]} would be ignored: a route named {clashes[0]!r} is defined in `routes`; "
+                "set api_key on that route instead"
+            )
         return self
 
     # -- loading ---------------------------------------------------------------
@@ -174,17 +180,18 @@ class ProxyConfig(_Strict):
     # -- derived ---------------------------------------------------------------
 
     def effective_routes(self) -> list[ProxyRoute]:
-        """The explicit routes, then one per ``api_keys`` entry not already named.
+        """The explicit routes, then one per provider named in ``api_keys``.
 
-        ``anthropic`` and ``openai`` default routes exist even without a key, so a
-        caller's own key can be forwarded; other shorthand providers need a key.
+        A named ``anthropic`` or ``openai`` entry makes its route even with an empty
+        key (the caller's own key is then forwarded); other providers need a key. A
+        config with neither ``routes`` nor ``api_keys`` gets both official routes.
         """
         routes = list(self.routes)
         names = {r.name for r in routes}
-        wanted = dict.fromkeys(("anthropic", "openai"))
-        wanted.update(self.api_keys)
-        if self.routes and not self.api_keys:
-            wanted = {}
+        if self.api_keys:
+            wanted: dict[str, SecretStr | None] = dict(self.api_keys)
+        else:
+            wanted = {} if self.routes else {"anthropic": None, "openai": None}
         for name, key in wanted.items():
             if name in names:
                 continue

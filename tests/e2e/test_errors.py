@@ -221,6 +221,19 @@ def test_stream_cut_mid_way_ends_with_error_event(gw, sim):
         list(oclient.chat.completions.create(**{**OPENAI_OK, "messages": [{"role": "user", "content": "cut"}]}, stream=True))
 
 
+def test_a_long_healthy_stream_outlives_the_request_timeout(sim, start_gateway):
+    """`timeout` bounds non-streaming calls; a stream ends only when it falls silent."""
+    config = sim_config(sim)
+    routes = [r.model_copy(update={"timeout": 0.5, "stream_idle_timeout": 2}) for r in config.routes]
+    gw = start_gateway(config.model_copy(update={"routes": routes}))
+    sim.set_script([{"match": {"prompt_contains": "long"}, "words": 40, "chunk_delay": 0.1}])
+    client = anthropic.Anthropic(base_url=gw.url, api_key="x", max_retries=0)
+    with client.messages.stream(**{**ANTHROPIC_OK, "messages": [{"role": "user", "content": "long"}]}) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "end_turn" and len(final.content[0].text.split()) == 40
+    sim.set_script([])
+
+
 def test_stream_stall_ends_with_timeout_event(sim, start_gateway):
     config = sim_config(sim)
     routes = [r.model_copy(update={"stream_idle_timeout": 0.5}) for r in config.routes]

@@ -78,11 +78,15 @@ def test_caller_key_is_forwarded_only_on_pass_through_routes(sim, start_gateway)
     config = sim_config(sim)
     routes = [config.routes[0].model_copy(update={"pass_through_auth": True}), config.routes[1].model_copy(update={"api_key": None})]
     gw = start_gateway(config.model_copy(update={"routes": routes}))
+    body = {"model": "claude-haiku-5-5", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
     with httpx.Client(base_url=gw.url) as http:
-        http.post("/v1/messages", json={"model": "claude-haiku-5-5", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]},
-                  headers={"authorization": "Bearer sk-ant-callers-own"})
+        http.post("/v1/messages", json=body, headers={"x-api-key": "sk-ant-callers-own"})
         assert sim.requests[-1]["headers"]["x-api-key"] == "sk-ant-callers-own"
         assert "authorization" not in sim.requests[-1]["headers"]
+        # an OAuth token (Claude Code's ANTHROPIC_AUTH_TOKEN) travels as the bearer it is
+        http.post("/v1/messages", json=body, headers={"authorization": "Bearer oauth-token-123"})
+        assert sim.requests[-1]["headers"]["authorization"] == "Bearer oauth-token-123"
+        assert "x-api-key" not in sim.requests[-1]["headers"]
         # a route without a key of its own forwards the caller's
         http.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]},
                   headers={"authorization": "Bearer sk-callers-openai"})

@@ -119,3 +119,23 @@ def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
     assert main(["proxy", "start", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "server.port" in err and "Traceback" not in err
+
+
+def test_shorthand_only_makes_the_routes_it_names():
+    config = ProxyConfig.from_dict(
+        {"routes": [{"name": "local", "provider": "openai", "base_url": "http://x/v1"}], "api_keys": {"openai": "sk-o"}}
+    )
+    assert [r.name for r in config.effective_routes()] == ["local", "openai"]
+    assert {r.name for r in ProxyConfig.from_dict({}).effective_routes()} == {"anthropic", "openai"}
+
+
+def test_api_key_for_an_explicit_route_is_refused_not_ignored():
+    with pytest.raises(ConfigError, match="api_keys.openai would be ignored"):
+        ProxyConfig.from_dict(
+            {"routes": [{"name": "openai", "provider": "openai", "base_url": "http://x/v1"}], "api_keys": {"openai": "sk-o"}}
+        )
+
+
+def test_empty_allowlist_is_an_error():
+    with pytest.raises(ConfigError, match="routes.0.models: .*unreachable"):
+        ProxyConfig.from_dict({"routes": [{"name": "a", "provider": "openai", "base_url": "http://x", "models": []}]})

@@ -53,3 +53,15 @@ def test_allowlisted_only_routes_refuse_other_models():
     assert router.resolve("a", "openai").route.name == "only"
     with pytest.raises(ProxyRoutingError):
         router.resolve("b", "openai")
+
+
+def test_exact_allowlist_name_beats_a_provider_prefix():
+    router = ProxyRouter(
+        [
+            ProxyRoute(name="openai", provider="openai", base_url="http://o/v1"),
+            ProxyRoute(name="openrouter", provider="openai", base_url="http://r/v1", models={"openai/gpt-oss-20b"}),
+        ]
+    )
+    match = router.resolve("openai/gpt-oss-20b", "openai")
+    assert (match.route.name, match.model) == ("openrouter", "openai/gpt-oss-20b")
+    assert router.resolve("openai/gpt-4o", "openai").route.name == "openai"

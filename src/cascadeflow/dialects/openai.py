@@ -22,7 +22,7 @@ ERROR_TYPES: dict[ErrorKind, tuple[str, str | None]] = {
     ErrorKind.INVALID_REQUEST: ("invalid_request_error", None),
     ErrorKind.AUTHENTICATION: ("authentication_error", "invalid_api_key"),
     ErrorKind.PERMISSION: ("permission_error", None),
-    ErrorKind.NOT_FOUND: ("invalid_request_error", "model_not_found"),
+    ErrorKind.NOT_FOUND: ("invalid_request_error", "not_found"),
     ErrorKind.REQUEST_TOO_LARGE: ("invalid_request_error", "request_too_large"),
     ErrorKind.RATE_LIMIT: ("rate_limit_error", "rate_limit_exceeded"),
     ErrorKind.INTERNAL: ("server_error", None),

@@ -53,9 +53,8 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
         if not isinstance(model, str) or not model:
             raise RequestError("model: Field required and must be a non-empty string")
         wire.check_request(body, count_tokens=count)
-        proxy_request = ProxyRequest(
-            "POST", path, dict(request.headers), body, raw, request.url.query
-        )
+        query = request.scope["query_string"].decode("latin-1")
+        proxy_request = ProxyRequest("POST", path, dict(request.headers), body, raw, query)
         match = gateway.service.route(proxy_request)
         handler = gateway.service.handler
         if proxy_request.stream and not count:

@@ -13,18 +13,16 @@ __all__ = ["AnthropicAdapter", "OpenAIAdapter", "adapter_for"]
 ANTHROPIC_VERSION = "2023-06-01"
 
 
-def _bearer(headers: dict[str, str]) -> str | None:
-    value = headers.get("authorization", "")
-    if value[:7].lower() == "bearer ":
-        return value[7:].strip() or None
-    return None
-
-
 class AnthropicAdapter:
     name = "anthropic"
 
-    def caller_key(self, headers: dict[str, str]) -> str | None:
-        return headers.get("x-api-key") or _bearer(headers)
+    def caller_auth(self, headers: dict[str, str]) -> dict[str, str]:
+        """The caller's credentials as sent: an API key (``x-api-key``) and/or a bearer token.
+
+        Claude Code sends ``Authorization: Bearer`` for OAuth / ``ANTHROPIC_AUTH_TOKEN``
+        credentials, which Anthropic does not accept as ``x-api-key``; both are kept.
+        """
+        return {k: headers[k] for k in ("x-api-key", "authorization") if headers.get(k)}
 
     def auth_headers(self, key: str | None) -> dict[str, str]:
         return {"x-api-key": key} if key else {}
@@ -55,8 +53,12 @@ class OpenAIAdapter:
 
     name = "openai"
 
-    def caller_key(self, headers: dict[str, str]) -> str | None:
-        return _bearer(headers) or headers.get("api-key") or headers.get("x-api-key")
+    def caller_auth(self, headers: dict[str, str]) -> dict[str, str]:
+        """The caller's bearer token (or Azure-style ``api-key``), as sent."""
+        if headers.get("authorization"):
+            return {"authorization": headers["authorization"]}
+        key = headers.get("api-key") or headers.get("x-api-key")
+        return {"authorization": f"Bearer {key}"} if key else {}
 
     def auth_headers(self, key: str | None) -> dict[str, str]:
         return {"authorization": f"Bearer {key}"} if key else {}

@@ -64,8 +64,8 @@ class StreamTap(Protocol):
 class ProviderAdapter(Protocol):
     name: str
 
-    def caller_key(self, headers: dict[str, str]) -> str | None:
-        """The provider key the caller sent, if any (for pass-through credentials)."""
+    def caller_auth(self, headers: dict[str, str]) -> dict[str, str]:
+        """The caller's own credential headers, for pass-through (empty when it sent none)."""
 
     def auth_headers(self, key: str | None) -> dict[str, str]: ...
 

@@ -100,8 +100,9 @@ class ProxyHandler:
         except orjson.JSONDecodeError:
             data = raw
         usage = adapter.response_usage(data)
-        cost = self.price(route, model, usage) if request.method == "POST" else 0.0
-        if self.cost_tracker is not None and request.method == "POST" and not request.path.endswith("count_tokens"):
+        billable = request.method == "POST" and not request.path.endswith("/count_tokens")
+        cost = self.price(route, model, usage) if billable else 0.0
+        if self.cost_tracker is not None and billable:
             self.cost_tracker.record(model=model, route=route.name, usage=usage, cost=cost, status=status)
         return ProxyResult(data, status, response_headers, usage, cost, route.name, model, latency_ms, raw)
 
@@ -142,7 +143,7 @@ class ProxyHandler:
             first_byte_ms=first_byte_ms,
         )
         is_sse = response.content_type == "text/event-stream"
-        stream.attach(self._relay(route, model, adapter, response, tap, stream, started, is_sse))
+        stream.attach(self._relay(route, model, adapter, response, tap, stream, started, is_sse), response.close)
         return stream
 
     async def _relay(
@@ -157,6 +158,7 @@ class ProxyHandler:
         is_sse: bool,
     ) -> AsyncIterator[bytes]:
         finished = False
+        failure = 502
         try:
             if not is_sse:  # an upstream may answer a stream request with plain JSON
                 raw = await response.read()
@@ -177,6 +179,7 @@ class ProxyHandler:
                 stream.error = "upstream closed the stream before it finished"
                 yield adapter.stream_error(ErrorKind.BAD_GATEWAY, stream.error)
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            failure = 504
             stream.error = f"upstream stream was silent for more than {route.stream_idle_timeout:g}s"
             yield adapter.stream_error(ErrorKind.TIMEOUT, stream.error)
         except aiohttp.ClientError as exc:
@@ -200,7 +203,7 @@ class ProxyHandler:
             if self.cost_tracker is not None:
                 self.cost_tracker.record(
                     model=model, route=route.name, usage=tap.usage, cost=stream.cost,
-                    status=200 if stream.error is None else 502, stream=True,
+                    status=200 if stream.error is None else failure, stream=True,
                 )
 
     # -- helpers ---------------------------------------------------------------
@@ -214,10 +217,11 @@ class ProxyHandler:
         headers = adapter.default_headers()
         headers.update(forwardable_request_headers(request.headers))
         headers.update(route.headers)
-        key = route.api_key.get_secret_value() if route.api_key is not None else None
-        if route.pass_through_auth or key is None:
-            key = adapter.caller_key(request.headers) or key
-        headers.update(adapter.auth_headers(key))
+        caller = adapter.caller_auth(request.headers) if route.pass_through_auth or route.api_key is None else None
+        if caller:
+            headers.update(caller)
+        elif route.api_key is not None:
+            headers.update(adapter.auth_headers(route.api_key.get_secret_value()))
         payload: bytes | None = None
         if request.body is not None:
             body, changed = adapter.prepare(request.path, request.body, model)
@@ -232,8 +236,13 @@ class ProxyHandler:
         key = (route.name, stream)
         timeout = self._timeouts.get(key)
         if timeout is None:
-            read = route.stream_idle_timeout if stream else (route.read_timeout or route.timeout)
-            timeout = aiohttp.ClientTimeout(total=route.timeout, sock_connect=route.connect_timeout, sock_read=read)
+            if stream:  # a healthy stream may run long; silence is what ends it
+                timeout = aiohttp.ClientTimeout(
+                    total=None, sock_connect=route.connect_timeout, sock_read=route.stream_idle_timeout
+                )
+            else:
+                read = route.read_timeout or route.timeout
+                timeout = aiohttp.ClientTimeout(total=route.timeout, sock_connect=route.connect_timeout, sock_read=read)
             self._timeouts[key] = timeout
         return timeout
 

@@ -78,6 +78,13 @@ class ProxyRoute(BaseModel):
             return frozenset([value])
         return value
 
+    @field_validator("models")
+    @classmethod
+    def _models_not_empty(cls, value: frozenset[str] | None) -> frozenset[str] | None:
+        if value is not None and not value:
+            raise ValueError("an empty allowlist would make the route unreachable; omit `models` to accept any model")
+        return value
+
     def allows(self, model: str) -> bool:
         """True when ``model`` is in the allowlist (or there is none)."""
         if self.models is None:

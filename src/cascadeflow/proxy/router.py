@@ -2,13 +2,15 @@
 
 Order of resolution, first match wins:
 
-1. ``route:model`` / ``route/model`` or ``provider:model`` / ``provider/model`` forces
+1. A route whose allowlist names the model exactly (so ``openai/gpt-oss-20b`` can be
+   listed on an OpenRouter-style route despite looking like a prefix).
+2. ``route:model`` / ``route/model`` or ``provider:model`` / ``provider/model`` forces
    a route (the prefix is stripped). A prefix that names no route or provider is part
    of the model name (``llama3:8b``, ``meta-llama/Llama-3-8B``).
-2. A route whose allowlist names the model.
-3. The registry's provider for the model: a route named after that provider, else
+3. A route whose allowlist matches the model by glob.
+4. The registry's provider for the model: a route named after that provider, else
    an open route (no allowlist) speaking its dialect.
-4. The open route of the caller's dialect, if there is one.
+5. The open route of the caller's dialect, if there is one.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ class ProxyRouter:
     def _resolve(self, model: str, dialect: str | None) -> RouteMatch:
         if not model:
             raise ProxyRoutingError("the request names no model")
+        exact = [r for r in self.routes if r.models is not None and model in r.models]
+        if exact:
+            return RouteMatch(_prefer(exact, dialect), model)
         forced = self._forced(model, dialect)
         if forced is not None:
             return forced

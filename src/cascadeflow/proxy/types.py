@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from ..usage import Usage
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
 __all__ = ["ProxyRequest", "ProxyResult", "ProxyStream"]
 
@@ -71,6 +71,7 @@ class ProxyStream:
         "complete",
         "error",
         "_chunks",
+        "_close",
     )
 
     def __init__(
@@ -88,17 +89,21 @@ class ProxyStream:
         self.complete = False
         self.error: str | None = None
         self._chunks = chunks
+        self._close: Callable[[], object] | None = None
 
-    def attach(self, chunks: AsyncIterator[bytes]) -> None:
-        """Set the byte source (it may need this object to record usage when it ends)."""
+    def attach(self, chunks: AsyncIterator[bytes], close: Callable[[], object] | None = None) -> None:
+        """Set the byte source and what closes the upstream connection if it is never read."""
         self._chunks = chunks
+        self._close = close
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks
 
     async def aclose(self) -> None:
-        """Stop early (the caller left): closes the upstream connection."""
-        await self._chunks.aclose()  # type: ignore[attr-defined]
+        """Stop early (the caller left): closes the upstream connection, read or not."""
+        await self._chunks.aclose()  # type: ignore[union-attr]
+        if self._close is not None:
+            self._close()  # harmless once the connection went back to the pool
 
     async def read_all(self) -> bytes:
         return b"".join([chunk async for chunk in self])
