@@ -42,8 +42,10 @@ def _proxy_init(args: argparse.Namespace) -> int:
     if path.exists() and not args.force:
         print(f"{path} already exists; use --force to overwrite it", file=sys.stderr)
         return 1
+    from .cascade.defaults import render_default_rules
+
     text = resources.files("cascadeflow").joinpath("example-config.yaml").read_text()
-    path.write_text(text)
+    path.write_text(text.replace("__CASCADE_RULES__\n", render_default_rules()))
     ProxyConfig.from_yaml(path)  # the shipped example must always load
     print(f"wrote {path}; start the gateway with: cascadeflow proxy start --config {path}")
     return 0
@@ -56,6 +58,13 @@ def _simulate(args: argparse.Namespace) -> int:
         asyncio.run(run_simulator(args.host, args.port, args.script))
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo()
     return 0
 
 
@@ -83,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--port", type=int, default=9000)
     simulate.add_argument("--script", help="YAML or JSON file of scripted answers and faults")
     simulate.set_defaults(func=_simulate)
+
+    demo = commands.add_parser("demo", help="show a cascade at work, with no API keys")
+    demo.set_defaults(func=_demo)
     return parser
 
 

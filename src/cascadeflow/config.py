@@ -23,14 +23,27 @@ __all__ = [
     "ServerConfig",
     "CascadeRule",
     "CascadeStage",
+    "CascadeModel",
+    "DraftPolicies",
     "AuthConfig",
     "VirtualKey",
     "ModelEntry",
     "interpolate",
     "DEFAULT_CONFIG_FILE",
+    "DEFAULT_CASCADES",
 ]
 
 DEFAULT_CONFIG_FILE = "cascadeflow-proxy.yaml"
+
+#: The cascades used when no config file is given, and written by ``proxy init``:
+#: (requested model glob, draft model). The verifier is the requested model.
+DEFAULT_CASCADES: tuple[tuple[str, str], ...] = (
+    ("claude-opus-*", "claude-sonnet-5-5"),
+    ("claude-sonnet-*", "claude-haiku-5-5"),
+    ("gpt-5.5", "gpt-5.4-mini"),
+    ("gpt-5.4", "gpt-5.4-mini"),
+    ("gpt-4o", "gpt-4o-mini"),
+)
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -47,26 +60,66 @@ class ServerConfig(_Strict):
 
 
 class CascadeStage(_Strict):
+    """One draft model tried in turn; its answer is kept when confidence ≥ its threshold."""
+
     model: str
-    quality_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    quality_threshold: float | None = Field(default=None, ge=0.0, le=1.0, description="default: the rule's")
 
 
-class CascadeRule(_Strict):
-    """Try ``draft_model`` (or each stage) first for requests to ``request_model``."""
+class DraftPolicies(_Strict):
+    """When not to draft at all (the draft would be paid for in vain)."""
 
-    request_model: str = Field(description="exact name or glob, e.g. claude-opus-*")
+    #: skip when the request forces a tool (tool_choice any/tool/required/function)
+    skip_forced_tool_choice: bool = False
+    #: skip when the prompt's estimated tokens exceed this share of the draft's context window
+    max_context_fraction: float = Field(default=0.9, gt=0.0, le=1.0)
+    #: skip after this many consecutive escalations in one conversation (0 = never)
+    sticky_escalations: int = Field(default=2, ge=0)
+    #: …for this long after the last escalation, then try drafting again
+    sticky_seconds: float = Field(default=1800.0, gt=0)
+
+
+class _CascadeFields(_Strict):
+    name: str | None = None
     draft_model: str | None = None
     verifier_model: str | None = Field(default=None, description="defaults to the requested model")
     quality_threshold: float = Field(default=0.7, ge=0.0, le=1.0)
-    checks: list[str] | None = None
+    checks: list[str] | None = Field(default=None, description="default: structural, tool_use, format, logprobs")
+    combine: Literal["min", "mean", "product"] = "min"
     stages: list[CascadeStage] | None = None
-    name: str | None = None
+    #: cap on the draft's max_tokens (a draft model may allow fewer output tokens than the verifier)
+    draft_max_tokens: int | None = Field(default=None, ge=1)
+    policies: DraftPolicies = Field(default_factory=DraftPolicies)
+    #: the ``model`` named in answers: the one the client asked for, or the one that served
+    report_model: Literal["requested", "served"] = "requested"
 
     @model_validator(mode="after")
-    def _draft_or_stages(self) -> CascadeRule:
+    def _draft_or_stages(self) -> _CascadeFields:
         if not self.draft_model and not self.stages:
             raise ValueError("a cascade rule needs draft_model or stages")
+        if self.draft_model and self.stages:
+            raise ValueError("give either draft_model or stages, not both")
         return self
+
+    def draft_stages(self) -> list[CascadeStage]:
+        """The drafts in order, each with its threshold filled in."""
+        stages = self.stages or [CascadeStage(model=self.draft_model or "")]
+        return [
+            CascadeStage(model=s.model, quality_threshold=self.quality_threshold if s.quality_threshold is None else s.quality_threshold)
+            for s in stages
+        ]
+
+
+class CascadeRule(_CascadeFields):
+    """Try the draft model (or each stage) first for requests to ``request_model``."""
+
+    request_model: str = Field(description="exact name or glob, e.g. claude-opus-*")
+
+
+class CascadeModel(_CascadeFields):
+    """A virtual model (e.g. ``cascade/claude``): clients ask for it by name; it has no upstream of its own."""
+
+    verifier_model: str  # type: ignore[assignment]
 
 
 class VirtualKey(_Strict):
@@ -99,6 +152,7 @@ class ProxyConfig(_Strict):
     routes: list[ProxyRoute] = Field(default_factory=list)
     api_keys: dict[Literal["anthropic", "openai", "groq"], SecretStr | None] = Field(default_factory=dict)
     cascade_rules: list[CascadeRule] = Field(default_factory=list)
+    cascade_models: dict[str, CascadeModel] = Field(default_factory=dict)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     models: dict[str, ModelEntry] = Field(default_factory=dict)
     #: base URL overrides for the routes made from ``api_keys`` (e.g. a local mirror)
@@ -151,6 +205,7 @@ class ProxyConfig(_Strict):
 
         ``CASCADEFLOW_ANTHROPIC_BASE_URL`` / ``CASCADEFLOW_OPENAI_BASE_URL`` point the
         default routes elsewhere; ``CASCADEFLOW_HOST`` / ``CASCADEFLOW_PORT`` set the bind.
+        The :data:`DEFAULT_CASCADES` apply unless ``CASCADEFLOW_CASCADE=off``.
         """
         env = os.environ if environ is None else environ
         data: dict[str, Any] = {
@@ -162,6 +217,8 @@ class ProxyConfig(_Strict):
             },
             "server": {},
         }
+        if env.get("CASCADEFLOW_CASCADE", "on").lower() not in ("off", "0", "false", "no"):
+            data["cascade_rules"] = [{"request_model": glob, "draft_model": draft} for glob, draft in DEFAULT_CASCADES]
         if env.get("CASCADEFLOW_HOST"):
             data["server"]["host"] = env["CASCADEFLOW_HOST"]
         if env.get("CASCADEFLOW_PORT"):
@@ -178,6 +235,14 @@ class ProxyConfig(_Strict):
         return cls.from_yaml(path) if path else cls.from_env()
 
     # -- derived ---------------------------------------------------------------
+
+    def all_cascade_rules(self) -> list[CascadeRule]:
+        """Virtual cascade models first (as rules matching their own name), then the rules."""
+        virtual = [
+            CascadeRule(request_model=name, **{"name": model.name or name, **model.model_dump(exclude={"name"})})
+            for name, model in self.cascade_models.items()
+        ]
+        return virtual + list(self.cascade_rules)
 
     def effective_routes(self) -> list[ProxyRoute]:
         """The explicit routes, then one per provider named in ``api_keys``.

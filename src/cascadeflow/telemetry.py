@@ -1,18 +1,19 @@
-"""CostTracker: running totals of requests, tokens and cost, as ``/stats`` shows them.
+"""CostTracker: running totals of requests, upstream calls, tokens, cost and cascade decisions.
 
 Kept in memory per process (the durable per-request ledger is a separate store).
-Recording is a handful of dict updates, cheap enough for every request.
+Two levels are counted: *calls* (each upstream call, priced: a cascaded request makes
+one or more) and *requests* (what clients sent). ``/stats`` shows both.
 """
 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from .usage import Usage
 
-__all__ = ["CostTracker", "ModelTotals"]
+__all__ = ["CostTracker", "ModelTotals", "RuleTotals"]
 
 
 @dataclass(slots=True)
@@ -26,35 +27,64 @@ class ModelTotals:
         return {"requests": self.requests, "cost": round(self.cost, 10), "unpriced_requests": self.unpriced, **self.usage.to_dict()}
 
 
+@dataclass(slots=True)
+class RuleTotals:
+    """What one cascade rule did."""
+
+    requests: int = 0
+    drafts_tried: int = 0
+    accepted: int = 0
+    escalated: Counter = field(default_factory=Counter)  # reason → count
+    skipped: Counter = field(default_factory=Counter)  # policy → count
+    accepted_by_stage: Counter = field(default_factory=Counter)  # model → count
+    cost: float = 0.0
+    baseline_cost: float = 0.0
+    #: time spent on drafts that were then escalated: the latency the cascade added
+    added_latency_ms: float = 0.0
+    unpriced: int = 0
+
+    def to_dict(self) -> dict:
+        escalated = sum(self.escalated.values())
+        return {
+            "requests": self.requests,
+            "drafts_tried": self.drafts_tried,
+            "accepted": self.accepted,
+            "escalated": escalated,
+            "skipped": sum(self.skipped.values()),
+            "acceptance_rate": round(self.accepted / self.requests, 4) if self.requests else 0.0,
+            "escalated_by_reason": dict(self.escalated),
+            "skipped_by_policy": dict(self.skipped),
+            "accepted_by_stage": dict(self.accepted_by_stage),
+            "cost": round(self.cost, 10),
+            "baseline_cost": round(self.baseline_cost, 10),
+            "saving": round(self.baseline_cost - self.cost, 10),
+            "saving_pct": round(100 * (1 - self.cost / self.baseline_cost), 2) if self.baseline_cost else 0.0,
+            "avg_added_latency_ms_when_escalated": round(self.added_latency_ms / escalated, 2) if escalated else 0.0,
+            "unpriced_requests": self.unpriced,
+        }
+
+
 class CostTracker:
-    """Totals per model and per route; errors counted by status."""
+    """Totals per model, per route and per cascade rule; errors counted by status."""
 
     def __init__(self) -> None:
         self.started_at = time.time()
         self.total_queries = 0
+        self.total_calls = 0
         self.total_cost = 0.0
         self.cascade_used_count = 0
+        self.streams = 0
         self.usage = Usage()
         self.by_model: dict[str, ModelTotals] = defaultdict(ModelTotals)
         self.by_route: dict[str, ModelTotals] = defaultdict(ModelTotals)
+        self.by_rule: dict[str, RuleTotals] = defaultdict(RuleTotals)
         self.errors: dict[int, int] = defaultdict(int)
-        self.streams = 0
 
-    def record(
-        self,
-        *,
-        model: str,
-        route: str,
-        usage: Usage,
-        cost: float | None,
-        status: int = 200,
-        stream: bool = False,
-        cascaded: bool = False,
+    def record_call(
+        self, *, model: str, route: str, usage: Usage, cost: float | None, status: int = 200, stream: bool = False
     ) -> None:
-        """Count one request that reached an upstream (priced when ``cost`` is known)."""
-        self.total_queries += 1
-        self.streams += stream
-        self.cascade_used_count += cascaded
+        """Count one upstream call (priced when ``cost`` is known)."""
+        self.total_calls += 1
         if status >= 400:
             self.errors[status] += 1
         self.usage = self.usage + usage
@@ -67,6 +97,20 @@ class CostTracker:
                 totals.cost += cost
         if cost is not None:
             self.total_cost += cost
+
+    def record_request(self, *, stream: bool = False, draft_accepted: bool = False) -> None:
+        """Count one client request that reached an upstream."""
+        self.total_queries += 1
+        self.streams += stream
+        self.cascade_used_count += draft_accepted
+
+    def record(self, *, model: str, route: str, usage: Usage, cost: float | None, status: int = 200, stream: bool = False) -> None:
+        """One request answered by one call (the proxy library's unit)."""
+        self.record_call(model=model, route=route, usage=usage, cost=cost, status=status, stream=stream)
+        self.record_request(stream=stream)
+
+    def rule(self, name: str) -> RuleTotals:
+        return self.by_rule[name]
 
     def record_error(self, status: int) -> None:
         """Count a request refused before any upstream call (bad input, no route…)."""
@@ -83,9 +127,11 @@ class CostTracker:
             "cascade_usage_pct": round(100.0 * self.cascade_used_count / queries, 2) if queries else 0.0,
             "models_used": {m: t.requests for m, t in self.by_model.items()},
             "streaming_queries": self.streams,
+            "upstream_calls": self.total_calls,
             "tokens": self.usage.to_dict(),
             "by_model": {m: t.to_dict() for m, t in self.by_model.items()},
             "by_route": {r: t.to_dict() for r, t in self.by_route.items()},
+            "cascade": {name: t.to_dict() for name, t in self.by_rule.items()},
             "errors": {str(s): n for s, n in sorted(self.errors.items())},
             "uptime_seconds": round(time.time() - self.started_at, 1),
         }

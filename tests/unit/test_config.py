@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from cascadeflow import ConfigError, ProxyConfig
+from cascadeflow import ConfigError, ModelRegistry, ProxyConfig, Usage
 from cascadeflow.cli import main
 from cascadeflow.config import interpolate
 
@@ -110,7 +110,15 @@ def test_cli_init_writes_a_config_that_loads(tmp_path, capsys):
     assert main(["proxy", "init", "--path", str(path)]) == 0
     config = ProxyConfig.from_yaml(path)
     assert config.server.port == 8000
-    assert "# " in path.read_text()  # commented
+    text = path.read_text()
+    assert "# " in text  # commented
+    # default cascades for the current families, each with its saving ceiling from the registry
+    registry = ModelRegistry()
+    rules = {r.request_model: r.draft_model for r in config.cascade_rules}
+    assert rules["claude-opus-*"] == "claude-sonnet-5-5" and rules["claude-sonnet-*"] == "claude-haiku-5-5"
+    assert all(registry.info(d) is not None for d in rules.values())
+    opus, sonnet = registry.cost("claude-opus-5-5", Usage(2000, 500)), registry.cost("claude-sonnet-5-5", Usage(2000, 500))
+    assert f"saving ceiling {1 - sonnet / opus:.0%} (vs claude-opus-5-5)" in text
     assert main(["proxy", "init", "--path", str(path)]) == 1  # refuses to overwrite
 
 
@@ -139,3 +147,20 @@ def test_api_key_for_an_explicit_route_is_refused_not_ignored():
 def test_empty_allowlist_is_an_error():
     with pytest.raises(ConfigError, match="routes.0.models: .*unreachable"):
         ProxyConfig.from_dict({"routes": [{"name": "a", "provider": "openai", "base_url": "http://x", "models": []}]})
+
+
+def test_embedded_defaults_cascade_unless_turned_off():
+    rules = ProxyConfig.from_env({}).all_cascade_rules()
+    assert ("claude-opus-*", "claude-sonnet-5-5") in [(r.request_model, r.draft_model) for r in rules]
+    assert ProxyConfig.from_env({"CASCADEFLOW_CASCADE": "off"}).all_cascade_rules() == []
+
+
+def test_cascade_rule_validation():
+    with pytest.raises(ConfigError, match="either draft_model or stages"):
+        ProxyConfig.from_dict({"cascade_rules": [{"request_model": "a", "draft_model": "b", "stages": [{"model": "c"}]}]})
+    with pytest.raises(ConfigError, match="cascade_models.cascade/x.verifier_model: required"):
+        ProxyConfig.from_dict({"cascade_models": {"cascade/x": {"draft_model": "b"}}})
+    config = ProxyConfig.from_dict(
+        {"cascade_rules": [{"request_model": "a", "stages": [{"model": "b"}, {"model": "c", "quality_threshold": 0.9}], "quality_threshold": 0.6}]}
+    )
+    assert [(s.model, s.quality_threshold) for s in config.cascade_rules[0].draft_stages()] == [("b", 0.6), ("c", 0.9)]

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import __version__
+from ..cascade import CascadeEngine, RuleSet
 from ..config import ProxyConfig
 from ..errors import ErrorKind
 from ..pricing import ModelRegistry
@@ -49,6 +50,9 @@ class Gateway:
             ProxyRouter(config.effective_routes(), self.registry),
             ProxyHandler(cost_tracker=self.tracker, registry=self.registry),
         )
+        self.rules = RuleSet(config.all_cascade_rules())
+        self.virtual_models = {name: model.verifier_model for name, model in config.cascade_models.items()}
+        self.cascade = CascadeEngine(self.service, self.rules.rules, self.tracker)
         self.models = ModelCatalog(self)
 
     async def aclose(self) -> None:

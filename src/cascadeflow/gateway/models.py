@@ -1,7 +1,7 @@
 """``GET /v1/models``: the models the gateway can serve, in the caller's shape.
 
-The list is the union of the routes' allowlists and, for open routes (no
-allowlist), the upstream's own list, fetched with the route's credentials and
+The list is the union of the routes' allowlists, the virtual cascade models, and,
+for open routes (no allowlist), the upstream's own list, fetched with the route's credentials and
 cached for a minute. An upstream that cannot list its models is skipped.
 """
 
@@ -53,6 +53,8 @@ class ModelCatalog:
         for entries in fetched:
             for entry in entries:
                 seen.setdefault(entry["id"], entry)
+        for name in self._gateway.virtual_models:
+            seen.setdefault(name, {"id": name, "route": "cascade", "display_name": f"{name} (cascade)"})
         result = list(seen.values())
         self._cached = (time.monotonic(), result)
         return result

@@ -18,6 +18,7 @@ from starlette.responses import Response, StreamingResponse
 from ..dialects import anthropic as anthropic_wire
 from ..dialects import openai as openai_wire
 from ..errors import CascadeflowError, ErrorKind, RequestError
+from ..cascade.policies import conversation_key
 from ..proxy import ProxyRequest
 from .errors import error_response, exception_response
 
@@ -54,9 +55,18 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
             raise RequestError("model: Field required and must be a non-empty string")
         wire.check_request(body, count_tokens=count)
         query = request.scope["query_string"].decode("latin-1")
-        proxy_request = ProxyRequest("POST", path, dict(request.headers), body, raw, query)
+        headers = dict(request.headers)
+        if count and model in gateway.virtual_models:  # count as the model that would answer
+            body = {**body, "model": gateway.virtual_models[model]}
+            raw = None
+        proxy_request = ProxyRequest("POST", path, headers, body, raw, query)
+        rule = gateway.rules.match(model) if gateway.rules and not count else None
+        if rule is not None:
+            return await _cascade(gateway, rule, proxy_request, dialect, headers, body)
         match = gateway.service.route(proxy_request)
         handler = gateway.service.handler
+        if not count:
+            gateway.tracker.record_request(stream=proxy_request.stream)
         if proxy_request.stream and not count:
             stream = await handler.open_stream(match.route, match.model, proxy_request)
             headers = {**stream.headers, **_SSE_HEADERS, "x-cascadeflow-route": match.route.name}
@@ -76,6 +86,19 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
         log.exception("unexpected error while handling %s", path)
         gateway.tracker.record_error(500)
         return error_response(dialect, ErrorKind.INTERNAL, "internal gateway error; see the gateway log")
+
+
+async def _cascade(gateway: Gateway, rule, proxy_request: ProxyRequest, dialect: str, headers: dict, body: dict) -> Response:
+    conversation = conversation_key(headers, body)
+    engine = gateway.cascade
+    if proxy_request.stream:
+        reply = await engine.stream(rule, proxy_request, dialect, conversation)
+        reply_headers = {**reply.headers, **_SSE_HEADERS}
+        media_type = reply.headers.get("content-type", "text/event-stream")
+        return StreamingResponse(reply.chunks, reply.status, headers=reply_headers, media_type=media_type)
+    reply = await engine.complete(rule, proxy_request, dialect, conversation)
+    reply.headers.pop("content-length", None)
+    return Response(reply.body, reply.status, headers=reply.headers, media_type="application/json")
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -103,7 +103,7 @@ class ProxyHandler:
         billable = request.method == "POST" and not request.path.endswith("/count_tokens")
         cost = self.price(route, model, usage) if billable else 0.0
         if self.cost_tracker is not None and billable:
-            self.cost_tracker.record(model=model, route=route.name, usage=usage, cost=cost, status=status)
+            self.cost_tracker.record_call(model=model, route=route.name, usage=usage, cost=cost, status=status)
         return ProxyResult(data, status, response_headers, usage, cost, route.name, model, latency_ms, raw)
 
     async def open_stream(self, route: ProxyRoute, model: str, request: ProxyRequest) -> ProxyStream:
@@ -201,7 +201,7 @@ class ProxyHandler:
             stream.cost = self.price(route, model, tap.usage)
             stream.latency_ms = (time.perf_counter() - started) * 1000
             if self.cost_tracker is not None:
-                self.cost_tracker.record(
+                self.cost_tracker.record_call(
                     model=model, route=route.name, usage=tap.usage, cost=stream.cost,
                     status=200 if stream.error is None else failure, stream=True,
                 )

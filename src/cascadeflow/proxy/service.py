@@ -41,6 +41,7 @@ class ProxyService:
     async def handle(self, request: ProxyRequest) -> ProxyResult:
         """Send the request and return the whole answer (a stream is read to its end)."""
         match = self.route(request)
+        self._count(request)
         if not request.stream:
             return await self.handler.send(match.route, match.model, request)
         stream = await self.handler.open_stream(match.route, match.model, request)
@@ -53,7 +54,12 @@ class ProxyService:
     async def stream(self, request: ProxyRequest) -> ProxyStream:
         """Open a streaming request; iterate the result for the bytes."""
         match = self.route(request)
+        self._count(request)
         return await self.handler.open_stream(match.route, match.model, request)
+
+    def _count(self, request: ProxyRequest) -> None:
+        if self.handler.cost_tracker is not None and not request.path.endswith("/count_tokens"):
+            self.handler.cost_tracker.record_request(stream=request.stream)
 
     async def aclose(self) -> None:
         await self.handler.aclose()

@@ -1,0 +1,7 @@
+"""The cascade: rules, draft policies, quality checks, and the engine that decides."""
+
+from .answer import Check, CheckResult, DraftAnswer, ToolCall
+from .engine import CascadeEngine, CascadeReply, Decision
+from .rules import RuleSet
+
+__all__ = ["CascadeEngine", "CascadeReply", "Decision", "RuleSet", "Check", "CheckResult", "DraftAnswer", "ToolCall"]

@@ -1,0 +1,95 @@
+"""Per-dialect plumbing for drafts: build the draft's request, read its answer, replay it.
+
+Kept apart from the engine so the engine reads as the decision it makes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from ..dialects import accumulate
+from ..dialects.sse import SSEEvent
+from .answer import DraftAnswer
+
+__all__ = ["DialectOps", "ops_for", "strip_thinking"]
+
+_THINKING = ("thinking", "redacted_thinking")
+
+
+def strip_thinking(messages: list) -> list:
+    """Messages without thinking blocks in assistant turns.
+
+    A thinking block is signed by the model that wrote it; another model must never
+    receive it as a signed block, so drafts are sent the conversation without them.
+    """
+    out = []
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if message.get("role") == "assistant" and isinstance(content, list) and any(
+            isinstance(b, dict) and b.get("type") in _THINKING for b in content
+        ):
+            kept = [b for b in content if not (isinstance(b, dict) and b.get("type") in _THINKING)]
+            message = {**message, "content": kept or [{"type": "text", "text": ""}]}
+        out.append(message)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class DialectOps:
+    """What the engine needs to do differently for each caller dialect."""
+
+    name: str
+
+    def draft_body(self, body: dict, model: str, max_tokens: int | None) -> dict:
+        draft = {**body, "model": model}
+        if self.name == "anthropic":
+            messages = body.get("messages")
+            if isinstance(messages, list):
+                draft["messages"] = strip_thinking(messages)
+            if max_tokens is not None and isinstance(body.get("max_tokens"), int) and body["max_tokens"] > max_tokens:
+                draft["max_tokens"] = max_tokens
+                thinking = body.get("thinking")
+                if isinstance(thinking, dict) and isinstance(thinking.get("budget_tokens"), int):
+                    budget = min(thinking["budget_tokens"], max(1024, max_tokens // 2))
+                    draft["thinking"] = {**thinking, "budget_tokens": budget}
+        else:
+            if not body.get("logprobs"):  # confidence from log-probabilities, stripped again on the way out
+                draft["logprobs"] = True
+            if max_tokens is not None:
+                for key in ("max_tokens", "max_completion_tokens"):
+                    if isinstance(body.get(key), int) and body[key] > max_tokens:
+                        draft[key] = max_tokens
+        return draft
+
+    def accumulator(self) -> accumulate.AnthropicAccumulator | accumulate.OpenAIAccumulator:
+        return accumulate.AnthropicAccumulator() if self.name == "anthropic" else accumulate.OpenAIAccumulator()
+
+    def answer(self, data: object) -> DraftAnswer:
+        if not isinstance(data, dict):
+            return DraftAnswer()
+        if self.name == "anthropic":
+            return accumulate.answer_from_anthropic(data)
+        return accumulate.answer_from_openai(data)
+
+    def reply_body(self, data: dict, model: str | None, caller: dict) -> bytes:
+        """A non-streaming answer for the caller: ``model`` renamed, injected logprobs removed."""
+        if self.name == "anthropic":
+            return orjson.dumps(accumulate.rewrite_anthropic_message(data, model))
+        strip = not caller.get("logprobs")
+        return orjson.dumps(accumulate.rewrite_openai_completion(data, model, strip))
+
+    def replay(self, events: list[SSEEvent], model: str | None, caller: dict) -> bytes:
+        """A buffered draft stream for the caller, as a correct stream of its dialect."""
+        if self.name == "anthropic":
+            return accumulate.replay_anthropic(events, model)
+        # the usage chunk was already removed by the stream tap if the caller did not ask for it
+        return accumulate.replay_openai(events, model, not caller.get("logprobs"), False)
+
+
+_OPS = {"anthropic": DialectOps("anthropic"), "openai": DialectOps("openai")}
+
+
+def ops_for(dialect: str) -> DialectOps:
+    return _OPS[dialect]

@@ -1,0 +1,377 @@
+"""CascadeEngine: draft on a cheaper model, check the answer, accept it or escalate.
+
+For one request that matched a rule::
+
+    policies say skip? ──yes──────────────────────────────┐
+        │ no                                               ▼
+    for each draft stage:  send → checks → confidence ≥ threshold? ─yes─▶ answer with the draft
+        │ (early check failed, draft errored, or too low)
+        ▼
+    verifier (the requested model by default) answers; its stream is piped through
+
+The client gets one well-formed answer either way; headers ``x-cascadeflow-*`` say
+what happened. Every call is priced; the baseline is the same request sent straight
+to the requested model (for an accepted draft: the requested model's price on the
+draft's usage, an estimate; for an escalation: what the verifier cost).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..config import CascadeRule, CascadeStage
+from ..dialects.sse import SSEDecoder
+from ..errors import ProxyError, RequestError
+from ..proxy import ProxyRequest, ProxyService
+from ..telemetry import CostTracker
+from .answer import DraftAnswer
+from .checks import resolve_checks, run_checks, run_early
+from .drafts import ops_for
+from .policies import StickyEscalations, skip_reason
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from ..proxy.router import RouteMatch
+    from ..usage import Usage
+
+__all__ = ["CascadeEngine", "Decision", "CascadeReply"]
+
+log = logging.getLogger("cascadeflow.cascade")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_REASON_CUT = re.compile(r" at |[(:=]")
+_EARLY_EVERY = 8  # run early checks every N delta events (and at every block end)
+
+
+@dataclass(slots=True)
+class Decision:
+    """What the cascade did for one request."""
+
+    rule: str
+    requested_model: str
+    served_model: str = ""
+    draft_model: str | None = None
+    accepted: bool = False
+    confidence: float | None = None
+    reason: str = ""
+    cost: float | None = 0.0
+    baseline_cost: float | None = None
+    draft_ms: float = 0.0
+    stages: list[dict] = field(default_factory=list)
+
+    def add_cost(self, cost: float | None) -> None:
+        self.cost = None if cost is None or self.cost is None else self.cost + cost
+
+    def headers(self, *, with_cost: bool) -> dict[str, str]:
+        headers = {
+            "x-cascadeflow-rule": self.rule,
+            "x-cascadeflow-served-model": self.served_model,
+            "x-cascadeflow-draft-accepted": "true" if self.accepted else "false",
+            "x-cascadeflow-decision": self.reason,
+        }
+        if self.draft_model:
+            headers["x-cascadeflow-draft-model"] = self.draft_model
+        if self.confidence is not None:
+            headers["x-cascadeflow-confidence"] = f"{self.confidence:.4f}"
+        if with_cost and self.cost is not None:
+            headers["x-cascadeflow-cost-usd"] = f"{self.cost:.8f}"
+        if with_cost and self.baseline_cost is not None:
+            headers["x-cascadeflow-baseline-cost-usd"] = f"{self.baseline_cost:.8f}"
+        return headers
+
+
+@dataclass(slots=True)
+class CascadeReply:
+    """The answer for the client: a body (non-streaming) or chunks (streaming)."""
+
+    status: int
+    headers: dict[str, str]
+    decision: Decision
+    body: bytes = b""
+    chunks: AsyncIterator[bytes] | None = None
+
+
+class CascadeEngine:
+    def __init__(self, service: ProxyService, rules: list[CascadeRule], tracker: CostTracker) -> None:
+        self.service = service
+        self.registry = service.router.registry
+        self.tracker = tracker
+        self.sticky = StickyEscalations()
+        self._checks = {rule.name: resolve_checks(rule.checks) for rule in rules}
+
+    # -- the two entry points ------------------------------------------------------
+
+    async def complete(
+        self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None
+    ) -> CascadeReply:
+        """A non-streaming request."""
+        decision, ops = self._begin(rule, request), ops_for(dialect)
+        if not self._skipped(rule, request, dialect, conversation, decision):
+            for stage in rule.draft_stages():
+                match = self._draft_route(stage, dialect, decision)
+                if match is None:
+                    break
+                draft = self._draft_request(rule, request, stage, ops)
+                started = time.perf_counter()
+                try:
+                    result = await self.service.handler.send(match.route, match.model, draft)
+                except ProxyError as exc:
+                    self._draft_failed(decision, stage, started, exc)
+                    continue
+                answer = ops.answer(result.data)
+                if self._judge(rule, stage, request.body or {}, answer, dialect, decision, result.cost, result.usage, started):
+                    body = ops.reply_body(result.data, self._reported(rule, request, stage.model), request.body or {})
+                    decision.baseline_cost = self._baseline(rule, request, result.usage)
+                    self._finish(rule, decision, conversation, stream=False)
+                    return CascadeReply(result.status, {**result.headers, **decision.headers(with_cost=True)}, decision, body)
+        verifier, match = self._verifier(rule, request, dialect)
+        decision.served_model = verifier
+        try:
+            result = await self.service.handler.send(match.route, match.model, _with_model(request, verifier))
+        except ProxyError:
+            self._finish(rule, decision, conversation, stream=False)
+            raise
+        decision.add_cost(result.cost)
+        decision.baseline_cost = self._baseline(rule, request, result.usage, verifier_cost=result.cost, verifier=verifier)
+        self._finish(rule, decision, conversation, stream=False)
+        body = result.raw
+        reported = self._reported(rule, request, verifier)
+        if reported != verifier and isinstance(result.data, dict):
+            body = ops.reply_body(result.data, reported, {"logprobs": True})
+        return CascadeReply(result.status, {**result.headers, **decision.headers(with_cost=True)}, decision, body)
+
+    async def stream(
+        self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None
+    ) -> CascadeReply:
+        """A streaming request: drafts are read to the end (or an early failure) before anything is sent."""
+        decision, ops = self._begin(rule, request), ops_for(dialect)
+        caller = request.body or {}
+        if not self._skipped(rule, request, dialect, conversation, decision):
+            for stage in rule.draft_stages():
+                match = self._draft_route(stage, dialect, decision)
+                if match is None:
+                    break
+                draft = self._draft_request(rule, request, stage, ops)
+                started = time.perf_counter()
+                try:
+                    upstream = await self.service.handler.open_stream(match.route, match.model, draft)
+                except ProxyError as exc:
+                    self._draft_failed(decision, stage, started, exc)
+                    continue
+                accumulator = ops.accumulator()
+                early = await self._read_draft(rule, upstream, accumulator, caller, dialect)
+                if early is not None:
+                    decision.add_cost(upstream.cost)
+                    self._escalate(decision, stage, early.score, f"early {_bucket(early.name, early.reason)}", started)
+                    continue
+                if accumulator.error is not None or upstream.error is not None:
+                    decision.add_cost(upstream.cost)
+                    self._escalate(decision, stage, None, "draft_error", started)
+                    continue
+                answer = accumulator.answer(partial=False)
+                answer.usage = upstream.usage
+                if self._judge(rule, stage, caller, answer, dialect, decision, upstream.cost, upstream.usage, started):
+                    body = ops.replay(accumulator.events, self._reported(rule, request, stage.model), caller)
+                    decision.baseline_cost = self._baseline(rule, request, upstream.usage)
+                    self._finish(rule, decision, conversation, stream=True)
+                    headers = {**upstream.headers, **decision.headers(with_cost=True)}
+                    return CascadeReply(upstream.status, headers, decision, chunks=_once(body))
+        verifier, match = self._verifier(rule, request, dialect)
+        decision.served_model = verifier
+        try:
+            upstream = await self.service.handler.open_stream(match.route, match.model, _with_model(request, verifier))
+        except ProxyError:
+            self._finish(rule, decision, conversation, stream=True)
+            raise
+        reported = self._reported(rule, request, verifier)
+        chunks = self._pipe_verifier(rule, request, decision, conversation, upstream, ops, reported, verifier)
+        return CascadeReply(upstream.status, {**upstream.headers, **decision.headers(with_cost=False)}, decision, chunks=chunks)
+
+    # -- steps -------------------------------------------------------------------
+
+    def _begin(self, rule: CascadeRule, request: ProxyRequest) -> Decision:
+        self.tracker.rule(rule.name or "").requests += 1
+        return Decision(rule=rule.name or "", requested_model=request.model)
+
+    def _skipped(
+        self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None, decision: Decision
+    ) -> bool:
+        first = rule.draft_stages()[0].model
+        reason = skip_reason(
+            rule, request.body or {}, request.raw_body or b"", dialect, first, self.registry, self.sticky, conversation
+        )
+        if reason is None:
+            return False
+        self.tracker.rule(decision.rule).skipped[reason] += 1
+        decision.reason = f"skipped:{reason}"
+        return True
+
+    def _draft_route(self, stage: CascadeStage, dialect: str, decision: Decision) -> RouteMatch | None:
+        try:
+            match = self.service.router.resolve(stage.model, dialect)
+        except ProxyError as exc:
+            log.warning("cascade rule %r: draft model %r has no route (%s)", decision.rule, stage.model, exc.message)
+            self.tracker.rule(decision.rule).skipped["draft_unroutable"] += 1
+            decision.reason = "skipped:draft_unroutable"
+            return None
+        if match.route.provider != dialect:
+            self.tracker.rule(decision.rule).skipped["cross_dialect"] += 1
+            decision.reason = "skipped:cross_dialect"
+            return None
+        return match
+
+    def _draft_request(self, rule: CascadeRule, request: ProxyRequest, stage: CascadeStage, ops) -> ProxyRequest:
+        body = ops.draft_body(request.body or {}, stage.model, rule.draft_max_tokens)
+        return ProxyRequest(request.method, request.path, request.headers, body, None, request.query)
+
+    async def _read_draft(self, rule, upstream, accumulator, caller: dict, dialect: str):
+        """Buffer the draft's events; return the early check that failed it, if one did."""
+        checks = self._checks[rule.name]
+        decoder = SSEDecoder()
+        deltas = 0
+        async for chunk in upstream:
+            for event in decoder.feed(chunk):
+                closed = accumulator.feed(event)
+                deltas += 1
+                if closed is None and deltas % _EARLY_EVERY:
+                    continue
+                answer = accumulator.answer(partial=True)
+                if dialect == "openai" or closed is None:
+                    answer.tool_calls = []  # only calls known to be complete are judged early
+                failed = run_early(checks, caller, answer, dialect)
+                if failed is not None:
+                    await upstream.aclose()
+                    return failed
+        return None
+
+    def _judge(
+        self, rule, stage: CascadeStage, caller: dict, answer: DraftAnswer, dialect: str, decision: Decision,
+        cost: float | None, usage: Usage, started: float,
+    ) -> bool:
+        """Run the checks on a complete draft; record it; True when it is accepted."""
+        confidence, reason, results = run_checks(self._checks[rule.name], caller, answer, dialect, rule.combine)
+        decision.add_cost(cost)
+        decision.draft_model = stage.model
+        decision.confidence = confidence
+        threshold = stage.quality_threshold if stage.quality_threshold is not None else rule.quality_threshold
+        if confidence >= threshold:
+            elapsed = (time.perf_counter() - started) * 1000
+            decision.stages.append({"model": stage.model, "confidence": confidence, "accepted": True, "ms": elapsed})
+            decision.accepted, decision.served_model, decision.reason = True, stage.model, "accepted"
+            totals = self.tracker.rule(decision.rule)
+            totals.drafts_tried += 1
+            totals.accepted += 1
+            totals.accepted_by_stage[stage.model] += 1
+            return True
+        worst = min(results, key=lambda r: r.score) if results else None
+        bucket = _bucket(worst.name, worst.reason) if worst and worst.score < threshold else "low_confidence"
+        self._escalate(decision, stage, confidence, bucket, started, detail=reason)
+        return False
+
+    def _escalate(
+        self, decision: Decision, stage: CascadeStage, confidence: float | None, reason: str, started: float,
+        detail: str = "",
+    ) -> None:
+        elapsed = (time.perf_counter() - started) * 1000
+        decision.draft_ms += elapsed
+        decision.draft_model = stage.model
+        decision.confidence = confidence
+        decision.reason = f"escalated:{reason}"
+        decision.stages.append({"model": stage.model, "confidence": confidence, "accepted": False, "reason": detail or reason, "ms": elapsed})
+        self.tracker.rule(decision.rule).drafts_tried += 1
+
+    def _draft_failed(self, decision: Decision, stage: CascadeStage, started: float, exc: ProxyError) -> None:
+        log.info("draft %s failed (%s); escalating", stage.model, exc.message)
+        self._escalate(decision, stage, None, "draft_error", started, detail=exc.message)
+
+    def _verifier(self, rule: CascadeRule, request: ProxyRequest, dialect: str) -> tuple[str, RouteMatch]:
+        verifier = rule.verifier_model or request.model
+        match = self.service.router.resolve(verifier, dialect)
+        if match.route.provider != dialect:
+            raise RequestError(
+                f"cascade rule {rule.name!r}: verifier {verifier!r} is served by route {match.route.name!r}, "
+                f"which speaks the {match.route.provider} API"
+            )
+        return verifier, match
+
+    async def _pipe_verifier(
+        self, rule, request, decision: Decision, conversation, upstream, ops, reported: str, verifier: str
+    ) -> AsyncIterator[bytes]:
+        rename = reported != verifier
+        decoder = SSEDecoder() if rename else None
+        try:
+            async for chunk in upstream:
+                if decoder is None:
+                    yield chunk
+                else:
+                    events = decoder.feed(chunk)
+                    if events:
+                        yield ops.replay(events, reported, {"logprobs": True})
+            if decoder is not None and decoder.pending:
+                yield decoder.pending
+        finally:
+            decision.add_cost(upstream.cost)
+            decision.baseline_cost = self._baseline(rule, request, upstream.usage, verifier_cost=upstream.cost, verifier=verifier)
+            self._finish(rule, decision, conversation, stream=True)
+
+    # -- accounting --------------------------------------------------------------
+
+    def _baseline(
+        self, rule: CascadeRule, request: ProxyRequest, usage: Usage, *, verifier_cost: float | None = None,
+        verifier: str | None = None,
+    ) -> float | None:
+        """What the request would have cost sent straight to the requested model."""
+        if verifier is not None and verifier == request.model:
+            return verifier_cost
+        cost = self.registry.cost(request.model, usage) if self.registry.info(request.model) else None
+        if cost is None:  # a virtual model (cascade/…): the verifier stands for it
+            cost = self.registry.cost(rule.verifier_model or request.model, usage)
+        return cost
+
+    def _reported(self, rule: CascadeRule, request: ProxyRequest, served: str) -> str:
+        return request.model if rule.report_model == "requested" else served
+
+    def _finish(self, rule: CascadeRule, decision: Decision, conversation: str | None, *, stream: bool) -> None:
+        totals = self.tracker.rule(decision.rule)
+        if decision.reason.startswith("escalated:"):
+            totals.escalated[decision.reason.removeprefix("escalated:")] += 1
+            totals.added_latency_ms += decision.draft_ms
+        if decision.cost is None or decision.baseline_cost is None:
+            totals.unpriced += 1
+        else:
+            totals.cost += decision.cost
+            totals.baseline_cost += decision.baseline_cost
+        if not decision.reason.startswith("skipped:"):
+            self.sticky.record(conversation, escalated=not decision.accepted)
+        self.tracker.record_request(stream=stream, draft_accepted=decision.accepted)
+        log.info(
+            "cascade %s: %s → %s (%s, confidence %s)", decision.rule, decision.requested_model, decision.served_model,
+            decision.reason, "n/a" if decision.confidence is None else f"{decision.confidence:.3f}",
+        )
+
+
+def _bucket(name: str, reason: str) -> str:
+    """A low-cardinality reason for stats: the check's name and the fixed part of its reason.
+
+    ``arguments for 'get_weather' invalid at $: …`` → ``tool_use:arguments invalid``.
+    """
+    if name == "logprobs":
+        return "logprobs:low confidence"
+    head = _REASON_CUT.split(_QUOTED.sub("", reason), maxsplit=1)[0]
+    head = " ".join(head.split()).removesuffix(" for").replace(" for ", " ")
+    return f"{name}:{head}" if head else name
+
+
+def _with_model(request: ProxyRequest, model: str) -> ProxyRequest:
+    if request.model == model:
+        return request
+    body = {**(request.body or {}), "model": model}
+    return ProxyRequest(request.method, request.path, request.headers, body, None, request.query)
+
+
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    yield body

@@ -1,0 +1,98 @@
+"""When drafting would be paid for in vain, and the conversation memory that tells.
+
+Policies are checked before any draft is sent; each that fires is counted under its
+name in ``/stats`` (``skipped_by_policy``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+
+from ..config import CascadeRule
+from ..pricing import ModelRegistry
+
+__all__ = ["skip_reason", "conversation_key", "StickyEscalations", "estimate_prompt_tokens"]
+
+_STICKY_LIMIT = 10_000
+
+
+def estimate_prompt_tokens(raw_body: bytes) -> int:
+    """A cheap upper-side estimate (about 4 bytes of JSON per token)."""
+    return len(raw_body) // 4
+
+
+def forces_tool(body: dict, dialect: str) -> bool:
+    choice = body.get("tool_choice")
+    if dialect == "anthropic":
+        return isinstance(choice, dict) and choice.get("type") in ("any", "tool")
+    return choice == "required" or (isinstance(choice, dict) and choice.get("type") == "function")
+
+
+def conversation_key(headers: dict[str, str], body: dict) -> str | None:
+    """A stable id for the conversation, when the client sends one.
+
+    Claude Code sends ``X-Claude-Code-Session-Id`` and a ``metadata.user_id`` holding
+    its session; OpenAI clients may send ``user``. Without any, there is no memory.
+    """
+    session = headers.get("x-claude-code-session-id")
+    if session:
+        return "s:" + session
+    metadata = body.get("metadata")
+    user = metadata.get("user_id") if isinstance(metadata, dict) else body.get("user")
+    if isinstance(user, str) and user:
+        return "u:" + hashlib.blake2b(user.encode(), digest_size=12).hexdigest()
+    return None
+
+
+class StickyEscalations:
+    """Counts consecutive escalations per conversation (bounded, oldest forgotten first)."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[str, tuple[int, float]] = OrderedDict()
+
+    def should_skip(self, key: str | None, rule: CascadeRule) -> bool:
+        policy = rule.policies
+        if key is None or policy.sticky_escalations == 0:
+            return False
+        entry = self._entries.get(key)
+        if entry is None:
+            return False
+        count, last = entry
+        return count >= policy.sticky_escalations and time.monotonic() - last < policy.sticky_seconds
+
+    def record(self, key: str | None, escalated: bool) -> None:
+        if key is None:
+            return
+        if not escalated:
+            self._entries.pop(key, None)
+            return
+        count = self._entries.get(key, (0, 0.0))[0] + 1
+        self._entries[key] = (count, time.monotonic())
+        self._entries.move_to_end(key)
+        while len(self._entries) > _STICKY_LIMIT:
+            self._entries.popitem(last=False)
+
+
+def skip_reason(
+    rule: CascadeRule,
+    body: dict,
+    raw_body: bytes,
+    dialect: str,
+    draft_model: str,
+    registry: ModelRegistry,
+    sticky: StickyEscalations,
+    conversation: str | None,
+) -> str | None:
+    """The policy that says not to draft this request, or None to draft it."""
+    policies = rule.policies
+    if policies.skip_forced_tool_choice and forces_tool(body, dialect):
+        return "forced_tool_choice"
+    info = registry.info(draft_model)
+    if info is not None and info.context_window:
+        if estimate_prompt_tokens(raw_body) > policies.max_context_fraction * info.context_window:
+            return "context_too_long"
+    if sticky.should_skip(conversation, rule):
+        return "sticky_escalation"
+    return None
