@@ -37,6 +37,7 @@ DRAFT_SCRIPT = [
     {"match": {"model": HAIKU, "prompt_contains": "weather in Oslo"}, "tool_calls": [{"name": "get_weather", "input": {"days": "many"}}]},
     {"match": {"model": HAIKU, "prompt_contains": "two stages"}, "text": "I'm not sure, maybe."},
     {"match": {"model": SONNET, "prompt_contains": "two stages"}, "text": "A confident answer from the second stage."},
+    {"match": {"model": MINI, "prompt_contains": "weather in Oslo"}, "tool_calls": [{"name": "get_weather", "input": {"days": 3}}], "logprob": -0.01},
     {"match": {"model": MINI, "prompt_contains": "easy sum"}, "text": "2 + 2 = 4", "logprob": -0.01},
     {"match": {"model": MINI, "prompt_contains": "hard proof"}, "text": "Perhaps it follows by induction", "logprob": -3.0},
 ]
@@ -189,6 +190,22 @@ def test_openai_logprobs_decide_and_are_not_leaked(gw, sim, stream):
     text, headers = call("A hard proof, please")
     assert text.startswith(f"[{GPT}]") and headers["x-cascadeflow-draft-accepted"] == "false"
     assert headers["x-cascadeflow-decision"].startswith("escalated:logprobs")
+    assert models_called(sim) == [MINI, GPT]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_openai_tool_call_missing_a_required_field_escalates(gw, sim, stream):
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER_TOOL["input_schema"]}}]
+    kwargs = {"model": GPT, "messages": [{"role": "user", "content": "What is the weather in Oslo?"}], "tools": tools}
+    raw = gpt(gw).chat.completions.with_raw_response.create(stream=stream, **kwargs)
+    result = raw.parse()
+    if stream:
+        chunks = list(result)
+        assert chunks[0].model == GPT
+    else:
+        assert result.model == GPT
+    assert raw.headers["x-cascadeflow-draft-accepted"] == "false"
+    assert "tool_use:arguments invalid" in raw.headers["x-cascadeflow-decision"]
     assert models_called(sim) == [MINI, GPT]
 
 

@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 from anthropic.lib.streaming._messages import accumulate_event
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
@@ -38,14 +38,17 @@ TOOLS2 = [
     {"name": "lookup", "input": {"query": "tour eiffel — hauteur?", "filters": {"tags": ["a", "b"], "n": None}}},
 ]
 SCRIPT = [
-    {"match": {"prompt_contains": "#text"}, "text": "Hello there! Ça va? 東京 is big 🚀 and so is the rest of this sentence."},
+    {"match": {"prompt_contains": "#text"},
+     "text": "Hello there! Ça va? 東京 is big 🚀 and so is the rest of this sentence."},
     {"match": {"prompt_contains": "#tools"}, "text": "Checking two things.", "tool_calls": TOOLS2},
-    {"match": {"prompt_contains": "#think"}, "thinking": "Let me weigh this carefully, step by step.", "text": "Forty-two."},
+    {"match": {"prompt_contains": "#think"}, "thinking": "Let me weigh this carefully, step by step.",
+     "text": "Forty-two."},
     {"match": {"prompt_contains": "#empty"}, "text": ""},
     {"match": {"prompt_contains": "#filter"}, "text": "Nope.", "stop_reason": "content_filter"},
     {"match": {"prompt_contains": "#cache"}, "text": "Cached.",
      "usage": {"input_tokens": 5, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 7}},
 ]
+EXPECTED_CALLS = [(t["name"], t["input"], True) for t in TOOLS2]
 # "#long" matches no rule: the default answer (> 3 words), cut by max_tokens=3
 CASES = ["#text", "#tools", "#think", "#empty", "#long", "#cache"]
 
@@ -179,7 +182,7 @@ def test_anthropic_stream_rebuilds_the_non_streaming_message(anthropic_pairs, ta
 def test_anthropic_answer_values(anthropic_pairs):
     answer = accumulate(AnthropicAccumulator, anthropic_pairs["#tools"][0]).answer()
     assert answer.text == "Checking two things."
-    assert [(c.name, c.input, c.valid_json) for c in answer.tool_calls] == [(t["name"], t["input"], True) for t in TOOLS2]
+    assert [(c.name, c.input, c.valid_json) for c in answer.tool_calls] == EXPECTED_CALLS
     assert answer.tool_calls[1].arguments == orjson.dumps(TOOLS2[1]["input"]).decode()
     assert answer.stop_reason == "tool_use" and answer.model == CLAUDE and not answer.partial
     think = accumulate(AnthropicAccumulator, anthropic_pairs["#think"][0]).answer()
@@ -223,7 +226,8 @@ def test_anthropic_rare_blocks_and_broken_tool_json():
         ev("content_block_delta", {"index": 1, "delta": {"type": "citations_delta", "citation": citation}}),
         ev("content_block_delta", {"index": 1, "delta": {"type": "text_delta", "text": "Cited."}}),
         ev("content_block_stop", {"index": 1}),
-        ev("content_block_start", {"index": 2, "content_block": {"type": "tool_use", "id": "t1", "name": "f", "input": {}}}),
+        ev("content_block_start",
+           {"index": 2, "content_block": {"type": "tool_use", "id": "t1", "name": "f", "input": {}}}),
         ev("content_block_delta", {"index": 2, "delta": {"type": "input_json_delta", "partial_json": '{"a": '}}),
         ev("content_block_stop", {"index": 2}),
         ev("message_delta", {"delta": {"stop_reason": "max_tokens", "stop_sequence": None},
@@ -261,7 +265,7 @@ def test_anthropic_error_and_cut_streams(sim, http):
 
 
 @given(cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=30), tag=st.sampled_from(CASES))
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None)
 def test_anthropic_chunking_independence(anthropic_pairs, cuts, tag):
     raw = anthropic_pairs[tag][0]
     expected = accumulate(AnthropicAccumulator, raw).message
@@ -347,7 +351,7 @@ def test_openai_answer_values(openai_pairs):
     entries = openai_pairs["#text"][1]["choices"][0]["logprobs"]["content"]
     assert text.logprobs == [e["logprob"] for e in entries] and len(text.logprobs) > 5
     tools = accumulate(OpenAIAccumulator, openai_pairs["#tools"][0]).answer()
-    assert [(c.name, c.input, c.valid_json) for c in tools.tool_calls] == [(t["name"], t["input"], True) for t in TOOLS2]
+    assert [(c.name, c.input, c.valid_json) for c in tools.tool_calls] == EXPECTED_CALLS
     assert tools.stop_reason == "tool_use" and tools.logprobs is None and tools.text == "Checking two things."
     assert accumulate(OpenAIAccumulator, openai_pairs["#long"][0]).answer().stop_reason == "max_tokens"
     assert accumulate(OpenAIAccumulator, openai_pairs["#filter"][0]).answer().stop_reason == "refusal"
@@ -360,10 +364,21 @@ def test_openai_feed_reports_complete_tool_calls(openai_pairs):
     reports = []
     for event in events_of(openai_pairs["#tools"][0]):
         closed = acc.feed(event)
-        if closed:
+        if closed is not None:
             reports.append((closed, [c.input for c in acc.answer(partial=True).tool_calls]))
-    assert reports == [([0], [TOOLS2[0]["input"], None]), ([1], [TOOLS2[0]["input"], TOOLS2[1]["input"]])]
+    assert reports == [(0, [TOOLS2[0]["input"], None]), (1, [TOOLS2[0]["input"], TOOLS2[1]["input"]])]
     assert acc.closed_tool_calls == [0, 1]
+    # every call in one chunk (as some compatible servers send them): all complete at the finish
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": GPT, "choices": [
+        {"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+            {"index": 1, "id": "b", "type": "function", "function": {"name": "g", "arguments": "{}"}}]},
+         "logprobs": None, "finish_reason": None}]}
+    finish = {**chunk, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "tool_calls"}]}
+    acc = OpenAIAccumulator()
+    raw = encode_event(orjson.dumps(chunk)) + encode_event(orjson.dumps(finish))
+    assert [acc.feed(e) for e in events_of(raw)] == [0, 1]
+    assert acc.closed_tool_calls == [0, 1] and [c.name for c in acc.answer().tool_calls] == ["f", "g"]
 
 
 def test_openai_error_chunk(sim, http):
@@ -377,7 +392,7 @@ def test_openai_error_chunk(sim, http):
 
 
 @given(cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=30), tag=st.sampled_from(OPENAI_CASES))
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None)
 def test_openai_chunking_independence(openai_pairs, cuts, tag):
     raw = openai_pairs[tag][0].replace(b"\n", b"\r\n")  # CRLF too
     expected = accumulate(OpenAIAccumulator, openai_pairs[tag][0]).completion
@@ -439,7 +454,8 @@ def test_synthesize_openai_round_trip(openai_pairs, tag, include_usage):
     raw = synthesize_openai_stream(completion, include_usage)
     chunks = chunks_of(raw)
     assert chunks[-1] == b"[DONE]" and chunks[0]["choices"][0]["delta"]["role"] == "assistant"
-    assert chunks[-2 if not include_usage else -3]["choices"][0]["finish_reason"] == completion["choices"][0]["finish_reason"]
+    finish = chunks[-3 if include_usage else -2]["choices"][0]
+    assert (finish["delta"], finish["finish_reason"]) == ({}, completion["choices"][0]["finish_reason"])
     assert all(("usage" in c) == include_usage for c in chunks[:-1])
     expected = completion if include_usage else {k: v for k, v in completion.items() if k != "usage"}
     acc = accumulate(OpenAIAccumulator, raw)
@@ -478,8 +494,9 @@ def test_answer_from_openai_broken_arguments_and_refusal_shapes():
     assert accumulate(OpenAIAccumulator, synthesize_openai_stream(completion, True)).answer() == answer
 
 
-@pytest.mark.parametrize(("finish", "stop"), [("stop", "end_turn"), ("length", "max_tokens"), ("tool_calls", "tool_use"),
-                                              ("content_filter", "refusal"), ("function_call", "tool_use"), (None, None),
+@pytest.mark.parametrize(("finish", "stop"), [("stop", "end_turn"), ("length", "max_tokens"),
+                                              ("tool_calls", "tool_use"), ("content_filter", "refusal"),
+                                              ("function_call", "tool_use"), (None, None),
                                               ("something_new", "other")])
 def test_openai_stop_reason_mapping(finish, stop):
     completion = {"model": GPT, "choices": [{"index": 0, "finish_reason": finish, "message": {"content": "x"},
@@ -491,8 +508,10 @@ def test_openai_stop_reason_mapping(finish, stop):
 def test_answer_from_anthropic_values():
     message = {"id": "m", "type": "message", "role": "assistant", "model": CLAUDE,
                "content": [{"type": "thinking", "thinking": "hm", "signature": "s"},
-                           {"type": "text", "text": "a"}, {"type": "server_tool_use", "id": "s", "name": "web", "input": {}},
-                           {"type": "text", "text": "b"}, {"type": "tool_use", "id": "t", "name": "f", "input": {"x": 1}}],
+                           {"type": "text", "text": "a"},
+                           {"type": "server_tool_use", "id": "s", "name": "web", "input": {}},
+                           {"type": "text", "text": "b"},
+                           {"type": "tool_use", "id": "t", "name": "f", "input": {"x": 1}}],
                "stop_reason": "tool_use", "stop_sequence": None,
                "usage": {"input_tokens": 3, "output_tokens": 2, "cache_creation_input_tokens": 1}}
     answer = answer_from_anthropic(message)

@@ -240,8 +240,12 @@ class CascadeEngine:
                 if closed is None and deltas % _EARLY_EVERY:
                     continue
                 answer = accumulator.answer(partial=True)
-                if dialect == "openai" or closed is None:
-                    answer.tool_calls = []  # only calls known to be complete are judged early
+                # only calls known to be complete are judged early
+                if dialect == "openai":
+                    done = set(accumulator.closed_tool_calls)
+                    answer.tool_calls = [c for i, c in enumerate(answer.tool_calls) if i in done]
+                elif closed is None:
+                    answer.tool_calls = []
                 failed = run_early(checks, caller, answer, dialect)
                 if failed is not None:
                     await upstream.aclose()

@@ -21,7 +21,7 @@ from ..usage import Usage
 from .sse import SSEEvent, encode_event
 
 __all__ = [
-    "AnthropicAccumulator", "OpenAIAccumulator", "answer_from_anthropic", "answer_from_openai",
+    "OPENAI_STOP", "AnthropicAccumulator", "OpenAIAccumulator", "answer_from_anthropic", "answer_from_openai",
     "replay_anthropic", "replay_openai", "rewrite_anthropic_message", "rewrite_openai_completion",
     "synthesize_anthropic_stream", "synthesize_openai_stream",
 ]
@@ -148,7 +148,8 @@ class AnthropicAccumulator:
     def message(self) -> dict:
         if self._cache is None:
             message: dict = {"id": "", "type": "message", "role": "assistant", "model": "", "content": [],
-                             "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0}}
+                             "stop_reason": None, "stop_sequence": None,
+                             "usage": {"input_tokens": 0, "output_tokens": 0}}
             message.update(self._head)
             message["content"] = [block.build() for _, block in sorted(self._blocks.items())]
             self._cache = message
@@ -282,7 +283,7 @@ class _Choice:
                  "function": {"name": t["name"] or "", "arguments": "".join(t["args"])}}
                 for _, t in sorted(self.tools.items())
             ]
-        logprobs = None if self.logprobs is None else {k: v and list(v) for k, v in self.logprobs.items()}
+        logprobs = self.logprobs and {k: None if v is None else list(v) for k, v in self.logprobs.items()}
         return {"index": self.index, "message": message, "logprobs": logprobs, "finish_reason": self.finish_reason}
 
 
@@ -290,9 +291,11 @@ class OpenAIAccumulator:
     """Folds ``chat.completion.chunk`` events into the ``chat.completion`` a
     non-streaming call returns.
 
-    ``feed`` returns the indexes of choice 0's tool calls it now knows complete (a later
-    call started, a finish_reason came, or ``[DONE]``); ``closed_tool_calls`` lists them in
-    order. ``completion`` is shared until the next ``feed``: do not mutate it.
+    Chunks carry no "call done" marker: a tool call of choice 0 is known complete when a
+    later call starts, a finish_reason comes, or ``[DONE]``. ``closed_tool_calls`` lists
+    them in that order; ``feed`` returns the last one the event completed (usually the
+    only one), else None, like :meth:`AnthropicAccumulator.feed`. ``completion`` is shared
+    until the next ``feed``: do not mutate it.
     """
 
     __slots__ = ("events", "closed_tool_calls", "done", "error", "_top", "_usage", "_choices", "_cache")
@@ -306,25 +309,29 @@ class OpenAIAccumulator:
         self._choices: dict[int, _Choice] = {}
         self._cache: dict | None = None
 
-    def feed(self, event: SSEEvent) -> list[int]:
+    def feed(self, event: SSEEvent) -> int | None:
         self.events.append(event)
         closed: list[int] = []
         if event.data.strip() == b"[DONE]":
             self.done = True
             if 0 in self._choices:
                 closed = self._choices[0].close()
-            self.closed_tool_calls += closed
-            return closed
-        data = _loads(event.data)
-        if not isinstance(data, dict):
-            return closed
-        self._cache = None
+        else:
+            data = _loads(event.data)
+            if isinstance(data, dict):
+                self._cache = None
+                closed = self._chunk(data)
+        self.closed_tool_calls += closed
+        return closed[-1] if closed else None
+
+    def _chunk(self, data: dict) -> list[int]:
         if "error" in data and "choices" not in data:
             self.error = data
-            return closed
+            return []
         self._top.update((k, data[k]) for k in _TOP_KEYS if data.get(k) is not None)
         if isinstance(data.get("usage"), dict):
             self._usage = data["usage"]
+        closed: list[int] = []
         for item in data.get("choices") or ():
             if not isinstance(item, dict):
                 continue
@@ -338,7 +345,6 @@ class OpenAIAccumulator:
                 done += choice.close()
             if index == 0:
                 closed += done
-        self.closed_tool_calls += closed
         return closed
 
     @property
@@ -494,7 +500,8 @@ def synthesize_anthropic_stream(message: dict) -> bytes:
         return encode_event(_dumps({"type": name, **payload}), name)
 
     usage = message.get("usage") if isinstance(message.get("usage"), dict) else {}
-    head = {**message, "content": [], "stop_reason": None, "stop_sequence": None, "usage": {**usage, "output_tokens": 1}}
+    head = {**message, "content": [], "stop_reason": None, "stop_sequence": None,
+            "usage": {**usage, "output_tokens": 1}}  # the API's message_start counts one output token
     if "stop_details" in head:
         head["stop_details"] = None
     out = [ev("message_start", {"message": head})]
@@ -525,6 +532,8 @@ def synthesize_openai_stream(completion: dict, include_usage: bool = False) -> b
     tail = {"usage": None} if include_usage else {}
     out: list[bytes] = []
     for choice in completion.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
         message = choice.get("message") or {}
         lp = choice.get("logprobs")
         deltas = [{"role": message.get("role") or "assistant",
