@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+from _common import free_port, wait_ready
 
 RULES = {
     "claude": {"dialect": "anthropic", "requested": "claude-opus-5-5", "draft": "claude-haiku-5-5"},
@@ -47,10 +47,6 @@ FAULTS = ["empty", "refusal", "truncated", "tool", "unsure"]
 TOOL = {"name": "lookup", "description": "Look a term up", "input_schema": {"type": "object", "properties": {"term": {"type": "string"}}, "required": ["term"]}}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build_workload(n: int, good: float, seed: int = 7) -> list[tuple[str, str]]:
@@ -85,17 +81,6 @@ def build_script(workload: list[tuple[str, str]]) -> list[dict]:
     return rules
 
 
-async def wait_ready(url: str) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(200):
-            try:
-                async with session.get(url) as response:
-                    if response.status < 500:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def request_for(rule: dict, prompt: str, kind: str, stream: bool) -> tuple[str, dict]:

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+from _common import free_port, wait_ready
 
 try:
     import uvloop
@@ -47,10 +47,6 @@ class Sample:
     errors: int
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pinned(cmd: list[str], cpu: int | None) -> list[str]:
@@ -59,18 +55,6 @@ def pinned(cmd: list[str], cpu: int | None) -> list[str]:
     return cmd
 
 
-async def wait_ready(url: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            try:
-                async with session.get(url) as response:
-                    if response.status < 500:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 async def run_load(url: str, body: bytes, headers: dict, total: int, concurrency: int, stream: bool) -> Sample:

@@ -94,9 +94,9 @@ def test_embedded_defaults_serve_both_sdks_and_stop_cleanly(simulator_process, t
 def test_two_workers_from_a_config_file(simulator_process, tmp_path):
     config = tmp_path / "cascadeflow-proxy.yaml"
     config.write_text(
-        f"""
+        """
 routes:
-  - {{name: sim, provider: anthropic, base_url: "${{SIM_URL}}", api_key: "k"}}
+  - {name: sim, provider: anthropic, base_url: "${SIM_URL}", api_key: "k"}
 """
     )
     os.environ["SIM_URL"] = simulator_process

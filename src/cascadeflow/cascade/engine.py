@@ -110,24 +110,18 @@ class CascadeEngine:
     ) -> CascadeReply:
         """A non-streaming request."""
         decision, ops = self._begin(rule, request), ops_for(dialect)
-        if not self._skipped(rule, request, dialect, conversation, decision):
-            for stage in rule.draft_stages():
-                match = self._draft_route(stage, dialect, decision)
-                if match is None:
-                    break
-                draft = self._draft_request(rule, request, stage, ops)
-                started = time.perf_counter()
-                try:
-                    result = await self.service.handler.send(match.route, match.model, draft)
-                except ProxyError as exc:
-                    self._draft_failed(decision, stage, started, exc)
-                    continue
-                answer = ops.answer(result.data)
-                if self._judge(rule, stage, request.body or {}, answer, dialect, decision, result.cost, result.usage, started):
-                    body = ops.reply_body(result.data, self._reported(rule, request, stage.model), request.body or {})
-                    decision.baseline_cost = self._baseline(rule, request, result.usage)
-                    self._finish(rule, decision, conversation, stream=False)
-                    return CascadeReply(result.status, {**result.headers, **decision.headers(with_cost=True)}, decision, body)
+        for stage, match, draft, started in self._drafts(rule, request, dialect, conversation, decision, ops):
+            try:
+                result = await self.service.handler.send(match.route, match.model, draft)
+            except ProxyError as exc:
+                self._draft_failed(decision, stage, started, exc)
+                continue
+            answer = ops.answer(result.data)
+            if self._judge(rule, stage, request.body or {}, answer, dialect, decision, result.cost, result.usage, started):
+                body = ops.reply_body(result.data, self._reported(rule, request, stage.model), request.body or {})
+                decision.baseline_cost = self._baseline(rule, request, result.usage)
+                self._finish(rule, decision, conversation, stream=False)
+                return CascadeReply(result.status, {**result.headers, **decision.headers(with_cost=True)}, decision, body)
         verifier, match = self._verifier(rule, request, dialect)
         decision.served_model = verifier
         try:
@@ -150,36 +144,30 @@ class CascadeEngine:
         """A streaming request: drafts are read to the end (or an early failure) before anything is sent."""
         decision, ops = self._begin(rule, request), ops_for(dialect)
         caller = request.body or {}
-        if not self._skipped(rule, request, dialect, conversation, decision):
-            for stage in rule.draft_stages():
-                match = self._draft_route(stage, dialect, decision)
-                if match is None:
-                    break
-                draft = self._draft_request(rule, request, stage, ops)
-                started = time.perf_counter()
-                try:
-                    upstream = await self.service.handler.open_stream(match.route, match.model, draft)
-                except ProxyError as exc:
-                    self._draft_failed(decision, stage, started, exc)
-                    continue
-                accumulator = ops.accumulator()
-                early = await self._read_draft(rule, upstream, accumulator, caller, dialect)
-                if early is not None:
-                    decision.add_cost(upstream.cost)
-                    self._escalate(decision, stage, early.score, f"early {_bucket(early.name, early.reason)}", started)
-                    continue
-                if accumulator.error is not None or upstream.error is not None:
-                    decision.add_cost(upstream.cost)
-                    self._escalate(decision, stage, None, "draft_error", started)
-                    continue
-                answer = accumulator.answer(partial=False)
-                answer.usage = upstream.usage
-                if self._judge(rule, stage, caller, answer, dialect, decision, upstream.cost, upstream.usage, started):
-                    body = ops.replay(accumulator.events, self._reported(rule, request, stage.model), caller)
-                    decision.baseline_cost = self._baseline(rule, request, upstream.usage)
-                    self._finish(rule, decision, conversation, stream=True)
-                    headers = {**upstream.headers, **decision.headers(with_cost=True)}
-                    return CascadeReply(upstream.status, headers, decision, chunks=_once(body))
+        for stage, match, draft, started in self._drafts(rule, request, dialect, conversation, decision, ops):
+            try:
+                upstream = await self.service.handler.open_stream(match.route, match.model, draft)
+            except ProxyError as exc:
+                self._draft_failed(decision, stage, started, exc)
+                continue
+            accumulator = ops.accumulator()
+            early = await self._read_draft(rule, upstream, accumulator, caller, dialect)
+            if early is not None:
+                decision.add_cost(upstream.cost)
+                self._escalate(decision, stage, early.score, f"early {_bucket(early.name, early.reason)}", started)
+                continue
+            if accumulator.error is not None or upstream.error is not None:
+                decision.add_cost(upstream.cost)
+                self._escalate(decision, stage, None, "draft_error", started)
+                continue
+            answer = accumulator.answer(partial=False)
+            answer.usage = upstream.usage
+            if self._judge(rule, stage, caller, answer, dialect, decision, upstream.cost, upstream.usage, started):
+                body = ops.replay(accumulator.events, self._reported(rule, request, stage.model), caller)
+                decision.baseline_cost = self._baseline(rule, request, upstream.usage)
+                self._finish(rule, decision, conversation, stream=True)
+                headers = {**upstream.headers, **decision.headers(with_cost=True)}
+                return CascadeReply(upstream.status, headers, decision, chunks=_once(body))
         verifier, match = self._verifier(rule, request, dialect)
         decision.served_model = verifier
         try:
@@ -196,6 +184,16 @@ class CascadeEngine:
     def _begin(self, rule: CascadeRule, request: ProxyRequest) -> Decision:
         self.tracker.rule(rule.name or "").requests += 1
         return Decision(rule=rule.name or "", requested_model=request.model)
+
+    def _drafts(self, rule, request: ProxyRequest, dialect: str, conversation: str | None, decision: Decision, ops):
+        """The draft stages to try — none when a policy skips drafting — each with its route and request."""
+        if self._skipped(rule, request, dialect, conversation, decision):
+            return
+        for stage in rule.draft_stages():
+            match = self._draft_route(stage, dialect, decision)
+            if match is None:
+                return
+            yield stage, match, self._draft_request(rule, request, stage, ops), time.perf_counter()
 
     def _skipped(
         self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None, decision: Decision

@@ -11,7 +11,7 @@ import orjson
 
 from ..errors import ErrorKind, RequestError
 from ..usage import Usage
-from .sse import SSEDecoder, encode_event
+from .sse import SSEDecoder, encode_event, json_object
 
 __all__ = ["ERROR_TYPES", "error_body", "stream_error", "check_request", "response_usage", "AnthropicStreamTap"]
 
@@ -92,11 +92,11 @@ class AnthropicStreamTap:
             name = event.event
             if name == "message_start":
                 self.started = True
-                message = _loads(event.data).get("message")
+                message = json_object(event.data).get("message")
                 if isinstance(message, dict):
                     self.usage = Usage.from_anthropic(message.get("usage"))
             elif name == "message_delta":
-                delta = Usage.from_anthropic(_loads(event.data).get("usage"))
+                delta = Usage.from_anthropic(json_object(event.data).get("usage"))
                 self.usage = Usage(
                     delta.input_tokens or self.usage.input_tokens,
                     delta.output_tokens or self.usage.output_tokens,
@@ -113,10 +113,3 @@ class AnthropicStreamTap:
     def flush(self) -> bytes:
         return b""
 
-
-def _loads(data: bytes) -> dict:
-    try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}

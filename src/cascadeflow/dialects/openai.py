@@ -12,7 +12,7 @@ import orjson
 
 from ..errors import ErrorKind, RequestError
 from ..usage import Usage
-from .sse import SSEDecoder, encode_event
+from .sse import SSEDecoder, encode_event, json_object
 
 __all__ = ["ERROR_TYPES", "error_body", "stream_error", "check_request", "response_usage", "OpenAIStreamTap"]
 
@@ -112,7 +112,7 @@ class OpenAIStreamTap:
             self.complete = True
             return False
         if b'"usage":{' in data or b'"usage": {' in data:
-            chunk = _loads(data)
+            chunk = json_object(data)
             usage = chunk.get("usage")
             if isinstance(usage, dict):
                 self.usage = Usage.from_openai(usage)
@@ -122,10 +122,3 @@ class OpenAIStreamTap:
             self.complete = True
         return False
 
-
-def _loads(data: bytes) -> dict:
-    try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}

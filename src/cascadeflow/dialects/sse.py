@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SSEEvent", "SSEDecoder", "encode_event"]
+import orjson
+
+__all__ = ["SSEEvent", "SSEDecoder", "encode_event", "json_object"]
 
 
 @dataclass(slots=True)
@@ -79,3 +81,12 @@ def _parse(raw: bytes) -> SSEEvent | None:
     if name is None and not data:
         return None
     return SSEEvent(name, b"\n".join(data), raw)
+
+
+def json_object(data: bytes) -> dict:
+    """An event's data parsed as a JSON object; ``{}`` for anything else (a tap never raises)."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}

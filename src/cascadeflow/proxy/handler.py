@@ -9,6 +9,7 @@ began ends with the dialect's error event rather than a silent cut.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -24,7 +25,7 @@ from .route import ProxyRoute, RoutePrice
 from .types import ProxyRequest, ProxyResult, ProxyStream
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterator
 
     from ..providers.base import ProviderAdapter, StreamTap
     from ..usage import Usage
@@ -73,19 +74,13 @@ class ProxyHandler:
         adapter = adapter_for(route.provider)
         url, headers, payload = self._build(route, model, request, adapter)
         started = time.perf_counter()
-        try:
+        with _transport_errors(route):
             async with self.pool.session(route).request(
                 request.method, url, data=payload, headers=headers, timeout=self._timeout(route, False)
             ) as response:
                 raw = await response.read()
                 status = response.status
                 response_headers = forwardable_response_headers(response.headers)
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise ProxyTransportError(
-                f"upstream {route.name!r} did not answer within its timeout", timeout=True, route=route.name
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise ProxyTransportError(f"upstream {route.name!r} unreachable: {_describe(exc)}", route=route.name) from exc
         latency_ms = (time.perf_counter() - started) * 1000
         if status >= 400:
             raise ProxyUpstreamError(
@@ -111,16 +106,10 @@ class ProxyHandler:
         adapter = adapter_for(route.provider)
         url, headers, payload = self._build(route, model, request, adapter)
         started = time.perf_counter()
-        try:
+        with _transport_errors(route):
             response = await self.pool.session(route).request(
                 request.method, url, data=payload, headers=headers, timeout=self._timeout(route, True)
             )
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise ProxyTransportError(
-                f"upstream {route.name!r} sent no response within its timeout", timeout=True, route=route.name
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise ProxyTransportError(f"upstream {route.name!r} unreachable: {_describe(exc)}", route=route.name) from exc
         first_byte_ms = (time.perf_counter() - started) * 1000
         response_headers = forwardable_response_headers(response.headers)
         if response.status >= 400:
@@ -248,6 +237,19 @@ class ProxyHandler:
 
     async def aclose(self) -> None:
         await self.pool.aclose()
+
+
+@contextlib.contextmanager
+def _transport_errors(route: ProxyRoute) -> Iterator[None]:
+    """aiohttp's connection failures and timeouts as ProxyTransportError (502 / 504)."""
+    try:
+        yield
+    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise ProxyTransportError(
+            f"upstream {route.name!r} did not answer within its timeout", timeout=True, route=route.name
+        ) from exc
+    except aiohttp.ClientError as exc:
+        raise ProxyTransportError(f"upstream {route.name!r} unreachable: {_describe(exc)}", route=route.name) from exc
 
 
 def _describe(exc: BaseException) -> str:
