@@ -35,6 +35,7 @@ DRAFT_SCRIPT = [
     {"match": {"model": HAIKU, "prompt_contains": "long essay"}, "text": "An essay that goes on " * 30, "stop_reason": "max_tokens"},
     {"match": {"model": HAIKU, "prompt_contains": "weather in Rome"}, "tool_calls": [{"name": "get_weather", "input": {"city": "Rome", "days": 2}}]},
     {"match": {"model": HAIKU, "prompt_contains": "weather in Oslo"}, "tool_calls": [{"name": "get_weather", "input": {"days": "many"}}]},
+    {"match": {"model": HAIKU, "prompt_contains": "think about Paris"}, "thinking": "draft reasoning", "text": "Paris it is."},
     {"match": {"model": HAIKU, "prompt_contains": "two stages"}, "text": "I'm not sure, maybe."},
     {"match": {"model": SONNET, "prompt_contains": "two stages"}, "text": "A confident answer from the second stage."},
     {"match": {"model": MINI, "prompt_contains": "weather in Oslo"}, "tool_calls": [{"name": "get_weather", "input": {"days": 3}}], "logprob": -0.01},
@@ -255,6 +256,15 @@ def test_thinking_blocks_never_reach_the_draft(gw, sim):
     claude(gw).messages.create(model=OPUS, max_tokens=100, messages=history)
     draft_request = next(r for r in sim.requests if r["body"]["model"] == HAIKU)
     assert draft_request["body"]["messages"][1]["content"] == [{"type": "text", "text": "Done."}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_accepted_draft_hands_out_no_draft_signed_thinking(gw, sim, stream):
+    message, headers = ask(gw, "Please think about Paris", stream=stream, thinking={"type": "enabled", "budget_tokens": 1024})
+    assert headers["x-cascadeflow-draft-accepted"] == "true"
+    assert [b.type for b in message.content] == ["text"] and message.content[0].text == "Paris it is."
+    assert message.model == OPUS and message.stop_reason == "end_turn"
+    assert any(r["body"]["model"] == HAIKU for r in sim.requests)
 
 
 def test_stats_agree_with_what_happened(gw, sim, http):

@@ -36,6 +36,13 @@ def strip_thinking(messages: list) -> list:
     return out
 
 
+def _without_thinking(message: dict) -> dict:
+    content = message.get("content")
+    if not isinstance(content, list):
+        return message
+    return {**message, "content": [b for b in content if not (isinstance(b, dict) and b.get("type") in _THINKING)]}
+
+
 @dataclass(frozen=True, slots=True)
 class DialectOps:
     """What the engine needs to do differently for each caller dialect."""
@@ -74,18 +81,41 @@ class DialectOps:
         return accumulate.answer_from_openai(data)
 
     def reply_body(self, data: dict, model: str | None, caller: dict) -> bytes:
-        """A non-streaming answer for the caller: ``model`` renamed, injected logprobs removed."""
+        """A draft's non-streaming answer for the caller: renamed, without what the gateway added.
+
+        Its thinking blocks are removed: signed by the draft model, they would come back
+        in the caller's next turn and reach another model (the verifier) as signed blocks.
+        """
         if self.name == "anthropic":
-            return orjson.dumps(accumulate.rewrite_anthropic_message(data, model))
+            return orjson.dumps(_without_thinking(accumulate.rewrite_anthropic_message(data, model)))
         strip = not caller.get("logprobs")
         return orjson.dumps(accumulate.rewrite_openai_completion(data, model, strip))
 
-    def replay(self, events: list[SSEEvent], model: str | None, caller: dict) -> bytes:
-        """A buffered draft stream for the caller, as a correct stream of its dialect."""
+    def rename(self, data: dict, model: str) -> bytes:
+        """The verifier's non-streaming answer under another model name, otherwise unchanged."""
+        if self.name == "anthropic":
+            return orjson.dumps(accumulate.rewrite_anthropic_message(data, model))
+        return orjson.dumps(accumulate.rewrite_openai_completion(data, model, False))
+
+    def replay(self, accumulator, model: str | None, caller: dict) -> bytes:
+        """A buffered draft stream for the caller, as a correct stream of its dialect.
+
+        The upstream's own events are replayed byte for byte where possible; an Anthropic
+        draft that thought is re-synthesised without its (draft-signed) thinking blocks.
+        """
+        if self.name == "anthropic":
+            message = accumulator.message
+            if any(b.get("type") in _THINKING for b in message.get("content") or () if isinstance(b, dict)):
+                return accumulate.synthesize_anthropic_stream(_without_thinking({**message, "model": model or message.get("model")}))
+            return accumulate.replay_anthropic(accumulator.events, model)
+        # the usage chunk was already removed by the stream tap if the caller did not ask for it
+        return accumulate.replay_openai(accumulator.events, model, not caller.get("logprobs"), False)
+
+    def rename_events(self, events: list[SSEEvent], model: str) -> bytes:
+        """Part of the verifier's stream under another model name."""
         if self.name == "anthropic":
             return accumulate.replay_anthropic(events, model)
-        # the usage chunk was already removed by the stream tap if the caller did not ask for it
-        return accumulate.replay_openai(events, model, not caller.get("logprobs"), False)
+        return accumulate.replay_openai(events, model, False, False)
 
 
 _OPS = {"anthropic": DialectOps("anthropic"), "openai": DialectOps("openai")}

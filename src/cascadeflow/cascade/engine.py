@@ -135,7 +135,7 @@ class CascadeEngine:
         body = result.raw
         reported = self._reported(rule, request, verifier)
         if reported != verifier and isinstance(result.data, dict):
-            body = ops.reply_body(result.data, reported, {"logprobs": True})
+            body = ops.rename(result.data, reported)
         return CascadeReply(result.status, {**result.headers, **decision.headers(with_cost=True)}, decision, body)
 
     async def stream(
@@ -163,7 +163,7 @@ class CascadeEngine:
             answer = accumulator.answer(partial=False)
             answer.usage = upstream.usage
             if self._judge(rule, stage, caller, answer, dialect, decision, upstream.cost, upstream.usage, started):
-                body = ops.replay(accumulator.events, self._reported(rule, request, stage.model), caller)
+                body = ops.replay(accumulator, self._reported(rule, request, stage.model), caller)
                 decision.baseline_cost = self._baseline(rule, request, upstream.usage)
                 self._finish(rule, decision, conversation, stream=True)
                 headers = {**upstream.headers, **decision.headers(with_cost=True)}
@@ -312,7 +312,7 @@ class CascadeEngine:
                 else:
                     events = decoder.feed(chunk)
                     if events:
-                        yield ops.replay(events, reported, {"logprobs": True})
+                        yield ops.rename_events(events, reported)
             if decoder is not None and decoder.pending:
                 yield decoder.pending
         finally:
