@@ -145,6 +145,7 @@ class ModelEntry(_Strict):
     cache_read_per_mtok: float | None = Field(default=None, ge=0)
     cache_write_per_mtok: float | None = Field(default=None, ge=0)
     context_window: int | None = Field(default=None, ge=1)
+    max_output_tokens: int | None = Field(default=None, ge=1)
 
 
 class ProxyConfig(_Strict):

@@ -62,6 +62,8 @@ class ModelInfo:
     provider: str | None
     name: str | None = None
     context_window: int | None = None
+    #: the most output tokens one answer may have (used to clamp translated requests)
+    max_output_tokens: int | None = None
     price: ModelPrice | None = None
     #: genai-prices' own price object when the price is tiered (not a flat ModelPrice)
     tiered: object | None = None
@@ -109,6 +111,7 @@ class ModelRegistry:
         cache_write_per_mtok: float | None = None,
         cost_per_1k_tokens: float | None = None,
         context_window: int | None = None,
+        max_output_tokens: int | None = None,
     ) -> ModelInfo:
         """Add or override a model (a glob such as ``llama-*`` matches a family).
 
@@ -121,7 +124,9 @@ class ModelRegistry:
             price = ModelPrice(
                 input_per_mtok or 0.0, output_per_mtok or 0.0, cache_read_per_mtok, cache_write_per_mtok
             )
-        info = ModelInfo(id=model, provider=provider, context_window=context_window, price=price)
+        info = ModelInfo(
+            id=model, provider=provider, context_window=context_window, max_output_tokens=max_output_tokens, price=price
+        )
         if any(c in model for c in "*?["):
             self._custom_globs.insert(0, info)
         else:
@@ -171,6 +176,7 @@ class ModelRegistry:
             provider=custom.provider or known.provider,
             name=known.name,
             context_window=custom.context_window or known.context_window,
+            max_output_tokens=custom.max_output_tokens or known.max_output_tokens,
             price=custom.price or known.price,
             tiered=None if custom.price else known.tiered,
         )
@@ -184,7 +190,11 @@ class ModelRegistry:
         prices = found.get_prices(datetime.now(UTC))
         flat = [prices.input_mtok, prices.output_mtok, prices.cache_read_mtok, prices.cache_write_mtok]
         info = ModelInfo(
-            id=found.id, provider=provider.id, name=found.name, context_window=found.context_window
+            id=found.id,
+            provider=provider.id,
+            name=found.name,
+            context_window=found.context_window,
+            max_output_tokens=_max_output(found.id),
         )
         if all(p is None or isinstance(p, (int, float, Decimal)) for p in flat):
             info.price = ModelPrice(*(None if p is None else float(p) for p in flat))  # type: ignore[arg-type]
@@ -197,3 +207,28 @@ class ModelRegistry:
 
 
 _MISSING = object()
+
+#: Output limits genai-prices does not carry, by model-name prefix (longest prefix wins).
+_MAX_OUTPUT_BY_PREFIX: tuple[tuple[str, int], ...] = (
+    ("gpt-4o", 16_384),
+    ("gpt-4.1", 32_768),
+    ("gpt-4-turbo", 4_096),
+    ("gpt-5", 128_000),
+    ("o1", 100_000),
+    ("o3", 100_000),
+    ("o4", 100_000),
+    ("claude-opus-4", 32_000),
+    ("claude-opus-4-5", 64_000),
+    ("claude-sonnet-4", 64_000),
+    ("claude-haiku-4", 64_000),
+    ("claude-3-5", 8_192),
+    ("claude-3-", 4_096),
+    ("claude-opus-5", 128_000),
+    ("claude-sonnet-5", 128_000),
+    ("claude-haiku-5", 64_000),
+)
+
+
+def _max_output(model: str) -> int | None:
+    matches = [(len(p), limit) for p, limit in _MAX_OUTPUT_BY_PREFIX if model.startswith(p)]
+    return max(matches)[1] if matches else None

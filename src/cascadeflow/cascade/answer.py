@@ -1,42 +1,13 @@
-"""What a check sees: a draft's answer, normalised across dialects, and a check's verdict."""
+"""What a check sees (a draft's answer, normalised across dialects) and what it says."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
-from ..usage import Usage
+from ..dialects.answer import STOP_REASONS, DraftAnswer, ToolCall
 
-__all__ = ["ToolCall", "DraftAnswer", "CheckResult", "Check"]
-
-#: stop reasons, in Anthropic's names (OpenAI's are mapped: stop → end_turn,
-#: length → max_tokens, tool_calls → tool_use, content_filter → refusal)
-STOP_REASONS = ("end_turn", "max_tokens", "tool_use", "stop_sequence", "refusal", "pause_turn", "other")
-
-
-@dataclass(slots=True)
-class ToolCall:
-    id: str
-    name: str
-    #: the arguments as the model wrote them (JSON text); ``input`` is their parse, or None if invalid
-    arguments: str
-    input: Any = None
-    valid_json: bool = True
-
-
-@dataclass(slots=True)
-class DraftAnswer:
-    """A model's answer reduced to what checks judge. ``partial`` while a stream is still arriving."""
-
-    text: str = ""
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    thinking: str = ""
-    stop_reason: str | None = None
-    #: per-token log-probabilities of the output, when the upstream returned them
-    logprobs: list[float] | None = None
-    usage: Usage = field(default_factory=Usage)
-    model: str = ""
-    partial: bool = False
+__all__ = ["ToolCall", "DraftAnswer", "CheckResult", "Check", "STOP_REASONS"]
 
 
 @dataclass(slots=True, frozen=True)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from ..config import CascadeRule, CascadeStage
 from ..dialects.sse import SSEDecoder
-from ..errors import ProxyError, RequestError
+from ..errors import ProxyError
 from ..proxy import ProxyRequest, ProxyService
 from ..telemetry import CostTracker
 from .answer import DraftAnswer
@@ -111,12 +111,19 @@ class CascadeEngine:
         """A non-streaming request."""
         decision, ops = self._begin(rule, request), ops_for(dialect)
         for stage, match, draft, started in self._drafts(rule, request, dialect, conversation, decision, ops):
+            translation = self.service.translation(match, dialect)
+            if translation is not None:
+                draft = translation.request(draft, match.model, logprobs=True)
             try:
                 result = await self.service.handler.send(match.route, match.model, draft)
             except ProxyError as exc:
                 self._draft_failed(decision, stage, started, exc)
                 continue
+            if translation is not None:
+                result = translation.response(result)
             answer = ops.answer(result.data)
+            if translation is not None and translation.logprobs:
+                answer.logprobs = translation.logprobs
             if self._judge(rule, stage, request.body or {}, answer, dialect, decision, result.cost, result.usage, started):
                 body = ops.reply_body(result.data, self._reported(rule, request, stage.model), request.body or {})
                 decision.baseline_cost = self._baseline(rule, request, result.usage)
@@ -125,7 +132,7 @@ class CascadeEngine:
         verifier, match = self._verifier(rule, request, dialect)
         decision.served_model = verifier
         try:
-            result = await self.service.handler.send(match.route, match.model, _with_model(request, verifier))
+            result = await self.service.send(match, _with_model(request, verifier), dialect)
         except ProxyError:
             self._finish(rule, decision, conversation, stream=False)
             raise
@@ -145,11 +152,16 @@ class CascadeEngine:
         decision, ops = self._begin(rule, request), ops_for(dialect)
         caller = request.body or {}
         for stage, match, draft, started in self._drafts(rule, request, dialect, conversation, decision, ops):
+            translation = self.service.translation(match, dialect)
+            if translation is not None:
+                draft = translation.request(draft, match.model, logprobs=True)
             try:
                 upstream = await self.service.handler.open_stream(match.route, match.model, draft)
             except ProxyError as exc:
                 self._draft_failed(decision, stage, started, exc)
                 continue
+            if translation is not None:
+                upstream = translation.stream(upstream, match.model)
             accumulator = ops.accumulator()
             early = await self._read_draft(rule, upstream, accumulator, caller, dialect)
             if early is not None:
@@ -162,6 +174,8 @@ class CascadeEngine:
                 continue
             answer = accumulator.answer(partial=False)
             answer.usage = upstream.usage
+            if translation is not None and translation.logprobs:
+                answer.logprobs = translation.logprobs
             if self._judge(rule, stage, caller, answer, dialect, decision, upstream.cost, upstream.usage, started):
                 body = ops.replay(accumulator, self._reported(rule, request, stage.model), caller)
                 decision.baseline_cost = self._baseline(rule, request, upstream.usage)
@@ -171,7 +185,7 @@ class CascadeEngine:
         verifier, match = self._verifier(rule, request, dialect)
         decision.served_model = verifier
         try:
-            upstream = await self.service.handler.open_stream(match.route, match.model, _with_model(request, verifier))
+            upstream = await self.service.open_stream(match, _with_model(request, verifier), dialect)
         except ProxyError:
             self._finish(rule, decision, conversation, stream=True)
             raise
@@ -215,10 +229,6 @@ class CascadeEngine:
             log.warning("cascade rule %r: draft model %r has no route (%s)", decision.rule, stage.model, exc.message)
             self.tracker.rule(decision.rule).skipped["draft_unroutable"] += 1
             decision.reason = "skipped:draft_unroutable"
-            return None
-        if match.route.provider != dialect:
-            self.tracker.rule(decision.rule).skipped["cross_dialect"] += 1
-            decision.reason = "skipped:cross_dialect"
             return None
         return match
 
@@ -292,13 +302,7 @@ class CascadeEngine:
 
     def _verifier(self, rule: CascadeRule, request: ProxyRequest, dialect: str) -> tuple[str, RouteMatch]:
         verifier = rule.verifier_model or request.model
-        match = self.service.router.resolve(verifier, dialect)
-        if match.route.provider != dialect:
-            raise RequestError(
-                f"cascade rule {rule.name!r}: verifier {verifier!r} is served by route {match.route.name!r}, "
-                f"which speaks the {match.route.provider} API"
-            )
-        return verifier, match
+        return verifier, self.service.router.resolve(verifier, dialect)
 
     async def _pipe_verifier(
         self, rule, request, decision: Decision, conversation, upstream, ops, reported: str, verifier: str

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from ..cascade.answer import DraftAnswer, ToolCall
+from .answer import DraftAnswer, ToolCall
 from ..usage import Usage
 from .sse import SSEEvent, encode_event
 

@@ -70,6 +70,15 @@ def response_usage(body: object) -> Usage:
     return Usage.from_anthropic(body.get("usage")) if isinstance(body, dict) else Usage()
 
 
+def _as_fields(usage: Usage) -> dict[str, int]:
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cache_creation_input_tokens": usage.cache_write_tokens,
+        "cache_read_input_tokens": usage.cache_read_tokens,
+    }
+
+
 class AnthropicStreamTap:
     """Reads an Anthropic event stream on the side while its bytes are forwarded unchanged.
 
@@ -95,14 +104,11 @@ class AnthropicStreamTap:
                 message = json_object(event.data).get("message")
                 if isinstance(message, dict):
                     self.usage = Usage.from_anthropic(message.get("usage"))
-            elif name == "message_delta":
-                delta = Usage.from_anthropic(json_object(event.data).get("usage"))
-                self.usage = Usage(
-                    delta.input_tokens or self.usage.input_tokens,
-                    delta.output_tokens or self.usage.output_tokens,
-                    delta.cache_write_tokens or self.usage.cache_write_tokens,
-                    delta.cache_read_tokens or self.usage.cache_read_tokens,
-                )
+            elif name == "message_delta":  # cumulative counts: a field present replaces, even with 0
+                given = json_object(event.data).get("usage")
+                if isinstance(given, dict):
+                    merged = {**_as_fields(self.usage), **{k: v for k, v in given.items() if v is not None}}
+                    self.usage = Usage.from_anthropic(merged)
             elif name == "message_stop":
                 self.complete = True
             elif name == "error":

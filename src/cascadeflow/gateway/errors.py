@@ -65,7 +65,7 @@ def _is_dialect_error(dialect: str, body: dict) -> bool:
     error = body.get("error")
     if not isinstance(error, dict) or not isinstance(error.get("message"), str):
         return False
-    return body.get("type") == "error" if dialect == "anthropic" else True
+    return (body.get("type") == "error") == (dialect == "anthropic")
 
 
 def _message(body: dict | None) -> str | None:

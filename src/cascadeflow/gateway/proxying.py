@@ -63,16 +63,16 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
         rule = gateway.rules.match(model) if gateway.rules and not count else None
         if rule is not None:
             return await _cascade(gateway, rule, proxy_request, dialect, headers, body)
-        match = gateway.service.route(proxy_request)
-        handler = gateway.service.handler
+        service = gateway.service
+        match = service.route(proxy_request)
         if not count:
             gateway.tracker.record_request(stream=proxy_request.stream)
         if proxy_request.stream and not count:
-            stream = await handler.open_stream(match.route, match.model, proxy_request)
+            stream = await service.open_stream(match, proxy_request, dialect)
             headers = {**stream.headers, **_SSE_HEADERS, "x-cascadeflow-route": match.route.name}
             media_type = stream.headers.get("content-type", "text/event-stream")
             return StreamingResponse(stream, stream.status, headers=headers, media_type=media_type)
-        result = await handler.send(match.route, match.model, proxy_request)
+        result = await service.send(match, proxy_request, dialect)
         headers = {**result.headers, "x-cascadeflow-route": match.route.name}
         if result.cost is not None and not count:
             headers["x-cascadeflow-cost-usd"] = f"{result.cost:.8f}"

@@ -1,10 +1,12 @@
-"""ProxyService: a router and a handler together — route a request, then send it."""
+"""ProxyService: a router and a handler together — route a request, translate if needed, send it."""
 
 from __future__ import annotations
 
-from ..errors import RequestError
+from ..dialects.translate import estimate_tokens
+from ..usage import Usage
 from .handler import ProxyHandler
 from .router import ProxyRouter, RouteMatch
+from .translation import Translation
 from .types import ProxyRequest, ProxyResult, ProxyStream
 
 __all__ = ["ProxyService", "dialect_of_path"]
@@ -20,31 +22,54 @@ def dialect_of_path(path: str) -> str | None:
 
 
 class ProxyService:
-    """End-to-end convenience: ``await service.handle(request)``."""
+    """End-to-end convenience: ``await service.handle(request)``.
+
+    A request whose route speaks the other dialect is translated both ways, so an
+    Anthropic-style request may be served by an OpenAI-compatible upstream and back.
+    """
 
     def __init__(self, router: ProxyRouter, handler: ProxyHandler) -> None:
         self.router = router
         self.handler = handler
 
     def route(self, request: ProxyRequest) -> RouteMatch:
-        """Pick the route; refuse a route whose dialect differs from the request's path."""
-        dialect = dialect_of_path(request.path)
-        match = self.router.resolve(request.model, dialect)
-        if dialect is not None and match.route.provider != dialect:
-            raise RequestError(
-                f"model {request.model!r} is served by route {match.route.name!r}, which speaks the "
-                f"{match.route.provider} API; send it to that API's endpoint "
-                f"({'/v1/messages' if match.route.provider == 'anthropic' else '/v1/chat/completions'})"
-            )
-        return match
+        return self.router.resolve(request.model, dialect_of_path(request.path))
+
+    def translation(self, match: RouteMatch, dialect: str | None) -> Translation | None:
+        """How to cross from the caller's dialect to the route's, or None when they agree."""
+        if dialect is None or match.route.provider == dialect:
+            return None
+        return Translation(dialect, match.route.provider, self.router.registry)
+
+    async def send(self, match: RouteMatch, request: ProxyRequest, dialect: str | None = None) -> ProxyResult:
+        """One non-streaming call on ``match``, in the caller's ``dialect``."""
+        translation = self.translation(match, dialect)
+        if translation is None:
+            return await self.handler.send(match.route, match.model, request)
+        if request.path.endswith("/count_tokens"):  # no upstream counts Anthropic-style: estimate
+            tokens = estimate_tokens({**(request.body or {}), "model": match.model}, "anthropic")
+            data = {"input_tokens": tokens}
+            return ProxyResult(data, 200, {"x-cascadeflow-token-count": "estimated"}, Usage(), 0.0, match.route.name,
+                               match.model, 0.0, b'{"input_tokens":%d}' % tokens)
+        result = await self.handler.send(match.route, match.model, translation.request(request, match.model))
+        return translation.response(result)
+
+    async def open_stream(self, match: RouteMatch, request: ProxyRequest, dialect: str | None = None) -> ProxyStream:
+        """One streaming call on ``match``; the bytes come in the caller's ``dialect``."""
+        translation = self.translation(match, dialect)
+        if translation is None:
+            return await self.handler.open_stream(match.route, match.model, request)
+        inner = await self.handler.open_stream(match.route, match.model, translation.request(request, match.model))
+        return translation.stream(inner, match.model)
 
     async def handle(self, request: ProxyRequest) -> ProxyResult:
         """Send the request and return the whole answer (a stream is read to its end)."""
         match = self.route(request)
+        dialect = dialect_of_path(request.path)
         self._count(request)
         if not request.stream:
-            return await self.handler.send(match.route, match.model, request)
-        stream = await self.handler.open_stream(match.route, match.model, request)
+            return await self.send(match, request, dialect)
+        stream = await self.open_stream(match, request, dialect)
         raw = await stream.read_all()
         return ProxyResult(
             raw, stream.status, stream.headers, stream.usage, stream.cost, stream.route, stream.model,
@@ -55,7 +80,7 @@ class ProxyService:
         """Open a streaming request; iterate the result for the bytes."""
         match = self.route(request)
         self._count(request)
-        return await self.handler.open_stream(match.route, match.model, request)
+        return await self.open_stream(match, request, dialect_of_path(request.path))
 
     def _count(self, request: ProxyRequest) -> None:
         if self.handler.cost_tracker is not None and not request.path.endswith("/count_tokens"):

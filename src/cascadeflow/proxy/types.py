@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -103,7 +104,9 @@ class ProxyStream:
         """Stop early (the caller left): closes the upstream connection, read or not."""
         await self._chunks.aclose()  # type: ignore[union-attr]
         if self._close is not None:
-            self._close()  # harmless once the connection went back to the pool
+            closed = self._close()  # harmless once the connection went back to the pool
+            if inspect.isawaitable(closed):
+                await closed
 
     async def read_all(self) -> bytes:
         return b"".join([chunk async for chunk in self])

@@ -1,0 +1,128 @@
+"""The real Claude Code CLI, headless, through the gateway to the simulated provider.
+
+The simulator drives a tool loop: the model answers the task with a Write tool call,
+Claude Code writes the file and sends the tool result, the model gives a final answer.
+`.ci/run` installs the CLI (npm `@anthropic-ai/claude-code`); elsewhere set CLAUDE_BIN
+or install it, or these tests are skipped (in CI a missing CLI is a failure).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cascadeflow import ProxyConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+OPUS, MINI = "claude-opus-5-5", "gpt-5.4-mini"
+
+
+def claude_bin() -> str | None:
+    for candidate in (os.environ.get("CLAUDE_BIN"), str(ROOT / ".ci" / "node_modules" / ".bin" / "claude"), shutil.which("claude")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="module")
+def claude():
+    path = claude_bin()
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("the Claude Code CLI is not installed; .ci/run installs it")
+        pytest.skip("the Claude Code CLI is not installed (npm install @anthropic-ai/claude-code)")
+    return path
+
+
+def run_claude(claude: str, gateway_url: str, workdir: Path, prompt: str) -> tuple[int, list[dict], str]:
+    home = workdir / "home"
+    home.mkdir(exist_ok=True)
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(home),
+        "ANTHROPIC_BASE_URL": gateway_url,
+        "ANTHROPIC_API_KEY": "sk-ant-dummy-key-for-tests",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    }
+    result = subprocess.run(
+        [claude, "-p", prompt, "--output-format", "stream-json", "--verbose", "--permission-mode", "acceptEdits"],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=180,
+    )
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return result.returncode, lines, result.stderr
+
+
+def write_loop(model: str, target: Path, **draft_extra) -> list[dict]:
+    """Script: the task is answered with a Write call, the tool result with a final text."""
+    return [
+        {"match": {"model": model, "prompt_contains": "Create hello.txt"},
+         "tool_calls": [{"name": "Write", "input": {"file_path": str(target), "content": "hi\n"}}], **draft_extra},
+        {"match": {"model": model, "prompt_contains": "success"}, "text": "Created hello.txt.", **draft_extra},
+    ]
+
+
+def models_called(sim) -> list[tuple[str, str]]:
+    return [(r["path"], r["body"]["model"]) for r in sim.requests if r["path"] in ("/v1/messages", "/v1/chat/completions")]
+
+
+def config_for(sim, **extra) -> ProxyConfig:
+    return ProxyConfig.from_dict(
+        {
+            "routes": [
+                {"name": "anthropic", "provider": "anthropic", "base_url": sim.url},
+                {"name": "openai", "provider": "openai", "base_url": sim.url + "/v1", "api_key": "sk-openai-route"},
+            ],
+            **extra,
+        }
+    )
+
+
+def assert_tool_loop_done(code: int, lines: list[dict], stderr: str, target: Path) -> None:
+    assert code == 0, stderr[-2000:]
+    assert target.read_text() == "hi\n"
+    result = next(line for line in reversed(lines) if line.get("type") == "result")
+    assert result["subtype"] == "success" and not result.get("is_error")
+    assert "Created hello.txt." in result["result"]
+
+
+def test_pass_through_to_an_anthropic_upstream(claude, sim, fresh_sim, start_gateway, tmp_path):
+    target = tmp_path / "hello.txt"
+    sim.set_script(write_loop(OPUS, target))
+    gateway = start_gateway(config_for(sim))
+    assert_tool_loop_done(*run_claude(claude, gateway.url, tmp_path, "Create hello.txt containing hi"), target)
+    calls = models_called(sim)
+    assert calls == [("/v1/messages", OPUS)] * 2
+    first = next(r for r in sim.requests if r["path"] == "/v1/messages")
+    assert first["query"] in ("beta=true", {"beta": "true"}, {"beta": ["true"]})
+    assert first["body"]["stream"] is True and "anthropic-beta" in first["headers"]
+
+
+def test_cascade_drafting_on_an_openai_model_accepted(claude, sim, fresh_sim, start_gateway, tmp_path):
+    target = tmp_path / "hello.txt"
+    sim.set_script(write_loop(MINI, target, logprob=-0.02))
+    rule = {"request_model": "claude-opus-*", "draft_model": MINI, "quality_threshold": 0.7}
+    gateway = start_gateway(config_for(sim, cascade_rules=[rule]))
+    assert_tool_loop_done(*run_claude(claude, gateway.url, tmp_path, "Create hello.txt containing hi"), target)
+    calls = models_called(sim)
+    assert calls == [("/v1/chat/completions", MINI)] * 2, "both turns answered by the OpenAI-dialect draft"
+    draft = next(r for r in sim.requests if r["path"] == "/v1/chat/completions")
+    assert draft["body"]["tools"][0]["type"] == "function" and draft["headers"]["authorization"] == "Bearer sk-openai-route"
+    second = [r for r in sim.requests if r["path"] == "/v1/chat/completions"][1]
+    assert any(m["role"] == "tool" for m in second["body"]["messages"]), "the tool result came back as a tool message"
+
+
+def test_cascade_drafting_on_an_openai_model_escalated(claude, sim, fresh_sim, start_gateway, tmp_path):
+    target = tmp_path / "hello.txt"
+    # the draft is unsure (low log-probabilities): every turn escalates to Opus, which does the work
+    sim.set_script([{"match": {"model": MINI}, "text": "Maybe I could write it?", "logprob": -3.0}, *write_loop(OPUS, target)])
+    rule = {"request_model": "claude-opus-*", "draft_model": MINI, "quality_threshold": 0.7,
+            "policies": {"sticky_escalations": 0}}
+    gateway = start_gateway(config_for(sim, cascade_rules=[rule]))
+    assert_tool_loop_done(*run_claude(claude, gateway.url, tmp_path, "Create hello.txt containing hi"), target)
+    calls = models_called(sim)
+    assert calls == [("/v1/chat/completions", MINI), ("/v1/messages", OPUS)] * 2
