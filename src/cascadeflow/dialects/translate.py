@@ -11,7 +11,8 @@ upstream of the other dialect never saw. Choices that hold in both directions:
 - **Tool errors travel as a prefix.** Chat Completions has no error flag on a tool
   message, so ``is_error: true`` becomes content starting with ``"Error: "``, and a tool
   message starting with it becomes ``is_error: true`` again (prefix removed).
-- **Unknown fields are dropped**, never passed on where they would cause a 400.
+- **Unknown fields are dropped**, never passed on where they would cause a 400; so are
+  fields an upstream refuses although its dialect names them (see the request functions).
 
 Messages and content blocks are translated in :mod:`.translate_content`.
 """
@@ -44,6 +45,7 @@ from .translate_content import (
     parse_data_url,
     text_of,
     to_json,
+    tool_call_of,
     tool_id,
 )
 
@@ -66,15 +68,15 @@ _REPLY_TOKENS = 3  # the priming of the assistant's reply
 _OPENAI_USER_MAX = 64  # OpenAI rejects a longer ``user`` ("string too long")
 _ANTHROPIC_USER_MAX = 256
 _OPENAI_MAX_STOP = 4  # OpenAI accepts at most four stop sequences
-_EMPTY_SCHEMA = {"type": "object", "properties": {}}
 _CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
 _CL100K_PATTERN = (
-    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
 )
-_CL100K_SPECIAL = {
-    "<|endoftext|>": 100257, "<|fim_prefix|>": 100258, "<|fim_middle|>": 100259,
-    "<|fim_suffix|>": 100260, "<|endofprompt|>": 100276,
-}
+_CL100K_SPECIAL = (
+    ("<|endoftext|>", 100257), ("<|fim_prefix|>", 100258), ("<|fim_middle|>", 100259),
+    ("<|fim_suffix|>", 100260), ("<|endofprompt|>", 100276),
+)
 
 
 # ---------------------------------------------------------------- small helpers
@@ -102,7 +104,14 @@ _A_TOP_HANDLED = frozenset({
 
 
 def anthropic_to_openai_request(body: dict, *, max_output_tokens: int | None = None) -> tuple[dict, list[str]]:
-    """A Messages API request as a Chat Completions request, and the fields dropped on the way."""
+    """A Messages API request as a Chat Completions request, and the fields dropped on the way.
+
+    Anthropic server tools (web search, bash, editor…), ``top_k``, ``thinking`` and the
+    other Anthropic-only settings have no counterpart and are dropped. ``max_tokens`` is
+    clamped to ``max_output_tokens`` (Claude Code asks for up to 128k); ``metadata.user_id``
+    becomes ``user``, replaced by its sha256 when longer than the 64 characters OpenAI
+    accepts; at most 4 stop sequences are sent; a streaming request asks for usage.
+    """
     dropped: list[str] = []
     out: dict = {"model": body.get("model")}
     out["messages"] = anthropic_messages_to_openai(body.get("system"), body.get("messages"), dropped)
@@ -175,7 +184,7 @@ def _a_tools(tools: Any, dropped: list[str]) -> list[dict]:
         if isinstance(tool.get("description"), str):
             function["description"] = tool["description"]
         schema = tool.get("input_schema")
-        function["parameters"] = schema if isinstance(schema, dict) else dict(_EMPTY_SCHEMA)
+        function["parameters"] = schema if isinstance(schema, dict) else {"type": "object", "properties": {}}
         extras(tool, {"type", "name", "description", "input_schema"}, dropped, "tools")
         out.append({"type": "function", "function": function})
     return out
@@ -225,7 +234,8 @@ def openai_to_anthropic_request(
         drop(dropped, "tool_choice")
 
     stop = body.get("stop")
-    stops = [stop] if isinstance(stop, str) else [s for s in stop if isinstance(s, str)] if isinstance(stop, list) else []
+    stops = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
+    stops = [s for s in stops if isinstance(s, str)]
     kept = [s for s in stops if s.strip()]  # Anthropic rejects whitespace-only stop sequences
     if len(kept) < len(stops):
         drop(dropped, "stop (whitespace-only)")
@@ -259,8 +269,9 @@ def openai_to_anthropic_request(
 def _o_tools(body: dict, dropped: list[str]) -> list[dict]:
     functions = []
     for tool in body.get("tools") if isinstance(body.get("tools"), list) else []:
-        if isinstance(tool, dict) and tool.get("type", "function") == "function" and isinstance(tool.get("function"), dict):
-            functions.append(tool["function"])
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(function, dict) and tool.get("type", "function") == "function":
+            functions.append(function)
         else:
             drop(dropped, f"tools.{tool.get('type') if isinstance(tool, dict) else tool}")
     legacy = body.get("functions")
@@ -268,7 +279,7 @@ def _o_tools(body: dict, dropped: list[str]) -> list[dict]:
     out = []
     for function in functions:
         schema = function.get("parameters")
-        schema = dict(schema) if isinstance(schema, dict) else dict(_EMPTY_SCHEMA)
+        schema = dict(schema) if isinstance(schema, dict) else {"type": "object", "properties": {}}
         schema.setdefault("type", "object")  # Anthropic requires input_schema.type
         tool: dict = {"name": str(function.get("name") or ""), "input_schema": schema}
         if isinstance(function.get("description"), str) and function["description"]:
@@ -295,8 +306,9 @@ def _o_tool_choice(body: dict, dropped: list[str]) -> dict | None:
             return {"type": "tool", "name": function["name"]}
         if choice.get("type") == "allowed_tools":  # a subset of tools: Anthropic can only say "any"/"auto"
             drop(dropped, "tool_choice.allowed_tools")
-            mode = choice.get("allowed_tools", {}).get("mode") if isinstance(choice.get("allowed_tools"), dict) else None
-            return {"type": "any" if mode == "required" else "auto"}
+            allowed = choice.get("allowed_tools")
+            required = isinstance(allowed, dict) and allowed.get("mode") == "required"
+            return {"type": "any" if required else "auto"}
     drop(dropped, "tool_choice")
     return None
 
@@ -352,11 +364,7 @@ def anthropic_to_openai_response(message: dict, model: str | None = None, *, cre
         if block.get("type") == "text" and isinstance(block.get("text"), str):
             texts.append(block["text"])
         elif block.get("type") == "tool_use":
-            args = block.get("input")
-            calls.append({
-                "id": str(block.get("id") or ""), "type": "function",
-                "function": {"name": str(block.get("name") or ""), "arguments": to_json(args if args is not None else {})},
-            })
+            calls.append(tool_call_of(block))
     reply: dict = {"role": "assistant", "content": "".join(texts) if texts or not calls else None, "refusal": None}
     if calls:
         reply["tool_calls"] = calls
@@ -509,9 +517,10 @@ def _cl100k() -> Any:
             data = path.read_bytes()
             if hashlib.sha256(data).hexdigest() != _CL100K_SHA256:
                 continue
-            ranks = {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in data.splitlines() if line)}
+            pairs = (line.split() for line in data.splitlines() if line)
+            ranks = {base64.b64decode(token): int(rank) for token, rank in pairs}
             return tiktoken.Encoding(
-                name="cl100k_base", pat_str=_CL100K_PATTERN, mergeable_ranks=ranks, special_tokens=_CL100K_SPECIAL
+                name="cl100k_base", pat_str=_CL100K_PATTERN, mergeable_ranks=ranks, special_tokens=dict(_CL100K_SPECIAL)
             )
     except Exception:  # noqa: BLE001 - any failure means: estimate by characters
         return None

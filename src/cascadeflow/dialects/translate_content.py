@@ -24,6 +24,7 @@ __all__ = [
     "blocks_of",
     "text_of",
     "tool_id",
+    "tool_call_of",
     "parse_arguments",
 ]
 
@@ -84,6 +85,13 @@ def tool_id(raw: Any, fallback: str = "toolu_missing") -> str:
     """A tool call id Anthropic accepts; ids already valid pass unchanged (pairs stay paired)."""
     value = _BAD_ID_CHARS.sub("_", raw) if isinstance(raw, str) else ""
     return value or fallback
+
+
+def tool_call_of(block: dict) -> dict:
+    """A ``tool_use`` block as a Chat Completions tool call (arguments as compact JSON)."""
+    args = block.get("input")
+    function = {"name": str(block.get("name") or ""), "arguments": to_json(args if args is not None else {})}
+    return {"id": str(block.get("id") or ""), "type": "function", "function": function}
 
 
 def parse_arguments(raw: Any, dropped: list[str] | None = None) -> dict:
@@ -159,12 +167,7 @@ def _a_assistant(content: Any, dropped: list[str]) -> list[dict]:
             texts.append(block.get("text") or "")
             extras(block, {"type", "text"}, dropped)
         elif kind == "tool_use":
-            args = block.get("input")
-            calls.append({
-                "id": str(block.get("id") or ""),
-                "type": "function",
-                "function": {"name": str(block.get("name") or ""), "arguments": to_json(args if args is not None else {})},
-            })
+            calls.append(tool_call_of(block))
             extras(block, {"type", "id", "name", "input"}, dropped)
         else:  # thinking, redacted_thinking, server_tool_use, web_search_tool_result, …
             drop(dropped, f"content.{kind}")

@@ -68,6 +68,8 @@ class Translation:
             translated, self.dropped = translate.openai_to_anthropic_request(
                 body, default_max_tokens=min(limit or _DEFAULT_MAX_TOKENS, _DEFAULT_MAX_TOKENS), max_output_tokens=limit
             )
+        if self.upstream == "openai" and self.registry.provider_for(model) == "openai":
+            _fit_openai(translated, model)
         if logprobs and self.upstream == "openai":
             translated["logprobs"] = self._want_logprobs = True
         if self.dropped:
@@ -132,3 +134,13 @@ class Translation:
             outer.error = inner.error or translator.error
             outer.complete = inner.complete and translator.complete and outer.error is None
             outer.latency_ms = inner.latency_ms or (time.perf_counter() - started) * 1000
+
+
+def _fit_openai(body: dict, model: str) -> None:
+    """What OpenAI's own API wants: ``max_completion_tokens`` (``max_tokens`` is refused by its
+    reasoning models), and no sampling settings for reasoning models, which accept only defaults."""
+    if "max_tokens" in body:
+        body["max_completion_tokens"] = body.pop("max_tokens")
+    if model.startswith(("gpt-5", "o1", "o3", "o4")):
+        body.pop("temperature", None)
+        body.pop("top_p", None)
