@@ -11,6 +11,7 @@ import orjson
 
 from ..errors import ErrorKind, RequestError
 from ..usage import Usage
+from .mapping import anthropic_usage_dict
 from .sse import SSEDecoder, encode_event, json_object
 
 __all__ = ["ERROR_TYPES", "error_body", "stream_error", "check_request", "response_usage", "AnthropicStreamTap"]
@@ -70,15 +71,6 @@ def response_usage(body: object) -> Usage:
     return Usage.from_anthropic(body.get("usage")) if isinstance(body, dict) else Usage()
 
 
-def _as_fields(usage: Usage) -> dict[str, int]:
-    return {
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "cache_creation_input_tokens": usage.cache_write_tokens,
-        "cache_read_input_tokens": usage.cache_read_tokens,
-    }
-
-
 class AnthropicStreamTap:
     """Reads an Anthropic event stream on the side while its bytes are forwarded unchanged.
 
@@ -107,7 +99,7 @@ class AnthropicStreamTap:
             elif name == "message_delta":  # cumulative counts: a field present replaces, even with 0
                 given = json_object(event.data).get("usage")
                 if isinstance(given, dict):
-                    merged = {**_as_fields(self.usage), **{k: v for k, v in given.items() if v is not None}}
+                    merged = {**anthropic_usage_dict(self.usage), **{k: v for k, v in given.items() if v is not None}}
                     self.usage = Usage.from_anthropic(merged)
             elif name == "message_stop":
                 self.complete = True

@@ -41,6 +41,7 @@ from typing import Any
 
 import orjson
 
+from ..dialects.mapping import ANTHROPIC_TO_OPENAI_STOP, OPENAI_TO_ANTHROPIC_STOP
 from .script import ScriptRule
 
 __all__ = [
@@ -69,21 +70,6 @@ THINKING_WORDS = "consider the question carefully then weigh each option before 
 
 _TOKEN_RE = re.compile(r"\s*\S+")
 
-ANTHROPIC_TO_OPENAI_STOP = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "max_tokens": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-    "pause_turn": "stop",
-}
-OPENAI_TO_ANTHROPIC_STOP = {
-    "stop": "end_turn",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "function_call": "tool_use",
-    "content_filter": "refusal",
-}
 
 
 def new_id(prefix: str) -> str:
