@@ -25,6 +25,8 @@ __all__ = [
     "CascadeStage",
     "CascadeModel",
     "DraftPolicies",
+    "SelfVerify",
+    "Combiner",
     "AuthConfig",
     "VirtualKey",
     "ModelEntry",
@@ -79,13 +81,31 @@ class DraftPolicies(_Strict):
     sticky_seconds: float = Field(default=1800.0, gt=0)
 
 
+class SelfVerify(_Strict):
+    """Ask a model whether the draft is right and use P(yes) as one more check score."""
+
+    model: str | None = Field(default=None, description="default: the draft model itself")
+
+
+class Combiner(_Strict):
+    """A fitted logistic model over check scores (written by ``cascadeflow calibrate``)."""
+
+    weights: dict[str, float]
+    bias: float = 0.0
+    means: dict[str, float] = Field(default_factory=dict)
+    scales: dict[str, float] = Field(default_factory=dict)
+
+
 class _CascadeFields(_Strict):
     name: str | None = None
     draft_model: str | None = None
     verifier_model: str | None = Field(default=None, description="defaults to the requested model")
     quality_threshold: float = Field(default=0.7, ge=0.0, le=1.0)
     checks: list[str] | None = Field(default=None, description="default: structural, tool_use, format, logprobs")
-    combine: Literal["min", "mean", "product"] = "min"
+    combine: Literal["min", "mean", "product", "logistic"] = "min"
+    #: with ``combine: logistic``: the fitted model (``cascadeflow calibrate`` writes it)
+    combiner: Combiner | None = None
+    self_verify: SelfVerify | None = None
     stages: list[CascadeStage] | None = None
     #: cap on the draft's max_tokens (a draft model may allow fewer output tokens than the verifier)
     draft_max_tokens: int | None = Field(default=None, ge=1)
@@ -95,6 +115,8 @@ class _CascadeFields(_Strict):
 
     @model_validator(mode="after")
     def _draft_or_stages(self) -> _CascadeFields:
+        if self.combine == "logistic" and self.combiner is None:
+            raise ValueError("combine: logistic needs a combiner (run cascadeflow calibrate)")
         if not self.draft_model and not self.stages:
             raise ValueError("a cascade rule needs draft_model or stages")
         if self.draft_model and self.stages:

@@ -26,12 +26,15 @@ from typing import TYPE_CHECKING
 from ..config import CascadeRule, CascadeStage
 from ..dialects.sse import SSEDecoder
 from ..errors import ProxyError
-from ..proxy import ProxyRequest, ProxyService
+from ..proxy import ProxyRequest, ProxyResult, ProxyService
+from ..proxy.translation import API_PATHS
 from ..telemetry import CostTracker
-from .answer import DraftAnswer
-from .checks import resolve_checks, run_checks, run_early
+from .answer import CheckResult, DraftAnswer
+from .checks import resolve_checks, run_early
 from .drafts import ops_for
 from .policies import StickyEscalations, skip_reason
+from .scoring import score_draft
+from .selfcheck import verdict, verification_body
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -62,6 +65,8 @@ class Decision:
     baseline_cost: float | None = None
     draft_ms: float = 0.0
     stages: list[dict] = field(default_factory=list)
+    #: each check's score on the last draft judged (``name=score,…``)
+    checks: str = ""
 
     def add_cost(self, cost: float | None) -> None:
         self.cost = None if cost is None or self.cost is None else self.cost + cost
@@ -77,6 +82,8 @@ class Decision:
             headers["x-cascadeflow-draft-model"] = self.draft_model
         if self.confidence is not None:
             headers["x-cascadeflow-confidence"] = f"{self.confidence:.4f}"
+        if self.checks:
+            headers["x-cascadeflow-checks"] = self.checks
         if with_cost and self.cost is not None:
             headers["x-cascadeflow-cost-usd"] = f"{self.cost:.8f}"
         if with_cost and self.baseline_cost is not None:
@@ -111,20 +118,12 @@ class CascadeEngine:
         """A non-streaming request."""
         decision, ops = self._begin(rule, request), ops_for(dialect)
         for stage, match, draft, started in self._drafts(rule, request, dialect, conversation, decision, ops):
-            translation = self.service.translation(match, dialect)
-            if translation is not None:
-                draft = translation.request(draft, match.model, logprobs=True)
             try:
-                result = await self.service.handler.send(match.route, match.model, draft)
+                result, answer = await self._send_json(match, draft, dialect, ops)
             except ProxyError as exc:
                 self._draft_failed(decision, stage, started, exc)
                 continue
-            if translation is not None:
-                result = translation.response(result)
-            answer = ops.answer(result.data)
-            if translation is not None and translation.logprobs:
-                answer.logprobs = translation.logprobs
-            if self._judge(rule, stage, request.body or {}, answer, dialect, decision, result.cost, result.usage, started):
+            if await self._judge(rule, stage, request, answer, dialect, decision, result.cost, started, ops):
                 body = ops.reply_body(result.data, self._reported(rule, request, stage.model), request.body or {})
                 decision.baseline_cost = self._baseline(rule, request, result.usage)
                 self._finish(rule, decision, conversation, stream=False)
@@ -176,7 +175,7 @@ class CascadeEngine:
             answer.usage = upstream.usage
             if translation is not None and translation.logprobs:
                 answer.logprobs = translation.logprobs
-            if self._judge(rule, stage, caller, answer, dialect, decision, upstream.cost, upstream.usage, started):
+            if await self._judge(rule, stage, request, answer, dialect, decision, upstream.cost, started, ops):
                 body = ops.replay(accumulator, self._reported(rule, request, stage.model), caller)
                 decision.baseline_cost = self._baseline(rule, request, upstream.usage)
                 self._finish(rule, decision, conversation, stream=True)
@@ -260,29 +259,66 @@ class CascadeEngine:
                     return failed
         return None
 
-    def _judge(
-        self, rule, stage: CascadeStage, caller: dict, answer: DraftAnswer, dialect: str, decision: Decision,
-        cost: float | None, usage: Usage, started: float,
+    async def _judge(
+        self, rule, stage: CascadeStage, request: ProxyRequest, answer: DraftAnswer, dialect: str,
+        decision: Decision, cost: float | None, started: float, ops,
     ) -> bool:
-        """Run the checks on a complete draft; record it; True when it is accepted."""
-        confidence, reason, results = run_checks(self._checks[rule.name], caller, answer, dialect, rule.combine)
+        """Score a complete draft; record it; True when it is accepted."""
+        caller = request.body or {}
         decision.add_cost(cost)
         decision.draft_model = stage.model
-        decision.confidence = confidence
         threshold = stage.quality_threshold if stage.quality_threshold is not None else rule.quality_threshold
-        if confidence >= threshold:
+
+        async def ask_verifier() -> CheckResult | None:
+            return await self._self_verify(rule, stage, request, answer, dialect, decision, ops)
+
+        score = await score_draft(rule, self._checks[rule.name], caller, answer, dialect, threshold, ask_verifier)
+        decision.confidence = score.confidence
+        decision.checks = score.header()
+        if score.confidence >= threshold:
             elapsed = (time.perf_counter() - started) * 1000
-            decision.stages.append({"model": stage.model, "confidence": confidence, "accepted": True, "ms": elapsed})
+            decision.stages.append({"model": stage.model, "confidence": score.confidence, "accepted": True, "ms": elapsed})
             decision.accepted, decision.served_model, decision.reason = True, stage.model, "accepted"
             totals = self.tracker.rule(decision.rule)
             totals.drafts_tried += 1
             totals.accepted += 1
             totals.accepted_by_stage[stage.model] += 1
             return True
-        worst = min(results, key=lambda r: r.score) if results else None
+        worst = min(score.results, key=lambda r: r.score) if score.results else None
         bucket = _bucket(worst.name, worst.reason) if worst and worst.score < threshold else "low_confidence"
-        self._escalate(decision, stage, confidence, bucket, started, detail=reason)
+        self._escalate(decision, stage, score.confidence, bucket, started, detail=score.reason)
         return False
+
+    async def _self_verify(
+        self, rule, stage: CascadeStage, request: ProxyRequest, answer: DraftAnswer, dialect: str,
+        decision: Decision, ops,
+    ) -> CheckResult | None:
+        """Ask the verification model about the draft; its cost joins the request's."""
+        model = (rule.self_verify and rule.self_verify.model) or stage.model
+        body = verification_body(request.body or {}, answer, dialect, model)
+        if body is None:
+            return None
+        verify = ProxyRequest("POST", API_PATHS[dialect], request.headers, body, None, "")
+        try:
+            result, reply = await self._send_json(self.service.router.resolve(model, dialect), verify, dialect, ops)
+        except ProxyError as exc:
+            log.info("self-verification with %s failed (%s); not scored", model, exc.message)
+            return None
+        decision.add_cost(result.cost)
+        return verdict(reply)
+
+    async def _send_json(self, match: RouteMatch, request: ProxyRequest, dialect: str, ops) -> tuple[ProxyResult, DraftAnswer]:
+        """One non-streaming call in the caller's dialect, translated if needed; log-probabilities kept."""
+        translation = self.service.translation(match, dialect)
+        if translation is not None:
+            request = translation.request(request, match.model, logprobs=True)
+        result = await self.service.handler.send(match.route, match.model, request)
+        if translation is not None:
+            result = translation.response(result)
+        answer = ops.answer(result.data)
+        if translation is not None and translation.logprobs:
+            answer.logprobs = translation.logprobs
+        return result, answer
 
     def _escalate(
         self, decision: Decision, stage: CascadeStage, confidence: float | None, reason: str, started: float,

@@ -98,7 +98,7 @@ def completion_body(answer: Answer, body: dict[str, Any], cid: str, created: int
             for c in answer.tool_calls
         ]
     logprobs = None
-    if body.get("logprobs") is True:
+    if body.get("logprobs") is True and answer.logprobs != []:  # [] = this answer has none (replay)
         logprobs = {"content": logprob_entries(split_tokens(answer.text), 0, answer, _top(body)), "refusal": None}
     return _dumps(
         {
@@ -118,7 +118,7 @@ def stream_events(answer: Answer, body: dict[str, Any], cid: str, created: int) 
     """The chunk sequence of a streamed completion, ending with ``data: [DONE]``."""
     opts = body.get("stream_options")
     include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
-    want_lp = body.get("logprobs") is True
+    want_lp = body.get("logprobs") is True and answer.logprobs != []
     top = _top(body)
     head = b'{"id":' + _dumps(cid) + b',"object":"chat.completion.chunk","created":' + str(created).encode()
     head += b',"model":' + _dumps(answer.model) + b',"service_tier":"default","system_fingerprint":"' + FINGERPRINT.encode() + b'"'

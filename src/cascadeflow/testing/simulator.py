@@ -39,6 +39,7 @@ from aiohttp import web
 from . import anthropic_sim as an
 from . import openai_sim as oa
 from .engine import CacheSim, estimate_input_tokens, last_user_text, new_id, plan_answer
+from .replay import ReplayTable
 from .script import Script, load_script
 from .wire import JSON as _JSON
 from .wire import abort, error_response, fmt_seconds, send_events
@@ -125,8 +126,10 @@ class SimulatedProvider:
         max_records: int | None = 100_000,
         max_body_bytes: int = 32 * 1024 * 1024,
         shutdown_timeout: float = 0.25,
+        replay: ReplayTable | None = None,
     ) -> None:
         self.host = host
+        self._replay = replay
         self.port = port
         self._requested_port = port
         self._script = Script.coerce(script)
@@ -352,8 +355,8 @@ class SimulatedProvider:
         stream = body.get("stream") is True
         script = self._script
         prompt: str | None = None
-        rule = None
-        if script.rules:
+        rule = self._replay.lookup(body["model"], body) if self._replay is not None else None
+        if rule is None and script.rules:
             if script.needs_prompt:
                 prompt = last_user_text(body)
             rule = script.pick(dialect, request.path, body["model"], stream, prompt)

@@ -1,0 +1,50 @@
+"""Self-verification: ask a model whether the draft's answer is right, read P("yes").
+
+The draft model (or a named judge) gets the conversation, the draft's answer, and one
+question; its one-token reply and that token's log-probability give P(yes). Only an
+upstream that returns log-probabilities (OpenAI-compatible) gives a graded score; one
+that does not yields 1 for "Y" and 0 for "N". The call is priced like any other and
+counted in the request's cost.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .answer import CheckResult, DraftAnswer
+
+__all__ = ["VERIFY_PROMPT", "verification_body", "verdict"]
+
+VERIFY_PROMPT = "Is the answer above correct? Reply with a single letter: Y for yes, N for no."
+
+
+def verification_body(body: dict, answer: DraftAnswer, dialect: str, model: str) -> dict | None:
+    """The verification request in the caller's dialect, or None when it does not apply.
+
+    Tool calls and empty answers are not verified this way (the other checks judge them).
+    """
+    text = answer.text.strip()
+    messages = body.get("messages")
+    if not text or answer.tool_calls or not isinstance(messages, list):
+        return None
+    turns = [*messages, {"role": "assistant", "content": text}, {"role": "user", "content": VERIFY_PROMPT}]
+    if dialect == "anthropic":
+        verify: dict = {"model": model, "max_tokens": 1, "messages": turns}
+        if body.get("system"):
+            verify["system"] = body["system"]
+        return verify
+    return {"model": model, "messages": turns, "max_tokens": 1, "logprobs": True, "top_logprobs": 5}
+
+
+def verdict(reply: DraftAnswer) -> CheckResult:
+    """P(yes) from the verifier's reply: its first token and that token's log-probability."""
+    token = reply.text.strip().upper()[:1]
+    logprob = reply.logprobs[0] if reply.logprobs else None
+    if token == "Y":
+        p_yes = 1.0 if logprob is None else math.exp(logprob)
+    elif token == "N":
+        p_yes = 0.0 if logprob is None else 1.0 - math.exp(logprob)
+    else:
+        return CheckResult("self_verify", 0.5, f"unclear verdict {reply.text[:20]!r}")
+    p_yes = min(max(p_yes, 0.0), 1.0)
+    return CheckResult("self_verify", p_yes, f"P(yes)={p_yes:.2f}")

@@ -1,0 +1,103 @@
+"""A replay upstream: the simulator answers recorded prompts with the recorded answers.
+
+Each record of ``../shared/data/replay/*.jsonl``-style files holds one prompt and what a
+cheap (draft) and a strong model answered, with usage and, for some, log-probabilities.
+Served through :class:`~cascadeflow.testing.SimulatedProvider`, an evaluation drives the
+real gateway and cascade over HTTP:
+
+- a request for the draft or strong model whose messages equal a record's gets that
+  model's recorded text, token counts and — as OpenAI-style ``logprobs`` on its first
+  token — the recorded ``answer_logprob``;
+- a self-verification request (the record's messages, the draft's answer, then the
+  question :data:`~cascadeflow.cascade.selfcheck.VERIFY_PROMPT`) gets ``Y`` or ``N`` with
+  the recorded ``self_verify_logprob`` as log P("Y").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..cascade.selfcheck import VERIFY_PROMPT
+from .script import ScriptRule
+
+__all__ = ["ReplayTable", "load_records", "messages_key"]
+
+
+def load_records(paths: Iterable[str | Path]) -> list[dict]:
+    """All records of the given JSON-lines files, in order."""
+    records = []
+    for path in paths:
+        with open(path, "rb") as handle:
+            records += [orjson.loads(line) for line in handle if line.strip()]
+    return records
+
+
+def messages_key(messages: list) -> str:
+    """A stable key for a conversation: its roles and text content."""
+    canonical = [(m.get("role"), _text(m.get("content"))) for m in messages if isinstance(m, dict)]
+    return hashlib.blake2b(orjson.dumps(canonical), digest_size=16).hexdigest()
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(b.get("text", "") for b in content if isinstance(b, dict))
+    return ""
+
+
+class ReplayTable:
+    """Recorded answers by (model, conversation)."""
+
+    def __init__(self, records: Iterable[dict]) -> None:
+        self._answers: dict[tuple[str, str], ScriptRule] = {}
+        self._verdicts: dict[tuple[str, str], ScriptRule] = {}
+        for record in records:
+            key = messages_key(record["messages"])
+            for side in ("draft", "strong"):
+                answer = record.get(side) or {}
+                messages = record.get("strong_messages") if side == "strong" and record.get("strong_messages") else None
+                side_key = messages_key(messages) if messages else key
+                self._answers.setdefault((answer.get("model", ""), side_key), _answer_rule(answer))
+            draft = record.get("draft") or {}
+            if draft.get("self_verify_logprob") is not None:
+                self._verdicts.setdefault((draft.get("model", ""), key), _verdict_rule(draft["self_verify_logprob"]))
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    def lookup(self, model: str, body: dict) -> ScriptRule | None:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return None
+        system = body.get("system")  # an Anthropic-dialect request keeps its system prompt apart
+        if system:
+            messages = [{"role": "system", "content": system}, *messages]
+        last = messages[-1] if isinstance(messages[-1], dict) else {}
+        if last.get("role") == "user" and _text(last.get("content")) == VERIFY_PROMPT and len(messages) >= 3:
+            return self._verdicts.get((model, messages_key(messages[:-2])))
+        return self._answers.get((model, messages_key(messages)))
+
+
+def _answer_rule(answer: dict) -> ScriptRule:
+    rule: dict[str, Any] = {"text": answer.get("text") or ""}
+    if answer.get("input_tokens") is not None and answer.get("output_tokens") is not None:
+        rule["usage"] = {"input_tokens": answer["input_tokens"], "output_tokens": answer["output_tokens"]}
+    logprob = answer.get("answer_logprob")
+    # only the recorded log-probability is served; without one the answer carries none
+    rule["logprobs"] = [max(float(logprob), -100.0)] if logprob is not None else []
+    return ScriptRule.from_dict(rule)
+
+
+def _verdict_rule(logprob_yes: float) -> ScriptRule:
+    p_yes = math.exp(max(logprob_yes, -100.0))
+    if p_yes >= 0.5:
+        return ScriptRule.from_dict({"text": "Y", "logprobs": [max(logprob_yes, -100.0)], "usage": {"output_tokens": 1}})
+    p_no = max(1.0 - p_yes, 1e-12)
+    return ScriptRule.from_dict({"text": "N", "logprobs": [math.log(p_no)], "usage": {"output_tokens": 1}})
