@@ -68,6 +68,21 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluation.commands import run_eval
+
+    run_eval([Path(f) for f in args.data], args.config, args.rule, args.report, args.markdown, concurrency=args.concurrency)
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from .evaluation.commands import run_calibrate
+
+    run_calibrate([Path(f) for f in args.data], args.config, args.rule, args.target_quality, args.folds,
+                  write=not args.dry_run, concurrency=args.concurrency)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cascadeflow", description="Self-hosted LLM gateway with cascades.")
     parser.add_argument("--version", action="version", version=f"cascadeflow {__version__}")
@@ -95,6 +110,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="show a cascade at work, with no API keys")
     demo.set_defaults(func=_demo)
+
+    evaluate = commands.add_parser("eval", help="replay recorded data through the gateway and measure a rule")
+    evaluate.add_argument("--data", nargs="+", required=True, help="replay JSON-lines files")
+    evaluate.add_argument("--config", help="config file whose rule to evaluate (default: built-in checks + self-verification)")
+    evaluate.add_argument("--rule", help="the rule's name (default: the first)")
+    evaluate.add_argument("--report", help="write an HTML report with the deferral and cost-quality curves")
+    evaluate.add_argument("--markdown", help="write the table as Markdown")
+    evaluate.add_argument("--concurrency", type=int, default=16)
+    evaluate.set_defaults(func=_eval)
+
+    calibrate = commands.add_parser("calibrate", help="fit a rule's threshold for a target quality retained")
+    calibrate.add_argument("--data", nargs="+", required=True, help="replay JSON-lines files")
+    calibrate.add_argument("--target-quality", type=float, default=0.98, help="quality retained to reach (0-1)")
+    calibrate.add_argument("--config", help="config file whose rule is fitted and rewritten")
+    calibrate.add_argument("--rule", help="the rule's name (default: the first)")
+    calibrate.add_argument("--folds", type=int, default=5)
+    calibrate.add_argument("--dry-run", action="store_true", help="report only; do not write the config")
+    calibrate.add_argument("--concurrency", type=int, default=16)
+    calibrate.set_defaults(func=_calibrate)
     return parser
 
 
@@ -104,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as exc:
+        if args.command not in ("eval", "calibrate"):
+            raise
+        print(f"{args.command}: {exc}", file=sys.stderr)
         return 2
 
 

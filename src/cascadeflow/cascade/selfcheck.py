@@ -36,8 +36,11 @@ def verification_body(body: dict, answer: DraftAnswer, dialect: str, model: str)
     return {"model": model, "messages": turns, "max_tokens": 1, "logprobs": True, "top_logprobs": 5}
 
 
-def verdict(reply: DraftAnswer) -> CheckResult:
-    """P(yes) from the verifier's reply: its first token and that token's log-probability."""
+def verdict(reply: DraftAnswer) -> CheckResult | None:
+    """P(yes) from the verifier's reply: its first token and that token's log-probability.
+
+    A reply that is neither Y nor N says nothing: the check does not apply.
+    """
     token = reply.text.strip().upper()[:1]
     logprob = reply.logprobs[0] if reply.logprobs else None
     if token == "Y":
@@ -45,6 +48,6 @@ def verdict(reply: DraftAnswer) -> CheckResult:
     elif token == "N":
         p_yes = 0.0 if logprob is None else 1.0 - math.exp(logprob)
     else:
-        return CheckResult("self_verify", 0.5, f"unclear verdict {reply.text[:20]!r}")
+        return None
     p_yes = min(max(p_yes, 0.0), 1.0)
     return CheckResult("self_verify", p_yes, f"P(yes)={p_yes:.2f}")

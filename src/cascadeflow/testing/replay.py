@@ -5,7 +5,8 @@ cheap (draft) and a strong model answered, with usage and, for some, log-probabi
 Served through :class:`~cascadeflow.testing.SimulatedProvider`, an evaluation drives the
 real gateway and cascade over HTTP:
 
-- a request for the draft or strong model whose messages equal a record's gets that
+- a request for the draft or strong model whose messages equal a record's (or that names
+  the record in an ``x-replay-record`` header, which tells duplicated prompts apart) gets that
   model's recorded text, token counts and — as OpenAI-style ``logprobs`` on its first
   token — the recorded ``answer_logprob``;
 - a self-verification request (the record's messages, the draft's answer, then the
@@ -53,26 +54,32 @@ def _text(content: Any) -> str:
 
 
 class ReplayTable:
-    """Recorded answers by (model, conversation)."""
+    """Recorded answers by (model, record id) and (model, conversation)."""
 
     def __init__(self, records: Iterable[dict]) -> None:
         self._answers: dict[tuple[str, str], ScriptRule] = {}
         self._verdicts: dict[tuple[str, str], ScriptRule] = {}
         for record in records:
-            key = messages_key(record["messages"])
-            for side in ("draft", "strong"):
-                answer = record.get(side) or {}
-                messages = record.get("strong_messages") if side == "strong" and record.get("strong_messages") else None
-                side_key = messages_key(messages) if messages else key
-                self._answers.setdefault((answer.get("model", ""), side_key), _answer_rule(answer))
-            draft = record.get("draft") or {}
-            if draft.get("self_verify_logprob") is not None:
-                self._verdicts.setdefault((draft.get("model", ""), key), _verdict_rule(draft["self_verify_logprob"]))
+            self._add(record, "id:" + str(record.get("id")))
+            self._add(record, messages_key(record["messages"]))
+
+    def _add(self, record: dict, key: str) -> None:
+        """Index a record under ``key`` (its id, and its conversation for clients that send no id)."""
+        for side in ("draft", "strong"):
+            answer = record.get(side) or {}
+            rule = _answer_rule(answer)
+            self._answers.setdefault((answer.get("model", ""), key), rule)
+            if side == "strong" and record.get("strong_messages") and not key.startswith("id:"):
+                self._answers.setdefault((answer.get("model", ""), messages_key(record["strong_messages"])), rule)
+        draft = record.get("draft") or {}
+        if draft.get("self_verify_logprob") is not None:
+            self._verdicts.setdefault((draft.get("model", ""), key), _verdict_rule(draft["self_verify_logprob"]))
 
     def __len__(self) -> int:
         return len(self._answers)
 
-    def lookup(self, model: str, body: dict) -> ScriptRule | None:
+    def lookup(self, model: str, body: dict, record_id: str | None = None) -> ScriptRule | None:
+        """The recorded answer for this request: by record id (header ``x-replay-record``), else by conversation."""
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             return None
@@ -80,9 +87,13 @@ class ReplayTable:
         if system:
             messages = [{"role": "system", "content": system}, *messages]
         last = messages[-1] if isinstance(messages[-1], dict) else {}
-        if last.get("role") == "user" and _text(last.get("content")) == VERIFY_PROMPT and len(messages) >= 3:
-            return self._verdicts.get((model, messages_key(messages[:-2])))
-        return self._answers.get((model, messages_key(messages)))
+        verifying = last.get("role") == "user" and _text(last.get("content")) == VERIFY_PROMPT and len(messages) >= 3
+        table = self._verdicts if verifying else self._answers
+        if record_id:
+            found = table.get((model, "id:" + record_id))
+            if found is not None:
+                return found
+        return table.get((model, messages_key(messages[:-2] if verifying else messages)))
 
 
 def _answer_rule(answer: dict) -> ScriptRule:

@@ -355,7 +355,9 @@ class SimulatedProvider:
         stream = body.get("stream") is True
         script = self._script
         prompt: str | None = None
-        rule = self._replay.lookup(body["model"], body) if self._replay is not None else None
+        rule = None
+        if self._replay is not None:
+            rule = self._replay.lookup(body["model"], body, request.headers.get("x-replay-record"))
         if rule is None and script.rules:
             if script.needs_prompt:
                 prompt = last_user_text(body)

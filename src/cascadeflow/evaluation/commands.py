@@ -1,0 +1,184 @@
+"""``cascadeflow eval`` and ``cascadeflow calibrate``: measure a rule on recorded data, and fit it.
+
+``eval`` reports, per dataset and pooled, what the rule saves and what quality it keeps
+against always asking the strong model, with the baselines that tell whether the
+checks earn their keep (always-draft, always-strong, random escalation at the same
+rate, the oracle). ``calibrate`` fits the threshold — and, if it helps, a logistic
+model over the check scores — for a target quality retained, cross-validated so the
+reported figures are the held-out ones, and writes them into the rule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import TextIO
+
+import yaml
+
+from . import metrics, report
+from .runner import EvalSetup, replay_outcomes, rule_template, rule_with
+
+__all__ = ["run_eval", "run_calibrate", "by_dataset"]
+
+POOLED = "pooled"
+
+
+def by_dataset(outcomes: list[metrics.Outcome]) -> dict[str, list[metrics.Outcome]]:
+    groups: dict[str, list[metrics.Outcome]] = defaultdict(list)
+    for outcome in outcomes:
+        groups[outcome.dataset].append(outcome)
+    result = dict(sorted(groups.items()))
+    if len(result) > 1:
+        result[POOLED] = outcomes
+    return result
+
+
+def evaluate(files: list[Path], rule: dict, out: TextIO = sys.stdout, concurrency: int = 16):
+    """Replay ``files`` through a gateway running ``rule``; per-dataset summaries and curves."""
+    outcomes = replay_outcomes(EvalSetup(files, rule, concurrency))
+    groups = by_dataset(outcomes)
+    summaries = {name: metrics.summarize(group) for name, group in groups.items()}
+    curves = {name: {"deferral": metrics.deferral_curve(g), "oracle": metrics.oracle_curve(g),
+                     "cost_quality": metrics.cost_quality_curve(g)} for name, g in groups.items()}
+    return outcomes, summaries, curves
+
+
+def run_eval(files: list[Path], config: str | None, rule_name: str | None, report_path: str | None,
+             markdown_path: str | None, out: TextIO = sys.stdout, concurrency: int = 16) -> dict:
+    rule = rule_template(config, rule_name)
+    print(f"evaluating {len(files)} file(s) with threshold {rule.get('quality_threshold', 0.7)}, "
+          f"checks {rule.get('checks') or 'default'}, combine {rule.get('combine', 'min')}"
+          f"{', self-verification' if 'self_verify' in rule else ''}", file=out)
+    outcomes, summaries, curves = evaluate(files, rule, out, concurrency)
+    print(report.render_table(summaries), file=out)
+    print(check_contributions(outcomes), file=out)
+    operating = {name: {"threshold": rule.get("quality_threshold", 0.7), **_point(s)} for name, s in summaries.items()}
+    if report_path:
+        Path(report_path).write_text(report.render_html(summaries, curves, operating, "cascadeflow eval"))
+        print(f"report written to {report_path}", file=out)
+    if markdown_path:
+        notes = [f"Rule: {_describe(rule)}.", f"Data: {', '.join(f.name for f in files)}."]
+        Path(markdown_path).write_text(report.render_markdown(summaries, notes))
+        print(f"markdown written to {markdown_path}", file=out)
+    return summaries
+
+
+def run_calibrate(files: list[Path], config: str | None, rule_name: str | None, target: float, folds: int,
+                  write: bool, out: TextIO = sys.stdout, concurrency: int = 16) -> dict:
+    """Fit the threshold (and maybe a combiner) on ``files``; write them into the config's rule."""
+    template = rule_template(config, rule_name)
+    # judge every draft (threshold 0 accepts all) so each record gets its confidence and check scores
+    probe = rule_with({k: v for k, v in template.items() if k not in ("combiner",)}, quality_threshold=0.0,
+                      combine="min" if template.get("combine") == "logistic" else template.get("combine", "min"))
+    outcomes, _, _ = evaluate(files, probe, out, concurrency)
+    simple = metrics.fit_threshold(outcomes, target, folds=folds)
+    names = sorted({name for o in outcomes for name in o.features})
+    combined = metrics.fit_combined(outcomes, names, target, folds=folds) if len(names) > 1 else None
+    best = simple
+    if combined is not None and _better(combined, simple, target):
+        best = combined
+    print(_calibration_report(simple, combined, best, target, folds), file=out)
+    # no threshold reaches the target: accept (almost) nothing
+    threshold = 1.0 if best["threshold"] is None else min(max(best["threshold"], 0.0), 1.0)
+    changes: dict = {"quality_threshold": round(threshold, 6)}
+    if best is combined:
+        model = combined["model"]
+        changes.update(combine="logistic", combiner={
+            "weights": model["weights"], "bias": model["bias"], "means": model["mean"], "scales": model["scale"],
+        })
+    else:
+        changes.update(combine=template.get("combine", "min") if template.get("combine") != "logistic" else "min")
+    if write and config:
+        _write_rule(Path(config), rule_name, changes, out)
+    return {"simple": simple, "combined": combined, "chosen": "combined" if best is combined else "threshold", "changes": changes}
+
+
+def check_contributions(outcomes: list[metrics.Outcome]) -> str:
+    """What each check adds: where it applied, how well it alone ranks good drafts, what it escalated."""
+    names = sorted({name for o in outcomes for name in o.features})
+    lines = ["check contributions:",
+             f"  {'check':<14} {'applied':>8} {'mean score':>10} {'AUROC alone':>11} {'lowest on escalations':>21}"]
+    escalated = [o for o in outcomes if not o.accepted and o.features]
+    for name in names:
+        applied = [o for o in outcomes if name in o.features]
+        alone = [dataclasses.replace(o, confidence=o.features[name], accepted=False) for o in applied]
+        auroc = metrics.auroc(alone) if alone else None
+        blamed = sum(1 for o in escalated if min(o.features, key=o.features.get) == name)
+        mean = sum(o.features[name] for o in applied) / len(applied)
+        lines.append(f"  {name:<14} {len(applied):>8} {mean:>10.3f} {_num(auroc):>11} {blamed:>21}")
+    return "\n".join(lines)
+
+
+def _reached(fit: dict, target: float) -> bool:
+    retained = fit["cv"]["quality_retained"]
+    return retained is not None and retained >= target - 1e-9
+
+
+def _better(a: dict, b: dict, target: float) -> bool:
+    """The fit that reaches the target out of fold with more saving (reaching it comes first)."""
+    def key(fit: dict) -> tuple:
+        return _reached(fit, target), fit["cv"]["saving"] or -1.0, fit["cv"]["quality_retained"] or 0.0
+    return key(a) > key(b)
+
+
+def _calibration_report(simple: dict, combined: dict | None, best: dict, target: float, folds: int) -> str:
+    lines = [f"target quality retained {target:.3f}; {folds}-fold cross-validation (figures are held-out folds)"]
+    for label, fit in (("threshold on the combined check score", simple), ("logistic model over the check scores", combined)):
+        if fit is None:
+            continue
+        cv = fit["cv"]
+        mark = "  <- chosen" if fit is best else ""
+        threshold = "none reaches it" if fit["threshold"] is None else f"{fit['threshold']:.4f}"
+        lines.append(
+            f"  {label}: threshold {threshold}; held-out saving {_pct(cv['saving'])}, quality retained "
+            f"{_num(cv['quality_retained'])}, escalated {_pct(cv['escalation_rate'])}, AUROC {_num(cv['auroc'])}"
+            f"{'' if _reached(fit, target) else ' (target not reached)'}{mark}"
+        )
+    return "\n".join(lines)
+
+
+def _write_rule(path: Path, rule_name: str | None, changes: dict, out: TextIO) -> None:
+    data = yaml.safe_load(path.read_text()) or {}
+    rules = data.get("cascade_rules") or []
+    target = None
+    for rule in rules:
+        if rule_name is None or rule.get("name") == rule_name or rule.get("request_model") == rule_name:
+            target = rule
+            break
+    if target is None:
+        for name, model in (data.get("cascade_models") or {}).items():
+            if rule_name in (None, name, model.get("name")):
+                target = model
+                break
+    if target is None:
+        raise ValueError(f"no rule {rule_name!r} in {path} to write into")
+    target.update(changes)
+    if target.get("combine") != "logistic":
+        target.pop("combiner", None)
+    shutil.copyfile(path, path.with_name(path.name + ".bak"))
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    print(f"wrote the fitted rule into {path} (previous version: {path.name}.bak; comments are not kept)", file=out)
+
+
+def _point(summary: dict) -> dict:
+    return {"saving": summary.get("saving"), "quality_retained": summary.get("quality_retained"),
+            "escalation_rate": summary.get("escalation_rate")}
+
+
+def _describe(rule: dict) -> str:
+    parts = [f"threshold {rule.get('quality_threshold', 0.7)}", f"combine {rule.get('combine', 'min')}"]
+    if "self_verify" in rule:
+        parts.append("self-verification")
+    return ", ".join(parts)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

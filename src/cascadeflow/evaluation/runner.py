@@ -1,0 +1,176 @@
+"""Replay recorded data through the real gateway and collect one Outcome per record.
+
+The simulated provider serves the recorded answers (a replay upstream); a gateway with
+the rule under test sits in front of it; every record is sent over HTTP as an OpenAI
+chat request for the record's strong model, so the cascade — drafts, checks,
+self-verification, decisions — runs exactly as in production. Quality and cost come
+from the records (the served text is the recorded one, its grade is known).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import aiohttp
+
+from ..config import CascadeRule, ProxyConfig
+from ..gateway import create_app
+from ..pricing import ModelRegistry
+from ..testing import ServerThread, SimulatedProvider
+from ..testing.replay import ReplayTable, load_records
+from ..usage import Usage
+from .metrics import Outcome
+
+__all__ = ["EvalSetup", "rule_template", "replay_outcomes", "record_cost"]
+
+#: the settings evaluated when no config names a rule: every built-in check plus self-verification
+DEFAULT_RULE = {"request_model": "*", "draft_model": "*", "quality_threshold": 0.7, "self_verify": {}}
+_VERIFY_OVERHEAD_TOKENS = 24  # the verification question and its framing
+
+
+@dataclass
+class EvalSetup:
+    files: list[Path]
+    rule: dict  #: the rule's settings (models are filled in per dataset from the records)
+    concurrency: int = 16
+
+
+def rule_template(config_path: str | None, rule_name: str | None) -> dict:
+    """The settings of the rule to evaluate, from a config file, else :data:`DEFAULT_RULE`."""
+    if config_path is None:
+        return dict(DEFAULT_RULE)
+    config = ProxyConfig.from_yaml(config_path)
+    rules = config.all_cascade_rules()
+    if not rules:
+        raise ValueError(f"{config_path} has no cascade rule to evaluate")
+    if rule_name is None:
+        chosen = rules[0]
+    else:
+        chosen = next((r for r in rules if (r.name or r.request_model) == rule_name), None)
+        if chosen is None:
+            raise ValueError(f"no rule named {rule_name!r} in {config_path}")
+    return chosen.model_dump(mode="json", exclude_none=True)
+
+
+def record_cost(registry: ModelRegistry, side: dict, messages: list) -> float | None:
+    """The recorded cost, else the registry's price on the recorded (or estimated) tokens."""
+    if side.get("cost_usd") is not None:
+        return float(side["cost_usd"])
+    tokens_in, tokens_out = side.get("input_tokens"), side.get("output_tokens")
+    if tokens_in is None or tokens_out is None:
+        tokens_in = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 4 * len(messages)
+        tokens_out = max(1, len(side.get("text") or "") // 4)
+    return registry.cost(side.get("model", ""), Usage(tokens_in, tokens_out))
+
+
+def _verify_cost(registry: ModelRegistry, record: dict, draft_cost: float | None) -> float:
+    draft = record["draft"]
+    tokens_in = (draft.get("input_tokens") or 0) + (draft.get("output_tokens") or 0) + _VERIFY_OVERHEAD_TOKENS
+    cost = registry.cost(draft.get("model", ""), Usage(tokens_in, 1)) if tokens_in > _VERIFY_OVERHEAD_TOKENS else None
+    return cost if cost is not None else (draft_cost or 0.0)
+
+
+def _eval_config(sim: SimulatedProvider, records: list[dict], template: dict) -> ProxyConfig:
+    pairs = sorted({(r["strong"]["model"], r["draft"]["model"]) for r in records})
+    settings = {k: v for k, v in template.items() if k not in ("request_model", "draft_model", "stages", "name", "verifier_model")}
+    settings.setdefault("policies", {})["sticky_escalations"] = 0  # records are independent questions
+    rules = [
+        {**settings, "name": f"{draft}->{strong}", "request_model": strong, "draft_model": draft}
+        for strong, draft in pairs
+    ]
+    return ProxyConfig.from_dict(
+        {
+            "routes": [{"name": "replay", "provider": "openai", "base_url": sim.url + "/v1", "api_key": "replay"}],
+            "cascade_rules": rules,
+            "server": {"log_level": "warning"},
+        }
+    )
+
+
+def _load(files: Iterable[Path]) -> list[dict]:
+    """Evaluation records (those marked for checker training only are left out)."""
+    return [r for r in load_records(files) if not r.get("checker_training_only")]
+
+
+async def _send_all(url: str, records: list[dict], concurrency: int, progress: TextIO | None) -> list[dict]:
+    semaphore = asyncio.Semaphore(concurrency)
+    done = 0
+    results: list[dict] = [{} for _ in records]
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+
+        async def one(index: int, record: dict) -> None:
+            nonlocal done
+            body = {"model": record["strong"]["model"], "messages": record["messages"]}
+            headers = {"authorization": "Bearer eval", "x-replay-record": str(record["id"])}
+            async with semaphore, session.post(url, json=body, headers=headers) as response:
+                await response.read()
+                results[index] = {"status": response.status, **{k.lower(): v for k, v in response.headers.items()}}
+            done += 1
+            if progress is not None and (done % 10 == 0 or done == len(records)):
+                width = 30
+                filled = width * done // len(records)
+                progress.write(f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{len(records)}")
+                progress.flush()
+
+        await asyncio.gather(*(one(i, r) for i, r in enumerate(records)))
+    if progress is not None:
+        progress.write("\n")
+    return results
+
+
+def replay_outcomes(setup: EvalSetup, progress: TextIO | None = sys.stderr) -> list[Outcome]:
+    """Run every record through a gateway in front of a replay upstream."""
+    records = _load(setup.files)
+    if not records:
+        raise ValueError("no evaluation records in the given files")
+    registry = ModelRegistry()
+    with SimulatedProvider(replay=ReplayTable(records), record=False) as sim:
+        with ServerThread(create_app(_eval_config(sim, records, setup.rule))) as gateway:
+            replies = asyncio.run(_send_all(gateway.url + "/v1/chat/completions", records, setup.concurrency, progress))
+    outcomes = []
+    for record, reply in zip(records, replies, strict=True):
+        if reply.get("status") != 200:
+            raise RuntimeError(f"record {record['id']}: the gateway answered {reply.get('status')}")
+        features = _features(reply.get("x-cascadeflow-checks", ""))
+        draft_cost = record_cost(registry, record["draft"], record["messages"])
+        strong_cost = record_cost(registry, record["strong"], record.get("strong_messages") or record["messages"])
+        confidence = reply.get("x-cascadeflow-confidence")
+        outcomes.append(
+            Outcome(
+                id=record["id"],
+                dataset=record["dataset"],
+                confidence=float(confidence) if confidence is not None else None,
+                accepted=reply.get("x-cascadeflow-draft-accepted") == "true",
+                draft_score=float(record["draft"]["score"]),
+                strong_score=float(record["strong"]["score"]),
+                draft_cost=draft_cost or 0.0,
+                strong_cost=strong_cost or 0.0,
+                extra_cost=_verify_cost(registry, record, draft_cost) if "self_verify" in features else 0.0,
+                features=features,
+            )
+        )
+    return outcomes
+
+
+def _features(header: str) -> dict[str, float]:
+    features = {}
+    for pair in filter(None, header.split(",")):
+        name, _, value = pair.partition("=")
+        try:
+            features[name] = float(value)
+        except ValueError:
+            continue
+    return features
+
+
+def rule_with(template: dict, **changes: object) -> dict:
+    """A copy of the rule's settings with ``changes`` applied (validated)."""
+    updated = {**template, **changes}
+    CascadeRule.model_validate({**updated, "request_model": updated.get("request_model", "*"),
+                                "draft_model": updated.get("draft_model", "*")})
+    return updated
