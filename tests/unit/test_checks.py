@@ -521,3 +521,16 @@ def test_run_checks_full_pipeline():
     assert [r.name for r in results] == ["structural", "tool_use", "logprobs"]
     assert confidence == pytest.approx(math.exp(-0.1))
     assert reason == "logprobs: mean p=0.90, p10=0.90, min=0.90"
+
+
+def test_python_code_that_does_not_parse_is_flagged():
+    from cascadeflow.cascade.checks import StructuralCheck
+
+    good = DraftAnswer(text="Here:\n```python\ndef add(a, b):\n    return a + b\n```\n")
+    bad = DraftAnswer(text="Here:\n```python\ndef add(a, b)\n    return a + b\n```\n")
+    other = DraftAnswer(text="```js\nconst x = ;\n```")  # only Python is parsed
+    check = StructuralCheck()
+    assert check({}, good, "openai").score == 1.0
+    result = check({}, bad, "openai")
+    assert result.score == 0.3 and result.reason == "python code does not parse"
+    assert check({}, other, "openai").score == 1.0

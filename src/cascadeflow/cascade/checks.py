@@ -9,6 +9,7 @@ escalation, a missed bad draft costs a wrong answer to the caller.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import math
@@ -109,7 +110,8 @@ def _repetition(text: str) -> str | None:
 
 class StructuralCheck:
     """Catches answers that are unusable whatever the question: empty, cut off, refused,
-    hedged, or looping. The score is the worst sub-score; the reason names that one."""
+    hedged, looping, or with Python code that does not even parse. The score is the
+    worst sub-score; the reason names that one."""
 
     name = "structural"
 
@@ -130,6 +132,8 @@ class StructuralCheck:
             repeated = _repetition(text)
             if repeated:
                 found.append((0.2, repeated))
+            if "```" in text and _python_breaks(text):
+                found.append((0.3, "python code does not parse"))
         if not found:
             return CheckResult(self.name, 1.0, "ok")
         score, reason = min(found, key=lambda item: item[0])
@@ -141,6 +145,19 @@ class StructuralCheck:
         if len(text) < _EARLY_MIN_CHARS:
             return None
         return CheckResult(self.name, 0.1, "refusal") if _refuses(text) else None
+
+
+_PYTHON_BLOCK = re.compile(r"```(?:python|py|python3)[ \t]*\n(.*?)```", re.S | re.I)
+
+
+def _python_breaks(text: str) -> bool:
+    """True when a fenced Python block fails to parse (a task-type signal for code answers)."""
+    for block in _PYTHON_BLOCK.findall(text):
+        try:
+            ast.parse(block)
+        except (SyntaxError, ValueError):
+            return True
+    return False
 
 
 @lru_cache(maxsize=256)

@@ -41,7 +41,7 @@ from typing import Any
 
 import orjson
 
-from ..dialects.mapping import ANTHROPIC_TO_OPENAI_STOP, OPENAI_TO_ANTHROPIC_STOP
+from ..dialects.mapping import OPENAI_TO_ANTHROPIC_STOP
 from .script import ScriptRule
 
 __all__ = [

@@ -8,7 +8,8 @@ from typing import Any
 import orjson
 
 from ..dialects.sse import encode_event
-from .engine import ANTHROPIC_TO_OPENAI_STOP, WORDS, Answer, split_tokens
+from ..dialects.mapping import ANTHROPIC_TO_OPENAI_STOP
+from .engine import WORDS, Answer, split_tokens
 
 __all__ = [
     "DONE",
