@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-from _common import free_port, wait_ready
+from _common import free_port, percentile, wait_ready
 
 RULES = {
     "claude": {"dialect": "anthropic", "requested": "claude-opus-5-5", "draft": "claude-haiku-5-5"},
@@ -119,10 +119,6 @@ async def measure(base: str, rule: dict, workload, stream: bool, concurrency: in
         return await asyncio.gather(*(one(p, k) for p, k in workload))
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
 
 async def main_async(args: argparse.Namespace) -> None:
     workload = build_workload(args.requests, args.good)
@@ -177,7 +173,7 @@ cascade_rules:
                     f"{cost:>9.5f} {baseline:>10.5f} {1 - cost / baseline:>7.1%} | "
                     f"{statistics.median(d_ttfb):>15.1f} {statistics.median(c_ttfb):>8.1f} | "
                     f"{statistics.median(d_total):>16.1f} {statistics.median(c_total):>8.1f} | "
-                    f"{pct(d_total, 0.9):>16.1f} {pct(c_total, 0.9):>8.1f}",
+                    f"{percentile(d_total, 0.9):>16.1f} {percentile(c_total, 0.9):>8.1f}",
                     flush=True,
                 )
         print("times in ms; 'verifier $' is the same requests priced on the requested model (the baseline).")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from cascadeflow.evaluation import metrics
 from cascadeflow.evaluation.commands import evaluate
+from cascadeflow.evaluation.report import num, pct
 from cascadeflow.evaluation.runner import DEFAULT_RULE, rule_with
 
 REPLAY = Path(__file__).resolve().parents[2] / "shared" / "data" / "replay"
@@ -33,9 +34,9 @@ def row(name: str, outcomes: list[metrics.Outcome], target: float) -> str:
     threshold = "none" if fit["threshold"] is None else f"{fit['threshold']:.4f}"
     checks = ", ".join(sorted({f for o in outcomes for f in o.features}))
     return (
-        f"| {name} | {len(outcomes)} | {checks} | {threshold} | {_pct(cv['saving'])} | {_num(cv['quality_retained'])} | "
-        f"{_pct(cv['escalation_rate'])} | {_num(summary['apgr'])} | {_num(summary['auroc'])} | "
-        f"{_num(base['random']['quality_retained'])} | {_num(base['oracle']['quality_retained'])} |"
+        f"| {name} | {len(outcomes)} | {checks} | {threshold} | {pct(cv['saving'])} | {num(cv['quality_retained'])} | "
+        f"{pct(cv['escalation_rate'])} | {num(summary['apgr'])} | {num(summary['auroc'])} | "
+        f"{num(base['random']['quality_retained'])} | {num(base['oracle']['quality_retained'])} |"
     )
 
 
@@ -80,12 +81,6 @@ def main() -> None:
     print(f"wrote {args.out}", file=sys.stderr)
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
-
-
-def _num(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-from _common import free_port, wait_ready
+from _common import free_port, percentile, wait_ready
 
 try:
     import uvloop
@@ -101,12 +101,6 @@ async def run_load(url: str, body: bytes, headers: dict, total: int, concurrency
     return Sample(ttfb, durations, elapsed, errors)
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
 
 async def main_async(args: argparse.Namespace) -> None:
     cpus = os.cpu_count() or 1
@@ -171,7 +165,7 @@ def print_row(dialect: str, stream: bool, concurrency: int, direct: Sample, thro
         print("-" * len(HEADER))
         print_row.first = False  # type: ignore[attr-defined]
     d50, g50 = statistics.median(direct.total), statistics.median(through.total)
-    added99 = pct(through.total, 0.99) - pct(direct.total, 0.99)
+    added99 = percentile(through.total, 0.99) - percentile(direct.total, 0.99)
     ttfb_added = statistics.median(through.ttfb) - statistics.median(direct.ttfb)
     d_rps = len(direct.total) / direct.elapsed
     g_rps = len(through.total) / through.elapsed

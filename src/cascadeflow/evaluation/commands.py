@@ -20,6 +20,7 @@ from typing import TextIO
 import yaml
 
 from . import metrics, report
+from .report import num, pct
 from .runner import EvalSetup, replay_outcomes, rule_template, rule_with
 
 __all__ = ["run_eval", "run_calibrate", "by_dataset"]
@@ -109,7 +110,7 @@ def check_contributions(outcomes: list[metrics.Outcome]) -> str:
         auroc = metrics.auroc(alone) if alone else None
         blamed = sum(1 for o in escalated if min(o.features, key=o.features.get) == name)
         mean = sum(o.features[name] for o in applied) / len(applied)
-        lines.append(f"  {name:<14} {len(applied):>8} {mean:>10.3f} {_num(auroc):>11} {blamed:>21}")
+        lines.append(f"  {name:<14} {len(applied):>8} {mean:>10.3f} {num(auroc):>11} {blamed:>21}")
     return "\n".join(lines)
 
 
@@ -134,8 +135,8 @@ def _calibration_report(simple: dict, combined: dict | None, best: dict, target:
         mark = "  <- chosen" if fit is best else ""
         threshold = "none reaches it" if fit["threshold"] is None else f"{fit['threshold']:.4f}"
         lines.append(
-            f"  {label}: threshold {threshold}; held-out saving {_pct(cv['saving'])}, quality retained "
-            f"{_num(cv['quality_retained'])}, escalated {_pct(cv['escalation_rate'])}, AUROC {_num(cv['auroc'])}"
+            f"  {label}: threshold {threshold}; held-out saving {pct(cv['saving'])}, quality retained "
+            f"{num(cv['quality_retained'])}, escalated {pct(cv['escalation_rate'])}, AUROC {num(cv['auroc'])}"
             f"{'' if _reached(fit, target) else ' (target not reached)'}{mark}"
         )
     return "\n".join(lines)
@@ -176,9 +177,3 @@ def _describe(rule: dict) -> str:
     return ", ".join(parts)
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
-
-
-def _num(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"

@@ -33,11 +33,13 @@ th:first-child,td:first-child{text-align:left}th{background:#f4f6f8;font-weight:
 """
 
 
-def _pct(value: float | None, digits: int = 1) -> str:
+def pct(value: float | None, digits: int = 1) -> str:
+    """A share as a percentage, or n/a."""
     return _NA if value is None else f"{100.0 * value:.{digits}f}%"
 
 
-def _num(value: float | None, digits: int = 3) -> str:
+def num(value: float | None, digits: int = 3) -> str:
+    """A figure to ``digits`` decimals, or n/a."""
     return _NA if value is None else f"{value:.{digits}f}"
 
 
@@ -51,21 +53,21 @@ def _md(text: str) -> str:
 
 def _ci(summary: Mapping) -> str:
     ci = summary.get("quality_retained_ci")
-    return _NA if not ci else f"{_pct(ci[0])}–{_pct(ci[1])}"
+    return _NA if not ci else f"{pct(ci[0])}–{pct(ci[1])}"
 
 
 #: (header, cell) of the headline columns, shared by every rendering
 _HEADLINE: tuple[tuple[str, Callable[[Mapping], str]], ...] = (
     ("n", lambda s: str(s["n"])),
-    ("quality retained", lambda s: _pct(s["quality_retained"])),
+    ("quality retained", lambda s: pct(s["quality_retained"])),
     ("95% CI", _ci),
-    ("saving", lambda s: _pct(s["saving"])),
-    ("escalated", lambda s: _pct(s["escalation_rate"])),
-    ("false accept", lambda s: _pct(s["false_accept_rate"])),
-    ("APGR", lambda s: _num(s["apgr"])),
-    ("AUROC", lambda s: _num(s["auroc"])),
+    ("saving", lambda s: pct(s["saving"])),
+    ("escalated", lambda s: pct(s["escalation_rate"])),
+    ("false accept", lambda s: pct(s["false_accept_rate"])),
+    ("APGR", lambda s: num(s["apgr"])),
+    ("AUROC", lambda s: num(s["auroc"])),
 )
-_TERMINAL_BASELINES = tuple((f"{label} q.ret", lambda s, k=key: _pct(s["baselines"][k]["quality_retained"]))
+_TERMINAL_BASELINES = tuple((f"{label} q.ret", lambda s, k=key: pct(s["baselines"][k]["quality_retained"]))
                             for key, label in _BASELINES if key != "always_strong")  # fmt: skip
 
 
@@ -89,7 +91,7 @@ def render_markdown(summaries: Mapping[str, Mapping], notes: str | Sequence[str]
     base = ["| dataset | cascade | " + " | ".join(label for _, label in _BASELINES) + " |", "|---" + "|---:" * (len(_BASELINES) + 1) + "|"]
     for name, s in summaries.items():
         cells = [s, *(s["baselines"][key] for key, _ in _BASELINES)]
-        base.append(f"| {_md(name)} | " + " | ".join(f"{_pct(c['quality_retained'])} / {_pct(c['saving'])}" for c in cells) + " |")
+        base.append(f"| {_md(name)} | " + " | ".join(f"{pct(c['quality_retained'])} / {pct(c['saving'])}" for c in cells) + " |")
     legend = "Quality retained / saving against always-strong; random and oracle escalate as many requests as the cascade did."
     return "\n\n".join([*paragraphs, "\n".join(headline), legend, "\n".join(base)]) + "\n"
 
@@ -227,12 +229,12 @@ def _operating_note(op: Mapping) -> str:
     point = _operating(op) or {}
     parts = [f"threshold {_NA if point.get('threshold') is None else format(point['threshold'], '.4g')}"]
     if "target" in op:
-        parts.append(f"target quality retained {_pct(op['target'])}" + ("" if op.get("reached", True) else " (not reached)"))
-    parts.append(f"in sample: saving {_pct(point.get('saving'))}, quality retained {_pct(point.get('quality_retained'))}")
+        parts.append(f"target quality retained {pct(op['target'])}" + ("" if op.get("reached", True) else " (not reached)"))
+    parts.append(f"in sample: saving {pct(point.get('saving'))}, quality retained {pct(point.get('quality_retained'))}")
     cv = op.get("cv")
     if cv:
-        parts.append(f"cross-validated ({len(cv.get('folds', []))} folds, held-out records only): saving {_pct(cv.get('saving'))}, "
-                     f"quality retained {_pct(cv.get('quality_retained'))}, escalated {_pct(cv.get('escalation_rate'))}")  # fmt: skip
+        parts.append(f"cross-validated ({len(cv.get('folds', []))} folds, held-out records only): saving {pct(cv.get('saving'))}, "
+                     f"quality retained {pct(cv.get('quality_retained'))}, escalated {pct(cv.get('escalation_rate'))}")  # fmt: skip
     return "Operating point: " + "; ".join(parts) + "."
 
 
@@ -251,12 +253,12 @@ def render_html(summaries: Mapping[str, Mapping], curves: Mapping[str, Mapping],
     for name, s in summaries.items():
         parts += [f'<section id="{_slug(name)}">', f"<h2>{esc(name)}</h2>",
                   _html_table([h for h, _ in _HEADLINE], [[cell(s) for _, cell in _HEADLINE]])]  # fmt: skip
-        rows = [["cascade", _num(s["quality"]), _usd(s["cost"]), _pct(s["saving"]), _pct(s["quality_retained"]),
-                 _pct(s["escalation_rate"]), _num(s["apgr"])]]  # fmt: skip
+        rows = [["cascade", num(s["quality"]), _usd(s["cost"]), pct(s["saving"]), pct(s["quality_retained"]),
+                 pct(s["escalation_rate"]), num(s["apgr"])]]  # fmt: skip
         for key, label in _BASELINES:
             b = s["baselines"][key]
-            rows.append([label, _num(b["quality"]), _usd(b["cost"]), _pct(b["saving"]), _pct(b["quality_retained"]),
-                         _pct(b["escalation_rate"]), _num(b["apgr"])])  # fmt: skip
+            rows.append([label, num(b["quality"]), _usd(b["cost"]), pct(b["saving"]), pct(b["quality_retained"]),
+                         pct(b["escalation_rate"]), num(b["apgr"])])  # fmt: skip
         parts.append(_html_table(["policy", "quality", "cost", "saving", "quality retained", "escalated", "APGR"], rows))
         if operating_points.get(name):
             parts.append(f'<p class="note">{esc(_operating_note(operating_points[name]))}</p>')
