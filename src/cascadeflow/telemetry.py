@@ -104,11 +104,6 @@ class CostTracker:
         self.streams += stream
         self.cascade_used_count += draft_accepted
 
-    def record(self, *, model: str, route: str, usage: Usage, cost: float | None, status: int = 200, stream: bool = False) -> None:
-        """One request answered by one call (the proxy library's unit)."""
-        self.record_call(model=model, route=route, usage=usage, cost=cost, status=status, stream=stream)
-        self.record_request(stream=stream)
-
     def rule(self, name: str) -> RuleTotals:
         return self.by_rule[name]
 
