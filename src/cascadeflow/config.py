@@ -26,6 +26,7 @@ __all__ = [
     "CascadeModel",
     "DraftPolicies",
     "SelfVerify",
+    "SampleAgreement",
     "Combiner",
     "AuthConfig",
     "VirtualKey",
@@ -87,6 +88,13 @@ class SelfVerify(_Strict):
     model: str | None = Field(default=None, description="default: the draft model itself")
 
 
+class SampleAgreement(_Strict):
+    """Sample the draft model again and score how many samples reach the draft's final answer."""
+
+    samples: int = Field(default=5, ge=2, le=20)
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+
+
 class Combiner(_Strict):
     """A fitted logistic model over check scores (written by ``cascadeflow calibrate``)."""
 
@@ -106,6 +114,7 @@ class _CascadeFields(_Strict):
     #: with ``combine: logistic``: the fitted model (``cascadeflow calibrate`` writes it)
     combiner: Combiner | None = None
     self_verify: SelfVerify | None = None
+    sample_agreement: SampleAgreement | None = None
     stages: list[CascadeStage] | None = None
     #: cap on the draft's max_tokens (a draft model may allow fewer output tokens than the verifier)
     draft_max_tokens: int | None = Field(default=None, ge=1)

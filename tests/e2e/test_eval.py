@@ -112,3 +112,21 @@ def test_eval_refuses_files_without_records(tmp_path):
     result = subprocess.run([sys.executable, "-m", "cascadeflow.cli", "eval", "--data", str(empty)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "no evaluation records" in result.stderr
+
+
+def test_sample_agreement_scores_the_recorded_samples(tmp_path):
+    from cascadeflow.cascade.agreement import final_answer
+
+    path = slice_file(tmp_path, "mot_date", 30)
+    rule = {"quality_threshold": 0.7, "sample_agreement": {"samples": 5}}
+    outcomes = replay_outcomes(EvalSetup([path], rule, concurrency=8), progress=None)
+    by_id = records([path])
+    varied = 0
+    for outcome in outcomes:
+        draft = by_id[outcome.id]["draft"]
+        samples = draft["samples"][:5]
+        expected = sum(final_answer(s) == final_answer(draft["text"]) for s in samples) / 5
+        assert outcome.features["agreement"] == pytest.approx(expected)
+        assert outcome.extra_cost == pytest.approx(5 * outcome.draft_cost)  # five extra draft calls, paid
+        varied += expected < 1
+    assert varied > 0, "the slice must contain disagreeing samples for the test to mean anything"

@@ -534,3 +534,29 @@ def test_python_code_that_does_not_parse_is_flagged():
     result = check({}, bad, "openai")
     assert result.score == 0.3 and result.reason == "python code does not parse"
     assert check({}, other, "openai").score == 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Explain: yesterday was April 30, 2021, so today is May 1, 2021.\nA: 05/01/2021", "05/01/2021"),
+        ("05/01/2021", "05/01/2021"),
+        ("Step 1: 3 x 60 = 180. Step 2: 180 x 3 = 540 meters in total, so he runs 540 meters a week.", "540"),
+        ("The answer is **1,234**.", "1234"),
+        ("Final answer: B", "b"),
+        ("Paris", "paris"),
+    ],
+)
+def test_final_answer_extraction(text, expected):
+    from cascadeflow.cascade.agreement import final_answer
+
+    assert final_answer(text) == expected
+
+
+def test_agreement_is_the_share_of_samples_reaching_the_drafts_answer():
+    from cascadeflow.cascade.agreement import agreement
+
+    draft = "Reasoning…\nA: 05/01/2021"
+    result = agreement(draft, ["05/01/2021", "A: 05/01/2021", "04/30/2021", "05/01/2021."])
+    assert result.name == "agreement" and result.score == 0.75 and result.reason == "3 of 4 samples agree"
+    assert agreement(draft, []) is None

@@ -17,6 +17,7 @@ draft's usage, an estimate; for an escalation: what the verifier cost).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -29,6 +30,7 @@ from ..errors import ProxyError
 from ..proxy import ProxyRequest, ProxyResult, ProxyService
 from ..proxy.translation import API_PATHS
 from ..telemetry import CostTracker
+from .agreement import SAMPLE_HEADER, agreement
 from .answer import CheckResult, DraftAnswer
 from .checks import resolve_checks, run_early
 from .drafts import ops_for
@@ -272,7 +274,11 @@ class CascadeEngine:
         async def ask_verifier() -> CheckResult | None:
             return await self._self_verify(rule, stage, request, answer, dialect, decision, ops)
 
-        score = await score_draft(rule, self._checks[rule.name], caller, answer, dialect, threshold, ask_verifier)
+        async def ask_samples() -> CheckResult | None:
+            return await self._sample_agreement(rule, stage, request, answer, dialect, decision, ops)
+
+        costly = [ask for ask, wanted in ((ask_verifier, rule.self_verify), (ask_samples, rule.sample_agreement)) if wanted]
+        score = await score_draft(rule, self._checks[rule.name], caller, answer, dialect, threshold, costly)
         decision.confidence = score.confidence
         decision.checks = score.header()
         if score.confidence >= threshold:
@@ -306,6 +312,34 @@ class CascadeEngine:
             return None
         decision.add_cost(result.cost)
         return verdict(reply)
+
+    async def _sample_agreement(
+        self, rule, stage: CascadeStage, request: ProxyRequest, answer: DraftAnswer, dialect: str,
+        decision: Decision, ops,
+    ) -> CheckResult | None:
+        """Sample the draft model again (concurrently) and score agreement with the draft's answer."""
+        settings = rule.sample_agreement
+        if settings is None or answer.tool_calls or not answer.text.strip():
+            return None
+        match = self.service.router.resolve(stage.model, dialect)
+        body = {**ops.draft_body(request.body or {}, stage.model, rule.draft_max_tokens), "stream": False,
+                "temperature": settings.temperature}
+        body.pop("stream_options", None)
+        calls = [
+            self._send_json(match, ProxyRequest("POST", API_PATHS[dialect], {**request.headers, SAMPLE_HEADER: str(i)},
+                                                body, None, ""), dialect, ops)
+            for i in range(settings.samples)
+        ]
+        texts = []
+        for outcome in await asyncio.gather(*calls, return_exceptions=True):
+            if isinstance(outcome, ProxyError):
+                continue
+            if isinstance(outcome, BaseException):
+                raise outcome
+            result, sample = outcome
+            decision.add_cost(result.cost)
+            texts.append(sample.text)
+        return agreement(answer.text, texts)
 
     async def _send_json(self, match: RouteMatch, request: ProxyRequest, dialect: str, ops) -> tuple[ProxyResult, DraftAnswer]:
         """One non-streaming call in the caller's dialect, translated if needed; log-probabilities kept."""

@@ -1,8 +1,8 @@
 """From check results to one confidence: the rule's combination, or a fitted logistic model.
 
-Self-verification costs a call, so with the simple combinations it runs only when the
-cheap checks have not already failed the draft; a fitted model was trained with that
-score present, so it always asks.
+Self-verification and sample agreement cost calls, so with the simple combinations they
+run only while the draft has not already failed; a fitted model was trained with those
+scores present, so it always asks.
 """
 
 from __future__ import annotations
@@ -54,14 +54,16 @@ async def score_draft(
     answer: DraftAnswer,
     dialect: str,
     threshold: float,
-    ask_verifier: Callable[[], Awaitable[CheckResult | None]],
+    costly: list[Callable[[], Awaitable[CheckResult | None]]],
 ) -> Score:
-    """Run the checks (and self-verification when configured) on a complete draft."""
+    """Run the checks on a complete draft, then the ``costly`` ones (each makes calls) if still needed."""
     _, _, results = run_checks(checks, caller, answer, dialect, "min")
     confidence, reason = _combine(rule, results)
-    if rule.self_verify is not None and (rule.combine == "logistic" or confidence >= threshold):
-        verified = await ask_verifier()
-        if verified is not None:
-            results.append(verified)
+    for ask in costly:
+        if rule.combine != "logistic" and confidence < threshold:
+            break  # already failed: spend nothing more on it
+        result = await ask()
+        if result is not None:
+            results.append(result)
             confidence, reason = _combine(rule, results)
     return Score(confidence, reason, results)

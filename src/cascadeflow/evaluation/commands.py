@@ -53,7 +53,8 @@ def run_eval(files: list[Path], config: str | None, rule_name: str | None, repor
     rule = rule_template(config, rule_name)
     print(f"evaluating {len(files)} file(s) with threshold {rule.get('quality_threshold', 0.7)}, "
           f"checks {rule.get('checks') or 'default'}, combine {rule.get('combine', 'min')}"
-          f"{', self-verification' if 'self_verify' in rule else ''}", file=out)
+          f"{', self-verification' if 'self_verify' in rule else ''}"
+          f"{', sample agreement' if 'sample_agreement' in rule else ''}", file=out)
     outcomes, summaries, curves = evaluate(files, rule, out, concurrency)
     print(report.render_table(summaries), file=out)
     print(check_contributions(outcomes), file=out)
@@ -174,6 +175,8 @@ def _describe(rule: dict) -> str:
     parts = [f"threshold {rule.get('quality_threshold', 0.7)}", f"combine {rule.get('combine', 'min')}"]
     if "self_verify" in rule:
         parts.append("self-verification")
+    if "sample_agreement" in rule:
+        parts.append(f"sample agreement ({rule['sample_agreement'].get('samples', 5)} samples)")
     return ", ".join(parts)
 
 

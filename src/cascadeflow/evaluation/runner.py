@@ -68,6 +68,14 @@ def record_cost(registry: ModelRegistry, side: dict, messages: list) -> float | 
     return registry.cost(side.get("model", ""), Usage(tokens_in, tokens_out))
 
 
+def _check_cost(registry: ModelRegistry, record: dict, draft_cost: float | None, features: dict, rule: dict) -> float:
+    """What the costly checks that ran spent: a verification call, extra samples of the draft."""
+    cost = _verify_cost(registry, record, draft_cost) if "self_verify" in features else 0.0
+    if "agreement" in features:
+        cost += (draft_cost or 0.0) * int((rule.get("sample_agreement") or {}).get("samples", 5))
+    return cost
+
+
 def _verify_cost(registry: ModelRegistry, record: dict, draft_cost: float | None) -> float:
     draft = record["draft"]
     tokens_in = (draft.get("input_tokens") or 0) + (draft.get("output_tokens") or 0) + _VERIFY_OVERHEAD_TOKENS
@@ -150,7 +158,7 @@ def replay_outcomes(setup: EvalSetup, progress: TextIO | None = sys.stderr) -> l
                 strong_score=float(record["strong"]["score"]),
                 draft_cost=draft_cost or 0.0,
                 strong_cost=strong_cost or 0.0,
-                extra_cost=_verify_cost(registry, record, draft_cost) if "self_verify" in features else 0.0,
+                extra_cost=_check_cost(registry, record, draft_cost, features, setup.rule),
                 features=features,
             )
         )

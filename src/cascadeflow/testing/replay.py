@@ -9,6 +9,8 @@ real gateway and cascade over HTTP:
   the record in an ``x-replay-record`` header, which tells duplicated prompts apart) gets that
   model's recorded text, token counts and — as OpenAI-style ``logprobs`` on its first
   token — the recorded ``answer_logprob``;
+- a request carrying ``x-sample-index: i`` (the sample-agreement check's extra samples)
+  gets the record's i-th recorded sample, where the record has ``draft.samples``;
 - a self-verification request (the record's messages, the draft's answer, then the
   question :data:`~cascadeflow.cascade.selfcheck.VERIFY_PROMPT`) gets ``Y`` or ``N`` with
   the recorded ``self_verify_logprob`` as log P("Y").
@@ -59,6 +61,7 @@ class ReplayTable:
     def __init__(self, records: Iterable[dict]) -> None:
         self._answers: dict[tuple[str, str], ScriptRule] = {}
         self._verdicts: dict[tuple[str, str], ScriptRule] = {}
+        self._samples: dict[tuple[str, str], list[str]] = {}
         for record in records:
             self._add(record, "id:" + str(record.get("id")))
             self._add(record, messages_key(record["messages"]))
@@ -72,14 +75,21 @@ class ReplayTable:
             if side == "strong" and record.get("strong_messages") and not key.startswith("id:"):
                 self._answers.setdefault((answer.get("model", ""), messages_key(record["strong_messages"])), rule)
         draft = record.get("draft") or {}
+        if draft.get("samples"):
+            self._samples.setdefault((draft.get("model", ""), key), [str(x) for x in draft["samples"]])
         if draft.get("self_verify_logprob") is not None:
             self._verdicts.setdefault((draft.get("model", ""), key), _verdict_rule(draft["self_verify_logprob"]))
 
     def __len__(self) -> int:
         return len(self._answers)
 
-    def lookup(self, model: str, body: dict, record_id: str | None = None) -> ScriptRule | None:
-        """The recorded answer for this request: by record id (header ``x-replay-record``), else by conversation."""
+    def lookup(
+        self, model: str, body: dict, record_id: str | None = None, sample_index: str | None = None
+    ) -> ScriptRule | None:
+        """The recorded answer for this request: by record id (header ``x-replay-record``), else by conversation.
+
+        With ``sample_index`` (header ``x-sample-index``), a record's recorded samples are served in turn.
+        """
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             return None
@@ -89,6 +99,12 @@ class ReplayTable:
         last = messages[-1] if isinstance(messages[-1], dict) else {}
         verifying = last.get("role") == "user" and _text(last.get("content")) == VERIFY_PROMPT and len(messages) >= 3
         table = self._verdicts if verifying else self._answers
+        if sample_index is not None and not verifying:
+            keys = [(model, "id:" + record_id)] if record_id else []
+            samples = next((self._samples[k] for k in [*keys, (model, messages_key(messages))] if k in self._samples), None)
+            if samples and sample_index.isdigit():
+                sample = samples[int(sample_index) % len(samples)]
+                return ScriptRule.from_dict({"text": sample, "logprobs": [], "usage": {"output_tokens": max(1, len(sample) // 4)}})
         if record_id:
             found = table.get((model, "id:" + record_id))
             if found is not None:

@@ -357,7 +357,8 @@ class SimulatedProvider:
         prompt: str | None = None
         rule = None
         if self._replay is not None:
-            rule = self._replay.lookup(body["model"], body, request.headers.get("x-replay-record"))
+            headers = request.headers
+            rule = self._replay.lookup(body["model"], body, headers.get("x-replay-record"), headers.get("x-sample-index"))
         if rule is None and script.rules:
             if script.needs_prompt:
                 prompt = last_user_text(body)
