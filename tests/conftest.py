@@ -9,16 +9,22 @@ from cascadeflow import ProxyConfig, create_app
 from cascadeflow.testing import ServerThread, SimulatedProvider
 
 
+#: upstream errors reach the client at once and no breaker opens between tests (resilience tests set their own)
+NO_RETRY = {"retry": {"attempts": 1}, "breaker": {"failure_threshold": 1_000_000}}
+
+
+def sim_routes(sim: SimulatedProvider, *, anthropic_key: str | None = "sk-ant-route-key",
+               openai_key: str | None = "sk-openai-route-key") -> list[dict]:
+    """One route per dialect to the simulator, without retries."""
+    return [
+        {"name": "anthropic", "provider": "anthropic", "base_url": sim.url, "api_key": anthropic_key, **NO_RETRY},
+        {"name": "openai", "provider": "openai", "base_url": sim.url + "/v1", "api_key": openai_key, **NO_RETRY},
+    ]
+
+
 def sim_config(sim: SimulatedProvider, **extra) -> ProxyConfig:
     """A config whose two routes point at the simulator, one per dialect."""
-    data = {
-        "routes": [
-            {"name": "anthropic", "provider": "anthropic", "base_url": sim.url, "api_key": "sk-ant-route-key"},
-            {"name": "openai", "provider": "openai", "base_url": sim.url + "/v1", "api_key": "sk-openai-route-key"},
-        ],
-        **extra,
-    }
-    return ProxyConfig.from_dict(data)
+    return ProxyConfig.from_dict({"routes": sim_routes(sim), **extra})
 
 
 @pytest.fixture(scope="session")

@@ -110,10 +110,15 @@ class ProxyUpstreamError(ProxyError):
 
 
 class ProxyTransportError(ProxyError):
-    """Connection refused or reset, or a timeout (``kind`` TIMEOUT → 504, else 502)."""
+    """Connection refused or reset (502), a timeout (504), or an upstream whose circuit is open (503)."""
 
     kind = ErrorKind.BAD_GATEWAY
 
-    def __init__(self, message: str, *, timeout: bool = False, route: str | None = None) -> None:
-        super().__init__(message, kind=ErrorKind.TIMEOUT if timeout else ErrorKind.BAD_GATEWAY)
+    def __init__(
+        self, message: str, *, timeout: bool = False, route: str | None = None, retry_after: float | None = None
+    ) -> None:
+        kind = ErrorKind.TIMEOUT if timeout else ErrorKind.UNAVAILABLE if retry_after is not None else ErrorKind.BAD_GATEWAY
+        super().__init__(message, kind=kind)
         self.route = route
+        #: seconds until the upstream is tried again (an open circuit breaker)
+        self.retry_after = retry_after

@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from cascadeflow import ModelRegistry, ProxyConfig, Usage
+from tests.conftest import sim_routes
 
 OPUS, SONNET, HAIKU = "claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5"
 GPT, MINI = "gpt-5.4", "gpt-5.4-mini"
@@ -48,10 +49,7 @@ DRAFT_SCRIPT = [
 def cascade_gw(sim, start_gateway):
     config = ProxyConfig.from_dict(
         {
-            "routes": [
-                {"name": "anthropic", "provider": "anthropic", "base_url": sim.url, "api_key": "k"},
-                {"name": "openai", "provider": "openai", "base_url": sim.url + "/v1", "api_key": "k"},
-            ],
+            "routes": sim_routes(sim, anthropic_key="k", openai_key="k"),
             "models": {"tiny-draft": {"provider": "anthropic", "context_window": 60, "input_per_mtok": 0.1, "output_per_mtok": 0.1}},
             "cascade_rules": [
                 {"name": "opus", "request_model": "claude-opus-*", "draft_model": HAIKU, "quality_threshold": 0.7,

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from cascadeflow import ProxyConfig
+from tests.conftest import sim_routes
 
 ROOT = Path(__file__).resolve().parents[2]
 OPUS, MINI = "claude-opus-5-5", "gpt-5.4-mini"
@@ -73,10 +74,7 @@ def models_called(sim) -> list[tuple[str, str]]:
 def config_for(sim, **extra) -> ProxyConfig:
     return ProxyConfig.from_dict(
         {
-            "routes": [
-                {"name": "anthropic", "provider": "anthropic", "base_url": sim.url},
-                {"name": "openai", "provider": "openai", "base_url": sim.url + "/v1", "api_key": "sk-openai-route"},
-            ],
+            "routes": sim_routes(sim, anthropic_key=None, openai_key="sk-openai-route"),
             **extra,
         }
     )

@@ -9,6 +9,7 @@ import openai
 import pytest
 
 from cascadeflow import ProxyConfig
+from tests.conftest import sim_routes
 
 MINI, HAIKU, OPUS, GPT = "gpt-5.4-mini", "claude-haiku-5-5", "claude-opus-5-5", "gpt-5.4"
 
@@ -34,10 +35,7 @@ def cross_gw(sim, start_gateway):
     return start_gateway(
         ProxyConfig.from_dict(
             {
-                "routes": [
-                    {"name": "anthropic", "provider": "anthropic", "base_url": sim.url, "api_key": "sk-ant-route"},
-                    {"name": "openai", "provider": "openai", "base_url": sim.url + "/v1", "api_key": "sk-openai-route"},
-                ],
+                "routes": sim_routes(sim, anthropic_key="sk-ant-route", openai_key="sk-openai-route"),
                 "cascade_rules": [
                     {"name": "opus-on-mini", "request_model": OPUS, "draft_model": MINI},
                     {"name": "gpt-on-haiku", "request_model": GPT, "draft_model": HAIKU},

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
 import orjson
@@ -21,6 +23,7 @@ from ..errors import ErrorKind, ProxyTransportError, ProxyUpstreamError
 from ..pricing import ModelPrice, ModelRegistry
 from ..providers import UpstreamPool, adapter_for, forwardable_request_headers, forwardable_response_headers
 from ..telemetry import CostTracker
+from .resilience import RETRYABLE_STATUSES, CircuitBreaker, retry_delay
 from .route import ProxyRoute, RoutePrice
 from .types import ProxyRequest, ProxyResult, ProxyStream
 
@@ -31,6 +34,8 @@ if TYPE_CHECKING:
     from ..usage import Usage
 
 __all__ = ["ProxyHandler"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("cascadeflow.proxy")
 
@@ -49,6 +54,10 @@ class ProxyHandler:
         self.pool = pool or UpstreamPool()
         self._timeouts: dict[tuple[str, bool], aiohttp.ClientTimeout] = {}
         self._route_prices: dict[str, ModelPrice] = {}
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._rng = random.Random()
+        #: retries made so far (all routes)
+        self.retries = 0
 
     # -- pricing ---------------------------------------------------------------
 
@@ -70,7 +79,58 @@ class ProxyHandler:
     # -- sending ---------------------------------------------------------------
 
     async def send(self, route: ProxyRoute, model: str, request: ProxyRequest) -> ProxyResult:
-        """Forward a non-streaming request; raise ProxyUpstreamError on an error status."""
+        """Forward a non-streaming request, retrying per the route; ProxyUpstreamError on an error status."""
+        return await self._retrying(route, lambda: self._send_once(route, model, request))
+
+    async def open_stream(self, route: ProxyRoute, model: str, request: ProxyRequest) -> ProxyStream:
+        """Open a streaming request (retried until the upstream's headers arrive)."""
+        return await self._retrying(route, lambda: self._open_once(route, model, request))
+
+    def breaker(self, route: ProxyRoute) -> CircuitBreaker:
+        breaker = self._breakers.get(route.name)
+        if breaker is None:
+            breaker = self._breakers[route.name] = CircuitBreaker(route.breaker)
+        return breaker
+
+    def breakers(self) -> dict[str, dict]:
+        """Each upstream's breaker state, for /health."""
+        return {name: breaker.snapshot() for name, breaker in self._breakers.items()}
+
+    async def _retrying(self, route: ProxyRoute, call: Callable[[], Awaitable[T]]) -> T:
+        """Run ``call`` with the route's retries and circuit breaker (nothing has reached the client yet)."""
+        settings, breaker = route.retry, self.breaker(route)
+        waited, attempt = 0.0, 0
+        while True:
+            attempt += 1
+            if not breaker.allow():
+                raise ProxyTransportError(
+                    f"upstream {route.name!r} keeps failing; not trying it for another {breaker.retry_in():.0f}s",
+                    route=route.name, retry_after=max(breaker.retry_in(), 1.0),
+                )
+            try:
+                result = await call()
+            except ProxyUpstreamError as exc:
+                retryable = exc.upstream_status in RETRYABLE_STATUSES
+                if retryable and exc.upstream_status != 429:  # a rate limit says the upstream is up
+                    breaker.failure()
+                else:
+                    breaker.success()
+                delay = retry_delay(attempt, settings, exc.headers, self._rng) if retryable else None
+                last: Exception = exc
+            except ProxyTransportError as exc:
+                breaker.failure()
+                delay, last = retry_delay(attempt, settings, {}, self._rng), exc
+            else:
+                breaker.success()
+                return result
+            if delay is None or attempt >= settings.attempts or waited + delay > settings.max_total:
+                raise last
+            log.info("upstream %s: %s; retry %d in %.2fs", route.name, last, attempt, delay)
+            self.retries += 1
+            await asyncio.sleep(delay)
+            waited += delay
+
+    async def _send_once(self, route: ProxyRoute, model: str, request: ProxyRequest) -> ProxyResult:
         adapter = adapter_for(route.provider)
         url, headers, payload = self._build(route, model, request, adapter)
         started = time.perf_counter()
@@ -101,7 +161,7 @@ class ProxyHandler:
             self.cost_tracker.record_call(model=model, route=route.name, usage=usage, cost=cost, status=status)
         return ProxyResult(data, status, response_headers, usage, cost, route.name, model, latency_ms, raw)
 
-    async def open_stream(self, route: ProxyRoute, model: str, request: ProxyRequest) -> ProxyStream:
+    async def _open_once(self, route: ProxyRoute, model: str, request: ProxyRequest) -> ProxyStream:
         """Open a streaming request; returns once the upstream's headers arrived."""
         adapter = adapter_for(route.provider)
         url, headers, payload = self._build(route, model, request, adapter)

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from .resilience import BreakerSettings, RetrySettings
+
 __all__ = ["ProxyRoute", "RoutePrice", "Provider"]
 
 Provider = Literal["anthropic", "openai"]
@@ -58,6 +60,10 @@ class ProxyRoute(BaseModel):
         default=False, description="forward the caller's own provider key instead of api_key"
     )
     max_connections: int = Field(default=512, ge=1, description="pooled keep-alive connections")
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    #: models (any route, ``route:model`` allowed) tried in order when this route keeps failing
+    fallbacks: list[str] = Field(default_factory=list)
 
     @field_validator("base_url")
     @classmethod
