@@ -60,6 +60,8 @@ class ServerConfig(_Strict):
     workers: int = Field(default=1, ge=1)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="413 above this")
+    #: streams open at once per process; more are refused with 429 and retry-after (None: no limit)
+    max_concurrent_streams: int | None = Field(default=None, ge=1)
 
 
 class CascadeStage(_Strict):

@@ -54,6 +54,8 @@ class Gateway:
         self.virtual_models = {name: model.verifier_model for name, model in config.cascade_models.items()}
         self.cascade = CascadeEngine(self.service, self.rules.rules, self.tracker)
         self.models = ModelCatalog(self)
+        #: streaming responses in progress (``server.max_concurrent_streams`` bounds it)
+        self.active_streams = 0
 
     async def aclose(self) -> None:
         await self.service.aclose()
@@ -61,13 +63,17 @@ class Gateway:
 
 async def health(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
+    breakers = gateway.service.handler.breakers()
     body = {
-        "status": "healthy",
+        "status": "degraded" if any(b["state"] == "open" for b in breakers.values()) else "healthy",
         "version": __version__,
         "routes": [
             {"name": r.name, "provider": r.provider, "base_url": r.base_url, "models": sorted(r.models or [])}
             for r in gateway.service.router.routes
         ],
+        "breakers": breakers,
+        "retries": gateway.service.handler.retries,
+        "active_streams": gateway.active_streams,
     }
     return Response(orjson.dumps(body), media_type="application/json")
 

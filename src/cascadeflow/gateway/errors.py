@@ -33,7 +33,9 @@ def error_response(
 def exception_response(dialect: str, exc: CascadeflowError) -> Response:
     if isinstance(exc, ProxyUpstreamError):
         return upstream_error_response(dialect, exc)
-    return error_response(dialect, exc.kind, exc.message)
+    retry_after = getattr(exc, "retry_after", None)
+    headers = {"retry-after": str(max(1, round(retry_after)))} if retry_after is not None else None
+    return error_response(dialect, exc.kind, exc.message, headers)
 
 
 def upstream_error_response(dialect: str, exc: ProxyUpstreamError) -> Response:

@@ -23,6 +23,8 @@ from ..proxy import ProxyRequest
 from .errors import error_response, exception_response
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from .app import Gateway
 
 __all__ = ["messages", "count_tokens", "chat_completions", "read_json_body"]
@@ -60,6 +62,9 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
             body = {**body, "model": gateway.virtual_models[model]}
             raw = None
         proxy_request = ProxyRequest("POST", path, headers, body, raw, query)
+        if proxy_request.stream and not count:
+            _admit_stream(gateway)
+            return await _streaming(gateway, proxy_request, dialect, headers, body)
         rule = gateway.rules.match(model) if gateway.rules and not count else None
         if rule is not None:
             return await _cascade(gateway, rule, proxy_request, dialect, headers, body)
@@ -67,11 +72,6 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
         match = service.route(proxy_request)
         if not count:
             gateway.tracker.record_request(stream=proxy_request.stream)
-        if proxy_request.stream and not count:
-            stream = await service.open_stream(match, proxy_request, dialect)
-            headers = {**stream.headers, **_SSE_HEADERS, "x-cascadeflow-route": match.route.name}
-            media_type = stream.headers.get("content-type", "text/event-stream")
-            return StreamingResponse(stream, stream.status, headers=headers, media_type=media_type)
         result = await service.send(match, proxy_request, dialect)
         headers = {**result.headers, "x-cascadeflow-route": match.route.name}
         if result.cost is not None and not count:
@@ -88,15 +88,50 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
         return error_response(dialect, ErrorKind.INTERNAL, "internal gateway error; see the gateway log")
 
 
+async def _streaming(gateway: Gateway, proxy_request: ProxyRequest, dialect: str, headers: dict, body: dict) -> Response:
+    """A streaming request (cascaded or passed through); counted as open until its last byte."""
+    gateway.active_streams += 1
+    try:
+        rule = gateway.rules.match(proxy_request.model) if gateway.rules else None
+        if rule is not None:
+            reply = await gateway.cascade.stream(rule, proxy_request, dialect, conversation_key(headers, body))
+            status, chunks, reply_headers = reply.status, reply.chunks, reply.headers
+        else:
+            match = gateway.service.route(proxy_request)
+            gateway.tracker.record_request(stream=True)
+            stream = await gateway.service.open_stream(match, proxy_request, dialect)
+            status, chunks = stream.status, stream
+            reply_headers = {**stream.headers, "x-cascadeflow-route": match.route.name}
+    except BaseException:
+        gateway.active_streams -= 1
+        raise
+    media_type = reply_headers.get("content-type", "text/event-stream")
+    return StreamingResponse(_counted(gateway, chunks), status, headers={**reply_headers, **_SSE_HEADERS}, media_type=media_type)
+
+
+async def _counted(gateway: Gateway, chunks) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        gateway.active_streams -= 1
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()  # the client left early: stop the upstream at once
+
+
+def _admit_stream(gateway: Gateway) -> None:
+    limit = gateway.config.server.max_concurrent_streams
+    if limit is not None and gateway.active_streams >= limit:
+        refusal = RequestError(f"{limit} streams are open already, the most this gateway allows; retry shortly",
+                               kind=ErrorKind.RATE_LIMIT)
+        refusal.retry_after = 1.0  # type: ignore[attr-defined]
+        raise refusal
+
+
 async def _cascade(gateway: Gateway, rule, proxy_request: ProxyRequest, dialect: str, headers: dict, body: dict) -> Response:
     conversation = conversation_key(headers, body)
-    engine = gateway.cascade
-    if proxy_request.stream:
-        reply = await engine.stream(rule, proxy_request, dialect, conversation)
-        reply_headers = {**reply.headers, **_SSE_HEADERS}
-        media_type = reply.headers.get("content-type", "text/event-stream")
-        return StreamingResponse(reply.chunks, reply.status, headers=reply_headers, media_type=media_type)
-    reply = await engine.complete(rule, proxy_request, dialect, conversation)
+    reply = await gateway.cascade.complete(rule, proxy_request, dialect, conversation)
     reply.headers.pop("content-length", None)
     return Response(reply.body, reply.status, headers=reply.headers, media_type="application/json")
 

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import logging
+
 from ..dialects.translate import estimate_tokens
+from ..errors import ProxyRoutingError, ProxyTransportError, ProxyUpstreamError
 from ..usage import Usage
+from .resilience import RETRYABLE_STATUSES
 from .handler import ProxyHandler
 from .router import ProxyRouter, RouteMatch
 from .translation import Translation
 from .types import ProxyRequest, ProxyResult, ProxyStream
 
 __all__ = ["ProxyService", "dialect_of_path"]
+
+log = logging.getLogger("cascadeflow.proxy")
+
+
+def _upstream_fault(exc: Exception) -> bool:
+    """A failure another upstream might not have: unreachable, timed out, overloaded, 5xx, 429."""
+    return isinstance(exc, ProxyTransportError) or (
+        isinstance(exc, ProxyUpstreamError) and exc.upstream_status in RETRYABLE_STATUSES
+    )
 
 
 def dialect_of_path(path: str) -> str | None:
@@ -42,7 +55,41 @@ class ProxyService:
         return Translation(dialect, match.route.provider, self.router.registry)
 
     async def send(self, match: RouteMatch, request: ProxyRequest, dialect: str | None = None) -> ProxyResult:
-        """One non-streaming call on ``match``, in the caller's ``dialect``."""
+        """One non-streaming call on ``match`` in the caller's ``dialect``; the route's fallbacks if it fails."""
+        return await self._with_fallbacks(match, request, dialect, self._send)
+
+    async def open_stream(self, match: RouteMatch, request: ProxyRequest, dialect: str | None = None) -> ProxyStream:
+        """One streaming call on ``match``; the bytes come in the caller's ``dialect``."""
+        return await self._with_fallbacks(match, request, dialect, self._open_stream)
+
+    async def _with_fallbacks(self, match: RouteMatch, request: ProxyRequest, dialect: str | None, call):
+        """Try ``match``, then each of its route's fallback models while the failure is the upstream's."""
+        try:
+            return await call(match, request, dialect)
+        except (ProxyTransportError, ProxyUpstreamError) as exc:
+            if not match.route.fallbacks or not _upstream_fault(exc):
+                raise
+            failure: Exception = exc
+        for model in match.route.fallbacks:
+            try:
+                fallback = self.router.resolve(model, dialect)
+            except ProxyRoutingError:
+                log.warning("fallback model %r of route %r has no route", model, match.route.name)
+                continue
+            body = {**(request.body or {}), "model": model}
+            try:
+                result = await call(fallback, ProxyRequest(request.method, request.path, request.headers, body, None, request.query), dialect)
+            except (ProxyTransportError, ProxyUpstreamError) as exc:
+                if not _upstream_fault(exc):
+                    raise
+                failure = exc
+                continue
+            log.info("route %s failed (%s); answered by fallback %s", match.route.name, failure, model)
+            result.headers["x-cascadeflow-fallback-model"] = model
+            return result
+        raise failure
+
+    async def _send(self, match: RouteMatch, request: ProxyRequest, dialect: str | None) -> ProxyResult:
         translation = self.translation(match, dialect)
         if translation is None:
             return await self.handler.send(match.route, match.model, request)
@@ -54,8 +101,7 @@ class ProxyService:
         result = await self.handler.send(match.route, match.model, translation.request(request, match.model))
         return translation.response(result)
 
-    async def open_stream(self, match: RouteMatch, request: ProxyRequest, dialect: str | None = None) -> ProxyStream:
-        """One streaming call on ``match``; the bytes come in the caller's ``dialect``."""
+    async def _open_stream(self, match: RouteMatch, request: ProxyRequest, dialect: str | None) -> ProxyStream:
         translation = self.translation(match, dialect)
         if translation is None:
             return await self.handler.open_stream(match.route, match.model, request)

@@ -136,6 +136,7 @@ class SimulatedProvider:
         self._models = [_normalize_model(m) for m in (models if models is not None else DEFAULT_MODELS)]
         self._record_enabled = record
         self._records: collections.deque[dict[str, Any]] = collections.deque(maxlen=max_records)
+        self._disconnects: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._cache = CacheSim()
         self._max_body = max_body_bytes
@@ -171,10 +172,17 @@ class SimulatedProvider:
         with self._lock:
             return list(self._records)
 
+    @property
+    def disconnects(self) -> list[dict[str, Any]]:
+        """Streams whose client left before the end: ``{"model", "at"}`` (``time.monotonic()``)."""
+        with self._lock:
+            return list(self._disconnects)
+
     def clear(self) -> None:
         """Forget recorded requests, reset the script's ``times`` counters and the prompt cache."""
         with self._lock:
             self._records.clear()
+            self._disconnects.clear()
         self._script.reset()
         self._cache.clear()
 
@@ -377,7 +385,12 @@ class SimulatedProvider:
         answer = plan_answer(body, dialect, rule, prompt, self._cache, b"cache_control" in raw)
         data, headers = self._render(dialect, answer, body, stream)
         if stream:
-            return await send_events(request, data, fault, dialect, headers)
+            try:
+                return await send_events(request, data, fault, dialect, headers)
+            except (ConnectionError, asyncio.CancelledError):
+                with self._lock:  # the client went away mid-stream: when, for cancellation tests
+                    self._disconnects.append({"model": body.get("model"), "at": time.monotonic()})
+                raise
         if fault is not None:
             if fault.latency > 0:
                 await asyncio.sleep(fault.latency)

@@ -1,0 +1,181 @@
+"""Retries, circuit breakers, fallbacks, stream limits and cancellation, under scripted faults."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from cascadeflow import ProxyConfig
+
+BODY = {"model": "claude-haiku-5-5", "max_tokens": 50, "messages": [{"role": "user", "content": "hello"}]}
+FAST_RETRY = {"attempts": 3, "backoff": 0.05, "max_backoff": 2, "max_total": 5}
+
+
+def config(sim, *, retry=None, breaker=None, fallbacks=None, server=None) -> ProxyConfig:
+    route = {"name": "primary", "provider": "anthropic", "base_url": sim.url, "api_key": "k",
+             "retry": retry or FAST_RETRY, "breaker": breaker or {"failure_threshold": 1000}}
+    routes = [route, {"name": "openai", "provider": "openai", "base_url": sim.url + "/v1", "api_key": "k",
+                      "retry": retry or FAST_RETRY}]
+    if fallbacks is not None:
+        route["fallbacks"] = fallbacks
+        route["models"] = ["claude-haiku-5-5"]
+        routes.append({"name": "backup", "provider": "anthropic", "base_url": sim.url, "api_key": "k"})
+    return ProxyConfig.from_dict({"routes": routes, **({"server": server} if server else {})})
+
+
+def calls(sim) -> int:
+    return sum(1 for r in sim.requests if r["path"] in ("/v1/messages", "/v1/chat/completions"))
+
+
+def client(gw) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=gw.url, api_key="x", max_retries=0)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("fault", [{"status": 529}, {"status": 500}, {"status": 503}, {"reset": "before_headers"}])
+def test_transient_failures_are_retried_before_the_first_byte(fresh_sim, start_gateway, stream, fault):
+    sim = fresh_sim
+    sim.set_script([{"match": {"prompt_contains": "hello"}, "times": 2, **fault}])
+    gw = start_gateway(config(sim))
+    if stream:
+        with client(gw).messages.stream(**BODY) as s:
+            message = s.get_final_message()
+    else:
+        message = client(gw).messages.create(**BODY)
+    assert message.content[0].text.startswith("[claude-haiku-5-5]")
+    assert calls(sim) == 3  # two failures, then the answer
+    assert httpx.get(gw.url + "/health").json()["retries"] == 2
+
+
+def test_retry_after_is_honoured(fresh_sim, start_gateway):
+    sim = fresh_sim
+    sim.set_script([{"match": {"prompt_contains": "hello"}, "times": 1, "status": 429, "retry_after": 0.4}])
+    gw = start_gateway(config(sim))
+    started = time.monotonic()
+    client(gw).messages.create(**BODY)
+    assert time.monotonic() - started >= 0.4
+    assert calls(sim) == 2
+
+
+def test_attempts_are_bounded_and_the_last_error_is_relayed(fresh_sim, start_gateway):
+    sim = fresh_sim
+    sim.set_script([{"match": {"prompt_contains": "hello"}, "status": 529}])
+    gw = start_gateway(config(sim))
+    with pytest.raises(anthropic.APIStatusError) as info:
+        client(gw).messages.create(**BODY)
+    assert info.value.status_code == 529 and calls(sim) == 3
+
+
+def test_client_errors_are_not_retried(fresh_sim, start_gateway):
+    sim = fresh_sim
+    sim.set_script([{"match": {"prompt_contains": "hello"}, "status": 400}])
+    gw = start_gateway(config(sim))
+    with pytest.raises(anthropic.BadRequestError):
+        client(gw).messages.create(**BODY)
+    assert calls(sim) == 1
+
+
+def test_breaker_opens_fails_fast_then_probes(fresh_sim, start_gateway):
+    sim = fresh_sim
+    sim.set_script([{"match": {"prompt_contains": "hello"}, "times": 2, "status": 500}])
+    gw = start_gateway(config(sim, retry={"attempts": 1}, breaker={"failure_threshold": 2, "cooldown": 0.6}))
+    for _ in range(2):
+        with pytest.raises(anthropic.InternalServerError):
+            client(gw).messages.create(**BODY)
+    health = httpx.get(gw.url + "/health").json()
+    assert health["status"] == "degraded" and health["breakers"]["primary"]["state"] == "open"
+    with pytest.raises(anthropic.APIStatusError) as info:  # fails fast: the upstream is not called
+        client(gw).messages.create(**BODY)
+    assert info.value.status_code == 503 and int(info.value.response.headers["retry-after"]) >= 1
+    assert "keeps failing" in info.value.message and calls(sim) == 2
+    time.sleep(0.7)
+    assert client(gw).messages.create(**BODY).content  # the probe succeeds and closes the breaker
+    assert httpx.get(gw.url + "/health").json()["breakers"]["primary"]["state"] == "closed"
+    assert calls(sim) == 3
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_fallback_model_answers_when_the_route_keeps_failing(fresh_sim, start_gateway, stream):
+    sim = fresh_sim
+    sim.set_script([{"match": {"model": "claude-haiku-5-5"}, "status": 529}])
+    gw = start_gateway(config(sim, retry={"attempts": 2, "backoff": 0.01}, fallbacks=["backup:claude-sonnet-5-5"]))
+    if stream:
+        with client(gw).messages.stream(**BODY) as s:
+            message, headers = s.get_final_message(), s.response.headers
+    else:
+        raw = client(gw).messages.with_raw_response.create(**BODY)
+        message, headers = raw.parse(), raw.headers
+    assert message.content[0].text.startswith("[claude-sonnet-5-5]")
+    assert headers["x-cascadeflow-fallback-model"] == "backup:claude-sonnet-5-5"
+    assert [r["body"]["model"] for r in sim.requests] == ["claude-haiku-5-5", "claude-haiku-5-5", "claude-sonnet-5-5"]
+
+
+def test_concurrent_stream_limit_refuses_in_the_callers_dialect(fresh_sim, start_gateway):
+    sim = fresh_sim
+    sim.set_script([{"match": {"prompt_contains": "slow"}, "words": 30, "chunk_delay": 0.05}])
+    gw = start_gateway(config(sim, server={"max_concurrent_streams": 1}))
+    slow = {**BODY, "stream": True, "messages": [{"role": "user", "content": "slow one"}]}
+    with httpx.Client(base_url=gw.url, timeout=10) as http, http.stream("POST", "/v1/messages", json=slow) as first:
+        chunks = first.iter_bytes()  # keep the iterator: dropping it would close the stream
+        next(chunks)  # the first stream is open
+        refused = http.post("/v1/messages", json=slow)
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+        assert refused.json()["error"]["type"] == "rate_limit_error"
+        oai = http.post("/v1/chat/completions", json={"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "x"}]})
+        assert oai.status_code == 429 and oai.json()["error"]["code"] == "rate_limit_exceeded"
+        assert b"".join(chunks).rstrip().endswith(b'{"type":"message_stop"}')
+    # once it ended, streams are admitted again
+    with client(gw).messages.stream(**BODY) as s:
+        assert s.get_final_message().content
+
+
+def test_client_disconnect_cancels_the_upstream_stream(fresh_sim, start_gateway):
+    sim = fresh_sim
+    sim.set_script([{"match": {"prompt_contains": "long"}, "words": 400, "chunk_delay": 0.02}])
+    gw = start_gateway(config(sim))
+    body = {**BODY, "max_tokens": 1000, "stream": True, "messages": [{"role": "user", "content": "a long one"}]}
+    with httpx.Client(base_url=gw.url, timeout=10) as http:
+        with http.stream("POST", "/v1/messages", json=body) as response:
+            for chunk in response.iter_bytes():
+                if b"content_block_delta" in chunk:
+                    break
+            closed_at = time.monotonic()
+        # leaving the block closes the connection mid-stream
+    deadline = time.monotonic() + 2
+    while not sim.disconnects and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sim.disconnects, "the simulator never saw the gateway close the upstream stream"
+    assert sim.disconnects[0]["at"] - closed_at < 0.1
+
+
+def test_openai_caller_gets_retries_too(fresh_sim, start_gateway):
+    sim = fresh_sim
+    sim.set_script([{"match": {"model": "gpt-4o"}, "times": 1, "status": 502}])
+    gw = start_gateway(config(sim))
+    completion = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "x"}]
+    )
+    assert completion.choices[0].message.content and calls(sim) == 2
+
+
+def test_concurrent_requests_share_the_breaker_without_crashing(fresh_sim, start_gateway):
+    sim = fresh_sim
+    sim.set_script([{"match": {"prompt_contains": "hello"}, "status": 500}])
+    gw = start_gateway(config(sim, retry={"attempts": 1}, breaker={"failure_threshold": 3, "cooldown": 30}))
+    statuses: list[int] = []
+
+    def one() -> None:
+        statuses.append(httpx.post(gw.url + "/v1/messages", json=BODY, timeout=10).status_code)
+
+    threads = [threading.Thread(target=one) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert set(statuses) <= {500, 503} and 503 in statuses
+    assert calls(sim) < 20  # the open breaker spared the upstream
