@@ -179,3 +179,64 @@ def test_concurrent_requests_share_the_breaker_without_crashing(fresh_sim, start
         thread.join()
     assert set(statuses) <= {500, 503} and 503 in statuses
     assert calls(sim) < 20  # the open breaker spared the upstream
+
+
+def test_first_byte_timeout_bounds_a_silent_upstream(fresh_sim, start_gateway):
+    sim = fresh_sim
+    sim.set_script([{"match": {"prompt_contains": "hello"}, "first_byte_delay": 2}])
+    cfg = config(sim, retry={"attempts": 1})
+    routes = [r.model_copy(update={"first_byte_timeout": 0.3}) for r in cfg.routes]
+    gw = start_gateway(cfg.model_copy(update={"routes": routes}))
+    for stream in (False, True):
+        started = time.monotonic()
+        with pytest.raises(anthropic.APIStatusError) as info:
+            client(gw).messages.create(**BODY, stream=stream)
+        assert info.value.status_code == 504 and time.monotonic() - started < 1.5
+
+
+def test_reset_after_the_first_byte_ends_with_an_error_event(fresh_sim, start_gateway):
+    sim = fresh_sim
+    sim.set_script([{"match": {"prompt_contains": "hello"}, "reset": "after_first_event", "chunk_delay": 0.01}])
+    gw = start_gateway(config(sim))
+    response = httpx.post(gw.url + "/v1/messages", json={**BODY, "stream": True}, timeout=10)
+    events = response.text.strip().split("\n\n")
+    assert events[0].startswith("event: message_start")
+    assert events[-1].startswith("event: error") and "api_error" in events[-1]
+    assert calls(sim) == 1, "nothing is retried once bytes reached the client"
+
+
+def test_sigterm_lets_in_flight_streams_finish_then_exits_0(sim, tmp_path):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    sim.set_script([{"match": {"prompt_contains": "drain"}, "words": 60, "chunk_delay": 0.05}])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config_file = tmp_path / "gw.yaml"
+    config_file.write_text(f'routes: [{{name: a, provider: anthropic, base_url: "{sim.url}"}}]\nserver: {{port: {port}}}\n')
+    process = subprocess.Popen([sys.executable, "-m", "cascadeflow.cli", "proxy", "start", "--config", str(config_file)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "CASCADEFLOW_CONFIG": ""})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                httpx.get(url + "/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        body = {**BODY, "max_tokens": 200, "stream": True, "messages": [{"role": "user", "content": "drain please"}]}
+        with httpx.Client(base_url=url, timeout=20) as http, http.stream("POST", "/v1/messages", json=body) as response:
+            chunks = response.iter_bytes()
+            received = next(chunks)
+            process.send_signal(signal.SIGTERM)
+            received += b"".join(chunks)
+        assert received.rstrip().endswith(b'{"type":"message_stop"}'), "the in-flight stream was finished"
+        assert process.wait(15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        sim.set_script([])

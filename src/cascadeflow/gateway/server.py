@@ -27,7 +27,7 @@ def serve(config: ProxyConfig, config_path: str | None = None) -> None:
         access_log=False,
         loop="auto",
         http="auto",
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=server.shutdown_timeout,
         server_header=False,
     )
     if server.workers > 1:

@@ -135,9 +135,11 @@ class ProxyHandler:
         url, headers, payload = self._build(route, model, request, adapter)
         started = time.perf_counter()
         with _transport_errors(route):
-            async with self.pool.session(route).request(
-                request.method, url, data=payload, headers=headers, timeout=self._timeout(route, False)
-            ) as response:
+            async with _first_byte(route):
+                response = await self.pool.session(route).request(
+                    request.method, url, data=payload, headers=headers, timeout=self._timeout(route, False)
+                )
+            async with response:
                 raw = await response.read()
                 status = response.status
                 response_headers = forwardable_response_headers(response.headers)
@@ -167,9 +169,10 @@ class ProxyHandler:
         url, headers, payload = self._build(route, model, request, adapter)
         started = time.perf_counter()
         with _transport_errors(route):
-            response = await self.pool.session(route).request(
-                request.method, url, data=payload, headers=headers, timeout=self._timeout(route, True)
-            )
+            async with _first_byte(route):
+                response = await self.pool.session(route).request(
+                    request.method, url, data=payload, headers=headers, timeout=self._timeout(route, True)
+                )
         first_byte_ms = (time.perf_counter() - started) * 1000
         response_headers = forwardable_response_headers(response.headers)
         if response.status >= 400:
@@ -310,6 +313,11 @@ def _transport_errors(route: ProxyRoute) -> Iterator[None]:
         ) from exc
     except aiohttp.ClientError as exc:
         raise ProxyTransportError(f"upstream {route.name!r} unreachable: {_describe(exc)}", route=route.name) from exc
+
+
+def _first_byte(route: ProxyRoute) -> contextlib.AbstractAsyncContextManager:
+    """Bound the wait for the response's headers by ``first_byte_timeout``, when set."""
+    return asyncio.timeout(route.first_byte_timeout) if route.first_byte_timeout else contextlib.nullcontext()
 
 
 def _describe(exc: BaseException) -> str:

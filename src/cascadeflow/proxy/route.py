@@ -54,6 +54,9 @@ class ProxyRoute(BaseModel):
         default=None, gt=0, description="longest silence before the response (default: timeout)"
     )
     stream_idle_timeout: float = Field(default=120.0, gt=0, description="longest silence inside a stream")
+    first_byte_timeout: float | None = Field(
+        default=None, gt=0, description="longest wait for the response to begin (default: no bound of its own)"
+    )
     cost_per_1k_tokens: float | RoutePrice | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     pass_through_auth: bool = Field(
