@@ -62,6 +62,8 @@ class ServerConfig(_Strict):
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="413 above this")
     #: streams open at once per process; more are refused with 429 and retry-after (None: no limit)
     max_concurrent_streams: int | None = Field(default=None, ge=1)
+    #: request headers larger than this in all are refused (400) before anything else is read
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
     #: on SIGTERM, how long in-flight requests (streams included) may take to finish
     shutdown_timeout: float = Field(default=30.0, ge=0)
 

@@ -240,3 +240,14 @@ def test_sigterm_lets_in_flight_streams_finish_then_exits_0(sim, tmp_path):
         if process.poll() is None:
             process.kill()
         sim.set_script([])
+
+
+def test_oversized_headers_are_refused_in_the_callers_dialect(gateway):
+    big = {"x-padding": "a" * 70_000}
+    body = {**BODY}
+    response = httpx.post(gateway.url + "/v1/messages", json=body, headers=big, timeout=10)
+    assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
+    assert "headers exceed" in response.json()["error"]["message"]
+    response = httpx.post(gateway.url + "/v1/chat/completions", json={"model": "gpt-4o", "messages": []}, headers=big)
+    assert response.status_code == 400 and "headers exceed" in response.json()["error"]["message"]
+    assert httpx.post(gateway.url + "/v1/messages", json=body, timeout=10).status_code == 200

@@ -99,11 +99,18 @@ class GatewayApp(Starlette):
     stack and the route table: less work on the path every request takes.
     """
 
-    def __init__(self, *, fast_routes: dict[str, object], **kwargs: object) -> None:
+    def __init__(self, *, fast_routes: dict[str, object], max_header_bytes: int, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._fast_routes = fast_routes
+        self._max_header_bytes = max_header_bytes
 
     async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] == "http" and sum(len(k) + len(v) for k, v in scope["headers"]) > self._max_header_bytes:
+            dialect = caller_dialect(scope["path"], {k.decode("latin-1"): "" for k, _ in scope["headers"]})
+            response = error_response(dialect, ErrorKind.INVALID_REQUEST,
+                                      f"request headers exceed {self._max_header_bytes} bytes in all")
+            await response(scope, receive, send)
+            return
         if scope["type"] == "http" and scope["method"] == "POST":
             endpoint = self._fast_routes.get(scope["path"])
             if endpoint is not None:
@@ -136,7 +143,7 @@ def create_app(config: ProxyConfig | None = None, *, registry: ModelRegistry | N
     ]
     fast_routes = {r.path: r.endpoint for r in routes if r.methods and "POST" in r.methods}
     app = GatewayApp(
-        fast_routes=fast_routes, routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error}
+        fast_routes=fast_routes, max_header_bytes=gateway.config.server.max_header_bytes, routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error}
     )
     app.state.gateway = gateway
     return app
