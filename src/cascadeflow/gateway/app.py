@@ -27,6 +27,7 @@ from ..proxy import ProxyHandler, ProxyRouter, ProxyService
 from ..telemetry import CostTracker
 from .errors import caller_dialect, error_response
 from .models import ModelCatalog, get_model, list_models
+from .openapi import openapi_spec
 from .proxying import chat_completions, count_tokens, messages
 
 if TYPE_CHECKING:
@@ -81,6 +82,10 @@ async def health(request: Request) -> Response:
 async def stats(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     return Response(orjson.dumps(gateway.tracker.summary()), media_type="application/json")
+
+
+async def openapi(request: Request) -> Response:
+    return Response(orjson.dumps(openapi_spec()), media_type="application/json")
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -140,6 +145,7 @@ def create_app(config: ProxyConfig | None = None, *, registry: ModelRegistry | N
         Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/stats", stats, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
     ]
     fast_routes = {r.path: r.endpoint for r in routes if r.methods and "POST" in r.methods}
     app = GatewayApp(
