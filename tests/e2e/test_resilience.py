@@ -251,3 +251,22 @@ def test_oversized_headers_are_refused_in_the_callers_dialect(gateway):
     response = httpx.post(gateway.url + "/v1/chat/completions", json={"model": "gpt-4o", "messages": []}, headers=big)
     assert response.status_code == 400 and "headers exceed" in response.json()["error"]["message"]
     assert httpx.post(gateway.url + "/v1/messages", json=body, timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("dialect", ["anthropic", "openai"])
+def test_malformed_upstream_event_ends_the_stream_with_an_error(fresh_sim, start_gateway, dialect):
+    sim = fresh_sim
+    sim.set_script([{"match": {"prompt_contains": "hello"}, "malformed_after": 3}])
+    gw = start_gateway(config(sim))
+    if dialect == "anthropic":
+        response = httpx.post(gw.url + "/v1/messages", json={**BODY, "stream": True}, timeout=10)
+        events = response.text.strip().split("\n\n")
+        assert events[0].startswith("event: message_start") and events[-1].startswith("event: error")
+        assert "malformed" in events[-1]
+    else:
+        body = {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hello"}]}
+        response = httpx.post(gw.url + "/v1/chat/completions", json=body, timeout=10)
+        assert '"error"' in response.text.strip().split("\n\n")[-1] and "malformed" in response.text
+    assert "not json" not in response.text, "the garbage is not passed on"
+    with pytest.raises(anthropic.APIStatusError, match="malformed"):
+        list(client(gw).messages.create(**BODY, stream=True))

@@ -78,7 +78,7 @@ class AnthropicStreamTap:
     (cumulative output tokens, and newer servers repeat the input side there too).
     """
 
-    __slots__ = ("_decoder", "usage", "complete", "error", "started")
+    __slots__ = ("_decoder", "usage", "complete", "error", "started", "malformed")
 
     def __init__(self) -> None:
         self._decoder = SSEDecoder()
@@ -86,10 +86,19 @@ class AnthropicStreamTap:
         self.complete = False
         self.error: bytes | None = None
         self.started = False
+        #: None, or the separator the error event needs: the upstream sent an event that is not JSON
+        self.malformed: bytes | None = None
+
+    def _malformed(self, chunk: bytes, event) -> bytes:
+        """Forward what came before the bad event; the relay ends the stream with an error event."""
+        self.malformed = b"" if event.start >= 0 else b"\n\n"
+        return chunk[: event.start] if event.start > 0 else b""
 
     def feed(self, chunk: bytes) -> bytes:
-        """Inspect ``chunk``; return the bytes to forward (all of them)."""
+        """Inspect ``chunk``; return the bytes to forward (all, up to a malformed event)."""
         for event in self._decoder.feed(chunk):
+            if not event.well_formed:
+                return self._malformed(chunk, event)
             name = event.event
             if name == "message_start":
                 self.started = True

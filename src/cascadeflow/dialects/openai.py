@@ -79,7 +79,7 @@ class OpenAIStreamTap:
     chunk is forwarded as it arrived.
     """
 
-    __slots__ = ("_decoder", "_strip_usage", "usage", "complete", "error", "started")
+    __slots__ = ("_decoder", "_strip_usage", "usage", "complete", "error", "started", "malformed")
 
     def __init__(self, strip_usage: bool = False) -> None:
         self._decoder = SSEDecoder()
@@ -88,15 +88,23 @@ class OpenAIStreamTap:
         self.complete = False
         self.error: bytes | None = None
         self.started = False
+        #: None, or the separator the error event needs: the upstream sent a chunk that is not JSON
+        self.malformed: bytes | None = None
 
     def feed(self, chunk: bytes) -> bytes:
         events = self._decoder.feed(chunk)
         if not self._strip_usage:
             for event in events:
+                if not event.well_formed:
+                    self.malformed = b"" if event.start >= 0 else b"\n\n"
+                    return chunk[: event.start] if event.start > 0 else b""
                 self._inspect(event.data)
             return chunk
         out = []
         for event in events:
+            if not event.well_formed:
+                self.malformed = b""  # whole events only are forwarded here: the boundary is intact
+                break
             if not self._inspect(event.data):
                 out.append(event.raw)
         return b"".join(out)

@@ -16,11 +16,22 @@ __all__ = ["SSEEvent", "SSEDecoder", "encode_event", "json_object"]
 
 @dataclass(slots=True)
 class SSEEvent:
-    """One complete event: its ``event:`` name (or None), its data, and its raw bytes."""
+    """One complete event: its ``event:`` name (or None), its data, and its raw bytes.
+
+    ``start`` is where the event began in the chunk that completed it: negative when it
+    began in an earlier chunk, or when line endings were rewritten (offsets unknown).
+    """
 
     event: str | None
     data: bytes
     raw: bytes
+    start: int = -1
+
+    @property
+    def well_formed(self) -> bool:
+        """Data that is a JSON object (or ``[DONE]``), as both dialects send; cheap, not a parse."""
+        data = self.data
+        return (data[:1] == b"{" and data.rstrip()[-1:] == b"}") or data == b"[DONE]"
 
 
 def encode_event(data: bytes, event: str | None = None) -> bytes:
@@ -42,9 +53,11 @@ class SSEDecoder:
         self._buffer = b""
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        carried = len(self._buffer)
         buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n")
+            carried = len(buffer) + 1  # offsets into the chunk are lost: report them unknown
         events: list[SSEEvent] = []
         start = 0
         while True:
@@ -52,10 +65,11 @@ class SSEDecoder:
             if end < 0:
                 break
             raw = buffer[start : end + 2]
-            start = end + 2
             event = _parse(raw)
             if event is not None:
+                event.start = start - carried if start >= carried else -1
                 events.append(event)
+            start = end + 2
         self._buffer = buffer[start:]
         return events
 

@@ -55,6 +55,7 @@ class StreamTap(Protocol):
     complete: bool
     error: bytes | None
     started: bool
+    malformed: bytes | None
 
     def feed(self, chunk: bytes) -> bytes: ...
 

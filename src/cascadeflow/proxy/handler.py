@@ -223,6 +223,10 @@ class ProxyHandler:
                 out = tap.feed(chunk)
                 if out:
                     yield out
+                if tap.malformed is not None:  # garbage from upstream: end properly instead of passing it on
+                    stream.error = "upstream sent a malformed stream event"
+                    yield tap.malformed + adapter.stream_error(ErrorKind.BAD_GATEWAY, stream.error)
+                    return
             tail = tap.flush()
             if tail:
                 yield tail

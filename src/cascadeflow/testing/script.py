@@ -108,6 +108,8 @@ class Fault:
     error_event_after: int | None = None
     """After this many SSE events, send an in-stream error event (type from
     ``status``, default 529 / overloaded) and end the response."""
+    malformed_after: int | None = None
+    """After this many SSE events, send an event whose data is not JSON, then go on."""
 
     def __post_init__(self) -> None:
         if self.reset not in _RESETS:
@@ -124,6 +126,7 @@ class Fault:
             or self.stall_after is not None
             or self.cut_after is not None
             or self.error_event_after is not None
+            or self.malformed_after is not None
         )
 
     @property
@@ -135,6 +138,7 @@ class Fault:
             or self.stall_after is not None
             or self.cut_after is not None
             or self.error_event_after is not None
+            or self.malformed_after is not None
         )
 
 

@@ -64,6 +64,8 @@ async def send_events(request: web.Request, events: list[bytes], fault: Fault | 
             break
         if fault.cut_after == sent:
             break
+        if fault.malformed_after == sent:
+            await resp.write(b"event: content_block_delta\ndata: {this is not json\n\n")
         if fault.stall_after == sent:
             await asyncio.sleep(fault.stall_seconds)
     await resp.write_eof()
