@@ -79,6 +79,10 @@ class CostTracker:
         self.by_route: dict[str, ModelTotals] = defaultdict(ModelTotals)
         self.by_rule: dict[str, RuleTotals] = defaultdict(RuleTotals)
         self.errors: dict[int, int] = defaultdict(int)
+        #: streams the client left before their end (the upstream was closed at once)
+        self.cancelled = 0
+        #: requests answered by a route's fallback model
+        self.fallbacks = 0
 
     def record_call(
         self, *, model: str, route: str, usage: Usage, cost: float | None, status: int = 200, stream: bool = False
@@ -128,5 +132,7 @@ class CostTracker:
             "by_route": {r: t.to_dict() for r, t in self.by_route.items()},
             "cascade": {name: t.to_dict() for name, t in self.by_rule.items()},
             "errors": {str(s): n for s, n in sorted(self.errors.items())},
+            "cancelled_streams": self.cancelled,
+            "fallbacks": self.fallbacks,
             "uptime_seconds": round(time.time() - self.started_at, 1),
         }

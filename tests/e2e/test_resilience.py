@@ -112,6 +112,7 @@ def test_fallback_model_answers_when_the_route_keeps_failing(fresh_sim, start_ga
         message, headers = raw.parse(), raw.headers
     assert message.content[0].text.startswith("[claude-sonnet-5-5]")
     assert headers["x-cascadeflow-fallback-model"] == "backup:claude-sonnet-5-5"
+    assert httpx.get(gw.url + "/stats").json()["fallbacks"] == 1
     assert [r["body"]["model"] for r in sim.requests] == ["claude-haiku-5-5", "claude-haiku-5-5", "claude-sonnet-5-5"]
 
 
@@ -151,6 +152,8 @@ def test_client_disconnect_cancels_the_upstream_stream(fresh_sim, start_gateway)
         time.sleep(0.01)
     assert sim.disconnects, "the simulator never saw the gateway close the upstream stream"
     assert sim.disconnects[0]["at"] - closed_at < 0.1
+    stats = httpx.get(gw.url + "/stats").json()
+    assert stats["cancelled_streams"] == 1 and stats["errors"].get("499") == 1
 
 
 def test_openai_caller_gets_retries_too(fresh_sim, start_gateway):

@@ -110,11 +110,15 @@ async def _streaming(gateway: Gateway, proxy_request: ProxyRequest, dialect: str
 
 
 async def _counted(gateway: Gateway, chunks) -> AsyncIterator[bytes]:
+    finished = False
     try:
         async for chunk in chunks:
             yield chunk
+        finished = True
     finally:
         gateway.active_streams -= 1
+        if not finished:
+            gateway.tracker.cancelled += 1
         close = getattr(chunks, "aclose", None)
         if close is not None:
             await close()  # the client left early: stop the upstream at once

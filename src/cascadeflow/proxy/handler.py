@@ -253,6 +253,9 @@ class ProxyHandler:
             stream.complete = tap.complete and stream.error is None
             if stream.error is None and tap.error is not None:
                 stream.error = "upstream sent an error event"
+            abandoned = not finished and stream.error is None  # closed by our side before its end
+            if abandoned:
+                failure, stream.error = 499, "closed before the end (client gone, or a draft stopped early)"
             stream.usage = tap.usage
             stream.cost = self.price(route, model, tap.usage)
             stream.latency_ms = (time.perf_counter() - started) * 1000

@@ -86,6 +86,8 @@ class ProxyService:
                 continue
             log.info("route %s failed (%s); answered by fallback %s", match.route.name, failure, model)
             result.headers["x-cascadeflow-fallback-model"] = model
+            if self.handler.cost_tracker is not None:
+                self.handler.cost_tracker.fallbacks += 1
             return result
         raise failure
 
