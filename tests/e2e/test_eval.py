@@ -87,6 +87,7 @@ def test_eval_command_prints_table_and_writes_reports(slices, tmp_path):
     assert "zellinger/mmlu" in result.stdout and "pooled" in result.stdout
     assert "check contributions" in result.stdout and "self_verify" in result.stdout
     page = html.read_text()
+    assert "Operating point: threshold 0.7;" in page and "chosen t=0.7" in page  # the rule's point is marked
     assert page.count("<svg") >= 4 and "http" not in page.split("<body", 1)[1].split("xmlns")[0]
     assert "zellinger/triviaqa" in markdown.read_text()
 

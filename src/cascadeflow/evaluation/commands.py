@@ -167,8 +167,8 @@ def _write_rule(path: Path, rule_name: str | None, changes: dict, out: TextIO) -
 
 
 def _point(summary: dict) -> dict:
-    return {"saving": summary.get("saving"), "quality_retained": summary.get("quality_retained"),
-            "escalation_rate": summary.get("escalation_rate")}
+    """The rule's operating point, as the report marks it on the cost–quality curve."""
+    return {key: summary.get(key) for key in ("cost", "quality", "saving", "quality_retained", "escalation_rate")}
 
 
 def _describe(rule: dict) -> str:
