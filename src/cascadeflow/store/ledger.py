@@ -1,0 +1,244 @@
+"""The usage ledger: one row per request, written off the request path in batches.
+
+SQLite (a file, WAL mode) needs no setup and is the default; a ``postgresql://`` URL
+switches to PostgreSQL so several gateway processes share one ledger. Both go through
+SQLAlchemy's async engine (aiosqlite / asyncpg). The schema is versioned: migrations
+run at start, each once. Rows older than the retention period are deleted at start
+and then hourly.
+
+``record()`` only queues the entry; a background task writes up to ``batch_size`` rows
+at a time, at least every ``flush_interval`` seconds, and ``aclose()`` writes what is
+left, so a graceful shutdown loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+__all__ = ["LedgerEntry", "Ledger", "database_url", "requests_table"]
+
+log = logging.getLogger("cascadeflow.ledger")
+
+metadata = MetaData()
+
+requests_table = Table(
+    "requests",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", Float, nullable=False, index=True),
+    Column("request_id", String(64)),
+    Column("endpoint", String(64), nullable=False),
+    Column("dialect", String(16), nullable=False),
+    Column("key_id", String(64)),
+    Column("user_id", String(128)),
+    Column("requested_model", String(256), nullable=False),
+    Column("plan", String(16), nullable=False),  # pass_through | cascade
+    Column("rule", String(256)),
+    Column("draft_model", String(256)),
+    Column("decision", String(256)),
+    Column("accepted", Boolean),
+    Column("confidence", Float),
+    Column("served_model", String(256)),
+    Column("route", String(128)),
+    Column("fallback_model", String(256)),
+    Column("stream", Boolean, nullable=False),
+    Column("input_tokens", Integer, nullable=False),
+    Column("output_tokens", Integer, nullable=False),
+    Column("cache_write_tokens", Integer, nullable=False),
+    Column("cache_read_tokens", Integer, nullable=False),
+    Column("cost", Float),
+    Column("baseline_cost", Float),
+    Column("latency_ms", Float),
+    Column("ttfb_ms", Float),
+    Column("status", Integer, nullable=False),
+    Column("error_type", String(64)),
+    Column("cancelled", Boolean, nullable=False),
+    Column("detail", Text),
+)
+
+schema_version = Table("schema_version", metadata, Column("version", Integer, primary_key=True))
+
+
+async def _v1(conn: AsyncConnection) -> None:
+    await conn.run_sync(lambda sync: metadata.create_all(sync, tables=[requests_table]))
+
+
+#: (version, migration); each runs once, in order, inside one transaction
+MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1),)
+
+
+@dataclass(slots=True)
+class LedgerEntry:
+    """What the ledger keeps about one request (None where not known or not applicable)."""
+
+    endpoint: str
+    dialect: str
+    requested_model: str
+    plan: str
+    stream: bool
+    status: int
+    ts: float = field(default_factory=time.time)
+    request_id: str | None = None
+    key_id: str | None = None
+    user_id: str | None = None
+    rule: str | None = None
+    draft_model: str | None = None
+    decision: str | None = None
+    accepted: bool | None = None
+    confidence: float | None = None
+    served_model: str | None = None
+    route: str | None = None
+    fallback_model: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_read_tokens: int = 0
+    cost: float | None = None
+    baseline_cost: float | None = None
+    latency_ms: float | None = None
+    ttfb_ms: float | None = None
+    error_type: str | None = None
+    cancelled: bool = False
+    detail: str | None = None
+
+
+def database_url(url: str) -> str:
+    """The SQLAlchemy async URL for a plain one (``postgresql://`` → asyncpg, ``sqlite://`` → aiosqlite)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+    if url.startswith("sqlite://"):
+        return "sqlite+aiosqlite://" + url.split("://", 1)[1]
+    return url
+
+
+class Ledger:
+    """Queue entries with :meth:`record`; they reach the database in batches."""
+
+    def __init__(
+        self, url: str, *, batch_size: int = 200, flush_interval: float = 0.5, retention_days: float | None = 90
+    ) -> None:
+        self.url = database_url(url)
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.retention_days = retention_days
+        self.engine: AsyncEngine | None = None
+        self._queue: asyncio.Queue[LedgerEntry] = asyncio.Queue()
+        self._writer: asyncio.Task | None = None
+        self._ready = asyncio.Event()  # something was queued
+        self._closing = asyncio.Event()
+        self.written = 0
+        self.dropped = 0
+
+    async def start(self) -> Ledger:
+        """Connect, migrate, apply retention, and start the background writer."""
+        is_sqlite = self.url.startswith("sqlite")
+        self.engine = create_async_engine(self.url, pool_pre_ping=not is_sqlite)
+        async with self.engine.begin() as conn:
+            if is_sqlite:
+                await conn.execute(text("PRAGMA journal_mode=WAL"))
+            await self._migrate(conn)
+        await self.prune()
+        self._writer = asyncio.create_task(self._write_forever(), name="cascadeflow-ledger")
+        return self
+
+    def record(self, entry: LedgerEntry) -> None:
+        """Queue one entry (never blocks the request)."""
+        self._queue.put_nowait(entry)
+        self._ready.set()
+
+    async def flush(self) -> None:
+        """Write everything queued so far."""
+        while not self._queue.empty():
+            await self._write_batch()
+
+    async def aclose(self) -> None:
+        """Stop the writer and write what is left (a graceful shutdown loses nothing)."""
+        self._closing.set()
+        self._ready.set()
+        if self._writer is not None:
+            await self._writer
+        if self.engine is not None:
+            await self.flush()
+            await self.engine.dispose()
+
+    async def prune(self) -> int:
+        """Delete rows older than the retention period; the number deleted."""
+        if not self.retention_days or self.engine is None:
+            return 0
+        cutoff = time.time() - self.retention_days * 86400
+        async with self.engine.begin() as conn:
+            result = await conn.execute(delete(requests_table).where(requests_table.c.ts < cutoff))
+        return result.rowcount or 0
+
+    async def rows(self, since: float | None = None) -> list[dict]:
+        """Ledger rows (oldest first), optionally since a timestamp."""
+        assert self.engine is not None
+        query = select(requests_table).order_by(requests_table.c.id)
+        if since is not None:
+            query = query.where(requests_table.c.ts >= since)
+        async with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in await conn.execute(query)]
+
+    async def count(self) -> int:
+        assert self.engine is not None
+        async with self.engine.connect() as conn:
+            return (await conn.execute(select(func.count()).select_from(requests_table))).scalar_one()
+
+    async def _migrate(self, conn: AsyncConnection) -> None:
+        await conn.run_sync(lambda sync: metadata.create_all(sync, tables=[schema_version]))
+        done = {row[0] for row in await conn.execute(select(schema_version.c.version))}
+        for version, migration in MIGRATIONS:
+            if version not in done:
+                await migration(conn)
+                await conn.execute(insert(schema_version).values(version=version))
+                log.info("ledger schema migrated to version %d", version)
+
+    async def _write_forever(self) -> None:
+        """Entries stay queued until written, so stopping at any point loses none."""
+        last_prune = time.monotonic()
+        while not self._closing.is_set():
+            await self._ready.wait()
+            self._ready.clear()
+            if self._queue.qsize() < self.batch_size:  # gather a batch, unless closing
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), self.flush_interval)
+            await self.flush()
+            if time.monotonic() - last_prune > 3600:
+                last_prune = time.monotonic()
+                await self.prune()
+
+    async def _write_batch(self) -> None:
+        batch: list[LedgerEntry] = []
+        while len(batch) < self.batch_size and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        if not batch or self.engine is None:
+            return
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(insert(requests_table), [asdict(entry) for entry in batch])
+            self.written += len(batch)
+        except Exception:  # the database is down: say so, keep serving requests
+            self.dropped += len(batch)
+            log.exception("could not write %d ledger rows", len(batch))

@@ -1,0 +1,97 @@
+"""The usage ledger against real databases: a SQLite file, and PostgreSQL on 127.0.0.1:5432."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+
+import pytest
+
+from cascadeflow.store import Ledger, LedgerEntry, database_url
+
+POSTGRES = os.environ.get("CASCADEFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def entry(**extra) -> LedgerEntry:
+    base = dict(endpoint="/v1/messages", dialect="anthropic", requested_model="claude-opus-5-5", plan="cascade",
+                stream=False, status=200, input_tokens=10, output_tokens=5, cost=0.001, baseline_cost=0.004)
+    return LedgerEntry(**{**base, **extra})
+
+
+def test_urls_pick_the_async_drivers():
+    assert database_url("postgresql://u@h:5432/db") == "postgresql+asyncpg://u@h:5432/db"
+    assert database_url("sqlite:///tmp/x.db") == "sqlite+aiosqlite:///tmp/x.db"
+    assert database_url("sqlite+aiosqlite:///x.db") == "sqlite+aiosqlite:///x.db"
+
+
+async def test_sqlite_batches_survive_a_restart_and_migrate_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = await Ledger(url, flush_interval=0.05).start()
+    for i in range(250):
+        ledger.record(entry(request_id=f"r{i}", accepted=i % 2 == 0))
+    await asyncio.sleep(0.3)
+    assert ledger.written == 250  # written in the background, in batches
+    ledger.record(entry(request_id="last", cancelled=True, status=499))
+    await ledger.aclose()  # what is still queued is written on close
+    reopened = await Ledger(url).start()  # the schema is not created twice
+    rows = await reopened.rows()
+    assert len(rows) == 251 and rows[-1]["request_id"] == "last" and rows[-1]["cancelled"] is True
+    assert sum(1 for r in rows if r["accepted"]) == 125
+    assert rows[0]["cost"] == pytest.approx(0.001) and rows[0]["baseline_cost"] == pytest.approx(0.004)
+    await reopened.aclose()
+
+
+async def test_retention_deletes_old_rows(tmp_path):
+    ledger = await Ledger(f"sqlite:///{tmp_path / 'old.db'}", retention_days=1).start()
+    ledger.record(entry(ts=time.time() - 3 * 86400, request_id="old"))
+    ledger.record(entry(request_id="new"))
+    await ledger.flush()
+    assert await ledger.prune() == 1
+    assert [r["request_id"] for r in await ledger.rows()] == ["new"]
+    await ledger.aclose()
+
+
+async def test_a_broken_database_loses_the_batch_but_not_the_gateway(tmp_path):
+    ledger = await Ledger(f"sqlite:///{tmp_path / 'x.db'}").start()
+    await ledger.engine.dispose()
+    (tmp_path / "x.db").unlink()
+    (tmp_path / "x.db").mkdir()  # the file is now a directory: writes fail
+    ledger.record(entry())
+    await ledger.flush()
+    assert ledger.dropped == 1
+    await ledger.aclose()
+
+
+@pytest.fixture()
+async def pg_url():
+    """A database of its own on the PostgreSQL server, dropped afterwards."""
+    import asyncpg
+
+    try:
+        admin = await asyncpg.connect(POSTGRES.replace("postgresql://", "postgres://"), timeout=3)
+    except (OSError, asyncpg.PostgresError) as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL not reachable: {exc}")
+    name = "cascadeflow_" + uuid.uuid4().hex[:10]
+    await admin.execute(f"CREATE DATABASE {name}")
+    url = POSTGRES.rsplit("/", 1)[0] + "/" + name
+    conn = await asyncpg.connect(url.replace("postgresql://", "postgres://"))
+    yield url, conn
+    await conn.close()
+    await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    await admin.close()
+
+
+async def test_two_ledgers_share_one_postgresql(pg_url):
+    url, conn = pg_url
+    first, second = await Ledger(url).start(), await Ledger(url).start()  # two gateway processes
+    for i in range(30):
+        (first if i % 2 else second).record(entry(request_id=f"p{i}"))
+    await first.aclose()
+    await second.aclose()
+    count = await conn.fetchval("SELECT count(*) FROM requests")
+    version = await conn.fetchval("SELECT max(version) FROM schema_version")
+    assert count == 30 and version == 1
