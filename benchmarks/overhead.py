@@ -111,6 +111,7 @@ async def main_async(args: argparse.Namespace) -> None:
     config.write_text(
         f"""
 server: {{port: {gw_port}, log_level: warning}}
+database_url: "sqlite:///{config.parent}/ledger.db"
 routes:
   - {{name: anthropic, provider: anthropic, base_url: "{sim_url}", api_key: bench}}
   - {{name: openai, provider: openai, base_url: "{sim_url}/v1", api_key: bench}}

@@ -104,6 +104,7 @@ async def main_async(args: argparse.Namespace) -> None:
     (folder / "script.json").write_text(SCRIPT)
     (folder / "gw.yaml").write_text(
         f'server: {{port: {gw_port}, log_level: warning}}\n'
+        f'database_url: "sqlite:///{folder}/ledger.db"\n'
         f'routes: [{{name: sim, provider: anthropic, base_url: "http://127.0.0.1:{sim_port}", api_key: soak, max_connections: 4096}}]\n'
     )
     exe = [sys.executable, "-m", "cascadeflow.cli"]

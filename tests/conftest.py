@@ -44,11 +44,14 @@ def fresh_sim(sim):
 
 
 @pytest.fixture(scope="session")
-def start_gateway():
-    """Start gateways from configs; all are stopped at the end of the session."""
+def start_gateway(tmp_path_factory):
+    """Start gateways from configs (each with a ledger file of its own); all stop at the end of the session."""
     servers: list[ServerThread] = []
 
     def start(config: ProxyConfig) -> ServerThread:
+        if config.database_url == ProxyConfig().database_url:
+            ledger = tmp_path_factory.mktemp("ledger") / "cascadeflow.db"
+            config = config.model_copy(update={"database_url": f"sqlite:///{ledger}"})
         server = ServerThread(create_app(config)).start()
         servers.append(server)
         return server

@@ -193,6 +193,10 @@ class ProxyConfig(_Strict):
     cascade_models: dict[str, CascadeModel] = Field(default_factory=dict)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     models: dict[str, ModelEntry] = Field(default_factory=dict)
+    #: the usage ledger: a SQLite file by default (no setup); ``postgresql://…`` to share it between processes
+    database_url: str = "sqlite:///cascadeflow.db"
+    #: ledger rows older than this many days are deleted (None: keep everything)
+    ledger_retention_days: float | None = Field(default=90, gt=0)
     #: base URL overrides for the routes made from ``api_keys`` (e.g. a local mirror)
     base_urls: dict[Literal["anthropic", "openai", "groq"], str] = Field(default_factory=dict)
 

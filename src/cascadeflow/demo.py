@@ -9,6 +9,7 @@ what the cascade saved against always asking the requested model.
 from __future__ import annotations
 
 import sys
+import tempfile
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -73,9 +74,10 @@ def run_demo(out: TextIO = sys.stdout) -> dict:
 
     import anthropic
 
-    with SimulatedProvider(script=SCRIPT) as sim:
+    with SimulatedProvider(script=SCRIPT) as sim, tempfile.TemporaryDirectory() as folder:
         config = ProxyConfig.from_dict(
             {
+                "database_url": f"sqlite:///{folder}/demo.db",  # the demo leaves no ledger behind
                 "routes": [{"name": "anthropic", "provider": "anthropic", "base_url": sim.url}],
                 "cascade_rules": [{"name": "opus-via-haiku", "request_model": "claude-opus-*", "draft_model": DRAFT}],
             }

@@ -222,7 +222,8 @@ def test_sigterm_lets_in_flight_streams_finish_then_exits_0(sim, tmp_path):
     config_file = tmp_path / "gw.yaml"
     config_file.write_text(f'routes: [{{name: a, provider: anthropic, base_url: "{sim.url}"}}]\nserver: {{port: {port}}}\n')
     process = subprocess.Popen([sys.executable, "-m", "cascadeflow.cli", "proxy", "start", "--config", str(config_file)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "CASCADEFLOW_CONFIG": ""})
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+                               env={**os.environ, "CASCADEFLOW_CONFIG": ""})
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 from ..config import CascadeRule, CascadeStage
 from ..dialects.sse import SSEDecoder
 from ..errors import ProxyError
-from ..proxy import ProxyRequest, ProxyResult, ProxyService
+from ..proxy import ProxyRequest, ProxyResult, ProxyService, ProxyStream
+from ..usage import Usage
 from ..proxy.translation import API_PATHS
 from ..telemetry import CostTracker
 from .agreement import SAMPLE_HEADER, agreement
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from ..proxy.router import RouteMatch
-    from ..usage import Usage
 
 __all__ = ["CascadeEngine", "Decision", "CascadeReply"]
 
@@ -69,9 +69,13 @@ class Decision:
     stages: list[dict] = field(default_factory=list)
     #: each check's score on the last draft judged (``name=score,…``)
     checks: str = ""
+    #: tokens of every call the request made
+    usage: Usage = field(default_factory=Usage)
 
-    def add_cost(self, cost: float | None) -> None:
-        self.cost = None if cost is None or self.cost is None else self.cost + cost
+    def add_call(self, call: ProxyResult | ProxyStream) -> None:
+        """Count one upstream call's usage and cost (unknown cost makes the total unknown)."""
+        self.usage = self.usage + call.usage
+        self.cost = None if call.cost is None or self.cost is None else self.cost + call.cost
 
     def headers(self, *, with_cost: bool) -> dict[str, str]:
         headers = {
@@ -125,7 +129,7 @@ class CascadeEngine:
             except ProxyError as exc:
                 self._draft_failed(decision, stage, started, exc)
                 continue
-            if await self._judge(rule, stage, request, answer, dialect, decision, result.cost, started, ops):
+            if await self._judge(rule, stage, request, answer, dialect, decision, result, started, ops):
                 body = ops.reply_body(result.data, self._reported(rule, request, stage.model), request.body or {})
                 decision.baseline_cost = self._baseline(rule, request, result.usage)
                 self._finish(rule, decision, conversation, stream=False)
@@ -137,7 +141,7 @@ class CascadeEngine:
         except ProxyError:
             self._finish(rule, decision, conversation, stream=False)
             raise
-        decision.add_cost(result.cost)
+        decision.add_call(result)
         decision.baseline_cost = self._baseline(rule, request, result.usage, verifier_cost=result.cost, verifier=verifier)
         self._finish(rule, decision, conversation, stream=False)
         body = result.raw
@@ -166,18 +170,18 @@ class CascadeEngine:
             accumulator = ops.accumulator()
             early = await self._read_draft(rule, upstream, accumulator, caller, dialect)
             if early is not None:
-                decision.add_cost(upstream.cost)
+                decision.add_call(upstream)
                 self._escalate(decision, stage, early.score, f"early {_bucket(early.name, early.reason)}", started)
                 continue
             if accumulator.error is not None or upstream.error is not None:
-                decision.add_cost(upstream.cost)
+                decision.add_call(upstream)
                 self._escalate(decision, stage, None, "draft_error", started)
                 continue
             answer = accumulator.answer(partial=False)
             answer.usage = upstream.usage
             if translation is not None and translation.logprobs:
                 answer.logprobs = translation.logprobs
-            if await self._judge(rule, stage, request, answer, dialect, decision, upstream.cost, started, ops):
+            if await self._judge(rule, stage, request, answer, dialect, decision, upstream, started, ops):
                 body = ops.replay(accumulator, self._reported(rule, request, stage.model), caller)
                 decision.baseline_cost = self._baseline(rule, request, upstream.usage)
                 self._finish(rule, decision, conversation, stream=True)
@@ -263,11 +267,11 @@ class CascadeEngine:
 
     async def _judge(
         self, rule, stage: CascadeStage, request: ProxyRequest, answer: DraftAnswer, dialect: str,
-        decision: Decision, cost: float | None, started: float, ops,
+        decision: Decision, call: ProxyResult | ProxyStream, started: float, ops,
     ) -> bool:
         """Score a complete draft; record it; True when it is accepted."""
         caller = request.body or {}
-        decision.add_cost(cost)
+        decision.add_call(call)
         decision.draft_model = stage.model
         threshold = stage.quality_threshold if stage.quality_threshold is not None else rule.quality_threshold
 
@@ -310,7 +314,7 @@ class CascadeEngine:
         except ProxyError as exc:
             log.info("self-verification with %s failed (%s); not scored", model, exc.message)
             return None
-        decision.add_cost(result.cost)
+        decision.add_call(result)
         return verdict(reply)
 
     async def _sample_agreement(
@@ -337,7 +341,7 @@ class CascadeEngine:
             if isinstance(outcome, BaseException):
                 raise outcome
             result, sample = outcome
-            decision.add_cost(result.cost)
+            decision.add_call(result)
             texts.append(sample.text)
         return agreement(answer.text, texts)
 
@@ -390,7 +394,7 @@ class CascadeEngine:
             if decoder is not None and decoder.pending:
                 yield decoder.pending
         finally:
-            decision.add_cost(upstream.cost)
+            decision.add_call(upstream)
             decision.baseline_cost = self._baseline(rule, request, upstream.usage, verifier_cost=upstream.cost, verifier=verifier)
             self._finish(rule, decision, conversation, stream=True)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +84,7 @@ def _verify_cost(registry: ModelRegistry, record: dict, draft_cost: float | None
     return cost if cost is not None else (draft_cost or 0.0)
 
 
-def _eval_config(sim: SimulatedProvider, records: list[dict], template: dict) -> ProxyConfig:
+def _eval_config(sim: SimulatedProvider, records: list[dict], template: dict, folder: str) -> ProxyConfig:
     pairs = sorted({(r["strong"]["model"], r["draft"]["model"]) for r in records})
     settings = {k: v for k, v in template.items() if k not in ("request_model", "draft_model", "stages", "name", "verifier_model")}
     settings.setdefault("policies", {})["sticky_escalations"] = 0  # records are independent questions
@@ -96,6 +97,7 @@ def _eval_config(sim: SimulatedProvider, records: list[dict], template: dict) ->
             "routes": [{"name": "replay", "provider": "openai", "base_url": sim.url + "/v1", "api_key": "replay"}],
             "cascade_rules": rules,
             "server": {"log_level": "warning"},
+            "database_url": f"sqlite:///{folder}/eval.db",  # an evaluation leaves no ledger behind
         }
     )
 
@@ -137,8 +139,8 @@ def replay_outcomes(setup: EvalSetup, progress: TextIO | None = sys.stderr) -> l
     if not records:
         raise ValueError("no evaluation records in the given files")
     registry = ModelRegistry()
-    with SimulatedProvider(replay=ReplayTable(records), record=False) as sim:
-        with ServerThread(create_app(_eval_config(sim, records, setup.rule))) as gateway:
+    with SimulatedProvider(replay=ReplayTable(records), record=False) as sim, tempfile.TemporaryDirectory() as folder:
+        with ServerThread(create_app(_eval_config(sim, records, setup.rule, folder))) as gateway:
             replies = asyncio.run(_send_all(gateway.url + "/v1/chat/completions", records, setup.concurrency, progress))
     outcomes = []
     for record, reply in zip(records, replies, strict=True):

@@ -23,6 +23,7 @@ from ..cascade import CascadeEngine, RuleSet
 from ..config import ProxyConfig
 from ..errors import ErrorKind
 from ..pricing import ModelRegistry
+from ..store import Ledger
 from ..proxy import ProxyHandler, ProxyRouter, ProxyService
 from ..telemetry import CostTracker
 from .errors import caller_dialect, error_response
@@ -57,8 +58,13 @@ class Gateway:
         self.models = ModelCatalog(self)
         #: streaming responses in progress (``server.max_concurrent_streams`` bounds it)
         self.active_streams = 0
+        self.ledger = Ledger(config.database_url, retention_days=config.ledger_retention_days)
+
+    async def start(self) -> None:
+        await self.ledger.start()
 
     async def aclose(self) -> None:
+        await self.ledger.aclose()  # every finished request is written before the process ends
         await self.service.aclose()
 
 
@@ -132,6 +138,7 @@ def create_app(config: ProxyConfig | None = None, *, registry: ModelRegistry | N
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
         try:
             yield
         finally:

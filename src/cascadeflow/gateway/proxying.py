@@ -21,9 +21,12 @@ from ..errors import CascadeflowError, ErrorKind, RequestError
 from ..cascade.policies import conversation_key
 from ..proxy import ProxyRequest
 from .errors import error_response, exception_response
+from .records import RequestInfo, cascade_entry, error_entry, pass_through_entry
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
+
+    from ..store import LedgerEntry
 
     from .app import Gateway
 
@@ -49,6 +52,8 @@ async def chat_completions(request: Request) -> Response:
 async def _forward(request: Request, dialect: str, path: str, *, count: bool = False) -> Response:
     gateway: Gateway = request.app.state.gateway
     wire = anthropic_wire if dialect == "anthropic" else openai_wire
+    info = RequestInfo(path, dialect, "", False, request.headers.get("x-request-id"))
+    plan = "pass_through"
     try:
         raw = await read_body(request, gateway.config.server.max_body_bytes)
         body = read_json_body(raw)
@@ -62,23 +67,29 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
             body = {**body, "model": gateway.virtual_models[model]}
             raw = None
         proxy_request = ProxyRequest("POST", path, headers, body, raw, query)
+        info.model, info.stream = model, proxy_request.stream
+        rule = gateway.rules.match(model) if gateway.rules and not count else None
+        plan = "cascade" if rule is not None else plan
         if proxy_request.stream and not count:
             _admit_stream(gateway)
-            return await _streaming(gateway, proxy_request, dialect, headers, body)
-        rule = gateway.rules.match(model) if gateway.rules and not count else None
+            return await _streaming(gateway, rule, proxy_request, dialect, headers, body, info)
         if rule is not None:
-            return await _cascade(gateway, rule, proxy_request, dialect, headers, body)
+            return await _cascade(gateway, rule, proxy_request, dialect, headers, body, info)
         service = gateway.service
         match = service.route(proxy_request)
         if not count:
             gateway.tracker.record_request(stream=proxy_request.stream)
         result = await service.send(match, proxy_request, dialect)
+        if not count:
+            gateway.ledger.record(pass_through_entry(info, match, result))
         headers = {**result.headers, "x-cascadeflow-route": match.route.name}
         if result.cost is not None and not count:
             headers["x-cascadeflow-cost-usd"] = f"{result.cost:.8f}"
         return Response(result.raw, result.status, headers=headers)
     except CascadeflowError as exc:
         gateway.tracker.record_error(exc.status)
+        if not count:
+            gateway.ledger.record(error_entry(info, exc, plan))
         return exception_response(dialect, exc)
     except ClientDisconnect:
         return Response(status_code=499)
@@ -88,28 +99,35 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
         return error_response(dialect, ErrorKind.INTERNAL, "internal gateway error; see the gateway log")
 
 
-async def _streaming(gateway: Gateway, proxy_request: ProxyRequest, dialect: str, headers: dict, body: dict) -> Response:
-    """A streaming request (cascaded or passed through); counted as open until its last byte."""
+async def _streaming(gateway: Gateway, rule, proxy_request: ProxyRequest, dialect: str, headers: dict, body: dict,
+                     info: RequestInfo) -> Response:
+    """A streaming request (cascaded or passed through); counted as open, and recorded, at its last byte."""
     gateway.active_streams += 1
     try:
-        rule = gateway.rules.match(proxy_request.model) if gateway.rules else None
         if rule is not None:
             reply = await gateway.cascade.stream(rule, proxy_request, dialect, conversation_key(headers, body))
             status, chunks, reply_headers = reply.status, reply.chunks, reply.headers
+
+            def entry(finished: bool) -> LedgerEntry:
+                return cascade_entry(info, reply.decision, status, cancelled=not finished)
         else:
             match = gateway.service.route(proxy_request)
             gateway.tracker.record_request(stream=True)
             stream = await gateway.service.open_stream(match, proxy_request, dialect)
             status, chunks = stream.status, stream
             reply_headers = {**stream.headers, "x-cascadeflow-route": match.route.name}
+
+            def entry(finished: bool) -> LedgerEntry:
+                return pass_through_entry(info, match, stream, cancelled=not finished)
     except BaseException:
         gateway.active_streams -= 1
         raise
     media_type = reply_headers.get("content-type", "text/event-stream")
-    return StreamingResponse(_counted(gateway, chunks), status, headers={**reply_headers, **_SSE_HEADERS}, media_type=media_type)
+    body_chunks = _counted(gateway, chunks, entry)
+    return StreamingResponse(body_chunks, status, headers={**reply_headers, **_SSE_HEADERS}, media_type=media_type)
 
 
-async def _counted(gateway: Gateway, chunks) -> AsyncIterator[bytes]:
+async def _counted(gateway: Gateway, chunks, entry: Callable[[bool], LedgerEntry]) -> AsyncIterator[bytes]:
     finished = False
     try:
         async for chunk in chunks:
@@ -122,6 +140,7 @@ async def _counted(gateway: Gateway, chunks) -> AsyncIterator[bytes]:
         close = getattr(chunks, "aclose", None)
         if close is not None:
             await close()  # the client left early: stop the upstream at once
+        gateway.ledger.record(entry(finished))
 
 
 def _admit_stream(gateway: Gateway) -> None:
@@ -133,9 +152,11 @@ def _admit_stream(gateway: Gateway) -> None:
         raise refusal
 
 
-async def _cascade(gateway: Gateway, rule, proxy_request: ProxyRequest, dialect: str, headers: dict, body: dict) -> Response:
+async def _cascade(gateway: Gateway, rule, proxy_request: ProxyRequest, dialect: str, headers: dict, body: dict,
+                   info: RequestInfo) -> Response:
     conversation = conversation_key(headers, body)
     reply = await gateway.cascade.complete(rule, proxy_request, dialect, conversation)
+    gateway.ledger.record(cascade_entry(info, reply.decision, reply.status))
     reply.headers.pop("content-length", None)
     return Response(reply.body, reply.status, headers=reply.headers, media_type="application/json")
 

@@ -1,0 +1,64 @@
+"""Ledger entries for the requests the gateway answered: one per request, whatever happened."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from ..errors import CascadeflowError
+from ..store import LedgerEntry
+
+if TYPE_CHECKING:
+    from ..cascade import Decision
+    from ..proxy import ProxyResult, ProxyStream
+    from ..proxy.router import RouteMatch
+
+__all__ = ["RequestInfo", "pass_through_entry", "cascade_entry", "error_entry"]
+
+
+class RequestInfo:
+    """What every entry of one request shares (who, where, when it started)."""
+
+    __slots__ = ("endpoint", "dialect", "model", "stream", "started", "request_id")
+
+    def __init__(self, endpoint: str, dialect: str, model: str, stream: bool, request_id: str | None) -> None:
+        self.endpoint, self.dialect, self.model, self.stream = endpoint, dialect, model, stream
+        self.started = time.perf_counter()
+        self.request_id = request_id
+
+    def entry(self, **fields: object) -> LedgerEntry:
+        return LedgerEntry(
+            endpoint=self.endpoint, dialect=self.dialect, requested_model=self.model, stream=self.stream,
+            request_id=self.request_id, latency_ms=(time.perf_counter() - self.started) * 1000, **fields,  # type: ignore[arg-type]
+        )
+
+
+def pass_through_entry(info: RequestInfo, match: RouteMatch, answer: ProxyResult | ProxyStream,
+                       cancelled: bool = False) -> LedgerEntry:
+    error = getattr(answer, "error", None)
+    status = 499 if cancelled else 502 if error else answer.status
+    usage = answer.usage
+    return info.entry(
+        plan="pass_through", status=status, served_model=match.model, route=match.route.name,
+        fallback_model=answer.headers.get("x-cascadeflow-fallback-model"),
+        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+        cache_write_tokens=usage.cache_write_tokens, cache_read_tokens=usage.cache_read_tokens,
+        cost=answer.cost, baseline_cost=answer.cost,
+        ttfb_ms=getattr(answer, "first_byte_ms", None) or answer.latency_ms,
+        cancelled=cancelled, error_type="upstream_stream" if error and not cancelled else None, detail=error,
+    )
+
+
+def cascade_entry(info: RequestInfo, decision: Decision, status: int, cancelled: bool = False) -> LedgerEntry:
+    usage = decision.usage
+    return info.entry(
+        plan="cascade", status=499 if cancelled else status, rule=decision.rule, draft_model=decision.draft_model,
+        decision=decision.reason, accepted=decision.accepted, confidence=decision.confidence,
+        served_model=decision.served_model, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+        cache_write_tokens=usage.cache_write_tokens, cache_read_tokens=usage.cache_read_tokens,
+        cost=decision.cost, baseline_cost=decision.baseline_cost, cancelled=cancelled, detail=decision.checks or None,
+    )
+
+
+def error_entry(info: RequestInfo, exc: CascadeflowError, plan: str) -> LedgerEntry:
+    return info.entry(plan=plan, status=exc.status, error_type=exc.kind.name.lower(), detail=exc.message[:500])
