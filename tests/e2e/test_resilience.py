@@ -10,6 +10,8 @@ import httpx
 import openai
 import pytest
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from cascadeflow import ProxyConfig
 
 BODY = {"model": "claude-haiku-5-5", "max_tokens": 50, "messages": [{"role": "user", "content": "hello"}]}
@@ -69,6 +71,8 @@ def test_attempts_are_bounded_and_the_last_error_is_relayed(fresh_sim, start_gat
     with pytest.raises(anthropic.APIStatusError) as info:
         client(gw).messages.create(**BODY)
     assert info.value.status_code == 529 and calls(sim) == 3
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(gw.url + "/metrics").text)}
+    assert families["cascadeflow_upstream_retries"].samples[0].value == 2
 
 
 def test_client_errors_are_not_retried(fresh_sim, start_gateway):
@@ -89,6 +93,10 @@ def test_breaker_opens_fails_fast_then_probes(fresh_sim, start_gateway):
             client(gw).messages.create(**BODY)
     health = httpx.get(gw.url + "/health").json()
     assert health["status"] == "degraded" and health["breakers"]["primary"]["state"] == "open"
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(gw.url + "/metrics").text)}
+    states = {s.labels["state"]: s.value for s in families["cascadeflow_upstream_breaker_state"].samples
+              if s.labels["route"] == "primary"}
+    assert states == {"closed": 0.0, "open": 1.0, "half_open": 0.0}
     with pytest.raises(anthropic.APIStatusError) as info:  # fails fast: the upstream is not called
         client(gw).messages.create(**BODY)
     assert info.value.status_code == 503 and int(info.value.response.headers["retry-after"]) >= 1

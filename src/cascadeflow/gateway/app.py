@@ -27,6 +27,7 @@ from ..store import Ledger
 from ..proxy import ProxyHandler, ProxyRouter, ProxyService
 from ..telemetry import CostTracker
 from .errors import caller_dialect, error_response
+from .metrics import metrics, metrics_registry
 from .models import ModelCatalog, get_model, list_models
 from .openapi import openapi_spec
 from .proxying import chat_completions, count_tokens, messages
@@ -59,6 +60,7 @@ class Gateway:
         #: streaming responses in progress (``server.max_concurrent_streams`` bounds it)
         self.active_streams = 0
         self.ledger = Ledger(config.database_url, retention_days=config.ledger_retention_days)
+        self.metrics = metrics_registry(self)
 
     async def start(self) -> None:
         await self.ledger.start()
@@ -153,6 +155,7 @@ def create_app(config: ProxyConfig | None = None, *, registry: ModelRegistry | N
         Route("/health", health, methods=["GET"]),
         Route("/stats", stats, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
     ]
     fast_routes = {r.path: r.endpoint for r in routes if r.methods and "POST" in r.methods}
     app = GatewayApp(
