@@ -83,6 +83,24 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stats(args: argparse.Namespace) -> int:
+    from .store import Ledger
+    from .store.reports import parse_since, render_summary
+
+    config = ProxyConfig.load(args.config)
+    since = parse_since(args.since) if args.since else None
+
+    async def read() -> dict:
+        ledger = await Ledger(config.database_url, retention_days=None).start()
+        try:
+            return await ledger.summary(since=since, by=args.by)
+        finally:
+            await ledger.aclose()
+
+    print(render_summary(asyncio.run(read()), args.by, config.database_url))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cascadeflow", description="Self-hosted LLM gateway with cascades.")
     parser.add_argument("--version", action="version", version=f"cascadeflow {__version__}")
@@ -107,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--port", type=int, default=9000)
     simulate.add_argument("--script", help="YAML or JSON file of scripted answers and faults")
     simulate.set_defaults(func=_simulate)
+
+    stats = commands.add_parser("stats", help="requests, cost and saving from the ledger")
+    stats.add_argument("--config", help="config file (for database_url); default as `proxy start`")
+    stats.add_argument("--since", help="a duration (30m, 24h, 7d) or an ISO date")
+    stats.add_argument("--by", choices=["model", "served", "rule", "user", "key", "route"])
+    stats.set_defaults(func=_stats)
 
     demo = commands.add_parser("demo", help="show a cascade at work, with no API keys")
     demo.set_defaults(func=_demo)
@@ -140,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     except (ValueError, OSError) as exc:
-        if args.command not in ("eval", "calibrate"):
+        if args.command not in ("eval", "calibrate", "stats"):
             raise
         print(f"{args.command}: {exc}", file=sys.stderr)
         return 2

@@ -142,3 +142,25 @@ def test_sigterm_under_load_loses_no_finished_request(sim, tmp_path):
             process.kill()
     assert finished >= 30
     assert len(rows(url, finished)) == finished  # written before the process ended
+
+
+def test_stats_survive_a_restart_and_the_cli_reads_the_ledger(sim, fresh_sim, start_gateway, tmp_path):
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    config = ProxyConfig.from_dict({"database_url": url, "routes": sim_routes(sim)})
+    body = {"model": "claude-haiku-5-5", "max_tokens": 20, "messages": [{"role": "user", "content": "x"}]}
+    first = start_gateway(config)
+    for _ in range(3):
+        assert httpx.post(first.url + "/v1/messages", json=body).status_code == 200
+    rows(url, 3)
+    second = start_gateway(config)  # a new process would start from the same file
+    assert httpx.post(second.url + "/v1/messages", json=body).status_code == 200
+    rows(url, 4)
+    stats = httpx.get(second.url + "/stats").json()
+    assert stats["total_queries"] == 1  # this process
+    assert stats["ledger"]["requests"] == 4 and stats["ledger"]["cost"] > 0  # all time
+    (tmp_path / "c.yaml").write_text(f'database_url: "{url}"\n')
+    result = subprocess.run([sys.executable, "-m", "cascadeflow.cli", "stats", "--config", str(tmp_path / "c.yaml"),
+                             "--by", "model", "--since", "1h"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line.split() for line in result.stdout.splitlines()[3:]}
+    assert lines["claude-haiku-5-5"][1] == "4" and lines["total"][1] == "4"

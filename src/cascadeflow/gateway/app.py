@@ -88,8 +88,14 @@ async def health(request: Request) -> Response:
 
 
 async def stats(request: Request) -> Response:
+    """This process's running totals, plus the ledger's all-time totals (they survive restarts)."""
     gateway: Gateway = request.app.state.gateway
-    return Response(orjson.dumps(gateway.tracker.summary()), media_type="application/json")
+    summary = gateway.tracker.summary()
+    try:
+        summary["ledger"] = (await gateway.ledger.summary())["total"]
+    except Exception as exc:  # a database outage must not take /stats down
+        summary["ledger"] = {"error": f"ledger unavailable: {type(exc).__name__}"}
+    return Response(orjson.dumps(summary), media_type="application/json")
 
 
 async def openapi(request: Request) -> Response:

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 from sqlalchemy import (
     Boolean,
+    case,
     Column,
     Float,
     Integer,
@@ -37,7 +38,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-__all__ = ["LedgerEntry", "Ledger", "database_url", "requests_table"]
+__all__ = ["LedgerEntry", "Ledger", "database_url", "requests_table", "GROUPABLE"]
 
 log = logging.getLogger("cascadeflow.ledger")
 
@@ -124,6 +125,24 @@ class LedgerEntry:
     detail: str | None = None
 
 
+#: what ``summary(by=…)`` can group on
+GROUPABLE = {
+    "model": requests_table.c.requested_model,
+    "served": requests_table.c.served_model,
+    "rule": requests_table.c.rule,
+    "user": requests_table.c.user_id,
+    "key": requests_table.c.key_id,
+    "route": requests_table.c.route,
+}
+
+
+def _figures(row) -> dict:  # type: ignore[no-untyped-def]
+    figures = {k: (row[k] or 0) for k in row.keys() if k not in ("key", "first", "last")}
+    figures["saving"] = figures["baseline_cost"] - figures["cost"]
+    figures["first"], figures["last"] = row["first"], row["last"]
+    return figures
+
+
 def database_url(url: str) -> str:
     """The SQLAlchemy async URL for a plain one (``postgresql://`` → asyncpg, ``sqlite://`` → aiosqlite)."""
     if url.startswith(("postgresql://", "postgres://")):
@@ -200,6 +219,35 @@ class Ledger:
             query = query.where(requests_table.c.ts >= since)
         async with self.engine.connect() as conn:
             return [dict(row._mapping) for row in await conn.execute(query)]
+
+    async def summary(self, since: float | None = None, by: str | None = None) -> dict:
+        """Totals since ``since`` (epoch seconds), and per value of column ``by`` when given."""
+        assert self.engine is not None
+        c = requests_table.c
+        measures = [
+            func.count().label("requests"),
+            func.sum(func.coalesce(c.cost, 0.0)).label("cost"),
+            func.sum(func.coalesce(c.baseline_cost, c.cost, 0.0)).label("baseline_cost"),
+            func.sum(case((c.plan == "cascade", 1), else_=0)).label("cascaded"),
+            func.sum(case((c.accepted.is_(True), 1), else_=0)).label("drafts_accepted"),
+            func.sum(case((c.status >= 400, 1), else_=0)).label("errors"),
+            func.sum(case((c.cancelled.is_(True), 1), else_=0)).label("cancelled"),
+            func.sum(c.input_tokens).label("input_tokens"),
+            func.sum(c.output_tokens).label("output_tokens"),
+            func.sum(c.cache_write_tokens).label("cache_write_tokens"),
+            func.sum(c.cache_read_tokens).label("cache_read_tokens"),
+            func.min(c.ts).label("first"),
+            func.max(c.ts).label("last"),
+        ]
+        where = [c.ts >= since] if since is not None else []
+        async with self.engine.connect() as conn:
+            total = _figures((await conn.execute(select(*measures).where(*where))).one()._mapping)
+            result = {"total": total}
+            if by is not None:
+                column = GROUPABLE[by]
+                query = select(column.label("key"), *measures).where(*where).group_by(column).order_by(column)
+                result["by"] = {str(row.key): _figures(row._mapping) for row in await conn.execute(query)}
+        return result
 
     async def count(self) -> int:
         assert self.engine is not None
