@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
+
 import httpx
 import pytest
 
@@ -76,3 +82,28 @@ def gw(gateway, fresh_sim) -> ServerThread:
 def http(gw):
     with httpx.Client(base_url=gw.url, timeout=10) as client:
         yield client
+
+
+def launch_gateway_process(tmp_path, config_text: str) -> tuple[subprocess.Popen, str]:
+    """`cascadeflow proxy start` as its own process, from a config file in ``tmp_path``; waits for /health.
+
+    ``config_text`` gets ``server.port`` added; the caller stops the process.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config_file = tmp_path / "gateway.yaml"
+    config_file.write_text(config_text + f"\nserver: {{port: {port}}}\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cascadeflow.cli", "proxy", "start", "--config", str(config_file)],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "CASCADEFLOW_CONFIG": ""},
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            httpx.get(url + "/health", timeout=1)
+            return process, url
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("the gateway process did not start")

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +14,7 @@ import pytest
 
 from cascadeflow import ModelRegistry, ProxyConfig, Usage
 from cascadeflow.store import Ledger
-from tests.conftest import sim_routes
+from tests.conftest import launch_gateway_process, sim_routes
 
 
 def rows(url: str, expected: int) -> list[dict]:
@@ -107,24 +105,11 @@ def test_a_cancelled_stream_is_recorded(ledger_gw, sim):
 
 
 def test_sigterm_under_load_loses_no_finished_request(sim, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     url = f"sqlite:///{tmp_path / 'shutdown.db'}"
-    (tmp_path / "gw.yaml").write_text(
-        f'database_url: "{url}"\nserver: {{port: {port}}}\nroutes: [{{name: a, provider: anthropic, base_url: "{sim.url}"}}]\n'
+    process, gateway = launch_gateway_process(
+        tmp_path, f'database_url: "{url}"\nroutes: [{{name: a, provider: anthropic, base_url: "{sim.url}"}}]'
     )
-    process = subprocess.Popen([sys.executable, "-m", "cascadeflow.cli", "proxy", "start", "--config", str(tmp_path / "gw.yaml")],
-                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "CASCADEFLOW_CONFIG": ""})
-    gateway = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
-            try:
-                httpx.get(gateway + "/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.05)
         finished = 0
         body = {"model": "claude-haiku-5-5", "max_tokens": 20, "messages": [{"role": "user", "content": "x"}]}
         with httpx.Client(base_url=gateway, timeout=5) as http:

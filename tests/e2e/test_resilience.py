@@ -217,29 +217,13 @@ def test_reset_after_the_first_byte_ends_with_an_error_event(fresh_sim, start_ga
 
 
 def test_sigterm_lets_in_flight_streams_finish_then_exits_0(sim, tmp_path):
-    import os
     import signal
-    import socket
-    import subprocess
-    import sys
+
+    from tests.conftest import launch_gateway_process
 
     sim.set_script([{"match": {"prompt_contains": "drain"}, "words": 60, "chunk_delay": 0.05}])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config_file = tmp_path / "gw.yaml"
-    config_file.write_text(f'routes: [{{name: a, provider: anthropic, base_url: "{sim.url}"}}]\nserver: {{port: {port}}}\n')
-    process = subprocess.Popen([sys.executable, "-m", "cascadeflow.cli", "proxy", "start", "--config", str(config_file)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
-                               env={**os.environ, "CASCADEFLOW_CONFIG": ""})
-    url = f"http://127.0.0.1:{port}"
+    process, url = launch_gateway_process(tmp_path, f'routes: [{{name: a, provider: anthropic, base_url: "{sim.url}"}}]')
     try:
-        for _ in range(200):
-            try:
-                httpx.get(url + "/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.05)
         body = {**BODY, "max_tokens": 200, "stream": True, "messages": [{"role": "user", "content": "drain please"}]}
         with httpx.Client(base_url=url, timeout=20) as http, http.stream("POST", "/v1/messages", json=body) as response:
             chunks = response.iter_bytes()
