@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from cascadeflow.store import Ledger, LedgerEntry, database_url
+from cascadeflow.store.schema import MIGRATIONS
 
 POSTGRES = os.environ.get("CASCADEFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -94,4 +95,30 @@ async def test_two_ledgers_share_one_postgresql(pg_url):
     await second.aclose()
     count = await conn.fetchval("SELECT count(*) FROM requests")
     version = await conn.fetchval("SELECT max(version) FROM schema_version")
-    assert count == 30 and version == 1
+    assert count == 30 and version == len(MIGRATIONS)
+
+
+async def test_a_version_1_database_is_upgraded_in_place(tmp_path):
+    """A ledger written by the first release keeps its rows and gains the new columns and tables."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_async_engine(database_url(url))
+    async with engine.begin() as conn:
+        await MIGRATIONS[0][1](conn)
+        await conn.execute(text("CREATE TABLE schema_version (version INTEGER PRIMARY KEY)"))
+        await conn.execute(text("INSERT INTO schema_version VALUES (1)"))
+        await conn.execute(text(
+            "INSERT INTO requests (ts, endpoint, dialect, requested_model, plan, stream, input_tokens, output_tokens,"
+            " cache_write_tokens, cache_read_tokens, status, cancelled) VALUES (1.0, '/v1/messages', 'anthropic',"
+            " 'm', 'pass_through', 0, 5, 7, 0, 0, 200, 0)"))
+    await engine.dispose()
+    ledger = await Ledger(url, retention_days=None).start()
+    ledger.record(entry(team="backend", upstream_ms=12.5))
+    await ledger.aclose()
+    ledger = await Ledger(url, retention_days=None).start()
+    rows = await ledger.rows()
+    await ledger.aclose()
+    assert [r["output_tokens"] for r in rows] == [7, rows[1]["output_tokens"]]
+    assert rows[0]["team"] is None and rows[1]["team"] == "backend" and rows[1]["upstream_ms"] == 12.5

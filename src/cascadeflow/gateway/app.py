@@ -23,7 +23,7 @@ from ..cascade import CascadeEngine, RuleSet
 from ..config import ProxyConfig
 from ..errors import ErrorKind
 from ..pricing import ModelRegistry
-from ..store import Ledger
+from ..store import Ledger, LedgerEntry
 from ..proxy import ProxyHandler, ProxyRouter, ProxyService
 from ..telemetry import CostTracker
 from .errors import caller_dialect, error_response
@@ -61,6 +61,10 @@ class Gateway:
         self.active_streams = 0
         self.ledger = Ledger(config.database_url, retention_days=config.ledger_retention_days)
         self.metrics = metrics_registry(self)
+
+    def finish(self, entry: LedgerEntry) -> None:
+        """Every request ends here exactly once: its ledger row (metrics and the log line derive from it)."""
+        self.ledger.record(entry)
 
     async def start(self) -> None:
         await self.ledger.start()

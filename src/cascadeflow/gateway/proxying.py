@@ -81,7 +81,7 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
             gateway.tracker.record_request(stream=proxy_request.stream)
         result = await service.send(match, proxy_request, dialect)
         if not count:
-            gateway.ledger.record(pass_through_entry(info, match, result))
+            gateway.finish(pass_through_entry(info, match, result))
         headers = {**result.headers, "x-cascadeflow-route": match.route.name}
         if result.cost is not None and not count:
             headers["x-cascadeflow-cost-usd"] = f"{result.cost:.8f}"
@@ -89,7 +89,7 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
     except CascadeflowError as exc:
         gateway.tracker.record_error(exc.status)
         if not count:
-            gateway.ledger.record(error_entry(info, exc, plan))
+            gateway.finish(error_entry(info, exc, plan))
         return exception_response(dialect, exc)
     except ClientDisconnect:
         return Response(status_code=499)
@@ -140,7 +140,7 @@ async def _counted(gateway: Gateway, chunks, entry: Callable[[bool], LedgerEntry
         close = getattr(chunks, "aclose", None)
         if close is not None:
             await close()  # the client left early: stop the upstream at once
-        gateway.ledger.record(entry(finished))
+        gateway.finish(entry(finished))
 
 
 def _admit_stream(gateway: Gateway) -> None:
@@ -156,7 +156,7 @@ async def _cascade(gateway: Gateway, rule, proxy_request: ProxyRequest, dialect:
                    info: RequestInfo) -> Response:
     conversation = conversation_key(headers, body)
     reply = await gateway.cascade.complete(rule, proxy_request, dialect, conversation)
-    gateway.ledger.record(cascade_entry(info, reply.decision, reply.status))
+    gateway.finish(cascade_entry(info, reply.decision, reply.status))
     reply.headers.pop("content-length", None)
     return Response(reply.body, reply.status, headers=reply.headers, media_type="application/json")
 

@@ -20,75 +20,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from sqlalchemy import (
-    Boolean,
-    case,
-    Column,
-    Float,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    delete,
-    func,
-    insert,
-    select,
-    text,
-)
+from sqlalchemy import case, delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-__all__ = ["LedgerEntry", "Ledger", "database_url", "requests_table", "GROUPABLE"]
+from .schema import MIGRATIONS, requests_table, schema_version
+
+__all__ = ["LedgerEntry", "Ledger", "database_url", "GROUPABLE"]
 
 log = logging.getLogger("cascadeflow.ledger")
-
-metadata = MetaData()
-
-requests_table = Table(
-    "requests",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("ts", Float, nullable=False, index=True),
-    Column("request_id", String(64)),
-    Column("endpoint", String(64), nullable=False),
-    Column("dialect", String(16), nullable=False),
-    Column("key_id", String(64)),
-    Column("user_id", String(128)),
-    Column("requested_model", String(256), nullable=False),
-    Column("plan", String(16), nullable=False),  # pass_through | cascade
-    Column("rule", String(256)),
-    Column("draft_model", String(256)),
-    Column("decision", String(256)),
-    Column("accepted", Boolean),
-    Column("confidence", Float),
-    Column("served_model", String(256)),
-    Column("route", String(128)),
-    Column("fallback_model", String(256)),
-    Column("stream", Boolean, nullable=False),
-    Column("input_tokens", Integer, nullable=False),
-    Column("output_tokens", Integer, nullable=False),
-    Column("cache_write_tokens", Integer, nullable=False),
-    Column("cache_read_tokens", Integer, nullable=False),
-    Column("cost", Float),
-    Column("baseline_cost", Float),
-    Column("latency_ms", Float),
-    Column("ttfb_ms", Float),
-    Column("status", Integer, nullable=False),
-    Column("error_type", String(64)),
-    Column("cancelled", Boolean, nullable=False),
-    Column("detail", Text),
-)
-
-schema_version = Table("schema_version", metadata, Column("version", Integer, primary_key=True))
-
-
-async def _v1(conn: AsyncConnection) -> None:
-    await conn.run_sync(lambda sync: metadata.create_all(sync, tables=[requests_table]))
-
-
-#: (version, migration); each runs once, in order, inside one transaction
-MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1),)
-
 
 @dataclass(slots=True)
 class LedgerEntry:
@@ -104,6 +43,7 @@ class LedgerEntry:
     request_id: str | None = None
     key_id: str | None = None
     user_id: str | None = None
+    team: str | None = None
     rule: str | None = None
     draft_model: str | None = None
     decision: str | None = None
@@ -120,6 +60,8 @@ class LedgerEntry:
     baseline_cost: float | None = None
     latency_ms: float | None = None
     ttfb_ms: float | None = None
+    #: time spent waiting on upstreams (latency_ms minus this is the gateway's own overhead)
+    upstream_ms: float | None = None
     error_type: str | None = None
     cancelled: bool = False
     detail: str | None = None
@@ -132,6 +74,7 @@ GROUPABLE = {
     "rule": requests_table.c.rule,
     "user": requests_table.c.user_id,
     "key": requests_table.c.key_id,
+    "team": requests_table.c.team,
     "route": requests_table.c.route,
 }
 
@@ -255,7 +198,9 @@ class Ledger:
             return (await conn.execute(select(func.count()).select_from(requests_table))).scalar_one()
 
     async def _migrate(self, conn: AsyncConnection) -> None:
-        await conn.run_sync(lambda sync: metadata.create_all(sync, tables=[schema_version]))
+        if conn.dialect.name == "postgresql":  # processes starting together migrate one at a time
+            await conn.execute(text("SELECT pg_advisory_xact_lock(7263021)"))
+        await conn.run_sync(lambda sync: schema_version.metadata.create_all(sync, tables=[schema_version]))
         done = {row[0] for row in await conn.execute(select(schema_version.c.version))}
         for version, migration in MIGRATIONS:
             if version not in done:

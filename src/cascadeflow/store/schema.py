@@ -1,0 +1,97 @@
+"""The database schema (ledger and virtual keys) and its migrations, each run once, in order.
+
+A new version appends a migration; existing ones never change, so a database made
+by any earlier release upgrades in place at start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import Boolean, Column, Float, Integer, MetaData, String, Table, Text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+__all__ = ["metadata", "requests_table", "keys_table", "schema_version", "MIGRATIONS"]
+
+metadata = MetaData()
+
+
+def _request_columns_v1() -> list[Column]:
+    """The ledger's first columns (fresh objects each call: a Column belongs to one table)."""
+    return [
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("ts", Float, nullable=False, index=True),
+        Column("request_id", String(64)),
+        Column("endpoint", String(64), nullable=False),
+        Column("dialect", String(16), nullable=False),
+        Column("key_id", String(64)),
+        Column("user_id", String(128)),
+        Column("requested_model", String(256), nullable=False),
+        Column("plan", String(16), nullable=False),  # pass_through | cascade
+        Column("rule", String(256)),
+        Column("draft_model", String(256)),
+        Column("decision", String(256)),
+        Column("accepted", Boolean),
+        Column("confidence", Float),
+        Column("served_model", String(256)),
+        Column("route", String(128)),
+        Column("fallback_model", String(256)),
+        Column("stream", Boolean, nullable=False),
+        Column("input_tokens", Integer, nullable=False),
+        Column("output_tokens", Integer, nullable=False),
+        Column("cache_write_tokens", Integer, nullable=False),
+        Column("cache_read_tokens", Integer, nullable=False),
+        Column("cost", Float),
+        Column("baseline_cost", Float),
+        Column("latency_ms", Float),
+        Column("ttfb_ms", Float),
+        Column("status", Integer, nullable=False),
+        Column("error_type", String(64)),
+        Column("cancelled", Boolean, nullable=False),
+        Column("detail", Text),
+    ]
+
+
+requests_table = Table(
+    "requests",
+    metadata,
+    *_request_columns_v1(),
+    # version 2
+    Column("team", String(128)),
+    Column("upstream_ms", Float),
+)
+
+
+#: virtual keys: only a SHA-256 of the secret is kept; ``key_id`` is the public part of the key
+keys_table = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("key_hash", String(64), nullable=False),
+    Column("name", String(128)),
+    Column("user_id", String(128)),
+    Column("team", String(128)),
+    Column("models", Text),  # JSON list of allowed model globs; NULL: any model
+    Column("limits", Text),  # JSON object of Limits fields
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float),
+    Column("revoked_at", Float),
+    Column("updated_at", Float, nullable=False, index=True),
+)
+
+schema_version = Table("schema_version", metadata, Column("version", Integer, primary_key=True))
+
+async def _v1(conn: AsyncConnection) -> None:
+    v1 = Table("requests", MetaData(), *_request_columns_v1())
+    await conn.run_sync(lambda sync: v1.metadata.create_all(sync))
+
+
+async def _v2(conn: AsyncConnection) -> None:
+    """Teams and upstream time on the ledger; the virtual keys table."""
+    for name, sql_type in (("team", "VARCHAR(128)"), ("upstream_ms", "FLOAT")):
+        await conn.exec_driver_sql(f"ALTER TABLE requests ADD COLUMN {name} {sql_type}")
+    await conn.run_sync(lambda sync: metadata.create_all(sync, tables=[keys_table]))
+
+
+#: (version, migration); each runs once, in order, inside one transaction
+MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2))
