@@ -5,7 +5,7 @@ gateway pinned to one CPU, the simulator and this load generator to the other wh
 the machine has two), then for each scenario sends the same requests straight to
 the simulator and through the gateway, in the same run, and prints a table.
 
-    python benchmarks/overhead.py [--requests 2000] [--concurrency 1 10 100]
+    python benchmarks/overhead.py [--requests 2000] [--concurrency 1 10 100] [--limits none|memory|redis]
 
 Added latency is the difference of the percentiles (gateway − direct); throughput is
 completed requests per second through the gateway at that concurrency.
@@ -102,6 +102,16 @@ async def run_load(url: str, body: bytes, headers: dict, total: int, concurrency
 
 
 
+def _limits_config(limits: str) -> str:
+    """``--limits``: a virtual key (the load's "x") with limits that never refuse, counted in memory or Redis."""
+    if limits == "none":
+        return ""
+    text = """auth: {mode: api_key, keys: [{key: x, user_id: bench, limits: {rpm: 100000000, tpm: 1000000000000,
+  max_concurrent: 100000, daily_budget_usd: 1000000000}}]}
+"""
+    return text + ("redis_url: redis://127.0.0.1:6379/9\n" if limits == "redis" else "")
+
+
 async def main_async(args: argparse.Namespace) -> None:
     cpus = os.cpu_count() or 1
     gateway_cpu, other_cpu = (0, 1) if cpus >= 2 and not args.no_pin else (None, None)
@@ -110,12 +120,12 @@ async def main_async(args: argparse.Namespace) -> None:
     config = Path(tempfile.mkdtemp()) / "bench.yaml"
     config.write_text(
         f"""
-server: {{port: {gw_port}, log_level: warning}}
+server: {{port: {gw_port}, log_level: {args.log_level}, log_format: json}}
 database_url: "sqlite:///{config.parent}/ledger.db"
 routes:
   - {{name: anthropic, provider: anthropic, base_url: "{sim_url}", api_key: bench}}
   - {{name: openai, provider: openai, base_url: "{sim_url}/v1", api_key: bench}}
-"""
+{_limits_config(args.limits)}"""
     )
     exe = [sys.executable, "-m", "cascadeflow.cli"]
     sim = subprocess.Popen(pinned([*exe, "simulate", "--port", str(sim_port)], other_cpu), stdout=subprocess.DEVNULL)
@@ -187,6 +197,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument("--dialect", choices=["anthropic", "openai"])
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument("--log-level", choices=["warning", "info"], default="warning",
+                        help="info: the gateway writes its JSON request line for every request (to /dev/null)")
+    parser.add_argument("--limits", choices=["none", "memory", "redis"], default="none",
+                        help="auth with a virtual key and limits on every request, counted in memory or in Redis")
     args = parser.parse_args()
     if uvloop is not None:
         uvloop.install()

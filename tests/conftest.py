@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -84,19 +85,22 @@ def http(gw):
         yield client
 
 
-def launch_gateway_process(tmp_path, config_text: str) -> tuple[subprocess.Popen, str]:
+def launch_gateway_process(tmp_path, config_text: str, log_path=None, server: dict | None = None) -> tuple[subprocess.Popen, str]:
     """`cascadeflow proxy start` as its own process, from a config file in ``tmp_path``; waits for /health.
 
-    ``config_text`` gets ``server.port`` added; the caller stops the process.
+    ``config_text`` gets ``server.port`` added; the caller stops the process. Its output
+    goes to ``log_path`` when given. ``server`` adds settings to the ``server`` section.
     """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config_file = tmp_path / "gateway.yaml"
-    config_file.write_text(config_text + f"\nserver: {{port: {port}}}\n")
+    config_file = tmp_path / f"gateway-{port}.yaml"
+    extra = "".join(f", {key}: {json.dumps(value)}" for key, value in (server or {}).items())
+    config_file.write_text(config_text + f"\nserver: {{port: {port}{extra}}}\n")
+    log = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115 (the child holds it)
     process = subprocess.Popen(
         [sys.executable, "-m", "cascadeflow.cli", "proxy", "start", "--config", str(config_file)],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "CASCADEFLOW_CONFIG": ""},
+        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "CASCADEFLOW_CONFIG": ""},
     )
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from .config import DEFAULT_CONFIG_FILE, ProxyConfig, ServerConfig
 from .errors import ConfigError
+from .keys_cli import add_keys_command
 
 __all__ = ["main"]
 
@@ -85,19 +86,23 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 def _stats(args: argparse.Namespace) -> int:
     from .store import Ledger
-    from .store.reports import parse_since, render_summary
+    from .store.queries import overview
+    from .store.reports import parse_since, render_overview, safe_url
 
     config = ProxyConfig.load(args.config)
     since = parse_since(args.since) if args.since else None
 
-    async def read() -> dict:
+    async def read() -> tuple[dict, dict]:
         ledger = await Ledger(config.database_url, retention_days=None).start()
         try:
-            return await ledger.summary(since=since, by=args.by)
+            assert ledger.engine is not None
+            return (await overview(ledger.engine, since=since, recent=args.recent, buckets=12),
+                    await ledger.summary(since=since, by=args.by))
         finally:
             await ledger.aclose()
 
-    print(render_summary(asyncio.run(read()), args.by, config.database_url))
+    data, summary = asyncio.run(read())
+    print(render_overview(data, summary, args.by, safe_url(config.database_url), recent=args.recent))
     return 0
 
 
@@ -126,11 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--script", help="YAML or JSON file of scripted answers and faults")
     simulate.set_defaults(func=_simulate)
 
-    stats = commands.add_parser("stats", help="requests, cost and saving from the ledger")
+    stats = commands.add_parser("stats", help="the dashboard's summary from the ledger, as tables")
     stats.add_argument("--config", help="config file (for database_url); default as `proxy start`")
-    stats.add_argument("--since", help="a duration (30m, 24h, 7d) or an ISO date")
-    stats.add_argument("--by", choices=["model", "served", "rule", "user", "key", "route"])
+    stats.add_argument("--since", help="a duration (30m, 24h, 7d) or an ISO date (default: all time)")
+    stats.add_argument("--by", choices=["model", "served", "rule", "user", "key", "team", "route"],
+                       help="break the first table down by this column")
+    stats.add_argument("--recent", type=int, default=10, help="how many of the latest decisions to list (default 10)")
     stats.set_defaults(func=_stats)
+
+    add_keys_command(commands)
 
     demo = commands.add_parser("demo", help="show a cascade at work, with no API keys")
     demo.set_defaults(func=_demo)

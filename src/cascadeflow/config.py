@@ -30,7 +30,10 @@ __all__ = [
     "Combiner",
     "AuthConfig",
     "VirtualKey",
+    "Limits",
+    "LimitsConfig",
     "ModelEntry",
+    "TelemetryConfig",
     "interpolate",
     "DEFAULT_CONFIG_FILE",
     "DEFAULT_CASCADES",
@@ -59,6 +62,8 @@ class ServerConfig(_Strict):
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    #: ``auto``: readable lines when stderr is a terminal, one JSON object per line otherwise
+    log_format: Literal["auto", "json", "text"] = "auto"
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="413 above this")
     #: streams open at once per process; more are refused with 429 and retry-after (None: no limit)
     max_concurrent_streams: int | None = Field(default=None, ge=1)
@@ -159,18 +164,71 @@ class CascadeModel(_CascadeFields):
     verifier_model: str  # type: ignore[assignment]
 
 
+class Limits(_Strict):
+    """Caps for one key, user or team; a missing field means no cap of that kind."""
+
+    rpm: int | None = Field(default=None, ge=1, description="requests per minute")
+    tpm: int | None = Field(default=None, ge=1, description="tokens (input + output) per minute")
+    max_concurrent: int | None = Field(default=None, ge=1, description="requests in flight at once")
+    daily_budget_usd: float | None = Field(default=None, ge=0, description="USD per UTC day")
+    monthly_budget_usd: float | None = Field(default=None, ge=0, description="USD per UTC calendar month")
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, name) is None for name in Limits.model_fields)
+
+
 class VirtualKey(_Strict):
+    """A key written in the config file (keys made with ``cascadeflow keys create`` live in the database)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
     key: SecretStr
+    name: str | None = None
     user_id: str | None = None
-    tier: str | None = None
-    models: list[str] | None = None
+    team: str | None = Field(default=None, alias="tier")
+    models: list[str] | None = Field(default=None, description="model names or globs this key may use")
+    limits: Limits | None = None
+    expires_at: float | None = Field(default=None, description="epoch seconds")
 
 
 class AuthConfig(_Strict):
+    """Who may call the gateway (``none``, ``api_key``, ``pass_through`` or ``hybrid``; see docs/operations.md)."""
+
     mode: Literal["none", "api_key", "pass_through", "hybrid"] = "none"
+    #: plain virtual keys with no user or limits of their own
     api_keys: list[SecretStr] = Field(default_factory=list)
     keys: list[VirtualKey] = Field(default_factory=list)
+    #: guards /admin/* and the dashboard
     master_key: SecretStr | None = None
+    #: how often each process re-reads the key table, so a revocation anywhere holds everywhere
+    refresh_seconds: float = Field(default=0.5, gt=0)
+
+
+class LimitsConfig(_Strict):
+    """Rate limits and budgets; counters are in memory, or in Redis (``redis_url``) to share them."""
+
+    #: for every virtual key that sets no limits of its own
+    per_key: Limits = Field(default_factory=Limits)
+    users: dict[str, Limits] = Field(default_factory=dict)
+    teams: dict[str, Limits] = Field(default_factory=dict)
+    #: for all requests together, whoever sends them
+    total: Limits = Field(default_factory=Limits)
+    #: when Redis cannot be reached: admit requests (open) or refuse them with 503 (closed)
+    on_store_error: Literal["open", "closed"] = "open"
+    #: output tokens assumed for a request that sets no max_tokens (for the budget reservation)
+    default_output_tokens: int = Field(default=4096, ge=1)
+    #: a reservation (in-flight request) left by a process that died is released after this long
+    lease_seconds: float = Field(default=900, gt=0)
+
+
+class TelemetryConfig(_Strict):
+    """OpenTelemetry traces (needs ``pip install cascadeflow[otel]``); off unless an endpoint is set."""
+
+    #: OTLP/HTTP collector base URL, e.g. http://127.0.0.1:4318 (default: $OTEL_EXPORTER_OTLP_ENDPOINT)
+    otlp_endpoint: str | None = None
+    service_name: str = "cascadeflow"
+    #: share of requests traced (parent-based: a caller's sampled traceparent is always followed)
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
 
 
 class ModelEntry(_Strict):
@@ -192,6 +250,10 @@ class ProxyConfig(_Strict):
     cascade_rules: list[CascadeRule] = Field(default_factory=list)
     cascade_models: dict[str, CascadeModel] = Field(default_factory=dict)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    #: ``redis://…`` makes every gateway process share rate-limit and budget counters
+    redis_url: str | None = None
     models: dict[str, ModelEntry] = Field(default_factory=dict)
     #: the usage ledger: a SQLite file by default (no setup); ``postgresql://…`` to share it between processes
     database_url: str = "sqlite:///cascadeflow.db"
@@ -247,6 +309,8 @@ class ProxyConfig(_Strict):
 
         ``CASCADEFLOW_ANTHROPIC_BASE_URL`` / ``CASCADEFLOW_OPENAI_BASE_URL`` point the
         default routes elsewhere; ``CASCADEFLOW_HOST`` / ``CASCADEFLOW_PORT`` set the bind.
+        ``CASCADEFLOW_AUTH_MODE``, ``CASCADEFLOW_MASTER_KEY``, ``CASCADEFLOW_DATABASE_URL`` and
+        ``CASCADEFLOW_REDIS_URL`` set the matching keys.
         The :data:`DEFAULT_CASCADES` apply unless ``CASCADEFLOW_CASCADE=off``.
         """
         env = os.environ if environ is None else environ
@@ -261,6 +325,12 @@ class ProxyConfig(_Strict):
         }
         if env.get("CASCADEFLOW_CASCADE", "on").lower() not in ("off", "0", "false", "no"):
             data["cascade_rules"] = [{"request_model": glob, "draft_model": draft} for glob, draft in DEFAULT_CASCADES]
+        if env.get("CASCADEFLOW_AUTH_MODE") or env.get("CASCADEFLOW_MASTER_KEY"):
+            data["auth"] = {"mode": env.get("CASCADEFLOW_AUTH_MODE") or "none",
+                            "master_key": env.get("CASCADEFLOW_MASTER_KEY") or None}
+        for name in ("database_url", "redis_url"):
+            if env.get(f"CASCADEFLOW_{name.upper()}"):
+                data[name] = env[f"CASCADEFLOW_{name.upper()}"]
         if env.get("CASCADEFLOW_HOST"):
             data["server"]["host"] = env["CASCADEFLOW_HOST"]
         if env.get("CASCADEFLOW_PORT"):

@@ -34,6 +34,7 @@ class ErrorKind(Enum):
 
     INVALID_REQUEST = 400
     AUTHENTICATION = 401
+    BUDGET_EXCEEDED = 402  # not retried by the SDKs, unlike 429: the budget will not come back in seconds
     PERMISSION = 403
     NOT_FOUND = 404
     REQUEST_TOO_LARGE = 413

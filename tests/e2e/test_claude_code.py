@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -40,14 +41,15 @@ def claude():
     return path
 
 
-def run_claude(claude: str, gateway_url: str, workdir: Path, prompt: str) -> tuple[int, list[dict], str]:
+def run_claude(claude: str, gateway_url: str, workdir: Path, prompt: str,
+               api_key: str = "sk-ant-dummy-key-for-tests") -> tuple[int, list[dict], str]:
     home = workdir / "home"
     home.mkdir(exist_ok=True)
     env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": str(home),
         "ANTHROPIC_BASE_URL": gateway_url,
-        "ANTHROPIC_API_KEY": "sk-ant-dummy-key-for-tests",
+        "ANTHROPIC_API_KEY": api_key,
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     }
     result = subprocess.run(
@@ -124,3 +126,28 @@ def test_cascade_drafting_on_an_openai_model_escalated(claude, sim, fresh_sim, s
     assert_tool_loop_done(*run_claude(claude, gateway.url, tmp_path, "Create hello.txt containing hi"), target)
     calls = models_called(sim)
     assert calls == [("/v1/chat/completions", MINI), ("/v1/messages", OPUS)] * 2
+
+
+def test_a_team_member_with_a_virtual_key(claude, sim, fresh_sim, start_gateway, tmp_path):
+    """The seed's set-up: ANTHROPIC_API_KEY holds a cascadeflow key; the provider key stays on the server."""
+    target = tmp_path / "hello.txt"
+    sim.set_script(write_loop(OPUS, target))
+    config = ProxyConfig.from_dict({
+        "routes": sim_routes(sim, anthropic_key="sk-ant-server-side"), "database_url": f"sqlite:///{tmp_path / 'l.db'}",
+        "auth": {"mode": "api_key", "keys": [{"key": "cascade-dev-alice", "user_id": "alice", "tier": "pro",
+                                              "limits": {"rpm": 60, "daily_budget_usd": 5}}]},
+    })
+    gateway = start_gateway(config)
+    started = time.monotonic()
+    code, lines, stderr = run_claude(claude, gateway.url, tmp_path, "Create hello.txt containing hi", api_key="not-a-team-key")
+    result = next(line for line in reversed(lines) if line.get("type") == "result")
+    assert code != 0 and result["is_error"] and result.get("api_error_status") == 401
+    assert not target.exists() and models_called(sim) == []
+    # x-should-retry: false on the 401; without it Claude Code retried for three minutes
+    assert time.monotonic() - started < 60
+    assert_tool_loop_done(*run_claude(claude, gateway.url, tmp_path, "Create hello.txt containing hi",
+                                      api_key="cascade-dev-alice"), target)
+    turns = [r for r in sim.requests if r["path"] == "/v1/messages"]
+    assert len(turns) == 2
+    assert {r["headers"].get("x-api-key") for r in turns} == {"sk-ant-server-side"}
+    assert not any("cascade-dev-alice" in json.dumps(r["headers"]) for r in sim.requests)

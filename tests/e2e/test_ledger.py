@@ -143,9 +143,11 @@ def test_stats_survive_a_restart_and_the_cli_reads_the_ledger(sim, fresh_sim, st
     stats = httpx.get(second.url + "/stats").json()
     assert stats["total_queries"] == 1  # this process
     assert stats["ledger"]["requests"] == 4 and stats["ledger"]["cost"] > 0  # all time
+    assert stats["ledger"]["by_model"]["claude-haiku-5-5"]["requests"] == 4
     (tmp_path / "c.yaml").write_text(f'database_url: "{url}"\n')
     result = subprocess.run([sys.executable, "-m", "cascadeflow.cli", "stats", "--config", str(tmp_path / "c.yaml"),
                              "--by", "model", "--since", "1h"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    lines = {line.split()[0]: line.split() for line in result.stdout.splitlines()[3:]}
+    first_table = result.stdout.split("\n\n")[0].splitlines()[3:]  # the --by table; the dashboard's tables follow
+    lines = {line.split()[0]: line.split() for line in first_table}
     assert lines["claude-haiku-5-5"][1] == "4" and lines["total"][1] == "4"

@@ -31,6 +31,7 @@ from ..proxy import ProxyRequest, ProxyResult, ProxyService, ProxyStream
 from ..usage import Usage
 from ..proxy.translation import API_PATHS
 from ..telemetry import CostTracker
+from ..tracing import Tracing
 from .agreement import SAMPLE_HEADER, agreement
 from .answer import CheckResult, DraftAnswer
 from .checks import resolve_checks, run_early
@@ -71,11 +72,14 @@ class Decision:
     checks: str = ""
     #: tokens of every call the request made
     usage: Usage = field(default_factory=Usage)
+    #: time spent waiting on upstream calls (the rest of the request's time is the gateway's)
+    upstream_ms: float = 0.0
 
     def add_call(self, call: ProxyResult | ProxyStream) -> None:
         """Count one upstream call's usage and cost (unknown cost makes the total unknown)."""
         self.usage = self.usage + call.usage
         self.cost = None if call.cost is None or self.cost is None else self.cost + call.cost
+        self.upstream_ms += call.latency_ms
 
     def headers(self, *, with_cost: bool) -> dict[str, str]:
         headers = {
@@ -115,6 +119,8 @@ class CascadeEngine:
         self.tracker = tracker
         self.sticky = StickyEscalations()
         self._checks = {rule.name: resolve_checks(rule.checks) for rule in rules}
+        #: spans for the draft, checks and verifier calls (off unless the gateway sets one up)
+        self.tracing = Tracing()
 
     # -- the two entry points ------------------------------------------------------
 
@@ -137,7 +143,9 @@ class CascadeEngine:
         verifier, match = self._verifier(rule, request, dialect)
         decision.served_model = verifier
         try:
-            result = await self.service.send(match, _with_model(request, verifier), dialect)
+            with self.tracing.call("verifier", verifier, match.route.name) as span:
+                result = await self.service.send(match, _with_model(request, verifier), dialect)
+                self.tracing.record_call(span, result)
         except ProxyError:
             self._finish(rule, decision, conversation, stream=False)
             raise
@@ -160,15 +168,21 @@ class CascadeEngine:
             translation = self.service.translation(match, dialect)
             if translation is not None:
                 draft = translation.request(draft, match.model, logprobs=True)
+            span = self.tracing.start_call("draft", stage.model, match.route.name)
             try:
                 upstream = await self.service.handler.open_stream(match.route, match.model, draft)
             except ProxyError as exc:
+                self.tracing.end_call(span, error=exc)
                 self._draft_failed(decision, stage, started, exc)
                 continue
             if translation is not None:
                 upstream = translation.stream(upstream, match.model)
             accumulator = ops.accumulator()
-            early = await self._read_draft(rule, upstream, accumulator, caller, dialect)
+            early = None
+            try:
+                early = await self._read_draft(rule, upstream, accumulator, caller, dialect)
+            finally:  # a draft stopped early by a check is no failure of the call
+                self.tracing.end_call(span, upstream, error=None if early is not None else upstream.error)
             if early is not None:
                 decision.add_call(upstream)
                 self._escalate(decision, stage, early.score, f"early {_bucket(early.name, early.reason)}", started)
@@ -189,13 +203,15 @@ class CascadeEngine:
                 return CascadeReply(upstream.status, headers, decision, chunks=_once(body))
         verifier, match = self._verifier(rule, request, dialect)
         decision.served_model = verifier
+        span = self.tracing.start_call("verifier", verifier, match.route.name)  # ends with the stream
         try:
             upstream = await self.service.open_stream(match, _with_model(request, verifier), dialect)
-        except ProxyError:
+        except ProxyError as exc:
+            self.tracing.end_call(span, error=exc)
             self._finish(rule, decision, conversation, stream=True)
             raise
         reported = self._reported(rule, request, verifier)
-        chunks = self._pipe_verifier(rule, request, decision, conversation, upstream, ops, reported, verifier)
+        chunks = self._pipe_verifier(rule, request, decision, conversation, upstream, ops, reported, verifier, span)
         return CascadeReply(upstream.status, {**upstream.headers, **decision.headers(with_cost=False)}, decision, chunks=chunks)
 
     # -- steps -------------------------------------------------------------------
@@ -282,7 +298,11 @@ class CascadeEngine:
             return await self._sample_agreement(rule, stage, request, answer, dialect, decision, ops)
 
         costly = [ask for ask, wanted in ((ask_verifier, rule.self_verify), (ask_samples, rule.sample_agreement)) if wanted]
-        score = await score_draft(rule, self._checks[rule.name], caller, answer, dialect, threshold, costly)
+        with self.tracing.checks(decision.rule, stage.model, threshold) as span:
+            score = await score_draft(rule, self._checks[rule.name], caller, answer, dialect, threshold, costly)
+            if self.tracing.enabled:
+                span.set_attributes({"cascadeflow.confidence": score.confidence, "cascadeflow.checks": score.header(),
+                                     "cascadeflow.accepted": score.confidence >= threshold})
         decision.confidence = score.confidence
         decision.checks = score.header()
         if score.confidence >= threshold:
@@ -310,7 +330,8 @@ class CascadeEngine:
             return None
         verify = ProxyRequest("POST", API_PATHS[dialect], request.headers, body, None, "")
         try:
-            result, reply = await self._send_json(self.service.router.resolve(model, dialect), verify, dialect, ops)
+            result, reply = await self._send_json(self.service.router.resolve(model, dialect), verify, dialect, ops,
+                                                  "self_verify")
         except ProxyError as exc:
             log.info("self-verification with %s failed (%s); not scored", model, exc.message)
             return None
@@ -331,7 +352,7 @@ class CascadeEngine:
         body.pop("stream_options", None)
         calls = [
             self._send_json(match, ProxyRequest("POST", API_PATHS[dialect], {**request.headers, SAMPLE_HEADER: str(i)},
-                                                body, None, ""), dialect, ops)
+                                                body, None, ""), dialect, ops, "sample")
             for i in range(settings.samples)
         ]
         texts = []
@@ -345,12 +366,16 @@ class CascadeEngine:
             texts.append(sample.text)
         return agreement(answer.text, texts)
 
-    async def _send_json(self, match: RouteMatch, request: ProxyRequest, dialect: str, ops) -> tuple[ProxyResult, DraftAnswer]:
+    async def _send_json(
+        self, match: RouteMatch, request: ProxyRequest, dialect: str, ops, purpose: str = "draft"
+    ) -> tuple[ProxyResult, DraftAnswer]:
         """One non-streaming call in the caller's dialect, translated if needed; log-probabilities kept."""
         translation = self.service.translation(match, dialect)
         if translation is not None:
             request = translation.request(request, match.model, logprobs=True)
-        result = await self.service.handler.send(match.route, match.model, request)
+        with self.tracing.call(purpose, match.model, match.route.name) as span:
+            result = await self.service.handler.send(match.route, match.model, request)
+            self.tracing.record_call(span, result)
         if translation is not None:
             result = translation.response(result)
         answer = ops.answer(result.data)
@@ -379,7 +404,7 @@ class CascadeEngine:
         return verifier, self.service.router.resolve(verifier, dialect)
 
     async def _pipe_verifier(
-        self, rule, request, decision: Decision, conversation, upstream, ops, reported: str, verifier: str
+        self, rule, request, decision: Decision, conversation, upstream, ops, reported: str, verifier: str, span
     ) -> AsyncIterator[bytes]:
         rename = reported != verifier
         decoder = SSEDecoder() if rename else None
@@ -394,6 +419,7 @@ class CascadeEngine:
             if decoder is not None and decoder.pending:
                 yield decoder.pending
         finally:
+            self.tracing.end_call(span, upstream, error=upstream.error)
             decision.add_call(upstream)
             decision.baseline_cost = self._baseline(rule, request, upstream.usage, verifier_cost=upstream.cost, verifier=verifier)
             self._finish(rule, decision, conversation, stream=True)
@@ -428,7 +454,7 @@ class CascadeEngine:
         if not decision.reason.startswith("skipped:"):
             self.sticky.record(conversation, escalated=not decision.accepted)
         self.tracker.record_request(stream=stream, draft_accepted=decision.accepted)
-        log.info(
+        log.debug(  # the gateway's request line says it at info level
             "cascade %s: %s → %s (%s, confidence %s)", decision.rule, decision.requested_model, decision.served_model,
             decision.reason, "n/a" if decision.confidence is None else f"{decision.confidence:.3f}",
         )

@@ -21,6 +21,7 @@ NAME = "anthropic"
 ERROR_TYPES: dict[ErrorKind, str] = {
     ErrorKind.INVALID_REQUEST: "invalid_request_error",
     ErrorKind.AUTHENTICATION: "authentication_error",
+    ErrorKind.BUDGET_EXCEEDED: "billing_error",
     ErrorKind.PERMISSION: "permission_error",
     ErrorKind.NOT_FOUND: "not_found_error",
     ErrorKind.REQUEST_TOO_LARGE: "request_too_large",

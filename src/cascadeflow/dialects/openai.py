@@ -21,6 +21,7 @@ NAME = "openai"
 ERROR_TYPES: dict[ErrorKind, tuple[str, str | None]] = {
     ErrorKind.INVALID_REQUEST: ("invalid_request_error", None),
     ErrorKind.AUTHENTICATION: ("authentication_error", "invalid_api_key"),
+    ErrorKind.BUDGET_EXCEEDED: ("insufficient_quota", "budget_exceeded"),
     ErrorKind.PERMISSION: ("permission_error", None),
     ErrorKind.NOT_FOUND: ("invalid_request_error", "not_found"),
     ErrorKind.REQUEST_TOO_LARGE: ("invalid_request_error", "request_too_large"),

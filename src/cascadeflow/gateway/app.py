@@ -6,6 +6,7 @@ so several apps can run in one process (as the tests do).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -20,20 +21,27 @@ from starlette.routing import Route
 
 from .. import __version__
 from ..cascade import CascadeEngine, RuleSet
-from ..config import ProxyConfig
+from ..config import ProxyConfig, VirtualKey
 from ..errors import ErrorKind
 from ..pricing import ModelRegistry
 from ..store import Ledger, LedgerEntry
+from ..store.counters import MemoryCounters, RedisCounters
+from ..store.keys import KeyStore
 from ..proxy import ProxyHandler, ProxyRouter, ProxyService
 from ..telemetry import CostTracker
+from .dashboard import dashboard_routes
+from .admin import create_key, list_keys, revoke_key, show_key
+from .auth import Authenticator
 from .errors import caller_dialect, error_response
-from .metrics import metrics, metrics_registry
+from .limits import LimitGate
+from .metrics import metrics
+from .observe import Observer
 from .models import ModelCatalog, get_model, list_models
 from .openapi import openapi_spec
 from .proxying import chat_completions, count_tokens, messages
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Coroutine
 
 __all__ = ["Gateway", "create_app", "create_app_from_env"]
 
@@ -43,7 +51,8 @@ log = logging.getLogger("cascadeflow.gateway")
 class Gateway:
     """Everything one gateway app holds: config, registry, routing, cost tracking."""
 
-    def __init__(self, config: ProxyConfig, registry: ModelRegistry | None = None) -> None:
+    def __init__(self, config: ProxyConfig, registry: ModelRegistry | None = None, *,
+                 tracer_provider: object = None) -> None:
         self.config = config
         self.registry = registry or ModelRegistry()
         for name, entry in config.models.items():
@@ -60,18 +69,47 @@ class Gateway:
         #: streaming responses in progress (``server.max_concurrent_streams`` bounds it)
         self.active_streams = 0
         self.ledger = Ledger(config.database_url, retention_days=config.ledger_retention_days)
-        self.metrics = metrics_registry(self)
+        auth = config.auth
+        config_keys = [*auth.keys, *(VirtualKey(key=k) for k in auth.api_keys)]
+        self.keys = KeyStore(config_keys, refresh_seconds=auth.refresh_seconds)
+        self.auth = Authenticator(auth, self.keys)
+        counters = None
+        if config.redis_url:
+            counters = RedisCounters(config.redis_url, lease_seconds=config.limits.lease_seconds,
+                                     spent_since=self.ledger.spent_since)
+        else:
+            counters = MemoryCounters(lease_seconds=config.limits.lease_seconds, spent_since=self.ledger.spent_since)
+        self.limits = LimitGate(config.limits, counters, self.registry)
+        self._tasks: set[asyncio.Task] = set()
+        #: metrics, request log lines and trace spans (``tracer_provider``: an OpenTelemetry one to use)
+        self.observer = Observer(self, tracer_provider)
+        self.metrics = self.observer.metrics
+        self.cascade.tracing = self.observer.tracing
 
     def finish(self, entry: LedgerEntry) -> None:
         """Every request ends here exactly once: its ledger row (metrics and the log line derive from it)."""
         self.ledger.record(entry)
+        self.observer.finish(entry)
+
+    def background(self, work: Coroutine) -> None:
+        """Run ``work`` off the request path; :meth:`aclose` waits for it."""
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def start(self) -> None:
         await self.ledger.start()
+        assert self.ledger.engine is not None
+        await self.keys.start(self.ledger.engine, watch=self.config.auth.mode in ("api_key", "hybrid"))
 
     async def aclose(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.keys.aclose()
+        await self.limits.counters.aclose()
         await self.ledger.aclose()  # every finished request is written before the process ends
         await self.service.aclose()
+        await self.observer.aclose()
 
 
 async def health(request: Request) -> Response:
@@ -96,7 +134,12 @@ async def stats(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     summary = gateway.tracker.summary()
     try:
-        summary["ledger"] = (await gateway.ledger.summary())["total"]
+        ledger = gateway.ledger
+        summary["ledger"] = {
+            **(await ledger.summary())["total"],
+            "by_rule": (await ledger.summary(by="rule"))["by"],
+            "by_model": (await ledger.summary(by="model"))["by"],
+        }
     except Exception as exc:  # a database outage must not take /stats down
         summary["ledger"] = {"error": f"ledger unavailable: {type(exc).__name__}"}
     return Response(orjson.dumps(summary), media_type="application/json")
@@ -122,10 +165,12 @@ class GatewayApp(Starlette):
     stack and the route table: less work on the path every request takes.
     """
 
-    def __init__(self, *, fast_routes: dict[str, object], max_header_bytes: int, **kwargs: object) -> None:
+    def __init__(self, *, fast_routes: dict[str, object], max_header_bytes: int, observer: Observer,
+                 **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._fast_routes = fast_routes
         self._max_header_bytes = max_header_bytes
+        self._observer = observer
 
     async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
         if scope["type"] == "http" and sum(len(k) + len(v) for k, v in scope["headers"]) > self._max_header_bytes:
@@ -138,15 +183,19 @@ class GatewayApp(Starlette):
             endpoint = self._fast_routes.get(scope["path"])
             if endpoint is not None:
                 scope["app"] = self
-                response = await endpoint(Request(scope, receive))  # type: ignore[operator]
-                await response(scope, receive, send)
+                await self._observer.serve(endpoint, scope, receive, send)  # type: ignore[arg-type]
                 return
         await super().__call__(scope, receive, send)
 
 
-def create_app(config: ProxyConfig | None = None, *, registry: ModelRegistry | None = None) -> Starlette:
-    """Build the ASGI app for ``config`` (default: :meth:`ProxyConfig.load`)."""
-    gateway = Gateway(config or ProxyConfig.load(), registry)
+def create_app(config: ProxyConfig | None = None, *, registry: ModelRegistry | None = None,
+               tracer_provider: object = None) -> Starlette:
+    """Build the ASGI app for ``config`` (default: :meth:`ProxyConfig.load`).
+
+    ``tracer_provider``: an OpenTelemetry ``TracerProvider`` for the request spans, instead of
+    the one ``telemetry.otlp_endpoint`` sets up.
+    """
+    gateway = Gateway(config or ProxyConfig.load(), registry, tracer_provider=tracer_provider)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -166,10 +215,15 @@ def create_app(config: ProxyConfig | None = None, *, registry: ModelRegistry | N
         Route("/stats", stats, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/admin/keys", create_key, methods=["POST"]),
+        Route("/admin/keys", list_keys, methods=["GET"]),
+        Route("/admin/keys/{key_id}", show_key, methods=["GET"]),
+        Route("/admin/keys/{key_id}", revoke_key, methods=["DELETE"]),
+        *dashboard_routes(),
     ]
     fast_routes = {r.path: r.endpoint for r in routes if r.methods and "POST" in r.methods}
     app = GatewayApp(
-        fast_routes=fast_routes, max_header_bytes=gateway.config.server.max_header_bytes, routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error}
+        fast_routes=fast_routes, max_header_bytes=gateway.config.server.max_header_bytes, observer=gateway.observer, routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error}
     )
     app.state.gateway = gateway
     return app

@@ -11,6 +11,9 @@ from ..errors import CascadeflowError, ErrorKind, ProxyUpstreamError
 
 __all__ = ["error_response", "upstream_error_response", "caller_dialect"]
 
+#: refusals of the gateway's own that the same request would get again at once
+_FINAL = frozenset({ErrorKind.AUTHENTICATION, ErrorKind.PERMISSION, ErrorKind.BUDGET_EXCEEDED})
+
 _RELAYED_HEADERS = ("retry-after", "retry-after-ms", "request-id", "x-request-id")
 
 
@@ -34,8 +37,10 @@ def exception_response(dialect: str, exc: CascadeflowError) -> Response:
     if isinstance(exc, ProxyUpstreamError):
         return upstream_error_response(dialect, exc)
     retry_after = getattr(exc, "retry_after", None)
-    headers = {"retry-after": str(max(1, round(retry_after)))} if retry_after is not None else None
-    return error_response(dialect, exc.kind, exc.message, headers)
+    headers = {"retry-after": str(max(1, round(retry_after)))} if retry_after is not None else {}
+    if exc.kind in _FINAL:
+        headers["x-should-retry"] = "false"  # the SDKs (and Claude Code) honour it: retrying cannot help
+    return error_response(dialect, exc.kind, exc.message, headers or None)
 
 
 def upstream_error_response(dialect: str, exc: ProxyUpstreamError) -> Response:

@@ -1,61 +1,307 @@
-"""``GET /metrics``: Prometheus text, read from the gateway's own state at scrape time.
+"""``GET /metrics``: Prometheus metrics of what the gateway did, right across worker processes.
 
-A collector per gateway (no process-global registry), so nothing is counted twice and
-several apps may live in one process. These are per-process figures.
+Per-request figures derive from the request's ledger entry in :meth:`GatewayMetrics.observe`
+(called from ``Gateway.finish``, where every request ends once). With one process the values
+live in memory, in a registry per gateway (several gateways may share a process, as in the
+tests). With several workers the server points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh
+directory before they start (:func:`multiprocess_dir`): each worker writes its values to
+memory-mapped files there, and a scrape of any worker sums the files of all (prometheus_client's
+multiprocess mode). Live gauges of workers that have gone are dropped at the next scrape.
+
+Labels stay bounded: routes and rules come from the config, models are the ones the gateway
+can serve (any other requested name is counted as ``other``), and keys and users never are.
 """
 
 from __future__ import annotations
 
+import asyncio
+import glob
+import os
+import re
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 
 if TYPE_CHECKING:
+    from ..store import LedgerEntry
     from .app import Gateway
 
-__all__ = ["GatewayCollector", "metrics_registry", "metrics"]
+__all__ = ["GatewayMetrics", "metrics", "multiprocess_dir", "mark_dead_workers"]
 
 _STATES = ("closed", "open", "half_open")
+#: statuses a request is refused with by the gateway itself (keys, limits, budgets, the limit store)
+_REFUSALS = frozenset({401, 402, 403, 429, 503})
+_TOKEN_KINDS = ("input", "output", "cache_write", "cache_read")
+_MAX_MODELS = 500  # distinct model label values; beyond, ``other`` (a safety net)
+_MAX_CHILDREN = 4096  # cached label sets; the cache is cleared when it grows past this
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+_OVERHEAD = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+_CONFIDENCE = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+_DEAD_FILE = re.compile(r"gauge_live\w+?_(\d+)\.db$")
 
 
-class GatewayCollector:
+def multiprocess_dir() -> str | None:
+    """The multiprocess directory when prometheus_client writes values to files, else None.
+
+    prometheus_client picks file-backed values at import time, from the environment: the
+    directory counts only if it was set by then.
+    """
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return path if path and values.ValueClass is not values.MutexValue else None
+
+
+def mark_dead_workers(path: str) -> None:
+    """Drop the live gauges (in-flight streams, breaker states…) of processes that have exited."""
+    for file in glob.glob(os.path.join(path, "gauge_live*.db")):
+        found = _DEAD_FILE.search(os.path.basename(file))
+        if found and not _alive(int(found.group(1))):
+            try:
+                os.remove(file)
+            except FileNotFoundError:
+                pass  # another worker got there first
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _Children:
+    """The metric children of one kind of request: resolved once, the rarer ones when first needed."""
+
+    __slots__ = ("model", "rule", "plan", "stream", "requests", "duration", "ttfb", "overhead", "tokens", "cost",
+                 "baseline", "saving", "overspend", "unpriced", "decision", "confidence", "fallback", "refusal")
+
+
+class GatewayMetrics:
+    """The gateway's metrics, and the bookkeeping that keeps them cheap to update."""
+
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
+        self.multiprocess_dir = multiprocess_dir()
+        self.registry = registry = CollectorRegistry(auto_describe=False)
+        self.requests = Counter("cascadeflow_requests", "Client requests answered, by outcome",
+                                ["endpoint", "dialect", "plan", "route", "model", "served_model", "status"], registry=registry)
+        self.duration = Histogram("cascadeflow_request_duration_seconds", "Time from the request to its answer's last byte",
+                                  ["model", "plan", "stream"], buckets=_LATENCY, registry=registry)
+        self.ttfb = Histogram("cascadeflow_time_to_first_byte_seconds", "Time from the request to the upstream's first byte",
+                              ["model", "plan", "stream"], buckets=_LATENCY, registry=registry)
+        self.overhead = Histogram("cascadeflow_gateway_overhead_seconds",
+                                  "A request's time not spent waiting on upstreams (the gateway's own cost)",
+                                  ["plan", "stream"], buckets=_OVERHEAD, registry=registry)
+        self.decisions = Counter("cascadeflow_cascade_decisions", "Cascade outcomes: accepted, escalated or skipped, and why",
+                                 ["rule", "decision", "reason"], registry=registry)
+        self.confidence = Histogram("cascadeflow_draft_confidence", "Confidence of the drafts judged, per rule",
+                                    ["rule"], buckets=_CONFIDENCE, registry=registry)
+        money = ["model", "rule"]
+        self.cost = Counter("cascadeflow_cost_usd", "USD spent upstream (drafts included)", money, registry=registry)
+        self.baseline = Counter("cascadeflow_baseline_cost_usd", "USD the same requests would have cost sent straight "
+                                "to the requested model", money, registry=registry)
+        self.saving = Counter("cascadeflow_saving_usd", "USD saved, on the requests that cost less than their baseline",
+                              money, registry=registry)
+        self.overspend = Counter("cascadeflow_overspend_usd", "USD lost, on the requests that cost more than their "
+                                 "baseline (escalated drafts); net saving = saving - overspend", money, registry=registry)
+        self.unpriced = Counter("cascadeflow_unpriced_requests", "Requests whose cost is unknown (no price for a model)",
+                                ["model"], registry=registry)
+        self.tokens = Counter("cascadeflow_tokens", "Tokens of all upstream calls, by kind", ["model", "kind"], registry=registry)
+        self.fallbacks = Counter("cascadeflow_fallbacks", "Requests answered by a route's fallback model",
+                                 ["route", "fallback_model"], registry=registry)
+        self.refusals = Counter("cascadeflow_refusals", "Requests the gateway refused itself: keys (authentication, "
+                                "permission), rate limits, budgets, an unreachable limit store", ["reason"], registry=registry)
+        self.upstream_errors = Counter("cascadeflow_upstream_errors", "Failed upstream attempts (retried ones included), "
+                                       "by route and what failed", ["route", "kind"], registry=registry)
+        self.retries = Counter("cascadeflow_upstream_retries", "Upstream calls retried", ["route"], registry=registry)
+        self.breaker = Gauge("cascadeflow_upstream_breaker_state", "1 for the breaker's state, per route (with "
+                             "several workers: 1 if any worker's breaker is in it)", ["route", "state"],
+                             multiprocess_mode="livemax", registry=registry)
+        self.active_streams = Gauge("cascadeflow_active_streams", "Streaming responses in progress",
+                                    multiprocess_mode="livesum", registry=registry)
+        self.in_flight = Gauge("cascadeflow_requests_in_flight", "API requests being answered (streams included)",
+                               multiprocess_mode="livesum", registry=registry)
+        self.workers = Gauge("cascadeflow_workers", "Gateway worker processes alive", multiprocess_mode="livesum",
+                             registry=registry)
+        self.workers.set(1)
+        self._children: dict[tuple, _Children] = {}
+        self._models: set[str] = set()
+        self._retries_seen: dict[str, int] = {}
+        self._failures_seen: dict[tuple[str, str], int] = {}
+        self._upstream_seen = (0, 0)  # (retries, failures) of the handler at the last sync
+        self._breakers: dict[str, str] = {}
+        self._breakers_calm = True  # every breaker closed at the last look
+
+    # -- per request -----------------------------------------------------------------
+
+    def observe(self, entry: LedgerEntry) -> None:
+        """Count one finished request (the hot path: a dict look-up, then a few increments)."""
+        key = (entry.endpoint, entry.dialect, entry.plan, entry.route, entry.requested_model, entry.served_model,
+               entry.status, entry.stream, entry.rule, entry.decision, entry.fallback_model, entry.error_type)
+        c = self._children.get(key)
+        if c is None:
+            c = self._resolve(entry, key)
+        c.requests.inc()
+        latency = entry.latency_ms
+        if latency is not None:
+            c.duration.observe(latency / 1000)
+            if entry.upstream_ms is not None:
+                if c.overhead is None:
+                    c.overhead = self.overhead.labels(c.plan, c.stream)
+                c.overhead.observe(max(latency - entry.upstream_ms, 0.0) / 1000)
+        if entry.ttfb_ms is not None:
+            if c.ttfb is None:
+                c.ttfb = self.ttfb.labels(c.model, c.plan, c.stream)
+            c.ttfb.observe(entry.ttfb_ms / 1000)
+        tokens = c.tokens
+        for i, count in enumerate((entry.input_tokens, entry.output_tokens, entry.cache_write_tokens,
+                                   entry.cache_read_tokens)):
+            if count:
+                if tokens[i] is None:
+                    tokens[i] = self.tokens.labels(c.model, _TOKEN_KINDS[i])
+                tokens[i].inc(count)
+        cost, baseline = entry.cost, entry.baseline_cost
+        if cost is not None and baseline is not None:
+            c.cost.inc(cost)
+            c.baseline.inc(baseline)
+            if baseline > cost:
+                if c.saving is None:
+                    c.saving = self.saving.labels(c.model, c.rule)
+                c.saving.inc(baseline - cost)
+            elif cost > baseline:
+                if c.overspend is None:
+                    c.overspend = self.overspend.labels(c.model, c.rule)
+                c.overspend.inc(cost - baseline)
+        elif entry.route is not None or entry.rule is not None:  # it reached an upstream: a price is missing
+            if c.unpriced is None:
+                c.unpriced = self.unpriced.labels(c.model)
+            c.unpriced.inc()
+        if c.decision is not None:
+            c.decision.inc()
+            if entry.confidence is not None:
+                c.confidence.observe(entry.confidence)
+        if c.fallback is not None:
+            c.fallback.inc()
+        if c.refusal is not None:
+            c.refusal.inc()
+        self.sync_upstream()
+        self.active_streams.set(self._gateway.active_streams)
+
+    def _resolve(self, entry: LedgerEntry, key: tuple) -> _Children:
+        if len(self._children) >= _MAX_CHILDREN:
+            self._children.clear()
+        c = _Children()
+        c.model = model = self._model_label(entry)
+        c.plan, c.stream, c.rule = entry.plan, "true" if entry.stream else "false", entry.rule or ""
+        c.requests = self.requests.labels(entry.endpoint, entry.dialect, c.plan, entry.route or "", model,
+                                          entry.served_model or "", str(entry.status))
+        c.duration = self.duration.labels(model, c.plan, c.stream)
+        c.cost, c.baseline = self.cost.labels(model, c.rule), self.baseline.labels(model, c.rule)
+        c.ttfb = c.overhead = c.saving = c.overspend = c.unpriced = None
+        c.tokens = [None] * len(_TOKEN_KINDS)
+        c.decision = c.confidence = c.fallback = c.refusal = None
+        if entry.rule is not None and entry.decision:
+            decision, _, reason = entry.decision.partition(":")
+            c.decision = self.decisions.labels(entry.rule, decision, reason)
+            c.confidence = self.confidence.labels(entry.rule)
+        if entry.fallback_model:
+            c.fallback = self.fallbacks.labels(entry.route or "", entry.fallback_model)
+        if entry.status in _REFUSALS and entry.route is None and entry.error_type:
+            c.refusal = self.refusals.labels(entry.error_type)
+        self._children[key] = c
+        return c
+
+    def _model_label(self, entry: LedgerEntry) -> str:
+        """The requested model, if the gateway serves it; ``other`` for names a client made up."""
+        model = entry.requested_model
+        if model in self._models:
+            return model
+        gateway = self._gateway
+        known = entry.status < 400 or model in gateway.virtual_models or gateway.registry.info(model) is not None
+        if not known or len(self._models) >= _MAX_MODELS:
+            return "other"
+        self._models.add(model)
+        return model
+
+    # -- the upstreams (counted by the proxy handler, copied here when they move) -----
+
+    def sync_upstream(self) -> None:
+        """Copy the handler's retry and failure counts, and breaker states, when they changed."""
+        handler = self._gateway.service.handler
+        seen = (handler.retries, handler.failures.total())
+        if seen != self._upstream_seen:
+            self._upstream_seen = seen
+            _copy_deltas(handler.retried, self._retries_seen, lambda route: self.retries.labels(route))
+            _copy_deltas(handler.failures, self._failures_seen, lambda key: self.upstream_errors.labels(*key))
+            self.sync_breakers()
+        elif not self._breakers_calm:
+            self.sync_breakers()
+
+    def sync_breakers(self) -> None:
+        calm = True
+        for route, snapshot in self._gateway.service.handler.breakers().items():
+            state = snapshot["state"]
+            calm = calm and state == "closed"
+            if self._breakers.get(route) != state:
+                self._breakers[route] = state
+                for name in _STATES:
+                    self.breaker.labels(route, name).set(1.0 if name == state else 0.0)
+        self._breakers_calm = calm
+
+    # -- the scrape ------------------------------------------------------------------
+
+    async def exposition(self) -> bytes:
+        """The Prometheus text: this gateway's registry, or all workers' files in multiprocess mode."""
+        self.sync_upstream()
+        self.sync_breakers()  # an open breaker turns half-open with time alone
+        self.active_streams.set(self._gateway.active_streams)
+        path = self.multiprocess_dir
+        if path is None:
+            return generate_latest(_WithoutCreated(self.registry))
+        return await asyncio.to_thread(_collect_files, path)
+
+    def close(self) -> None:
+        """This worker is stopping: its live gauges (streams, breakers, itself) no longer count."""
+        if self.multiprocess_dir is not None:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid(), self.multiprocess_dir)
+
+
+class _WithoutCreated:
+    """A registry's metrics less their ``*_created`` samples (noise to most scrapers; none in multiprocess mode)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
 
     def collect(self):  # type: ignore[no-untyped-def]
-        gateway = self._gateway
-        handler, tracker = gateway.service.handler, gateway.tracker
-        breaker = GaugeMetricFamily("cascadeflow_upstream_breaker_state", "1 for the breaker's current state, per route",
-                                    labels=["route", "state"])
-        for route, snapshot in handler.breakers().items():
-            for state in _STATES:
-                breaker.add_metric([route, state], 1.0 if snapshot["state"] == state else 0.0)
-        yield breaker
-        yield CounterMetricFamily("cascadeflow_upstream_retries", "Upstream calls retried", value=handler.retries)
-        yield CounterMetricFamily("cascadeflow_requests", "Client requests that reached an upstream", value=tracker.total_queries)
-        yield CounterMetricFamily("cascadeflow_cancelled_streams", "Streams the client left before the end", value=tracker.cancelled)
-        yield CounterMetricFamily("cascadeflow_fallbacks", "Requests answered by a fallback model", value=tracker.fallbacks)
-        yield GaugeMetricFamily("cascadeflow_active_streams", "Streaming responses in progress", value=gateway.active_streams)
-        cost = CounterMetricFamily("cascadeflow_cost_usd", "USD spent upstream, per model", labels=["model"])
-        for model, totals in tracker.by_model.items():
-            cost.add_metric([model], totals.cost)
-        yield cost
-        errors = CounterMetricFamily("cascadeflow_errors", "Error answers by HTTP status", labels=["status"])
-        for status, count in tracker.errors.items():
-            errors.add_metric([str(status)], count)
-        yield errors
+        for metric in self._registry.collect():
+            metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
+            yield metric
 
 
-def metrics_registry(gateway: Gateway) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(gateway))
-    return registry
+def _copy_deltas(source: dict, seen: dict, child) -> None:  # type: ignore[no-untyped-def]
+    for key, count in source.items():
+        delta = count - seen.get(key, 0)
+        if delta > 0:
+            child(key).inc(delta)
+            seen[key] = count
+
+
+def _collect_files(path: str) -> bytes:
+    from prometheus_client import multiprocess
+
+    mark_dead_workers(path)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=path)
+    return generate_latest(registry)
 
 
 async def metrics(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
-    return Response(generate_latest(gateway.metrics), media_type=CONTENT_TYPE_LATEST)
+    return Response(await gateway.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -17,9 +17,10 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import CascadeflowError, ErrorKind
+from ..errors import CascadeflowError, ErrorKind, RequestError
 from ..proxy import ProxyRequest
-from .errors import caller_dialect, error_response
+from ..proxy.types import FORWARD_CREDENTIALS
+from .errors import caller_dialect, error_response, exception_response
 
 if TYPE_CHECKING:
     from .app import Gateway
@@ -113,9 +114,23 @@ def _openai_entry(entry: dict) -> dict:
     return {"id": entry["id"], "object": "model", "created": created, "owned_by": entry["route"]}
 
 
-async def list_models(request: Request) -> Response:
+async def _visible_entries(request: Request) -> list[dict]:
+    """The models this caller may use (auth applies here as on the API endpoints)."""
     gateway: Gateway = request.app.state.gateway
-    entries = await gateway.models.entries(dict(request.headers))
+    headers = dict(request.headers)
+    headers.pop(FORWARD_CREDENTIALS, None)
+    identity = gateway.auth.identify(headers)
+    if identity.caller_credentials:
+        headers[FORWARD_CREDENTIALS] = "1"
+    entries = await gateway.models.entries(headers)
+    return [e for e in entries if identity.key is None or identity.key.allows(e["id"])]
+
+
+async def list_models(request: Request) -> Response:
+    try:
+        entries = await _visible_entries(request)
+    except RequestError as exc:
+        return exception_response(caller_dialect(request.url.path, request.headers), exc)
     if caller_dialect(request.url.path, request.headers) == "anthropic":
         data = [_anthropic_entry(e) for e in entries]
         body = {
@@ -130,10 +145,13 @@ async def list_models(request: Request) -> Response:
 
 
 async def get_model(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
     model_id = request.path_params["model_id"]
     dialect = caller_dialect(request.url.path, request.headers)
-    for entry in await gateway.models.entries(dict(request.headers)):
+    try:
+        entries = await _visible_entries(request)
+    except RequestError as exc:
+        return exception_response(dialect, exc)
+    for entry in entries:
         if entry["id"] == model_id:
             shaped = _anthropic_entry(entry) if dialect == "anthropic" else _openai_entry(entry)
             return Response(orjson.dumps(shaped), media_type="application/json")

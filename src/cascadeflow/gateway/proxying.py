@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from typing import TYPE_CHECKING
 
 import orjson
@@ -20,6 +21,7 @@ from ..dialects import openai as openai_wire
 from ..errors import CascadeflowError, ErrorKind, RequestError
 from ..cascade.policies import conversation_key
 from ..proxy import ProxyRequest
+from ..proxy.types import FORWARD_CREDENTIALS
 from .errors import error_response, exception_response
 from .records import RequestInfo, cascade_entry, error_entry, pass_through_entry
 
@@ -52,51 +54,84 @@ async def chat_completions(request: Request) -> Response:
 async def _forward(request: Request, dialect: str, path: str, *, count: bool = False) -> Response:
     gateway: Gateway = request.app.state.gateway
     wire = anthropic_wire if dialect == "anthropic" else openai_wire
-    info = RequestInfo(path, dialect, "", False, request.headers.get("x-request-id"))
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    info = RequestInfo(path, dialect, "", False, request_id[:64])
     plan = "pass_through"
     try:
+        headers = dict(request.headers)
+        headers.pop(FORWARD_CREDENTIALS, None)
+        info.identity = identity = gateway.auth.identify(headers)  # before the body is read: refuse cheaply
+        if identity.caller_credentials:
+            headers[FORWARD_CREDENTIALS] = "1"
         raw = await read_body(request, gateway.config.server.max_body_bytes)
         body = read_json_body(raw)
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise RequestError("model: Field required and must be a non-empty string")
+        info.model = model
         wire.check_request(body, count_tokens=count)
+        gateway.auth.check_model(identity, model)
         query = request.scope["query_string"].decode("latin-1")
-        headers = dict(request.headers)
         if count and model in gateway.virtual_models:  # count as the model that would answer
             body = {**body, "model": gateway.virtual_models[model]}
             raw = None
         proxy_request = ProxyRequest("POST", path, headers, body, raw, query)
-        info.model, info.stream = model, proxy_request.stream
+        info.stream = proxy_request.stream
         rule = gateway.rules.match(model) if gateway.rules and not count else None
         plan = "cascade" if rule is not None else plan
+        if not count:
+            info.lease = await gateway.limits.admit(identity, body, len(raw or b""), _charged_models(model, rule))
         if proxy_request.stream and not count:
             _admit_stream(gateway)
-            return await _streaming(gateway, rule, proxy_request, dialect, headers, body, info)
+            return _with_id(await _streaming(gateway, rule, proxy_request, dialect, headers, body, info), request_id)
         if rule is not None:
-            return await _cascade(gateway, rule, proxy_request, dialect, headers, body, info)
+            return _with_id(await _cascade(gateway, rule, proxy_request, dialect, headers, body, info), request_id)
         service = gateway.service
         match = service.route(proxy_request)
         if not count:
             gateway.tracker.record_request(stream=proxy_request.stream)
         result = await service.send(match, proxy_request, dialect)
         if not count:
-            gateway.finish(pass_through_entry(info, match, result))
-        headers = {**result.headers, "x-cascadeflow-route": match.route.name}
+            _finish(gateway, info, pass_through_entry(info, match, result))
+        headers = {**result.headers, "x-cascadeflow-route": match.route.name, "x-request-id": request_id}
         if result.cost is not None and not count:
             headers["x-cascadeflow-cost-usd"] = f"{result.cost:.8f}"
         return Response(result.raw, result.status, headers=headers)
     except CascadeflowError as exc:
         gateway.tracker.record_error(exc.status)
         if not count:
-            gateway.finish(error_entry(info, exc, plan))
-        return exception_response(dialect, exc)
+            _finish(gateway, info, error_entry(info, exc, plan))
+        return _with_id(exception_response(dialect, exc), request_id)
     except ClientDisconnect:
+        if info.lease is not None:
+            _finish(gateway, info, error_entry(info, RequestError("the client left", kind=ErrorKind.INVALID_REQUEST), plan))
         return Response(status_code=499)
     except Exception:  # a bug must not take the worker down or leave the caller hanging
         log.exception("unexpected error while handling %s", path)
         gateway.tracker.record_error(500)
-        return error_response(dialect, ErrorKind.INTERNAL, "internal gateway error; see the gateway log")
+        if info.lease is not None:
+            _finish(gateway, info, error_entry(info, RequestError("internal gateway error", kind=ErrorKind.INTERNAL), plan))
+        return _with_id(error_response(dialect, ErrorKind.INTERNAL, "internal gateway error; see the gateway log"), request_id)
+
+
+def _finish(gateway: Gateway, info: RequestInfo, entry: LedgerEntry) -> None:
+    """Record the request, and give back what it reserved of its limits (with its real usage)."""
+    gateway.finish(entry)
+    lease, info.lease = info.lease, None
+    if lease is not None:
+        gateway.background(gateway.limits.settle(lease, entry))
+
+
+def _charged_models(model: str, rule) -> tuple[str, ...]:  # type: ignore[no-untyped-def]
+    """The models a request may pay for: the answering one, and a cascade's drafts."""
+    if rule is None:
+        return (model,)
+    return (rule.verifier_model or model, *(stage.model for stage in rule.draft_stages()))
+
+
+def _with_id(response: Response, request_id: str) -> Response:
+    response.headers["x-request-id"] = request_id
+    return response
 
 
 async def _streaming(gateway: Gateway, rule, proxy_request: ProxyRequest, dialect: str, headers: dict, body: dict,
@@ -123,11 +158,11 @@ async def _streaming(gateway: Gateway, rule, proxy_request: ProxyRequest, dialec
         gateway.active_streams -= 1
         raise
     media_type = reply_headers.get("content-type", "text/event-stream")
-    body_chunks = _counted(gateway, chunks, entry)
+    body_chunks = _counted(gateway, chunks, entry, info)
     return StreamingResponse(body_chunks, status, headers={**reply_headers, **_SSE_HEADERS}, media_type=media_type)
 
 
-async def _counted(gateway: Gateway, chunks, entry: Callable[[bool], LedgerEntry]) -> AsyncIterator[bytes]:
+async def _counted(gateway: Gateway, chunks, entry: Callable[[bool], LedgerEntry], info: RequestInfo) -> AsyncIterator[bytes]:
     finished = False
     try:
         async for chunk in chunks:
@@ -140,7 +175,7 @@ async def _counted(gateway: Gateway, chunks, entry: Callable[[bool], LedgerEntry
         close = getattr(chunks, "aclose", None)
         if close is not None:
             await close()  # the client left early: stop the upstream at once
-        gateway.finish(entry(finished))
+        _finish(gateway, info, entry(finished))
 
 
 def _admit_stream(gateway: Gateway) -> None:
@@ -156,7 +191,7 @@ async def _cascade(gateway: Gateway, rule, proxy_request: ProxyRequest, dialect:
                    info: RequestInfo) -> Response:
     conversation = conversation_key(headers, body)
     reply = await gateway.cascade.complete(rule, proxy_request, dialect, conversation)
-    gateway.finish(cascade_entry(info, reply.decision, reply.status))
+    _finish(gateway, info, cascade_entry(info, reply.decision, reply.status))
     reply.headers.pop("content-length", None)
     return Response(reply.body, reply.status, headers=reply.headers, media_type="application/json")
 

@@ -7,11 +7,14 @@ from typing import TYPE_CHECKING
 
 from ..errors import CascadeflowError
 from ..store import LedgerEntry
+from .auth import ANONYMOUS
 
 if TYPE_CHECKING:
     from ..cascade import Decision
     from ..proxy import ProxyResult, ProxyStream
     from ..proxy.router import RouteMatch
+    from ..store.counters import Lease
+    from .auth import Identity
 
 __all__ = ["RequestInfo", "pass_through_entry", "cascade_entry", "error_entry"]
 
@@ -19,17 +22,22 @@ __all__ = ["RequestInfo", "pass_through_entry", "cascade_entry", "error_entry"]
 class RequestInfo:
     """What every entry of one request shares (who, where, when it started)."""
 
-    __slots__ = ("endpoint", "dialect", "model", "stream", "started", "request_id")
+    __slots__ = ("endpoint", "dialect", "model", "stream", "started", "request_id", "identity", "lease")
 
-    def __init__(self, endpoint: str, dialect: str, model: str, stream: bool, request_id: str | None) -> None:
+    def __init__(self, endpoint: str, dialect: str, model: str, stream: bool, request_id: str) -> None:
         self.endpoint, self.dialect, self.model, self.stream = endpoint, dialect, model, stream
         self.started = time.perf_counter()
         self.request_id = request_id
+        self.identity: Identity = ANONYMOUS
+        #: the request's hold on limits and budgets, settled when it ends
+        self.lease: Lease | None = None
 
     def entry(self, **fields: object) -> LedgerEntry:
+        identity = self.identity
         return LedgerEntry(
             endpoint=self.endpoint, dialect=self.dialect, requested_model=self.model, stream=self.stream,
-            request_id=self.request_id, latency_ms=(time.perf_counter() - self.started) * 1000, **fields,  # type: ignore[arg-type]
+            request_id=self.request_id, key_id=identity.key_id, user_id=identity.user_id, team=identity.team,
+            latency_ms=(time.perf_counter() - self.started) * 1000, **fields,  # type: ignore[arg-type]
         )
 
 
@@ -44,7 +52,7 @@ def pass_through_entry(info: RequestInfo, match: RouteMatch, answer: ProxyResult
         input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
         cache_write_tokens=usage.cache_write_tokens, cache_read_tokens=usage.cache_read_tokens,
         cost=answer.cost, baseline_cost=answer.cost,
-        ttfb_ms=getattr(answer, "first_byte_ms", None) or answer.latency_ms,
+        ttfb_ms=getattr(answer, "first_byte_ms", None) or answer.latency_ms, upstream_ms=answer.latency_ms,
         cancelled=cancelled, error_type="upstream_stream" if error and not cancelled else None, detail=error,
     )
 
@@ -57,8 +65,10 @@ def cascade_entry(info: RequestInfo, decision: Decision, status: int, cancelled:
         served_model=decision.served_model, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
         cache_write_tokens=usage.cache_write_tokens, cache_read_tokens=usage.cache_read_tokens,
         cost=decision.cost, baseline_cost=decision.baseline_cost, cancelled=cancelled, detail=decision.checks or None,
+        upstream_ms=decision.upstream_ms or None,
     )
 
 
 def error_entry(info: RequestInfo, exc: CascadeflowError, plan: str) -> LedgerEntry:
-    return info.entry(plan=plan, status=exc.status, error_type=exc.kind.name.lower(), detail=exc.message[:500])
+    return info.entry(plan=plan, status=exc.status, error_type=exc.kind.name.lower(), detail=exc.message[:500],
+                      route=getattr(exc, "route", None))  # upstream errors name their route; refusals have none

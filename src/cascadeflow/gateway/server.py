@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import logging
+import contextlib
+import glob
+import logging.config
 import os
+import shutil
 import signal
 import sys
+import tempfile
+from collections.abc import Iterator
 
 import uvicorn
 
 from ..config import ProxyConfig
+from .logs import logging_config
 
 __all__ = ["serve"]
 
@@ -19,8 +25,10 @@ def serve(config: ProxyConfig, config_path: str | None = None) -> None:
     server = config.server
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it; exit 0 as a service should.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    logging.basicConfig(level=server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_config = logging_config(server)
+    logging.config.dictConfig(log_config)  # for what happens before uvicorn starts (building the app)
     options = dict(
+        log_config=log_config,  # applied by uvicorn again, in every worker
         host=server.host,
         port=server.port,
         log_level=server.log_level,
@@ -33,8 +41,33 @@ def serve(config: ProxyConfig, config_path: str | None = None) -> None:
     if server.workers > 1:
         if config_path:
             os.environ["CASCADEFLOW_CONFIG"] = os.path.abspath(config_path)
-        uvicorn.run("cascadeflow.gateway.app:create_app_from_env", factory=True, workers=server.workers, **options)
+        with _metrics_dir():
+            uvicorn.run("cascadeflow.gateway.app:create_app_from_env", factory=True, workers=server.workers, **options)
     else:
         from .app import create_app
 
         uvicorn.run(create_app(config), **options)
+
+
+@contextlib.contextmanager
+def _metrics_dir() -> Iterator[None]:
+    """Point the workers' metrics at one directory (prometheus_client's multiprocess mode).
+
+    Set before the workers start, so each one writes its values there and a scrape of any
+    of them sums them all. The environment's ``PROMETHEUS_MULTIPROC_DIR`` is used (emptied
+    first) if set; else a temporary directory, removed at exit.
+    """
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        os.makedirs(given, exist_ok=True)
+        for stale in glob.glob(os.path.join(given, "*.db")):
+            os.remove(stale)
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="cascadeflow-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    try:
+        yield
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(path, ignore_errors=True)

@@ -9,6 +9,7 @@ began ends with the dialect's error event rather than a silent cut.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -25,7 +26,7 @@ from ..providers import UpstreamPool, adapter_for, forwardable_request_headers, 
 from ..telemetry import CostTracker
 from .resilience import RETRYABLE_STATUSES, CircuitBreaker, retry_delay
 from .route import ProxyRoute, RoutePrice
-from .types import ProxyRequest, ProxyResult, ProxyStream
+from .types import FORWARD_CREDENTIALS, ProxyRequest, ProxyResult, ProxyStream
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -56,8 +57,12 @@ class ProxyHandler:
         self._route_prices: dict[str, ModelPrice] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         self._rng = random.Random()
-        #: retries made so far (all routes)
+        #: retries made so far (all routes), and per route
         self.retries = 0
+        self.retried: collections.Counter[str] = collections.Counter()
+        #: failed attempts per (route, what failed): an HTTP status, ``timeout``, ``unreachable``,
+        #: ``breaker_open``, ``stream_error`` or ``stream_timeout`` (read by the gateway's metrics)
+        self.failures: collections.Counter[tuple[str, str]] = collections.Counter()
 
     # -- pricing ---------------------------------------------------------------
 
@@ -103,6 +108,7 @@ class ProxyHandler:
         while True:
             attempt += 1
             if not breaker.allow():
+                self.failures[(route.name, "breaker_open")] += 1
                 raise ProxyTransportError(
                     f"upstream {route.name!r} keeps failing; not trying it for another {breaker.retry_in():.0f}s",
                     route=route.name, retry_after=max(breaker.retry_in(), 1.0),
@@ -110,6 +116,7 @@ class ProxyHandler:
             try:
                 result = await call()
             except ProxyUpstreamError as exc:
+                self.failures[(route.name, str(exc.upstream_status))] += 1
                 retryable = exc.upstream_status in RETRYABLE_STATUSES
                 if retryable and exc.upstream_status != 429:  # a rate limit says the upstream is up
                     breaker.failure()
@@ -118,6 +125,7 @@ class ProxyHandler:
                 delay = retry_delay(attempt, settings, exc.headers, self._rng) if retryable else None
                 last: Exception = exc
             except ProxyTransportError as exc:
+                self.failures[(route.name, "timeout" if exc.kind is ErrorKind.TIMEOUT else "unreachable")] += 1
                 breaker.failure()
                 delay, last = retry_delay(attempt, settings, {}, self._rng), exc
             else:
@@ -127,6 +135,7 @@ class ProxyHandler:
                 raise last
             log.info("upstream %s: %s; retry %d in %.2fs", route.name, last, attempt, delay)
             self.retries += 1
+            self.retried[route.name] += 1
             await asyncio.sleep(delay)
             waited += delay
 
@@ -256,6 +265,8 @@ class ProxyHandler:
             abandoned = not finished and stream.error is None  # closed by our side before its end
             if abandoned:
                 failure, stream.error = 499, "closed before the end (client gone, or a draft stopped early)"
+            elif stream.error is not None:
+                self.failures[(route.name, "stream_timeout" if failure == 504 else "stream_error")] += 1
             stream.usage = tap.usage
             stream.cost = self.price(route, model, tap.usage)
             stream.latency_ms = (time.perf_counter() - started) * 1000
@@ -276,7 +287,8 @@ class ProxyHandler:
         headers = adapter.default_headers()
         headers.update(forwardable_request_headers(request.headers))
         headers.update(route.headers)
-        caller = adapter.caller_auth(request.headers) if route.pass_through_auth or route.api_key is None else None
+        forward = request.headers.get(FORWARD_CREDENTIALS) == "1" or route.pass_through_auth or route.api_key is None
+        caller = adapter.caller_auth(request.headers) if forward else None
         if caller:
             headers.update(caller)
         elif route.api_key is not None:

@@ -11,7 +11,11 @@ from ..usage import Usage
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-__all__ = ["ProxyRequest", "ProxyResult", "ProxyStream"]
+__all__ = ["ProxyRequest", "ProxyResult", "ProxyStream", "FORWARD_CREDENTIALS"]
+
+#: set to "1" by the gateway when the caller's own credentials must go upstream (auth
+#: ``pass_through``); like every ``x-cascadeflow-*`` header it is never sent upstream
+FORWARD_CREDENTIALS = "x-cascadeflow-forward-credentials"
 
 
 @dataclass(slots=True)

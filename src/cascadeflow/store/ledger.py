@@ -192,6 +192,18 @@ class Ledger:
                 result["by"] = {str(row.key): _figures(row._mapping) for row in await conn.execute(query)}
         return result
 
+    async def spent_since(self, scope: str, since: float) -> float:
+        """USD recorded since ``since`` for a limits scope (``key:<id>``, ``user:<id>``, ``team:<name>``, ``total``)."""
+        assert self.engine is not None
+        c = requests_table.c
+        kind, _, value = scope.partition(":")
+        where = [c.ts >= since]
+        if kind != "total":
+            where.append({"key": c.key_id, "user": c.user_id, "team": c.team}[kind] == value)
+        async with self.engine.connect() as conn:
+            spent = (await conn.execute(select(func.sum(func.coalesce(c.cost, 0.0))).where(*where))).scalar_one()
+        return float(spent or 0.0)
+
     async def count(self) -> int:
         assert self.engine is not None
         async with self.engine.connect() as conn:

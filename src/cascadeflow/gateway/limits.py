@@ -1,0 +1,127 @@
+"""Admission: does a request fit its key's, user's, team's and the gateway's limits and budgets?
+
+A request reserves its estimated tokens and cost at admission and settles with the
+real figures when it ends (see :mod:`cascadeflow.store.counters`). The estimate is
+deliberately high: input tokens from the body's size (3 bytes a token), output tokens
+from ``max_tokens`` (else ``limits.default_output_tokens``), priced at the requested
+model, plus the draft model's price for a cascade, since an escalation pays both.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from ..errors import ErrorKind, RequestError
+from ..store.counters import Lease, MemoryCounters, Refusal, Scope
+from ..usage import Usage
+
+if TYPE_CHECKING:
+    from ..config import Limits, LimitsConfig
+    from ..pricing import ModelRegistry
+    from ..store import LedgerEntry
+    from ..store.counters import Counters
+    from .auth import Identity
+
+__all__ = ["LimitGate", "LimitRefusal"]
+
+log = logging.getLogger("cascadeflow.limits")
+
+_OUTPUT_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+_NAMES = {
+    "rpm": "requests per minute", "tpm": "tokens per minute", "max_concurrent": "concurrent requests",
+    "daily_budget_usd": "daily budget", "monthly_budget_usd": "monthly budget",
+}
+
+
+class LimitRefusal(RequestError):
+    """429 for a rate limit, 402 for a spent budget; ``retry_after`` says when it may pass."""
+
+    def __init__(self, refusal: Refusal, cap: float) -> None:
+        what = _NAMES[refusal.limit]
+        if refusal.budget:
+            message = (f"the {what} of ${cap:g} for {refusal.scope} is spent; "
+                       f"it renews in {refusal.retry_after / 3600:.1f} h")
+            kind = ErrorKind.BUDGET_EXCEEDED
+        else:
+            message = f"rate limit of {cap:g} {what} for {refusal.scope} reached; retry in {refusal.retry_after:.1f} s"
+            kind = ErrorKind.RATE_LIMIT
+        super().__init__(message, kind=kind)
+        self.refusal = refusal
+        self.retry_after = refusal.retry_after
+
+
+class LimitGate:
+    """The limits that apply to each caller, and the counters they are kept in."""
+
+    def __init__(self, config: LimitsConfig, counters: Counters | None, registry: ModelRegistry) -> None:
+        self.config = config
+        self.counters: Counters = counters or MemoryCounters(lease_seconds=config.lease_seconds)
+        self.registry = registry
+        self.store_errors = 0
+        self._last_warning = 0.0
+
+    def scopes(self, identity: Identity) -> tuple[Scope, ...]:
+        config = self.config
+        found: list[Scope] = []
+        if identity.key is not None:
+            limits = identity.key.limits or config.per_key
+            if not limits.is_empty():
+                found.append(Scope(f"key:{identity.key.key_id}", limits))
+        for prefix, value, table in (("user", identity.user_id, config.users), ("team", identity.team, config.teams)):
+            limits_for: Limits | None = table.get(value) if value is not None else None
+            if limits_for is not None and not limits_for.is_empty():
+                found.append(Scope(f"{prefix}:{value}", limits_for))
+        if not config.total.is_empty():
+            found.append(Scope("total", config.total))
+        return tuple(found)
+
+    def estimate(self, body: dict, body_bytes: int, models: tuple[str, ...]) -> tuple[int, float]:
+        """(tokens, USD) this request could use: an upper estimate, corrected when it settles."""
+        output = next((v for f in _OUTPUT_FIELDS if isinstance(v := body.get(f), int) and v > 0),
+                      self.config.default_output_tokens)
+        usage = Usage(input_tokens=body_bytes // 3, output_tokens=output)
+        cost = sum(self.registry.cost(m, usage) or 0.0 for m in models)
+        return usage.input_tokens + output, cost
+
+    async def admit(self, identity: Identity, body: dict, body_bytes: int, models: tuple[str, ...]) -> Lease | None:
+        """A lease to settle when the request ends (None if no limit applies); raises :class:`LimitRefusal`.
+
+        ``models`` are those the request may be charged for: the requested one, and a cascade's drafts.
+        """
+        scopes = self.scopes(identity)
+        if not scopes:
+            return None
+        tokens, cost = self.estimate(body, body_bytes, models)
+        try:
+            outcome = await self.counters.admit(scopes, tokens, cost)
+        except Exception as exc:  # Redis is unreachable: the documented choice, never a crash
+            self._store_failed(exc)
+            if self.config.on_store_error == "closed":
+                refusal = RequestError("the rate-limit store is unreachable; requests are refused until it is back",
+                                       kind=ErrorKind.UNAVAILABLE)
+                refusal.retry_after = 5.0  # type: ignore[attr-defined]
+                raise refusal from None
+            return Lease("", scopes, tokens, cost, ("", ""), synced=False)
+        if isinstance(outcome, Refusal):
+            scope = next(s for s in scopes if s.name == outcome.scope)
+            raise LimitRefusal(outcome, getattr(scope.limits, outcome.limit))
+        return outcome
+
+    async def settle(self, lease: Lease, entry: LedgerEntry) -> None:
+        """Replace the reservation with what the request really used."""
+        if not lease.synced:
+            return
+        tokens = entry.input_tokens + entry.output_tokens + entry.cache_write_tokens + entry.cache_read_tokens
+        try:
+            await self.counters.settle(lease, tokens, entry.cost or 0.0)
+        except Exception as exc:
+            self._store_failed(exc)
+
+    def _store_failed(self, exc: Exception) -> None:
+        self.store_errors += 1
+        now = time.monotonic()
+        if now - self._last_warning > 10:  # one line per 10 s, however many requests fail
+            self._last_warning = now
+            log.warning("rate-limit store unreachable (%s); failing %s", type(exc).__name__, self.config.on_store_error)

@@ -1,0 +1,228 @@
+"""Two gateway processes sharing one PostgreSQL ledger and one set of Redis counters.
+
+Real servers on loopback: PostgreSQL (a database made for each test) and Redis (a
+database index flushed for each test). In CI both must be up (``.ci/run`` starts them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+
+import anthropic
+import httpx
+import pytest
+import yaml
+
+from cascadeflow import ModelRegistry, ProxyConfig, Usage, create_app
+from cascadeflow.testing import ServerThread
+from tests.conftest import launch_gateway_process, sim_routes
+
+POSTGRES = os.environ.get("CASCADEFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS = os.environ.get("CASCADEFLOW_TEST_REDIS", "redis://127.0.0.1:6379/7")
+MASTER = "shared-master-9d1e"
+ASK = {"max_tokens": 20, "messages": [{"role": "user", "content": "hello"}]}
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        raise RuntimeError(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture()
+def stores():
+    """(PostgreSQL URL of a fresh database, Redis URL of an empty database index)."""
+    import asyncpg
+    import redis
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(POSTGRES.replace("postgresql://", "postgres://"), timeout=3)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    name = "cascadeflow_" + uuid.uuid4().hex[:10]
+    try:
+        asyncio.run(admin(f"CREATE DATABASE {name}"))
+        redis.Redis.from_url(REDIS, socket_timeout=2).flushdb()
+    except (OSError, asyncpg.PostgresError, redis.RedisError) as exc:
+        _unavailable(f"PostgreSQL or Redis not reachable: {exc}")
+    yield POSTGRES.rsplit("/", 1)[0] + "/" + name, REDIS
+    asyncio.run(admin(f"DROP DATABASE {name} WITH (FORCE)"))
+    redis.Redis.from_url(REDIS).flushdb()
+
+
+@pytest.fixture()
+def pair(sim, fresh_sim, stores, tmp_path):
+    """Two gateway processes on one config; their logs are kept for the secrets test."""
+    pg, rd = stores
+    config = {
+        "routes": sim_routes(sim), "database_url": pg, "redis_url": rd,
+        "auth": {"mode": "api_key", "master_key": MASTER, "keys": [
+            {"key": "shared-rpm-key", "user_id": "ursula", "limits": {"rpm": 10}},
+            {"key": "shared-budget-key", "user_id": "victor", "limits": {"daily_budget_usd": 20 * _COST - 1e-9}},
+            {"key": "shared-free-key", "user_id": "wanda"},
+        ]},
+    }
+    text = yaml.safe_dump(config)
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    processes = [launch_gateway_process(tmp_path, text, log) for log in logs]
+    yield [url for _, url in processes], pg, logs
+    for process, _ in processes:
+        process.send_signal(signal.SIGTERM)
+    for process, _ in processes:
+        process.wait(timeout=15)
+
+
+#: what one scripted budget request costs: 10 input and 20 output tokens of claude-sonnet-5-5
+_COST = ModelRegistry().cost("claude-sonnet-5-5", Usage(input_tokens=10, output_tokens=20)) or 0.0
+
+
+def _client(url: str, key: str) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=url, api_key=key, max_retries=0)
+
+
+def test_requests_per_minute_hold_across_both_processes(pair):
+    (a, b), _, _ = pair
+    outcomes = []
+    for i in range(16):
+        try:
+            _client((a, b)[i % 2], "shared-rpm-key").messages.create(model="claude-haiku-5-5", **ASK)
+            outcomes.append(200)
+        except anthropic.RateLimitError:
+            outcomes.append(429)
+    # 10 a minute: the bucket holds 10, and refills one every 6 s (the loop takes about a second)
+    assert outcomes.count(200) in (10, 11) and outcomes[:10] == [200] * 10
+
+
+async def test_200_concurrent_requests_cannot_overspend_a_shared_budget(pair, fresh_sim):
+    (a, b), pg, _ = pair
+    usage = {"input_tokens": 10, "output_tokens": 20}
+    fresh_sim.set_script([{"match": {"prompt_contains": "budget"}, "text": "spend", "usage": usage, "latency": 0.5}])
+    body = {"model": "claude-sonnet-5-5", "max_tokens": 20, "messages": [{"role": "user", "content": "budget"}]}
+    limits = httpx.Limits(max_connections=250)
+    async with httpx.AsyncClient(timeout=30, limits=limits, headers={"x-api-key": "shared-budget-key"}) as client:
+        replies = await asyncio.gather(*(client.post(f"{(a, b)[i % 2]}/v1/messages", json=body) for i in range(200)))
+    statuses = [r.status_code for r in replies]
+    assert set(statuses) <= {200, 402} and statuses.count(402) >= 150
+    budget = 20 * _COST
+    ledger = await _ledger_rows(pg, where="user_id = 'victor'", expected=200)
+    spent = sum(r["cost"] or 0 for r in ledger)
+    assert len(ledger) == 200 and spent == pytest.approx(statuses.count(200) * _COST)
+    assert spent <= budget + _COST  # never more than the budget plus one request
+    assert statuses.count(200) >= 15  # and the budget is usable, not refused from the start
+    assert {r["error_type"] for r in ledger if r["status"] == 402} == {"budget_exceeded"}
+
+
+def test_a_key_revoked_through_one_process_is_refused_by_the_other_within_a_second(pair):
+    (a, b), _, _ = pair
+    admin = httpx.Client(base_url=a, headers={"authorization": f"Bearer {MASTER}"})
+    secret = admin.post("/admin/keys", json={"user_id": "xena"}).json()["key"]
+    deadline = time.monotonic() + 3
+    while True:  # process b learns of the new key from the shared table
+        try:
+            _client(b, secret).messages.create(model="claude-haiku-5-5", **ASK)
+            break
+        except anthropic.AuthenticationError:
+            assert time.monotonic() < deadline, "process b never accepted the new key"
+            time.sleep(0.05)
+    key_id = secret.split("_")[1]
+    assert admin.delete(f"/admin/keys/{key_id}").status_code == 200
+    revoked_at = time.monotonic()
+    while True:
+        try:
+            _client(b, secret).messages.create(model="claude-haiku-5-5", **ASK)
+        except anthropic.AuthenticationError as exc:
+            assert "revoked" in exc.message
+            break
+        time.sleep(0.02)
+    assert time.monotonic() - revoked_at < 1.0
+    with pytest.raises(anthropic.AuthenticationError):  # and process a at once
+        _client(a, secret).messages.create(model="claude-haiku-5-5", **ASK)
+
+
+async def test_both_processes_write_one_ledger_and_no_secret_is_logged_or_stored(pair):
+    (a, b), pg, logs = pair
+    admin = httpx.Client(base_url=b, headers={"authorization": f"Bearer {MASTER}"})
+    issued = admin.post("/admin/keys", json={"user_id": "yuri"}).json()["key"]
+    await asyncio.sleep(0.7)
+    for url in (a, b, a):
+        _client(url, "shared-free-key").messages.create(model="claude-haiku-5-5", **ASK)
+        _client(url, issued).messages.create(model="claude-sonnet-5-5", **ASK)
+    with pytest.raises(anthropic.AuthenticationError):
+        _client(a, "sk-ant-a-provider-key-someone-pasted").messages.create(model="claude-haiku-5-5", **ASK)
+    rows = await _ledger_rows(pg, expected=7)
+    assert [r["user_id"] for r in rows].count("wanda") == 3 and [r["user_id"] for r in rows].count("yuri") == 3
+    totals = httpx.get(b + "/stats").json()["ledger"]
+    assert totals["requests"] == 7  # process b sees what process a recorded
+
+    secrets = ["shared-rpm-key", "shared-budget-key", "shared-free-key", issued, issued.rsplit("_", 1)[1], MASTER,
+               "sk-ant-route-key", "sk-openai-route-key", "sk-ant-a-provider-key-someone-pasted"]
+    dumped = await _dump_database(pg)
+    import redis
+
+    stored = dumped + " ".join(k.decode() for k in redis.Redis.from_url(REDIS).keys("*"))
+    for process in (a, b):
+        httpx.get(process + "/metrics")
+    time.sleep(0.3)
+    logged = "".join(path.read_text(errors="replace") for path in logs)
+    assert "yuri" in dumped and "wanda" in dumped and logged  # there is something to search
+    for secret in secrets:
+        assert secret not in stored, f"{secret[:6]}… is stored in the clear"
+        assert secret not in logged, f"{secret[:6]}… reached a log"
+
+
+def test_redis_unreachable_fails_open_or_closed_as_configured(fresh_sim, start_gateway, tmp_path):
+    for policy, expected in (("open", 200), ("closed", 503)):
+        config = ProxyConfig.from_dict({
+            "routes": sim_routes(fresh_sim), "database_url": f"sqlite:///{tmp_path / f'{policy}.db'}",
+            "redis_url": "redis://127.0.0.1:1/0",  # nothing listens there
+            "auth": {"mode": "api_key", "keys": [{"key": "k", "limits": {"rpm": 100}}]},
+            "limits": {"on_store_error": policy},
+        })
+        server = ServerThread(create_app(config)).start()
+        try:
+            replies = [httpx.post(server.url + "/v1/messages", headers={"x-api-key": "k"},
+                                  json={"model": "claude-haiku-5-5", **ASK}) for _ in range(3)]
+            assert [r.status_code for r in replies] == [expected] * 3
+            if expected == 503:
+                assert "rate-limit store is unreachable" in replies[0].json()["error"]["message"]
+                assert replies[0].headers["retry-after"] == "5"
+            assert httpx.get(server.url + "/health").status_code == 200  # the worker is fine
+        finally:
+            server.stop()
+
+
+async def _ledger_rows(pg: str, where: str = "true", expected: int = 0) -> list[dict]:
+    import asyncpg
+
+    deadline = time.monotonic() + 10
+    conn = await asyncpg.connect(pg.replace("postgresql://", "postgres://"))
+    try:
+        while True:
+            rows = [dict(r) for r in await conn.fetch(f"SELECT * FROM requests WHERE {where} ORDER BY id")]
+            if len(rows) >= expected or time.monotonic() > deadline:
+                return rows
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+
+
+async def _dump_database(pg: str) -> str:
+    import asyncpg
+
+    conn = await asyncpg.connect(pg.replace("postgresql://", "postgres://"))
+    try:
+        tables = [r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        assert {"requests", "api_keys", "schema_version"} <= set(tables)
+        lines = []
+        for table in tables:
+            lines += [str(dict(row)) for row in await conn.fetch(f"SELECT * FROM {table}")]
+        return "\n".join(lines)
+    finally:
+        await conn.close()
