@@ -158,7 +158,8 @@ async def test_both_processes_write_one_ledger_and_no_secret_is_logged_or_stored
         _client(a, "sk-ant-a-provider-key-someone-pasted").messages.create(model="claude-haiku-5-5", **ASK)
     rows = await _ledger_rows(pg, expected=7)
     assert [r["user_id"] for r in rows].count("wanda") == 3 and [r["user_id"] for r in rows].count("yuri") == 3
-    totals = httpx.get(b + "/stats").json()["ledger"]
+    assert httpx.get(b + "/stats").status_code == 401  # auth is on: the operator endpoints need the master key
+    totals = httpx.get(b + "/stats", headers={"authorization": f"Bearer {MASTER}"}).json()["ledger"]
     assert totals["requests"] == 7  # process b sees what process a recorded
 
     secrets = ["shared-rpm-key", "shared-budget-key", "shared-free-key", issued, issued.rsplit("_", 1)[1], MASTER,
@@ -168,7 +169,7 @@ async def test_both_processes_write_one_ledger_and_no_secret_is_logged_or_stored
 
     stored = dumped + " ".join(k.decode() for k in redis.Redis.from_url(REDIS).keys("*"))
     for process in (a, b):
-        httpx.get(process + "/metrics")
+        assert httpx.get(process + "/metrics", headers={"authorization": f"Bearer {MASTER}"}).status_code == 200
     time.sleep(0.3)
     logged = "".join(path.read_text(errors="replace") for path in logs)
     assert "yuri" in dumped and "wanda" in dumped and logged  # there is something to search

@@ -122,3 +122,36 @@ async def test_a_version_1_database_is_upgraded_in_place(tmp_path):
     await ledger.aclose()
     assert [r["output_tokens"] for r in rows] == [7, rows[1]["output_tokens"]]
     assert rows[0]["team"] is None and rows[1]["team"] == "backend" and rows[1]["upstream_ms"] == 12.5
+
+
+async def test_flush_waits_for_the_batch_the_writer_has_in_hand(tmp_path):
+    ledger = await Ledger(f"sqlite:///{tmp_path / 'f.db'}", batch_size=50, flush_interval=0.0).start()
+    for round_ in range(5):
+        for i in range(120):
+            ledger.record(entry(request_id=f"{round_}-{i}"))
+        await asyncio.sleep(0)  # the writer takes its first batch
+        await ledger.flush()
+        assert await ledger.count() == 120 * (round_ + 1)
+    await ledger.aclose()
+
+
+def test_processes_starting_together_on_a_new_sqlite_file_migrate_once(tmp_path):
+    """`--workers N` on a fresh ledger: every worker starts, the schema is made once."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    code = f"import asyncio; from cascadeflow.store import Ledger\n" \
+           f"async def main():\n    await (await Ledger({url!r}).start()).aclose()\nasyncio.run(main())"
+    workers = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE) for _ in range(6)]
+    errors = [w.communicate(timeout=60)[1].decode() for w in workers]
+    assert [w.returncode for w in workers] == [0] * 6, errors
+
+    async def versions() -> list[int]:
+        ledger = await Ledger(url).start()
+        async with ledger.engine.connect() as conn:
+            found = [row[0] for row in await conn.exec_driver_sql("SELECT version FROM schema_version ORDER BY version")]
+        await ledger.aclose()
+        return found
+
+    assert asyncio.run(versions()) == [version for version, _ in MIGRATIONS]

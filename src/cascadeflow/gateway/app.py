@@ -31,6 +31,7 @@ from ..proxy import ProxyHandler, ProxyRouter, ProxyService
 from ..telemetry import CostTracker
 from .dashboard import dashboard_routes
 from .admin import create_key, list_keys, revoke_key, show_key
+from .admin_guard import admin_refusal
 from .auth import Authenticator
 from .errors import caller_dialect, error_response
 from .limits import LimitGate
@@ -130,7 +131,12 @@ async def health(request: Request) -> Response:
 
 
 async def stats(request: Request) -> Response:
-    """This process's running totals, plus the ledger's all-time totals (they survive restarts)."""
+    """This process's running totals, plus the ledger's all-time totals (they survive restarts).
+
+    Open while auth is off; with auth on, for the master key's holder.
+    """
+    if (refusal := admin_refusal(request, read_only=True)) is not None:
+        return refusal
     gateway: Gateway = request.app.state.gateway
     summary = gateway.tracker.summary()
     try:

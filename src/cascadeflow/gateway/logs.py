@@ -12,6 +12,7 @@ shaped like a credential.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sys
@@ -34,7 +35,9 @@ FIELDS = "cascadeflow_fields"
 #: the request id (the caller's ``x-request-id``) of the request being handled, for every log line it causes
 REQUEST_ID: ContextVar[str | None] = ContextVar("cascadeflow_request_id", default=None)
 _SECRET = re.compile(r"(?i)(bearer\s+|\bsk-|key[=:]\s*)[\w.\-]{4,}")
-_RESERVED = frozenset({"ts", "level", "logger", "message"})
+#: entry attributes copied as they are when set
+_OPTIONAL = ("key_id", "user_id", "team", "route", "rule", "draft_model", "decision", "accepted", "served_model",
+             "fallback_model", "error_type")
 
 
 def _scrub(text: str) -> str:
@@ -43,6 +46,7 @@ def _scrub(text: str) -> str:
 
 def request_fields(entry: LedgerEntry) -> dict:
     """What a request line says, from its ledger entry; fields that do not apply are left out."""
+    latency = entry.latency_ms
     fields = {
         "request_id": entry.request_id,
         "endpoint": entry.endpoint,
@@ -51,30 +55,31 @@ def request_fields(entry: LedgerEntry) -> dict:
         "stream": entry.stream,
         "status": entry.status,
         "plan": entry.plan,
-        "latency_ms": None if entry.latency_ms is None else round(entry.latency_ms, 2),
+        "latency_ms": None if latency is None else round(latency, 2),
     }
-    optional = {
-        "key_id": entry.key_id, "user_id": entry.user_id, "team": entry.team, "route": entry.route,
-        "rule": entry.rule, "draft_model": entry.draft_model, "decision": entry.decision, "accepted": entry.accepted,
-        "served_model": entry.served_model, "fallback_model": entry.fallback_model,
-        "ttfb_ms": None if entry.ttfb_ms is None else round(entry.ttfb_ms, 2),
-        "upstream_ms": None if entry.upstream_ms is None else round(entry.upstream_ms, 2),
-        "error_type": entry.error_type,
-    }
-    fields.update((k, v) for k, v in optional.items() if v is not None)
+    for name in _OPTIONAL:
+        value = getattr(entry, name)
+        if value is not None:
+            fields[name] = value
     if entry.confidence is not None:
         fields["confidence"] = round(entry.confidence, 4)
-    if entry.latency_ms is not None and entry.upstream_ms is not None:
-        fields["overhead_ms"] = round(max(entry.latency_ms - entry.upstream_ms, 0.0), 3)
-    tokens = (entry.input_tokens, entry.output_tokens, entry.cache_write_tokens, entry.cache_read_tokens)
-    if any(tokens):
-        fields["input_tokens"], fields["output_tokens"], fields["cache_write_tokens"], fields["cache_read_tokens"] = tokens
-    if entry.cost is not None:
-        fields["cost_usd"] = round(entry.cost, 8)
-    if entry.baseline_cost is not None:
-        fields["baseline_cost_usd"] = round(entry.baseline_cost, 8)
-        if entry.cost is not None:
-            fields["saving_usd"] = round(entry.baseline_cost - entry.cost, 8)
+    if entry.ttfb_ms is not None:
+        fields["ttfb_ms"] = round(entry.ttfb_ms, 2)
+    upstream = entry.upstream_ms
+    if upstream is not None:
+        fields["upstream_ms"] = round(upstream, 2)
+        if latency is not None:
+            fields["overhead_ms"] = round(max(latency - upstream, 0.0), 3)
+    if entry.input_tokens or entry.output_tokens or entry.cache_write_tokens or entry.cache_read_tokens:
+        fields["input_tokens"], fields["output_tokens"] = entry.input_tokens, entry.output_tokens
+        fields["cache_write_tokens"], fields["cache_read_tokens"] = entry.cache_write_tokens, entry.cache_read_tokens
+    cost, baseline = entry.cost, entry.baseline_cost
+    if cost is not None:
+        fields["cost_usd"] = round(cost, 8)
+    if baseline is not None:
+        fields["baseline_cost_usd"] = round(baseline, 8)
+        if cost is not None:
+            fields["saving_usd"] = round(baseline - cost, 8)
     if entry.cancelled:
         fields["cancelled"] = True
     if entry.detail:  # the checks' scores, or what went wrong (messages the gateway wrote, scrubbed anyway)
@@ -83,30 +88,49 @@ def request_fields(entry: LedgerEntry) -> dict:
 
 
 class RequestLog:
-    """Writes the request line (nothing is built when the level is off)."""
+    """Writes the request line: nothing is built when the level is off, and the line is written
+    just after the answer goes out (the event loop's next turn), not before it."""
 
     def __init__(self) -> None:
         self.logger = logging.getLogger(REQUEST_LOGGER)
 
     def write(self, entry: LedgerEntry) -> None:
         level = logging.WARNING if entry.status >= 500 else logging.INFO
-        if self.logger.isEnabledFor(level):
-            self.logger.log(level, "%s %s", entry.endpoint, entry.status, extra={FIELDS: request_fields(entry)})
+        if not self.logger.isEnabledFor(level):
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self._emit, entry, level)
+        except RuntimeError:  # no event loop (called from plain code)
+            self._emit(entry, level)
+
+    def _emit(self, entry: LedgerEntry, level: int) -> None:
+        logger = self.logger  # the record is made by hand: the caller's frame (findCaller) says nothing here
+        record = logger.makeRecord(logger.name, level, __file__, 0, "%s %s", (entry.endpoint, entry.status), None,
+                                   extra={FIELDS: request_fields(entry)})
+        logger.handle(record)
 
 
 class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "message", …fields}`` on one line."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._second, self._prefix = -1, ""  # the timestamp's seconds, formatted once a second
+
     def format(self, record: logging.LogRecord) -> str:
+        created = record.created
+        second = int(created)
+        if second != self._second:
+            self._second, self._prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         line = {
-            "ts": _timestamp(record.created),
+            "ts": f"{self._prefix}.{int(created % 1 * 1000):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
         fields = getattr(record, FIELDS, None)
         if fields:
-            line.update((k, v) for k, v in fields.items() if k not in _RESERVED)
+            line.update(fields)  # request_fields() uses none of the four names above
         else:
             request_id = REQUEST_ID.get()
             if request_id is not None:
@@ -150,10 +174,6 @@ def _readable(f: dict) -> str:
     if f.get("key_id"):
         parts.append(f"key={f['key_id']}")
     return " ".join(parts)
-
-
-def _timestamp(created: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
 
 
 def logging_config(server: ServerConfig) -> dict:

@@ -25,6 +25,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .admin_guard import admin_refusal
+
 if TYPE_CHECKING:
     from ..store import LedgerEntry
     from .app import Gateway
@@ -303,5 +305,8 @@ def _collect_files(path: str) -> bytes:
 
 
 async def metrics(request: Request) -> Response:
+    """Open while auth is off; with auth on, for the master key's holder (a Prometheus ``authorization``)."""
+    if (refusal := admin_refusal(request, read_only=True)) is not None:
+        return refusal
     gateway: Gateway = request.app.state.gateway
     return Response(await gateway.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -23,6 +23,7 @@ from ..cascade.policies import conversation_key
 from ..proxy import ProxyRequest
 from ..proxy.types import FORWARD_CREDENTIALS
 from .errors import error_response, exception_response
+from .logs import REQUEST_ID
 from .records import RequestInfo, cascade_entry, error_entry, pass_through_entry
 
 if TYPE_CHECKING:
@@ -54,7 +55,10 @@ async def chat_completions(request: Request) -> Response:
 async def _forward(request: Request, dialect: str, path: str, *, count: bool = False) -> Response:
     gateway: Gateway = request.app.state.gateway
     wire = anthropic_wire if dialect == "anthropic" else openai_wire
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    request_id = request.headers.get("x-request-id")
+    if not request_id:
+        request_id = uuid.uuid4().hex
+        REQUEST_ID.set(request_id)  # the log lines of this request carry it (this task serves one request)
     info = RequestInfo(path, dialect, "", False, request_id[:64])
     plan = "pass_through"
     try:

@@ -106,6 +106,14 @@ class _Seeding:
         self._seeded: set[str] = set()
         self._lock = asyncio.Lock()
 
+    async def begin(self, scopes: tuple[Scope, ...], tokens: int, cost: float,
+                    store: Callable[[str, float], Awaitable[None]]) -> tuple[Lease, float, float, float]:
+        """A new lease (with the time, and when its day and month end), budgets seeded first."""
+        now = time.time()
+        day, month, day_end, month_end = period_ends(now)
+        await self.missing(scopes, now, (day, month), store)
+        return Lease(uuid.uuid4().hex, scopes, tokens, cost, (day, month)), now, day_end, month_end
+
     async def missing(self, scopes: tuple[Scope, ...], now: float, periods: tuple[str, str],
                       store: Callable[[str, float], Awaitable[None]]) -> None:
         wanted = [(s.name, limit) for s in scopes for limit, _ in _BUDGETS if getattr(s.limits, limit) is not None]
@@ -145,10 +153,7 @@ class MemoryCounters:
         self._seeding = _Seeding(spent_since)
 
     async def admit(self, scopes: tuple[Scope, ...], tokens: int, cost: float) -> Lease | Refusal:
-        now = time.time()
-        day, month, day_end, month_end = period_ends(now)
-        await self._seeding.missing(scopes, now, (day, month), self._seed)
-        lease = Lease(uuid.uuid4().hex, scopes, tokens, cost, (day, month))
+        lease, now, day_end, month_end = await self._seeding.begin(scopes, tokens, cost, self._seed)
         for scope in scopes:  # check everything first: a refused request leaves no trace
             refusal = self._check(scope, lease, now, day_end, month_end)
             if refusal is not None:
@@ -379,10 +384,7 @@ class RedisCounters:
         self._seeding = _Seeding(spent_since)
 
     async def admit(self, scopes: tuple[Scope, ...], tokens: int, cost: float) -> Lease | Refusal:
-        now = time.time()
-        day, month, day_end, month_end = period_ends(now)
-        await self._seeding.missing(scopes, now, (day, month), self._seed)
-        lease = Lease(uuid.uuid4().hex, scopes, tokens, cost, (day, month))
+        lease, now, day_end, month_end = await self._seeding.begin(scopes, tokens, cost, self._seed)
         args = [now, lease.id, now + self.lease_seconds, tokens, cost, day_end, month_end, *_limit_args(scopes)]
         result = await self._admit(keys=_keys(scopes, lease.periods), args=args)
         index = int(result[0])

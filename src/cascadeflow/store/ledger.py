@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 from sqlalchemy import case, delete, func, insert, select, text
@@ -95,6 +96,20 @@ def database_url(url: str) -> str:
     return url
 
 
+@contextlib.contextmanager
+def _sqlite_file_lock(path: str | None) -> Iterator[None]:
+    """Hold an exclusive lock beside a SQLite file while migrating, so processes migrate one at a time."""
+    if not path or path == ":memory:":
+        yield
+        return
+    with open(f"{path}.migrate-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # blocks only while another process migrates (at start)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 class Ledger:
     """Queue entries with :meth:`record`; they reach the database in batches."""
 
@@ -110,6 +125,7 @@ class Ledger:
         self._writer: asyncio.Task | None = None
         self._ready = asyncio.Event()  # something was queued
         self._closing = asyncio.Event()
+        self._write_lock = asyncio.Lock()
         self.written = 0
         self.dropped = 0
 
@@ -117,10 +133,11 @@ class Ledger:
         """Connect, migrate, apply retention, and start the background writer."""
         is_sqlite = self.url.startswith("sqlite")
         self.engine = create_async_engine(self.url, pool_pre_ping=not is_sqlite)
-        async with self.engine.begin() as conn:
-            if is_sqlite:
-                await conn.execute(text("PRAGMA journal_mode=WAL"))
-            await self._migrate(conn)
+        with _sqlite_file_lock(self.engine.url.database if is_sqlite else None):  # workers starting together
+            async with self.engine.begin() as conn:
+                if is_sqlite:
+                    await conn.execute(text("PRAGMA journal_mode=WAL"))
+                await self._migrate(conn)
         await self.prune()
         self._writer = asyncio.create_task(self._write_forever(), name="cascadeflow-ledger")
         return self
@@ -131,9 +148,10 @@ class Ledger:
         self._ready.set()
 
     async def flush(self) -> None:
-        """Write everything queued so far."""
-        while not self._queue.empty():
-            await self._write_batch()
+        """Write everything queued so far (waiting for a batch the writer has in hand)."""
+        async with self._write_lock:
+            while not self._queue.empty():
+                await self._write_batch()
 
     async def aclose(self) -> None:
         """Stop the writer and write what is left (a graceful shutdown loses nothing)."""
@@ -189,7 +207,10 @@ class Ledger:
             if by is not None:
                 column = GROUPABLE[by]
                 query = select(column.label("key"), *measures).where(*where).group_by(column).order_by(column)
-                result["by"] = {str(row.key): _figures(row._mapping) for row in await conn.execute(query)}
+                result["by"] = {
+                    "(none)" if row.key is None else str(row.key): _figures(row._mapping)
+                    for row in await conn.execute(query)
+                }
         return result
 
     async def spent_since(self, scope: str, since: float) -> float:
