@@ -49,6 +49,9 @@ database_url: "sqlite:///{tmp_path}/ledger.db"
         list(oai.chat.completions.create(model="gpt-5.4-mini", messages=[{"role": "user", "content": PROMPT}],
                                          stream=True, extra_headers={"x-request-id": "req-log-4",
                                                                      "authorization": f"Bearer {CLIENT_KEY}"}))
+        generated = [httpx.post(url + "/v1/messages", headers={"x-api-key": CLIENT_KEY},
+                                json={"model": SONNET, "max_tokens": 20, "messages": [{"role": "user", "content": PROMPT}]}
+                                ).headers["x-request-id"] for _ in range(2)]  # no id sent: the gateway makes one
         httpx.get(url + "/health")  # not an API request: no line
     finally:
         process.terminate()
@@ -64,7 +67,8 @@ database_url: "sqlite:///{tmp_path}/ledger.db"
     assert any(r["logger"].startswith("uvicorn") for r in records)  # uvicorn's own lines are JSON too
     assert not any(r["logger"] == "uvicorn.access" for r in records)  # the request line replaces the access log
     requests = {r["request_id"]: r for r in records if r["logger"] == REQUEST_LOGGER}
-    assert sorted(requests) == ["req-log-1", "req-log-2", "req-log-3", "req-log-4"]  # one line each
+    assert generated[0] != generated[1] and all(g.startswith("req_") for g in generated)
+    assert sorted(requests) == sorted(["req-log-1", "req-log-2", "req-log-3", "req-log-4", *generated])  # one line each
 
     one = requests["req-log-1"]
     assert one["level"] == "info" and one["status"] == 200 and one["plan"] == "pass_through"

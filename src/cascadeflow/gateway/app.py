@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import secrets
 import os
 from typing import TYPE_CHECKING
 
@@ -82,10 +84,16 @@ class Gateway:
             counters = MemoryCounters(lease_seconds=config.limits.lease_seconds, spent_since=self.ledger.spent_since)
         self.limits = LimitGate(config.limits, counters, self.registry)
         self._tasks: set[asyncio.Task] = set()
+        self._id_prefix = f"req_{secrets.token_hex(6)}_"
+        self._request_numbers = itertools.count(1)
         #: metrics, request log lines and trace spans (``tracer_provider``: an OpenTelemetry one to use)
         self.observer = Observer(self, tracer_provider)
         self.metrics = self.observer.metrics
         self.cascade.tracing = self.observer.tracing
+
+    def new_request_id(self) -> str:
+        """A unique id for a request that brought none: this process's random prefix and a counter (cheap)."""
+        return f"{self._id_prefix}{next(self._request_numbers):x}"
 
     def finish(self, entry: LedgerEntry) -> None:
         """Every request ends here exactly once: its ledger row (metrics and the log line derive from it)."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from typing import TYPE_CHECKING
 
 import orjson
@@ -57,7 +56,7 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
     wire = anthropic_wire if dialect == "anthropic" else openai_wire
     request_id = request.headers.get("x-request-id")
     if not request_id:
-        request_id = uuid.uuid4().hex
+        request_id = gateway.new_request_id()
         REQUEST_ID.set(request_id)  # the log lines of this request carry it (this task serves one request)
     info = RequestInfo(path, dialect, "", False, request_id[:64])
     plan = "pass_through"

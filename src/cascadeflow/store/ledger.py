@@ -19,7 +19,7 @@ import fcntl
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 from sqlalchemy import case, delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -66,6 +66,11 @@ class LedgerEntry:
     error_type: str | None = None
     cancelled: bool = False
     detail: str | None = None
+
+
+def _row(entry: LedgerEntry, names: tuple[str, ...] = tuple(f.name for f in fields(LedgerEntry))) -> dict:
+    """The entry as a row (``dataclasses.asdict`` deep-copies every value: several times slower)."""
+    return {name: getattr(entry, name) for name in names}
 
 
 #: what ``summary(by=…)`` can group on
@@ -263,7 +268,7 @@ class Ledger:
             return
         try:
             async with self.engine.begin() as conn:
-                await conn.execute(insert(requests_table), [asdict(entry) for entry in batch])
+                await conn.execute(insert(requests_table), [_row(entry) for entry in batch])
             self.written += len(batch)
         except Exception:  # the database is down: say so, keep serving requests
             self.dropped += len(batch)
