@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ..pricing import ModelRegistry
     from ..store import LedgerEntry
     from ..store.counters import Counters
+    from ..store.keys import KeyRecord
     from .auth import Identity
 
 __all__ = ["LimitGate", "LimitRefusal"]
@@ -61,8 +62,21 @@ class LimitGate:
         self.registry = registry
         self.store_errors = 0
         self._last_warning = 0.0
+        self._scopes: dict[str | None, tuple[KeyRecord | None, tuple[Scope, ...]]] = {}
 
     def scopes(self, identity: Identity) -> tuple[Scope, ...]:
+        """The scopes a caller counts against (cached per key record: a changed key is a new record)."""
+        key = identity.key
+        cached = self._scopes.get(key.key_id if key is not None else None)
+        if cached is not None and cached[0] is key:
+            return cached[1]
+        scopes = self._scopes_of(identity)
+        if len(self._scopes) > 100_000:  # keys come and go; never grow without bound
+            self._scopes.clear()
+        self._scopes[key.key_id if key is not None else None] = (key, scopes)
+        return scopes
+
+    def _scopes_of(self, identity: Identity) -> tuple[Scope, ...]:
         config = self.config
         found: list[Scope] = []
         if identity.key is not None:

@@ -105,12 +105,15 @@ class _Seeding:
         self._spent_since = spent_since
         self._seeded: set[str] = set()
         self._lock = asyncio.Lock()
+        self._period: tuple[str, str, float, float] = ("", "", 0.0, 0.0)  # period_ends() of today
 
     async def begin(self, scopes: tuple[Scope, ...], tokens: int, cost: float,
                     store: Callable[[str, float], Awaitable[None]]) -> tuple[Lease, float, float, float]:
         """A new lease (with the time, and when its day and month end), budgets seeded first."""
         now = time.time()
-        day, month, day_end, month_end = period_ends(now)
+        if not self._period[2] - 86400 <= now < self._period[2]:  # a new UTC day (or the first call)
+            self._period = period_ends(now)
+        day, month, day_end, month_end = self._period
         await self.missing(scopes, now, (day, month), store)
         return Lease(uuid.uuid4().hex, scopes, tokens, cost, (day, month)), now, day_end, month_end
 
@@ -367,6 +370,57 @@ def _keys(scopes: tuple[Scope, ...], periods: tuple[str, str]) -> list[str]:
     return keys
 
 
+class _Batcher:
+    """Script calls made in the same moment go to Redis in one pipeline: one round trip, not one each.
+
+    Under load many requests are admitted and settled in the same turn of the event loop;
+    each call waits for its own result, as if it had been sent alone.
+    """
+
+    def __init__(self, client) -> None:  # type: ignore[no-untyped-def]
+        self.client = client
+        self._calls: list[tuple[object, list, list, asyncio.Future]] = []
+        self._sending: set[asyncio.Task] = set()
+
+    async def call(self, script, keys: list, args: list):  # type: ignore[no-untyped-def]
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._calls.append((script, keys, args, future))
+        if len(self._calls) == 1:  # the first of this moment sends, once the others have joined
+            loop.call_soon(self._send_soon)
+        return await future
+
+    def _send_soon(self) -> None:
+        calls, self._calls = self._calls, []
+        task = asyncio.create_task(self._send(calls))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, calls: list) -> None:
+        try:
+            if len(calls) == 1:
+                script, keys, args, future = calls[0]
+                results = [await script(keys=keys, args=args)]  # type: ignore[operator]
+            else:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for script, keys, args, _ in calls:
+                        await script(keys=keys, args=args, client=pipe)  # type: ignore[operator]  # queues it
+                    results = await pipe.execute(raise_on_error=False)
+        except Exception as exc:  # Redis is away: every caller hears it
+            for *_, future in calls:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for index, (*_, future) in enumerate(calls):
+            result = results[index] if index < len(results) else RuntimeError("Redis sent no reply for this call")
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+
 class RedisCounters:
     """Counters every gateway process shares, each admission one Lua script (atomic in Redis).
 
@@ -381,12 +435,13 @@ class RedisCounters:
         self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._admit = self.client.register_script(_ADMIT)
         self._settle = self.client.register_script(_SETTLE)
+        self._batcher = _Batcher(self.client)
         self._seeding = _Seeding(spent_since)
 
     async def admit(self, scopes: tuple[Scope, ...], tokens: int, cost: float) -> Lease | Refusal:
         lease, now, day_end, month_end = await self._seeding.begin(scopes, tokens, cost, self._seed)
         args = [now, lease.id, now + self.lease_seconds, tokens, cost, day_end, month_end, *_limit_args(scopes)]
-        result = await self._admit(keys=_keys(scopes, lease.periods), args=args)
+        result = await self._batcher.call(self._admit, _keys(scopes, lease.periods), args)
         index = int(result[0])
         if index < 0:
             return lease
@@ -395,7 +450,7 @@ class RedisCounters:
 
     async def settle(self, lease: Lease, tokens: int, cost: float) -> None:
         args = [time.time(), lease.id, tokens - lease.tokens, cost, *_limit_args(lease.scopes)]
-        await self._settle(keys=_keys(lease.scopes, lease.periods), args=args)
+        await self._batcher.call(self._settle, _keys(lease.scopes, lease.periods), args)
 
     async def budget(self, scope: str, limit: str) -> tuple[float, float]:
         day, month, _, _ = period_ends(time.time())
