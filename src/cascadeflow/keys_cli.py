@@ -68,6 +68,8 @@ def _create(args: argparse.Namespace) -> int:
     print(created["key"])
     print(f"key id {created['key_id']} (user {created['user_id'] or '-'}, team {created['team'] or '-'}); "
           "the key is shown this once: store it now", file=sys.stderr)
+    if created.get("warning"):
+        print(f"warning: {created['warning']}", file=sys.stderr)
     return 0
 
 

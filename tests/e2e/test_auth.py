@@ -166,7 +166,7 @@ def test_the_keys_command_drives_the_admin_api(fresh_sim, start_gateway, tmp_pat
     assert made.returncode == 0, made.stderr
     secret = made.stdout.strip()
     key_id = secret.split("_")[1]
-    assert "shown this once" in made.stderr
+    assert "shown this once" in made.stderr and "warning" not in made.stderr
     anthropic.Anthropic(base_url=gw.url, api_key=secret, max_retries=0).messages.create(model="claude-haiku-5-5", **ASK)
     listed = keys("list")
     assert listed.returncode == 0 and key_id in listed.stdout and "erin" in listed.stdout and "rpm=30" in listed.stdout
@@ -180,3 +180,10 @@ def test_the_keys_command_drives_the_admin_api(fresh_sim, start_gateway, tmp_pat
     wrong = subprocess.run([sys.executable, "-m", "cascadeflow.cli", "keys", "list", "--url", gw.url, "--master-key", "bad"],
                            capture_output=True, text=True, timeout=60)
     assert wrong.returncode == 1 and "401" in wrong.stderr
+
+
+def test_issuing_a_key_on_a_gateway_that_does_not_check_keys_warns(fresh_sim, start_gateway, tmp_path):
+    gw = start_gateway(_config(fresh_sim, tmp_path, "none"))
+    with _admin(gw) as admin:
+        created = admin.post("/admin/keys", json={"user_id": "zoe"}).json()
+    assert created["key"].startswith("cfk_") and "does not check virtual keys" in created["warning"]

@@ -65,7 +65,11 @@ async def create_key(request: Request) -> Response:
         name=spec.name, user_id=spec.user_id, team=spec.team, models=spec.models, limits=spec.limits,
         expires_at=expires_at,
     )
-    return _json({"key": secret, **record.public()}, 201)
+    created = {"key": secret, **record.public()}
+    if gateway.config.auth.mode not in ("api_key", "hybrid"):
+        created["warning"] = (f"auth.mode is {gateway.config.auth.mode!r}: this gateway does not check virtual keys; "
+                              "set auth.mode to api_key or hybrid")
+    return _json(created, 201)
 
 
 async def list_keys(request: Request) -> Response:
