@@ -114,6 +114,7 @@ async def test_200_concurrent_requests_cannot_overspend_a_shared_budget(pair, fr
     ledger = await _ledger_rows(pg, where="user_id = 'victor'", expected=200)
     spent = sum(r["cost"] or 0 for r in ledger)
     assert len(ledger) == 200 and spent == pytest.approx(statuses.count(200) * _COST)
+    print(f"admitted {statuses.count(200)} of 200; spent ${spent:.6f} of a ${budget:.6f} budget")  # shown with -s
     assert spent <= budget + _COST  # never more than the budget plus one request
     assert statuses.count(200) >= 15  # and the budget is usable, not refused from the start
     assert {r["error_type"] for r in ledger if r["status"] == 402} == {"budget_exceeded"}
