@@ -99,7 +99,11 @@ def _budget_key(scope: str, limit: str, periods: tuple[str, str]) -> str:
 
 
 class _Seeding:
-    """Budget counters start from the ledger's spend for the period, once per process and key."""
+    """Budget counters start from the ledger's spend for the period.
+
+    In memory: once per process and key. In Redis: whenever Redis holds no spend for a budget
+    (its first use, or after Redis lost its data), so a Redis restart cannot reset budgets.
+    """
 
     def __init__(self, spent_since: SpentSince | None) -> None:
         self._spent_since = spent_since
@@ -108,14 +112,19 @@ class _Seeding:
         self._period: tuple[str, str, float, float] = ("", "", 0.0, 0.0)  # period_ends() of today
 
     async def begin(self, scopes: tuple[Scope, ...], tokens: int, cost: float,
-                    store: Callable[[str, float], Awaitable[None]]) -> tuple[Lease, float, float, float]:
-        """A new lease (with the time, and when its day and month end), budgets seeded first."""
+                    store: Callable[[str, float], Awaitable[None]] | None) -> tuple[Lease, float, float, float]:
+        """A new lease (with the time, and when its day and month end); with ``store``, budgets seeded first."""
         now = time.time()
         if not self._period[2] - 86400 <= now < self._period[2]:  # a new UTC day (or the first call)
             self._period = period_ends(now)
         day, month, day_end, month_end = self._period
-        await self.missing(scopes, now, (day, month), store)
+        if store is not None:
+            await self.missing(scopes, now, (day, month), store)
         return Lease(uuid.uuid4().hex, scopes, tokens, cost, (day, month)), now, day_end, month_end
+
+    async def spent(self, scope: str, limit: str, now: float) -> float:
+        """What the ledger says ``scope`` spent in the current period of ``limit``."""
+        return await self._spent_since(scope, _period_start(limit, now)) if self._spent_since else 0.0
 
     async def missing(self, scopes: tuple[Scope, ...], now: float, periods: tuple[str, str],
                       store: Callable[[str, float], Awaitable[None]]) -> None:
@@ -127,8 +136,7 @@ class _Seeding:
                 key = _budget_key(name, limit, periods)
                 if key in self._seeded:
                     continue
-                spent = await self._spent_since(name, _period_start(limit, now)) if self._spent_since else 0.0
-                await store(key, spent)
+                await store(key, await self.spent(name, limit, now))
                 self._seeded.add(key)
 
 
@@ -243,6 +251,8 @@ class MemoryCounters:
 
 # KEYS: five per scope (rpm bucket, tpm bucket, concurrency set, day budget, month budget).
 # ARGV: now, lease, expiry, tokens, cost, day_end, month_end, then five limits per scope (-1: none).
+# Answers {-1} (admitted), {scope index, limit, retry after} (refused), or {-2, scope index, budget}
+# when a budget has no spend recorded yet (the caller seeds it from the ledger and asks again).
 _ADMIT = """
 local now, lease, expiry = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local tokens, cost = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -280,6 +290,7 @@ for i = 0, n - 1 do
   for b = 1, 2 do
     local cap = tonumber(ARGV[a + 2 + b])
     if cap >= 0 then
+      if redis.call('HEXISTS', KEYS[k + 3 + b], 'spent') == 0 then return {-2, i, b} end
       purge(KEYS[k + 3 + b])
       local v = redis.call('HMGET', KEYS[k + 3 + b], 'spent', 'reserved')
       if (tonumber(v[1]) or 0) + (tonumber(v[2]) or 0) >= cap then
@@ -349,6 +360,10 @@ for i = 0, #KEYS / 5 - 1 do
 end
 return 1
 """
+
+
+#: what the admission script answers for a budget it holds no spend for (the caller seeds it)
+_UNSEEDED = -2
 
 
 def _limit_args(scopes: tuple[Scope, ...]) -> list[float]:
@@ -439,10 +454,18 @@ class RedisCounters:
         self._seeding = _Seeding(spent_since)
 
     async def admit(self, scopes: tuple[Scope, ...], tokens: int, cost: float) -> Lease | Refusal:
-        lease, now, day_end, month_end = await self._seeding.begin(scopes, tokens, cost, self._seed)
+        lease, now, day_end, month_end = await self._seeding.begin(scopes, tokens, cost, None)
         args = [now, lease.id, now + self.lease_seconds, tokens, cost, day_end, month_end, *_limit_args(scopes)]
-        result = await self._batcher.call(self._admit, _keys(scopes, lease.periods), args)
-        index = int(result[0])
+        keys = _keys(scopes, lease.periods)
+        for _ in range(len(keys)):
+            result = await self._batcher.call(self._admit, keys, args)
+            index = int(result[0])
+            if index != _UNSEEDED:
+                break
+            # a budget Redis does not hold (first use today, or Redis restarted): start it from the ledger
+            scope, limit = scopes[int(result[1])], _BUDGETS[int(result[2]) - 1][0]
+            spent = await self._seeding.spent(scope.name, limit, now)
+            await self.client.hsetnx(_budget_key(scope.name, limit, lease.periods), "spent", spent)
         if index < 0:
             return lease
         limit = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
@@ -460,5 +483,3 @@ class RedisCounters:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def _seed(self, key: str, spent: float) -> None:
-        await self.client.hsetnx(key, "spent", spent)
