@@ -117,6 +117,8 @@ class _Seeding:
         now = time.time()
         if not self._period[2] - 86400 <= now < self._period[2]:  # a new UTC day (or the first call)
             self._period = period_ends(now)
+            current = (f":{self._period[0]}", f":{self._period[1]}")
+            self._seeded = {key for key in self._seeded if key.endswith(current)}
         day, month, day_end, month_end = self._period
         if store is not None:
             await self.missing(scopes, now, (day, month), store)
@@ -161,10 +163,15 @@ class MemoryCounters:
         self._buckets: dict[str, tuple[float, float]] = {}  # key → (level, at)
         self._leases: dict[str, dict[str, float]] = {}  # key → lease → expiry
         self._budgets: dict[str, _Budget] = {}
+        self._periods: tuple[str, str] = ("", "")
         self._seeding = _Seeding(spent_since)
 
     async def admit(self, scopes: tuple[Scope, ...], tokens: int, cost: float) -> Lease | Refusal:
         lease, now, day_end, month_end = await self._seeding.begin(scopes, tokens, cost, self._seed)
+        if lease.periods != self._periods:  # a new day: forget the budgets of days and months gone
+            self._periods = lease.periods
+            current = tuple(f":{period}" for period in lease.periods)
+            self._budgets = {k: v for k, v in self._budgets.items() if k.endswith(current)}
         for scope in scopes:  # check everything first: a refused request leaves no trace
             refusal = self._check(scope, lease, now, day_end, month_end)
             if refusal is not None:
