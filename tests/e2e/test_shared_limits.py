@@ -156,7 +156,7 @@ async def test_both_processes_write_one_ledger_and_no_secret_is_logged_or_stored
         _client(url, "shared-free-key").messages.create(model="claude-haiku-5-5", **ASK)
         _client(url, issued).messages.create(model="claude-sonnet-5-5", **ASK)
     with pytest.raises(anthropic.AuthenticationError):
-        _client(a, "sk-ant-a-provider-key-someone-pasted").messages.create(model="claude-haiku-5-5", **ASK)
+        _client(a, "pasted-provider-credential-3f2a").messages.create(model="claude-haiku-5-5", **ASK)
     rows = await _ledger_rows(pg, expected=7)
     assert [r["user_id"] for r in rows].count("wanda") == 3 and [r["user_id"] for r in rows].count("yuri") == 3
     assert httpx.get(b + "/stats").status_code == 401  # auth is on: the operator endpoints need the master key
@@ -164,7 +164,7 @@ async def test_both_processes_write_one_ledger_and_no_secret_is_logged_or_stored
     assert totals["requests"] == 7  # process b sees what process a recorded
 
     secrets = ["shared-rpm-key", "shared-budget-key", "shared-free-key", issued, issued.rsplit("_", 1)[1], MASTER,
-               "sk-ant-route-key", "sk-openai-route-key", "sk-ant-a-provider-key-someone-pasted"]
+               "sk-ant-route-key", "sk-openai-route-key", "pasted-provider-credential-3f2a"]
     dumped = await _dump_database(pg)
     import redis
 

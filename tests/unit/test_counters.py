@@ -22,19 +22,25 @@ async def make(request):
         if request.param == "memory":
             counters = MemoryCounters(**kwargs)
         else:
-            counters = RedisCounters(REDIS, **kwargs)
-            try:
-                await counters.client.flushdb()
-            except Exception as exc:
-                if os.environ.get("CI"):
-                    raise
-                pytest.skip(f"Redis not reachable: {exc}")
+            counters = await empty_redis(**kwargs)
         made.append(counters)
         return counters
 
     yield factory
     for counters in made:
         await counters.aclose()
+
+
+async def empty_redis(**kwargs) -> RedisCounters:
+    """Counters on a flushed Redis database (skipped where Redis is not running, except in CI)."""
+    counters = RedisCounters(REDIS, **kwargs)
+    try:
+        await counters.client.flushdb()
+    except Exception as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"Redis not reachable: {exc}")
+    return counters
 
 
 def scope(name: str = "key:k", **limits) -> tuple[Scope, ...]:
@@ -133,13 +139,7 @@ async def test_redis_budgets_start_again_from_the_ledger_after_redis_loses_them(
         asked.append(name)
         return 0.95
 
-    counters = RedisCounters(REDIS, spent_since=spent_since)
-    try:
-        await counters.client.flushdb()
-    except Exception as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"Redis not reachable: {exc}")
+    counters = await empty_redis(spent_since=spent_since)
     budget = scope(daily_budget_usd=1.0)
     assert isinstance(await counters.admit(budget, 1, 0.01), Lease)
     assert isinstance(await counters.admit(budget, 1, 0.01), Lease)

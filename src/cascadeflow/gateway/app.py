@@ -10,8 +10,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import secrets
 import os
+import secrets
 from typing import TYPE_CHECKING
 
 import orjson
@@ -76,12 +76,8 @@ class Gateway:
         config_keys = [*auth.keys, *(VirtualKey(key=k) for k in auth.api_keys)]
         self.keys = KeyStore(config_keys, refresh_seconds=auth.refresh_seconds)
         self.auth = Authenticator(auth, self.keys)
-        counters = None
-        if config.redis_url:
-            counters = RedisCounters(config.redis_url, lease_seconds=config.limits.lease_seconds,
-                                     spent_since=self.ledger.spent_since)
-        else:
-            counters = MemoryCounters(lease_seconds=config.limits.lease_seconds, spent_since=self.ledger.spent_since)
+        shared = {"lease_seconds": config.limits.lease_seconds, "spent_since": self.ledger.spent_since}
+        counters = RedisCounters(config.redis_url, **shared) if config.redis_url else MemoryCounters(**shared)
         self.limits = LimitGate(config.limits, counters, self.registry)
         self._tasks: set[asyncio.Task] = set()
         self._id_prefix = f"req_{secrets.token_hex(6)}_"

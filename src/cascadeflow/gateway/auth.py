@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import ErrorKind, RequestError
+from ..proxy.types import FORWARD_CREDENTIALS
 from .admin_guard import presented_credentials
 
 if TYPE_CHECKING:
@@ -34,8 +35,6 @@ class Identity:
     """The caller as far as limits and the ledger are concerned."""
 
     key: KeyRecord | None = None
-    #: True: forward the caller's credentials; False: never; None: the route decides
-    caller_credentials: bool | None = None
 
     @property
     def key_id(self) -> str | None:
@@ -61,16 +60,19 @@ class Authenticator:
     def identify(self, headers: dict[str, str]) -> Identity:
         """The caller's identity; raises a 401 :class:`RequestError` when the mode refuses it.
 
-        In ``api_key`` mode, and for virtual keys in ``hybrid``, the credential headers
-        are removed from ``headers`` (which is then what goes upstream).
+        ``headers`` become what goes upstream: in ``api_key`` mode, and for virtual keys in
+        ``hybrid``, the credential headers are removed; when the caller's own key must be
+        forwarded, the :data:`FORWARD_CREDENTIALS` marker is set (a caller's own is dropped).
         """
+        headers.pop(FORWARD_CREDENTIALS, None)
         if self.mode == "none":
             return ANONYMOUS
         presented = presented_credentials(headers)
         if self.mode == "pass_through":
             if not presented:
                 raise _unauthenticated("this gateway forwards your provider API key; send it as x-api-key or Authorization: Bearer")
-            return Identity(caller_credentials=True)
+            headers[FORWARD_CREDENTIALS] = "1"
+            return ANONYMOUS
         record = None
         for secret in presented:
             record = self.keys.authenticate(secret)
@@ -79,7 +81,8 @@ class Authenticator:
         if record is None:
             ours = any(s.startswith("cfk_") for s in presented)
             if self.mode == "hybrid" and presented and not ours:
-                return Identity(caller_credentials=True)
+                headers[FORWARD_CREDENTIALS] = "1"
+                return ANONYMOUS
             raise _unauthenticated("invalid API key" if presented else
                                    "an API key is required (x-api-key or Authorization: Bearer)")
         problem = record.usable(time.time())
@@ -87,7 +90,7 @@ class Authenticator:
             raise _unauthenticated(f"API key {record.key_id} is {problem}")
         for name in _CREDENTIAL_HEADERS:
             headers.pop(name, None)
-        return Identity(key=record, caller_credentials=False)
+        return Identity(key=record)
 
     @staticmethod
     def check_model(identity: Identity, model: str) -> None:

@@ -18,7 +18,7 @@ from ..store.counters import Lease, MemoryCounters, Refusal, Scope
 from ..usage import Usage
 
 if TYPE_CHECKING:
-    from ..config import Limits, LimitsConfig
+    from ..config import CascadeRule, Limits, LimitsConfig
     from ..pricing import ModelRegistry
     from ..store import LedgerEntry
     from ..store.counters import Counters
@@ -51,6 +51,13 @@ class LimitRefusal(RequestError):
         super().__init__(message, kind=kind)
         self.refusal = refusal
         self.retry_after = refusal.retry_after
+
+
+def charged_models(model: str, rule: CascadeRule | None) -> tuple[str, ...]:
+    """The models a request may pay for: the answering one, and a cascade's drafts."""
+    if rule is None:
+        return (model,)
+    return (rule.verifier_model or model, *(stage.model for stage in rule.draft_stages()))
 
 
 class LimitGate:
@@ -99,15 +106,13 @@ class LimitGate:
         cost = sum(self.registry.cost(m, usage) or 0.0 for m in models)
         return usage.input_tokens + output, cost
 
-    async def admit(self, identity: Identity, body: dict, body_bytes: int, models: tuple[str, ...]) -> Lease | None:
-        """A lease to settle when the request ends (None if no limit applies); raises :class:`LimitRefusal`.
-
-        ``models`` are those the request may be charged for: the requested one, and a cascade's drafts.
-        """
+    async def admit(self, identity: Identity, body: dict, body_bytes: int, model: str,
+                    rule: CascadeRule | None) -> Lease | None:
+        """A lease to settle when the request ends (None if no limit applies); raises :class:`LimitRefusal`."""
         scopes = self.scopes(identity)
         if not scopes:
             return None
-        tokens, cost = self.estimate(body, body_bytes, models)
+        tokens, cost = self.estimate(body, body_bytes, charged_models(model, rule))
         try:
             outcome = await self.counters.admit(scopes, tokens, cost)
         except Exception as exc:  # Redis is unreachable: the documented choice, never a crash

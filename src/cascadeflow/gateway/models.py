@@ -19,7 +19,6 @@ from starlette.responses import Response
 
 from ..errors import CascadeflowError, ErrorKind, RequestError
 from ..proxy import ProxyRequest
-from ..proxy.types import FORWARD_CREDENTIALS
 from .errors import caller_dialect, error_response, exception_response
 
 if TYPE_CHECKING:
@@ -118,10 +117,7 @@ async def _visible_entries(request: Request) -> list[dict]:
     """The models this caller may use (auth applies here as on the API endpoints)."""
     gateway: Gateway = request.app.state.gateway
     headers = dict(request.headers)
-    headers.pop(FORWARD_CREDENTIALS, None)
     identity = gateway.auth.identify(headers)
-    if identity.caller_credentials:
-        headers[FORWARD_CREDENTIALS] = "1"
     entries = await gateway.models.entries(headers)
     return [e for e in entries if identity.key is None or identity.key.allows(e["id"])]
 

@@ -20,7 +20,6 @@ from ..dialects import openai as openai_wire
 from ..errors import CascadeflowError, ErrorKind, RequestError
 from ..cascade.policies import conversation_key
 from ..proxy import ProxyRequest
-from ..proxy.types import FORWARD_CREDENTIALS
 from .errors import error_response, exception_response
 from .logs import REQUEST_ID
 from .records import RequestInfo, cascade_entry, error_entry, pass_through_entry
@@ -62,10 +61,7 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
     plan = "pass_through"
     try:
         headers = dict(request.headers)
-        headers.pop(FORWARD_CREDENTIALS, None)
         info.identity = identity = gateway.auth.identify(headers)  # before the body is read: refuse cheaply
-        if identity.caller_credentials:
-            headers[FORWARD_CREDENTIALS] = "1"
         raw = await read_body(request, gateway.config.server.max_body_bytes)
         body = read_json_body(raw)
         model = body.get("model")
@@ -83,7 +79,7 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
         rule = gateway.rules.match(model) if gateway.rules and not count else None
         plan = "cascade" if rule is not None else plan
         if not count:
-            info.lease = await gateway.limits.admit(identity, body, len(raw or b""), _charged_models(model, rule))
+            info.lease = await gateway.limits.admit(identity, body, len(raw or b""), model, rule)
         if proxy_request.stream and not count:
             _admit_stream(gateway)
             return _with_id(await _streaming(gateway, rule, proxy_request, dialect, headers, body, info), request_id)
@@ -123,13 +119,6 @@ def _finish(gateway: Gateway, info: RequestInfo, entry: LedgerEntry) -> None:
     lease, info.lease = info.lease, None
     if lease is not None:
         gateway.background(gateway.limits.settle(lease, entry))
-
-
-def _charged_models(model: str, rule) -> tuple[str, ...]:  # type: ignore[no-untyped-def]
-    """The models a request may pay for: the answering one, and a cascade's drafts."""
-    if rule is None:
-        return (model,)
-    return (rule.verifier_model or model, *(stage.model for stage in rule.draft_stages()))
 
 
 def _with_id(response: Response, request_id: str) -> Response:
