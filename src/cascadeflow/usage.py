@@ -64,6 +64,17 @@ class Usage:
         written = _int(usage.get("cache_creation_input_tokens"))
         return cls(max(prompt - cached - written, 0), _int(usage.get("completion_tokens")), written, cached)
 
+    @classmethod
+    def from_responses(cls, usage: dict | None) -> Usage:
+        """From a Responses API ``usage`` object; its ``input_tokens`` include the cached ones."""
+        if not isinstance(usage, dict):
+            return cls()
+        details = usage.get("input_tokens_details")
+        details = details if isinstance(details, dict) else {}
+        cached, written = _int(details.get("cached_tokens")), _int(details.get("cache_write_tokens"))
+        total = _int(usage.get("input_tokens"))
+        return cls(max(total - cached - written, 0), _int(usage.get("output_tokens")), written, cached)
+
 
 def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

@@ -1,11 +1,13 @@
-"""A simulated LLM provider: a real aiohttp server speaking both the Anthropic
-Messages API and the OpenAI Chat Completions API.
+"""A simulated LLM provider: a real aiohttp server speaking the Anthropic Messages
+API and the OpenAI Chat Completions and Responses APIs.
 
 Endpoints (any auth header is accepted; every ``/v1`` request is recorded):
 
 - ``POST /v1/messages`` (also ``?beta=true``), JSON or ``"stream": true`` SSE
 - ``POST /v1/messages/count_tokens`` → ``{"input_tokens": N}``
 - ``POST /v1/chat/completions``, JSON or SSE (``stream_options.include_usage``)
+- ``POST /v1/responses``, JSON or SSE (see :mod:`cascadeflow.testing.responses_sim`)
+- ``POST /v1/embeddings`` (deterministic vectors, usage priced like a prompt)
 - ``GET /v1/models`` and ``GET /v1/models/{id}``: Anthropic shape when the
   request has an ``anthropic-version`` header, OpenAI shape otherwise
 - control: ``GET /_sim/requests``, ``POST /_sim/script``, ``POST /_sim/reset``,
@@ -38,6 +40,7 @@ from aiohttp import web
 
 from . import anthropic_sim as an
 from . import openai_sim as oa
+from . import responses_sim as rs
 from .engine import CacheSim, estimate_input_tokens, last_user_text, new_id, plan_answer
 from .replay import ReplayTable
 from .script import Script, load_script
@@ -287,6 +290,8 @@ class SimulatedProvider:
         r.add_post("/v1/messages", self._messages)
         r.add_post("/v1/messages/count_tokens", self._count_tokens)
         r.add_post("/v1/chat/completions", self._chat_completions)
+        r.add_post("/v1/responses", self._responses)
+        r.add_post("/v1/embeddings", self._embeddings)
         r.add_get("/v1/models", self._models_list)
         r.add_get("/v1/models/{model_id:.+}", self._model_get)
         r.add_get("/_sim/requests", self._ctl_requests)
@@ -341,11 +346,31 @@ class SimulatedProvider:
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
         return await self._generate(request, "openai")
 
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, "responses")
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        try:
+            _, body = await self._read(request)
+        except web.HTTPRequestEntityTooLarge:
+            return error_response("openai", 413)
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+            return error_response("openai", 400, "you must provide a model parameter")
+        faulted = await self._route_fault(request, "openai")
+        if faulted is not None:
+            return faulted
+        data = rs.embeddings_body(body)
+        if data is None:
+            return error_response("openai", 400, "'input' is a required property")
+        return web.Response(body=data, content_type=_JSON, headers={"x-request-id": new_id("req_")})
+
     def _validate(self, dialect: str, body: Any) -> str | None:
         if body is _INVALID or not isinstance(body, dict):
             return "The request body is not valid JSON." if body is _INVALID else "The request body must be a JSON object."
         if not isinstance(body.get("model"), str):
             return "model: Field required" if dialect == "anthropic" else "you must provide a model parameter"
+        if dialect == "responses":
+            return rs.check(body)
         if not isinstance(body.get("messages"), list):
             return "messages: Field required" if dialect == "anthropic" else "Missing required parameter: 'messages'."
         if dialect == "anthropic" and not isinstance(body.get("max_tokens"), int):
@@ -364,13 +389,15 @@ class SimulatedProvider:
         script = self._script
         prompt: str | None = None
         rule = None
+        neutral = rs.neutral_body(body) if dialect == "responses" else body
+        match_dialect = "openai" if dialect == "responses" else dialect
         if self._replay is not None:
             headers = request.headers
-            rule = self._replay.lookup(body["model"], body, headers.get("x-replay-record"), headers.get("x-sample-index"))
+            rule = self._replay.lookup(body["model"], neutral, headers.get("x-replay-record"), headers.get("x-sample-index"))
         if rule is None and script.rules:
             if script.needs_prompt:
-                prompt = last_user_text(body)
-            rule = script.pick(dialect, request.path, body["model"], stream, prompt)
+                prompt = last_user_text(neutral)
+            rule = script.pick(match_dialect, request.path, body["model"], stream, prompt)
         fault = rule.fault if rule is not None else None
         if fault is not None and fault.active:
             if fault.reset == "before_headers":
@@ -382,6 +409,8 @@ class SimulatedProvider:
                 return error_response(dialect, fault.status, fault.error_message, fault.error_type, headers)
         else:
             fault = None
+        if dialect == "responses":  # its own renderer: the chat-shaped plan, answered as a Response
+            return await self._respond(request, body, neutral, rule, prompt, fault, stream)
         answer = plan_answer(body, dialect, rule, prompt, self._cache, b"cache_control" in raw)
         data, headers = self._render(dialect, answer, body, stream)
         if stream:
@@ -400,6 +429,19 @@ class SimulatedProvider:
                 await resp.write(data[: len(data) // 2])
                 return await abort(request, resp)
         return web.Response(body=data, content_type=_JSON, headers=headers)
+
+    async def _respond(self, request: web.Request, body: dict[str, Any], neutral: dict[str, Any], rule: Any,
+                       prompt: str | None, fault: Any, stream: bool) -> web.StreamResponse:
+        answer, summary = rs.plan(body, neutral, rule, prompt, self._cache)
+        rid, created = new_id("resp_"), int(time.time())
+        headers = {"x-request-id": new_id("req_")}
+        if stream:
+            events = rs.stream_events(answer, body, summary, rid, created)
+            return await send_events(request, events, fault, "responses", headers)
+        if fault is not None and fault.latency > 0:
+            await asyncio.sleep(fault.latency)
+        return web.Response(body=rs.response_body(answer, body, summary, rid, created), content_type=_JSON,
+                            headers=headers)
 
     @staticmethod
     def _render(dialect: str, answer: Any, body: dict[str, Any], stream: bool) -> tuple[Any, dict[str, str]]:

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from . import anthropic_sim as an
 from . import openai_sim as oa
+from . import responses_sim as rs
 from .engine import new_id
 from .script import Fault
 
@@ -48,7 +49,7 @@ async def send_events(request: web.Request, events: list[bytes], fault: Fault | 
         await resp.write(b"".join(events))
         await resp.write_eof()
         return resp
-    mod = an if dialect == "anthropic" else oa
+    mod = an if dialect == "anthropic" else rs if dialect == "responses" else oa
     error_status = fault.status or (529 if dialect == "anthropic" else 500)
     for sent in range(len(events) + 1):
         if sent:
