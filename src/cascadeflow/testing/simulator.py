@@ -44,6 +44,8 @@ from . import responses_sim as rs
 from .engine import CacheSim, estimate_input_tokens, last_user_text, new_id, plan_answer
 from .replay import ReplayTable
 from .script import Script, load_script
+from .thinking_rules import check_request as check_thinking
+from .thinking_rules import sign as sign_thinking
 from .wire import JSON as _JSON
 from .wire import abort, error_response, fmt_seconds, send_events
 
@@ -385,6 +387,9 @@ class SimulatedProvider:
         problem = self._validate(dialect, body)
         if problem is not None:
             return error_response(dialect, 400, problem)
+        thinking = check_thinking(body) if dialect == "anthropic" else None
+        if thinking is not None and thinking.error is not None:
+            return error_response(dialect, 400, thinking.error)
         stream = body.get("stream") is True
         script = self._script
         prompt: str | None = None
@@ -412,6 +417,8 @@ class SimulatedProvider:
         if dialect == "responses":  # its own renderer: the chat-shaped plan, answered as a Response
             return await self._respond(request, body, neutral, rule, prompt, fault, stream)
         answer = plan_answer(body, dialect, rule, prompt, self._cache, b"cache_control" in raw)
+        if thinking is not None and answer.thinking is not None:  # bound to this model and this conversation
+            answer.signature = sign_thinking(answer.thinking, answer.model, thinking.prefix)
         data, headers = self._render(dialect, answer, body, stream)
         if stream:
             try:
