@@ -34,6 +34,23 @@ def sim_config(sim: SimulatedProvider, **extra) -> ProxyConfig:
     return ProxyConfig.from_dict({"routes": sim_routes(sim), **extra})
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_data_dir(tmp_path_factory):
+    """The suite's default ledger (and anything else under the data directory) stays in a temporary folder.
+
+    Set for the whole session, so gateway processes the tests start inherit it: nothing
+    is written into the user's own data directory (``~/.local/share/cascadeflow``).
+    """
+    path = tmp_path_factory.mktemp("data-dir")
+    previous = os.environ.get("CASCADEFLOW_DATA_DIR")
+    os.environ["CASCADEFLOW_DATA_DIR"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("CASCADEFLOW_DATA_DIR", None)
+    else:
+        os.environ["CASCADEFLOW_DATA_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def sim():
     with SimulatedProvider() as provider:

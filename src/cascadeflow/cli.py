@@ -1,4 +1,9 @@
-"""The ``cascadeflow`` command line."""
+"""The ``cascadeflow`` command line.
+
+A problem a user can fix (a bad setting, a busy port, a missing file) ends the
+command with one line on stderr and a non-zero status, never a traceback:
+configuration errors exit 2, other refusals (:class:`StartupError`) exit 1.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ from pydantic import ValidationError
 from .config import DEFAULT_CONFIG_FILE, ProxyConfig, ServerConfig
 from .errors import ConfigError
 from .keys_cli import add_keys_command
+from .paths import sqlite_path
+from .startup import StartupError, banner, build_app, check_ledger, effective_settings
 
 __all__ = ["main"]
 
@@ -29,12 +36,28 @@ def _proxy_start(args: argparse.Namespace) -> int:
         except ValidationError as exc:
             raise ConfigError(f"command line: {exc.errors(include_url=False)[0]['msg']}") from None
         config = config.model_copy(update={"server": server})
-    routes = config.effective_routes()
-    print(f"cascadeflow {__version__} listening on http://{config.server.host}:{config.server.port}", file=sys.stderr)
-    for route in routes:
-        key = "own key" if route.api_key is not None else "caller's key"
-        print(f"  route {route.name}: {route.provider} at {route.base_url} ({key})", file=sys.stderr)
-    serve(config, args.config)
+    try:
+        config.effective_routes()
+    except ValidationError as exc:
+        raise ConfigError(f"routes: {exc.errors(include_url=False)[0]['msg']}") from None
+    app = build_app(config)  # also in the parent with several workers: a bad rule or check is named here
+    check_ledger(config.database_url)
+
+    def announce() -> None:
+        print("\n".join(banner(config, __version__)), file=sys.stderr, flush=True)
+
+    try:
+        serve(config, args.config, app=app if config.server.workers == 1 else None, announce=announce)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}") from None
+    return 0
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    config = ProxyConfig.load(args.config)
+    build_app(config)  # rules and checks load
+    print("\n".join(effective_settings(config)))
+    print("the configuration is valid", file=sys.stderr)
     return 0
 
 
@@ -46,7 +69,11 @@ def _proxy_init(args: argparse.Namespace) -> int:
     from .cascade.defaults import render_default_rules
 
     text = resources.files("cascadeflow").joinpath("example-config.yaml").read_text()
-    path.write_text(text.replace("__CASCADE_RULES__\n", render_default_rules()))
+    try:
+        path.write_text(text.replace("__CASCADE_RULES__\n", render_default_rules()))
+    except OSError as exc:
+        hint = " (create the directory first)" if not path.parent.is_dir() else ""
+        raise StartupError(f"cannot write {path}: {exc.strerror or exc}{hint}") from None
     ProxyConfig.from_yaml(path)  # the shipped example must always load
     print(f"wrote {path}; start the gateway with: cascadeflow proxy start --config {path}")
     return 0
@@ -91,6 +118,11 @@ def _stats(args: argparse.Namespace) -> int:
 
     config = ProxyConfig.load(args.config)
     since = parse_since(args.since) if args.since else None
+    path = sqlite_path(config.database_url)
+    if path is not None and not Path(path).is_file():
+        raise StartupError(
+            f"no ledger at {path}: nothing has been recorded there (the gateway creates it when it first starts); "
+            f"give the gateway's config with -c FILE or set CASCADEFLOW_DATABASE_URL")
 
     async def read() -> tuple[dict, dict]:
         ledger = await Ledger(config.database_url, retention_days=None).start()
@@ -101,7 +133,13 @@ def _stats(args: argparse.Namespace) -> int:
         finally:
             await ledger.aclose()
 
-    data, summary = asyncio.run(read())
+    try:
+        data, summary = asyncio.run(read())
+    except (OSError, ValueError):
+        raise
+    except Exception as exc:  # a driver error (PostgreSQL down, no such database): one line
+        raise StartupError(f"cannot read the ledger at {safe_url(config.database_url)}: {type(exc).__name__}: "
+                           f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
     print(render_overview(data, summary, args.by, safe_url(config.database_url), recent=args.recent))
     return 0
 
@@ -114,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     proxy = commands.add_parser("proxy", help="run or configure the gateway")
     proxy_commands = proxy.add_subparsers(dest="proxy_command", required=True)
     start = proxy_commands.add_parser("start", help="start the gateway")
-    start.add_argument("--config", help=f"config file (default: $CASCADEFLOW_CONFIG, ./{DEFAULT_CONFIG_FILE}, else environment)")
+    start.add_argument("-c", "--config", help=f"config file (default: $CASCADEFLOW_CONFIG, ./{DEFAULT_CONFIG_FILE}, else environment)")
     start.add_argument("--host")
     start.add_argument("--port", type=int)
     start.add_argument("--workers", type=int)
@@ -125,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--force", action="store_true")
     init.set_defaults(func=_proxy_init)
 
+    config_parser = commands.add_parser("config", help="inspect the configuration")
+    config_commands = config_parser.add_subparsers(dest="config_command", required=True)
+    check = config_commands.add_parser("check", help="validate the config and print the effective settings (secrets masked)")
+    check.add_argument("-c", "--config", help="config file (default: as `proxy start` finds it)")
+    check.set_defaults(func=_config_check)
+
     simulate = commands.add_parser("simulate", help="run the simulated provider (both dialects)")
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--port", type=int, default=9000)
@@ -132,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(func=_simulate)
 
     stats = commands.add_parser("stats", help="the dashboard's summary from the ledger, as tables")
-    stats.add_argument("--config", help="config file (for database_url); default as `proxy start`")
+    stats.add_argument("-c", "--config", help="config file (for database_url); default as `proxy start`")
     stats.add_argument("--since", help="a duration (30m, 24h, 7d) or an ISO date (default: all time)")
     stats.add_argument("--by", choices=["model", "served", "rule", "user", "key", "team", "route"],
                        help="break the first table down by this column")
@@ -146,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="replay recorded data through the gateway and measure a rule")
     evaluate.add_argument("--data", nargs="+", required=True, help="replay JSON-lines files")
-    evaluate.add_argument("--config", help="config file whose rule to evaluate (default: built-in checks + self-verification)")
+    evaluate.add_argument("-c", "--config", help="config file whose rule to evaluate (default: built-in checks + self-verification)")
     evaluate.add_argument("--rule", help="the rule's name (default: the first)")
     evaluate.add_argument("--report", help="write an HTML report with the deferral and cost-quality curves")
     evaluate.add_argument("--markdown", help="write the table as Markdown")
@@ -156,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate = commands.add_parser("calibrate", help="fit a rule's threshold for a target quality retained")
     calibrate.add_argument("--data", nargs="+", required=True, help="replay JSON-lines files")
     calibrate.add_argument("--target-quality", type=float, default=0.98, help="quality retained to reach (0-1)")
-    calibrate.add_argument("--config", help="config file whose rule is fitted and rewritten")
+    calibrate.add_argument("-c", "--config", help="config file whose rule is fitted and rewritten")
     calibrate.add_argument("--rule", help="the rule's name (default: the first)")
     calibrate.add_argument("--folds", type=int, default=5)
     calibrate.add_argument("--dry-run", action="store_true", help="report only; do not write the config")
@@ -172,7 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, OSError) as exc:
+    except StartupError as exc:
+        print(f"cascadeflow {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError, RuntimeError) as exc:
         if args.command not in ("eval", "calibrate", "stats"):
             raise
         print(f"{args.command}: {exc}", file=sys.stderr)

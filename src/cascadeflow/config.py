@@ -3,23 +3,34 @@
 Unknown keys are errors. String values may use ``${VAR}`` or ``${VAR:-default}``,
 read from the environment when the file is loaded. Without a file, the gateway
 runs on defaults built from the environment (:meth:`ProxyConfig.from_env`).
+
+One rule for the environment: the documented ``CASCADEFLOW_*`` variables
+(:data:`ENV_SETTINGS`) override the matching setting, with a config file or without
+one, and the loaded config remembers which ones did (:class:`ConfigOrigin`), so the
+start-up banner and ``cascadeflow config check`` can say where each setting came from.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator,
+                      model_validator)
 
 from .errors import ConfigError
+from .paths import default_database_url
 from .proxy.route import OFFICIAL_BASE_URLS, ProxyRoute
 
 __all__ = [
     "ProxyConfig",
+    "ConfigOrigin",
+    "ENV_SETTINGS",
     "ServerConfig",
     "CascadeRule",
     "CascadeStage",
@@ -50,7 +61,44 @@ DEFAULT_CASCADES: tuple[tuple[str, str], ...] = (
     ("gpt-5.4", "gpt-5.4-mini"),
     ("gpt-4o", "gpt-4o-mini"),
 )
+#: The documented variables that override the config file: variable → setting (a key path).
+#: ``CASCADEFLOW_CASCADE=off`` (also 0, false, no) empties ``cascade_rules`` as well.
+ENV_SETTINGS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("CASCADEFLOW_HOST", ("server", "host")),
+    ("CASCADEFLOW_PORT", ("server", "port")),
+    ("CASCADEFLOW_AUTH_MODE", ("auth", "mode")),
+    ("CASCADEFLOW_MASTER_KEY", ("auth", "master_key")),
+    ("CASCADEFLOW_DATABASE_URL", ("database_url",)),
+    ("CASCADEFLOW_REDIS_URL", ("redis_url",)),
+    ("CASCADEFLOW_ANTHROPIC_BASE_URL", ("base_urls", "anthropic")),
+    ("CASCADEFLOW_OPENAI_BASE_URL", ("base_urls", "openai")),
+    ("CASCADEFLOW_GROQ_BASE_URL", ("base_urls", "groq")),
+)
+_OFF = ("off", "0", "false", "no")
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value
+
+
+@dataclass(frozen=True)
+class ConfigOrigin:
+    """Where a loaded config came from: its file (None: embedded defaults) and what the environment set."""
+
+    file: str | None = None
+    #: setting ("auth.mode") → the ``CASCADEFLOW_*`` variable that set it
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    #: settings ("auth.mode", "database_url") the file itself wrote
+    in_file: frozenset[str] = frozenset()
+
+    def source(self, setting: str) -> str:
+        """``$VARIABLE``, ``file`` or ``default``, for a setting's key path."""
+        if setting in self.overrides:
+            return f"${self.overrides[setting]}"
+        return "file" if setting in self.in_file else "default"
 
 
 class _Strict(BaseModel):
@@ -255,12 +303,36 @@ class ProxyConfig(_Strict):
     #: ``redis://…`` makes every gateway process share rate-limit and budget counters
     redis_url: str | None = None
     models: dict[str, ModelEntry] = Field(default_factory=dict)
-    #: the usage ledger: a SQLite file by default (no setup); ``postgresql://…`` to share it between processes
-    database_url: str = "sqlite:///cascadeflow.db"
+    #: the usage ledger: a SQLite file in the per-user data directory by default (no setup;
+    #: ``$CASCADEFLOW_DATA_DIR`` moves it); ``postgresql://…`` to share it between processes
+    database_url: str = Field(default_factory=default_database_url)
     #: ledger rows older than this many days are deleted (None: keep everything)
     ledger_retention_days: float | None = Field(default=90, gt=0)
     #: base URL overrides for the routes made from ``api_keys`` (e.g. a local mirror)
-    base_urls: dict[Literal["anthropic", "openai", "groq"], str] = Field(default_factory=dict)
+    base_urls: dict[Literal["anthropic", "openai", "groq"], Annotated[str, AfterValidator(_http_url)]] = Field(
+        default_factory=dict)
+
+    _origin: ConfigOrigin = PrivateAttr(default_factory=ConfigOrigin)
+
+    @property
+    def origin(self) -> ConfigOrigin:
+        """The file and environment variables this config was loaded from."""
+        return self._origin
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "sqlite+aiosqlite://", "postgresql://", "postgres://",
+                                 "postgresql+asyncpg://")):
+            raise ValueError("must be sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _known_redis(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be redis://HOST:PORT/DB (or rediss://, unix://)")
+        return value
 
     @model_validator(mode="after")
     def _unique_route_names(self) -> ProxyConfig:
@@ -294,48 +366,36 @@ class ProxyConfig(_Strict):
             data = {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys")
-        return cls.from_dict(interpolate(data), source=str(path))
+        data = interpolate(data)
+        in_file = frozenset(_key_paths(data))
+        data, overrides = _apply_environment(data, os.environ)
+        config = cls.from_dict(data, source=str(path), overrides=overrides)
+        config._origin = ConfigOrigin(file=str(path.absolute()), overrides=overrides, in_file=in_file)
+        return config
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> ProxyConfig:
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config",
+                  overrides: Mapping[str, str] | None = None) -> ProxyConfig:
+        """Validate a parsed config (``overrides``: settings the environment set, named in errors)."""
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(_describe(exc, source)) from None
+            raise ConfigError(_describe(exc, source, overrides or {})) from None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ProxyConfig:
         """Embedded defaults: official routes keyed from ``ANTHROPIC_API_KEY``/``OPENAI_API_KEY``.
 
-        ``CASCADEFLOW_ANTHROPIC_BASE_URL`` / ``CASCADEFLOW_OPENAI_BASE_URL`` point the
-        default routes elsewhere; ``CASCADEFLOW_HOST`` / ``CASCADEFLOW_PORT`` set the bind.
-        ``CASCADEFLOW_AUTH_MODE``, ``CASCADEFLOW_MASTER_KEY``, ``CASCADEFLOW_DATABASE_URL`` and
-        ``CASCADEFLOW_REDIS_URL`` set the matching keys.
-        The :data:`DEFAULT_CASCADES` apply unless ``CASCADEFLOW_CASCADE=off``.
+        The :data:`DEFAULT_CASCADES` apply unless ``CASCADEFLOW_CASCADE=off``; the
+        :data:`ENV_SETTINGS` variables set their settings, as they do over a file.
         """
         env = os.environ if environ is None else environ
-        data: dict[str, Any] = {
-            "api_keys": {p: env.get(f"{p.upper()}_API_KEY") for p in OFFICIAL_BASE_URLS},
-            "base_urls": {
-                p: env[f"CASCADEFLOW_{p.upper()}_BASE_URL"]
-                for p in OFFICIAL_BASE_URLS
-                if env.get(f"CASCADEFLOW_{p.upper()}_BASE_URL")
-            },
-            "server": {},
-        }
-        if env.get("CASCADEFLOW_CASCADE", "on").lower() not in ("off", "0", "false", "no"):
-            data["cascade_rules"] = [{"request_model": glob, "draft_model": draft} for glob, draft in DEFAULT_CASCADES]
-        if env.get("CASCADEFLOW_AUTH_MODE") or env.get("CASCADEFLOW_MASTER_KEY"):
-            data["auth"] = {"mode": env.get("CASCADEFLOW_AUTH_MODE") or "none",
-                            "master_key": env.get("CASCADEFLOW_MASTER_KEY") or None}
-        for name in ("database_url", "redis_url"):
-            if env.get(f"CASCADEFLOW_{name.upper()}"):
-                data[name] = env[f"CASCADEFLOW_{name.upper()}"]
-        if env.get("CASCADEFLOW_HOST"):
-            data["server"]["host"] = env["CASCADEFLOW_HOST"]
-        if env.get("CASCADEFLOW_PORT"):
-            data["server"]["port"] = env["CASCADEFLOW_PORT"]
-        return cls.from_dict(data, source="environment")
+        data: dict[str, Any] = {"api_keys": {p: env.get(f"{p.upper()}_API_KEY") for p in OFFICIAL_BASE_URLS}}
+        data["cascade_rules"] = [{"request_model": glob, "draft_model": draft} for glob, draft in DEFAULT_CASCADES]
+        data, overrides = _apply_environment(data, env)
+        config = cls.from_dict(data, source="environment", overrides=overrides)
+        config._origin = ConfigOrigin(file=None, overrides=overrides)
+        return config
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None) -> ProxyConfig:
@@ -401,17 +461,57 @@ def interpolate(value: Any, environ: dict[str, str] | None = None) -> Any:
     return value
 
 
-def _describe(exc: ValidationError, source: str) -> str:
+def _apply_environment(data: dict[str, Any], env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """``data`` with the :data:`ENV_SETTINGS` variables that are set (non-empty) written over it."""
+    overrides: dict[str, str] = {}
+    data = dict(data)
+    for variable, path in ENV_SETTINGS:
+        value = env.get(variable)
+        if not value:
+            continue
+        target = data
+        for part in path[:-1]:
+            section = target.get(part)
+            target[part] = dict(section) if isinstance(section, dict) else {}
+            target = target[part]
+        target[path[-1]] = value
+        overrides[".".join(path)] = variable
+    if env.get("CASCADEFLOW_CASCADE", "").lower() in _OFF:
+        data["cascade_rules"] = []
+        overrides["cascade_rules"] = "CASCADEFLOW_CASCADE"
+    return data, overrides
+
+
+def _key_paths(data: dict[str, Any]) -> list[str]:
+    """``section`` and ``section.key`` for every key of a parsed file (two levels deep)."""
+    paths = []
+    for key, value in data.items():
+        paths.append(str(key))
+        if isinstance(value, dict):
+            paths.extend(f"{key}.{inner}" for inner in value)
+    return paths
+
+
+def _describe(exc: ValidationError, source: str, overrides: Mapping[str, str] | None = None) -> str:
     lines = [f"{source}: {exc.error_count()} problem(s) in the configuration"]
     for error in exc.errors(include_url=False):
         where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        message = error["msg"]
+        variable = next((v for setting, v in (overrides or {}).items()
+                         if where == setting or where.startswith(setting + ".")), None)
+        if variable:
+            where = f"{where} (from ${variable})"
+        message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown key (not a cascadeflow setting; check its spelling and indentation)"
         elif error["type"] == "missing":
             message = "required key is missing"
         elif "input" in error and not isinstance(error["input"], (dict, list)):
-            shown = "***" if "key" in where.lower() else repr(error["input"])
+            shown = "***" if "key" in where.lower() else repr(_no_password(str(error["input"])))
             message = f"{message} (got {shown})"
         lines.append(f"  - {where}: {message}")
     return "\n".join(lines)
+
+
+def _no_password(text: str) -> str:
+    """A URL's password masked (``postgresql://user:***@host/db``)."""
+    return re.sub(r"(//[^:/@\s]+):[^@/\s]*@", r"\1:***@", text)

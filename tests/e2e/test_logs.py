@@ -61,7 +61,7 @@ database_url: "sqlite:///{tmp_path}/ledger.db"
         assert secret not in text
     lines = [line for line in text.splitlines() if line.strip()]
     banner = [line for line in lines if not line.startswith("{")]  # what the CLI prints before logging starts
-    assert all(line.startswith(("cascadeflow ", "  route ")) for line in banner), banner
+    assert all(line.startswith(("cascadeflow ", "  ")) for line in banner), banner  # the banner: indented lines
     records = [json.loads(line) for line in lines if line.startswith("{")]
     assert all({"ts", "level", "logger", "message"} <= r.keys() for r in records)
     assert any(r["logger"].startswith("uvicorn") for r in records)  # uvicorn's own lines are JSON too

@@ -164,3 +164,60 @@ def test_cascade_rule_validation():
         {"cascade_rules": [{"request_model": "a", "stages": [{"model": "b"}, {"model": "c", "quality_threshold": 0.9}], "quality_threshold": 0.6}]}
     )
     assert [(s.model, s.quality_threshold) for s in config.cascade_rules[0].draft_stages()] == [("b", 0.6), ("c", 0.9)]
+
+
+def test_documented_variables_override_the_file_and_say_so(tmp_path, monkeypatch):
+    path = write(tmp_path, """
+server: {host: 127.0.0.1, port: 8100}
+auth: {mode: none}
+database_url: "sqlite:///from-file.db"
+base_urls: {anthropic: "http://file-host:1"}
+cascade_rules: [{request_model: "claude-opus-*", draft_model: claude-sonnet-5-5}]
+""")
+    monkeypatch.setenv("CASCADEFLOW_AUTH_MODE", "api_key")
+    monkeypatch.setenv("CASCADEFLOW_MASTER_KEY", "master-from-env")
+    monkeypatch.setenv("CASCADEFLOW_PORT", "8201")
+    monkeypatch.setenv("CASCADEFLOW_ANTHROPIC_BASE_URL", "http://env-host:2")
+    monkeypatch.setenv("CASCADEFLOW_CASCADE", "off")
+    monkeypatch.setenv("CASCADEFLOW_REDIS_URL", "")  # empty counts as unset
+    config = ProxyConfig.load(path)
+    assert config.auth.mode == "api_key" and config.auth.master_key.get_secret_value() == "master-from-env"
+    assert config.server.port == 8201 and config.server.host == "127.0.0.1"
+    assert config.base_urls == {"anthropic": "http://env-host:2"}
+    assert config.cascade_rules == [] and config.redis_url is None
+    assert config.database_url == "sqlite:///from-file.db"
+    origin = config.origin
+    assert origin.file == str(path.absolute())
+    assert origin.source("auth.mode") == "$CASCADEFLOW_AUTH_MODE"
+    assert origin.source("server.port") == "$CASCADEFLOW_PORT"
+    assert origin.source("server.host") == "file" and origin.source("database_url") == "file"
+    assert origin.source("redis_url") == "default"
+
+
+def test_the_same_rule_without_a_file(monkeypatch):
+    config = ProxyConfig.from_env({"CASCADEFLOW_AUTH_MODE": "hybrid", "CASCADEFLOW_DATABASE_URL": "postgresql://u:pw@h/db"})
+    assert config.origin.file is None
+    assert config.auth.mode == "hybrid" and config.origin.source("auth.mode") == "$CASCADEFLOW_AUTH_MODE"
+    assert config.database_url == "postgresql://u:pw@h/db"
+    assert len(config.cascade_rules) > 0 and config.origin.source("cascade_rules") == "default"
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"CASCADEFLOW_OPENAI_BASE_URL": "127.0.0.1:9000/v1"},
+     "base_urls.openai (from $CASCADEFLOW_OPENAI_BASE_URL): must start with http:// or https://"),
+    ({"CASCADEFLOW_DATABASE_URL": "mysql://user:hunter2@db/x"}, "database_url (from $CASCADEFLOW_DATABASE_URL): must be"),
+    ({"CASCADEFLOW_REDIS_URL": "127.0.0.1:6379"}, "redis_url (from $CASCADEFLOW_REDIS_URL): must be redis://"),
+])
+def test_a_bad_variable_is_named(env, expected):
+    with pytest.raises(ConfigError) as info:
+        ProxyConfig.from_env(env)
+    assert expected in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
+def test_default_ledger_is_in_the_data_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("CASCADEFLOW_DATA_DIR", str(tmp_path / "data"))
+    assert ProxyConfig.from_env({}).database_url == f"sqlite:///{tmp_path / 'data' / 'cascadeflow.db'}"
+    monkeypatch.delenv("CASCADEFLOW_DATA_DIR")
+    assert ProxyConfig().database_url.endswith("/cascadeflow/cascadeflow.db")
+    assert ProxyConfig().database_url.startswith("sqlite:////")  # absolute: not relative to the working directory

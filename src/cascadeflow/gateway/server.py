@@ -8,20 +8,51 @@ import logging.config
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from ..config import ProxyConfig
 from .logs import logging_config
 
-__all__ = ["serve"]
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+__all__ = ["serve", "bind"]
+
+#: uvicorn's exit status when the app cannot start
+STARTUP_FAILURE = 3
 
 
-def serve(config: ProxyConfig, config_path: str | None = None) -> None:
-    """Serve until interrupted. Several workers re-read the config file in each process."""
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so a busy port is known before anything says "listening".
+
+    Raises ``OSError`` (e.g. address in use) for the caller to report in one line.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family=family, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)  # the workers serve it
+    return sock
+
+
+def serve(config: ProxyConfig, config_path: str | None = None, *, app: Starlette | None = None,
+          announce: Callable[[], None] | None = None) -> None:
+    """Serve until interrupted. Several workers re-read the config file in each process.
+
+    The port is bound first (an ``OSError`` if it cannot be), then ``announce`` runs, then
+    the app (``app``, else one built from ``config``) serves on that socket.
+    """
     server = config.server
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it; exit 0 as a service should.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -38,15 +69,28 @@ def serve(config: ProxyConfig, config_path: str | None = None) -> None:
         timeout_graceful_shutdown=server.shutdown_timeout,
         server_header=False,
     )
+    sock = bind(server.host, server.port)
+    if announce is not None:
+        announce()
     if server.workers > 1:
         if config_path:
             os.environ["CASCADEFLOW_CONFIG"] = os.path.abspath(config_path)
         with _metrics_dir():
-            uvicorn.run("cascadeflow.gateway.app:create_app_from_env", factory=True, workers=server.workers, **options)
-    else:
+            multi = uvicorn.Config("cascadeflow.gateway.app:create_app_from_env", factory=True,
+                                   workers=server.workers, **options)
+            Multiprocess(multi, sockets=[sock]).run()
+        return
+    if app is None:
         from .app import create_app
 
-        uvicorn.run(create_app(config), **options)
+        app = create_app(config)
+    single = uvicorn.Server(uvicorn.Config(app, **options))
+    try:
+        single.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    if not single.started:
+        sys.exit(STARTUP_FAILURE)
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 from sqlalchemy import case, delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -138,6 +139,8 @@ class Ledger:
         """Connect, migrate, apply retention, and start the background writer."""
         is_sqlite = self.url.startswith("sqlite")
         self.engine = create_async_engine(self.url, pool_pre_ping=not is_sqlite)
+        if is_sqlite and self.engine.url.database not in (None, "", ":memory:"):
+            Path(self.engine.url.database).parent.mkdir(parents=True, exist_ok=True)  # the per-user data directory
         with _sqlite_file_lock(self.engine.url.database if is_sqlite else None):  # workers starting together
             async with self.engine.begin() as conn:
                 if is_sqlite:

@@ -33,12 +33,42 @@ __all__ = ["ReplayTable", "load_records", "messages_key"]
 
 
 def load_records(paths: Iterable[str | Path]) -> list[dict]:
-    """All records of the given JSON-lines files, in order."""
+    """All records of the given JSON-lines files, in order.
+
+    A malformed record raises ``ValueError`` naming its file and line (what it lacks),
+    so a command can say so in one line instead of failing somewhere deep inside.
+    """
     records = []
     for path in paths:
         with open(path, "rb") as handle:
-            records += [orjson.loads(line) for line in handle if line.strip()]
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    raise ValueError(f"{path} line {number}: not valid JSON ({exc})") from None
+                problem = _record_problem(record)
+                if problem:
+                    raise ValueError(f"{path} line {number}: not a replay record: {problem}")
+                records.append(record)
     return records
+
+
+def _record_problem(record: object) -> str | None:
+    """What a record lacks of the fields an evaluation reads (None when it has them all)."""
+    if not isinstance(record, dict):
+        return "each line must be a JSON object"
+    missing = [name for name in ("id", "dataset", "messages", "draft", "strong") if name not in record]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    if not isinstance(record["messages"], list) or not record["messages"]:
+        return "messages must be a non-empty list"
+    for side in ("draft", "strong"):
+        answer = record[side]
+        if not isinstance(answer, dict) or not isinstance(answer.get("model"), str) or "score" not in answer:
+            return f"{side} must be an object with model and score"
+    return None
 
 
 def messages_key(messages: list) -> str:
