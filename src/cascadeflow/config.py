@@ -168,6 +168,8 @@ class _CascadeFields(_Strict):
     draft_model: str | None = None
     verifier_model: str | None = Field(default=None, description="defaults to the requested model")
     quality_threshold: float = Field(default=0.7, ge=0.0, le=1.0)
+    #: send every request straight to the verifier (``calibrate`` writes it when no threshold meets the target)
+    never_draft: bool = False
     checks: list[str] | None = Field(default=None, description="default: structural, tool_use, format, logprobs")
     combine: Literal["min", "mean", "product", "logistic"] = "min"
     #: with ``combine: logistic``: the fitted model (``cascadeflow calibrate`` writes it)

@@ -91,14 +91,22 @@ def precedes(a, b):
 
 
 def ref_deferral(rs):
-    """(k/n, quality, cost, pgr) per k, from scratch for every k, in exact arithmetic."""
-    rank = {a.id: sum(precedes(b, a) for b in rs) for a in rs}
+    """(k/n, quality, cost, pgr) per k, from scratch for every k, in exact arithmetic.
+
+    Records of equal confidence are a block escalated in expectation over their order: with m of a block
+    of b escalated, each of its records counts m/b of its gain and of its strong cost.
+    """
+    level = lambda o: (o.confidence is not None, o.confidence or 0.0)  # noqa: E731
+    below = {a.id: sum(level(b) < level(a) for b in rs) for a in rs}
     q_d, q_s = ref_quality(rs, set()), ref_quality(rs, {o.id for o in rs})
     out = []
     for k in range(len(rs) + 1):
-        escalated = {i for i, r in rank.items() if r < k}
-        q = ref_quality(rs, escalated)
-        out.append((Fraction(k, len(rs)), q, ref_cost(rs, escalated), (q - q_d) / (q_s - q_d) if gap(q_d, q_s) else None))
+        escalated = {o.id for o in rs if below[o.id] + sum(level(b) == level(o) for b in rs) <= k}
+        partial = [o for o in rs if below[o.id] < k and o.id not in escalated]
+        share = Fraction(k - below[partial[0].id], len(partial)) if partial else Fraction(0)
+        q = ref_quality(rs, escalated) + share * sum(Fraction(o.strong_score) - Fraction(o.draft_score) for o in partial) / len(rs)
+        c = ref_cost(rs, escalated) + share * sum(Fraction(o.strong_cost) for o in partial)
+        out.append((Fraction(k, len(rs)), q, c, (q - q_d) / (q_s - q_d) if gap(q_d, q_s) else None))
     return out
 
 
@@ -204,7 +212,8 @@ def test_hand_case_cost_quality_curve_and_threshold_choice():
     points = cost_quality_curve(HAND)
     assert [p["threshold"] for p in points] == [0.3, 0.8, 0.9, None]  # sorted by cost
     assert [p["quality"] for p in points] == pytest.approx([0.25, 0.5, 0.75, 0.75])
-    assert [p["cost"] for p in points] == pytest.approx([0.143, 0.243, 0.343, 0.443])
+    # None = never draft: the strong model alone, no draft or check paid
+    assert [p["cost"] for p in points] == pytest.approx([0.143, 0.243, 0.343, 0.4])
     assert [p["escalation_rate"] for p in points] == [0.25, 0.5, 0.75, 1.0]
     assert choose_threshold(HAND, 1.0)["threshold"] == 0.9  # cheaper than accepting nothing, same quality
     assert choose_threshold(HAND, 0.5)["threshold"] == 0.8
@@ -339,7 +348,9 @@ def test_cost_quality_curve_matches_direct_evaluation_of_each_threshold(rs):
     for p in points:
         t = p["threshold"]
         escalated = {o.id for o in rs if t is None or o.confidence is None or o.confidence < t}
-        assert close(p["quality"], ref_quality(rs, escalated)) and close(p["cost"], ref_cost(rs, escalated))
+        # None = never draft: only the strong model is paid
+        cost = sum(Fraction(o.strong_cost) for o in rs) if t is None else ref_cost(rs, escalated)
+        assert close(p["quality"], ref_quality(rs, escalated)) and close(p["cost"], cost)
         decided = apply_threshold(rs, t)
         assert close(p["quality_retained"], quality_retained(decided)) and close(p["saving"], saving(decided))
 
@@ -443,7 +454,7 @@ def test_in_sample_fit_is_perfect_but_cross_validation_is_not():
     # by falling confidence the drafts alternate good, bad, good, ...: on all records, accepting only the most
     # confident one keeps every answer right; a fold fitted without a bad record accepts it when held out
     n = 40
-    rs = [rec(f"z{i:02d}", 1 - i / n, False, 1.0 if i % 2 == 0 else 0.0, 1.0) for i in range(n)]
+    rs = [rec(f"z{i:02d}", 1 - i / n, False, 1.0 if i % 2 == 0 else 0.0, 1.0, dc=0.001) for i in range(n)]
     fit = fit_threshold(rs, 1.0, folds=5, seed=0)
     assert fit["reached"] and fit["in_sample"]["quality_retained"] == pytest.approx(1.0)
     assert fit["threshold"] == 1.0

@@ -91,7 +91,7 @@ class Decision:
         if self.draft_model:
             headers["x-cascadeflow-draft-model"] = self.draft_model
         if self.confidence is not None:
-            headers["x-cascadeflow-confidence"] = f"{self.confidence:.4f}"
+            headers["x-cascadeflow-confidence"] = repr(float(self.confidence))  # exact: calibration fits on it
         if self.checks:
             headers["x-cascadeflow-checks"] = self.checks
         if with_cost and self.cost is not None:

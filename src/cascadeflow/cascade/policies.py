@@ -86,6 +86,8 @@ def skip_reason(
     conversation: str | None,
 ) -> str | None:
     """The policy that says not to draft this request, or None to draft it."""
+    if rule.never_draft:  # calibrated: no threshold keeps the quality target, so drafting would only cost
+        return "never_draft"
     policies = rule.policies
     if policies.skip_forced_tool_choice and forces_tool(body, dialect):
         return "forced_tool_choice"

@@ -25,8 +25,11 @@ class Score:
     results: list[CheckResult]
 
     def header(self) -> str:
-        """``name=score`` pairs for ``x-cascadeflow-checks`` (the features calibration reads)."""
-        return ",".join(f"{r.name}={r.score:.4f}" for r in self.results)
+        """``name=score`` pairs for ``x-cascadeflow-checks`` (the features calibration reads).
+
+        Exact (shortest round-trip) values: a threshold fitted on rounded scores would decide differently here.
+        """
+        return ",".join(f"{r.name}={float(r.score)!r}" for r in self.results)
 
 
 def logistic_confidence(scores: dict[str, float], model: Combiner) -> float:

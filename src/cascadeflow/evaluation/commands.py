@@ -20,7 +20,7 @@ from typing import TextIO
 import yaml
 
 from . import metrics, report
-from .report import num, pct
+from .report import num, pct, saving_pct
 from .runner import EvalSetup, replay_outcomes, rule_template, rule_with
 
 __all__ = ["run_eval", "run_calibrate", "by_dataset"]
@@ -84,9 +84,16 @@ def run_calibrate(files: list[Path], config: str | None, rule_name: str | None, 
     if combined is not None and _better(combined, simple, target):
         best = combined
     print(_calibration_report(simple, combined, best, target, folds), file=out)
-    # no threshold reaches the target: accept (almost) nothing
-    threshold = 1.0 if best["threshold"] is None else min(max(best["threshold"], 0.0), 1.0)
-    changes: dict = {"quality_threshold": round(threshold, 6)}
+    if not best["reached"] or best["threshold"] is None:
+        # a threshold of 1.0 would still accept every draft scoring exactly 1.0: the rule must not draft at all
+        print("no threshold reaches the target: the rule is written to NEVER DRAFT (every request goes straight "
+              "to the verifier, so no draft is paid for)", file=out)
+        changes: dict = {"never_draft": True}
+        if write and config:
+            _write_rule(Path(config), rule_name, changes, out)
+        return {"simple": simple, "combined": combined, "chosen": "never_draft", "changes": changes}
+    # the exact fitted value: the gateway compares exact confidences with it
+    changes = {"quality_threshold": min(max(float(best["threshold"]), 0.0), 1.0), "never_draft": False}
     if best is combined:
         model = combined["model"]
         changes.update(combine="logistic", combiner={
@@ -136,7 +143,7 @@ def _calibration_report(simple: dict, combined: dict | None, best: dict, target:
         mark = "  <- chosen" if fit is best else ""
         threshold = "none reaches it" if fit["threshold"] is None else f"{fit['threshold']:.4f}"
         lines.append(
-            f"  {label}: threshold {threshold}; held-out saving {pct(cv['saving'])}, quality retained "
+            f"  {label}: threshold {threshold}; held-out saving {saving_pct(cv['saving'])}, quality retained "
             f"{num(cv['quality_retained'])}, escalated {pct(cv['escalation_rate'])}, AUROC {num(cv['auroc'])}"
             f"{'' if _reached(fit, target) else ' (target not reached)'}{mark}"
         )
@@ -159,6 +166,8 @@ def _write_rule(path: Path, rule_name: str | None, changes: dict, out: TextIO) -
     if target is None:
         raise ValueError(f"no rule {rule_name!r} in {path} to write into")
     target.update(changes)
+    if not target.get("never_draft", True):
+        target.pop("never_draft")  # the default: no need to spell it out
     if target.get("combine") != "logistic":
         target.pop("combiner", None)
     shutil.copyfile(path, path.with_name(path.name + ".bak"))

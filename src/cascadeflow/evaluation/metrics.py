@@ -47,6 +47,9 @@ class Outcome:
     strong_cost: float  # USD
     extra_cost: float = 0.0  # USD spent on checks (e.g. a self-verification call), paid whenever a draft was judged
     features: Mapping[str, float] = field(default_factory=dict, hash=False)  # per-check scores, for calibration
+    drafted: bool = True  # False: the rule sent it straight to the strong model (never_draft, a policy): no draft paid
+    priced: bool = True  # False: a model on this record has no known price, so its costs (and savings) are unknown
+    task_type: str | None = None  # the record's kind of task (mcq, math, ...), for per-task-type thresholds
 
     def __post_init__(self) -> None:
         for name in ("draft_score", "strong_score"):
@@ -58,7 +61,7 @@ class Outcome:
                 raise ValueError(f"{self.id}: {name} must be a finite cost >= 0")
         if self.confidence is not None and not math.isfinite(self.confidence):
             raise ValueError(f"{self.id}: confidence must be finite or None")
-        if self.accepted and self.confidence is None:
+        if self.accepted and (self.confidence is None or not self.drafted):
             raise ValueError(f"{self.id}: a draft that was never judged cannot have been accepted")
 
     @property
@@ -77,8 +80,13 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def _saving(cost: float, always_strong: float) -> float | None:
-    return 1.0 - cost / always_strong if always_strong else None
+def _saving(cost: float, always_strong: float, priced: bool = True) -> float | None:
+    """None when the baseline cost nothing or a model's price is unknown (a saving on $0 would be invented)."""
+    return 1.0 - cost / always_strong if always_strong and priced else None
+
+
+def _priced(rs: Iterable[Outcome]) -> bool:
+    return all(o.priced for o in rs)
 
 
 def _mean(values: Iterable[float]) -> float:
@@ -88,6 +96,8 @@ def _mean(values: Iterable[float]) -> float:
 
 def _record_cost(o: Outcome, escalated: bool, checks: bool = True) -> float:
     """A check is paid only when a draft was judged; baselines that need no check pass checks=False."""
+    if not o.drafted:
+        return o.strong_cost
     return o.draft_cost + (o.extra_cost if checks and o.confidence is not None else 0.0) + (o.strong_cost if escalated else 0.0)
 
 
@@ -103,9 +113,9 @@ def cascade_cost(outcomes: Iterable[Outcome]) -> float:
 
 
 def saving(outcomes: Iterable[Outcome]) -> float | None:
-    """1 − cascade cost / always-strong cost; None when the strong model cost nothing (no cost data)."""
+    """1 − cascade cost / always-strong cost; None when the strong model cost nothing or a price is unknown."""
     rs = _records(outcomes)
-    return _saving(cascade_cost(rs), math.fsum(o.strong_cost for o in rs))
+    return _saving(cascade_cost(rs), math.fsum(o.strong_cost for o in rs), _priced(rs))
 
 
 def quality_retained(outcomes: Iterable[Outcome]) -> float | None:
@@ -163,16 +173,36 @@ def escalation_order(outcomes: Sequence[Outcome]) -> list[int]:
     return sorted(range(len(outcomes)), key=lambda i: (outcomes[i].confidence is not None, outcomes[i].confidence or 0.0, outcomes[i].id))
 
 
-def _curve(rs: Sequence[Outcome], order: Sequence[int], checks: bool) -> list[dict]:
-    """Escalate rs[order[0]], rs[order[1]], ... one at a time; a point per k = 0..n."""
+def _tie_blocks(rs: Sequence[Outcome], order: Sequence[int]) -> list[list[int]]:
+    """``order`` cut into runs of equal confidence: a threshold escalates a run all together or not at all."""
+    blocks: list[list[int]] = []
+    for i in order:
+        if blocks and rs[blocks[-1][0]].confidence == rs[i].confidence:
+            blocks[-1].append(i)
+        else:
+            blocks.append([i])
+    return blocks
+
+
+def _curve(rs: Sequence[Outcome], order: Sequence[int], checks: bool, ties: bool = False) -> list[dict]:
+    """Escalate rs[order[0]], rs[order[1]], ... one at a time; a point per k = 0..n.
+
+    With ``ties``, records of equal confidence are escalated in expectation over every order among them
+    (each step adds the block's mean gain and cost), so no arbitrary tie-break (such as the id) moves the curve.
+    """
     n, q_draft, q_strong = len(rs), _mean(o.draft_score for o in rs), _mean(o.strong_score for o in rs)
     spread, total = q_strong - q_draft, math.fsum(o.draft_score for o in rs)
     cost, points = math.fsum(_record_cost(o, False, checks) for o in rs), []
+    steps: list[tuple[float, float]] = []
+    for block in _tie_blocks(rs, order) if ties else [[i] for i in order]:
+        gain = math.fsum(rs[i].gain for i in block) / len(block)
+        paid = math.fsum(rs[i].strong_cost for i in block) / len(block)
+        steps += [(gain, paid)] * len(block)
     for k in range(n + 1):
         if k:
-            o = rs[order[k - 1]]
-            total += o.gain
-            cost += o.strong_cost
+            gain, paid = steps[k - 1]
+            total += gain
+            cost += paid
         quality = total / n
         points.append({"escalation_rate": k / n, "quality": quality, "cost": cost,
                        "pgr": (quality - q_draft) / spread if abs(spread) > _NO_GAP else None})  # fmt: skip
@@ -182,12 +212,15 @@ def _curve(rs: Sequence[Outcome], order: Sequence[int], checks: bool) -> list[di
 def deferral_curve(outcomes: Iterable[Outcome]) -> list[dict]:
     """Quality and cost when the k least confident records are escalated, k = 0..n (checks paid throughout).
 
+    Records of equal confidence are taken in expectation over their order (as AUROC counts ties half), so
+    a saturated confidence (many drafts at exactly 1.0) earns exactly what random escalation would among them.
+
     Each point: escalation_rate k/n, quality, cost, and pgr = (quality − q_draft) / (q_strong − q_draft),
     the performance gap recovered; pgr is None for every point when q_strong == q_draft (within 1e-12: no gap
     to recover, and a ratio of float noise would be meaningless). With q_strong < q_draft pgr is still defined.
     """
     rs = _records(outcomes)
-    return _curve(rs, escalation_order(rs), checks=True)
+    return _curve(rs, escalation_order(rs), checks=True, ties=True)
 
 
 def oracle_curve(outcomes: Iterable[Outcome]) -> list[dict]:
@@ -251,13 +284,13 @@ def summarize(outcomes: Iterable[Outcome], *, resamples: int = 1000, seed: int =
     q_draft, q_strong = _mean(o.draft_score for o in rs), _mean(o.strong_score for o in rs)
     c_draft, c_strong = math.fsum(o.draft_cost for o in rs), math.fsum(o.strong_cost for o in rs)
     rate, k = escalation_rate(rs), sum(not o.accepted for o in rs)
-    oracle, rand = oracle_curve(rs), random_curve(rs)
+    oracle, rand, priced = oracle_curve(rs), random_curve(rs), _priced(rs)
 
     def point(quality: float, cost: float, rate: float, area: float | None) -> dict:
-        return {"quality": quality, "cost": cost, "saving": _saving(cost, c_strong), "quality_retained": _ratio(quality, q_strong),
+        return {"quality": quality, "cost": cost, "saving": _saving(cost, c_strong, priced), "quality_retained": _ratio(quality, q_strong),
                 "escalation_rate": rate, "apgr": area}  # fmt: skip
 
-    return {"n": len(rs), **point(cascade_quality(rs), cascade_cost(rs), rate, apgr(deferral_curve(rs))),
+    return {"n": len(rs), "priced": priced, **point(cascade_quality(rs), cascade_cost(rs), rate, apgr(deferral_curve(rs))),
             "quality_retained_ci": bootstrap_ci(rs, resamples=resamples, seed=seed), "false_accept_rate": false_accept_rate(rs),
             "accepted_wrong_rate": accepted_wrong_rate(rs), "auroc": auroc(rs), "draft_quality": q_draft,
             "strong_quality": q_strong, "draft_cost": c_draft, "strong_cost": c_strong,
@@ -284,21 +317,24 @@ def summarize_by_dataset(outcomes: Iterable[Outcome], *, resamples: int = 1000, 
 
 
 def cost_quality_curve(outcomes: Iterable[Outcome]) -> list[dict]:
-    """One point per distinct threshold t (accept iff confidence >= t), plus threshold None = accept nothing.
+    """One point per distinct threshold t (accept iff confidence >= t), plus threshold None = never draft.
 
     Each point: threshold, cost, quality, saving, quality_retained, escalation_rate; sorted by cost
-    (then by escalation rate). Checks are paid at every threshold.
+    (then by escalation rate). Checks are paid at every threshold; the None point pays no draft at all
+    (what a rule with ``never_draft`` costs), never "draft everything and accept nothing".
     """
     rs = _records(outcomes)
     n, q_strong, c_strong = len(rs), _mean(o.strong_score for o in rs), math.fsum(o.strong_cost for o in rs)
-    total, cost, escalated = math.fsum(o.strong_score for o in rs), math.fsum(_record_cost(o, True) for o in rs), n
+    total, escalated, priced = math.fsum(o.strong_score for o in rs), n, _priced(rs)
 
     def point(threshold: float | None) -> dict:
         quality = total / n
-        return {"threshold": threshold, "cost": cost, "quality": quality, "saving": _saving(cost, c_strong),
+        return {"threshold": threshold, "cost": cost, "quality": quality, "saving": _saving(cost, c_strong, priced),
                 "quality_retained": _ratio(quality, q_strong), "escalation_rate": escalated / n}  # fmt: skip
 
+    cost = c_strong
     points = [point(None)]
+    cost = math.fsum(_record_cost(replace(o, drafted=True), True) for o in rs)
     judged = sorted((o for o in rs if o.confidence is not None), key=lambda o: -o.confidence)
     for i, o in enumerate(judged):
         total -= o.gain
@@ -317,8 +353,12 @@ def compute_curves(outcomes: Iterable[Outcome]) -> dict:
 
 
 def apply_threshold(outcomes: Iterable[Outcome], threshold: float | None) -> list[Outcome]:
-    """The records as a cascade at this threshold would decide them (None: accept nothing)."""
-    return [replace(o, accepted=threshold is not None and o.confidence is not None and o.confidence >= threshold) for o in outcomes]
+    """The records as a cascade at this threshold would decide them (None: never draft, every record to the strong model)."""
+    if threshold is None:
+        return [replace(o, accepted=False, drafted=False) for o in outcomes]
+    # a judged draft is drafted again; a record a policy kept from drafting (no confidence) stays so
+    return [replace(o, accepted=o.confidence is not None and o.confidence >= threshold,
+                    drafted=o.drafted or o.confidence is not None) for o in outcomes]
 
 
 def choose_threshold(outcomes: Iterable[Outcome], target_quality_retained: float) -> dict:

@@ -38,6 +38,11 @@ def pct(value: float | None, digits: int = 1) -> str:
     return _NA if value is None else f"{100.0 * value:.{digits}f}%"
 
 
+def saving_pct(value: float | None) -> str:
+    """A saving, or "unknown" when a price is missing (a saving on costs taken as $0 would be invented)."""
+    return "unknown" if value is None else pct(value)
+
+
 def num(value: float | None, digits: int = 3) -> str:
     """A figure to ``digits`` decimals, or n/a."""
     return _NA if value is None else f"{value:.{digits}f}"
@@ -61,7 +66,7 @@ _HEADLINE: tuple[tuple[str, Callable[[Mapping], str]], ...] = (
     ("n", lambda s: str(s["n"])),
     ("quality retained", lambda s: pct(s["quality_retained"])),
     ("95% CI", _ci),
-    ("saving", lambda s: pct(s["saving"])),
+    ("saving", lambda s: saving_pct(s["saving"])),
     ("escalated", lambda s: pct(s["escalation_rate"])),
     ("false accept", lambda s: pct(s["false_accept_rate"])),
     ("APGR", lambda s: num(s["apgr"])),
@@ -91,7 +96,7 @@ def render_markdown(summaries: Mapping[str, Mapping], notes: str | Sequence[str]
     base = ["| dataset | cascade | " + " | ".join(label for _, label in _BASELINES) + " |", "|---" + "|---:" * (len(_BASELINES) + 1) + "|"]
     for name, s in summaries.items():
         cells = [s, *(s["baselines"][key] for key, _ in _BASELINES)]
-        base.append(f"| {_md(name)} | " + " | ".join(f"{pct(c['quality_retained'])} / {pct(c['saving'])}" for c in cells) + " |")
+        base.append(f"| {_md(name)} | " + " | ".join(f"{pct(c['quality_retained'])} / {saving_pct(c['saving'])}" for c in cells) + " |")
     legend = "Quality retained / saving against always-strong; random and oracle escalate as many requests as the cascade did."
     return "\n\n".join([*paragraphs, "\n".join(headline), legend, "\n".join(base)]) + "\n"
 
@@ -230,10 +235,10 @@ def _operating_note(op: Mapping) -> str:
     parts = [f"threshold {_NA if point.get('threshold') is None else format(point['threshold'], '.4g')}"]
     if "target" in op:
         parts.append(f"target quality retained {pct(op['target'])}" + ("" if op.get("reached", True) else " (not reached)"))
-    parts.append(f"in sample: saving {pct(point.get('saving'))}, quality retained {pct(point.get('quality_retained'))}")
+    parts.append(f"in sample: saving {saving_pct(point.get('saving'))}, quality retained {pct(point.get('quality_retained'))}")
     cv = op.get("cv")
     if cv:
-        parts.append(f"cross-validated ({len(cv.get('folds', []))} folds, held-out records only): saving {pct(cv.get('saving'))}, "
+        parts.append(f"cross-validated ({len(cv.get('folds', []))} folds, held-out records only): saving {saving_pct(cv.get('saving'))}, "
                      f"quality retained {pct(cv.get('quality_retained'))}, escalated {pct(cv.get('escalation_rate'))}")  # fmt: skip
     return "Operating point: " + "; ".join(parts) + "."
 
@@ -253,11 +258,11 @@ def render_html(summaries: Mapping[str, Mapping], curves: Mapping[str, Mapping],
     for name, s in summaries.items():
         parts += [f'<section id="{_slug(name)}">', f"<h2>{esc(name)}</h2>",
                   _html_table([h for h, _ in _HEADLINE], [[cell(s) for _, cell in _HEADLINE]])]  # fmt: skip
-        rows = [["cascade", num(s["quality"]), _usd(s["cost"]), pct(s["saving"]), pct(s["quality_retained"]),
+        rows = [["cascade", num(s["quality"]), _usd(s["cost"]), saving_pct(s["saving"]), pct(s["quality_retained"]),
                  pct(s["escalation_rate"]), num(s["apgr"])]]  # fmt: skip
         for key, label in _BASELINES:
             b = s["baselines"][key]
-            rows.append([label, num(b["quality"]), _usd(b["cost"]), pct(b["saving"]), pct(b["quality_retained"]),
+            rows.append([label, num(b["quality"]), _usd(b["cost"]), saving_pct(b["saving"]), pct(b["quality_retained"]),
                          pct(b["escalation_rate"]), num(b["apgr"])])  # fmt: skip
         parts.append(_html_table(["policy", "quality", "cost", "saving", "quality retained", "escalated", "APGR"], rows))
         if operating_points.get(name):

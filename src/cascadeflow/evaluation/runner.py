@@ -84,18 +84,25 @@ def _verify_cost(registry: ModelRegistry, record: dict, draft_cost: float | None
     return cost if cost is not None else (draft_cost or 0.0)
 
 
+def pair_model(record: dict) -> str:
+    """The virtual model a record is sent to: one per (draft, strong) pair, so files that share a strong
+    model but differ in draft each get their own draft (a rule per strong model would draft with the first)."""
+    return f"replay/{record['draft']['model']}->{record['strong']['model']}"
+
+
 def _eval_config(sim: SimulatedProvider, records: list[dict], template: dict, folder: str) -> ProxyConfig:
     pairs = sorted({(r["strong"]["model"], r["draft"]["model"]) for r in records})
     settings = {k: v for k, v in template.items() if k not in ("request_model", "draft_model", "stages", "name", "verifier_model")}
     settings.setdefault("policies", {})["sticky_escalations"] = 0  # records are independent questions
-    rules = [
-        {**settings, "name": f"{draft}->{strong}", "request_model": strong, "draft_model": draft}
+    models = {
+        pair_model({"draft": {"model": draft}, "strong": {"model": strong}}): {
+            **settings, "name": f"{draft}->{strong}", "draft_model": draft, "verifier_model": strong}
         for strong, draft in pairs
-    ]
+    }
     return ProxyConfig.from_dict(
         {
             "routes": [{"name": "replay", "provider": "openai", "base_url": sim.url + "/v1", "api_key": "replay"}],
-            "cascade_rules": rules,
+            "cascade_models": models,
             "server": {"log_level": "warning"},
             "database_url": f"sqlite:///{folder}/eval.db",  # an evaluation leaves no ledger behind
         }
@@ -115,7 +122,7 @@ async def _send_all(url: str, records: list[dict], concurrency: int, progress: T
 
         async def one(index: int, record: dict) -> None:
             nonlocal done
-            body = {"model": record["strong"]["model"], "messages": record["messages"]}
+            body = {"model": pair_model(record), "messages": record["messages"]}
             headers = {"authorization": "Bearer eval", "x-replay-record": str(record["id"])}
             async with semaphore, session.post(url, json=body, headers=headers) as response:
                 await response.read()
@@ -142,13 +149,19 @@ def replay_outcomes(setup: EvalSetup, progress: TextIO | None = sys.stderr) -> l
     with SimulatedProvider(replay=ReplayTable(records), record=False) as sim, tempfile.TemporaryDirectory() as folder:
         with ServerThread(create_app(_eval_config(sim, records, setup.rule, folder))) as gateway:
             replies = asyncio.run(_send_all(gateway.url + "/v1/chat/completions", records, setup.concurrency, progress))
+        misses = sim.replay_misses
+    if misses:  # an answer the data does not hold: never judge a synthetic stand-in
+        shown = "; ".join(misses[:3]) + (f"; … {len(misses) - 3} more" if len(misses) > 3 else "")
+        raise RuntimeError(f"the replay data holds no recorded answer for {len(misses)} request(s): {shown}")
     outcomes = []
+    unpriced: set[str] = set()
     for record, reply in zip(records, replies, strict=True):
         if reply.get("status") != 200:
             raise RuntimeError(f"record {record['id']}: the gateway answered {reply.get('status')}")
         features = _features(reply.get("x-cascadeflow-checks", ""))
         draft_cost = record_cost(registry, record["draft"], record["messages"])
         strong_cost = record_cost(registry, record["strong"], record.get("strong_messages") or record["messages"])
+        unpriced.update(side["model"] for side, cost in ((record["draft"], draft_cost), (record["strong"], strong_cost)) if cost is None)
         confidence = reply.get("x-cascadeflow-confidence")
         outcomes.append(
             Outcome(
@@ -162,8 +175,14 @@ def replay_outcomes(setup: EvalSetup, progress: TextIO | None = sys.stderr) -> l
                 strong_cost=strong_cost or 0.0,
                 extra_cost=_check_cost(registry, record, draft_cost, features, setup.rule),
                 features=features,
+                drafted=not reply.get("x-cascadeflow-decision", "").startswith("skipped:"),
+                priced=draft_cost is not None and strong_cost is not None,
+                task_type=record.get("task_type"),
             )
         )
+    if unpriced and progress is not None:
+        progress.write(f"no price known for {', '.join(sorted(unpriced))}: costs and savings are unknown "
+                       "(give the price under models: in the config, or record cost_usd)\n")
     return outcomes
 
 

@@ -13,7 +13,9 @@ real gateway and cascade over HTTP:
   gets the record's i-th recorded sample, where the record has ``draft.samples``;
 - a self-verification request (the record's messages, the draft's answer, then the
   question :data:`~cascadeflow.cascade.selfcheck.VERIFY_PROMPT`) gets ``Y`` or ``N`` with
-  the recorded ``self_verify_logprob`` as log P("Y").
+  the recorded ``self_verify_logprob`` as log P("Y");
+- anything else is a miss: a 404 error, never a synthetic answer (the simulator lists the
+  misses of answers, so an evaluation that hit one fails instead of judging made-up text).
 """
 
 from __future__ import annotations
@@ -140,6 +142,13 @@ class ReplayTable:
             if found is not None:
                 return found
         return table.get((model, messages_key(messages[:-2] if verifying else messages)))
+
+    @staticmethod
+    def is_verification(body: dict) -> bool:
+        """Whether the request asks for a self-verification verdict (a record may rightly have none)."""
+        messages = body.get("messages")
+        last = messages[-1] if isinstance(messages, list) and messages and isinstance(messages[-1], dict) else {}
+        return last.get("role") == "user" and _text(last.get("content")) == VERIFY_PROMPT
 
 
 def _answer_rule(answer: dict) -> ScriptRule:

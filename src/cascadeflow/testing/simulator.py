@@ -142,6 +142,7 @@ class SimulatedProvider:
         self._record_enabled = record
         self._records: collections.deque[dict[str, Any]] = collections.deque(maxlen=max_records)
         self._disconnects: list[dict[str, Any]] = []
+        self._replay_misses: list[str] = []
         self._lock = threading.Lock()
         self._cache = CacheSim()
         self._max_body = max_body_bytes
@@ -379,6 +380,22 @@ class SimulatedProvider:
             return "max_tokens: Field required"
         return None
 
+    def _replay_miss(self, dialect: str, body: dict, record_id: str | None) -> web.Response:
+        """No recorded answer: an error, never a made-up one; misses of answers are listed (a missing
+        self-verification verdict is not: the record simply has none, and the check does not apply)."""
+        verifying = ReplayTable.is_verification(body)
+        message = f"no recorded {'verdict' if verifying else 'answer'} of {body.get('model')!r} for record {record_id or '(matched by messages)'}"
+        if not verifying:
+            with self._lock:
+                self._replay_misses.append(message)
+        return error_response(dialect, 404, message, "not_found_error")
+
+    @property
+    def replay_misses(self) -> list[str]:
+        """Requests the replay data held no answer for (each was refused with a 404)."""
+        with self._lock:
+            return list(self._replay_misses)
+
     async def _generate(self, request: web.Request, dialect: str) -> web.StreamResponse:
         try:
             raw, body = await self._read(request)
@@ -399,6 +416,8 @@ class SimulatedProvider:
         if self._replay is not None:
             headers = request.headers
             rule = self._replay.lookup(body["model"], neutral, headers.get("x-replay-record"), headers.get("x-sample-index"))
+            if rule is None:
+                return self._replay_miss(dialect, neutral, headers.get("x-replay-record"))
         if rule is None and script.rules:
             if script.needs_prompt:
                 prompt = last_user_text(neutral)
