@@ -63,6 +63,12 @@ def check_request(body: dict, *, count_tokens: bool = False) -> None:
         raise RequestError("stream_options: must be an object")
 
 
+def check_embeddings_request(body: dict, *, count_tokens: bool = False) -> None:
+    value = body.get("input")
+    if not isinstance(value, (str, list)) or not value:
+        raise RequestError("input: must be a non-empty string or array")
+
+
 def response_usage(body: object) -> Usage:
     return Usage.from_openai(body.get("usage")) if isinstance(body, dict) else Usage()
 

@@ -41,7 +41,7 @@ from .metrics import metrics
 from .observe import Observer
 from .models import ModelCatalog, get_model, list_models
 from .openapi import openapi_spec
-from .proxying import chat_completions, count_tokens, messages
+from .proxying import chat_completions, count_tokens, embeddings, messages, responses
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Coroutine
@@ -219,6 +219,8 @@ def create_app(config: ProxyConfig | None = None, *, registry: ModelRegistry | N
         Route("/v1/messages", messages, methods=["POST"]),
         Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/responses", responses, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
         Route("/health", health, methods=["GET"]),

@@ -21,7 +21,7 @@ def caller_dialect(path: str, headers) -> str:
     """The dialect to answer in: by endpoint, else by the ``anthropic-version`` header."""
     if path.startswith("/v1/messages"):
         return "anthropic"
-    if path.startswith("/v1/chat/") or path.startswith("/v1/completions"):
+    if path.startswith(("/v1/chat/", "/v1/completions", "/v1/responses", "/v1/embeddings")):
         return "openai"
     return "anthropic" if "anthropic-version" in headers else "openai"
 

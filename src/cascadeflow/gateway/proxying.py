@@ -1,4 +1,5 @@
-"""The API endpoints that forward to upstreams: messages, count_tokens, chat completions.
+"""The API endpoints that forward to upstreams: messages, count_tokens, chat completions,
+responses, embeddings.
 
 Each reads the body once (bounded by ``server.max_body_bytes``), parses it once,
 checks only what routing needs, and hands it to the proxy library. Everything that
@@ -17,6 +18,7 @@ from starlette.responses import Response, StreamingResponse
 
 from ..dialects import anthropic as anthropic_wire
 from ..dialects import openai as openai_wire
+from ..dialects import responses as responses_wire
 from ..errors import CascadeflowError, ErrorKind, RequestError
 from ..cascade.policies import conversation_key
 from ..proxy import ProxyRequest
@@ -31,11 +33,17 @@ if TYPE_CHECKING:
 
     from .app import Gateway
 
-__all__ = ["messages", "count_tokens", "chat_completions", "read_json_body"]
+__all__ = ["messages", "count_tokens", "chat_completions", "responses", "embeddings", "read_json_body"]
 
 log = logging.getLogger("cascadeflow.gateway")
 
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+#: the request check of each endpoint (the rest is the upstream's call)
+_CHECKS = {"/v1/messages": anthropic_wire.check_request, "/v1/messages/count_tokens": anthropic_wire.check_request,
+           "/v1/chat/completions": openai_wire.check_request, "/v1/responses": responses_wire.check_request,
+           "/v1/embeddings": openai_wire.check_embeddings_request}
+#: endpoints cascade rules apply to (Responses and embeddings requests pass through rules untouched)
+_CASCADED = frozenset({"/v1/messages", "/v1/chat/completions"})
 
 
 async def messages(request: Request) -> Response:
@@ -50,9 +58,16 @@ async def chat_completions(request: Request) -> Response:
     return await _forward(request, "openai", "/v1/chat/completions")
 
 
+async def responses(request: Request) -> Response:
+    return await _forward(request, "responses", "/v1/responses")
+
+
+async def embeddings(request: Request) -> Response:
+    return await _forward(request, "openai", "/v1/embeddings")
+
+
 async def _forward(request: Request, dialect: str, path: str, *, count: bool = False) -> Response:
     gateway: Gateway = request.app.state.gateway
-    wire = anthropic_wire if dialect == "anthropic" else openai_wire
     request_id = request.headers.get("x-request-id")
     if not request_id:
         request_id = gateway.new_request_id()
@@ -68,7 +83,7 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
         if not isinstance(model, str) or not model:
             raise RequestError("model: Field required and must be a non-empty string")
         info.model = model
-        wire.check_request(body, count_tokens=count)
+        _CHECKS[path](body, count_tokens=count)
         gateway.auth.check_model(identity, model)
         query = request.scope["query_string"].decode("latin-1")
         if count and model in gateway.virtual_models:  # count as the model that would answer
@@ -76,7 +91,7 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
             raw = None
         proxy_request = ProxyRequest("POST", path, headers, body, raw, query)
         info.stream = proxy_request.stream
-        rule = gateway.rules.match(model) if gateway.rules and not count else None
+        rule = gateway.rules.match(model) if gateway.rules and path in _CASCADED else None
         plan = "cascade" if rule is not None else plan
         if not count:
             info.lease = await gateway.limits.admit(identity, body, len(raw or b""), model, rule)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from ..dialects import anthropic as anthropic_wire
 from ..dialects import openai as openai_wire
+from ..dialects import responses as responses_wire
 from ..errors import ErrorKind
 from ..usage import Usage
 from .base import ProviderAdapter, StreamTap
 
-__all__ = ["AnthropicAdapter", "OpenAIAdapter", "adapter_for"]
+__all__ = ["AnthropicAdapter", "OpenAIAdapter", "ResponsesAdapter", "adapter_for"]
 
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -89,8 +90,29 @@ class OpenAIAdapter:
         return openai_wire.stream_error(kind, message)
 
 
+class ResponsesAdapter(OpenAIAdapter):
+    """An OpenAI-compatible server's ``/v1/responses``: the body is forwarded with only the model
+    swapped (its final ``response.completed`` event always carries usage), read as Responses."""
+
+    def prepare(self, path: str, body: dict, model: str) -> tuple[dict, bool]:
+        return (body, False) if body.get("model") == model else ({**body, "model": model}, True)
+
+    def response_usage(self, body: object) -> Usage:
+        return responses_wire.response_usage(body)
+
+    def stream_tap(self, body: dict) -> StreamTap:
+        return responses_wire.ResponsesStreamTap()
+
+    def stream_error(self, kind: ErrorKind, message: str) -> bytes:
+        return responses_wire.stream_error(kind, message)
+
+
 _ADAPTERS: dict[str, ProviderAdapter] = {"anthropic": AnthropicAdapter(), "openai": OpenAIAdapter()}
+_RESPONSES = ResponsesAdapter()
 
 
-def adapter_for(provider: str) -> ProviderAdapter:
+def adapter_for(provider: str, path: str = "") -> ProviderAdapter:
+    """The adapter for ``provider``'s API at ``path`` (the Responses API reads differently from chat)."""
+    if provider == "openai" and path.startswith("/v1/responses"):
+        return _RESPONSES
     return _ADAPTERS[provider]

@@ -140,7 +140,7 @@ class ProxyHandler:
             waited += delay
 
     async def _send_once(self, route: ProxyRoute, model: str, request: ProxyRequest) -> ProxyResult:
-        adapter = adapter_for(route.provider)
+        adapter = adapter_for(route.provider, request.path)
         url, headers, payload = self._build(route, model, request, adapter)
         started = time.perf_counter()
         with _transport_errors(route):
@@ -174,7 +174,7 @@ class ProxyHandler:
 
     async def _open_once(self, route: ProxyRoute, model: str, request: ProxyRequest) -> ProxyStream:
         """Open a streaming request; returns once the upstream's headers arrived."""
-        adapter = adapter_for(route.provider)
+        adapter = adapter_for(route.provider, request.path)
         url, headers, payload = self._build(route, model, request, adapter)
         started = time.perf_counter()
         with _transport_errors(route):

@@ -67,6 +67,10 @@ class ProxyRoute(BaseModel):
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     #: models (any route, ``route:model`` allowed) tried in order when this route keeps failing
     fallbacks: list[str] = Field(default_factory=list)
+    #: how ``/v1/responses`` callers reach an OpenAI-compatible upstream: ``responses`` forwards the
+    #: request as received, ``chat`` translates it to Chat Completions (servers without the Responses
+    #: API). Default: ``responses`` for api.openai.com, ``chat`` for every other base URL.
+    openai_api: Literal["responses", "chat"] | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -93,6 +97,13 @@ class ProxyRoute(BaseModel):
         if value is not None and not value:
             raise ValueError("an empty allowlist would make the route unreachable; omit `models` to accept any model")
         return value
+
+    @property
+    def serves_responses(self) -> bool:
+        """True when this route's upstream answers ``/v1/responses`` itself."""
+        if self.openai_api is not None:
+            return self.openai_api == "responses"
+        return self.provider == "openai" and self.base_url.startswith("https://api.openai.com")
 
     def allows(self, model: str) -> bool:
         """True when ``model`` is in the allowlist (or there is none)."""

@@ -47,6 +47,8 @@ class ProxyRouter:
 
     def resolve(self, model: str, dialect: str | None = None) -> RouteMatch:
         """The route for ``model``; ``dialect`` (the caller's) breaks ties and is the last resort."""
+        if dialect == "responses":  # served by OpenAI-compatible routes (forwarded or translated)
+            dialect = "openai"
         key = (model, dialect)
         match = self._cache.get(key)
         if match is None:

@@ -29,7 +29,9 @@ def dialect_of_path(path: str) -> str | None:
     """The dialect an API path belongs to (``/v1/messages`` → anthropic)."""
     if path.startswith("/v1/messages"):
         return "anthropic"
-    if path.startswith(("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses")):
+    if path.startswith("/v1/responses"):
+        return "responses"
+    if path.startswith(("/v1/chat/completions", "/v1/completions", "/v1/embeddings")):
         return "openai"
     return None
 
@@ -49,8 +51,14 @@ class ProxyService:
         return self.router.resolve(request.model, dialect_of_path(request.path))
 
     def translation(self, match: RouteMatch, dialect: str | None) -> Translation | None:
-        """How to cross from the caller's dialect to the route's, or None when they agree."""
+        """How to cross from the caller's dialect to the route's, or None when they agree.
+
+        A Responses caller agrees with an OpenAI route that serves the Responses API
+        (``openai_api``); on a chat-only route it is translated to Chat Completions.
+        """
         if dialect is None or match.route.provider == dialect:
+            return None
+        if dialect == "responses" and match.route.provider == "openai" and match.route.serves_responses:
             return None
         return Translation(dialect, match.route.provider, self.router.registry)
 

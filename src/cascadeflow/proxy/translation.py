@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from ..dialects import translate
+from ..errors import RequestError
+from ..dialects import translate, translate_responses
 from ..dialects.accumulate import OpenAIAccumulator, answer_from_openai
 from ..dialects.sse import SSEDecoder
+from ..dialects.translate_responses import ChainedStream, ChatToResponsesStream, ToolNames
 from ..dialects.translate_stream import AnthropicToOpenAIStream, OpenAIToAnthropicStream
 from .types import ProxyRequest, ProxyResult, ProxyStream
 
@@ -37,7 +39,8 @@ _DEFAULT_MAX_TOKENS = 4096
 class Translation:
     """One request's way from ``caller`` dialect to ``upstream`` dialect and back."""
 
-    __slots__ = ("caller", "upstream", "registry", "dropped", "logprobs", "_include_usage", "_want_logprobs")
+    __slots__ = ("caller", "upstream", "registry", "dropped", "logprobs", "_include_usage", "_want_logprobs", "_source",
+                 "_names")
 
     def __init__(self, caller: str, upstream: str, registry: ModelRegistry) -> None:
         self.caller = caller
@@ -49,6 +52,8 @@ class Translation:
         self.logprobs: list[float] | None = None
         self._include_usage = False
         self._want_logprobs = False
+        self._source: dict = {}  # a Responses caller's request (its answer echoes it)
+        self._names = ToolNames()
 
     def request(self, request: ProxyRequest, model: str, *, logprobs: bool = False) -> ProxyRequest:
         """The request in the upstream's dialect, for ``model``.
@@ -56,11 +61,18 @@ class Translation:
         ``logprobs`` asks an OpenAI-compatible upstream for token log-probabilities,
         kept in :attr:`logprobs` rather than handed to the caller.
         """
+        if request.path.startswith("/v1/embeddings"):
+            raise RequestError(f"model {model!r} is served by an {self.upstream} route, which has no embeddings API; "
+                               "embeddings need an OpenAI-compatible route")
         body = dict(request.body or {})
         body["model"] = model
+        if self.caller == "responses":
+            _refuse_stored_state(body, model)
         info = self.registry.info(model)
         limit = info.max_output_tokens if info else None
-        if self.caller == "anthropic":
+        if self.caller == "responses":
+            translated = self._from_responses(body, limit)
+        elif self.caller == "anthropic":
             translated, self.dropped = translate.anthropic_to_openai_request(body, max_output_tokens=limit)
         else:
             options = body.get("stream_options")
@@ -78,11 +90,29 @@ class Translation:
         headers = {k: v for k, v in request.headers.items() if not k.startswith(foreign)}
         return ProxyRequest(request.method, API_PATHS[self.upstream], headers, translated, None, "")
 
+    def _from_responses(self, body: dict, limit: int | None) -> dict:
+        """A Responses request as chat (for a chat upstream) or as Messages (through chat), cache-marked."""
+        self._source = body
+        chat, self.dropped, self._names = translate_responses.responses_to_chat_request(body)
+        if self.upstream == "openai":
+            return chat
+        translated, more = translate.openai_to_anthropic_request(
+            chat, default_max_tokens=min(limit or _DEFAULT_MAX_TOKENS, _DEFAULT_MAX_TOKENS), max_output_tokens=limit)
+        self.dropped += [name for name in more if name not in ("response_format", "stream_options", "reasoning_effort")
+                         and name not in self.dropped]
+        translate_responses.anthropic_output_format(body, translated)
+        translate_responses.anthropic_cache_breakpoints(translated)
+        return translated
+
     def response(self, result: ProxyResult) -> ProxyResult:
         """A non-streaming answer in the caller's dialect (usage and cost unchanged)."""
         if not isinstance(result.data, dict):
             return result
-        if self.caller == "anthropic":
+        if self.caller == "responses":
+            chat = result.data if self.upstream == "openai" else translate.anthropic_to_openai_response(result.data)
+            data = translate_responses.chat_to_responses_response(
+                chat, self._source, str(chat.get("model") or result.model), self._names)
+        elif self.caller == "anthropic":
             if self._want_logprobs:
                 self.logprobs = answer_from_openai(result.data).logprobs
             data = translate.openai_to_anthropic_response(result.data)
@@ -96,12 +126,17 @@ class Translation:
 
     def stream(self, inner: ProxyStream, model: str) -> ProxyStream:
         """The upstream's stream, translated event by event as it arrives."""
-        if self.caller == "anthropic":
-            translator: OpenAIToAnthropicStream | AnthropicToOpenAIStream = OpenAIToAnthropicStream(model)
+        translator: OpenAIToAnthropicStream | AnthropicToOpenAIStream | ChatToResponsesStream | ChainedStream
+        if self.caller == "responses":
+            translator = ChatToResponsesStream(self._source, model, self._names)
+            if self.upstream == "anthropic":
+                translator = ChainedStream(AnthropicToOpenAIStream(model, include_usage=True), translator)
+        elif self.caller == "anthropic":
+            translator = OpenAIToAnthropicStream(model)
         else:
             translator = AnthropicToOpenAIStream(model, include_usage=self._include_usage)
         headers = {k: v for k, v in inner.headers.items() if k != "content-type"}
-        headers["content-type"] = "text/event-stream; charset=utf-8" if self.caller == "openai" else "text/event-stream"
+        headers["content-type"] = "text/event-stream" if self.caller == "anthropic" else "text/event-stream; charset=utf-8"
         outer = ProxyStream(
             status=inner.status, headers=headers, route=inner.route, model=inner.model,
             first_byte_ms=inner.first_byte_ms,
@@ -134,6 +169,20 @@ class Translation:
             outer.error = inner.error or translator.error
             outer.complete = inner.complete and translator.complete and outer.error is None
             outer.latency_ms = inner.latency_ms or (time.perf_counter() - started) * 1000
+
+
+def _refuse_stored_state(body: dict, model: str) -> None:
+    """A translated upstream keeps no responses: a request that needs one stored is refused, clearly."""
+    if body.get("previous_response_id") is not None or body.get("conversation") is not None:
+        raise RequestError(
+            f"previous_response_id / conversation cannot be served for model {model!r}: its upstream is reached by "
+            "translation and keeps no stored responses. Send the whole conversation in `input` with store: false "
+            "(as Codex does)")
+    if body.get("store") is True:
+        raise RequestError(f"store: true cannot be honoured for model {model!r} (its upstream is reached by translation "
+                           "and keeps no responses); send store: false")
+    if body.get("background") is True:
+        raise RequestError(f"background: true is not available for model {model!r}; send the request without it")
 
 
 def _fit_openai(body: dict, model: str) -> None:

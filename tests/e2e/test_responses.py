@@ -1,0 +1,274 @@
+"""The OpenAI Responses API through the gateway, driven by the official openai SDK.
+
+Three ways to an upstream, all on the simulator: forwarded to an OpenAI route that serves
+/v1/responses (``openai_api: responses``), translated to Chat Completions for a chat-only
+route (``chat:`` prefix), and translated to the Anthropic Messages API (Claude models).
+Every stream event is parsed by the SDK and validated against its union of event types.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+from openai.types.responses import ResponseStreamEvent
+from pydantic import TypeAdapter
+
+from cascadeflow import ModelRegistry, ProxyConfig, Usage
+from tests.conftest import NO_RETRY
+
+EVENT = TypeAdapter(ResponseStreamEvent)
+GPT, MINI, HAIKU = "gpt-5.4", "gpt-5.4-mini", "claude-haiku-5-5"
+#: (model asked for, upstream path, model the upstream sees)
+TARGETS = {
+    "forwarded": (MINI, "/v1/responses", MINI),
+    "chat": (f"chat:{MINI}", "/v1/chat/completions", MINI),
+    "anthropic": (HAIKU, "/v1/messages", HAIKU),
+}
+WEATHER = {"type": "function", "name": "get_weather", "description": "Weather in a city",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+                          "additionalProperties": False}}
+PATCH = {"type": "custom", "name": "apply_patch", "description": "Apply a patch to files",
+         "format": {"type": "grammar", "syntax": "lark", "definition": "start: /(.|\\n)+/"}}
+PATCH_TEXT = "*** Begin Patch\n*** Add File: a.txt\n+hello\n*** End Patch\n"
+SCRIPT = [
+    {"match": {"prompt_contains": "weather in Lima"}, "tool_calls": [{"name": "get_weather", "input": {"city": "Lima"}}]},
+    {"match": {"prompt_contains": "19C"}, "text": "Lima: 19C and cloudy."},
+    {"match": {"prompt_contains": "write a.txt"}, "tool_calls": [{"name": "apply_patch", "input": {"input": PATCH_TEXT}}]},
+    {"match": {"prompt_contains": "Done."}, "text": "Created a.txt."},
+]
+
+
+@pytest.fixture(scope="module")
+def resp_gw(sim, start_gateway):
+    return start_gateway(ProxyConfig.from_dict({"routes": [
+        {"name": "anthropic", "provider": "anthropic", "base_url": sim.url, "api_key": "sk-ant-route", **NO_RETRY},
+        {"name": "openai", "provider": "openai", "base_url": sim.url + "/v1", "api_key": "sk-openai-route",
+         "openai_api": "responses", **NO_RETRY},
+        {"name": "chat", "provider": "openai", "base_url": sim.url + "/v1", "api_key": "sk-chat-route", **NO_RETRY},
+    ]}))
+
+
+@pytest.fixture()
+def gw(resp_gw, fresh_sim):
+    fresh_sim.set_script(SCRIPT)
+    return resp_gw
+
+
+def client(gw) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-caller", max_retries=0)
+
+
+def upstream(sim) -> list[dict]:
+    return [r for r in sim.requests if r["path"].startswith("/v1/") and r["method"] == "POST"]
+
+
+def create(gw, stream: bool, **kwargs):
+    """``responses.create`` or ``responses.stream`` (every event validated); the final Response."""
+    if not stream:
+        return client(gw).responses.create(**kwargs)
+    with client(gw).responses.stream(**kwargs) as events:
+        seen = []
+        for event in events:
+            EVENT.validate_python(event.model_dump(mode="json", by_alias=True, exclude_unset=True, warnings=False))
+            seen.append(event.type)
+        final = events.get_final_response()
+    assert seen[:2] == ["response.created", "response.in_progress"] and seen[-1] in ("response.completed",
+                                                                                   "response.incomplete")
+    assert [n for n in seen if n.endswith("output_item.added")].__len__() == len(final.output)
+    return final
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("target", TARGETS)
+def test_text(gw, sim, target, stream):
+    model, path, served = TARGETS[target]
+    got = create(gw, stream, model=model, instructions="Be brief.", input="Name a colour.")
+    calls = upstream(sim)
+    assert [c["path"] for c in calls] == [path] and calls[0]["body"]["model"] == served
+    assert got.status == "completed" and got.output_text.startswith(f"[{served}] ")
+    assert got.usage.output_tokens == len(got.output_text.split()) and got.usage.input_tokens > 0
+    if target == "forwarded":  # the body as the SDK sent it, only the model swapped
+        assert calls[0]["body"]["instructions"] == "Be brief." and calls[0]["body"]["input"] == "Name a colour."
+    elif target == "chat":
+        assert calls[0]["body"]["messages"] == [{"role": "system", "content": "Be brief."},
+                                                {"role": "user", "content": "Name a colour."}]
+    else:
+        assert calls[0]["body"]["system"][0]["text"] == "Be brief."
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("target", TARGETS)
+def test_function_tool_loop(gw, sim, target, stream):
+    model, path, _ = TARGETS[target]
+    first = create(gw, stream, model=model, input="What is the weather in Lima?", tools=[WEATHER])
+    (call,) = first.output
+    assert call.type == "function_call" and call.name == "get_weather" and json.loads(call.arguments) == {"city": "Lima"}
+    second = create(gw, stream, model=model, tools=[WEATHER], input=[
+        {"role": "user", "content": "What is the weather in Lima?"},
+        {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": call.call_id, "output": "19C, cloudy"},
+    ])
+    assert second.output_text == "Lima: 19C and cloudy."
+    sent = upstream(sim)[-1]["body"]
+    if target == "anthropic":  # the tool result went back as a tool_result for the same id
+        results = [b for m in sent["messages"] for b in (m["content"] if isinstance(m["content"], list) else [])
+                   if b.get("type") == "tool_result"]
+        assert results and results[0]["tool_use_id"] == call.call_id
+    elif target == "chat":
+        assert sent["messages"][-1] == {"role": "tool", "tool_call_id": call.call_id, "content": "19C, cloudy"}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("target", ["chat", "anthropic"])
+def test_custom_tool_crosses_as_a_one_string_function(gw, sim, target, stream):
+    model, _, _ = TARGETS[target]
+    first = create(gw, stream, model=model, input="Please write a.txt", tools=[PATCH, WEATHER])
+    (call,) = first.output
+    assert call.type == "custom_tool_call" and call.name == "apply_patch" and call.input == PATCH_TEXT
+    sent = upstream(sim)[-1]["body"]
+    if target == "chat":
+        tool = next(t for t in sent["tools"] if t["function"]["name"] == "apply_patch")
+        assert tool["function"]["parameters"]["required"] == ["input"]
+        assert "start: /(.|\\n)+/" in tool["function"]["description"]  # the grammar travels as a hint
+    else:
+        tool = next(t for t in sent["tools"] if t["name"] == "apply_patch")
+        assert tool["input_schema"]["properties"]["input"]["type"] == "string"
+    second = create(gw, stream, model=model, tools=[PATCH, WEATHER], input=[
+        {"role": "user", "content": "Please write a.txt"},
+        {"type": "custom_tool_call", "call_id": call.call_id, "name": "apply_patch", "input": call.input},
+        {"type": "custom_tool_call_output", "call_id": call.call_id, "output": "Done."},
+    ])
+    assert second.output_text == "Created a.txt."
+
+
+def test_custom_tool_forwarded_untouched(gw, sim):
+    sim.set_script([{"match": {"prompt_contains": "write a.txt"}, "tool_calls": [{"name": "apply_patch", "input": PATCH_TEXT}]}])
+    got = create(gw, True, model=MINI, input="Please write a.txt", tools=[PATCH])
+    assert got.output[0].type == "custom_tool_call" and got.output[0].input == PATCH_TEXT
+    assert upstream(sim)[-1]["body"]["tools"][0] == PATCH
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_structured_output(gw, sim, target):
+    model, _, _ = TARGETS[target]
+    schema = {"type": "object", "properties": {"colour": {"type": "string"}}, "required": ["colour"],
+              "additionalProperties": False}
+    fmt = {"format": {"type": "json_schema", "name": "colour", "schema": schema, "strict": True}}
+    if target != "forwarded":  # the chat and Messages simulators do not shape their text to a schema
+        sim.set_script([{"match": {"prompt_contains": "colour"}, "text": '{"colour": "blue"}'}])
+    got = create(gw, False, model=model, input="Name a colour.", text=fmt)
+    assert "colour" in json.loads(got.output_text)
+    sent = upstream(sim)[-1]["body"]
+    if target == "chat":
+        assert sent["response_format"]["json_schema"]["schema"] == schema
+    elif target == "anthropic":
+        assert sent["output_config"]["format"] == {"type": "json_schema", "schema": schema}
+
+
+def test_anthropic_session_is_cached_turn_after_turn(gw, sim):
+    """Codex never marks a cache breakpoint; the translation does, so turn 2 reads turn 1's prefix."""
+    developer = {"role": "developer", "content": "You are a coding agent. " * 60}
+    turn = [developer, {"role": "user", "content": "What is the weather in Lima?"}]
+    first = create(gw, True, model=HAIKU, input=turn, tools=[WEATHER], store=False)
+    call = first.output[0]
+    second = create(gw, True, model=HAIKU, tools=[WEATHER], store=False, input=turn + [
+        {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": call.call_id, "output": "19C"}])
+    assert first.usage.input_tokens_details.cache_write_tokens > 0
+    assert second.usage.input_tokens_details.cached_tokens >= first.usage.input_tokens_details.cache_write_tokens
+    sent = upstream(sim)[-1]["body"]
+    assert sent["system"][0]["cache_control"] == {"type": "ephemeral"}
+    assert sent["tools"][-1]["cache_control"] == {"type": "ephemeral"}
+
+
+def test_reasoning_items_never_cross_but_are_forwarded(gw, sim):
+    first = create(gw, False, model=GPT, input="Think first.", reasoning={"effort": "low", "summary": "auto"},
+                   include=["reasoning.encrypted_content"], store=False)
+    reasoning = first.output[0]
+    assert reasoning.type == "reasoning" and reasoning.encrypted_content
+    assert first.usage.output_tokens_details.reasoning_tokens > 0
+    history = [{"role": "user", "content": "Think first."}, reasoning.model_dump(exclude_none=True),
+               {"role": "assistant", "content": first.output_text}, {"role": "user", "content": "And now?"}]
+    again = create(gw, False, model=GPT, input=history, store=False, include=["reasoning.encrypted_content"])
+    assert again.status == "completed"  # the simulator verified the encrypted content it made
+    assert upstream(sim)[-1]["body"]["input"][1]["encrypted_content"] == reasoning.encrypted_content
+    for model in (HAIKU, f"chat:{MINI}"):
+        create(gw, False, model=model, input=history, store=False)
+        assert "encrypted_content" not in json.dumps(upstream(sim)[-1]["body"])
+
+
+@pytest.mark.parametrize("target", ["chat", "anthropic"])
+def test_stored_state_is_refused_clearly_when_translating(gw, sim, target):
+    model, _, _ = TARGETS[target]
+    with pytest.raises(openai.BadRequestError, match="Send the whole conversation in `input` with store: false"):
+        client(gw).responses.create(model=model, input="hi", previous_response_id="resp_123")
+    with pytest.raises(openai.BadRequestError, match="store: true"):
+        client(gw).responses.create(model=model, input="hi", store=True)
+    assert upstream(sim) == []
+
+
+def test_usage_is_priced_and_recorded(gw, sim):
+    stats = lambda: httpx.get(gw.url + "/stats").json()  # noqa: E731
+    before = stats()
+    got = create(gw, True, model=MINI, input="Name a colour.")
+    after = stats()
+    usage = Usage(got.usage.input_tokens - got.usage.input_tokens_details.cached_tokens, got.usage.output_tokens, 0,
+                  got.usage.input_tokens_details.cached_tokens)
+    expected = ModelRegistry().cost(MINI, usage)
+    assert after["total_queries"] - before["total_queries"] == 1
+    assert after["total_cost"] - before["total_cost"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_non_stream_cost_header(gw):
+    raw = client(gw).responses.with_raw_response.create(model=f"chat:{MINI}", input="Name a colour.")
+    assert float(raw.headers["x-cascadeflow-cost-usd"]) > 0 and raw.headers["x-cascadeflow-route"] == "chat"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_upstream_failure_mid_stream_ends_with_an_error_event(gw, sim, target):
+    model, _, served = TARGETS[target]
+    sim.set_script([{"match": {"model": served}, "error_event_after": 4, "status": 500}])
+    with _events(gw, model) as events:
+        pass
+    assert events[-1]["type"] == "error" and events[-1]["message"]
+    assert "response.completed" not in [e["type"] for e in events]
+
+
+class _events:
+    """The raw events of one streamed request (each validated), as a context manager's value."""
+
+    def __init__(self, gw, model: str) -> None:
+        self.gw, self.model = gw, model
+
+    def __enter__(self) -> list[dict]:
+        events = []
+        with httpx.stream("POST", self.gw.url + "/v1/responses", timeout=10, headers={"authorization": "Bearer x"},
+                          json={"model": self.model, "input": "hello", "stream": True}) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    data = json.loads(line[6:])
+                    EVENT.validate_python(data)
+                    events.append(data)
+        return events
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def test_bad_requests_answer_in_openai_shape(gw):
+    response = httpx.post(gw.url + "/v1/responses", json={"model": MINI}, timeout=10)
+    assert response.status_code == 400 and "input" in response.json()["error"]["message"]
+    response = httpx.post(gw.url + "/v1/responses", content=b"{", timeout=10)
+    assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_embeddings_forwarded_priced_and_refused_on_anthropic(gw, sim):
+    got = client(gw).embeddings.create(model="text-embedding-3-small", input=["alpha", "beta"])
+    assert len(got.data) == 2 and got.usage.prompt_tokens > 0
+    assert upstream(sim)[-1]["path"] == "/v1/embeddings"
+    with pytest.raises(openai.BadRequestError, match="no embeddings API"):
+        client(gw).embeddings.create(model=HAIKU, input="alpha")
