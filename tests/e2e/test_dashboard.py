@@ -234,6 +234,9 @@ def check_figures(tab, rows: list[dict]) -> dict:
     assert float(got["saving"]) == approx(want["baseline"] - want["cost"])
     saving_pct = 100 * (want["baseline"] - want["cost"]) / want["baseline"]
     assert float(got["saving-pct"]) == approx(saving_pct) and page["text"]["saving-pct"] == f"{saving_pct:.1f}%"
+    accepted_pct = 100 * want["accepted"] / (want["accepted"] + want["escalated"])  # of the drafts, not all requests
+    assert float(got["accepted-pct"]) == approx(accepted_pct) and page["text"]["accepted-pct"] == f"{accepted_pct:.1f}%"
+    assert int(got["drafted"]) == want["accepted"] + want["escalated"]
 
     assert set(page["rules"]) == set(want["rules"])
     for name, rule in page["rules"].items():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -17,6 +18,8 @@ from pathlib import Path
 import anthropic
 import httpx
 import pytest
+
+from cascadeflow import ProxyConfig
 
 CLI = str(Path(sys.executable).parent / "cascadeflow")  # the console script a user runs
 MASTER = "first-run-master-secret"
@@ -202,3 +205,26 @@ routes:
 
     broken = run("config", "check", "--config", str(_write(tmp_path / "bad.yaml", "server: {prot: 1}\n")), cwd=tmp_path)
     assert_one_line_error(broken, 2, "server.prot: unknown key")
+
+
+def test_a_fallbacks_429_names_the_upstream_that_sent_it(fresh_sim, start_gateway, tmp_path):
+    """The primary fails (500), its fallback on another upstream refuses (429): the answer and the ledger name the fallback."""
+    routes = [{"name": "primary", "provider": "anthropic", "base_url": fresh_sim.url, "api_key": "k",
+               "models": ["claude-haiku-5-5"], "fallbacks": ["openai:gpt-4o-mini"], "retry": {"attempts": 1}},
+              {"name": "openai", "provider": "openai", "base_url": fresh_sim.url + "/v1", "api_key": "k",
+               "retry": {"attempts": 1}}]
+    fresh_sim.set_script([{"match": {"model": "claude-haiku-*"}, "status": 500},
+                          {"match": {"model": "gpt-4o-mini"}, "status": 429}])
+    ledger = tmp_path / "fallback.db"
+    gw = start_gateway(ProxyConfig.from_dict({"routes": routes, "database_url": f"sqlite:///{ledger}"}))
+    with pytest.raises(anthropic.RateLimitError) as info:
+        anthropic.Anthropic(base_url=gw.url, api_key="x", max_retries=0).messages.create(
+            model="claude-haiku-5-5", max_tokens=16, messages=[{"role": "user", "content": "hi"}])
+    assert "upstream openai answered 429" in str(info.value) and "primary" not in str(info.value)
+    with sqlite3.connect(ledger) as db:
+        for _ in range(50):  # the ledger is written off the request path
+            found = db.execute("select status, route, detail from requests").fetchall()
+            if found:
+                break
+            time.sleep(0.1)
+    assert found == [(429, "openai", "upstream 'openai' answered 429")]

@@ -9,8 +9,10 @@ that many rows, an even stride of rows by id beyond it).
 
 Definitions, shared by both views: *baseline* is what the request would have cost
 sent straight to the requested model (a pass-through's baseline is its cost);
-*saving* is baseline minus cost; a rule's *accepted %* and *escalated %* are over
-all requests that rule saw; latency counts answered requests (status below 400).
+*saving* is baseline minus cost; *drafted* counts the requests whose draft was judged
+(accepted or escalated; a skipped request drafted nothing), and *accepted %* and
+*escalated %* are over those, so they add up to 100; latency counts answered requests
+(status below 400).
 """
 
 from __future__ import annotations
@@ -138,8 +140,9 @@ async def _decisions(conn: AsyncConnection, where: list) -> tuple[dict, list[dic
             reasons[reason] = reasons.get(reason, 0) + m["requests"]
     for figures in [totals, *rules.values()]:
         _money(figures)
-        figures["accepted_pct"] = _pct(figures["accepted"], figures["requests"])
-        figures["escalated_pct"] = _pct(figures["escalated"], figures["requests"])
+        figures["drafted"] = figures["accepted"] + figures["escalated"]
+        figures["accepted_pct"] = _pct(figures["accepted"], figures["drafted"])
+        figures["escalated_pct"] = _pct(figures["escalated"], figures["drafted"])
     for figures in rules.values():
         for name in ("escalations", "skips"):
             figures[name] = dict(sorted(figures[name].items(), key=lambda item: (-item[1], item[0])))

@@ -83,8 +83,9 @@ def render_overview(data: dict, summary: dict, by: str | None, where: str, recen
     lines = [render_summary(summary, by, f"{where} · {span}")]
     totals = data["totals"]
     lines += ["", f"saving ${totals['saving']:.6f} of ${totals['baseline_cost']:.6f} baseline ({_pct(totals['saving_pct'])}); "
-                  f"{totals['accepted']} of {totals['cascaded']} cascaded requests answered by the draft "
-                  f"({totals['escalated']} escalated), {totals['pass_through']} passed through", ""]
+                  f"{totals['accepted']} of {totals['drafted']} drafts accepted ({_pct(totals['accepted_pct'])}; "
+                  f"{totals['escalated']} escalated, {totals['skipped']} of {totals['cascaded']} cascaded requests "
+                  f"skipped drafting), {totals['pass_through']} passed through", ""]
 
     step = window["bucket"]
     series = [[_when(b["t"], step), str(b["requests"]), f"{b['cost']:.6f}", f"{b['baseline_cost']:.6f}",

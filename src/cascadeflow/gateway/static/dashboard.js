@@ -86,7 +86,8 @@
     figure($("total-saving"), t.saving, usd(t.saving));
     figure($("total-saving-pct"), t.saving_pct, pct(t.saving_pct));
     figure($("total-accepted"), t.accepted, int(t.accepted));
-    figure($("total-accepted-pct"), t.accepted_pct, pct(t.accepted_pct));
+    figure($("total-accepted-pct"), t.accepted_pct, pct(t.accepted_pct)); // of the drafts judged, not of all requests
+    figure($("total-drafted"), t.drafted, int(t.drafted));
     figure($("total-escalated"), t.escalated, int(t.escalated));
     figure($("total-errors"), t.errors, int(t.errors));
     figure($("total-cancelled"), t.cancelled, int(t.cancelled));
