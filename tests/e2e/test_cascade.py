@@ -257,12 +257,64 @@ def test_thinking_blocks_never_reach_the_draft(gw, sim):
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_accepted_draft_hands_out_no_draft_signed_thinking(gw, sim, stream):
-    message, headers = ask(gw, "Please think about Paris", stream=stream, thinking={"type": "enabled", "budget_tokens": 1024})
+def test_accepted_draft_hands_the_client_its_own_thinking(gw, sim, stream):
+    message, headers = ask(gw, "Please think about Paris", stream=stream, thinking={"type": "adaptive"})
     assert headers["x-cascadeflow-draft-accepted"] == "true"
-    assert [b.type for b in message.content] == ["text"] and message.content[0].text == "Paris it is."
+    assert [b.type for b in message.content] == ["thinking", "text"] and message.content[1].text == "Paris it is."
+    assert message.content[0].thinking == "draft reasoning" and message.content[0].signature
     assert message.model == OPUS and message.stop_reason == "end_turn"
-    assert any(r["body"]["model"] == HAIKU for r in sim.requests)
+
+
+ROME_LOOP = [
+    {"match": {"model": HAIKU, "prompt_contains": "weather in Rome"}, "tool_calls": [{"name": "get_weather", "input": {"city": "Rome"}}]},
+    {"match": {"model": HAIKU, "prompt_contains": "sunny"}, "tool_calls": [{"name": "get_weather", "input": {"city": 7}}]},
+    {"match": {"model": OPUS, "prompt_contains": "sunny"}, "tool_calls": [{"name": "get_weather", "input": {"city": "Milan"}}]},
+    {"match": {"model": HAIKU, "prompt_contains": "foggy"}, "text": "Rome is sunny and Milan is foggy."},
+]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_sdk_tool_loop_with_adaptive_thinking_switches_models_mid_loop(gw, sim, stream):
+    """Turn 1: Haiku's draft is accepted; turn 2: its draft fails, Opus takes the loop over; turn 3: Haiku again.
+
+    Against a simulator that enforces Anthropic's rules, each turn succeeds only if every model gets
+    thinking blocks it can read, unchanged, and the final assistant turn of the loop starts with thinking.
+    """
+    sim.set_script(ROME_LOOP)
+    messages = [{"role": "user", "content": "What is the weather in Rome and Milan?"}]
+    served = []
+    for result in ("sunny", "foggy", None):
+        message, headers = ask(gw, "", stream=stream, messages=messages, tools=[WEATHER_TOOL], thinking={"type": "adaptive"})
+        served.append((headers["x-cascadeflow-served-model"], headers["x-cascadeflow-decision"]))
+        assert message.content[0].type == "thinking", "the client always gets the thinking that goes with the answer"
+        messages.append({"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in message.content]})
+        if result is None:
+            break
+        call = next(b for b in message.content if b.type == "tool_use")
+        messages.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": result}]})
+    assert served[0] == (HAIKU, "accepted") and served[1][0] == OPUS and "tool_use" in served[1][1]
+    assert served[2] == (HAIKU, "accepted") and message.content[-1].text == "Rome is sunny and Milan is foggy."
+    opus = next(r for r in sim.requests if r["body"]["model"] == OPUS)["body"]
+    assert all(b["type"] != "thinking" for m in opus["messages"] if isinstance(m["content"], list) for b in m["content"])
+    assert opus["messages"][1]["content"][0]["text"].startswith("[tool call toolu_")  # Haiku's turn, read as text
+    last_haiku = [r for r in sim.requests if r["body"]["model"] == HAIKU][-1]["body"]["messages"]
+    assert last_haiku[1] == messages[1], "Haiku gets its own turn back byte for byte"
+
+
+def test_the_verifier_gets_its_own_thinking_back_unchanged(gw, sim):
+    sim.set_script([{"match": {"model": HAIKU}, "tool_calls": [{"name": "get_weather", "input": {"city": 7}}]},
+                    {"match": {"model": OPUS, "prompt_contains": "Rome"}, "tool_calls": [{"name": "get_weather", "input": {"city": "Rome"}}]}])
+    messages = [{"role": "user", "content": "What is the weather in Rome?"}]
+    first, headers = ask(gw, "", stream=False, messages=messages, tools=[WEATHER_TOOL], thinking={"type": "adaptive"})
+    assert headers["x-cascadeflow-served-model"] == OPUS
+    messages += [{"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": first.content[1].id, "content": "sunny"}]}]
+    second, headers = ask(gw, "", stream=True, messages=messages, tools=[WEATHER_TOOL], thinking={"type": "adaptive"})
+    assert headers["x-cascadeflow-served-model"] == OPUS and "x-cascadeflow-thinking" not in headers
+    haiku = [r for r in sim.requests if r["body"]["model"] == HAIKU][-1]["body"]["messages"]
+    assert haiku[1]["content"][0]["type"] == "text", "Haiku cannot read Opus's thinking: the turn reaches it as text"
+    opus = [r for r in sim.requests if r["body"]["model"] == OPUS][-1]["body"]["messages"]
+    assert opus == messages
 
 
 def test_stats_agree_with_what_happened(gw, sim, http):

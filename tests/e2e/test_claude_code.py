@@ -21,7 +21,7 @@ from cascadeflow import ProxyConfig
 from tests.conftest import sim_routes
 
 ROOT = Path(__file__).resolve().parents[2]
-OPUS, MINI = "claude-opus-5-5", "gpt-5.4-mini"
+OPUS, SONNET, MINI = "claude-opus-5-5", "claude-sonnet-5-5", "gpt-5.4-mini"
 
 
 def claude_bin() -> str | None:
@@ -151,3 +151,40 @@ def test_a_team_member_with_a_virtual_key(claude, sim, fresh_sim, start_gateway,
     assert len(turns) == 2
     assert {r["headers"].get("x-api-key") for r in turns} == {"sk-ant-server-side"}
     assert not any("cascade-dev-alice" in json.dumps(r["headers"]) for r in sim.requests)
+
+
+def thinking_loop(hello: Path, bye: Path) -> list[dict]:
+    """A three-turn tool loop through an Opus ← Sonnet cascade, every answer thinking (Claude Code asks for it).
+
+    Turn 1: Sonnet's draft writes hello.txt (accepted). Turn 2: Sonnet's draft calls Write without content
+    (the tool check fails), so Opus takes over in the middle of the loop and writes bye.txt. Turn 3:
+    Sonnet's draft closes the loop (accepted). Each model gets only thinking blocks it can read.
+    """
+    write = lambda path, content: {"name": "Write", "input": {"file_path": str(path), "content": content}}  # noqa: E731
+    return [
+        {"match": {"model": SONNET, "prompt_contains": "Create hello.txt"}, "tool_calls": [write(hello, "hi\n")]},
+        {"match": {"model": SONNET, "prompt_contains": str(hello)}, "tool_calls": [{"name": "Write", "input": {"file_path": str(bye)}}]},
+        {"match": {"model": OPUS, "prompt_contains": str(hello)}, "tool_calls": [write(bye, "bye\n")]},
+        {"match": {"model": SONNET, "prompt_contains": str(bye)}, "text": "Created hello.txt and bye.txt."},
+    ]
+
+
+def test_thinking_tool_loop_through_a_claude_cascade(claude, sim, fresh_sim, start_gateway, tmp_path):
+    hello, bye = tmp_path / "hello.txt", tmp_path / "bye.txt"
+    sim.set_script(thinking_loop(hello, bye))
+    rule = {"request_model": "claude-opus-*", "draft_model": SONNET, "quality_threshold": 0.7,
+            "policies": {"sticky_escalations": 0}}
+    gateway = start_gateway(config_for(sim, cascade_rules=[rule], database_url=f"sqlite:///{tmp_path / 'ledger.db'}"))
+    code, lines, stderr = run_claude(claude, gateway.url, tmp_path, "Create hello.txt containing hi, then bye.txt")
+    assert code == 0, stderr[-2000:]
+    assert hello.read_text() == "hi\n" and bye.read_text() == "bye\n"
+    result = next(line for line in reversed(lines) if line.get("type") == "result")
+    assert result["subtype"] == "success" and "Created hello.txt and bye.txt." in result["result"]
+    main = [r for r in sim.requests if r["path"] == "/v1/messages" and r["body"].get("tools")]
+    assert [r["body"]["model"] for r in main] == [SONNET, SONNET, OPUS, SONNET]
+    assert all(r["body"]["thinking"]["type"] == "adaptive" for r in main), "thinking stays on for every model"
+    # the client was handed the draft's own thinking, and echoed it back to the draft model
+    assert main[1]["body"]["messages"][-2]["content"][0]["type"] == "thinking"
+    # Opus never received Sonnet's block: the loop's Sonnet turn reached it as text
+    assert not any(b.get("type") == "thinking" for m in main[2]["body"]["messages"] if isinstance(m["content"], list)
+                   for b in m["content"])

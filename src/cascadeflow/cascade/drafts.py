@@ -13,34 +13,7 @@ from ..dialects import accumulate
 from ..dialects.sse import SSEEvent
 from .answer import DraftAnswer
 
-__all__ = ["DialectOps", "ops_for", "strip_thinking"]
-
-_THINKING = ("thinking", "redacted_thinking")
-
-
-def strip_thinking(messages: list) -> list:
-    """Messages without thinking blocks in assistant turns.
-
-    A thinking block is signed by the model that wrote it; another model must never
-    receive it as a signed block, so drafts are sent the conversation without them.
-    """
-    out = []
-    for message in messages:
-        content = message.get("content") if isinstance(message, dict) else None
-        if message.get("role") == "assistant" and isinstance(content, list) and any(
-            isinstance(b, dict) and b.get("type") in _THINKING for b in content
-        ):
-            kept = [b for b in content if not (isinstance(b, dict) and b.get("type") in _THINKING)]
-            message = {**message, "content": kept or [{"type": "text", "text": ""}]}
-        out.append(message)
-    return out
-
-
-def _without_thinking(message: dict) -> dict:
-    content = message.get("content")
-    if not isinstance(content, list):
-        return message
-    return {**message, "content": [b for b in content if not (isinstance(b, dict) and b.get("type") in _THINKING)]}
+__all__ = ["DialectOps", "ops_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +24,7 @@ class DialectOps:
 
     def draft_body(self, body: dict, model: str, max_tokens: int | None) -> dict:
         draft = {**body, "model": model}
-        if self.name == "anthropic":
-            messages = body.get("messages")
-            if isinstance(messages, list):
-                draft["messages"] = strip_thinking(messages)
+        if self.name == "anthropic":  # the thinking blocks each model may read: see CascadeEngine._drafts
             if max_tokens is not None and isinstance(body.get("max_tokens"), int) and body["max_tokens"] > max_tokens:
                 draft["max_tokens"] = max_tokens
                 thinking = body.get("thinking")
@@ -83,11 +53,11 @@ class DialectOps:
     def reply_body(self, data: dict, model: str | None, caller: dict) -> bytes:
         """A draft's non-streaming answer for the caller: renamed, without what the gateway added.
 
-        Its thinking blocks are removed: signed by the draft model, they would come back
-        in the caller's next turn and reach another model (the verifier) as signed blocks.
+        Its thinking blocks stay: the next turn of a tool loop must send them back, and the
+        engine gives each model only the blocks it can read (:mod:`.thinking`).
         """
         if self.name == "anthropic":
-            return orjson.dumps(_without_thinking(accumulate.rewrite_anthropic_message(data, model)))
+            return orjson.dumps(accumulate.rewrite_anthropic_message(data, model))
         strip = not caller.get("logprobs")
         return orjson.dumps(accumulate.rewrite_openai_completion(data, model, strip))
 
@@ -100,13 +70,10 @@ class DialectOps:
     def replay(self, accumulator, model: str | None, caller: dict) -> bytes:
         """A buffered draft stream for the caller, as a correct stream of its dialect.
 
-        The upstream's own events are replayed byte for byte where possible; an Anthropic
-        draft that thought is re-synthesised without its (draft-signed) thinking blocks.
+        The upstream's own events are replayed byte for byte where possible, thinking
+        blocks and their signatures included.
         """
         if self.name == "anthropic":
-            message = accumulator.message
-            if any(b.get("type") in _THINKING for b in message.get("content") or () if isinstance(b, dict)):
-                return accumulate.synthesize_anthropic_stream(_without_thinking({**message, "model": model or message.get("model")}))
             return accumulate.replay_anthropic(accumulator.events, model)
         # the usage chunk was already removed by the stream tap if the caller did not ask for it
         return accumulate.replay_openai(accumulator.events, model, not caller.get("logprobs"), False)

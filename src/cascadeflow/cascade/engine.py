@@ -39,11 +39,13 @@ from .drafts import ops_for
 from .policies import StickyEscalations, skip_reason
 from .scoring import score_draft
 from .selfcheck import verdict, verification_body
+from .thinking import signatures_in, strip_thinking, thinking_on, view_for
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from ..proxy.router import RouteMatch
+    from ..sessions import ThinkingOrigins
 
 __all__ = ["CascadeEngine", "Decision", "CascadeReply"]
 
@@ -74,6 +76,8 @@ class Decision:
     usage: Usage = field(default_factory=Usage)
     #: time spent waiting on upstream calls (the rest of the request's time is the gateway's)
     upstream_ms: float = 0.0
+    #: per model called: what its view of the conversation left out (``dropped=N,rendered=M``)
+    thinking_views: dict[str, str] = field(default_factory=dict)
 
     def add_call(self, call: ProxyResult | ProxyStream) -> None:
         """Count one upstream call's usage and cost (unknown cost makes the total unknown)."""
@@ -94,6 +98,8 @@ class Decision:
             headers["x-cascadeflow-confidence"] = repr(float(self.confidence))  # exact: calibration fits on it
         if self.checks:
             headers["x-cascadeflow-checks"] = self.checks
+        if self.served_model in self.thinking_views:
+            headers["x-cascadeflow-thinking"] = self.thinking_views[self.served_model]
         if with_cost and self.cost is not None:
             headers["x-cascadeflow-cost-usd"] = f"{self.cost:.8f}"
         if with_cost and self.baseline_cost is not None:
@@ -112,9 +118,37 @@ class CascadeReply:
     chunks: AsyncIterator[bytes] | None = None
 
 
+@dataclass(slots=True)
+class _Conversation:
+    """The caller's Anthropic conversation and who wrote its thinking blocks: each model gets its own view."""
+
+    writers: dict[str, str]
+    #: the writer of blocks the gateway did not hand out from a draft: the model the client asked for
+    default_writer: str
+    thinking: bool
+
+    def body_for(self, body: dict, model: str, decision: Decision) -> dict:
+        messages = body.get("messages")
+        if not isinstance(messages, list):
+            return body
+        view = view_for(messages, model, lambda sig: self.writers.get(sig, self.default_writer), self.thinking)
+        if view is None:
+            decision.thinking_views.pop(model, None)
+            return body
+        decision.thinking_views[model] = f"dropped={view.dropped},rendered={view.rendered}"
+        return {**body, "messages": view.messages}
+
+
 class CascadeEngine:
-    def __init__(self, service: ProxyService, rules: list[CascadeRule], tracker: CostTracker) -> None:
+    def __init__(
+        self, service: ProxyService, rules: list[CascadeRule], tracker: CostTracker,
+        origins: ThinkingOrigins | None = None,
+    ) -> None:
+        from ..sessions import MemoryThinkingOrigins
+
         self.service = service
+        #: which model wrote the thinking blocks handed out with accepted drafts
+        self.origins: ThinkingOrigins = origins if origins is not None else MemoryThinkingOrigins()
         self.registry = service.router.registry
         self.tracker = tracker
         self.sticky = StickyEscalations()
@@ -129,13 +163,15 @@ class CascadeEngine:
     ) -> CascadeReply:
         """A non-streaming request."""
         decision, ops = self._begin(rule, request), ops_for(dialect)
-        for stage, match, draft, started in self._drafts(rule, request, dialect, conversation, decision, ops):
+        talk = await self._conversation(rule, request, dialect)
+        for stage, match, draft, started in self._drafts(rule, request, dialect, conversation, decision, ops, talk):
             try:
                 result, answer = await self._send_json(match, draft, dialect, ops)
             except ProxyError as exc:
                 self._draft_failed(decision, stage, started, exc)
                 continue
             if await self._judge(rule, stage, request, answer, dialect, decision, result, started, ops):
+                await self._hand_out(result.data, stage.model, dialect)
                 body = ops.reply_body(result.data, self._reported(rule, request, stage.model), request.body or {})
                 decision.baseline_cost = self._baseline(rule, request, result.usage)
                 self._finish(rule, decision, conversation, stream=False)
@@ -144,7 +180,7 @@ class CascadeEngine:
         decision.served_model = verifier
         try:
             with self.tracing.call("verifier", verifier, match.route.name) as span:
-                result = await self.service.send(match, _with_model(request, verifier), dialect)
+                result = await self.service.send(match, self._for_verifier(request, verifier, match, dialect, talk, decision), dialect)
                 self.tracing.record_call(span, result)
         except ProxyError:
             self._finish(rule, decision, conversation, stream=False)
@@ -164,7 +200,8 @@ class CascadeEngine:
         """A streaming request: drafts are read to the end (or an early failure) before anything is sent."""
         decision, ops = self._begin(rule, request), ops_for(dialect)
         caller = request.body or {}
-        for stage, match, draft, started in self._drafts(rule, request, dialect, conversation, decision, ops):
+        talk = await self._conversation(rule, request, dialect)
+        for stage, match, draft, started in self._drafts(rule, request, dialect, conversation, decision, ops, talk):
             translation = self.service.translation(match, dialect)
             if translation is not None:
                 draft = translation.request(draft, match.model, logprobs=True)
@@ -196,6 +233,8 @@ class CascadeEngine:
             if translation is not None and translation.logprobs:
                 answer.logprobs = translation.logprobs
             if await self._judge(rule, stage, request, answer, dialect, decision, upstream, started, ops):
+                if dialect == "anthropic":
+                    await self._hand_out(accumulator.message, stage.model, dialect)
                 body = ops.replay(accumulator, self._reported(rule, request, stage.model), caller)
                 decision.baseline_cost = self._baseline(rule, request, upstream.usage)
                 self._finish(rule, decision, conversation, stream=True)
@@ -205,7 +244,7 @@ class CascadeEngine:
         decision.served_model = verifier
         span = self.tracing.start_call("verifier", verifier, match.route.name)  # ends with the stream
         try:
-            upstream = await self.service.open_stream(match, _with_model(request, verifier), dialect)
+            upstream = await self.service.open_stream(match, self._for_verifier(request, verifier, match, dialect, talk, decision), dialect)
         except ProxyError as exc:
             self.tracing.end_call(span, error=exc)
             self._finish(rule, decision, conversation, stream=True)
@@ -220,7 +259,8 @@ class CascadeEngine:
         self.tracker.rule(rule.name or "").requests += 1
         return Decision(rule=rule.name or "", requested_model=request.model)
 
-    def _drafts(self, rule, request: ProxyRequest, dialect: str, conversation: str | None, decision: Decision, ops):
+    def _drafts(self, rule, request: ProxyRequest, dialect: str, conversation: str | None, decision: Decision, ops,
+                talk: _Conversation | None = None):
         """The draft stages to try — none when a policy skips drafting — each with its route and request."""
         if self._skipped(rule, request, dialect, conversation, decision):
             return
@@ -228,7 +268,40 @@ class CascadeEngine:
             match = self._draft_route(stage, dialect, decision)
             if match is None:
                 return
-            yield stage, match, self._draft_request(rule, request, stage, ops), time.perf_counter()
+            draft = self._draft_request(rule, request, stage, ops)
+            if talk is not None and self.service.translation(match, dialect) is None:
+                draft = ProxyRequest(draft.method, draft.path, draft.headers,
+                                     talk.body_for(draft.body or {}, stage.model, decision), None, draft.query)
+            yield stage, match, draft, time.perf_counter()
+
+    async def _conversation(self, rule: CascadeRule, request: ProxyRequest, dialect: str) -> _Conversation | None:
+        """Who wrote the conversation's thinking blocks (None when nothing needs a per-model view)."""
+        body = request.body or {}
+        if dialect != "anthropic" or not isinstance(body.get("messages"), list):
+            return None
+        thinking = thinking_on(body)
+        signatures = signatures_in(body["messages"])
+        if not signatures and not thinking:
+            return None
+        writers = await self.origins.lookup(signatures) if signatures else {}
+        return _Conversation(writers, rule.verifier_model or request.model, thinking)
+
+    async def _hand_out(self, message: object, model: str, dialect: str) -> None:
+        """Remember which model wrote the thinking blocks an accepted draft gives the client."""
+        if dialect == "anthropic" and isinstance(message, dict):
+            signatures = signatures_in([{"role": "assistant", "content": message.get("content")}])
+            if signatures:
+                await self.origins.record(signatures, model)
+
+    def _for_verifier(self, request: ProxyRequest, verifier: str, match: RouteMatch, dialect: str,
+                      talk: _Conversation | None, decision: Decision) -> ProxyRequest:
+        request = _with_model(request, verifier)
+        if talk is None or self.service.translation(match, dialect) is not None:
+            return request
+        body = talk.body_for(request.body or {}, verifier, decision)
+        if body is request.body:
+            return request
+        return ProxyRequest(request.method, request.path, request.headers, body, None, request.query)
 
     def _skipped(
         self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None, decision: Decision
@@ -349,6 +422,9 @@ class CascadeEngine:
         match = self.service.router.resolve(stage.model, dialect)
         body = {**ops.draft_body(request.body or {}, stage.model, rule.draft_max_tokens), "stream": False,
                 "temperature": settings.temperature}
+        if dialect == "anthropic" and isinstance(body.get("messages"), list):  # one-off samples think afresh
+            body.pop("thinking", None)
+            body["messages"] = strip_thinking(body["messages"])
         body.pop("stream_options", None)
         calls = [
             self._send_json(match, ProxyRequest("POST", API_PATHS[dialect], {**request.headers, SAMPLE_HEADER: str(i)},

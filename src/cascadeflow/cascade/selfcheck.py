@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 from .answer import CheckResult, DraftAnswer
+from .thinking import strip_thinking
 
 __all__ = ["VERIFY_PROMPT", "verification_body", "verdict"]
 
@@ -28,7 +29,8 @@ def verification_body(body: dict, answer: DraftAnswer, dialect: str, model: str)
     if not text or answer.tool_calls or not isinstance(messages, list):
         return None
     turns = [*messages, {"role": "assistant", "content": text}, {"role": "user", "content": VERIFY_PROMPT}]
-    if dialect == "anthropic":
+    if dialect == "anthropic":  # thinking off for the one-word verdict, so no earlier thinking is sent back
+        turns = strip_thinking(turns)
         verify: dict = {"model": model, "max_tokens": 1, "messages": turns}
         if body.get("system"):
             verify["system"] = body["system"]

@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from .. import __version__
 from ..cascade import CascadeEngine, RuleSet
+from ..sessions import thinking_origins
 from ..config import ProxyConfig, VirtualKey
 from ..errors import ErrorKind
 from ..pricing import ModelRegistry
@@ -67,7 +68,7 @@ class Gateway:
         )
         self.rules = RuleSet(config.all_cascade_rules())
         self.virtual_models = {name: model.verifier_model for name, model in config.cascade_models.items()}
-        self.cascade = CascadeEngine(self.service, self.rules.rules, self.tracker)
+        self.cascade = CascadeEngine(self.service, self.rules.rules, self.tracker, thinking_origins(config.redis_url))
         self.models = ModelCatalog(self)
         #: streaming responses in progress (``server.max_concurrent_streams`` bounds it)
         self.active_streams = 0
@@ -112,6 +113,7 @@ class Gateway:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.keys.aclose()
         await self.limits.counters.aclose()
+        await self.cascade.origins.aclose()
         await self.ledger.aclose()  # every finished request is written before the process ends
         await self.service.aclose()
         await self.observer.aclose()

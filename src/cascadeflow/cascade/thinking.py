@@ -1,0 +1,154 @@
+"""Each model's view of a conversation whose thinking blocks several models wrote.
+
+Anthropic's rules (simulated in :mod:`cascadeflow.testing.thinking_rules`): a thinking
+block must come back byte-identical, a model reads only its own blocks and a fixed
+set of others' (:data:`READS`), a block is bound to everything before it, and with
+thinking on, a conversation that ends in tool results needs the final assistant turn
+to start with a thinking block. A cascade switches models turn by turn, so before each
+Anthropic upstream call the engine builds the *target model's view*:
+
+- blocks the target can read stay exactly as they are;
+- blocks it cannot read are left out (it would drop them anyway);
+- with thinking on, an assistant turn that calls tools but (then) starts without
+  thinking is rendered as text — its ``tool_use`` blocks and the matching
+  ``tool_result`` blocks of the next message become text blocks that say the same —
+  so the tool loop is valid for the target while thinking stays on (Claude Opus 5.5
+  cannot turn it off).
+
+The view depends only on each turn and the target, never on where the turn sits, so
+the prefix each model saw when it wrote a block is the prefix it sees again next turn
+(the blocks stay valid, and the model's prompt cache stays warm). The cost: the target
+does not see the other model's reasoning, and reads that turn's tool calls as text;
+the engine counts the turns it rendered (``x-cascadeflow-thinking``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+
+__all__ = ["READS", "ThinkingView", "readable", "signatures_in", "strip_thinking", "thinking_on", "view_for"]
+
+_THINKING = ("thinking", "redacted_thinking")
+
+#: which other models' thinking blocks a model reads (its own always), from Anthropic's
+#: preserved-thinking documentation; matched by model-id prefix, so dated ids count too
+READS: dict[str, tuple[str, ...]] = {"claude-fable-5-1": ("claude-opus-5", "claude-opus-5-5")}
+
+
+def _family(model: str) -> str:
+    """A dated id's undated name (``claude-opus-5-5-20260922`` → ``claude-opus-5-5``)."""
+    head, _, tail = model.rpartition("-")
+    return head if len(tail) == 8 and tail.isdigit() else model
+
+
+def readable(target: str, writer: str) -> bool:
+    target, writer = _family(target), _family(writer)
+    return target == writer or writer in READS.get(target, ())
+
+
+def thinking_on(body: dict) -> bool:
+    thinking = body.get("thinking")
+    return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+
+
+def _signature(block: dict) -> str | None:
+    value = block.get("data") if block.get("type") == "redacted_thinking" else block.get("signature")
+    return value if isinstance(value, str) else None
+
+
+def signatures_in(messages: object) -> list[str]:
+    """The signatures of every thinking block in the conversation's assistant turns."""
+    if not isinstance(messages, list):
+        return []
+    return [
+        sig
+        for m in messages
+        if isinstance(m, dict) and m.get("role") == "assistant" and isinstance(m.get("content"), list)
+        for b in m["content"]
+        if isinstance(b, dict) and b.get("type") in _THINKING and (sig := _signature(b))
+    ]
+
+
+def strip_thinking(messages: list) -> list:
+    """Messages without thinking blocks, for one-off calls with thinking off (self-verification, samples)."""
+    out = []
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if message.get("role") == "assistant" and isinstance(content, list) and any(
+            isinstance(b, dict) and b.get("type") in _THINKING for b in content
+        ):
+            kept = [b for b in content if not (isinstance(b, dict) and b.get("type") in _THINKING)]
+            message = {**message, "content": kept or [{"type": "text", "text": "(no visible answer)"}]}
+        out.append(message)
+    return out
+
+
+@dataclass(slots=True)
+class ThinkingView:
+    messages: list
+    #: thinking blocks left out because the target cannot read them
+    dropped: int = 0
+    #: assistant turns whose tool calls the target reads as text
+    rendered: int = 0
+
+
+def view_for(messages: list, target: str, writer_of: Callable[[str], str], thinking: bool) -> ThinkingView | None:
+    """The conversation as ``target`` may receive it; None when it needs no change."""
+    out: list = []
+    dropped = rendered = 0
+    as_text: set[str] = set()  # tool_use ids of the previous assistant turn, rendered as text
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            out.append(message)
+            continue
+        role = message.get("role")
+        if role == "assistant":
+            as_text = set()
+            kept = [b for b in content if not (isinstance(b, dict) and b.get("type") in _THINKING
+                                              and not readable(target, writer_of(_signature(b) or "")))]
+            gone = len(content) - len(kept)
+            calls = [b for b in kept if isinstance(b, dict) and b.get("type") == "tool_use"]
+            starts_thinking = bool(kept) and isinstance(kept[0], dict) and kept[0].get("type") in _THINKING
+            if thinking and calls and not starts_thinking:
+                as_text = {str(b.get("id")) for b in calls}
+                kept = [_call_as_text(b) if b in calls else b for b in kept]
+                rendered += 1
+            if gone or as_text:
+                dropped += gone
+                message = {**message, "content": kept or [{"type": "text", "text": "(no visible answer)"}]}
+        elif role == "user" and as_text:
+            message = {**message, "content": [out for b in content
+                                              for out in (_result_as_text(b) if _answers(b, as_text) else [b])]}
+            as_text = set()
+        out.append(message)
+    return ThinkingView(out, dropped, rendered) if dropped or rendered else None
+
+
+def _answers(block: object, ids: set[str]) -> bool:
+    return isinstance(block, dict) and block.get("type") == "tool_result" and str(block.get("tool_use_id")) in ids
+
+
+def _marked(text: str, block: dict) -> dict:
+    out = {"type": "text", "text": text}
+    if "cache_control" in block:  # a cache breakpoint stays where the client put it
+        out["cache_control"] = block["cache_control"]
+    return out
+
+
+def _call_as_text(block: dict) -> dict:
+    arguments = orjson.dumps(block.get("input", {})).decode()
+    return _marked(f"[tool call {block.get('id')}: {block.get('name')} {arguments}]", block)
+
+
+def _result_as_text(block: dict) -> list[dict]:
+    """A tool result as a text block, followed by its images and documents as they were."""
+    content, media = block.get("content"), []
+    if isinstance(content, list):
+        media = [b for b in content if isinstance(b, dict) and b.get("type") in ("image", "document")]
+        content = "\n".join(str(b.get("text", "")) for b in content if isinstance(b, dict) and b.get("type") == "text")
+    error = " (error)" if block.get("is_error") else ""
+    return [_marked(f"[result of tool call {block.get('tool_use_id')}{error}: {content or ''}]", block), *media]

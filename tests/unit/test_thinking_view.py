@@ -1,0 +1,107 @@
+"""Each model's view of a conversation several models wrote (pure), and where the writers are remembered."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from cascadeflow.cascade.thinking import readable, signatures_in, view_for
+from cascadeflow.sessions import MemoryThinkingOrigins, RedisThinkingOrigins
+
+OPUS, SONNET = "claude-opus-5-5", "claude-sonnet-5-5"
+IMAGE = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+
+
+def conversation() -> list:
+    return [
+        {"role": "user", "content": "Fix the bug"},
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "s1", "signature": "sig-sonnet"},
+                                          {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {"path": "a.py"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "is_error": True,
+                                      "content": [{"type": "text", "text": "no such file"}, IMAGE],
+                                      "cache_control": {"type": "ephemeral"}}]},
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "o1", "signature": "sig-opus"},
+                                          {"type": "text", "text": "Done."}]},
+    ]
+
+
+def writer(signature: str) -> str:
+    return {"sig-sonnet": SONNET}.get(signature, OPUS)
+
+
+def test_a_model_keeps_what_it_can_read_and_reads_the_rest_as_text():
+    messages = conversation()
+    for_sonnet = view_for(messages, SONNET, writer, thinking=True)
+    assert for_sonnet is not None and (for_sonnet.dropped, for_sonnet.rendered) == (1, 0)
+    assert for_sonnet.messages[:3] == messages[:3]  # its own turn, byte for byte
+    assert for_sonnet.messages[3]["content"] == [{"type": "text", "text": "Done."}]
+    for_opus = view_for(messages, OPUS, writer, thinking=True)
+    assert (for_opus.dropped, for_opus.rendered) == (1, 1)
+    assert for_opus.messages[1]["content"] == [{"type": "text", "text": '[tool call toolu_1: Read {"path":"a.py"}]'}]
+    result = for_opus.messages[2]["content"]
+    assert result[0] == {"type": "text", "text": "[result of tool call toolu_1 (error): no such file]",
+                         "cache_control": {"type": "ephemeral"}}
+    assert result[1] == IMAGE, "images in a tool result stay images"
+    assert for_opus.messages[3] == messages[3]
+    assert messages == conversation(), "the caller's messages are never changed in place"
+
+
+def test_without_thinking_tool_calls_stay_tool_calls():
+    view = view_for(conversation(), OPUS, writer, thinking=False)
+    assert view.rendered == 0 and view.messages[1]["content"][0]["type"] == "tool_use"
+
+
+def test_nothing_to_change_is_no_copy():
+    mine = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": [
+        {"type": "thinking", "thinking": "o", "signature": "sig-opus"}, {"type": "text", "text": "hello"}]}]
+    assert view_for(mine, OPUS, writer, thinking=True) is None
+    assert signatures_in(mine) == ["sig-opus"] and signatures_in("junk") == []
+
+
+def test_the_view_does_not_depend_on_what_follows():
+    """The prefix a model saw when it wrote a block is the prefix it sees again later (blocks stay valid)."""
+    messages = conversation()
+    longer = [*messages, {"role": "user", "content": "and now?"}]
+    assert view_for(longer, OPUS, writer, True).messages[:4] == view_for(messages, OPUS, writer, True).messages
+
+
+def test_reading_other_models_follows_the_documented_table():
+    assert readable(OPUS, "claude-opus-5-5-20260922") and not readable(OPUS, SONNET)
+    assert readable("claude-fable-5-1", OPUS) and not readable(OPUS, "claude-fable-5-1")
+
+
+async def test_memory_origins_are_bounded_and_expire():
+    origins = MemoryThinkingOrigins(max_entries=2, ttl_seconds=60)
+    await origins.record(["a", "b"], SONNET)
+    await origins.record(["c"], "claude-haiku-5-5")
+    assert await origins.lookup(["a", "b", "c", "d"]) == {"b": SONNET, "c": "claude-haiku-5-5"}
+    expiring = MemoryThinkingOrigins(ttl_seconds=0.01)
+    await expiring.record(["a"], SONNET)
+    await asyncio.sleep(0.02)
+    assert await expiring.lookup(["a"]) == {}
+
+
+async def test_redis_origins_are_shared_between_processes():
+    redis = pytest.importorskip("redis.asyncio")
+    probe = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        await probe.ping()
+    except Exception:  # noqa: BLE001
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    finally:
+        await probe.aclose()
+    one, other = RedisThinkingOrigins("redis://127.0.0.1:6379/0"), RedisThinkingOrigins("redis://127.0.0.1:6379/0")
+    signature = f"sig-{uuid.uuid4()}"
+    try:
+        await one.record([signature], SONNET)
+        assert await other.lookup([signature, "unknown"]) == {signature: SONNET}
+    finally:
+        await one.client.delete("cf:thinking:" + __import__("hashlib").blake2b(signature.encode(), digest_size=16).hexdigest())
+        await one.aclose()
+        await other.aclose()
+    down = RedisThinkingOrigins("redis://127.0.0.1:1/0", timeout=0.2)
+    assert await down.lookup([signature]) == {}, "Redis down: the blocks count as the verifier's, no error"
+    await down.record([signature], SONNET)
+    await down.aclose()
