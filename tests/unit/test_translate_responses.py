@@ -1,0 +1,156 @@
+"""Responses ⇄ Chat Completions (and the Anthropic extras): pure translation, and the stream translator
+checked event by event against the openai SDK's types."""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import TypeAdapter
+
+from cascadeflow.dialects.sse import SSEDecoder, encode_event
+from cascadeflow.dialects.translate import openai_to_anthropic_request
+from cascadeflow.dialects.translate_responses import (
+    ChatToResponsesStream,
+    anthropic_cache_breakpoints,
+    chat_to_responses_response,
+    responses_to_chat_request,
+)
+
+EVENT = TypeAdapter(ResponseStreamEvent)
+
+CODEX_LIKE = {
+    "model": "gpt-5.4", "stream": True, "store": False, "parallel_tool_calls": True, "tool_choice": "auto",
+    "reasoning": {"summary": "auto"}, "include": ["reasoning.encrypted_content"], "prompt_cache_key": "thread-1",
+    "client_metadata": {"x": "y"},
+    "tools": [
+        {"type": "function", "name": "exec_command", "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}}},
+        {"type": "custom", "name": "apply_patch", "description": "Patch files",
+         "format": {"type": "grammar", "syntax": "lark", "definition": "start: begin_patch"}},
+        {"type": "namespace", "name": "goals", "description": "Goal tools",
+         "tools": [{"type": "function", "name": "set_goal", "parameters": {"type": "object", "properties": {}}}]},
+        {"type": "web_search"},
+    ],
+    "input": [
+        {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "You are Codex."}]},
+        {"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "Look:"},
+            {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo=", "detail": "high"}]},
+        {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAA-secret"},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Running it."}]},
+        {"type": "function_call", "call_id": "call_1", "name": "exec_command", "arguments": "{\"cmd\":\"ls\"}"},
+        {"type": "custom_tool_call", "call_id": "call_2", "name": "apply_patch", "input": "*** Begin Patch"},
+        {"type": "function_call", "call_id": "call_3", "namespace": "goals", "name": "set_goal", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_1", "output": "a.txt"},
+        {"type": "custom_tool_call_output", "call_id": "call_2", "output": [{"type": "input_text", "text": "ok"}]},
+        {"type": "function_call_output", "call_id": "call_3", "output": "set"},
+    ],
+}
+
+
+def test_codex_request_as_chat():
+    chat, dropped, names = responses_to_chat_request(CODEX_LIKE)
+    messages = chat["messages"]
+    assert messages[0] == {"role": "system", "content": "You are Codex."}
+    assert messages[1]["content"][1] == {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=",
+                                                                            "detail": "high"}}
+    assistant = messages[2]
+    assert assistant["content"] == "Running it."
+    assert [c["function"]["name"] for c in assistant["tool_calls"]] == ["exec_command", "apply_patch", "goals__set_goal"]
+    assert json.loads(assistant["tool_calls"][1]["function"]["arguments"]) == {"input": "*** Begin Patch"}
+    assert [m["role"] for m in messages[3:]] == ["tool", "tool", "tool"] and messages[4]["content"] == "ok"
+    assert "gAAAA-secret" not in orjson.dumps(chat).decode()
+    assert {t["function"]["name"] for t in chat["tools"]} == {"exec_command", "apply_patch", "goals__set_goal"}
+    patch = next(t["function"] for t in chat["tools"] if t["function"]["name"] == "apply_patch")
+    assert patch["parameters"]["required"] == ["input"] and "start: begin_patch" in patch["description"]
+    assert chat["parallel_tool_calls"] is True and chat["tool_choice"] == "auto"
+    assert chat["stream_options"] == {"include_usage": True} and "reasoning_effort" not in chat  # no effort given
+    assert "input.reasoning" in dropped and "tools.web_search" in dropped and "client_metadata" in dropped
+    assert names.custom == {"apply_patch"} and names.split("goals__set_goal") == ("set_goal", "goals")
+
+
+def test_chat_answer_as_response_with_custom_and_namespaced_calls():
+    _, _, names = responses_to_chat_request(CODEX_LIKE)
+    completion = {"id": "c1", "model": "m", "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+        "role": "assistant", "content": "Patching.", "tool_calls": [
+            {"id": "t1", "type": "function", "function": {"name": "apply_patch", "arguments": "{\"input\":\"*** Begin Patch\\n\"}"}},
+            {"id": "t2", "type": "function", "function": {"name": "goals__set_goal", "arguments": "{}"}}]}}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 20, "prompt_tokens_details": {"cached_tokens": 60},
+                  "completion_tokens_details": {"reasoning_tokens": 5}}}
+    data = chat_to_responses_response(completion, CODEX_LIKE, "gpt-5.4", names)
+    response = Response.model_validate(data)
+    message, patch, goal = response.output
+    assert message.content[0].text == "Patching."
+    assert patch.type == "custom_tool_call" and patch.input == "*** Begin Patch\n" and patch.call_id == "t1"
+    assert goal.type == "function_call" and goal.name == "set_goal" and goal.namespace == "goals"
+    usage = response.usage
+    assert (usage.input_tokens, usage.input_tokens_details.cached_tokens, usage.output_tokens,
+            usage.output_tokens_details.reasoning_tokens) == (100, 60, 20, 5)
+
+
+def test_length_is_incomplete():
+    completion = {"choices": [{"finish_reason": "length", "message": {"content": "cut"}}], "usage": {}}
+    data = chat_to_responses_response(completion, {"model": "m"}, "m", responses_to_chat_request({"input": "x"})[2])
+    assert data["status"] == "incomplete" and data["incomplete_details"] == {"reason": "max_output_tokens"}
+
+
+def _chunk(delta: dict, finish: str | None = None) -> bytes:
+    return encode_event(orjson.dumps({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                                      "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+
+
+def _events(out: bytes) -> list[dict]:
+    events = [orjson.loads(e.data) for e in SSEDecoder().feed(out)]
+    for event in events:
+        EVENT.validate_python(event)
+    return events
+
+
+def test_stream_translation_event_by_event():
+    _, _, names = responses_to_chat_request(CODEX_LIKE)
+    translator = ChatToResponsesStream(CODEX_LIKE, "gpt-5.4", names)
+    stream = b"".join([
+        _chunk({"role": "assistant", "content": ""}), _chunk({"content": "Hi "}), _chunk({"content": "there."}),
+        _chunk({"tool_calls": [{"index": 0, "id": "t1", "type": "function", "function": {"name": "apply_patch", "arguments": ""}}]}),
+        _chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{\"input\":\"*** Be"}}]}),
+        _chunk({"tool_calls": [{"index": 0, "function": {"arguments": "gin Patch\"}"}}]}),
+        _chunk({"tool_calls": [{"index": 1, "id": "t2", "type": "function", "function": {"name": "exec_command", "arguments": "{\"cmd\""}}]}),
+        _chunk({"tool_calls": [{"index": 1, "function": {"arguments": ":\"ls\"}"}}]}),
+        _chunk({}, "tool_calls"),
+        encode_event(b'{"id":"c","choices":[],"usage":{"prompt_tokens":10,"completion_tokens":4}}'),
+        b"data: [DONE]\n\n",
+    ])
+    out = b"".join(translator.feed(stream[i:i + 7]) for i in range(0, len(stream), 7)) + translator.finish()
+    events = _events(out)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    kinds = [e["type"] for e in events]
+    assert kinds[:3] == ["response.created", "response.in_progress", "response.output_item.added"]
+    assert kinds[-1] == "response.completed" and translator.complete
+    assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == "Hi there."
+    done = [e for e in events if e["type"] == "response.custom_tool_call_input.done"]
+    assert done[0]["input"] == "*** Begin Patch"
+    args = [e for e in events if e["type"] == "response.function_call_arguments.done"]
+    assert args[0]["arguments"] == "{\"cmd\":\"ls\"}"
+    final = Response.model_validate(events[-1]["response"])
+    assert [o.type for o in final.output] == ["message", "custom_tool_call", "function_call"]
+    assert final.usage.input_tokens == 10 and final.usage.output_tokens == 4
+
+
+def test_cut_stream_ends_with_an_error_event():
+    translator = ChatToResponsesStream({"model": "m"}, "m", responses_to_chat_request({"input": "x"})[2])
+    out = translator.feed(_chunk({"content": "half"})) + translator.finish()
+    events = _events(out)
+    assert events[-1]["type"] == "error" and translator.error and not translator.complete
+
+
+def test_anthropic_breakpoints_mark_system_tools_and_the_last_two_turns():
+    chat, _, _ = responses_to_chat_request(CODEX_LIKE)
+    body, _ = openai_to_anthropic_request(chat)
+    anthropic_cache_breakpoints(body)
+    marks = orjson.dumps(body).decode().count('"cache_control"')
+    assert marks == 4  # Anthropic's maximum
+    assert body["system"][0]["cache_control"] == {"type": "ephemeral"}
+    assert body["tools"][-1]["cache_control"] == {"type": "ephemeral"}
+    assert body["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
+    assert all(isinstance(m["content"], list) for m in body["messages"])
