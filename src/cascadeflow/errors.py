@@ -9,6 +9,8 @@
         ├── ProxyRoutingError        no route serves the model (404)
         ├── ProxyUpstreamError       the upstream answered an error status (relayed as is)
         └── ProxyTransportError      the upstream could not be reached or timed out (502/504)
+            └── ProxyProtocolError   it answered something that is not its API: a redirect, a
+                                     body that is not JSON (502, not retried)
 
 The gateway renders any of them in the caller's dialect (see ``dialects``).
 """
@@ -26,6 +28,7 @@ __all__ = [
     "ProxyRoutingError",
     "ProxyUpstreamError",
     "ProxyTransportError",
+    "ProxyProtocolError",
 ]
 
 
@@ -123,3 +126,7 @@ class ProxyTransportError(ProxyError):
         self.route = route
         #: seconds until the upstream is tried again (an open circuit breaker)
         self.retry_after = retry_after
+
+
+class ProxyProtocolError(ProxyTransportError):
+    """The upstream answered, but not as its API does (a redirect, a 200 whose body is not JSON): 502."""

@@ -85,26 +85,31 @@ def test_client_errors_are_not_retried(fresh_sim, start_gateway):
 
 
 def test_breaker_opens_fails_fast_then_probes(fresh_sim, start_gateway):
+    """With a fallback to go to, an open breaker skips the failing model at once; a probe closes it."""
     sim = fresh_sim
-    sim.set_script([{"match": {"prompt_contains": "hello"}, "times": 2, "status": 500}])
-    gw = start_gateway(config(sim, retry={"attempts": 1}, breaker={"failure_threshold": 2, "cooldown": 0.6}))
-    for _ in range(2):
-        with pytest.raises(anthropic.InternalServerError):
-            client(gw).messages.create(**BODY)
+    sim.set_script([{"match": {"model": "claude-haiku-5-5"}, "times": 2, "status": 500}])
+    gw = start_gateway(config(sim, retry={"attempts": 1}, breaker={"failure_threshold": 2, "cooldown": 0.6},
+                              fallbacks=["backup:claude-sonnet-5-5"]))
+    for _ in range(2):  # each failure is answered by the fallback
+        assert client(gw).messages.create(**BODY).content[0].text.startswith("[claude-sonnet-5-5]")
     health = httpx.get(gw.url + "/health").json()
     assert health["status"] == "degraded" and health["breakers"]["primary"]["state"] == "open"
+    assert health["breakers"]["primary"]["models"]["claude-haiku-5-5"]["last_failure"] == "500 from the upstream"
     families = {f.name: f for f in text_string_to_metric_families(httpx.get(gw.url + "/metrics").text)}
     states = {s.labels["state"]: s.value for s in families["cascadeflow_upstream_breaker_state"].samples
               if s.labels["route"] == "primary"}
     assert states == {"closed": 0.0, "open": 1.0, "half_open": 0.0}
-    with pytest.raises(anthropic.APIStatusError) as info:  # fails fast: the upstream is not called
-        client(gw).messages.create(**BODY)
-    assert info.value.status_code == 503 and int(info.value.response.headers["retry-after"]) >= 1
-    assert "keeps failing" in info.value.message and calls(sim) == 2
+    raw = client(gw).messages.with_raw_response.create(**BODY)  # fails fast: haiku is not called
+    assert raw.headers["x-cascadeflow-fallback-model"] == "backup:claude-sonnet-5-5"
+    assert [r["body"]["model"] for r in sim.requests].count("claude-haiku-5-5") == 2
     time.sleep(0.7)
-    assert client(gw).messages.create(**BODY).content  # the probe succeeds and closes the breaker
+    assert client(gw).messages.create(**BODY).content[0].text.startswith("[claude-haiku-5-5]")  # the probe closes it
     assert httpx.get(gw.url + "/health").json()["breakers"]["primary"]["state"] == "closed"
-    assert calls(sim) == 3
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(gw.url + "/metrics").text)}
+    states = {s.labels["state"]: s.value for s in families["cascadeflow_upstream_breaker_state"].samples
+              if s.labels["route"] == "primary"}
+    assert states == {"closed": 1.0, "open": 0.0, "half_open": 0.0}
+    assert [r["body"]["model"] for r in sim.requests].count("claude-haiku-5-5") == 3
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -176,8 +181,9 @@ def test_openai_caller_gets_retries_too(fresh_sim, start_gateway):
 
 def test_concurrent_requests_share_the_breaker_without_crashing(fresh_sim, start_gateway):
     sim = fresh_sim
-    sim.set_script([{"match": {"prompt_contains": "hello"}, "status": 500}])
-    gw = start_gateway(config(sim, retry={"attempts": 1}, breaker={"failure_threshold": 3, "cooldown": 30}))
+    sim.set_script([{"match": {"model": "claude-haiku-5-5"}, "status": 500}])
+    gw = start_gateway(config(sim, retry={"attempts": 1}, breaker={"failure_threshold": 3, "cooldown": 30},
+                              fallbacks=["backup:claude-sonnet-5-5"]))
     statuses: list[int] = []
 
     def one() -> None:
@@ -188,8 +194,10 @@ def test_concurrent_requests_share_the_breaker_without_crashing(fresh_sim, start
         thread.start()
     for thread in threads:
         thread.join()
-    assert set(statuses) <= {500, 503} and 503 in statuses
-    assert calls(sim) < 20  # the open breaker spared the upstream
+    assert statuses == [200] * 20  # every one answered by the fallback
+    for _ in range(3):  # the open breaker spares the upstream
+        httpx.post(gw.url + "/v1/messages", json=BODY, timeout=10)
+    assert [r["body"]["model"] for r in sim.requests].count("claude-haiku-5-5") <= 20
 
 
 def test_first_byte_timeout_bounds_a_silent_upstream(fresh_sim, start_gateway):

@@ -15,12 +15,13 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
 import orjson
 
-from ..errors import ErrorKind, ProxyTransportError, ProxyUpstreamError
+from ..errors import ErrorKind, ProxyProtocolError, ProxyTransportError, ProxyUpstreamError
 from ..pricing import ModelPrice, ModelRegistry
 from ..providers import UpstreamPool, adapter_for, forwardable_request_headers, forwardable_response_headers
 from ..telemetry import CostTracker
@@ -37,6 +38,10 @@ if TYPE_CHECKING:
 __all__ = ["ProxyHandler"]
 
 T = TypeVar("T")
+
+#: breakers kept at most (only failing (route, model) pairs are kept; client-chosen names are unbounded)
+_MAX_BREAKERS = 10_000
+_STATE_RANK = {"closed": 0, "half_open": 1, "open": 2}
 
 log = logging.getLogger("cascadeflow.proxy")
 
@@ -55,13 +60,14 @@ class ProxyHandler:
         self.pool = pool or UpstreamPool()
         self._timeouts: dict[tuple[str, bool], aiohttp.ClientTimeout] = {}
         self._route_prices: dict[str, ModelPrice] = {}
-        self._breakers: dict[str, CircuitBreaker] = {}
+        self._breakers: dict[tuple[str, str], CircuitBreaker] = {}
+        self._breaker_routes: set[str] = set()
         self._rng = random.Random()
         #: retries made so far (all routes), and per route
         self.retries = 0
         self.retried: collections.Counter[str] = collections.Counter()
         #: failed attempts per (route, what failed): an HTTP status, ``timeout``, ``unreachable``,
-        #: ``breaker_open``, ``stream_error`` or ``stream_timeout`` (read by the gateway's metrics)
+        #: ``bad_response``, ``breaker_open``, ``stream_error`` or ``stream_timeout`` (read by the gateway's metrics)
         self.failures: collections.Counter[tuple[str, str]] = collections.Counter()
 
     # -- pricing ---------------------------------------------------------------
@@ -83,55 +89,110 @@ class ProxyHandler:
 
     # -- sending ---------------------------------------------------------------
 
-    async def send(self, route: ProxyRoute, model: str, request: ProxyRequest) -> ProxyResult:
-        """Forward a non-streaming request, retrying per the route; ProxyUpstreamError on an error status."""
-        return await self._retrying(route, lambda: self._send_once(route, model, request))
+    async def send(
+        self, route: ProxyRoute, model: str, request: ProxyRequest, *, attempts: int | None = None,
+        has_alternative: bool = False,
+    ) -> ProxyResult:
+        """Forward a non-streaming request, retrying per the route; ProxyUpstreamError on an error status.
 
-    async def open_stream(self, route: ProxyRoute, model: str, request: ProxyRequest) -> ProxyStream:
-        """Open a streaming request (retried until the upstream's headers arrive)."""
-        return await self._retrying(route, lambda: self._open_once(route, model, request))
+        ``attempts`` caps the route's tries (1 for a cascade's draft: failing fast beats retrying);
+        ``has_alternative``: the caller has somewhere better to go, so an open breaker may refuse.
+        """
+        return await self._retrying(route, model, lambda: self._send_once(route, model, request), attempts,
+                                    has_alternative)
 
-    def breaker(self, route: ProxyRoute) -> CircuitBreaker:
-        breaker = self._breakers.get(route.name)
-        if breaker is None:
-            breaker = self._breakers[route.name] = CircuitBreaker(route.breaker)
-        return breaker
+    async def open_stream(
+        self, route: ProxyRoute, model: str, request: ProxyRequest, *, attempts: int | None = None,
+        has_alternative: bool = False,
+    ) -> ProxyStream:
+        """Open a streaming request (retried until the upstream's headers arrive); options as :meth:`send`."""
+        return await self._retrying(route, model, lambda: self._open_once(route, model, request), attempts,
+                                    has_alternative)
 
     def breakers(self) -> dict[str, dict]:
-        """Each upstream's breaker state, for /health."""
-        return {name: breaker.snapshot() for name, breaker in self._breakers.items()}
+        """Breaker states for /health: per route, the worst of its models', and each failing model's."""
+        found = {name: {"state": "closed", "consecutive_failures": 0, "retry_in_seconds": 0.0, "models": {}}
+                 for name in self._breaker_routes}
+        for (route, model), breaker in self._breakers.items():
+            snapshot, entry = breaker.snapshot(), found[route]
+            entry["models"][model] = snapshot
+            if _STATE_RANK[snapshot["state"]] > _STATE_RANK[entry["state"]]:
+                entry["state"] = snapshot["state"]
+            entry["consecutive_failures"] = max(entry["consecutive_failures"], snapshot["consecutive_failures"])
+            entry["retry_in_seconds"] = max(entry["retry_in_seconds"], snapshot["retry_in_seconds"])
+        return found
 
-    async def _retrying(self, route: ProxyRoute, call: Callable[[], Awaitable[T]]) -> T:
-        """Run ``call`` with the route's retries and circuit breaker (nothing has reached the client yet)."""
-        settings, breaker = route.retry, self.breaker(route)
+    async def _retrying(
+        self, route: ProxyRoute, model: str, call: Callable[[], Awaitable[T]], attempts: int | None,
+        has_alternative: bool,
+    ) -> T:
+        """Run ``call`` with the route's retries; the (route, model) breaker judges the request as a whole."""
+        key = (route.name, model)
+        breaker = self._breakers.get(key)
+        if has_alternative and breaker is not None and not breaker.allow():
+            self.failures[(route.name, "breaker_open")] += 1
+            raise ProxyTransportError(
+                f"upstream {route.name!r} model {model!r} {breaker.refusal()}",
+                route=route.name, retry_after=max(breaker.retry_in(), 1.0),
+            )
+        try:
+            result = await self._attempts(route, call, attempts or route.retry.attempts)
+        except (ProxyUpstreamError, ProxyTransportError) as exc:
+            failed = _breaker_failure(exc)
+            if failed is not None:
+                self._failed(key, route, failed)
+            else:  # a 4xx or 429: the upstream is up and answering
+                self._settled(key, success=True)
+            raise
+        except BaseException:  # cancelled by the caller, or a bug: no verdict on the upstream
+            self._settled(key, success=False)
+            raise
+        self._settled(key, success=True)
+        return result
+
+    def _failed(self, key: tuple[str, str], route: ProxyRoute, what: str) -> None:
+        breaker = self._breakers.get(key)
+        if breaker is None:
+            if len(self._breakers) >= _MAX_BREAKERS:  # forget closed ones first, then the oldest
+                closed = [k for k, b in self._breakers.items() if b.opened_at is None] or list(self._breakers)
+                for old in closed[: len(closed) // 2 + 1]:
+                    del self._breakers[old]
+            breaker = self._breakers[key] = CircuitBreaker(route.breaker)
+            self._breaker_routes.add(route.name)
+        breaker.failure(what)
+
+    def _settled(self, key: tuple[str, str], *, success: bool) -> None:
+        breaker = self._breakers.get(key)
+        if breaker is None:
+            return
+        if success:
+            breaker.success()
+        else:
+            breaker.release()
+        if breaker.idle:
+            del self._breakers[key]
+
+    async def _attempts(self, route: ProxyRoute, call: Callable[[], Awaitable[T]], attempts: int) -> T:
+        """Up to ``attempts`` tries of ``call`` (nothing has reached the client yet)."""
+        settings = route.retry
         waited, attempt = 0.0, 0
         while True:
             attempt += 1
-            if not breaker.allow():
-                self.failures[(route.name, "breaker_open")] += 1
-                raise ProxyTransportError(
-                    f"upstream {route.name!r} keeps failing; not trying it for another {breaker.retry_in():.0f}s",
-                    route=route.name, retry_after=max(breaker.retry_in(), 1.0),
-                )
+            delay: float | None
             try:
-                result = await call()
+                return await call()
+            except ProxyProtocolError:
+                self.failures[(route.name, "bad_response")] += 1
+                raise  # the same request would get the same non-answer
             except ProxyUpstreamError as exc:
                 self.failures[(route.name, str(exc.upstream_status))] += 1
                 retryable = exc.upstream_status in RETRYABLE_STATUSES
-                if retryable and exc.upstream_status != 429:  # a rate limit says the upstream is up
-                    breaker.failure()
-                else:
-                    breaker.success()
                 delay = retry_delay(attempt, settings, exc.headers, self._rng) if retryable else None
                 last: Exception = exc
             except ProxyTransportError as exc:
                 self.failures[(route.name, "timeout" if exc.kind is ErrorKind.TIMEOUT else "unreachable")] += 1
-                breaker.failure()
                 delay, last = retry_delay(attempt, settings, {}, self._rng), exc
-            else:
-                breaker.success()
-                return result
-            if delay is None or attempt >= settings.attempts or waited + delay > settings.max_total:
+            if delay is None or attempt >= attempts or waited + delay > settings.max_total:
                 raise last
             log.info("upstream %s: %s; retry %d in %.2fs", route.name, last, attempt, delay)
             self.retries += 1
@@ -146,13 +207,17 @@ class ProxyHandler:
         with _transport_errors(route):
             async with _first_byte(route):
                 response = await self.pool.session(route).request(
-                    request.method, url, data=payload, headers=headers, timeout=self._timeout(route, False)
+                    request.method, url, data=payload, headers=headers, timeout=self._timeout(route, False),
+                    allow_redirects=False,
                 )
             async with response:
                 raw = await response.read()
                 status = response.status
                 response_headers = forwardable_response_headers(response.headers)
+                content_type = response.content_type
         latency_ms = (time.perf_counter() - started) * 1000
+        if 300 <= status < 400:
+            raise _redirected(route, status, response_headers)
         if status >= 400:
             raise ProxyUpstreamError(
                 f"upstream {route.name!r} answered {status}",
@@ -162,9 +227,11 @@ class ProxyHandler:
                 route=route.name,
             )
         try:
-            data = orjson.loads(raw) if raw else None
+            data = orjson.loads(raw) if raw or status == 204 else _not_json
         except orjson.JSONDecodeError:
-            data = raw
+            data = _not_json
+        if data is _not_json:
+            raise _not_json_error(route, status, content_type, raw)
         usage = adapter.response_usage(data)
         billable = request.method == "POST" and not request.path.endswith("/count_tokens")
         cost = self.price(route, model, usage) if billable else 0.0
@@ -180,10 +247,14 @@ class ProxyHandler:
         with _transport_errors(route):
             async with _first_byte(route):
                 response = await self.pool.session(route).request(
-                    request.method, url, data=payload, headers=headers, timeout=self._timeout(route, True)
+                    request.method, url, data=payload, headers=headers, timeout=self._timeout(route, True),
+                    allow_redirects=False,
                 )
         first_byte_ms = (time.perf_counter() - started) * 1000
         response_headers = forwardable_response_headers(response.headers)
+        if 300 <= response.status < 400:
+            response.release()
+            raise _redirected(route, response.status, response_headers)
         if response.status >= 400:
             try:
                 raw = await response.read()
@@ -198,13 +269,21 @@ class ProxyHandler:
                 headers=response_headers,
                 route=route.name,
             )
+        whole: bytes | None = None
+        if response.content_type != "text/event-stream":  # a stream request answered with plain JSON, or not
+            try:
+                with _transport_errors(route):
+                    whole = await response.read()
+            finally:
+                response.release()
+            if _loads(whole) is None:
+                raise _not_json_error(route, response.status, response.content_type, whole)
         tap = adapter.stream_tap(request.body or {})
         stream = ProxyStream(
             status=response.status, headers=response_headers, route=route.name, model=model,
             first_byte_ms=first_byte_ms,
         )
-        is_sse = response.content_type == "text/event-stream"
-        stream.attach(self._relay(route, model, adapter, response, tap, stream, started, is_sse), response.close)
+        stream.attach(self._relay(route, model, adapter, response, tap, stream, started, whole), response.close)
         return stream
 
     async def _relay(
@@ -216,17 +295,16 @@ class ProxyHandler:
         tap: StreamTap,
         stream: ProxyStream,
         started: float,
-        is_sse: bool,
+        whole: bytes | None,
     ) -> AsyncIterator[bytes]:
         finished = False
         failure = 502
         try:
-            if not is_sse:  # an upstream may answer a stream request with plain JSON
-                raw = await response.read()
-                tap.usage = adapter.response_usage(_loads(raw))
+            if whole is not None:  # an upstream may answer a stream request with plain JSON
+                tap.usage = adapter.response_usage(_loads(whole))
                 tap.complete = True
                 finished = True
-                yield raw
+                yield whole
                 return
             async for chunk in response.content.iter_any():
                 out = tap.feed(chunk)
@@ -342,6 +420,35 @@ def _first_byte(route: ProxyRoute) -> contextlib.AbstractAsyncContextManager:
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) < 300 else text[:300] + "…"
+
+
+_not_json = object()  # marks a body that did not parse
+
+
+def _breaker_failure(exc: ProxyUpstreamError | ProxyTransportError) -> str | None:
+    """What a failed request tells the breaker: a failure's description, or None (4xx, 429: the upstream is up)."""
+    if isinstance(exc, ProxyUpstreamError):
+        if exc.upstream_status < 500:
+            return None
+        return f"{exc.upstream_status} from the upstream"
+    return exc.message.split(": ", 1)[-1] if isinstance(exc, ProxyProtocolError) else (
+        "timeout" if exc.kind is ErrorKind.TIMEOUT else "unreachable")
+
+
+def _redirected(route: ProxyRoute, status: int, headers: dict[str, str]) -> ProxyProtocolError:
+    """A redirect is never followed: the route's credentials must not go to another host."""
+    target = urlsplit(headers.get("location", "")).netloc or "elsewhere"
+    return ProxyProtocolError(
+        f"upstream {route.name!r} answered {status}: a redirect to {target}; redirects are not followed "
+        "(check the route's base_url)", route=route.name,
+    )
+
+
+def _not_json_error(route: ProxyRoute, status: int, content_type: str, raw: bytes) -> ProxyProtocolError:
+    return ProxyProtocolError(
+        f"upstream {route.name!r} answered {status}: a body that is not JSON ({content_type or 'no content type'}, "
+        f"{len(raw)} bytes)", route=route.name,
+    )
 
 
 def _loads(raw: bytes) -> object:

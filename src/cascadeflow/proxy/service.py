@@ -71,14 +71,18 @@ class ProxyService:
         return await self._with_fallbacks(match, request, dialect, self._open_stream)
 
     async def _with_fallbacks(self, match: RouteMatch, request: ProxyRequest, dialect: str | None, call):
-        """Try ``match``, then each of its route's fallback models while the failure is the upstream's."""
+        """Try ``match``, then each of its route's fallback models while the failure is the upstream's.
+
+        A call with fallbacks still to come may be refused by its open breaker; the last one is always sent.
+        """
+        fallbacks = match.route.fallbacks
         try:
-            return await call(match, request, dialect)
+            return await call(match, request, dialect, bool(fallbacks))
         except (ProxyTransportError, ProxyUpstreamError) as exc:
             if not match.route.fallbacks or not _upstream_fault(exc):
                 raise
             failure: Exception = exc
-        for model in match.route.fallbacks:
+        for number, model in enumerate(fallbacks, 1):
             try:
                 fallback = self.router.resolve(model, dialect)
             except ProxyRoutingError:
@@ -86,7 +90,8 @@ class ProxyService:
                 continue
             body = {**(request.body or {}), "model": model}
             try:
-                result = await call(fallback, ProxyRequest(request.method, request.path, request.headers, body, None, request.query), dialect)
+                result = await call(fallback, ProxyRequest(request.method, request.path, request.headers, body, None,
+                                                           request.query), dialect, number < len(fallbacks))
             except (ProxyTransportError, ProxyUpstreamError) as exc:
                 if not _upstream_fault(exc):
                     raise
@@ -99,23 +104,27 @@ class ProxyService:
             return result
         raise failure
 
-    async def _send(self, match: RouteMatch, request: ProxyRequest, dialect: str | None) -> ProxyResult:
+    async def _send(self, match: RouteMatch, request: ProxyRequest, dialect: str | None,
+                    has_alternative: bool = False) -> ProxyResult:
         translation = self.translation(match, dialect)
         if translation is None:
-            return await self.handler.send(match.route, match.model, request)
+            return await self.handler.send(match.route, match.model, request, has_alternative=has_alternative)
         if request.path.endswith("/count_tokens"):  # no upstream counts Anthropic-style: estimate
             tokens = estimate_tokens({**(request.body or {}), "model": match.model}, "anthropic")
             data = {"input_tokens": tokens}
             return ProxyResult(data, 200, {"x-cascadeflow-token-count": "estimated"}, Usage(), 0.0, match.route.name,
                                match.model, 0.0, b'{"input_tokens":%d}' % tokens)
-        result = await self.handler.send(match.route, match.model, translation.request(request, match.model))
+        result = await self.handler.send(match.route, match.model, translation.request(request, match.model),
+                                         has_alternative=has_alternative)
         return translation.response(result)
 
-    async def _open_stream(self, match: RouteMatch, request: ProxyRequest, dialect: str | None) -> ProxyStream:
+    async def _open_stream(self, match: RouteMatch, request: ProxyRequest, dialect: str | None,
+                           has_alternative: bool = False) -> ProxyStream:
         translation = self.translation(match, dialect)
         if translation is None:
-            return await self.handler.open_stream(match.route, match.model, request)
-        inner = await self.handler.open_stream(match.route, match.model, translation.request(request, match.model))
+            return await self.handler.open_stream(match.route, match.model, request, has_alternative=has_alternative)
+        inner = await self.handler.open_stream(match.route, match.model, translation.request(request, match.model),
+                                               has_alternative=has_alternative)
         return translation.stream(inner, match.model)
 
     async def handle(self, request: ProxyRequest) -> ProxyResult:

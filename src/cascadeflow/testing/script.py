@@ -14,7 +14,8 @@ Answer keys: ``text``, ``words``, ``tool_calls``, ``thinking``, ``stop_reason``,
 ``usage``, ``logprob``, ``logprobs``. Fault keys (see :class:`Fault`):
 ``status``, ``retry_after``, ``error_message``, ``error_type``, ``reset``,
 ``first_byte_delay``, ``latency``, ``chunk_delay``, ``stall_after``,
-``stall_seconds``, ``cut_after``, ``error_event_after``. Match keys (see
+``stall_seconds``, ``cut_after``, ``error_event_after``, ``malformed_after``,
+``body``, ``content_type``, ``redirect``. Match keys (see
 :class:`Match`): ``model`` (fnmatch glob), ``prompt_contains``,
 ``prompt_regex``, ``path``, ``dialect``, ``stream``.
 """
@@ -110,6 +111,12 @@ class Fault:
     ``status``, default 529 / overloaded) and end the response."""
     malformed_after: int | None = None
     """After this many SSE events, send an event whose data is not JSON, then go on."""
+    body: str | None = None
+    """Answer with exactly this body (status ``status`` or 200), e.g. broken JSON or an HTML page."""
+    content_type: str = "application/json"
+    """The content type sent with ``body``."""
+    redirect: str | None = None
+    """Answer 307 with this ``location`` (a gateway must not follow it)."""
 
     def __post_init__(self) -> None:
         if self.reset not in _RESETS:
@@ -127,6 +134,8 @@ class Fault:
             or self.cut_after is not None
             or self.error_event_after is not None
             or self.malformed_after is not None
+            or self.body is not None
+            or self.redirect is not None
         )
 
     @property

@@ -428,6 +428,10 @@ class SimulatedProvider:
                 return await abort(request)
             if fault.first_byte_delay > 0:
                 await asyncio.sleep(fault.first_byte_delay)
+            if fault.redirect is not None:
+                return web.Response(status=307, headers={"location": fault.redirect})
+            if fault.body is not None:
+                return web.Response(status=fault.status or 200, body=fault.body.encode(), content_type=fault.content_type)
             if fault.status is not None and not (stream and fault.error_event_after is not None):
                 headers = {"retry-after": fmt_seconds(fault.retry_after)} if fault.retry_after is not None else None
                 return error_response(dialect, fault.status, fault.error_message, fault.error_type, headers)
