@@ -53,6 +53,8 @@ log = logging.getLogger("cascadeflow.cascade")
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 _REASON_CUT = re.compile(r" at |[(:=]")
 _EARLY_EVERY = 8  # run early checks every N delta events (and at every block end)
+#: drafts, self-verification and samples have an alternative (the verifier): one try, an open breaker may refuse
+_OPTIONAL_CALL = {"attempts": 1, "has_alternative": True}
 
 
 @dataclass(slots=True)
@@ -207,7 +209,7 @@ class CascadeEngine:
                 draft = translation.request(draft, match.model, logprobs=True)
             span = self.tracing.start_call("draft", stage.model, match.route.name)
             try:
-                upstream = await self.service.handler.open_stream(match.route, match.model, draft)
+                upstream = await self.service.handler.open_stream(match.route, match.model, draft, **_OPTIONAL_CALL)
             except ProxyError as exc:
                 self.tracing.end_call(span, error=exc)
                 self._draft_failed(decision, stage, started, exc)
@@ -274,6 +276,15 @@ class CascadeEngine:
                                      talk.body_for(draft.body or {}, stage.model, decision), None, draft.query)
             yield stage, match, draft, time.perf_counter()
 
+    def _draft_cap(self, rule: CascadeRule, model: str) -> int | None:
+        """The draft's output cap: the rule's ``draft_max_tokens``, never above what the draft model allows
+        (Claude Code asks for 128k; claude-haiku-5-5 would refuse anything over 64k)."""
+        info = self.registry.info(model)
+        limit = info.max_output_tokens if info is not None else None
+        if rule.draft_max_tokens is None or limit is None:
+            return rule.draft_max_tokens if limit is None else limit
+        return min(rule.draft_max_tokens, limit)
+
     async def _conversation(self, rule: CascadeRule, request: ProxyRequest, dialect: str) -> _Conversation | None:
         """Who wrote the conversation's thinking blocks (None when nothing needs a per-model view)."""
         body = request.body or {}
@@ -327,7 +338,7 @@ class CascadeEngine:
         return match
 
     def _draft_request(self, rule: CascadeRule, request: ProxyRequest, stage: CascadeStage, ops) -> ProxyRequest:
-        body = ops.draft_body(request.body or {}, stage.model, rule.draft_max_tokens)
+        body = ops.draft_body(request.body or {}, stage.model, self._draft_cap(rule, stage.model))
         return ProxyRequest(request.method, request.path, request.headers, body, None, request.query)
 
     async def _read_draft(self, rule, upstream, accumulator, caller: dict, dialect: str):
@@ -420,7 +431,7 @@ class CascadeEngine:
         if settings is None or answer.tool_calls or not answer.text.strip():
             return None
         match = self.service.router.resolve(stage.model, dialect)
-        body = {**ops.draft_body(request.body or {}, stage.model, rule.draft_max_tokens), "stream": False,
+        body = {**ops.draft_body(request.body or {}, stage.model, self._draft_cap(rule, stage.model)), "stream": False,
                 "temperature": settings.temperature}
         if dialect == "anthropic" and isinstance(body.get("messages"), list):  # one-off samples think afresh
             body.pop("thinking", None)
@@ -450,7 +461,7 @@ class CascadeEngine:
         if translation is not None:
             request = translation.request(request, match.model, logprobs=True)
         with self.tracing.call(purpose, match.model, match.route.name) as span:
-            result = await self.service.handler.send(match.route, match.model, request)
+            result = await self.service.handler.send(match.route, match.model, request, **_OPTIONAL_CALL)
             self.tracing.record_call(span, result)
         if translation is not None:
             result = translation.response(result)
