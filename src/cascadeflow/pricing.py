@@ -229,6 +229,11 @@ _MAX_OUTPUT_BY_PREFIX: tuple[tuple[str, int], ...] = (
 )
 
 
+def max_output_tokens(model: str) -> int | None:
+    """The most output tokens ``model`` may be asked for, where known (by model-name prefix)."""
+    return _max_output(model)
+
+
 def _max_output(model: str) -> int | None:
     matches = [(len(p), limit) for p, limit in _MAX_OUTPUT_BY_PREFIX if model.startswith(p)]
     return max(matches)[1] if matches else None

@@ -350,3 +350,16 @@ def test_failing_draft_upstream_escalates(gw, sim):
     assert headers["x-cascadeflow-decision"] == "escalated:draft_error"
     assert message.content[0].text.startswith(f"[{OPUS}]")
     json.dumps(message.model_dump())  # one valid message
+
+
+def test_a_draft_is_fitted_to_its_models_output_limit(gw, sim):
+    """Claude Code asks for 128k output tokens; Haiku allows 64k and the API refuses more, so the draft is fitted."""
+    message, headers = ask(gw, "What is the capital of France?", stream=True, max_tokens=128_000)
+    assert headers["x-cascadeflow-draft-accepted"] == "true"
+    draft = next(r for r in sim.requests if r["body"]["model"] == HAIKU)["body"]
+    assert draft["max_tokens"] == 64_000
+    sim.clear()
+    with pytest.raises(anthropic.BadRequestError, match="maximum allowed number of output tokens"):
+        with anthropic.Anthropic(base_url=sim.url, api_key="k").messages.stream(
+                model=HAIKU, max_tokens=128_000, messages=[{"role": "user", "content": "hi"}]) as direct:
+            direct.get_final_message()

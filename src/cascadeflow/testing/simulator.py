@@ -42,6 +42,7 @@ from . import anthropic_sim as an
 from . import openai_sim as oa
 from . import responses_sim as rs
 from .engine import CacheSim, estimate_input_tokens, last_user_text, new_id, plan_answer
+from .model_limits import output_limit_problem
 from .replay import ReplayTable
 from .script import Script, load_script
 from .thinking_rules import check_request as check_thinking
@@ -378,7 +379,7 @@ class SimulatedProvider:
             return "messages: Field required" if dialect == "anthropic" else "Missing required parameter: 'messages'."
         if dialect == "anthropic" and not isinstance(body.get("max_tokens"), int):
             return "max_tokens: Field required"
-        return None
+        return output_limit_problem(dialect, body)
 
     def _replay_miss(self, dialect: str, body: dict, record_id: str | None) -> web.Response:
         """No recorded answer: an error, never a made-up one; misses of answers are listed (a missing
