@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from cascadeflow.evaluation import Outcome, apgr, apply_threshold, cost_quality_curve, deferral_curve, saving, summarize
+from cascadeflow.evaluation import (
+    Outcome, apgr, apply_threshold, choose_threshold, cost_quality_curve, deferral_curve, quality_retained, saving, summarize,
+)
+from cascadeflow.evaluation.guarantee import choose_bounded, quality_lower_bound
 
 
 def rec(id, confidence, d, s, dc=0.01, sc=0.10, accepted=False, extra=0.0, **kw):
@@ -44,3 +49,50 @@ def test_never_drafting_pays_no_draft_and_a_threshold_drafts_again():
     assert [o.accepted for o in again] == [True, False] and all(o.drafted for o in again)
     with pytest.raises(ValueError):
         Outcome("x", "hand", 0.9, True, 1.0, 1.0, 0.01, 0.1, drafted=False)
+
+
+# -- the bound ----------------------------------------------------------------------------------------
+
+
+def synthetic(n, rng):
+    """Confidence u ~ U(0, 1); the draft is right with probability u, the strong model with 0.9."""
+    rows = []
+    for i in range(n):
+        u = rng.random()
+        rows.append(rec(f"s{i:04d}", u, float(rng.random() < u), float(rng.random() < 0.9), dc=0.001, sc=0.01))
+    return rows
+
+
+def true_quality_retained(t):
+    """Quality retained at threshold t on the whole population (exact): accepted share 1 − t, their mean u (1 + t) / 2."""
+    return ((1 - t) * (1 + t) / 2 + t * 0.9) / 0.9
+
+
+def test_bounded_thresholds_hold_the_target_on_new_data_where_point_estimates_miss_it_half_the_time():
+    rng = random.Random(7)
+    target, trials = 0.95, 120
+    missed = {"point": 0, "bound": 0}
+    for _ in range(trials):
+        rs = synthetic(400, rng)
+        point, bounded = choose_threshold(rs, target), choose_bounded(rs, target, 0.95)
+        assert bounded["bound"] is not None and bounded["bound"] >= target - 1e-9
+        for name, choice in (("point", point), ("bound", bounded)):
+            t = choice["threshold"]
+            missed[name] += t is not None and true_quality_retained(t) < target
+    assert missed["point"] > 0.3 * trials  # a point estimate at the target is a coin flip out of sample
+    assert missed["bound"] <= 0.08 * trials  # the 95% bound: about 5% (sampling noise allowed)
+
+
+def test_quality_lower_bound_sits_below_the_estimate_and_never_draft_is_exact():
+    rs = apply_threshold(synthetic(300, random.Random(1)), 0.5)
+    bound = quality_lower_bound(rs)
+    assert bound < quality_retained(rs)
+    assert quality_lower_bound(rs, 0.99) < bound  # a higher level, a lower bound
+    assert quality_lower_bound(apply_threshold(rs, None)) == pytest.approx(1.0)
+
+
+def test_when_no_threshold_is_safe_the_choice_is_never_draft():
+    # confidence says nothing (all 1.0) and half the drafts are wrong: drafting cannot keep 0.95
+    rs = [rec(f"r{i}", 1.0, float(i % 2), 1.0) for i in range(200)]
+    choice = choose_bounded(rs, 0.95)
+    assert choice["threshold"] is None and not choice["reached"] and choice["bound"] == 1.0

@@ -4,8 +4,9 @@
 against always asking the strong model, with the baselines that tell whether the
 checks earn their keep (always-draft, always-strong, random escalation at the same
 rate, the oracle). ``calibrate`` fits the threshold — and, if it helps, a logistic
-model over the check scores — for a target quality retained, cross-validated so the
-reported figures are the held-out ones, and writes them into the rule.
+model over the check scores — so that a lower confidence bound on quality retained
+(not the point estimate) meets the target, reports cross-validated held-out figures,
+and writes the result into the rule: a threshold, or ``never_draft`` when none holds.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import yaml
 
 from . import metrics, report
 from .report import num, pct, saving_pct
+from .guarantee import DEFAULT_LEVEL, choose_bounded
 from .runner import EvalSetup, replay_outcomes, rule_template, rule_with
 
 __all__ = ["run_eval", "run_calibrate", "by_dataset"]
@@ -70,32 +72,38 @@ def run_eval(files: list[Path], config: str | None, rule_name: str | None, repor
 
 
 def run_calibrate(files: list[Path], config: str | None, rule_name: str | None, target: float, folds: int,
-                  write: bool, out: TextIO = sys.stdout, concurrency: int = 16) -> dict:
-    """Fit the threshold (and maybe a combiner) on ``files``; write them into the config's rule."""
+                  write: bool, out: TextIO = sys.stdout, concurrency: int = 16, level: float = DEFAULT_LEVEL) -> dict:
+    """Fit the threshold (and maybe a combiner) on ``files`` so that a lower confidence bound on quality
+    retained meets ``target``; write them into the config's rule (or ``never_draft`` when nothing does)."""
     template = rule_template(config, rule_name)
     # judge every draft (threshold 0 accepts all) so each record gets its confidence and check scores
-    probe = rule_with({k: v for k, v in template.items() if k not in ("combiner",)}, quality_threshold=0.0,
+    probe = rule_with({k: v for k, v in template.items() if k not in ("combiner", "never_draft")}, quality_threshold=0.0,
                       combine="min" if template.get("combine") == "logistic" else template.get("combine", "min"))
     outcomes, _, _ = evaluate(files, probe, out, concurrency)
-    simple = metrics.fit_threshold(outcomes, target, folds=folds)
+
+    def choose(rs: list[metrics.Outcome], goal: float) -> dict:
+        return choose_bounded(rs, goal, level)
+
+    fits: dict[str, dict] = {"threshold": metrics.fit_threshold(outcomes, target, folds=folds, choose=choose)}
     names = sorted({name for o in outcomes for name in o.features})
-    combined = metrics.fit_combined(outcomes, names, target, folds=folds) if len(names) > 1 else None
-    best = simple
-    if combined is not None and _better(combined, simple, target):
-        best = combined
-    print(_calibration_report(simple, combined, best, target, folds), file=out)
+    if len(names) > 1:
+        fits["combined"] = metrics.fit_combined(outcomes, names, target, folds=folds, choose=choose)
+    chosen = max(fits, key=lambda name: _merit(fits[name], target))
+    best = fits[chosen]
+    print(_calibration_report(fits, chosen, target, folds, level), file=out)
     if not best["reached"] or best["threshold"] is None:
         # a threshold of 1.0 would still accept every draft scoring exactly 1.0: the rule must not draft at all
-        print("no threshold reaches the target: the rule is written to NEVER DRAFT (every request goes straight "
-              "to the verifier, so no draft is paid for)", file=out)
+        print(f"no threshold keeps the {level:.0%} lower bound on quality retained at {target:.3f} or more (or drafting "
+              "costs more than it saves): the rule is written to NEVER DRAFT (every request goes straight to the "
+              "verifier, so no draft is paid for)", file=out)
         changes: dict = {"never_draft": True}
         if write and config:
             _write_rule(Path(config), rule_name, changes, out)
-        return {"simple": simple, "combined": combined, "chosen": "never_draft", "changes": changes}
+        return {**fits, "chosen": "never_draft", "changes": changes}
     # the exact fitted value: the gateway compares exact confidences with it
     changes = {"quality_threshold": min(max(float(best["threshold"]), 0.0), 1.0), "never_draft": False}
-    if best is combined:
-        model = combined["model"]
+    if chosen == "combined":
+        model = best["model"]
         changes.update(combine="logistic", combiner={
             "weights": model["weights"], "bias": model["bias"], "means": model["mean"], "scales": model["scale"],
         })
@@ -103,7 +111,7 @@ def run_calibrate(files: list[Path], config: str | None, rule_name: str | None, 
         changes.update(combine=template.get("combine", "min") if template.get("combine") != "logistic" else "min")
     if write and config:
         _write_rule(Path(config), rule_name, changes, out)
-    return {"simple": simple, "combined": combined, "chosen": "combined" if best is combined else "threshold", "changes": changes}
+    return {**fits, "chosen": chosen, "changes": changes}
 
 
 def check_contributions(outcomes: list[metrics.Outcome]) -> str:
@@ -127,25 +135,32 @@ def _reached(fit: dict, target: float) -> bool:
     return retained is not None and retained >= target - 1e-9
 
 
-def _better(a: dict, b: dict, target: float) -> bool:
-    """The fit that reaches the target out of fold with more saving (reaching it comes first)."""
-    def key(fit: dict) -> tuple:
-        return _reached(fit, target), fit["cv"]["saving"] or -1.0, fit["cv"]["quality_retained"] or 0.0
-    return key(a) > key(b)
+def _merit(fit: dict, target: float) -> tuple:
+    """Which fit to deploy: one that drafts under the bound, then holds the target out of fold, then saves most
+    held out (fewest escalations where costs are unknown)."""
+    cv = fit["cv"]
+    gain = cv["saving"] if cv["saving"] is not None else -cv["escalation_rate"]
+    return fit["reached"] and fit["threshold"] is not None, _reached(fit, target), gain
 
 
-def _calibration_report(simple: dict, combined: dict | None, best: dict, target: float, folds: int) -> str:
-    lines = [f"target quality retained {target:.3f}; {folds}-fold cross-validation (figures are held-out folds)"]
-    for label, fit in (("threshold on the combined check score", simple), ("logistic model over the check scores", combined)):
-        if fit is None:
-            continue
-        cv = fit["cv"]
-        mark = "  <- chosen" if fit is best else ""
-        threshold = "none reaches it" if fit["threshold"] is None else f"{fit['threshold']:.4f}"
+_LABELS = {"threshold": "threshold on the combined check score", "combined": "logistic model over the check scores",
+           "scorer": "learned scorer (text features, no log-probabilities)"}
+
+
+def _calibration_report(fits: dict[str, dict], chosen: str, target: float, folds: int, level: float) -> str:
+    lines = [f"target quality retained {target:.3f}, met by a one-sided {level:.0%} lower confidence bound "
+             f"(delta method, fixed-sequence test over thresholds); held-out figures from {folds}-fold cross-validation"]
+    for name, fit in fits.items():
+        cv, point = fit["cv"], fit["in_sample"]
+        mark = "  <- chosen" if name == chosen else ""
+        threshold = "none (never draft)" if fit["threshold"] is None else f"{fit['threshold']:.6g}"
+        ci = cv.get("quality_retained_ci")
         lines.append(
-            f"  {label}: threshold {threshold}; held-out saving {saving_pct(cv['saving'])}, quality retained "
-            f"{num(cv['quality_retained'])}, escalated {pct(cv['escalation_rate'])}, AUROC {num(cv['auroc'])}"
-            f"{'' if _reached(fit, target) else ' (target not reached)'}{mark}"
+            f"  {_LABELS.get(name, name)}: threshold {threshold}; bound on quality retained {num(point.get('bound'))} "
+            f"(all records, in sample {num(point.get('quality_retained'))}); held-out saving {saving_pct(cv['saving'])}, "
+            f"quality retained {num(cv['quality_retained'])}"
+            f"{f' (95% CI {num(ci[0])}-{num(ci[1])})' if ci else ''}, escalated {pct(cv['escalation_rate'])}, "
+            f"AUROC {num(cv['auroc'])}{'' if _reached(fit, target) else ' (target not held out of fold)'}{mark}"
         )
     return "\n".join(lines)
 

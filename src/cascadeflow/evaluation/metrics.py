@@ -395,6 +395,8 @@ def cv_folds(outcomes: Sequence[Outcome], folds: int = 5, seed: int = 0) -> list
 
 
 _Rescore = Callable[[list[Outcome], list[Outcome]], tuple[list[Outcome], list[Outcome]]]
+#: picks the deployed point for a target: choose_threshold (point estimate) or guarantee.choose_bounded (a bound)
+Choose = Callable[[list[Outcome], float], dict]
 
 
 def _held_out_figures(decided: list[Outcome]) -> dict:
@@ -403,36 +405,39 @@ def _held_out_figures(decided: list[Outcome]) -> dict:
             "false_accept_rate": false_accept_rate(decided), "auroc": auroc(decided)}  # fmt: skip
 
 
-def _cross_validate(rs: list[Outcome], target: float, folds: int, seed: int, rescore: _Rescore) -> dict:
+def _cross_validate(rs: list[Outcome], target: float, folds: int, seed: int, rescore: _Rescore, choose: Choose) -> dict:
     """Fit on k−1 folds, decide the held-out fold with that threshold, pool the held-out decisions."""
     pooled: list[Outcome] = []
     details: list[dict] = []
     for f, test_idx in enumerate(cv_folds(rs, folds, seed)):
         held = set(test_idx)
         train, test = rescore([o for i, o in enumerate(rs) if i not in held], [rs[i] for i in test_idx])
-        choice = choose_threshold(train, target)
+        choice = choose(train, target)
         decided = apply_threshold(test, choice["threshold"])
         pooled.extend(decided)
         details.append({"fold": f, "n_train": len(train), "threshold": choice["threshold"], "reached": choice["reached"],
                         "train_saving": choice["saving"], "train_quality_retained": choice["quality_retained"],
                         **{f"test_{k}": v for k, v in _held_out_figures(decided).items()}})  # fmt: skip
-    return {**_held_out_figures(pooled), "folds": details}
+    return {**_held_out_figures(pooled), "quality_retained_ci": bootstrap_ci(pooled, resamples=400, seed=seed),
+            "folds": details}
 
 
-def _fit(rs: list[Outcome], deployed: list[Outcome], target: float, folds: int, seed: int, rescore: _Rescore) -> dict:
-    choice = choose_threshold(deployed, target)
+def _fit(rs: list[Outcome], deployed: list[Outcome], target: float, folds: int, seed: int, rescore: _Rescore,
+         choose: Choose) -> dict:
+    choice = choose(deployed, target)
     return {"target": target, "threshold": choice["threshold"], "reached": choice["reached"], "in_sample": choice,
-            "cv": _cross_validate(rs, target, folds, seed, rescore)}  # fmt: skip
+            "cv": _cross_validate(rs, target, folds, seed, rescore, choose)}  # fmt: skip
 
 
-def fit_threshold(outcomes: Iterable[Outcome], target_quality_retained: float, folds: int = 5, seed: int = 0) -> dict:
+def fit_threshold(outcomes: Iterable[Outcome], target_quality_retained: float, folds: int = 5, seed: int = 0,
+                  choose: Choose = choose_threshold) -> dict:
     """Deployable threshold for a quality target, with an honest k-fold estimate of what it delivers.
 
     threshold/reached/in_sample: fitted on all records (what gets deployed; in_sample figures are optimistic).
     cv: pooled out-of-fold figures (each fold decided by a threshold fitted without it) and per-fold details.
     """
     rs = _records(outcomes)
-    return _fit(rs, rs, target_quality_retained, folds, seed, lambda train, test: (train, test))
+    return _fit(rs, rs, target_quality_retained, folds, seed, lambda train, test: (train, test), choose)
 
 
 def _sigmoid(z: float) -> float:
@@ -538,7 +543,8 @@ def rescore(outcomes: Iterable[Outcome], model: Mapping) -> list[Outcome]:
 
 
 def fit_combined(outcomes: Iterable[Outcome], feature_names: Sequence[str], target_quality_retained: float,
-                 folds: int = 5, seed: int = 0, l2: float = 1.0, iterations: int = 500) -> dict:  # fmt: skip
+                 folds: int = 5, seed: int = 0, l2: float = 1.0, iterations: int = 500,
+                 choose: Choose = choose_threshold) -> dict:  # fmt: skip
     """fit_threshold with the confidence recomputed by a logistic combiner of features, plus the model.
 
     In each fold the combiner AND the threshold are fitted on the training folds only and the held-out
@@ -552,5 +558,5 @@ def fit_combined(outcomes: Iterable[Outcome], feature_names: Sequence[str], targ
         return rescore(train, model), rescore(test, model)
 
     model = fit_logistic(rs, names, l2, iterations)
-    fitted = _fit(rs, rescore(rs, model), target_quality_retained, folds, seed, refit)
+    fitted = _fit(rs, rescore(rs, model), target_quality_retained, folds, seed, refit, choose)
     return {**fitted, "model": model, "features": names}
