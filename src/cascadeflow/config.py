@@ -272,7 +272,7 @@ class LimitsConfig(_Strict):
 
 
 class TelemetryConfig(_Strict):
-    """OpenTelemetry traces (needs ``pip install cascadeflow[otel]``); off unless an endpoint is set."""
+    """OpenTelemetry traces (needs the ``otel`` extra: ``pip install -e '.[otel]'`` in the checkout); off unless an endpoint is set."""
 
     #: OTLP/HTTP collector base URL, e.g. http://127.0.0.1:4318 (default: $OTEL_EXPORTER_OTLP_ENDPOINT)
     otlp_endpoint: str | None = None

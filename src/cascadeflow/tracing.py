@@ -9,7 +9,7 @@
     └── cascadeflow.verifier          (client span, when the draft was not good enough)
 
 Tracing is on when ``telemetry.otlp_endpoint`` or ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set and
-the ``otel`` extra is installed (``pip install cascadeflow[otel]``), or when the caller hands in
+the ``otel`` extra is installed (``pip install -e '.[otel]'`` in the checkout), or when the caller hands in
 a ``TracerProvider``. Otherwise :class:`Tracing` is disabled: OpenTelemetry is not even
 imported and every span is one shared do-nothing object, so the request path pays nothing.
 """
@@ -87,7 +87,7 @@ class Tracing:
             from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
         except ImportError:
             log.warning("an OTLP endpoint is set but OpenTelemetry is not installed "
-                        "(pip install 'cascadeflow[otel]'); requests are not traced")
+                        "(pip install -e '.[otel]' in the checkout); requests are not traced")
             return cls()
         traces_url = endpoint.rstrip("/")
         if not traces_url.endswith("/v1/traces"):

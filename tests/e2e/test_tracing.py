@@ -150,7 +150,7 @@ def test_missing_package_disables_tracing_with_a_warning(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="cascadeflow.tracing"):
         tracing = Tracing.from_config(TelemetryConfig(otlp_endpoint="http://127.0.0.1:4318"))
     assert not tracing.enabled
-    assert "pip install 'cascadeflow[otel]'" in caplog.text
+    assert "pip install -e '.[otel]'" in caplog.text  # from the checkout: the PyPI name is another project's
 
 
 def test_the_gateway_does_not_import_opentelemetry_when_tracing_is_off():

@@ -33,6 +33,7 @@ from ..store.keys import KeyStore
 from ..proxy import ProxyHandler, ProxyRouter, ProxyService
 from ..telemetry import CostTracker
 from .dashboard import dashboard_routes
+from .pages import page_routes
 from .admin import create_key, list_keys, revoke_key, show_key
 from .admin_guard import admin_refusal
 from .auth import Authenticator
@@ -234,6 +235,7 @@ def create_app(config: ProxyConfig | None = None, *, registry: ModelRegistry | N
         Route("/admin/keys/{key_id}", show_key, methods=["GET"]),
         Route("/admin/keys/{key_id}", revoke_key, methods=["DELETE"]),
         *dashboard_routes(),
+        *page_routes(),
     ]
     fast_routes = {r.path: r.endpoint for r in routes if r.methods and "POST" in r.methods}
     app = GatewayApp(

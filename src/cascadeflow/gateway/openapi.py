@@ -2,6 +2,8 @@
 
 It describes what the gateway itself checks; the full request schemas are the
 providers' own (Anthropic Messages, OpenAI Chat Completions), which bodies follow.
+The operator endpoints (the admin API for virtual keys, metrics, the dashboard's
+data) are described too, behind the master key; ``/docs`` renders all of it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,48 @@ def _get(summary: str, parameters: list | None = None) -> dict:
     return {"get": operation}
 
 
+_LIMITS = {
+    "type": "object",
+    "properties": {name: {"type": kind, "minimum": low} for name, kind, low in (
+        ("rpm", "integer", 1), ("tpm", "integer", 1), ("max_concurrent", "integer", 1),
+        ("daily_budget_usd", "number", 0), ("monthly_budget_usd", "number", 0))},
+    "additionalProperties": False,
+}
+_NEW_KEY = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 128},
+        "user_id": {"type": "string", "maxLength": 128},
+        "team": {"type": "string", "maxLength": 128},
+        "models": {"type": "array", "items": {"type": "string"}},
+        "limits": _LIMITS,
+        "expires_in_days": {"type": "number", "exclusiveMinimum": True, "minimum": 0},
+    },
+    "additionalProperties": False,
+    "example": {"name": "alice-laptop", "user_id": "alice", "team": "core", "limits": {"rpm": 60, "daily_budget_usd": 20}},
+}
+_ADMIN_ERRORS = {str(status): _ERROR for status in (400, 401, 403, 404)}
+_MASTER = [{"masterKey": []}]
+
+
+def _admin(method: str, summary: str, *, body: dict | None = None, parameters: list | None = None,
+           media: str = "application/json") -> dict:
+    operation: dict = {"tags": ["admin"], "summary": summary, "security": _MASTER,
+                       "responses": {"200": {"description": "OK", "content": {media: {}}}, **_ADMIN_ERRORS}}
+    if body is not None:
+        operation["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}
+    if parameters:
+        operation["parameters"] = parameters
+    return {method: operation}
+
+
+def _tagged(paths: dict, tag: str) -> dict:
+    for item in paths.values():
+        for operation in item.values():
+            operation.setdefault("tags", [tag])
+    return paths
+
+
 def openapi_spec() -> dict:
     messages = {
         "type": "object",
@@ -65,17 +109,45 @@ def openapi_spec() -> dict:
             "tools": {"type": "array", "items": {"type": "object"}},
         },
     }
+    messages["example"] = {"model": "claude-sonnet-5-5", "max_tokens": 256,
+                           "messages": [{"role": "user", "content": "What is Python?"}]}
+    count["example"] = {"model": "claude-sonnet-5-5", "messages": [{"role": "user", "content": "What is Python?"}]}
+    chat["example"] = {"model": "gpt-5.4-mini", "messages": [{"role": "user", "content": "What is Python?"}]}
     model_id = [{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}]
+    key_id = [{"name": "key_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}]
+    overview = [
+        {"name": "range", "in": "query", "schema": {"type": "string", "enum": ["1h", "6h", "24h", "7d", "30d", "all"]}},
+        {"name": "recent", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 500}},
+    ]
+    api = _tagged({
+        "/v1/messages": _post("Anthropic Messages API (cascaded per the rules)", messages),
+        "/v1/messages/count_tokens": _post("Anthropic token counting", count, stream=False),
+        "/v1/chat/completions": _post("OpenAI Chat Completions API (cascaded per the rules)", chat),
+        "/v1/models": _get("Models the gateway serves (OpenAI shape, Anthropic's with anthropic-version)"),
+        "/v1/models/{model_id}": _get("One model", model_id),
+    }, "API")
+    gateway = _tagged({
+        "/health": _get("Liveness, routes and circuit breakers"),
+        "/stats": _get("Requests, tokens, cost and cascade decisions since start, and the ledger's totals"),
+    }, "gateway")
+    admin = {
+        "/admin/keys": {**_admin("post", "Issue a virtual key (its secret is in this answer only)", body=_NEW_KEY),
+                        **_admin("get", "All virtual keys (never a secret or a hash)")},
+        "/admin/keys/{key_id}": {**_admin("get", "One key, with what it spent today and this month", parameters=key_id),
+                                 **_admin("delete", "Revoke a key (every gateway process refuses it from then on)",
+                                          parameters=key_id)},
+        "/metrics": _admin("get", "Prometheus metrics (text exposition format)", media="text/plain"),
+        "/dashboard/api/overview": _admin("get", "The dashboard's figures from the ledger", parameters=overview),
+    }
     return {
         "openapi": "3.0.3",
-        "info": {"title": "cascadeflow gateway", "version": __version__},
-        "paths": {
-            "/v1/messages": _post("Anthropic Messages API (cascaded per the rules)", messages),
-            "/v1/messages/count_tokens": _post("Anthropic token counting", count, stream=False),
-            "/v1/chat/completions": _post("OpenAI Chat Completions API (cascaded per the rules)", chat),
-            "/v1/models": _get("Models the gateway serves (OpenAI shape, Anthropic's with anthropic-version)"),
-            "/v1/models/{model_id}": _get("One model", model_id),
-            "/health": _get("Liveness, routes and circuit breakers"),
-            "/stats": _get("Requests, tokens, cost and cascade decisions since start"),
-        },
+        "info": {"title": "cascadeflow gateway", "version": __version__,
+                 "description": "Anthropic and OpenAI APIs with cascades, and the gateway's operator endpoints. "
+                                "The admin endpoints need the master key (Authorization: Bearer <master key>)."},
+        "tags": [{"name": "API", "description": "the provider APIs, as the official SDKs call them"},
+                 {"name": "gateway", "description": "health and running totals"},
+                 {"name": "admin", "description": "virtual keys, metrics and the ledger (master key)"}],
+        "components": {"securitySchemes": {"masterKey": {"type": "http", "scheme": "bearer",
+                                                         "description": "auth.master_key / CASCADEFLOW_MASTER_KEY"}}},
+        "paths": {**api, **gateway, **admin},
     }
