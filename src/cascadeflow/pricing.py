@@ -27,6 +27,8 @@ log = logging.getLogger("cascadeflow.pricing")
 
 _PROVIDER_DIALECT = {"anthropic": "anthropic", "openai": "openai"}
 _REFRESH_SECONDS = 3600.0
+#: OpenAI's embedding models (USD per million input tokens), which genai-prices does not list
+_EMBEDDING_PRICES = {"text-embedding-3-small": 0.02, "text-embedding-3-large": 0.13, "text-embedding-ada-002": 0.10}
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +169,8 @@ class ModelRegistry:
         if custom is not None and custom.price is not None and custom.provider is not None:
             return custom
         known = self._from_genai(model) if self._use_genai else None
+        if known is None and model in _EMBEDDING_PRICES:
+            known = ModelInfo(id=model, provider="openai", price=ModelPrice(_EMBEDDING_PRICES[model], 0.0))
         if custom is None:
             return known
         if known is None:

@@ -270,5 +270,39 @@ def test_embeddings_forwarded_priced_and_refused_on_anthropic(gw, sim):
     got = client(gw).embeddings.create(model="text-embedding-3-small", input=["alpha", "beta"])
     assert len(got.data) == 2 and got.usage.prompt_tokens > 0
     assert upstream(sim)[-1]["path"] == "/v1/embeddings"
+    raw = client(gw).embeddings.with_raw_response.create(model="text-embedding-3-small", input="alpha beta gamma")
+    tokens = raw.parse().usage.prompt_tokens
+    assert float(raw.headers["x-cascadeflow-cost-usd"]) == pytest.approx(tokens * 0.02 / 1e6, rel=1e-3)
     with pytest.raises(openai.BadRequestError, match="no embeddings API"):
         client(gw).embeddings.create(model=HAIKU, input="alpha")
+
+
+def test_auth_limits_and_ledger_as_for_chat_completions(fresh_sim, start_gateway, tmp_path):
+    """Keys, rate limits and the ledger treat /v1/responses and /v1/embeddings as they treat chat completions."""
+    import asyncio
+
+    from tests.e2e.test_limits import _rows
+
+    database = f"sqlite:///{tmp_path / 'gw.db'}"
+    config = ProxyConfig.from_dict({
+        "routes": [{"name": "chat", "provider": "openai", "base_url": fresh_sim.url + "/v1", "api_key": "sk-route",
+                    **NO_RETRY}],
+        "database_url": database, "auth": {"mode": "api_key", "keys": [{"key": "k-responses", "limits": {"rpm": 3}}]},
+    })
+    gw = start_gateway(config)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=gw.url + "/v1", api_key="wrong", max_retries=0).responses.create(model=MINI, input="hi")
+    keyed = openai.OpenAI(base_url=gw.url + "/v1", api_key="k-responses", max_retries=0)
+    keyed.responses.create(model=MINI, input="hi")
+    with keyed.responses.stream(model=MINI, input="hi") as stream:
+        stream.get_final_response()
+    keyed.embeddings.create(model="text-embedding-3-small", input="hi")
+    with pytest.raises(openai.RateLimitError) as refused:
+        keyed.responses.create(model=MINI, input="hi")
+    assert "3 requests per minute" in refused.value.message
+    assert len([r for r in fresh_sim.requests if r["method"] == "POST"]) == 3
+    rows = asyncio.run(_rows(database, 5))
+    assert [(r["endpoint"], r["status"]) for r in rows] == [
+        ("/v1/responses", 401), ("/v1/responses", 200), ("/v1/responses", 200), ("/v1/embeddings", 200),
+        ("/v1/responses", 429)]
+    assert all(r["cost"] > 0 for r in rows[1:4]) and rows[2]["stream"]
