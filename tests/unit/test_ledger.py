@@ -155,3 +155,27 @@ def test_processes_starting_together_on_a_new_sqlite_file_migrate_once(tmp_path)
         return found
 
     assert asyncio.run(versions()) == [version for version, _ in MIGRATIONS]
+
+
+async def _odd_rows(url: str) -> None:
+    """Over-long names, a NUL and a lone surrogate are fitted to the columns; the rows beside them are written."""
+    ledger = await Ledger(url).start()
+    ledger.record(entry(request_id="before"))
+    ledger.record(entry(request_id="odd" * 40, requested_model="m" * 300, served_model="s\x00x", rule="r\ud83d",
+                        detail="nul \x00 and \udc00 surrogate " * 3, error_type="e" * 100))
+    ledger.record(entry(request_id="after"))
+    await ledger.flush()
+    rows = await ledger.rows()
+    await ledger.aclose()
+    assert [r["request_id"] for r in rows][::2] == ["before", "after"] and len(rows) == 3
+    odd = rows[1]
+    assert odd["requested_model"] == "m" * 256 and odd["served_model"] == "sx" and len(odd["request_id"]) == 64
+    assert "\x00" not in odd["detail"] and odd["rule"] == "r\ufffd" and len(odd["error_type"]) == 64
+
+
+async def test_an_odd_row_never_fails_its_sqlite_batch(tmp_path):
+    await _odd_rows(f"sqlite:///{tmp_path / 'odd.db'}")
+
+
+async def test_an_odd_row_never_fails_its_postgresql_batch(pg_url):
+    await _odd_rows(pg_url[0])

@@ -168,7 +168,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     message = f"{request.method} {request.url.path} is not an endpoint of this gateway"
     if status == 405:
         message = f"method {request.method} is not allowed on {request.url.path}"
-    return error_response(caller_dialect(request.url.path, request.headers), kind, message, status=status)
+    headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else None  # 405 carries Allow
+    return error_response(caller_dialect(request.url.path, request.headers), kind, message, headers, status=status)
 
 
 class GatewayApp(Starlette):

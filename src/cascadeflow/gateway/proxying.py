@@ -8,11 +8,9 @@ goes wrong becomes an error in the caller's dialect; nothing escapes to the serv
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import TYPE_CHECKING
 
-import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
@@ -22,6 +20,7 @@ from ..dialects import responses as responses_wire
 from ..errors import CascadeflowError, ErrorKind, RequestError
 from ..cascade.policies import conversation_key
 from ..proxy import ProxyRequest
+from .bounds import model_name, read_json_body
 from .errors import error_response, exception_response
 from .logs import REQUEST_ID
 from .records import RequestInfo, cascade_entry, error_entry, pass_through_entry
@@ -79,10 +78,7 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
         info.identity = identity = gateway.auth.identify(headers)  # before the body is read: refuse cheaply
         raw = await read_body(request, gateway.config.server.max_body_bytes)
         body = read_json_body(raw)
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise RequestError("model: Field required and must be a non-empty string")
-        info.model = model
+        info.model = model = model_name(body)
         _CHECKS[path](body, count_tokens=count)
         gateway.auth.check_model(identity, model)
         query = request.scope["query_string"].decode("latin-1")
@@ -217,26 +213,3 @@ async def read_body(request: Request, limit: int) -> bytes:
         chunks.append(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-
-def read_json_body(raw: bytes) -> dict:
-    """Parse a JSON object body (integers beyond 64 bits are accepted too)."""
-    if not raw.strip():
-        raise RequestError("request body is empty; expected a JSON object")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        body = _parse_slow(raw, exc)
-    if not isinstance(body, dict):
-        raise RequestError(f"request body must be a JSON object, not {type(body).__name__}")
-    return body
-
-
-def _parse_slow(raw: bytes, first_error: orjson.JSONDecodeError) -> object:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RequestError(f"request body is not valid UTF-8 (byte {exc.start})") from None
-    try:
-        return json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        raise RequestError(f"request body is not valid JSON: {first_error}") from None

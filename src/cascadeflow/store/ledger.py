@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from sqlalchemy import case, delete, func, insert, select, text
+from sqlalchemy import String, Text, case, delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from .schema import MIGRATIONS, requests_table, schema_version
@@ -69,9 +69,36 @@ class LedgerEntry:
     detail: str | None = None
 
 
+#: text columns and their length (None: unbounded): a value that does not fit is cut, never the batch lost
+_TEXT_COLUMNS = tuple(
+    (column.name, getattr(column.type, "length", None))
+    for column in requests_table.columns if isinstance(column.type, (String, Text))
+)
+
+
 def _row(entry: LedgerEntry, names: tuple[str, ...] = tuple(f.name for f in fields(LedgerEntry))) -> dict:
-    """The entry as a row (``dataclasses.asdict`` deep-copies every value: several times slower)."""
-    return {name: getattr(entry, name) for name in names}
+    """The entry as a row (``dataclasses.asdict`` deep-copies every value: several times slower).
+
+    Text is fitted to its column: cut to the column's length, NUL removed (PostgreSQL refuses
+    it) and lone surrogates replaced (no database can store them), so one odd request cannot
+    fail the batch of rows written with it.
+    """
+    row = {name: getattr(entry, name) for name in names}
+    for name, length in _TEXT_COLUMNS:
+        value = row.get(name)
+        if isinstance(value, str) and ((length is not None and len(value) > length) or not value.isprintable()):
+            row[name] = _fit(value, length)
+    return row
+
+
+def _fit(value: str, length: int | None) -> str:
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")  # one U+FFFD each
+    return value if length is None else value[:length]
 
 
 #: what ``summary(by=…)`` can group on
