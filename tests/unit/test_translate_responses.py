@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 
 import orjson
-from openai.types.responses import Response, ResponseStreamEvent
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from openai.types.responses import Response, ResponseOutputItem, ResponseStreamEvent, ResponseUsage
 from pydantic import TypeAdapter
 
 from cascadeflow.dialects.sse import SSEDecoder, encode_event
@@ -19,6 +21,7 @@ from cascadeflow.dialects.translate_responses import (
 )
 
 EVENT = TypeAdapter(ResponseStreamEvent)
+OUTPUT = TypeAdapter(list[ResponseOutputItem])
 
 CODEX_LIKE = {
     "model": "gpt-5.4", "stream": True, "store": False, "parallel_tool_calls": True, "tool_choice": "auto",
@@ -154,3 +157,31 @@ def test_anthropic_breakpoints_mark_system_tools_and_the_last_two_turns():
     assert body["tools"][-1]["cache_control"] == {"type": "ephemeral"}
     assert body["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
     assert all(isinstance(m["content"], list) for m in body["messages"])
+
+
+_KEYS = ["type", "role", "content", "name", "call_id", "arguments", "output", "input", "tools", "format", "schema",
+         "text", "image_url", "namespace", "file_data", "definition", "parameters", "mode", "effort"]
+_WORDS = ["message", "function_call", "custom_tool_call", "function_call_output", "custom_tool_call_output",
+          "reasoning", "namespace", "function", "custom", "input_text", "input_image", "input_file", "json_schema",
+          "grammar", "user", "assistant", "developer", "system", "required", "auto", "x"]
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 5) | st.sampled_from(_WORDS),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(_KEYS), inner, max_size=5),
+    max_leaves=25)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.dictionaries(st.sampled_from(["input", "instructions", "tools", "tool_choice", "text", "reasoning",
+                                             "max_output_tokens", "parallel_tool_calls", "stream", "model"]), _VALUES))
+def test_any_body_translates_both_ways_without_crashing(body):
+    """Whatever a client sends, translation yields a request (or the upstream's 400), never an exception."""
+    chat, _, names = responses_to_chat_request(body)
+    anthropic, _ = openai_to_anthropic_request(chat)
+    anthropic_cache_breakpoints(anthropic)
+    orjson.dumps(anthropic)
+    completion = {"choices": [{"message": {"content": "x", "tool_calls": [
+        {"id": "1", "function": {"name": n, "arguments": "{}"}} for n in list(names.custom)[:2]]}}]}
+    data = chat_to_responses_response(completion, body, "m", names)
+    OUTPUT.validate_python(data["output"])
+    ResponseUsage.model_validate(data["usage"])
+    orjson.dumps(data)

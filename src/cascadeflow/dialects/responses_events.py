@@ -38,6 +38,22 @@ _ECHOED: dict[str, Any] = {
 }
 
 
+#: what an echoed field must be to be echoed (anything else gets the default)
+_ECHO_TYPES: dict[str, tuple[type, ...]] = {
+    "instructions": (str, list), "max_output_tokens": (int,), "max_tool_calls": (int,), "metadata": (dict,),
+    "parallel_tool_calls": (bool,), "previous_response_id": (str,), "prompt_cache_key": (str,), "reasoning": (dict,),
+    "safety_identifier": (str,), "service_tier": (str,), "temperature": (int, float), "text": (dict,),
+    "tool_choice": (str, dict), "tools": (list,), "top_logprobs": (int,), "top_p": (int, float), "truncation": (str,),
+    "user": (str,),
+}
+
+
+def _fits(value: Any, kinds: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and bool not in kinds:
+        return False
+    return isinstance(value, kinds)
+
+
 def new_item_id(prefix: str) -> str:
     return prefix + secrets.token_hex(12)
 
@@ -48,10 +64,8 @@ def response_base(request: dict, response_id: str, model: str, created_at: int, 
                            "background": False, "error": None, "incomplete_details": None}
     for key, default in _ECHOED.items():
         value = request.get(key)
-        out[key] = default if value is None else value
-    instructions = out["instructions"]
-    if instructions is not None and not isinstance(instructions, (str, list)):
-        out["instructions"] = None
+        kinds = _ECHO_TYPES.get(key)
+        out[key] = default if value is None or (kinds is not None and not _fits(value, kinds)) else value
     out["model"] = model
     out["output"] = []
     out["store"] = store

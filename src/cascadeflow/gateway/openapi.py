@@ -113,6 +113,27 @@ def openapi_spec() -> dict:
                            "messages": [{"role": "user", "content": "What is Python?"}]}
     count["example"] = {"model": "claude-sonnet-5-5", "messages": [{"role": "user", "content": "What is Python?"}]}
     chat["example"] = {"model": "gpt-5.4-mini", "messages": [{"role": "user", "content": "What is Python?"}]}
+    responses = {
+        "type": "object",
+        "required": ["model", "input"],
+        "properties": {
+            "model": {"type": "string", "minLength": 1},
+            "input": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
+            "instructions": {"type": "string"},
+            "stream": {"type": "boolean"},
+            "store": {"type": "boolean"},
+            "max_output_tokens": {"type": "integer", "minimum": 1},
+            "tools": {"type": "array", "items": {"type": "object"}},
+        },
+        "example": {"model": "gpt-5.4-mini", "input": "What is Python?", "store": False},
+    }
+    embeddings = {
+        "type": "object",
+        "required": ["model", "input"],
+        "properties": {"model": {"type": "string", "minLength": 1},
+                       "input": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}},
+        "example": {"model": "text-embedding-3-small", "input": "What is Python?"},
+    }
     model_id = [{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}]
     key_id = [{"name": "key_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}]
     overview = [
@@ -123,6 +144,9 @@ def openapi_spec() -> dict:
         "/v1/messages": _post("Anthropic Messages API (cascaded per the rules)", messages),
         "/v1/messages/count_tokens": _post("Anthropic token counting", count, stream=False),
         "/v1/chat/completions": _post("OpenAI Chat Completions API (cascaded per the rules)", chat),
+        "/v1/responses": _post("OpenAI Responses API (forwarded, or translated for chat-only and Anthropic routes)",
+                               responses),
+        "/v1/embeddings": _post("OpenAI embeddings (OpenAI-compatible routes)", embeddings, stream=False),
         "/v1/models": _get("Models the gateway serves (OpenAI shape, Anthropic's with anthropic-version)"),
         "/v1/models/{model_id}": _get("One model", model_id),
     }, "API")
