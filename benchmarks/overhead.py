@@ -8,7 +8,9 @@ the simulator and through the gateway, in the same run, and prints a table.
     python benchmarks/overhead.py [--requests 2000] [--concurrency 1 10 100] [--limits none|memory|redis]
 
 Added latency is the difference of the percentiles (gateway − direct); throughput is
-completed requests per second through the gateway at that concurrency.
+completed requests per second through the gateway at that concurrency. The Responses
+rows: ``responses`` forwarded to a route serving /v1/responses, ``resp→chat`` and
+``resp→anth`` translated (measured against the chat / Messages call made upstream).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ ANTHROPIC_BODY = (
     b'{"model":"claude-sonnet-5-5","max_tokens":256,"messages":[{"role":"user","content":"Say something short."}]%s}'
 )
 OPENAI_BODY = b'{"model":"gpt-5.4-mini","messages":[{"role":"user","content":"Say something short."}]%s}'
+RESPONSES_BODY = b'{"model":"%s","input":"Say something short.","store":false%s}'
 
 
 @dataclass
@@ -124,7 +127,8 @@ server: {{port: {gw_port}, log_level: {args.log_level}, log_format: json}}
 database_url: "sqlite:///{config.parent}/ledger.db"
 routes:
   - {{name: anthropic, provider: anthropic, base_url: "{sim_url}", api_key: bench}}
-  - {{name: openai, provider: openai, base_url: "{sim_url}/v1", api_key: bench}}
+  - {{name: openai, provider: openai, base_url: "{sim_url}/v1", api_key: bench, openai_api: responses}}
+  - {{name: chat, provider: openai, base_url: "{sim_url}/v1", api_key: bench, openai_api: chat}}
 {_limits_config(args.limits)}"""
     )
     exe = [sys.executable, "-m", "cascadeflow.cli"]
@@ -139,20 +143,33 @@ routes:
     try:
         await wait_ready(sim_url + "/v1/models")
         await wait_ready(gw_url + "/health")
+        anthropic_headers = {"x-api-key": "x", "anthropic-version": "2023-06-01"}
+        bearer = {"authorization": "Bearer x"}
+        # (label, gateway path, gateway body, headers, direct path, direct body): a translated scenario is
+        # measured against the call the gateway makes upstream, so its row shows what translating adds
         scenarios = [
-            ("anthropic", "/v1/messages", ANTHROPIC_BODY, {"x-api-key": "x", "anthropic-version": "2023-06-01"}),
-            ("openai", "/v1/chat/completions", OPENAI_BODY, {"authorization": "Bearer x"}),
+            ("anthropic", "/v1/messages", ANTHROPIC_BODY, anthropic_headers, None, None),
+            ("openai", "/v1/chat/completions", OPENAI_BODY, bearer, None, None),
+            ("responses", "/v1/responses", RESPONSES_BODY % (b"gpt-5.4-mini", b"%s"), bearer, None, None),
+            ("resp→chat", "/v1/responses", RESPONSES_BODY % (b"chat:gpt-5.4-mini", b"%s"), bearer,
+             "/v1/chat/completions", OPENAI_BODY),
+            ("resp→anth", "/v1/responses", RESPONSES_BODY % (b"claude-sonnet-5-5", b"%s"), bearer,
+             "/v1/messages", ANTHROPIC_BODY),
         ]
         rows = []
-        for dialect, path, template, headers in scenarios:
+        for dialect, path, template, headers, direct_path, direct_template in scenarios:
             if args.dialect and dialect != args.dialect:
                 continue
             headers = {**headers, "content-type": "application/json"}
+            direct_headers = {**anthropic_headers, "content-type": "application/json"} if direct_path == "/v1/messages" else headers
             for stream in (False, True):
-                body = template % (b',"stream":true' if stream else b"")
+                flag = b',"stream":true' if stream else b""
+                body = template % flag
+                direct_body = (direct_template or template) % flag
                 for concurrency in args.concurrency:
                     n = max(args.requests, concurrency * 5)
-                    direct = await run_load(sim_url + path, body, headers, n, concurrency, stream)
+                    direct = await run_load(sim_url + (direct_path or path), direct_body, direct_headers, n, concurrency,
+                                            stream)
                     through = await run_load(gw_url + path, body, headers, n, concurrency, stream)
                     rows.append((dialect, stream, concurrency, direct, through))
                     print_row(*rows[-1], flush=True)
@@ -195,7 +212,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000, help="requests per measurement")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 10, 100])
-    parser.add_argument("--dialect", choices=["anthropic", "openai"])
+    parser.add_argument("--dialect", choices=["anthropic", "openai", "responses", "resp→chat", "resp→anth"])
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--log-level", choices=["warning", "info"], default="warning",
                         help="info: the gateway writes its JSON request line for every request (to /dev/null)")
