@@ -77,10 +77,11 @@ class ResponseEmitter:
     """Turns answer pieces into Responses events (see the module docstring)."""
 
     __slots__ = ("base", "output", "_out", "_seq", "_item", "_parts", "_wrapped", "_custom", "started", "finished",
-                 "status")
+                 "status", "_events")
 
     def __init__(self, request: dict, model: str, *, response_id: str | None = None, created_at: int | None = None,
-                 store: bool = False) -> None:
+                 store: bool = False, events: bool = True) -> None:
+        """``events=False`` builds only the final object (a JSON answer): no event is encoded."""
         self.base = response_base(request, response_id or new_item_id("resp_"), model,
                                   int(time.time()) if created_at is None else created_at, store=store)
         self.output: list[dict] = []
@@ -93,6 +94,7 @@ class ResponseEmitter:
         self.started = False
         self.finished = False
         self.status = "in_progress"
+        self._events = events
 
     # -- output -------------------------------------------------------------------
 
@@ -110,6 +112,8 @@ class ResponseEmitter:
         return {**self.base, "status": status or self.status, "output": list(self.output)}
 
     def _emit(self, kind: str, payload: dict) -> None:
+        if not self._events:
+            return
         payload = {"type": kind, **payload, "sequence_number": self._seq}
         self._seq += 1
         self._out.append(encode_event(_dumps(payload), kind))

@@ -343,7 +343,7 @@ def _call(emitter: ResponseEmitter, names: ToolNames, call_id: str, flat: str) -
 
 def chat_to_responses_response(completion: dict, request: dict, model: str, names: ToolNames) -> dict:
     """A chat completion (first choice) as a Response object."""
-    emitter = ResponseEmitter(request, model)
+    emitter = ResponseEmitter(request, model, events=False)
     choices = completion.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
@@ -363,7 +363,6 @@ def chat_to_responses_response(completion: dict, request: dict, model: str, name
     usage = completion.get("usage")
     emitter.finish(Usage.from_openai(usage), incomplete=_INCOMPLETE.get(choice.get("finish_reason")),
                    reasoning_tokens=_reasoning_tokens(usage))
-    emitter.take()
     return emitter.response()
 
 

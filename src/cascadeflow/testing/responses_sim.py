@@ -6,8 +6,9 @@ The request is reduced to the chat shape the engine plans from (``instructions``
 custom tools as one-string functions), so scripts, default answers and token counts
 are the same as for ``/v1/chat/completions``. Differences that mirror OpenAI:
 
-- prompt caching is automatic (no ``cache_control``): the whole prompt is a cache
-  breakpoint, so a repeated prefix is reported as ``input_tokens_details.cached_tokens``;
+- prompt caching is automatic, as for chat completions (see :mod:`.prompt_cache`): a
+  repeated prefix of 1,024 tokens or more is reported, in 128-token steps, as
+  ``input_tokens_details.cached_tokens``;
 - a request with ``reasoning`` to a reasoning model (``gpt-5*``, ``o*``) gets a reasoning
   item first (its words count as ``output_tokens_details.reasoning_tokens``), with
   ``encrypted_content`` when ``include`` asks for ``reasoning.encrypted_content``;
@@ -24,7 +25,8 @@ import orjson
 
 from ..dialects.responses_events import ResponseEmitter
 from ..usage import Usage as WireUsage
-from .engine import Answer, CacheSim, default_thinking, plan_answer, schema_value, signature_for, split_tokens
+from .engine import Answer, default_thinking, plan_answer, schema_value, signature_for, split_tokens
+from .prompt_cache import CacheSplit
 from .script import ScriptRule
 
 __all__ = ["ENCRYPTED_PREFIX", "check", "neutral_body", "plan", "response_body", "stream_events", "embeddings_body", "error_event"]
@@ -120,8 +122,6 @@ def neutral_body(body: dict[str, Any]) -> dict[str, Any]:
             text = output if isinstance(output, str) else "".join(
                 p.get("text", "") for p in output or () if isinstance(p, dict))
             messages.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": text})
-    if messages:
-        messages[-1] = {**messages[-1], "cache_control": {"type": "ephemeral"}}  # automatic prefix caching
     neutral: dict[str, Any] = {"model": body.get("model"), "messages": messages}
     tools = _tools(body)
     if tools:
@@ -141,9 +141,9 @@ def _reasoning_model(model: str) -> bool:
 
 
 def plan(body: dict[str, Any], neutral: dict[str, Any], rule: ScriptRule | None, prompt: str | None,
-         cache: CacheSim) -> tuple[Answer, str | None]:
+         cache: CacheSplit | None) -> tuple[Answer, str | None]:
     """The answer, and the reasoning summary (None when the request gets no reasoning item)."""
-    answer = plan_answer(neutral, "openai", rule, prompt, cache, True)
+    answer = plan_answer(neutral, "openai", rule, prompt, cache)
     usage = answer.usage
     usage.input, usage.cache_creation = usage.input + usage.cache_creation, 0  # OpenAI bills no cache writes
     fmt = (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None
@@ -159,9 +159,10 @@ def plan(body: dict[str, Any], neutral: dict[str, Any], rule: ScriptRule | None,
     return answer, summary
 
 
-def _emitter(answer: Answer, body: dict[str, Any], summary: str | None, response_id: str, created: int) -> ResponseEmitter:
+def _emitter(answer: Answer, body: dict[str, Any], summary: str | None, response_id: str, created: int,
+             events: bool = True) -> ResponseEmitter:
     emitter = ResponseEmitter(body, answer.model, response_id=response_id, created_at=created,
-                              store=body.get("store") is not False)
+                              store=body.get("store") is not False, events=events)
     emitter.start()
     if summary is not None:
         include = body.get("include") or ()
@@ -196,8 +197,7 @@ def stream_events(answer: Answer, body: dict[str, Any], summary: str | None, res
 
 def response_body(answer: Answer, body: dict[str, Any], summary: str | None, response_id: str, created: int) -> bytes:
     """The non-streaming Response JSON."""
-    emitter = _emitter(answer, body, summary, response_id, created)
-    return _dumps(emitter.response())
+    return _dumps(_emitter(answer, body, summary, response_id, created, events=False).response())
 
 
 def error_event(status: int, message: str | None = None, error_type: str | None = None) -> bytes:
