@@ -107,7 +107,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from .evaluation.commands import run_calibrate
 
     run_calibrate([Path(f) for f in args.data], args.config, args.rule, args.target_quality, args.folds,
-                  write=not args.dry_run, concurrency=args.concurrency, level=args.level)
+                  write=not args.dry_run, concurrency=args.concurrency, level=args.level, learn=not args.no_scorer)
     return 0
 
 
@@ -205,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--folds", type=int, default=5)
     calibrate.add_argument("--level", type=float, default=0.95,
                            help="one-sided confidence level of the lower bound that must meet the target (default 0.95)")
+    calibrate.add_argument("--no-scorer", action="store_true",
+                           help="do not try the learned scorer (a model file written beside the config)")
     calibrate.add_argument("--dry-run", action="store_true", help="report only; do not write the config")
     calibrate.add_argument("--concurrency", type=int, default=16)
     calibrate.set_defaults(func=_calibrate)

@@ -39,6 +39,7 @@ __all__ = [
     "SelfVerify",
     "SampleAgreement",
     "Combiner",
+    "ScorerFile",
     "AuthConfig",
     "VirtualKey",
     "Limits",
@@ -163,6 +164,15 @@ class Combiner(_Strict):
     scales: dict[str, float] = Field(default_factory=dict)
 
 
+class ScorerFile(_Strict):
+    """The learned scorer's model file (written by ``cascadeflow calibrate`` beside the config)."""
+
+    #: relative paths are read from the config file's folder
+    path: str
+    #: the file's SHA-256: a file changed since calibration is refused at start
+    sha256: str | None = None
+
+
 class _CascadeFields(_Strict):
     name: str | None = None
     draft_model: str | None = None
@@ -174,6 +184,8 @@ class _CascadeFields(_Strict):
     combine: Literal["min", "mean", "product", "logistic"] = "min"
     #: with ``combine: logistic``: the fitted model (``cascadeflow calibrate`` writes it)
     combiner: Combiner | None = None
+    #: a learned scorer over the prompt's and the draft's text (check ``learned``); needs no log-probabilities
+    scorer: ScorerFile | None = None
     self_verify: SelfVerify | None = None
     sample_agreement: SampleAgreement | None = None
     stages: list[CascadeStage] | None = None
@@ -416,7 +428,11 @@ class ProxyConfig(_Strict):
             CascadeRule(request_model=name, **{"name": model.name or name, **model.model_dump(exclude={"name"})})
             for name, model in self.cascade_models.items()
         ]
-        return virtual + list(self.cascade_rules)
+        rules = virtual + list(self.cascade_rules)
+        folder = Path(self._origin.file).parent if self._origin.file else None
+        return [r.model_copy(update={"scorer": r.scorer.model_copy(update={"path": str(folder / r.scorer.path)})})
+                if r.scorer is not None and folder is not None and not Path(r.scorer.path).is_absolute() else r
+                for r in rules]
 
     def effective_routes(self) -> list[ProxyRoute]:
         """The explicit routes, then one per provider named in ``api_keys``.

@@ -34,9 +34,10 @@ from ..telemetry import CostTracker
 from ..tracing import Tracing
 from .agreement import SAMPLE_HEADER, agreement
 from .answer import CheckResult, DraftAnswer
-from .checks import resolve_checks, run_early
+from .checks import run_early
 from .drafts import ops_for
 from .policies import StickyEscalations, skip_reason
+from .scorer import checks_for
 from .scoring import score_draft
 from .selfcheck import verdict, verification_body
 from .thinking import signatures_in, strip_thinking, thinking_on, view_for
@@ -154,7 +155,7 @@ class CascadeEngine:
         self.registry = service.router.registry
         self.tracker = tracker
         self.sticky = StickyEscalations()
-        self._checks = {rule.name: resolve_checks(rule.checks) for rule in rules}
+        self._checks = {rule.name: checks_for(rule) for rule in rules}  # a rule's learned scorer loads here, once
         #: spans for the draft, checks and verifier calls (off unless the gateway sets one up)
         self.tracing = Tracing()
 

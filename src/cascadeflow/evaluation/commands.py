@@ -12,6 +12,8 @@ and writes the result into the rule: a threshold, or ``never_draft`` when none h
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import re
 import shutil
 import sys
 from collections import defaultdict
@@ -20,10 +22,11 @@ from typing import TextIO
 
 import yaml
 
-from . import metrics, report
-from .report import num, pct, saving_pct
+from ..cascade.scorer import Scorer, save_scorer
+from . import learned, metrics, report
 from .guarantee import DEFAULT_LEVEL, choose_bounded
-from .runner import EvalSetup, replay_outcomes, rule_template, rule_with
+from .report import num, pct, saving_pct
+from .runner import EvalSetup, load_eval_records, replay_outcomes, rule_template, rule_with
 
 __all__ = ["run_eval", "run_calibrate", "by_dataset"]
 
@@ -72,12 +75,13 @@ def run_eval(files: list[Path], config: str | None, rule_name: str | None, repor
 
 
 def run_calibrate(files: list[Path], config: str | None, rule_name: str | None, target: float, folds: int,
-                  write: bool, out: TextIO = sys.stdout, concurrency: int = 16, level: float = DEFAULT_LEVEL) -> dict:
+                  write: bool, out: TextIO = sys.stdout, concurrency: int = 16, level: float = DEFAULT_LEVEL,
+                  learn: bool = True) -> dict:
     """Fit the threshold (and maybe a combiner) on ``files`` so that a lower confidence bound on quality
     retained meets ``target``; write them into the config's rule (or ``never_draft`` when nothing does)."""
     template = rule_template(config, rule_name)
     # judge every draft (threshold 0 accepts all) so each record gets its confidence and check scores
-    probe = rule_with({k: v for k, v in template.items() if k not in ("combiner", "never_draft")}, quality_threshold=0.0,
+    probe = rule_with({k: v for k, v in template.items() if k not in ("combiner", "never_draft", "scorer")}, quality_threshold=0.0,
                       combine="min" if template.get("combine") == "logistic" else template.get("combine", "min"))
     outcomes, _, _ = evaluate(files, probe, out, concurrency)
 
@@ -88,6 +92,9 @@ def run_calibrate(files: list[Path], config: str | None, rule_name: str | None, 
     names = sorted({name for o in outcomes for name in o.features})
     if len(names) > 1:
         fits["combined"] = metrics.fit_combined(outcomes, names, target, folds=folds, choose=choose)
+    if learn:  # the learned scorer, added to the rule's checks and combined by its rule
+        features = learned.record_features(load_eval_records(files))
+        fits["scorer"] = learned.fit_learned(outcomes, features, target, folds, choose, probe.get("combine", "min"))
     chosen = max(fits, key=lambda name: _merit(fits[name], target))
     best = fits[chosen]
     print(_calibration_report(fits, chosen, target, folds, level), file=out)
@@ -96,12 +103,14 @@ def run_calibrate(files: list[Path], config: str | None, rule_name: str | None, 
         print(f"no threshold keeps the {level:.0%} lower bound on quality retained at {target:.3f} or more (or drafting "
               "costs more than it saves): the rule is written to NEVER DRAFT (every request goes straight to the "
               "verifier, so no draft is paid for)", file=out)
-        changes: dict = {"never_draft": True}
+        changes: dict = {"never_draft": True, "scorer": None}
         if write and config:
             _write_rule(Path(config), rule_name, changes, out)
         return {**fits, "chosen": "never_draft", "changes": changes}
     # the exact fitted value: the gateway compares exact confidences with it
-    changes = {"quality_threshold": min(max(float(best["threshold"]), 0.0), 1.0), "never_draft": False}
+    changes = {"quality_threshold": min(max(float(best["threshold"]), 0.0), 1.0), "never_draft": False, "scorer": None}
+    if chosen == "scorer":
+        changes["scorer"] = _scorer_file(best["scorer"], config, rule_name or template.get("name") or "rule", write, out)
     if chosen == "combined":
         model = best["model"]
         changes.update(combine="logistic", combiner={
@@ -165,6 +174,18 @@ def _calibration_report(fits: dict[str, dict], chosen: str, target: float, folds
     return "\n".join(lines)
 
 
+def _scorer_file(scorer: Scorer, config: str | None, rule_name: str, write: bool, out: TextIO) -> dict:
+    """Write the learned scorer beside the config; the rule records its name and SHA-256."""
+    folder = Path(config).parent if config else Path.cwd()
+    stem = Path(config).stem if config else "cascadeflow-proxy"
+    name = f"{stem}.{re.sub(r'[^A-Za-z0-9_.-]+', '_', rule_name)}.scorer.json"
+    if not (write and config):
+        return {"path": name, "sha256": hashlib.sha256(scorer.to_json()).hexdigest()}
+    digest = save_scorer(scorer, folder / name)
+    print(f"wrote the learned scorer to {folder / name}", file=out)
+    return {"path": name, "sha256": digest}
+
+
 def _write_rule(path: Path, rule_name: str | None, changes: dict, out: TextIO) -> None:
     data = yaml.safe_load(path.read_text()) or {}
     rules = data.get("cascade_rules") or []
@@ -181,8 +202,9 @@ def _write_rule(path: Path, rule_name: str | None, changes: dict, out: TextIO) -
     if target is None:
         raise ValueError(f"no rule {rule_name!r} in {path} to write into")
     target.update(changes)
-    if not target.get("never_draft", True):
-        target.pop("never_draft")  # the default: no need to spell it out
+    for key, default in (("never_draft", False), ("scorer", None)):
+        if key in target and target[key] == default:
+            target.pop(key)  # the default: no need to spell it out
     if target.get("combine") != "logistic":
         target.pop("combiner", None)
     shutil.copyfile(path, path.with_name(path.name + ".bak"))

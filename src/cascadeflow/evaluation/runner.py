@@ -27,7 +27,7 @@ from ..testing.replay import ReplayTable, load_records
 from ..usage import Usage
 from .metrics import Outcome
 
-__all__ = ["EvalSetup", "rule_template", "replay_outcomes", "record_cost"]
+__all__ = ["EvalSetup", "rule_template", "replay_outcomes", "record_cost", "load_eval_records"]
 
 #: the settings evaluated when no config names a rule: every built-in check plus self-verification
 DEFAULT_RULE = {"request_model": "*", "draft_model": "*", "quality_threshold": 0.7, "self_verify": {}}
@@ -107,6 +107,11 @@ def _eval_config(sim: SimulatedProvider, records: list[dict], template: dict, fo
             "database_url": f"sqlite:///{folder}/eval.db",  # an evaluation leaves no ledger behind
         }
     )
+
+
+def load_eval_records(files: Iterable[Path]) -> list[dict]:
+    """The records an evaluation replays (those marked for checker training only are left out)."""
+    return _load(files)
 
 
 def _load(files: Iterable[Path]) -> list[dict]:
