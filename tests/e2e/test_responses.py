@@ -306,3 +306,86 @@ def test_auth_limits_and_ledger_as_for_chat_completions(fresh_sim, start_gateway
         ("/v1/responses", 401), ("/v1/responses", 200), ("/v1/responses", 200), ("/v1/embeddings", 200),
         ("/v1/responses", 429)]
     assert all(r["cost"] > 0 for r in rows[1:4]) and rows[2]["stream"]
+
+
+# ---------------------------------------------------------------- cascades on Responses requests
+
+OPUS = "claude-opus-5-5"
+CITY = {"type": "function", "name": "get_weather", "description": "Weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+                       "required": ["city"]}}
+CASCADE_SCRIPT = [
+    {"match": {"model": draft, "prompt_contains": "capital of France"}, "text": "Paris is the capital of France."}
+    for draft in (MINI, HAIKU)
+] + [
+    {"match": {"model": draft, "prompt_contains": "say nothing"}, "text": ""} for draft in (MINI, HAIKU)
+] + [
+    {"match": {"model": draft, "prompt_contains": "weather in Oslo"},
+     "tool_calls": [{"name": "get_weather", "input": {"days": "many"}}]} for draft in (MINI, HAIKU)
+]
+#: rule → (model asked for, draft, upstream path the drafts and the verifier take)
+RULES = {"forwarded": (GPT, MINI, "/v1/responses"), "anthropic": (OPUS, HAIKU, "/v1/messages")}
+
+
+@pytest.fixture(scope="module")
+def cascade_resp_gw(sim, start_gateway):
+    return start_gateway(ProxyConfig.from_dict({
+        "routes": [
+            {"name": "anthropic", "provider": "anthropic", "base_url": sim.url, "api_key": "k", **NO_RETRY},
+            {"name": "openai", "provider": "openai", "base_url": sim.url + "/v1", "api_key": "k",
+             "openai_api": "responses", **NO_RETRY},
+        ],
+        "cascade_rules": [{"name": "gpt", "request_model": GPT, "draft_model": MINI, "quality_threshold": 0.7},
+                          {"name": "opus", "request_model": OPUS, "draft_model": HAIKU, "quality_threshold": 0.7}],
+    }))
+
+
+def ask_cascade(gw, stream: bool, **kwargs):
+    """The final Response and the response headers (streams validated event by event)."""
+    api = client(gw).responses
+    if not stream:
+        raw = api.with_raw_response.create(**kwargs)
+        return raw.parse(), raw.headers
+    with api.with_streaming_response.create(stream=True, **kwargs) as raw:
+        events = [EVENT.validate_python(json.loads(line[6:])) for line in raw.iter_lines() if line.startswith("data: ")]
+        headers = raw.headers
+    assert events[0].type == "response.created" and events[-1].type in ("response.completed", "response.incomplete")
+    assert [e.sequence_number for e in events] == sorted(e.sequence_number for e in events)
+    return events[-1].response, headers
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("rule", RULES)
+def test_cascade_accepts_a_good_draft(cascade_resp_gw, fresh_sim, rule, stream):
+    model, draft, path = RULES[rule]
+    fresh_sim.set_script(CASCADE_SCRIPT)
+    got, headers = ask_cascade(cascade_resp_gw, stream, model=model, input="What is the capital of France?")
+    assert got.output_text == "Paris is the capital of France." and got.model == model
+    assert headers["x-cascadeflow-draft-accepted"] == "true" and headers["x-cascadeflow-served-model"] == draft
+    calls = [r for r in fresh_sim.requests if r["method"] == "POST"]
+    assert [(r["path"], r["body"]["model"]) for r in calls] == [(path, draft)]
+    usage = Usage(got.usage.input_tokens - got.usage.input_tokens_details.cached_tokens
+                  - got.usage.input_tokens_details.cache_write_tokens, got.usage.output_tokens,
+                  got.usage.input_tokens_details.cache_write_tokens, got.usage.input_tokens_details.cached_tokens)
+    registry = ModelRegistry()
+    assert float(headers["x-cascadeflow-cost-usd"]) == pytest.approx(registry.cost(draft, usage), rel=1e-6)
+    assert float(headers["x-cascadeflow-baseline-cost-usd"]) == pytest.approx(registry.cost(model, usage), rel=1e-6)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize(("prompt", "reason", "tools"), [
+    ("Please say nothing at all", "empty answer", None),
+    ("What is the weather in Oslo?", "tool_use", [CITY]),
+])
+def test_cascade_escalates_a_bad_draft(cascade_resp_gw, fresh_sim, rule, stream, prompt, reason, tools):
+    model, draft, path = RULES[rule]
+    fresh_sim.set_script(CASCADE_SCRIPT)
+    kwargs = {"tools": tools} if tools else {}
+    got, headers = ask_cascade(cascade_resp_gw, stream, model=model, input=prompt, **kwargs)
+    assert headers["x-cascadeflow-draft-accepted"] == "false" and headers["x-cascadeflow-served-model"] == model
+    assert reason in headers["x-cascadeflow-decision"]
+    assert got.model == model and got.status == "completed"
+    assert got.output_text.startswith(f"[{model}]") or got.output[0].type == "function_call"
+    calls = [r for r in fresh_sim.requests if r["method"] == "POST"]
+    assert [(r["path"], r["body"]["model"]) for r in calls] == [(path, draft), (path, model)]

@@ -195,8 +195,11 @@ def _offered_tools(request: dict) -> dict[str, Any]:
             name, schema = tool["function"].get("name"), tool["function"].get("parameters")
         elif isinstance(tool.get("custom"), dict):  # openai custom (free-text) tool
             name, schema = tool["custom"].get("name"), None
-        else:  # anthropic client tool, or a server tool without a schema
-            name, schema = tool.get("name"), tool.get("input_schema")
+        elif tool.get("type") == "namespace":  # Responses: its functions are called by their own names
+            tools.update(_offered_tools({"tools": tool.get("tools")}))
+            continue
+        else:  # anthropic client tool, a Responses function or custom tool, or a server tool without a schema
+            name, schema = tool.get("name"), tool.get("input_schema", tool.get("parameters"))
         if isinstance(name, str):
             tools[name] = schema if isinstance(schema, dict) else None
     return tools
@@ -208,8 +211,9 @@ def _tool_choice(request: dict) -> tuple[str, str | None]:
     kind: Any = choice
     if isinstance(choice, dict):
         kind = choice.get("type")
-        if kind in ("tool", "function"):
-            name = choice.get("name") if kind == "tool" else (choice.get("function") or {}).get("name")
+        if kind in ("tool", "function", "custom"):  # Responses names the function (or custom tool) at the top
+            function = choice.get("function") if isinstance(choice.get("function"), dict) else {}
+            name = function.get("name", choice.get("name")) if kind == "function" else choice.get("name")
             return ("tool", name) if isinstance(name, str) else ("any", None)
     if kind in ("any", "required"):
         return "any", None
@@ -285,8 +289,11 @@ def _requested_format(request: dict) -> tuple[str, Any] | None:
         if kind == "json_schema":
             spec = response_format.get("json_schema")
             return "json_schema", spec.get("schema") if isinstance(spec, dict) else None
-    config = request.get("output_config")
-    for fmt in (request.get("output_format"), config.get("format") if isinstance(config, dict) else None):
+    config, text = request.get("output_config"), request.get("text")  # text.format: the Responses API
+    if isinstance(text, dict) and isinstance(text.get("format"), dict) and text["format"].get("type") == "json_object":
+        return "json_object", None
+    for fmt in (request.get("output_format"), config.get("format") if isinstance(config, dict) else None,
+                text.get("format") if isinstance(text, dict) else None):
         if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
             return "json_schema", fmt.get("schema")
     return None

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from ..dialects import accumulate
+from ..dialects import accumulate, accumulate_responses
 from ..dialects.sse import SSEEvent
 from .answer import DraftAnswer
 
@@ -24,7 +24,11 @@ class DialectOps:
 
     def draft_body(self, body: dict, model: str, max_tokens: int | None) -> dict:
         draft = {**body, "model": model}
-        if self.name == "anthropic":  # the thinking blocks each model may read: see CascadeEngine._drafts
+        if self.name == "responses":  # no log-probabilities asked: the checks judge Responses drafts without them
+            limit = body.get("max_output_tokens")
+            if max_tokens is not None and (not isinstance(limit, int) or limit > max_tokens):
+                draft["max_output_tokens"] = max_tokens
+        elif self.name == "anthropic":  # the thinking blocks each model may read: see CascadeEngine._drafts
             if max_tokens is not None and isinstance(body.get("max_tokens"), int) and body["max_tokens"] > max_tokens:
                 draft["max_tokens"] = max_tokens
                 thinking = body.get("thinking")
@@ -41,11 +45,15 @@ class DialectOps:
         return draft
 
     def accumulator(self) -> accumulate.AnthropicAccumulator | accumulate.OpenAIAccumulator:
+        if self.name == "responses":
+            return accumulate_responses.ResponsesAccumulator()  # type: ignore[return-value]
         return accumulate.AnthropicAccumulator() if self.name == "anthropic" else accumulate.OpenAIAccumulator()
 
     def answer(self, data: object) -> DraftAnswer:
         if not isinstance(data, dict):
             return DraftAnswer()
+        if self.name == "responses":
+            return accumulate_responses.answer_from_response(data)
         if self.name == "anthropic":
             return accumulate.answer_from_anthropic(data)
         return accumulate.answer_from_openai(data)
@@ -58,6 +66,8 @@ class DialectOps:
         """
         if self.name == "anthropic":
             return orjson.dumps(accumulate.rewrite_anthropic_message(data, model))
+        if self.name == "responses":
+            return orjson.dumps(accumulate_responses.rewrite_response(data, model))
         strip = not caller.get("logprobs")
         return orjson.dumps(accumulate.rewrite_openai_completion(data, model, strip))
 
@@ -65,6 +75,8 @@ class DialectOps:
         """The verifier's non-streaming answer under another model name, otherwise unchanged."""
         if self.name == "anthropic":
             return orjson.dumps(accumulate.rewrite_anthropic_message(data, model))
+        if self.name == "responses":
+            return orjson.dumps(accumulate_responses.rewrite_response(data, model))
         return orjson.dumps(accumulate.rewrite_openai_completion(data, model, False))
 
     def replay(self, accumulator, model: str | None, caller: dict) -> bytes:
@@ -75,6 +87,8 @@ class DialectOps:
         """
         if self.name == "anthropic":
             return accumulate.replay_anthropic(accumulator.events, model)
+        if self.name == "responses":
+            return accumulate_responses.replay_responses(accumulator.events, model)
         # the usage chunk was already removed by the stream tap if the caller did not ask for it
         return accumulate.replay_openai(accumulator.events, model, not caller.get("logprobs"), False)
 
@@ -82,10 +96,12 @@ class DialectOps:
         """Part of the verifier's stream under another model name."""
         if self.name == "anthropic":
             return accumulate.replay_anthropic(events, model)
+        if self.name == "responses":
+            return accumulate_responses.replay_responses(events, model)
         return accumulate.replay_openai(events, model, False, False)
 
 
-_OPS = {"anthropic": DialectOps("anthropic"), "openai": DialectOps("openai")}
+_OPS = {"anthropic": DialectOps("anthropic"), "openai": DialectOps("openai"), "responses": DialectOps("responses")}
 
 
 def ops_for(dialect: str) -> DialectOps:

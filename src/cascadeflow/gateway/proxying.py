@@ -41,8 +41,8 @@ _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 _CHECKS = {"/v1/messages": anthropic_wire.check_request, "/v1/messages/count_tokens": anthropic_wire.check_request,
            "/v1/chat/completions": openai_wire.check_request, "/v1/responses": responses_wire.check_request,
            "/v1/embeddings": openai_wire.check_embeddings_request}
-#: endpoints cascade rules apply to (Responses and embeddings requests pass through rules untouched)
-_CASCADED = frozenset({"/v1/messages", "/v1/chat/completions"})
+#: endpoints cascade rules apply to (embeddings pass through rules untouched)
+_CASCADED = frozenset({"/v1/messages", "/v1/chat/completions", "/v1/responses"})
 
 
 async def messages(request: Request) -> Response:

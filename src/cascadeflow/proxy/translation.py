@@ -31,7 +31,7 @@ __all__ = ["Translation", "API_PATHS"]
 log = logging.getLogger("cascadeflow.proxy")
 
 #: the generation endpoint of each dialect
-API_PATHS = {"anthropic": "/v1/messages", "openai": "/v1/chat/completions"}
+API_PATHS = {"anthropic": "/v1/messages", "openai": "/v1/chat/completions", "responses": "/v1/responses"}
 _FOREIGN_HEADERS = {"anthropic": ("openai-",), "openai": ("anthropic-", "x-claude-code-", "x-stainless-helper")}
 _DEFAULT_MAX_TOKENS = 4096
 
@@ -110,6 +110,8 @@ class Translation:
             return result
         if self.caller == "responses":
             chat = result.data if self.upstream == "openai" else translate.anthropic_to_openai_response(result.data)
+            if self._want_logprobs:
+                self.logprobs = answer_from_openai(chat).logprobs
             data = translate_responses.chat_to_responses_response(
                 chat, self._source, str(chat.get("model") or result.model), self._names)
         elif self.caller == "anthropic":
