@@ -170,7 +170,7 @@ def test_structured_output(gw, sim, target):
 
 def test_anthropic_session_is_cached_turn_after_turn(gw, sim):
     """Codex never marks a cache breakpoint; the translation does, so turn 2 reads turn 1's prefix."""
-    developer = {"role": "developer", "content": "You are a coding agent. " * 60}
+    developer = {"role": "developer", "content": "You are a coding agent. " * 1200}  # above every minimum cacheable size
     turn = [developer, {"role": "user", "content": "What is the weather in Lima?"}]
     first = create(gw, True, model=HAIKU, input=turn, tools=[WEATHER], store=False)
     call = first.output[0]
