@@ -140,6 +140,9 @@ class DraftPolicies(_Strict):
     sticky_escalations: int = Field(default=2, ge=0)
     #: …for this long after the last escalation, then try drafting again
     sticky_seconds: float = Field(default=1800.0, gt=0)
+    #: in a conversation, draft only when the expected saving — priced with each model's prompt cache
+    #: as it is, and the conversation's draft failures — is positive (docs/cascade.md)
+    cache_economics: bool = True
 
 
 class SelfVerify(_Strict):

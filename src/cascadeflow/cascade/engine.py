@@ -40,13 +40,14 @@ from .policies import StickyEscalations, skip_reason
 from .scorer import checks_for
 from .scoring import score_draft
 from .selfcheck import verdict, verification_body
+from .session import SessionBook, Turn
 from .thinking import signatures_in, strip_thinking, thinking_on, view_for
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
     from ..proxy.router import RouteMatch
-    from ..sessions import ThinkingOrigins
+    from ..sessions import Sessions, ThinkingOrigins
 
 __all__ = ["CascadeEngine", "Decision", "CascadeReply"]
 
@@ -81,9 +82,14 @@ class Decision:
     upstream_ms: float = 0.0
     #: per model called: what its view of the conversation left out (``dropped=N,rendered=M``)
     thinking_views: dict[str, str] = field(default_factory=dict)
+    #: what drafting this turn was expected to save, priced with the conversation's caches (USD)
+    expected_saving: float | None = None
+    #: (model, usage) of every upstream call, in order
+    calls: list[tuple[str, Usage]] = field(default_factory=list)
 
     def add_call(self, call: ProxyResult | ProxyStream) -> None:
         """Count one upstream call's usage and cost (unknown cost makes the total unknown)."""
+        self.calls.append((call.model, call.usage))
         self.usage = self.usage + call.usage
         self.cost = None if call.cost is None or self.cost is None else self.cost + call.cost
         self.upstream_ms += call.latency_ms
@@ -103,6 +109,8 @@ class Decision:
             headers["x-cascadeflow-checks"] = self.checks
         if self.served_model in self.thinking_views:
             headers["x-cascadeflow-thinking"] = self.thinking_views[self.served_model]
+        if self.expected_saving is not None:
+            headers["x-cascadeflow-expected-saving-usd"] = f"{self.expected_saving:.8f}"
         if with_cost and self.cost is not None:
             headers["x-cascadeflow-cost-usd"] = f"{self.cost:.8f}"
         if with_cost and self.baseline_cost is not None:
@@ -145,14 +153,17 @@ class _Conversation:
 class CascadeEngine:
     def __init__(
         self, service: ProxyService, rules: list[CascadeRule], tracker: CostTracker,
-        origins: ThinkingOrigins | None = None,
+        origins: ThinkingOrigins | None = None, sessions: Sessions | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        from ..sessions import MemoryThinkingOrigins
+        from ..sessions import MemorySessions, MemoryThinkingOrigins
 
         self.service = service
         #: which model wrote the thinking blocks handed out with accepted drafts
         self.origins: ThinkingOrigins = origins if origins is not None else MemoryThinkingOrigins()
         self.registry = service.router.registry
+        #: conversations: cache shadows per model, the true baseline, what earlier drafts led to
+        self.book = SessionBook(sessions if sessions is not None else MemorySessions(), self.registry, clock)
         self.tracker = tracker
         self.sticky = StickyEscalations()
         self._checks = {rule.name: checks_for(rule) for rule in rules}  # a rule's learned scorer loads here, once
@@ -167,7 +178,8 @@ class CascadeEngine:
         """A non-streaming request."""
         decision, ops = self._begin(rule, request), ops_for(dialect)
         talk = await self._conversation(rule, request, dialect)
-        for stage, match, draft, started in self._drafts(rule, request, dialect, conversation, decision, ops, talk):
+        turn = await self._turn(rule, request, dialect, conversation)
+        for stage, match, draft, started in self._drafts(rule, request, dialect, conversation, decision, ops, talk, turn):
             try:
                 result, answer = await self._send_json(match, draft, dialect, ops)
             except ProxyError as exc:
@@ -176,8 +188,8 @@ class CascadeEngine:
             if await self._judge(rule, stage, request, answer, dialect, decision, result, started, ops):
                 await self._hand_out(result.data, stage.model, dialect)
                 body = ops.reply_body(result.data, self._reported(rule, request, stage.model), request.body or {})
-                decision.baseline_cost = self._baseline(rule, request, result.usage)
-                self._finish(rule, decision, conversation, stream=False)
+                decision.baseline_cost = self._baseline(rule, request, result.usage, turn=turn)
+                self._finish(rule, decision, conversation, stream=False, turn=turn, answer=answer)
                 return CascadeReply(result.status, {**result.headers, **decision.headers(with_cost=True)}, decision, body)
         verifier, match = self._verifier(rule, request, dialect)
         decision.served_model = verifier
@@ -189,8 +201,9 @@ class CascadeEngine:
             self._finish(rule, decision, conversation, stream=False)
             raise
         decision.add_call(result)
-        decision.baseline_cost = self._baseline(rule, request, result.usage, verifier_cost=result.cost, verifier=verifier)
-        self._finish(rule, decision, conversation, stream=False)
+        decision.baseline_cost = self._baseline(rule, request, result.usage, verifier_cost=result.cost, verifier=verifier,
+                                                turn=turn)
+        self._finish(rule, decision, conversation, stream=False, turn=turn)
         body = result.raw
         reported = self._reported(rule, request, verifier)
         if reported != verifier and isinstance(result.data, dict):
@@ -204,7 +217,8 @@ class CascadeEngine:
         decision, ops = self._begin(rule, request), ops_for(dialect)
         caller = request.body or {}
         talk = await self._conversation(rule, request, dialect)
-        for stage, match, draft, started in self._drafts(rule, request, dialect, conversation, decision, ops, talk):
+        turn = await self._turn(rule, request, dialect, conversation)
+        for stage, match, draft, started in self._drafts(rule, request, dialect, conversation, decision, ops, talk, turn):
             translation = self.service.translation(match, dialect)
             if translation is not None:
                 draft = translation.request(draft, match.model, logprobs=True)
@@ -239,8 +253,8 @@ class CascadeEngine:
                 if dialect == "anthropic":
                     await self._hand_out(accumulator.message, stage.model, dialect)
                 body = ops.replay(accumulator, self._reported(rule, request, stage.model), caller)
-                decision.baseline_cost = self._baseline(rule, request, upstream.usage)
-                self._finish(rule, decision, conversation, stream=True)
+                decision.baseline_cost = self._baseline(rule, request, upstream.usage, turn=turn)
+                self._finish(rule, decision, conversation, stream=True, turn=turn, answer=answer)
                 headers = {**upstream.headers, **decision.headers(with_cost=True)}
                 return CascadeReply(upstream.status, headers, decision, chunks=_once(body))
         verifier, match = self._verifier(rule, request, dialect)
@@ -253,7 +267,7 @@ class CascadeEngine:
             self._finish(rule, decision, conversation, stream=True)
             raise
         reported = self._reported(rule, request, verifier)
-        chunks = self._pipe_verifier(rule, request, decision, conversation, upstream, ops, reported, verifier, span)
+        chunks = self._pipe_verifier(rule, request, decision, conversation, upstream, ops, reported, verifier, span, turn)
         return CascadeReply(upstream.status, {**upstream.headers, **decision.headers(with_cost=False)}, decision, chunks=chunks)
 
     # -- steps -------------------------------------------------------------------
@@ -263,9 +277,9 @@ class CascadeEngine:
         return Decision(rule=rule.name or "", requested_model=request.model)
 
     def _drafts(self, rule, request: ProxyRequest, dialect: str, conversation: str | None, decision: Decision, ops,
-                talk: _Conversation | None = None):
+                talk: _Conversation | None = None, turn: Turn | None = None):
         """The draft stages to try — none when a policy skips drafting — each with its route and request."""
-        if self._skipped(rule, request, dialect, conversation, decision):
+        if self._skipped(rule, request, dialect, conversation, decision, turn):
             return
         for stage in rule.draft_stages():
             match = self._draft_route(stage, dialect, decision)
@@ -285,6 +299,23 @@ class CascadeEngine:
         if rule.draft_max_tokens is None or limit is None:
             return rule.draft_max_tokens if limit is None else limit
         return min(rule.draft_max_tokens, limit)
+
+    async def _turn(self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None) -> Turn | None:
+        """This request as a turn of its conversation (None without a conversation id)."""
+
+        def rules_for(model: str) -> str:
+            try:
+                provider = self.service.router.resolve(model, dialect).route.provider
+            except ProxyError:
+                provider = dialect
+            return "anthropic" if provider == "anthropic" else "openai"
+
+        return await self.book.begin(rule, request.body or {}, dialect, conversation, self._priced_as(rule, request),
+                                     rules_for)
+
+    def _priced_as(self, rule: CascadeRule, request: ProxyRequest) -> str:
+        """The model savings are counted against: the requested one, or the verifier for a virtual model."""
+        return request.model if self.registry.info(request.model) else (rule.verifier_model or request.model)
 
     async def _conversation(self, rule: CascadeRule, request: ProxyRequest, dialect: str) -> _Conversation | None:
         """Who wrote the conversation's thinking blocks (None when nothing needs a per-model view)."""
@@ -316,12 +347,22 @@ class CascadeEngine:
         return ProxyRequest(request.method, request.path, request.headers, body, None, request.query)
 
     def _skipped(
-        self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None, decision: Decision
+        self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None, decision: Decision,
+        turn: Turn | None = None,
     ) -> bool:
         first = rule.draft_stages()[0].model
+        signal = turn.signal() if turn is not None else None  # always read: it settles the last drafted turn
         reason = skip_reason(
             rule, request.body or {}, request.raw_body or b"", dialect, first, self.registry, self.sticky, conversation
         )
+        if reason is None and signal is not None:
+            reason = f"session_signal:{signal}"
+        if reason is None and turn is not None and rule.policies.cache_economics:
+            totals = self.tracker.rule(decision.rule)
+            verifier = rule.verifier_model or request.model
+            go, decision.expected_saving = turn.economics(totals.drafts_tried, sum(totals.escalated.values()), first,
+                                                          verifier)
+            reason = None if go else "cache_economics"
         if reason is None:
             return False
         self.tracker.rule(decision.rule).skipped[reason] += 1
@@ -492,7 +533,8 @@ class CascadeEngine:
         return verifier, self.service.router.resolve(verifier, dialect)
 
     async def _pipe_verifier(
-        self, rule, request, decision: Decision, conversation, upstream, ops, reported: str, verifier: str, span
+        self, rule, request, decision: Decision, conversation, upstream, ops, reported: str, verifier: str, span,
+        turn: Turn | None = None,
     ) -> AsyncIterator[bytes]:
         rename = reported != verifier
         decoder = SSEDecoder() if rename else None
@@ -509,16 +551,23 @@ class CascadeEngine:
         finally:
             self.tracing.end_call(span, upstream, error=upstream.error)
             decision.add_call(upstream)
-            decision.baseline_cost = self._baseline(rule, request, upstream.usage, verifier_cost=upstream.cost, verifier=verifier)
-            self._finish(rule, decision, conversation, stream=True)
+            decision.baseline_cost = self._baseline(rule, request, upstream.usage, verifier_cost=upstream.cost,
+                                                    verifier=verifier, turn=turn)
+            self._finish(rule, decision, conversation, stream=True, turn=turn)
 
     # -- accounting --------------------------------------------------------------
 
     def _baseline(
         self, rule: CascadeRule, request: ProxyRequest, usage: Usage, *, verifier_cost: float | None = None,
-        verifier: str | None = None,
+        verifier: str | None = None, turn: Turn | None = None,
     ) -> float | None:
-        """What the request would have cost sent straight to the requested model."""
+        """What the request would have cost sent straight to the requested model.
+
+        In a conversation: on the requested model's cache as it would have been (:meth:`Turn.baseline`).
+        Otherwise: the verifier's own cost when it served, else the requested model's price on the draft's usage.
+        """
+        if turn is not None:
+            return turn.baseline(usage, usage.output_tokens)
         if verifier is not None and verifier == request.model:
             return verifier_cost
         cost = self.registry.cost(request.model, usage) if self.registry.info(request.model) else None
@@ -529,7 +578,12 @@ class CascadeEngine:
     def _reported(self, rule: CascadeRule, request: ProxyRequest, served: str) -> str:
         return request.model if rule.report_model == "requested" else served
 
-    def _finish(self, rule: CascadeRule, decision: Decision, conversation: str | None, *, stream: bool) -> None:
+    def _finish(self, rule: CascadeRule, decision: Decision, conversation: str | None, *, stream: bool,
+                turn: Turn | None = None, answer: DraftAnswer | None = None) -> None:
+        if turn is not None and decision.calls:
+            drafted = not decision.reason.startswith("skipped:")
+            turn.end(decision.calls, drafted, decision.accepted, decision.calls[-1][1],
+                     [c.id for c in answer.tool_calls] if answer is not None else [])
         totals = self.tracker.rule(decision.rule)
         if decision.reason.startswith("escalated:"):
             totals.escalated[decision.reason.removeprefix("escalated:")] += 1

@@ -12,6 +12,8 @@ import itertools
 import logging
 import os
 import secrets
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import orjson
@@ -23,7 +25,6 @@ from starlette.routing import Route
 
 from .. import __version__
 from ..cascade import CascadeEngine, RuleSet
-from ..sessions import thinking_origins
 from ..config import ProxyConfig, VirtualKey
 from ..errors import ErrorKind
 from ..pricing import ModelRegistry
@@ -31,6 +32,7 @@ from ..store import Ledger, LedgerEntry
 from ..store.counters import MemoryCounters, RedisCounters
 from ..store.keys import KeyStore
 from ..proxy import ProxyHandler, ProxyRouter, ProxyService
+from ..sessions import session_store, thinking_origins
 from ..telemetry import CostTracker
 from .dashboard import dashboard_routes
 from .pages import page_routes
@@ -57,7 +59,7 @@ class Gateway:
     """Everything one gateway app holds: config, registry, routing, cost tracking."""
 
     def __init__(self, config: ProxyConfig, registry: ModelRegistry | None = None, *,
-                 tracer_provider: object = None) -> None:
+                 tracer_provider: object = None, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.registry = registry or ModelRegistry()
         for name, entry in config.models.items():
@@ -69,7 +71,8 @@ class Gateway:
         )
         self.rules = RuleSet(config.all_cascade_rules())
         self.virtual_models = {name: model.verifier_model for name, model in config.cascade_models.items()}
-        self.cascade = CascadeEngine(self.service, self.rules.rules, self.tracker, thinking_origins(config.redis_url))
+        self.cascade = CascadeEngine(self.service, self.rules.rules, self.tracker, thinking_origins(config.redis_url),
+                                     session_store(config.redis_url), clock=clock)
         self.models = ModelCatalog(self)
         #: streaming responses in progress (``server.max_concurrent_streams`` bounds it)
         self.active_streams = 0
@@ -115,6 +118,7 @@ class Gateway:
         await self.keys.aclose()
         await self.limits.counters.aclose()
         await self.cascade.origins.aclose()
+        await self.cascade.book.aclose()
         await self.ledger.aclose()  # every finished request is written before the process ends
         await self.service.aclose()
         await self.observer.aclose()
@@ -203,13 +207,14 @@ class GatewayApp(Starlette):
 
 
 def create_app(config: ProxyConfig | None = None, *, registry: ModelRegistry | None = None,
-               tracer_provider: object = None) -> Starlette:
+               tracer_provider: object = None, clock: Callable[[], float] = time.time) -> Starlette:
     """Build the ASGI app for ``config`` (default: :meth:`ProxyConfig.load`).
 
     ``tracer_provider``: an OpenTelemetry ``TracerProvider`` for the request spans, instead of
-    the one ``telemetry.otlp_endpoint`` sets up.
+    the one ``telemetry.otlp_endpoint`` sets up. ``clock``: the wall clock conversations' cache
+    shadows age by (a benchmark shares a simulated one with the simulator).
     """
-    gateway = Gateway(config or ProxyConfig.load(), registry, tracer_provider=tracer_provider)
+    gateway = Gateway(config or ProxyConfig.load(), registry, tracer_provider=tracer_provider, clock=clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

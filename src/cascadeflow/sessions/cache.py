@@ -1,0 +1,211 @@
+"""A shadow of a model's prompt cache for one conversation, under the provider's rules.
+
+The gateway never sees a provider's cache; it sees each request it sends. From those
+it keeps, per conversation and model, the prefixes the provider would hold, so it can
+price a request before sending it (what would this model read, what would it write?)
+and price the counterfactual (what would the requested model have paid, had it served
+every turn?).
+
+Anthropic (``cache_control``): the prompt is a list of blocks — tools, system blocks,
+then every message's content blocks (a string is one block). A block with
+``cache_control`` is a breakpoint (a top-level ``cache_control`` marks the last block).
+A request writes an entry at each breakpoint whose prefix reaches the model's minimum
+cacheable length, live for its TTL (5 minutes, or 1 hour with ``ttl: "1h"``) and
+refreshed by every hit. A lookup starts at each breakpoint and walks back at most
+:data:`LOOKBACK` blocks; the longest live entry found is read, everything after it up
+to the last breakpoint is written, the rest is plain input.
+
+OpenAI (automatic): prefixes of 1,024 tokens or more are cached as they are seen; a
+later request reads the longest live prefix, in steps of 128 tokens; nothing is paid
+for writing.
+
+Sizes are kept in characters of compact JSON and turned into tokens with the
+conversation's own tokens-per-character ratio (from the upstream's usage), so a figure
+built on a shadow is an estimate: exact where the tokenizer is uniform over the
+prompt, off by the variation of that ratio between blocks otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import orjson
+
+__all__ = ["LOOKBACK", "CacheShadow", "CacheSplit", "PromptShape", "min_cacheable_tokens"]
+
+#: how many blocks a lookup walks back from a breakpoint (Anthropic: "about 20")
+LOOKBACK = 20
+_TTL_5M, _TTL_1H = 300.0, 3600.0
+_OPENAI_TTL, _OPENAI_MIN, _OPENAI_STEP = 600.0, 1024, 128
+#: entries kept per model and conversation (the longest prefixes win; older ones are never looked up again)
+MAX_ENTRIES = 12
+
+#: minimum cacheable prompt, by model-name prefix (longest wins); Anthropic's documented floors
+_MIN_TOKENS: tuple[tuple[str, int], ...] = (
+    ("claude-", 1024),
+    ("claude-haiku-3", 2048),
+    ("claude-opus-4-5", 4096),
+    ("claude-opus-4-6", 4096),
+    ("claude-haiku-4-5", 4096),
+    ("claude-sonnet-4-6", 2048),
+    ("claude-opus-5", 512),
+    ("claude-opus-5-5", 512),
+    ("claude-sonnet-5-5", 512),
+    ("claude-haiku-5-5", 512),
+)
+
+
+def min_cacheable_tokens(model: str) -> int:
+    matches = [(len(p), n) for p, n in _MIN_TOKENS if model.startswith(p)]
+    return max(matches)[1] if matches else 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PromptShape:
+    """One request's prompt as a cache sees it: per block, the running hash and size; the breakpoints."""
+
+    hashes: tuple[bytes, ...]
+    #: characters up to and including each block
+    ends: tuple[int, ...]
+    #: (block index, ttl seconds) of each breakpoint, in order
+    breakpoints: tuple[tuple[int, float], ...]
+    #: "anthropic" (explicit breakpoints) or "openai" (automatic)
+    rules: str
+
+    @property
+    def chars(self) -> int:
+        return self.ends[-1] if self.ends else 0
+
+    @property
+    def blocks(self) -> int:
+        return len(self.ends)
+
+    @classmethod
+    def of(cls, body: dict, dialect: str, rules: str | None = None) -> PromptShape:
+        """The shape of a request ``body`` of ``dialect``, cached by ``rules`` (default: the dialect's own)."""
+        blocks: list[tuple[bytes, float | None]] = [_block(tool) for tool in body.get("tools") or ()]
+        if dialect == "anthropic":
+            _extend(blocks, body.get("system"))
+        for message in body.get("messages") or ():
+            if isinstance(message, dict):
+                _extend(blocks, message.get("content"), role=message.get("role"))
+        hasher = hashlib.blake2b(digest_size=12)
+        hashes, ends, marks, total = [], [], [], 0
+        for i, (data, ttl) in enumerate(blocks):
+            hasher.update(data)
+            hasher.update(b"\x1e")
+            hashes.append(hasher.copy().digest())
+            total += len(data)
+            ends.append(total)
+            if ttl is not None:
+                marks.append((i, ttl))
+        if not marks and isinstance(body.get("cache_control"), dict) and blocks:
+            marks.append((len(blocks) - 1, _ttl(body["cache_control"])))
+        rules = rules or ("anthropic" if dialect == "anthropic" else "openai")
+        if rules == "openai":
+            marks = []
+        return cls(tuple(hashes), tuple(ends), tuple(marks), rules)
+
+
+def _ttl(control: object) -> float:
+    return _TTL_1H if isinstance(control, dict) and control.get("ttl") == "1h" else _TTL_5M
+
+
+def _block(block: object) -> tuple[bytes, float | None]:
+    if isinstance(block, dict) and "cache_control" in block:
+        control = block["cache_control"]
+        data = orjson.dumps({k: v for k, v in block.items() if k != "cache_control"})
+        return data, (_ttl(control) if control else None)
+    return orjson.dumps(block), None
+
+
+def _extend(blocks: list, content: object, role: object = None) -> None:
+    if isinstance(content, list):
+        blocks.extend(_block(b) for b in content)
+    elif content is not None:
+        blocks.append((orjson.dumps([role, content]) if role else orjson.dumps(content), None))
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSplit:
+    """How a request's prompt divides, in characters: read from cache, written to it, plain input."""
+
+    read: int
+    write: int
+    total: int
+
+    @property
+    def plain(self) -> int:
+        return max(0, self.total - self.read - self.write)
+
+    def tokens(self, per_char: float) -> tuple[int, int, int]:
+        """(plain input, cache write, cache read) tokens at ``per_char`` tokens per character."""
+        read, write = round(self.read * per_char), round(self.write * per_char)
+        return max(0, round(self.total * per_char) - read - write), write, read
+
+
+class CacheShadow:
+    """The entries one model's cache would hold for one conversation: prefix hash → (chars, expiry)."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self, entries: dict[bytes, tuple[int, float]] | None = None) -> None:
+        self.entries: dict[bytes, tuple[int, float]] = entries if entries is not None else {}
+
+    def split(self, shape: PromptShape, model: str, now: float, per_char: float, *, touch: bool = False) -> CacheSplit:
+        """What ``shape`` would read and write against this cache now (``touch``: count it as sent)."""
+        if shape.rules == "openai":
+            return self._split_openai(shape, now, per_char, touch)
+        if not shape.breakpoints:
+            return CacheSplit(0, 0, shape.chars)
+        best = -1
+        for index, _ in shape.breakpoints:
+            for i in range(index, max(-1, index - LOOKBACK), -1):
+                entry = self.entries.get(shape.hashes[i])
+                if entry is not None and entry[1] > now:
+                    best = max(best, i)
+                    break
+        read = shape.ends[best] if best >= 0 else 0
+        floor = min_cacheable_tokens(model) / per_char if per_char > 0 else 0
+        cacheable = [(i, ttl) for i, ttl in shape.breakpoints if shape.ends[i] >= floor]
+        last = cacheable[-1][0] if cacheable else -1
+        write = max(0, shape.ends[last] - read) if last > best else 0
+        if touch:
+            if best >= 0:
+                chars, expiry = self.entries[shape.hashes[best]]
+                ttl = next((t for i, t in shape.breakpoints if i >= best), _TTL_5M)
+                self.entries[shape.hashes[best]] = (chars, max(expiry, now + ttl))
+            for i, ttl in cacheable:
+                self.entries[shape.hashes[i]] = (shape.ends[i], now + ttl)
+            self._trim()
+        return CacheSplit(read, write, shape.chars)
+
+    def _split_openai(self, shape: PromptShape, now: float, per_char: float, touch: bool) -> CacheSplit:
+        floor = _OPENAI_MIN / per_char if per_char > 0 else 0
+        best = -1
+        for i in range(shape.blocks - 1, -1, -1):
+            entry = self.entries.get(shape.hashes[i])
+            if entry is not None and entry[1] > now:
+                best = i
+                break
+        read = 0
+        if best >= 0 and shape.ends[best] >= floor:
+            step = _OPENAI_STEP / per_char if per_char > 0 else 1
+            read = int(shape.ends[best] // step * step)
+        if touch and shape.blocks and shape.chars >= floor:
+            for i in range(shape.blocks):  # automatic: every block boundary is a prefix the provider may match
+                if shape.ends[i] >= floor:
+                    self.entries[shape.hashes[i]] = (shape.ends[i], now + _OPENAI_TTL)
+            self._trim()
+        return CacheSplit(read, 0, shape.chars)
+
+    def _trim(self) -> None:
+        """Keep the entries used last (the system prompt's, refreshed every turn, stay with the newest)."""
+        if len(self.entries) > MAX_ENTRIES:
+            keep = sorted(self.entries.items(), key=lambda kv: kv[1][1], reverse=True)[:MAX_ENTRIES]
+            self.entries = dict(keep)
+
+    def live_until(self, now: float) -> float:
+        """When the last live entry expires (``now`` if none is live)."""
+        return max((expiry for _, expiry in self.entries.values() if expiry > now), default=now)

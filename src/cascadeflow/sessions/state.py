@@ -1,0 +1,157 @@
+"""What the gateway remembers of one conversation, and where it keeps it.
+
+Per conversation: a cache shadow per model really called, the counterfactual shadow of
+the requested model (as if it had served every turn), what the conversation's drafts
+led to, its tokens-per-character ratio and output length, and the last drafted turn's
+tool calls (the next request's tool results say how that turn went).
+
+In memory for one process (an LRU over conversations, each entry bounded), or in Redis
+when ``redis_url`` is set, so a conversation whose requests reach different processes
+or hosts is one conversation. A conversation id is hashed before use: a client that
+sends a new or malformed id on every request costs one bounded entry each, never an
+error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import orjson
+
+from .cache import CacheShadow
+
+__all__ = ["MemorySessions", "RedisSessions", "SessionState", "Sessions", "session_store"]
+
+log = logging.getLogger("cascadeflow.sessions")
+_PREFIX = "cf:session:"
+#: the shadow of the requested model as if it had served every turn
+BASELINE = "@baseline"
+_MAX_SHADOWS = 6
+
+
+@dataclass(slots=True)
+class SessionState:
+    shadows: dict[str, CacheShadow] = field(default_factory=dict)
+    #: drafted turns that were judged, and those that failed (escalated, or a failure signal next turn)
+    drafts: int = 0
+    failures: int = 0
+    #: tokens per character of prompt JSON, from the upstreams' usage (a moving average)
+    per_char: float = 0.0
+    #: output tokens per answer (a moving average)
+    output: float = 0.0
+    last_at: float = 0.0
+    #: the last drafted and accepted turn: its model and tool call ids
+    pending_model: str = ""
+    pending_calls: list[str] = field(default_factory=list)
+    #: the requested model the conversation is priced against
+    requested: str = ""
+
+    def shadow(self, model: str) -> CacheShadow:
+        shadow = self.shadows.get(model)
+        if shadow is None:
+            if len(self.shadows) >= _MAX_SHADOWS:  # a bounded set of models per conversation
+                self.shadows.pop(next(k for k in self.shadows if k != BASELINE))
+            shadow = self.shadows[model] = CacheShadow()
+        return shadow
+
+    def learn(self, prompt_tokens: int, chars: int, output_tokens: int) -> None:
+        if prompt_tokens > 0 and chars > 0:
+            ratio = prompt_tokens / chars
+            self.per_char = ratio if self.per_char <= 0 else 0.5 * self.per_char + 0.5 * ratio
+        if output_tokens > 0:
+            self.output = output_tokens if self.output <= 0 else 0.7 * self.output + 0.3 * output_tokens
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({
+            "s": {m: {h.hex(): list(v) for h, v in s.entries.items()} for m, s in self.shadows.items()},
+            "d": self.drafts, "f": self.failures, "c": self.per_char, "o": self.output, "t": self.last_at,
+            "pm": self.pending_model, "pc": self.pending_calls, "r": self.requested,
+        })
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> SessionState:
+        data = orjson.loads(raw)
+        shadows = {m: CacheShadow({bytes.fromhex(h): (int(v[0]), float(v[1])) for h, v in s.items()})
+                   for m, s in data.get("s", {}).items()}
+        return cls(shadows, int(data.get("d", 0)), int(data.get("f", 0)), float(data.get("c", 0.0)),
+                   float(data.get("o", 0.0)), float(data.get("t", 0.0)), str(data.get("pm", "")),
+                   [str(c) for c in data.get("pc", [])][:64], str(data.get("r", "")))
+
+
+def _key(conversation: str) -> str:
+    return hashlib.blake2b(conversation.encode("utf-8", "replace"), digest_size=16).hexdigest()
+
+
+class Sessions(Protocol):
+    async def get(self, conversation: str) -> SessionState: ...
+
+    async def put(self, conversation: str, state: SessionState) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class MemorySessions:
+    """One process's conversations: at most ``max_sessions``, each forgotten ``ttl_seconds`` after its last request."""
+
+    def __init__(self, *, max_sessions: int = 10_000, ttl_seconds: float = 7200.0) -> None:
+        self.max_sessions, self.ttl_seconds = max_sessions, ttl_seconds
+        self._entries: OrderedDict[str, tuple[SessionState, float]] = OrderedDict()
+
+    async def get(self, conversation: str) -> SessionState:
+        key = _key(conversation)
+        entry = self._entries.get(key)
+        if entry is None or entry[1] < time.monotonic():
+            return SessionState()
+        return entry[0]
+
+    async def put(self, conversation: str, state: SessionState) -> None:
+        key = _key(conversation)
+        self._entries[key] = (state, time.monotonic() + self.ttl_seconds)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_sessions:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def aclose(self) -> None:
+        self._entries.clear()
+
+
+class RedisSessions:
+    """Every gateway process's conversations: one key each, with a TTL.
+
+    A Redis error costs the conversation its memory for that request (a fresh state), never the request.
+    """
+
+    def __init__(self, url: str, *, ttl_seconds: float = 7200.0, timeout: float = 0.5) -> None:
+        import redis.asyncio as redis
+
+        self.ttl_seconds = int(ttl_seconds)
+        self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+    async def get(self, conversation: str) -> SessionState:
+        try:
+            raw = await self.client.get(_PREFIX + _key(conversation))
+            return SessionState.from_json(raw) if raw else SessionState()
+        except Exception as exc:  # noqa: BLE001 - Redis down or a damaged entry: start afresh
+            log.warning("could not read session state from Redis: %s", exc)
+            return SessionState()
+
+    async def put(self, conversation: str, state: SessionState) -> None:
+        try:
+            await self.client.set(_PREFIX + _key(conversation), state.to_json(), ex=self.ttl_seconds)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not write session state to Redis: %s", exc)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def session_store(redis_url: str | None) -> Sessions:
+    return RedisSessions(redis_url) if redis_url else MemorySessions()

@@ -1,0 +1,133 @@
+"""Conversation state: cache shadows under Anthropic's and OpenAI's rules, the economics, bounded stores."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from cascadeflow.cascade.economics import Prices, expected_saving, failure_chance
+from cascadeflow.sessions import CacheShadow, MemorySessions, PromptShape, RedisSessions, SessionState
+
+OPUS = "claude-opus-5-5"
+REDIS = os.environ.get("CASCADEFLOW_TEST_REDIS_UNIT", "redis://127.0.0.1:6379/8")
+MARK = {"type": "ephemeral"}
+
+
+def body(turns: int, *, ttl: str | None = None) -> dict:
+    """A Claude-Code-shaped request after ``turns`` tool round trips; the last block carries the breakpoint."""
+    control = {**MARK, "ttl": ttl} if ttl else MARK
+    messages: list = [{"role": "user", "content": [{"type": "text", "text": "Fix the failing test " * 50}]}]
+    for n in range(turns):
+        messages.append({"role": "assistant", "content": [{"type": "tool_use", "id": f"t{n}", "name": "Read", "input": {"n": n}}]})
+        messages.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": f"t{n}", "content": "x" * 400}]})
+    messages[-1]["content"][-1]["cache_control"] = control
+    system = [{"type": "text", "text": "billing"}, {"type": "text", "text": "You are an agent. " * 400, "cache_control": MARK}]
+    return {"system": system, "tools": [{"name": "Read", "input_schema": {"type": "object"}}], "messages": messages}
+
+
+def split(shadow: CacheShadow, request: dict, now: float, model: str = OPUS):
+    return shadow.split(PromptShape.of(request, "anthropic"), model, now, 0.25, touch=True)
+
+
+def test_a_growing_conversation_reads_what_the_last_turn_wrote():
+    shadow = CacheShadow()
+    first = split(shadow, body(1), 0)
+    assert first.read == 0 and first.write == first.total - 0  # everything up to the last breakpoint is written
+    second = split(shadow, body(2), 10)
+    shape1 = PromptShape.of(body(1), "anthropic")
+    assert second.read == shape1.chars and second.write == second.total - shape1.chars
+    again = split(shadow, body(2), 20)
+    assert (again.read, again.write) == (again.total, 0)
+
+
+def test_the_lookup_walks_back_at_most_20_blocks():
+    shadow = CacheShadow()
+    split(shadow, body(1), 0)
+    far = split(shadow, body(12), 10)  # 22 blocks later: the conversation entry is out of reach
+    system = PromptShape.of(body(12), "anthropic")
+    system_end = system.ends[system.breakpoints[0][0]]
+    assert far.read == system_end, "only the system prompt's breakpoint is still found"
+    assert far.write == far.total - system_end
+
+
+def test_entries_expire_after_their_ttl_and_hits_refresh_them():
+    shadow = CacheShadow()
+    split(shadow, body(1), 0)
+    assert split(shadow, body(1), 290).read > 0  # a hit at 290 s refreshes the 5-minute entry
+    assert split(shadow, body(1), 580).read > 0
+    assert split(shadow, body(1), 900).read == 0, "5 minutes without a hit: gone"
+    hour = CacheShadow()
+    split(hour, body(1, ttl="1h"), 0)
+    assert split(hour, body(1, ttl="1h"), 3000).read > 0
+
+
+def test_below_the_minimum_nothing_is_cached():
+    tiny = {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": MARK}]}]}
+    shadow = CacheShadow()
+    assert split(shadow, tiny, 0).write == 0 and split(shadow, tiny, 1).read == 0
+    assert split(CacheShadow(), tiny, 0, "claude-haiku-5-5").write == 0
+
+
+def test_openai_caches_prefixes_automatically_in_128_token_steps():
+    messages = [{"role": "system", "content": "s" * 6000}, {"role": "user", "content": "q" * 100}]
+    shadow = CacheShadow()
+    first = shadow.split(PromptShape.of({"messages": messages}, "openai"), "gpt-5.4", 0, 0.25, touch=True)
+    assert (first.read, first.write) == (0, 0)
+    longer = {"messages": [*messages, {"role": "assistant", "content": "a"}, {"role": "user", "content": "more"}]}
+    second = shadow.split(PromptShape.of(longer, "openai"), "gpt-5.4", 5, 0.25)
+    assert second.read > 0 and second.read % 512 == 0, "128 tokens = 512 characters at 4 per token"
+    assert second.read <= PromptShape.of({"messages": messages}, "openai").chars
+
+
+def test_failure_chance_learns_from_the_conversation_and_the_rule():
+    assert failure_chance(0, 0, 0, 0) == pytest.approx(0.25)
+    assert failure_chance(0, 0, 100, 2) < 0.05  # a rule whose drafts rarely fail
+    assert failure_chance(6, 3, 100, 2) > 0.3  # …but this conversation's do
+
+
+def test_drafting_pays_only_when_the_expectation_says_so():
+    cheap = Prices(draft=0.01, verifier=0.04, baseline=0.04, rewrite=0.2, verifier_goes_cold=False)
+    assert expected_saving(cheap, 0.1) > 0
+    # the same turn, but skipping the verifier lets its warm cache go out of reach
+    cooling = Prices(draft=0.01, verifier=0.04, baseline=0.04, rewrite=0.2, verifier_goes_cold=True)
+    assert expected_saving(cooling, 0.2) < 0
+    # already cold: drafting makes nothing worse
+    cold = Prices(draft=0.01, verifier=0.2, baseline=0.04, rewrite=0.2, verifier_goes_cold=True)
+    assert expected_saving(cold, 0.2) > 0
+
+
+async def test_memory_sessions_are_bounded_and_any_id_is_fine():
+    store = MemorySessions(max_sessions=100)
+    for n in range(1_000):
+        await store.put(f"s:{uuid.uuid4()}" if n % 2 else "\x00" * 5000 + str(n), SessionState(drafts=n))
+    assert len(store) == 100
+    assert (await store.get("never seen")).drafts == 0
+
+
+async def test_redis_sessions_are_shared_and_survive_a_round_trip():
+    redis = pytest.importorskip("redis.asyncio")
+    probe = redis.Redis.from_url(REDIS)
+    try:
+        await probe.ping()
+    except Exception:  # noqa: BLE001
+        pytest.skip(f"no Redis at {REDIS}")
+    finally:
+        await probe.aclose()
+    one, other = RedisSessions(REDIS, ttl_seconds=60), RedisSessions(REDIS, ttl_seconds=60)
+    state = SessionState(drafts=3, failures=1, per_char=0.26, pending_calls=["toolu_1"])
+    split(state.shadow(OPUS), body(2), 100)
+    conversation = f"s:{uuid.uuid4()}"
+    try:
+        await one.put(conversation, state)
+        back = await other.get(conversation)
+        assert (back.drafts, back.failures, back.pending_calls) == (3, 1, ["toolu_1"])
+        assert back.shadows[OPUS].entries == state.shadows[OPUS].entries
+    finally:
+        await one.aclose()
+        await other.aclose()
+    down = RedisSessions("redis://127.0.0.1:1/0", timeout=0.2)
+    assert (await down.get(conversation)).drafts == 0, "Redis down: a fresh state, no error"
+    await down.put(conversation, state)
+    await down.aclose()
