@@ -120,3 +120,36 @@ def test_codex_version_is_the_pinned_one_unless_overridden(codex):
     if os.environ.get("CODEX_BIN"):
         pytest.skip(f"CODEX_BIN runs {version}")
     assert version == f"codex-cli {CODEX_VERSION}"
+
+
+@pytest.fixture(scope="module")
+def codex_cascade_gw(sim, start_gateway):
+    return start_gateway(ProxyConfig.from_dict({
+        "routes": [
+            {"name": "anthropic", "provider": "anthropic", "base_url": sim.url, "api_key": "sk-ant-route", **NO_RETRY},
+            {"name": "openai", "provider": "openai", "base_url": sim.url + "/v1", "api_key": "sk-openai-route",
+             "openai_api": "responses", **NO_RETRY},
+        ],
+        "cascade_rules": [{"name": "gpt", "request_model": "gpt-5.4", "draft_model": "gpt-5.4-mini"},
+                          {"name": "opus", "request_model": "claude-opus-5-5", "draft_model": "claude-haiku-5-5"}],
+    }))
+
+
+@pytest.mark.parametrize(("model", "draft", "path"), [
+    ("gpt-5.4", "gpt-5.4-mini", "/v1/responses"),
+    ("claude-opus-5-5", "claude-haiku-5-5", "/v1/messages"),
+], ids=["gpt-rule", "claude-rule"])
+def test_codex_through_a_cascade(codex, codex_cascade_gw, fresh_sim, tmp_path, model, draft, path):
+    """Both turns of the tool loop are drafted on the cheaper model, checked, accepted and replayed."""
+    fresh_sim.set_script([
+        {"match": {"prompt_contains": TASK}, "tool_calls": [{"name": "exec_command", "input": {"cmd": "printf 'hi\\n' > hello.txt"}}]},
+        {"match": {"model": draft}, "text": "Created hello.txt."},
+    ])
+    code, events, stderr = run_codex(codex, codex_cascade_gw.url, tmp_path, model, TASK)
+    assert code == 0, stderr[-2000:]
+    assert (tmp_path / "project" / "hello.txt").read_text() == "hi\n"
+    calls = [(r["path"], r["body"]["model"]) for r in fresh_sim.requests if r["method"] == "POST"]
+    assert calls == [(path, draft), (path, draft)]
+    stats = httpx.get(codex_cascade_gw.url + "/stats").json()
+    rule = "gpt" if model.startswith("gpt") else "opus"
+    assert stats["cascade"][rule]["accepted"] == stats["cascade"][rule]["requests"] == 2
