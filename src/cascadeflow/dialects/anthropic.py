@@ -79,11 +79,13 @@ class AnthropicStreamTap:
     (cumulative output tokens, and newer servers repeat the input side there too).
     """
 
-    __slots__ = ("_decoder", "usage", "complete", "error", "started", "malformed")
+    __slots__ = ("_decoder", "usage", "complete", "error", "started", "malformed", "generated_chars")
 
     def __init__(self) -> None:
         self._decoder = SSEDecoder()
         self.usage = Usage()
+        #: characters of text, thinking and tool input streamed so far (prices a stream cut before its usage)
+        self.generated_chars = 0
         self.complete = False
         self.error: bytes | None = None
         self.started = False
@@ -111,6 +113,8 @@ class AnthropicStreamTap:
                 if isinstance(given, dict):
                     merged = {**anthropic_usage_dict(self.usage), **{k: v for k, v in given.items() if v is not None}}
                     self.usage = Usage.from_anthropic(merged)
+            elif name == "content_block_delta":
+                self.generated_chars += _delta_chars(json_object(event.data).get("delta"))
             elif name == "message_stop":
                 self.complete = True
             elif name == "error":
@@ -121,3 +125,13 @@ class AnthropicStreamTap:
     def flush(self) -> bytes:
         return b""
 
+
+def _delta_chars(delta: object) -> int:
+    """Characters a ``content_block_delta`` adds: text, thinking, or tool input JSON (not signatures)."""
+    if not isinstance(delta, dict):
+        return 0
+    for key in ("text", "thinking", "partial_json"):
+        value = delta.get(key)
+        if isinstance(value, str):
+            return len(value)
+    return 0

@@ -86,12 +86,14 @@ class OpenAIStreamTap:
     chunk is forwarded as it arrived.
     """
 
-    __slots__ = ("_decoder", "_strip_usage", "usage", "complete", "error", "started", "malformed")
+    __slots__ = ("_decoder", "_strip_usage", "usage", "complete", "error", "started", "malformed", "generated_chars")
 
     def __init__(self, strip_usage: bool = False) -> None:
         self._decoder = SSEDecoder()
         self._strip_usage = strip_usage
         self.usage = Usage()
+        #: characters of content, reasoning and tool arguments streamed so far (prices a stream cut before its usage)
+        self.generated_chars = 0
         self.complete = False
         self.error: bytes | None = None
         self.started = False
@@ -126,6 +128,14 @@ class OpenAIStreamTap:
         if data == b"[DONE]":
             self.complete = True
             return False
+        if b'"delta"' in data:
+            chunk = json_object(data)
+            choices = chunk.get("choices")
+            for choice in choices if isinstance(choices, list) else ():
+                if isinstance(choice, dict):
+                    self.generated_chars += _delta_chars(choice.get("delta"))
+            if b'"usage":{' not in data and b'"usage": {' not in data:
+                return False
         if b'"usage":{' in data or b'"usage": {' in data:
             chunk = json_object(data)
             usage = chunk.get("usage")
@@ -137,3 +147,19 @@ class OpenAIStreamTap:
             self.complete = True
         return False
 
+
+def _delta_chars(delta: object) -> int:
+    """Characters a chunk's ``delta`` adds: content, reasoning, refusal, tool call arguments."""
+    if not isinstance(delta, dict):
+        return 0
+    count = 0
+    for key in ("content", "reasoning_content", "reasoning", "refusal"):
+        value = delta.get(key)
+        if isinstance(value, str):
+            count += len(value)
+    calls = delta.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+            count += len(function["arguments"])
+    return count

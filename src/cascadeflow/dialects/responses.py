@@ -71,11 +71,13 @@ def usage_dict(usage: Usage, reasoning_tokens: int = 0) -> dict:
 class ResponsesStreamTap:
     """Reads a Responses event stream on the side while its bytes are forwarded unchanged."""
 
-    __slots__ = ("_decoder", "usage", "complete", "error", "started", "malformed")
+    __slots__ = ("_decoder", "usage", "complete", "error", "started", "malformed", "generated_chars")
 
     def __init__(self) -> None:
         self._decoder = SSEDecoder()
         self.usage = Usage()
+        #: characters of text, reasoning and tool arguments streamed so far (prices a stream cut before its usage)
+        self.generated_chars = 0
         self.complete = False
         self.error: bytes | None = None
         self.started = False
@@ -91,7 +93,10 @@ class ResponsesStreamTap:
             name = event.event
             if name is None and b'"type":"response.' in event.data[:40]:
                 name = json_object(event.data).get("type")
-            if name in TERMINAL_EVENTS:
+            if name is not None and name.endswith(".delta"):
+                delta = json_object(event.data).get("delta")
+                self.generated_chars += len(delta) if isinstance(delta, str) else 0
+            elif name in TERMINAL_EVENTS:
                 response = json_object(event.data).get("response")
                 if isinstance(response, dict):
                     self.usage = Usage.from_responses(response.get("usage"))

@@ -56,6 +56,8 @@ class StreamTap(Protocol):
     error: bytes | None
     started: bool
     malformed: bytes | None
+    #: characters of output (text, thinking, tool input) streamed so far
+    generated_chars: int
 
     def feed(self, chunk: bytes) -> bytes: ...
 

@@ -25,6 +25,7 @@ from ..errors import ErrorKind, ProxyProtocolError, ProxyTransportError, ProxyUp
 from ..pricing import ModelPrice, ModelRegistry
 from ..providers import UpstreamPool, adapter_for, forwardable_request_headers, forwardable_response_headers
 from ..telemetry import CostTracker
+from ..usage import Usage
 from .resilience import RETRYABLE_STATUSES, CircuitBreaker, retry_delay
 from .route import ProxyRoute, RoutePrice
 from .types import FORWARD_CREDENTIALS, ProxyRequest, ProxyResult, ProxyStream
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
     from ..providers.base import ProviderAdapter, StreamTap
-    from ..usage import Usage
 
 __all__ = ["ProxyHandler"]
 
@@ -283,7 +283,8 @@ class ProxyHandler:
             status=response.status, headers=response_headers, route=route.name, model=model,
             first_byte_ms=first_byte_ms,
         )
-        stream.attach(self._relay(route, model, adapter, response, tap, stream, started, whole), response.close)
+        relay = self._relay(route, model, adapter, response, tap, stream, started, whole, len(payload or b""))
+        stream.attach(relay, response.close)
         return stream
 
     async def _relay(
@@ -296,6 +297,7 @@ class ProxyHandler:
         stream: ProxyStream,
         started: float,
         whole: bytes | None,
+        sent_bytes: int,
     ) -> AsyncIterator[bytes]:
         finished = False
         failure = 502
@@ -345,12 +347,12 @@ class ProxyHandler:
                 failure, stream.error = 499, "closed before the end (client gone, or a draft stopped early)"
             elif stream.error is not None:
                 self.failures[(route.name, "stream_timeout" if failure == 504 else "stream_error")] += 1
-            stream.usage = tap.usage
-            stream.cost = self.price(route, model, tap.usage)
+            stream.usage = tap.usage if tap.complete else _generated_usage(tap, sent_bytes)
+            stream.cost = self.price(route, model, stream.usage)
             stream.latency_ms = (time.perf_counter() - started) * 1000
             if self.cost_tracker is not None:
                 self.cost_tracker.record_call(
-                    model=model, route=route.name, usage=tap.usage, cost=stream.cost,
+                    model=model, route=route.name, usage=stream.usage, cost=stream.cost,
                     status=200 if stream.error is None else failure, stream=True,
                 )
 
@@ -423,6 +425,22 @@ def _describe(exc: BaseException) -> str:
 
 
 _not_json = object()  # marks a body that did not parse
+
+
+def _generated_usage(tap: StreamTap, sent_bytes: int) -> Usage:
+    """The usage of a stream that ended before the upstream reported its final figures (cut or cancelled).
+
+    Output: what the upstream reported so far, or the streamed deltas' characters at 4 a token
+    (the project's estimate when no tokenizer applies), whichever is more. Input: as reported, or
+    when nothing was (OpenAI reports usage only at the end) the request's size at 4 bytes a token.
+    """
+    usage = tap.usage
+    output = max(usage.output_tokens, -(-tap.generated_chars // 4))
+    reported_input = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
+    input_tokens = usage.input_tokens if reported_input else -(-sent_bytes // 4)
+    if output == usage.output_tokens and input_tokens == usage.input_tokens:
+        return usage
+    return Usage(input_tokens, output, usage.cache_write_tokens, usage.cache_read_tokens)
 
 
 def _breaker_failure(exc: ProxyUpstreamError | ProxyTransportError) -> str | None:
