@@ -13,15 +13,14 @@ import pytest
 from cascadeflow import ProxyConfig
 from cascadeflow.evaluation import metrics
 from cascadeflow.evaluation.runner import EvalSetup, replay_outcomes
+from tests.shared_data import REPLAY_DATA, SYNTHETIC_REPLAY, require
 
-REPLAY = Path(__file__).resolve().parents[3] / "shared" / "data" / "replay"
+REPLAY = REPLAY_DATA  # ../shared beside the checkout; not in the repository (third-party outputs)
 THRESHOLD = 0.8
 
 
 def slice_file(tmp_path: Path, name: str, n: int) -> Path:
-    source = REPLAY / f"{name}.calib.jsonl"
-    if not source.exists():
-        pytest.skip(f"replay data {source} not present")
+    source = require(REPLAY / f"{name}.calib.jsonl")
     target = tmp_path / f"{name}.jsonl"
     target.write_text("".join(source.read_text().splitlines(keepends=True)[:n]))
     return target

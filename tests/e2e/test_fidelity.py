@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "claude-code"
+from tests.shared_data import CLAUDE_CODE_FIXTURES, require
+
+FIXTURES = CLAUDE_CODE_FIXTURES  # ../shared beside the checkout
 HOP_BY_HOP = {"connection", "host", "content-length", "accept-encoding", "keep-alive", "transfer-encoding"}
 
 
 def recorded(name: str) -> list[dict]:
-    path = FIXTURES / name
-    if not path.exists():
-        pytest.skip(f"fixture {path} not present")
+    path = require(FIXTURES / name)
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 
 import pytest
@@ -11,6 +12,8 @@ from cascadeflow.cascade.thinking import readable, signatures_in, view_for
 from cascadeflow.sessions import MemoryThinkingOrigins, RedisThinkingOrigins
 
 OPUS, SONNET = "claude-opus-5-5", "claude-sonnet-5-5"
+#: the Redis database the unit tests own (announced in the README; test_counters flushes it)
+REDIS = os.environ.get("CASCADEFLOW_TEST_REDIS_UNIT", "redis://127.0.0.1:6379/8")
 IMAGE = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
 
 
@@ -85,14 +88,14 @@ async def test_memory_origins_are_bounded_and_expire():
 
 async def test_redis_origins_are_shared_between_processes():
     redis = pytest.importorskip("redis.asyncio")
-    probe = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    probe = redis.Redis.from_url(REDIS)
     try:
         await probe.ping()
     except Exception:  # noqa: BLE001
-        pytest.skip("no Redis on 127.0.0.1:6379")
+        pytest.skip(f"no Redis at {REDIS} (set CASCADEFLOW_TEST_REDIS_UNIT to use another)")
     finally:
         await probe.aclose()
-    one, other = RedisThinkingOrigins("redis://127.0.0.1:6379/0"), RedisThinkingOrigins("redis://127.0.0.1:6379/0")
+    one, other = RedisThinkingOrigins(REDIS), RedisThinkingOrigins(REDIS)
     signature = f"sig-{uuid.uuid4()}"
     try:
         await one.record([signature], SONNET)

@@ -6,7 +6,6 @@ import base64
 import json
 import re
 import typing
-from pathlib import Path
 
 import orjson
 import pydantic
@@ -23,10 +22,9 @@ from cascadeflow.dialects.mapping import (
 )
 from cascadeflow.errors import RequestError
 from cascadeflow.usage import Usage
+from tests.shared_data import CLAUDE_CODE_FIXTURES, absent_reason
 
-FIXTURES = Path("/work/shared/fixtures/claude-code")
-if not FIXTURES.is_dir():  # shared/ beside the checkout (CI's layout)
-    FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "claude-code"
+FIXTURES = CLAUDE_CODE_FIXTURES  # ../shared beside the checkout
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -156,7 +154,7 @@ def fixture_bodies() -> list:
     return out
 
 
-@pytest.mark.skipif(not FIXTURES.is_dir(), reason="no recorded Claude Code requests")
+@pytest.mark.skipif(not FIXTURES.is_dir(), reason=absent_reason(FIXTURES))
 @pytest.mark.parametrize("body", fixture_bodies())
 def test_claude_code_requests_translate_to_valid_openai_requests(body):
     out, dropped = tr.anthropic_to_openai_request(body, max_output_tokens=16000)
