@@ -152,7 +152,8 @@ def test_usage_is_priced_in_stats(gw, sim, http):
 
 
 def test_cache_tokens_are_read_and_priced_at_their_rates(gw, sim, http):
-    system = [{"type": "text", "text": "You are a careful assistant. " * 40, "cache_control": {"type": "ephemeral"}}]
+    # 100 sentences: over the 512-token minimum cacheable length of the 5.5 models
+    system = [{"type": "text", "text": "You are a careful assistant. " * 100, "cache_control": {"type": "ephemeral"}}]
     client = through(gw)
     before = http.get("/stats").json()["tokens"]
     first = client.messages.create(model=MODEL, max_tokens=100, system=system, messages=PROMPT)

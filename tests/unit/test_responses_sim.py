@@ -100,12 +100,14 @@ def test_reasoning_usage_and_encrypted_content(client):
 
 
 def test_automatic_prompt_caching(client):
-    long_input = [{"role": "developer", "content": "You are a careful assistant. " * 40},
+    """OpenAI caches prompts of 1,024 tokens or more, in 128-token steps (the full rules: test_sim_cache.py)."""
+    long_input = [{"role": "developer", "content": "You are a careful assistant. " * 200},
                   {"role": "user", "content": "hello"}]
     first = client.responses.create(model="gpt-5.4-mini", input=long_input)
     second = client.responses.create(model="gpt-5.4-mini", input=long_input)
     assert first.usage.input_tokens_details.cached_tokens == 0
-    assert second.usage.input_tokens_details.cached_tokens > 0
+    cached = second.usage.input_tokens_details.cached_tokens
+    assert 1024 <= cached <= second.usage.input_tokens < cached + 128 and cached % 128 == 0
     assert second.usage.input_tokens == first.usage.input_tokens
 
 
@@ -118,15 +120,18 @@ def test_structured_output_and_max_output_tokens(client):
     assert cut.status == "incomplete" and cut.incomplete_details.reason == "max_output_tokens"
 
 
-def test_stream_error_event(fresh_sim):
-    fresh_sim.set_script([{"match": {"model": "gpt-5.4-mini"}, "error_event_after": 3, "status": 500}])
+@pytest.mark.parametrize(("status", "last"), [(500, "response.failed"), (429, "error")])
+def test_stream_failure_events(fresh_sim, status, last):
+    """A server failure mid-stream ends with response.failed (the response and its error), a rate limit with error."""
+    fresh_sim.set_script([{"match": {"model": "gpt-5.4-mini"}, "error_event_after": 3, "status": status}])
     events = []
     with httpx.stream("POST", fresh_sim.url + "/v1/responses", timeout=10,
                       json={"model": "gpt-5.4-mini", "input": "x", "stream": True}) as response:
         for line in response.iter_lines():
             if line.startswith("data: "):
                 events.append(EVENT.validate_python(json.loads(line[6:])))
-    assert events[-1].type == "error" and events[-1].message
+    assert len(events) == 4 and events[-1].type == last
+    assert (events[-1].response.error.message if last == "response.failed" else events[-1].message)
 
 
 def test_embeddings(client):

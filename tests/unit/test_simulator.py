@@ -151,7 +151,8 @@ def test_anthropic_raw_sse_event_order(sim):
     assert start["id"].startswith("msg_") and start["type"] == "message" and start["role"] == "assistant"
     assert start["content"] == [] and start["stop_reason"] is None and start["stop_sequence"] is None
     assert start["usage"] == {"input_tokens": PROMPT_TOKENS, "cache_creation_input_tokens": 0,
-                              "cache_read_input_tokens": 0, "output_tokens": 1}
+                              "cache_read_input_tokens": 0, "output_tokens": 1,
+                              "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0}}
     blocks = [d["content_block"] for d in datas if d["type"] == "content_block_start"]
     assert blocks[0] == {"type": "thinking", "thinking": "", "signature": ""}
     assert blocks[1] == {"type": "text", "text": ""}
@@ -382,45 +383,43 @@ def test_logprobs(sim):
 
 
 def test_cache_creation_then_read(sim):
-    system = [{"type": "text", "text": "You are helpful. " * 50, "cache_control": {"type": "ephemeral"}}]
+    system = [{"type": "text", "text": "You are helpful. " * 150, "cache_control": {"type": "ephemeral"}}]
     client = ant(sim)
     messages = [{"role": "user", "content": "q1"}]
     first = client.messages.create(model=CLAUDE, max_tokens=50, system=system, messages=messages)
-    # prefix: '{"type":"text","text":"<850 chars>"}' == 875 chars -> 218 tokens;
-    # total: system JSON (913 chars with the marker) + messages (32) == 945 -> 236
-    assert (first.usage.cache_creation_input_tokens, first.usage.cache_read_input_tokens, first.usage.input_tokens) == (218, 0, 18)
+    # prefix: '{"type":"text","text":"<2550 chars>"}' == 2575 chars -> 643 tokens (over the 512 minimum);
+    # total: system JSON (2614 chars with the marker) + messages (32) == 2646 -> 661
+    assert (first.usage.cache_creation_input_tokens, first.usage.cache_read_input_tokens, first.usage.input_tokens) == (643, 0, 18)
     with client.messages.stream(model=CLAUDE, max_tokens=50, system=system, messages=messages) as stream:
         second = stream.get_final_message()
-    assert (second.usage.cache_creation_input_tokens, second.usage.cache_read_input_tokens, second.usage.input_tokens) == (0, 218, 18)
+    assert (second.usage.cache_creation_input_tokens, second.usage.cache_read_input_tokens, second.usage.input_tokens) == (0, 643, 18)
     # another model has its own cache
     third = client.messages.create(model="claude-haiku-5-5", max_tokens=50, system=system, messages=messages)
-    assert third.usage.cache_creation_input_tokens == 218
+    assert third.usage.cache_creation_input_tokens == 643
     # the next turn moves the breakpoint: the earlier prefix is read, the rest written
     turn2 = [
         {"role": "user", "content": [{"type": "text", "text": "q1"}]},
         {"role": "assistant", "content": "a1"},
         {"role": "user", "content": [{"type": "text", "text": "q2 " * 40, "cache_control": {"type": "ephemeral"}}]},
     ]
-    plain_system = [{"type": "text", "text": "You are helpful. " * 50}]
+    plain_system = [{"type": "text", "text": "You are helpful. " * 150}]
     nxt = client.messages.create(model=CLAUDE, max_tokens=50, system=plain_system, messages=turn2)
-    segs = 875 + len(b'{"type":"text","text":"q1"}') + len(b'"a1"') + len(orjson.dumps({"type": "text", "text": "q2 " * 40}))
-    assert nxt.usage.cache_read_input_tokens == 218
-    assert nxt.usage.cache_creation_input_tokens == segs // 4 - 218
+    segs = 2575 + len(b'{"type":"text","text":"q1"}') + len(b'"a1"') + len(orjson.dumps({"type": "text", "text": "q2 " * 40}))
+    assert nxt.usage.cache_read_input_tokens == 643
+    assert nxt.usage.cache_creation_input_tokens == segs // 4 - 643
     assert nxt.usage.input_tokens == estimate_input_tokens({"system": plain_system, "messages": turn2}) - segs // 4
     sim.clear()  # clear() forgets the cache too
-    assert client.messages.create(model=CLAUDE, max_tokens=50, system=system, messages=messages).usage.cache_creation_input_tokens == 218
+    assert client.messages.create(model=CLAUDE, max_tokens=50, system=system, messages=messages).usage.cache_creation_input_tokens == 643
 
 
 def test_openai_cached_tokens(sim):
-    messages = [
-        {"role": "system", "content": [{"type": "text", "text": "Rules. " * 100, "cache_control": {"type": "ephemeral"}}]},
-        {"role": "user", "content": "hi"},
-    ]
+    """Automatic: no marker needed; the repeated prompt (2,115 tokens) is cached in 128-token steps."""
+    messages = [{"role": "system", "content": "Rules. " * 1200}, {"role": "user", "content": "hi"}]
     first = oai(sim).chat.completions.create(model=GPT, messages=messages)
     second = oai(sim).chat.completions.create(model=GPT, messages=messages)
     assert first.usage.prompt_tokens_details.cached_tokens == 0
-    assert second.usage.prompt_tokens_details.cached_tokens == len(orjson.dumps({"type": "text", "text": "Rules. " * 100})) // 4
-    assert first.usage.prompt_tokens == second.usage.prompt_tokens == estimate_input_tokens({"messages": messages})
+    assert second.usage.prompt_tokens_details.cached_tokens == 2115 // 128 * 128 == 2048
+    assert first.usage.prompt_tokens == second.usage.prompt_tokens == estimate_input_tokens({"messages": messages}) == 2115
 
 
 # ---------------------------------------------------------------- models

@@ -72,12 +72,17 @@ def error_event(status: int, message: str | None = None, error_type: str | None 
     return encode_event(error_body(status, message, error_type), "error")
 
 
-def usage_dict(answer: Answer, output_tokens: int | None = None) -> dict[str, int]:
+def usage_dict(answer: Answer, output_tokens: int | None = None) -> dict[str, Any]:
+    """The Messages API usage, with the cache writes split by TTL as the API reports them."""
     u = answer.usage
     return {
         "input_tokens": u.input,
         "cache_creation_input_tokens": u.cache_creation,
         "cache_read_input_tokens": u.cache_read,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": u.cache_creation - u.cache_creation_1h,
+            "ephemeral_1h_input_tokens": u.cache_creation_1h,
+        },
         "output_tokens": u.output if output_tokens is None else output_tokens,
     }
 

@@ -15,19 +15,13 @@ Token estimate (see :func:`estimate_input_tokens`)
     ``output = words(text) + words(thinking) + sum(len(json(tool input)) // 4)``
     where ``words(s) = len(s.split())`` and tool input JSON is compact orjson.
 
-Prompt caching (only when the raw body contains ``cache_control``)
-    The prompt is cut into segments in the order tools, system blocks, message
-    content blocks (a string system / content is one segment); each segment's
-    size is the compact JSON length of the block without its ``cache_control``
-    key. The *breakpoint* is the last segment carrying ``cache_control`` (a
-    top-level ``cache_control`` marks the last segment). With ``P`` = chars of
-    all segments up to the breakpoint and ``R`` = chars up to the longest
-    earlier-seen prefix (prefixes are remembered per model at every
-    breakpoint):
-    ``cache_read = R // 4``, ``cache_creation = P // 4 - cache_read``,
-    ``input_tokens = input_total - cache_read - cache_creation``.
-    Anthropic reports the three; OpenAI reports ``prompt_tokens = input_total``
-    and ``prompt_tokens_details.cached_tokens = cache_read``.
+Prompt caching (see :mod:`.prompt_cache`)
+    The simulator works out a :class:`~.prompt_cache.CacheSplit` (tokens read from
+    and written to the model's cache) before planning; ``cache_read`` and
+    ``cache_creation`` come from it and ``input_tokens = input_total - cache_read -
+    cache_creation``. Anthropic reports the three (and the 5-minute / 1-hour split of
+    the writes); OpenAI reports ``prompt_tokens = input_total`` and
+    ``prompt_tokens_details.cached_tokens = cache_read``.
 """
 
 from __future__ import annotations
@@ -42,11 +36,11 @@ from typing import Any
 import orjson
 
 from ..dialects.mapping import OPENAI_TO_ANTHROPIC_STOP
+from .prompt_cache import CacheSplit
 from .script import ScriptRule
 
 __all__ = [
     "Answer",
-    "CacheSim",
     "Usage",
     "default_text",
     "estimate_input_tokens",
@@ -167,12 +161,14 @@ def estimate_input_tokens(body: dict[str, Any]) -> int:
 
 @dataclass(slots=True)
 class Usage:
-    """Dialect-neutral usage: ``input`` excludes cached tokens."""
+    """Dialect-neutral usage: ``input`` excludes cached tokens; ``cache_creation``
+    includes the 1-hour writes ``cache_creation_1h``."""
 
     input: int
     output: int
     cache_creation: int = 0
     cache_read: int = 0
+    cache_creation_1h: int = 0
 
     @property
     def prompt_total(self) -> int:
@@ -199,77 +195,6 @@ class Answer:
     usage: Usage = field(default_factory=lambda: Usage(1, 0))
     logprob: float | None = None
     logprobs: list[float] | None = None
-
-
-class CacheSim:
-    """Remembers prompt prefixes (per model) seen at cache breakpoints."""
-
-    __slots__ = ("seen",)
-
-    def __init__(self) -> None:
-        self.seen: set[bytes] = set()
-
-    def clear(self) -> None:
-        self.seen.clear()
-
-    def account(self, body: dict[str, Any], model: str, dialect: str) -> tuple[int, int]:
-        """(cache_creation_tokens, cache_read_tokens) for this request; records it."""
-        segments = _segments(body, dialect)
-        last = -1
-        for i, (_, marked) in enumerate(segments):
-            if marked:
-                last = i
-        if last < 0 and body.get("cache_control") and segments:
-            last = len(segments) - 1
-        if last < 0:
-            return 0, 0
-        h = hashlib.blake2b(model.encode(), digest_size=16)
-        chars = 0
-        read_chars = 0
-        marked_keys: list[bytes] = []
-        for i in range(last + 1):
-            data, marked = segments[i]
-            h.update(data)
-            h.update(b"\x1e")
-            chars += len(data)
-            key = h.copy().digest()
-            if key in self.seen:
-                read_chars = chars
-            if marked or i == last:
-                marked_keys.append(key)
-        self.seen.update(marked_keys)
-        read = read_chars // 4
-        creation = chars // 4 - read
-        return creation, read
-
-
-def _strip(block: Any) -> tuple[bytes, bool]:
-    if isinstance(block, dict) and "cache_control" in block:
-        marked = bool(block["cache_control"])
-        return _dumps({k: v for k, v in block.items() if k != "cache_control"}), marked
-    return _dumps(block), False
-
-
-def _segments(body: dict[str, Any], dialect: str) -> list[tuple[bytes, bool]]:
-    out: list[tuple[bytes, bool]] = []
-    for tool in body.get("tools") or ():
-        out.append(_strip(tool))
-    system = body.get("system")
-    if isinstance(system, list):
-        out.extend(_strip(b) for b in system)
-    elif system is not None:
-        out.append((_dumps(system), False))
-    for msg in body.get("messages") or ():
-        if not isinstance(msg, dict):
-            continue
-        content = msg.get("content")
-        if isinstance(content, list):
-            out.extend(_strip(b) for b in content)
-        else:
-            out.append((_dumps(content), False))
-        if dialect == "openai" and msg.get("cache_control"):
-            out[-1] = (out[-1][0], True)
-    return out
 
 
 def schema_value(schema: Any, name: str = "value", depth: int = 0) -> Any:
@@ -358,8 +283,7 @@ def plan_answer(
     dialect: str,
     rule: ScriptRule | None,
     prompt: str | None,
-    cache: CacheSim | None,
-    cache_marked: bool,
+    cache: CacheSplit | None,
 ) -> Answer:
     """Decide the full answer (text, thinking, tool calls, stop reason, usage)."""
     model = body.get("model")
@@ -422,10 +346,8 @@ def plan_answer(
 
     output = _count_words(text) + _count_words(thinking) + sum(len(c.arguments) // 4 for c in tool_calls)
     total_in = estimate_input_tokens(body)
-    creation = read = 0
-    if cache_marked and cache is not None:
-        creation, read = cache.account(body, model, dialect)
-    usage = Usage(max(0, total_in - creation - read), output, creation, read)
+    split = cache or CacheSplit()
+    usage = Usage(max(0, total_in - split.write - split.read), output, split.write, split.read, split.write_1h)
     if rule is not None and rule.usage:
         _override_usage(usage, rule.usage)
 
@@ -450,6 +372,7 @@ def _override_usage(usage: Usage, spec: dict[str, int]) -> None:
         usage.cache_read = int(spec["cached_tokens"])
     if "cache_creation_input_tokens" in spec:
         usage.cache_creation = int(spec["cache_creation_input_tokens"])
+        usage.cache_creation_1h = min(usage.cache_creation, int(spec.get("ephemeral_1h_input_tokens", 0)))
     if "input_tokens" in spec:
         usage.input = int(spec["input_tokens"])
     if "prompt_tokens" in spec:

@@ -19,13 +19,14 @@ are the same as for ``/v1/chat/completions``. Differences that mirror OpenAI:
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
 
 from ..dialects.responses_events import ResponseEmitter
 from ..usage import Usage as WireUsage
-from .engine import Answer, default_thinking, plan_answer, schema_value, signature_for, split_tokens
+from .engine import Answer, default_thinking, new_id, plan_answer, schema_value, signature_for, split_tokens
 from .prompt_cache import CacheSplit
 from .script import ScriptRule
 
@@ -201,10 +202,18 @@ def response_body(answer: Answer, body: dict[str, Any], summary: str | None, res
 
 
 def error_event(status: int, message: str | None = None, error_type: str | None = None) -> bytes:
-    """An in-stream failure: the ``error`` event OpenAI sends."""
+    """An in-stream failure as OpenAI sends it: ``response.failed`` (the whole response, with its
+    ``error``) when the server failed (5xx), else an ``error`` event (a rate limit, say)."""
     from .openai_sim import error_object
 
     error = error_object(status, message, error_type)["error"]
+    if status >= 500:
+        response = {"id": new_id("resp_"), "object": "response", "created_at": int(time.time()), "status": "failed",
+                    "model": "", "output": [], "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+                    "error": {"code": "server_error", "message": error["message"]}, "incomplete_details": None,
+                    "usage": None}
+        payload = {"type": "response.failed", "response": response, "sequence_number": 0}
+        return b"event: response.failed\ndata: " + _dumps(payload) + b"\n\n"
     payload = {"type": "error", "code": error["code"] or error["type"], "message": error["message"], "param": None,
                "sequence_number": 0}
     return b"event: error\ndata: " + _dumps(payload) + b"\n\n"

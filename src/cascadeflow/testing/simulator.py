@@ -11,7 +11,12 @@ Endpoints (any auth header is accepted; every ``/v1`` request is recorded):
 - ``GET /v1/models`` and ``GET /v1/models/{id}``: Anthropic shape when the
   request has an ``anthropic-version`` header, OpenAI shape otherwise
 - control: ``GET /_sim/requests``, ``POST /_sim/script``, ``POST /_sim/reset``,
-  ``GET /_sim/health``
+  ``POST /_sim/clock`` (``{"advance": seconds}``), ``GET /_sim/health``
+
+Prompt caching works as Anthropic's and OpenAI's do (breakpoints, lookback, minimum
+lengths, TTLs, 128-token steps; see :mod:`cascadeflow.testing.prompt_cache`), on a
+clock that tests move forward with :meth:`SimulatedProvider.advance_clock` or
+``POST /_sim/clock`` instead of sleeping.
 
 Answers are deterministic (see :mod:`cascadeflow.testing.engine` for the default
 answer text, the token-estimate formula and the prompt-cache simulation) and can
@@ -41,8 +46,10 @@ from aiohttp import web
 from . import anthropic_sim as an
 from . import openai_sim as oa
 from . import responses_sim as rs
-from .engine import CacheSim, estimate_input_tokens, last_user_text, new_id, plan_answer
+from .engine import Usage, estimate_input_tokens, last_user_text, new_id, plan_answer
+from .catalog import DEFAULT_MODELS, normalize_model
 from .model_limits import output_limit_problem
+from .prompt_cache import CacheSplit, PromptCache, SimClock, check_breakpoints
 from .replay import ReplayTable
 from .script import Script, load_script
 from .thinking_rules import check_request as check_thinking
@@ -52,43 +59,8 @@ from .wire import abort, error_response, fmt_seconds, send_events
 
 __all__ = ["DEFAULT_MODELS", "SimulatedProvider", "run_simulator"]
 
-DEFAULT_MODELS = [
-    "claude-opus-5-5",
-    "claude-sonnet-5-5",
-    "claude-haiku-5-5",
-    "gpt-5.4",
-    "gpt-5.4-mini",
-    "gpt-4o",
-    "gpt-4o-mini",
-]
-
-_MODEL_CREATED = 1735689600  # 2025-01-01T00:00:00Z
 _INVALID = object()
-_GENERATION_PATHS = frozenset({"/v1/messages", "/v1/chat/completions"})
-
-
-def _display_name(model_id: str) -> str:
-    parts = model_id.split("-")
-    out: list[str] = []
-    for part in parts:
-        if part.isdigit() and out and out[-1][-1:].isdigit():
-            out[-1] += "." + part
-        else:
-            out.append(part.upper() if part == "gpt" else part.capitalize())
-    return " ".join(out)
-
-
-def _normalize_model(model: str | dict[str, Any]) -> dict[str, Any]:
-    if isinstance(model, str):
-        model = {"id": model}
-    mid = model["id"]
-    return {
-        "id": mid,
-        "display_name": model.get("display_name") or _display_name(mid),
-        "created_at": model.get("created_at") or "2025-01-01T00:00:00Z",
-        "created": model.get("created") or _MODEL_CREATED,
-        "owned_by": model.get("owned_by") or ("anthropic" if mid.startswith("claude") else "openai"),
-    }
+_RECORD = web.RequestKey("sim_record", dict)  # the record of this request, to attach its usage
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -114,11 +86,11 @@ class SimulatedProvider:
     (model, last user text). Usage: ``input_tokens = max(1, chars // 4)`` with
     ``chars`` = compact-JSON length of messages (+ system) (+ tools) — the
     ``count_tokens`` answer; ``output_tokens = words(text) + words(thinking) +
-    sum(len(tool input JSON) // 4)``. With ``cache_control`` markers the prefix
-    up to the last marker is reported as cache creation the first time and as
-    cache read afterwards (per model; :meth:`clear` forgets it), and subtracted
-    from ``input_tokens``; OpenAI reports it as ``cached_tokens`` inside
-    ``prompt_tokens``.
+    sum(len(tool input JSON) // 4)``. Prompt caching follows each provider's
+    rules (:mod:`cascadeflow.testing.prompt_cache`), per model; cached tokens are
+    subtracted from ``input_tokens``, and OpenAI reports them as ``cached_tokens``
+    inside ``prompt_tokens``. :meth:`clear` forgets the caches; time passes on a
+    simulated clock (:meth:`advance_clock`).
     """
 
     def __init__(
@@ -139,13 +111,14 @@ class SimulatedProvider:
         self.port = port
         self._requested_port = port
         self._script = Script.coerce(script)
-        self._models = [_normalize_model(m) for m in (models if models is not None else DEFAULT_MODELS)]
+        self._models = [normalize_model(m) for m in (models if models is not None else DEFAULT_MODELS)]
         self._record_enabled = record
         self._records: collections.deque[dict[str, Any]] = collections.deque(maxlen=max_records)
         self._disconnects: list[dict[str, Any]] = []
         self._replay_misses: list[str] = []
         self._lock = threading.Lock()
-        self._cache = CacheSim()
+        self._clock = SimClock()
+        self._cache = PromptCache(self._clock)
         self._max_body = max_body_bytes
         self._shutdown_timeout = shutdown_timeout
         self._runner: web.AppRunner | None = None
@@ -175,7 +148,12 @@ class SimulatedProvider:
 
     @property
     def requests(self) -> list[dict[str, Any]]:
-        """Recorded requests: ``{"method","path","query","headers","body","raw"}`` dicts."""
+        """Recorded requests: ``{"method","path","query","headers","body","raw","usage"}`` dicts.
+
+        ``usage`` is what the answer billed, dialect-neutral (``input_tokens`` without
+        cached tokens, ``output_tokens``, ``cache_creation_input_tokens``,
+        ``cache_read_input_tokens``), or None when the request got no answer (an error,
+        a fault, an endpoint that bills nothing)."""
         with self._lock:
             return list(self._records)
 
@@ -185,8 +163,13 @@ class SimulatedProvider:
         with self._lock:
             return list(self._disconnects)
 
+    def advance_clock(self, seconds: float) -> float:
+        """Let ``seconds`` pass for the prompt caches (TTLs) at once; returns the total advance."""
+        return self._clock.advance(seconds)
+
     def clear(self) -> None:
-        """Forget recorded requests, reset the script's ``times`` counters and the prompt cache."""
+        """Forget recorded requests, reset the script's ``times`` counters and the prompt caches
+        (the clock keeps its advance: time never runs backwards)."""
         with self._lock:
             self._records.clear()
             self._disconnects.clear()
@@ -301,6 +284,7 @@ class SimulatedProvider:
         r.add_get("/_sim/requests", self._ctl_requests)
         r.add_post("/_sim/script", self._ctl_script)
         r.add_post("/_sim/reset", self._ctl_reset)
+        r.add_post("/_sim/clock", self._ctl_clock)
         r.add_get("/_sim/health", self._ctl_health)
         r.add_route("*", "/{tail:.*}", self._not_found)
         return app
@@ -332,9 +316,19 @@ class SimulatedProvider:
             "headers": {k.lower(): v for k, v in request.headers.items()},
             "body": body,
             "raw": raw,
+            "usage": None,
         }
+        request[_RECORD] = entry
         with self._lock:
             self._records.append(entry)
+
+    @staticmethod
+    def _bill(request: web.Request, usage: Usage) -> None:
+        entry = request.get(_RECORD)
+        if entry is not None:
+            entry["usage"] = {"input_tokens": usage.input, "output_tokens": usage.output,
+                              "cache_creation_input_tokens": usage.cache_creation,
+                              "cache_read_input_tokens": usage.cache_read}
 
     @staticmethod
     def _dialect_of(request: web.Request) -> str:
@@ -379,7 +373,7 @@ class SimulatedProvider:
             return "messages: Field required" if dialect == "anthropic" else "Missing required parameter: 'messages'."
         if dialect == "anthropic" and not isinstance(body.get("max_tokens"), int):
             return "max_tokens: Field required"
-        return output_limit_problem(dialect, body)
+        return output_limit_problem(dialect, body) or (check_breakpoints(body) if dialect == "anthropic" else None)
 
     def _replay_miss(self, dialect: str, body: dict, record_id: str | None) -> web.Response:
         """No recorded answer: an error, never a made-up one; misses of answers are listed (a missing
@@ -440,7 +434,13 @@ class SimulatedProvider:
             fault = None
         if dialect == "responses":  # its own renderer: the chat-shaped plan, answered as a Response
             return await self._respond(request, body, neutral, rule, prompt, fault, stream)
-        answer = plan_answer(body, dialect, rule, prompt, self._cache, b"cache_control" in raw)
+        split: CacheSplit | None = None
+        if dialect == "openai":
+            split = self._cache.openai(body)
+        elif b"cache_control" in raw:
+            split = self._cache.anthropic(body)
+        answer = plan_answer(body, dialect, rule, prompt, split)
+        self._bill(request, answer.usage)
         if thinking is not None and answer.thinking is not None:  # bound to this model and this conversation
             answer.signature = sign_thinking(answer.thinking, answer.model, thinking.prefix)
         data, headers = self._render(dialect, answer, body, stream)
@@ -463,7 +463,8 @@ class SimulatedProvider:
 
     async def _respond(self, request: web.Request, body: dict[str, Any], neutral: dict[str, Any], rule: Any,
                        prompt: str | None, fault: Any, stream: bool) -> web.StreamResponse:
-        answer, summary = rs.plan(body, neutral, rule, prompt, self._cache)
+        answer, summary = rs.plan(body, neutral, rule, prompt, self._cache.openai(neutral, body))
+        self._bill(request, answer.usage)
         rid, created = new_id("resp_"), int(time.time())
         headers = {"x-request-id": new_id("req_")}
         if stream:
@@ -579,6 +580,15 @@ class SimulatedProvider:
         await request.read()
         self.clear()
         return web.Response(body=b'{"ok":true}', content_type=_JSON)
+
+    async def _ctl_clock(self, request: web.Request) -> web.StreamResponse:
+        try:
+            payload = orjson.loads(await request.read() or b"{}")
+            offset = self._clock.advance(payload.get("advance", 0))
+        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+            return web.Response(status=400, body=b'{"ok":false,"error":"expected {\"advance\": seconds >= 0}"}',
+                                content_type=_JSON)
+        return web.Response(body=orjson.dumps({"ok": True, "advanced": offset}), content_type=_JSON)
 
     async def _ctl_health(self, request: web.Request) -> web.StreamResponse:
         return web.Response(body=b'{"ok":true}', content_type=_JSON)
