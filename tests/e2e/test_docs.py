@@ -9,7 +9,13 @@ A block is runnable when an HTML comment names how, on the line before its fence
   pointed at the simulator, its ledger where ``cascadeflow stats`` looks;
 - ``<!-- test: serve -->`` — a shell block that ends by serving the gateway: it passes
   once that gateway answers a Messages request;
-- ``<!-- test: config -->`` — a YAML config: ``cascadeflow config check -c`` accepts it.
+- ``<!-- test: config -->`` — a YAML config: ``cascadeflow config check -c`` accepts it;
+  ``<!-- test: config, serve -->`` also serves it and sends a Claude request through it;
+- ``<!-- test: file -->`` — a file the page asks the reader to write, named on the block's
+  first line (``# mychecks.py``); later blocks of the page use it.
+
+The blocks of one page run in order in one working directory, as a reader following
+the page would (a file one block writes is there for the next).
 
 Ports in a block (``127.0.0.1:8000``, ``--port 9000``, ``PORT=8311``) are swapped for
 free ones (``CASCADEFLOW_PORT`` points at the one that replaces 8000); the official base URLs are replaced by the simulator through
@@ -157,14 +163,18 @@ def doc_gateway(place):
 
 
 def workdir(root: Path, block: Block) -> Path:
-    folder = root / re.sub(r"[^A-Za-z0-9]+", "-", block.id)
-    folder.mkdir()
-    for name in ("tests", "examples"):
-        (folder / name).symlink_to(CHECKOUT / name)
+    """The page's working directory (made by its first block)."""
+    folder = root / re.sub(r"[^A-Za-z0-9]+", "-", block.file)
+    if not folder.exists():
+        folder.mkdir()
+        for name in ("tests", "examples"):
+            (folder / name).symlink_to(CHECKOUT / name)
     return folder
 
 
 def command(block: Block, code: str, folder: Path) -> list[str]:
+    if block.language == "yaml":
+        return [str(BIN / "cascadeflow"), "proxy", "start", "-c", f"config-{block.line}.yaml"]
     if block.language == "python":
         script = folder / "block.py"
         script.write_text(code)
@@ -178,13 +188,19 @@ def command(block: Block, code: str, folder: Path) -> list[str]:
 def test_doc_block(block: Block, place, request):
     root, env = place
     folder = workdir(root, block)
+    if "file" in block.modes:
+        name = block.code.splitlines()[0].lstrip("# ").strip()
+        (folder / name).write_text(block.code)
+        return
     if "config" in block.modes:
-        (folder / "config.yaml").write_text(block.code)
-        checked = subprocess.run([str(BIN / "cascadeflow"), "config", "check", "-c", "config.yaml"], cwd=folder,
+        config = folder / f"config-{block.line}.yaml"
+        config.write_text(block.code)
+        checked = subprocess.run([str(BIN / "cascadeflow"), "config", "check", "-c", config.name], cwd=folder,
                                  env={**env, "CASCADEFLOW_MASTER_KEY": MASTER}, capture_output=True, text=True,
                                  timeout=60)
         assert checked.returncode == 0, f"{block.id}: {checked.stderr}"
-        return
+        if "serve" not in block.modes:
+            return
     fixed: dict[str, int] = {}
     block_env = dict(env)
     if "gateway" in block.modes:
