@@ -307,3 +307,15 @@ def test_openai_cache_is_per_model_and_prompt_cache_key_and_expires(sim):
     assert first.usage.input_tokens_details.cached_tokens == other.usage.input_tokens_details.cached_tokens == 0
     assert again.usage.input_tokens_details.cached_tokens == first.usage.input_tokens // 128 * 128
     assert sim.requests[-2]["usage"]["cache_read_input_tokens"] == again.usage.input_tokens_details.cached_tokens
+
+
+def test_every_billed_answer_is_on_its_record(sim):
+    """Embeddings bill their input; count_tokens and refusals bill nothing (usage None)."""
+    got = oai(sim).embeddings.create(model="text-embedding-3-small", input=["alpha beta gamma", "delta"])
+    ant(sim).messages.count_tokens(model=OPUS, messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError):
+        oai(sim).chat.completions.create(model="gpt-4o", messages="not a list")  # type: ignore[arg-type]
+    embed, count, refused = sim.requests
+    assert embed["usage"] == {"input_tokens": got.usage.prompt_tokens, "output_tokens": 0,
+                              "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    assert got.usage.prompt_tokens > 0 and count["usage"] is None and refused["usage"] is None

@@ -360,6 +360,7 @@ class SimulatedProvider:
         data = rs.embeddings_body(body)
         if data is None:
             return error_response("openai", 400, "'input' is a required property")
+        self._bill(request, Usage(orjson.loads(data)["usage"]["prompt_tokens"], 0))
         return web.Response(body=data, content_type=_JSON, headers={"x-request-id": new_id("req_")})
 
     def _validate(self, dialect: str, body: Any) -> str | None:
