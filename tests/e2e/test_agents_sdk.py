@@ -1,0 +1,57 @@
+"""The OpenAI Agents SDK's default model (the Responses API) completes a tool call through the gateway.
+
+An agent with one function tool: the model (the simulator, scripted) calls the tool, the
+SDK runs it and sends the result back, the model answers. On an OpenAI route that serves
+/v1/responses (forwarded), on a chat-only route and on a Claude model (both translated).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+agents = pytest.importorskip("agents")
+
+from openai import AsyncOpenAI  # noqa: E402
+
+from cascadeflow import ProxyConfig  # noqa: E402
+from tests.conftest import NO_RETRY  # noqa: E402
+
+SCRIPT = [
+    {"match": {"prompt_contains": "weather in Lima"}, "tool_calls": [{"name": "get_weather", "input": {"city": "Lima"}}]},
+    {"match": {"prompt_contains": "19C in Lima"}, "text": "It is 19C and cloudy in Lima."},
+]
+
+
+@pytest.fixture(scope="module")
+def agents_gw(sim, start_gateway):
+    agents.set_tracing_disabled(True)  # the SDK would export traces to OpenAI
+    return start_gateway(ProxyConfig.from_dict({"routes": [
+        {"name": "anthropic", "provider": "anthropic", "base_url": sim.url, "api_key": "sk-ant-route", **NO_RETRY},
+        {"name": "openai", "provider": "openai", "base_url": sim.url + "/v1", "api_key": "sk-openai-route",
+         "openai_api": "responses", **NO_RETRY},
+        {"name": "chat", "provider": "openai", "base_url": sim.url + "/v1", "api_key": "sk-chat-route", **NO_RETRY},
+    ]}))
+
+
+@pytest.mark.parametrize(("model", "path"), [
+    ("gpt-5.4-mini", "/v1/responses"), ("chat:gpt-5.4-mini", "/v1/chat/completions"),
+    ("claude-haiku-5-5", "/v1/messages"),
+], ids=["forwarded", "chat", "claude"])
+async def test_agent_tool_call(agents_gw, fresh_sim, model, path):
+    fresh_sim.set_script(SCRIPT)
+    calls = []
+
+    @agents.function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        calls.append(city)
+        return f"19C in {city}, cloudy"
+
+    client = AsyncOpenAI(base_url=agents_gw.url + "/v1", api_key="sk-caller", max_retries=0)
+    agent = agents.Agent(name="weather", instructions="Answer with the tool.", tools=[get_weather],
+                         model=agents.OpenAIResponsesModel(model, openai_client=client))
+    result = await agents.Runner.run(agent, "What is the weather in Lima?")
+    assert calls == ["Lima"]
+    assert result.final_output == "It is 19C and cloudy in Lima."
+    upstream = [r["path"] for r in fresh_sim.requests if r["method"] == "POST"]
+    assert upstream == [path, path]
