@@ -216,7 +216,10 @@ def test_breakpoint_rules_are_enforced_as_the_api_does(sim):
         client.messages.create(model=OPUS, max_tokens=10, system=system(), messages=late_1h)
     with pytest.raises(anthropic.BadRequestError, match="ttl"):
         client.messages.create(model=OPUS, max_tokens=10, system=system("2h"), messages=conversation(0))
-    assert [r["usage"] for r in sim.requests] == [None] * 4  # refused requests bill nothing
+    odd = [{"type": "text", "text": "x", "cache_control": {"type": "ephemeral", "ttl": ["1h"]}}]
+    with pytest.raises(anthropic.BadRequestError, match=r"messages\.0\.content\.0\.cache_control\.ttl"):
+        client.messages.create(model=OPUS, max_tokens=10, messages=[{"role": "user", "content": odd}])
+    assert [r["usage"] for r in sim.requests] == [None] * 5  # refused requests bill nothing
 
 
 def test_below_the_minimum_nothing_is_cached(sim):

@@ -50,6 +50,8 @@ OpenAI (``/v1/chat/completions`` and ``/v1/responses``)
     rounded down to 128 — or 0 when that is under 1,024. *Choice*: an entry expires
     after 600 s without use (OpenAI says 5-10 minutes of inactivity), 24 h with
     ``prompt_cache_retention: "24h"``; every use refreshes it. OpenAI bills no write.
+    (The GPT-5.6 family's rules — 30-minute entries, explicit breakpoints, a write
+    premium — are not simulated; the simulator's GPT models are older.)
 
 Time comes from a :class:`SimClock`, which tests advance instead of sleeping. Entries
 are bounded (least recently used dropped first).
@@ -190,8 +192,9 @@ def _marks(body: dict[str, Any]) -> list[tuple[str, Any]]:
     return found
 
 
-def _ttl_name(mark: Any) -> Any:
-    return mark.get("ttl", "5m") if isinstance(mark, dict) else "5m"
+def _ttl_name(mark: Any) -> str:
+    ttl = mark.get("ttl", "5m") if isinstance(mark, dict) else "5m"
+    return ttl if isinstance(ttl, str) else repr(ttl)
 
 
 def check_breakpoints(body: dict[str, Any]) -> str | None:
