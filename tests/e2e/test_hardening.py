@@ -276,3 +276,189 @@ def test_an_upstream_redirect_is_not_followed(fresh_sim, start_gateway):
         _claude(gw).messages.create(model=HAIKU, **ASK)
     assert info.value.status_code == 502 and "redirect" in info.value.message
     assert _calls(fresh_sim) == 1, "the credentials were not sent again to the redirect's target"
+
+
+# -- 5. budgets and allowlists on the models a request really reaches -----------------------------
+
+
+async def _ledger_rows(url: str, expected: int) -> list[dict]:
+    from cascadeflow.store import Ledger
+
+    deadline = time.monotonic() + 5
+    while True:
+        ledger = await Ledger(url).start()
+        try:
+            found = await ledger.rows()
+        finally:
+            await ledger.aclose()
+        if len(found) >= expected or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.1)
+
+
+def _keyed(sim, tmp_path, keys: list[dict], routes: list[dict], **extra) -> ProxyConfig:
+    return ProxyConfig.from_dict({"routes": routes, "database_url": f"sqlite:///{tmp_path / 'gw.db'}",
+                                  "auth": {"mode": "api_key", "keys": keys}, **extra})
+
+
+def _in_flight_then(gw, sim, first: dict, second: dict, api_key: str, path: str = "/v1/messages") -> int:
+    """Send ``first`` (slow), wait until the upstream has it, then ``second``; the second's status."""
+    headers = {"x-api-key": api_key, "authorization": f"Bearer {api_key}"}
+    slow = threading.Thread(target=lambda: httpx.post(gw.url + path, json=first, headers=headers, timeout=10))
+    slow.start()
+    deadline = time.monotonic() + 5
+    while not sim.requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        return httpx.post(gw.url + path, json=second, headers=headers, timeout=10).status_code
+    finally:
+        slow.join()
+
+
+@pytest.mark.parametrize("model", [f"anthropic:{SONNET}", f"anthropic/{SONNET}"])
+def test_a_route_prefix_does_not_make_a_request_free_for_admission(fresh_sim, start_gateway, tmp_path, model):
+    fresh_sim.set_script([{"match": {"prompt_contains": "slow"}, "latency": 1.0}])
+    routes = [_route(fresh_sim, "anthropic", retry={"attempts": 1})]
+    gw = start_gateway(_keyed(fresh_sim, tmp_path, [{"key": "k-budget", "limits": {"daily_budget_usd": 0.001}}], routes))
+    body = {"model": model, "max_tokens": 1000, "messages": [{"role": "user", "content": "slow"}]}
+    # the first reserves 1000 output tokens of sonnet ($0.015): the budget is taken while it runs
+    assert _in_flight_then(gw, fresh_sim, body, {**body, "messages": [{"role": "user", "content": "x"}]},
+                           "k-budget") == 402
+
+
+def test_a_route_price_counts_for_admission(fresh_sim, start_gateway, tmp_path):
+    fresh_sim.set_script([{"match": {"prompt_contains": "slow"}, "latency": 1.0}])
+    routes = [{"name": "local", "provider": "openai", "base_url": fresh_sim.url + "/v1", "api_key": "k",
+               "retry": {"attempts": 1}, "cost_per_1k_tokens": 0.01}]
+    gw = start_gateway(_keyed(fresh_sim, tmp_path, [{"key": "k-local", "limits": {"daily_budget_usd": 0.001}}], routes))
+    body = {"model": "my-local-model", "max_tokens": 1000, "messages": [{"role": "user", "content": "slow"}]}
+    assert _in_flight_then(gw, fresh_sim, body, {**body, "messages": [{"role": "user", "content": "x"}]},
+                           "k-local", "/v1/chat/completions") == 402
+
+
+def test_a_key_allowlist_covers_route_fallbacks_and_a_rules_verifier(fresh_sim, start_gateway, tmp_path):
+    fresh_sim.set_script([{"match": {"model": HAIKU}, "status": 529}])
+    routes = [_route(fresh_sim, "primary", models=[HAIKU, "claude-haiku-4-5"], retry={"attempts": 1},
+                     fallbacks=[f"backup:{OPUS}"]),
+              _route(fresh_sim, "backup", retry={"attempts": 1})]
+    rules = [{"name": "cheap", "request_model": "claude-haiku-4-5", "draft_model": HAIKU, "verifier_model": OPUS}]
+    gw = start_gateway(_keyed(fresh_sim, tmp_path, [{"key": "k-haiku", "models": ["claude-haiku-*"]}], routes,
+                              cascade_rules=rules))
+    client = anthropic.Anthropic(base_url=gw.url, api_key="k-haiku", max_retries=0)
+    with pytest.raises(anthropic.PermissionDeniedError, match=OPUS) as info:
+        client.messages.create(model=HAIKU, **ASK)
+    assert "fallback" in info.value.message
+    with pytest.raises(anthropic.PermissionDeniedError, match=OPUS) as info:
+        client.messages.create(model="claude-haiku-4-5", **ASK)
+    assert "verifier" in info.value.message
+    assert _calls(fresh_sim, OPUS) == 0
+
+
+# -- 6. input edges ----------------------------------------------------------------------------------
+
+
+def _post(gw, path: str, raw: bytes) -> httpx.Response:
+    return httpx.post(gw.url + path, content=raw, headers={"content-type": "application/json"}, timeout=10)
+
+
+def _assert_400(response: httpx.Response, path: str, fragment: str) -> None:
+    assert response.status_code == 400, (response.status_code, response.text[:300])
+    error = response.json()["error"]
+    if path == "/v1/messages":
+        assert response.json()["type"] == "error" and error["type"] == "invalid_request_error"
+    else:
+        assert error["type"] == "invalid_request_error"
+    assert fragment in error["message"], error["message"]
+
+
+_PATHS = {"/v1/messages": HAIKU, "/v1/chat/completions": "gpt-4o"}
+
+
+@pytest.mark.parametrize("path", list(_PATHS))
+@pytest.mark.parametrize("served", ["same", "translated"])
+def test_integers_beyond_64_bits_are_a_400(fresh_sim, start_gateway, path, served):
+    gw = start_gateway(_config(fresh_sim, _route(fresh_sim, retry={"attempts": 1})))
+    model = _PATHS[path] if served == "same" else _PATHS["/v1/chat/completions" if path == "/v1/messages" else "/v1/messages"]
+    raw = (b'{"model": "%s", "max_tokens": 20, "metadata": {"user_id": "u"}, "temperature": 1, '
+           b'"messages": [{"role": "user", "content": "hi"}], "top_k": 123456789012345678901234567890}' % model.encode())
+    _assert_400(_post(gw, path, raw), path, "64 bits")
+    assert _calls(fresh_sim) == 0
+
+
+@pytest.mark.parametrize("path", list(_PATHS))
+@pytest.mark.parametrize("served", ["same", "translated"])
+def test_a_lone_surrogate_is_a_400(fresh_sim, start_gateway, path, served):
+    gw = start_gateway(_config(fresh_sim, _route(fresh_sim, retry={"attempts": 1})))
+    model = _PATHS[path] if served == "same" else _PATHS["/v1/chat/completions" if path == "/v1/messages" else "/v1/messages"]
+    raw = b'{"model": "%s", "max_tokens": 20, "messages": [{"role": "user", "content": "a \\ud83d b"}]}' % model.encode()
+    _assert_400(_post(gw, path, raw), path, "surrogate")
+    assert _calls(fresh_sim) == 0
+
+
+@pytest.mark.parametrize("path", list(_PATHS))
+def test_an_overlong_model_name_is_a_400_and_the_ledger_keeps_writing(fresh_sim, start_gateway, tmp_path, path):
+    config = _config(fresh_sim, _route(fresh_sim, retry={"attempts": 1}))
+    config = config.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'gw.db'}"})
+    gw = start_gateway(config)
+    response = httpx.post(gw.url + path, json={"model": "m" * 300, "max_tokens": 5, "messages": []}, timeout=10)
+    _assert_400(response, path, "256 characters")
+    assert httpx.post(gw.url + path, json={"model": _PATHS[path], "max_tokens": 5,
+                                           "messages": [{"role": "user", "content": "hi"}]}).status_code == 200
+    rows = asyncio.run(_ledger_rows(config.database_url, 2))
+    assert [r["status"] for r in rows] == [400, 200]
+    assert len(rows[0]["requested_model"]) <= 256
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_control_character_in_an_escalating_cascades_model_is_a_400(fresh_sim, start_gateway, stream):
+    fresh_sim.set_script([{"match": {"model": HAIKU}, "status": 529}])
+    gw = start_gateway(_config(fresh_sim, _route(fresh_sim, retry={"attempts": 1}),
+                               cascade_rules=[{"name": "sonnet", "request_model": "claude-sonnet-*",
+                                               "draft_model": HAIKU}]))
+    for model in (SONNET + "\u0001", SONNET + "\n", SONNET + "\u007f"):
+        response = httpx.post(gw.url + "/v1/messages", json={"model": model, **ASK, "stream": stream}, timeout=10)
+        _assert_400(response, "/v1/messages", "control character")
+    assert _calls(fresh_sim) == 0
+
+
+def test_405_answers_carry_allow(gateway):
+    response = httpx.get(gateway.url + "/v1/messages", headers={"anthropic-version": "2023-06-01"})
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    response = httpx.delete(gateway.url + "/v1/chat/completions")
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    response = httpx.post(gateway.url + "/health")
+    assert response.status_code == 405 and "GET" in response.headers["allow"]
+
+
+# -- 7. cancelled streams are priced for what they generated ------------------------------------------
+
+
+def _cancel_after(gw, path: str, body: dict, deltas: int) -> None:
+    marker = b"content_block_delta" if path == "/v1/messages" else b'"delta":{"content"'
+    seen = 0
+    with httpx.Client(base_url=gw.url, timeout=10) as http, http.stream("POST", path, json=body) as response:
+        assert response.status_code == 200
+        for chunk in response.iter_raw():
+            seen += chunk.count(marker)
+            if seen >= deltas:
+                break  # leaving the block closes the connection mid-stream
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/chat/completions"])
+def test_a_cancelled_stream_is_priced_for_what_it_generated(fresh_sim, start_gateway, tmp_path, path):
+    fresh_sim.set_script([{"match": {"prompt_contains": "long"}, "words": 400, "chunk_delay": 0.005}])
+    config = _config(fresh_sim, _route(fresh_sim, retry={"attempts": 1}))
+    config = config.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'gw.db'}"})
+    gw = start_gateway(config)
+    model = HAIKU if path == "/v1/messages" else "gpt-4o"
+    prompt = "a long answer please " + "with some context " * 50
+    body = {"model": model, "max_tokens": 2000, "stream": True, "messages": [{"role": "user", "content": prompt}]}
+    _cancel_after(gw, path, body, 60)
+    rows = asyncio.run(_ledger_rows(config.database_url, 1))
+    assert len(rows) == 1 and rows[0]["cancelled"] is True
+    row = rows[0]
+    # at least the 60 deltas read (a word or more each), at most the whole answer (~400 words)
+    assert 60 <= row["output_tokens"] <= 1200, row
+    assert row["input_tokens"] >= 150, row  # the prompt is ~250 tokens; reported, or estimated when it is not
+    assert row["cost"] and row["cost"] > 0

@@ -83,7 +83,7 @@ class Gateway:
         self.auth = Authenticator(auth, self.keys)
         shared = {"lease_seconds": config.limits.lease_seconds, "spent_since": self.ledger.spent_since}
         counters = RedisCounters(config.redis_url, **shared) if config.redis_url else MemoryCounters(**shared)
-        self.limits = LimitGate(config.limits, counters, self.registry)
+        self.limits = LimitGate(config.limits, counters, self.registry, price=self.service.price)
         self._tasks: set[asyncio.Task] = set()
         self._id_prefix = f"req_{secrets.token_hex(6)}_"
         self._request_numbers = itertools.count(1)

@@ -3,14 +3,16 @@
 A request reserves its estimated tokens and cost at admission and settles with the
 real figures when it ends (see :mod:`cascadeflow.store.counters`). The estimate is
 deliberately high: input tokens from the body's size (3 bytes a token), output tokens
-from ``max_tokens`` (else ``limits.default_output_tokens``), priced at the requested
-model, plus the draft model's price for a cascade, since an escalation pays both.
+from ``max_tokens`` (else ``limits.default_output_tokens``), priced as the model the
+request resolves to (``route:model`` as ``model``, at the route's own price when it has
+one), plus the draft model's price for a cascade, since an escalation pays both.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import ErrorKind, RequestError
@@ -25,7 +27,10 @@ if TYPE_CHECKING:
     from ..store.keys import KeyRecord
     from .auth import Identity
 
-__all__ = ["LimitGate", "LimitRefusal"]
+__all__ = ["LimitGate", "LimitRefusal", "Pricer"]
+
+#: USD for ``usage`` on ``model`` as the caller named it (``route:model`` included), in ``dialect``
+Pricer = Callable[[str, "str | None", Usage], "float | None"]
 
 log = logging.getLogger("cascadeflow.limits")
 
@@ -63,10 +68,13 @@ def charged_models(model: str, rule: CascadeRule | None) -> tuple[str, ...]:
 class LimitGate:
     """The limits that apply to each caller, and the counters they are kept in."""
 
-    def __init__(self, config: LimitsConfig, counters: Counters | None, registry: ModelRegistry) -> None:
+    def __init__(self, config: LimitsConfig, counters: Counters | None, registry: ModelRegistry,
+                 price: Pricer | None = None) -> None:
         self.config = config
         self.counters: Counters = counters or MemoryCounters(lease_seconds=config.lease_seconds)
         self.registry = registry
+        #: prices a model as routed (the gateway's: route prefixes stripped, route prices applied)
+        self.price: Pricer = price or (lambda model, dialect, usage: registry.cost(model, usage))
         self.store_errors = 0
         self._last_warning = 0.0
         self._scopes: dict[str | None, tuple[KeyRecord | None, tuple[Scope, ...]]] = {}
@@ -98,21 +106,25 @@ class LimitGate:
             found.append(Scope("total", config.total))
         return tuple(found)
 
-    def estimate(self, body: dict, body_bytes: int, models: tuple[str, ...]) -> tuple[int, float]:
-        """(tokens, USD) this request could use: an upper estimate, corrected when it settles."""
+    def estimate(self, body: dict, body_bytes: int, models: tuple[str, ...],
+                 dialect: str | None = None) -> tuple[int, float]:
+        """(tokens, USD) this request could use: an upper estimate, corrected when it settles.
+
+        Each model is priced as it is routed, so ``route:model`` costs what ``model`` costs there.
+        """
         output = next((v for f in _OUTPUT_FIELDS if isinstance(v := body.get(f), int) and v > 0),
                       self.config.default_output_tokens)
         usage = Usage(input_tokens=body_bytes // 3, output_tokens=output)
-        cost = sum(self.registry.cost(m, usage) or 0.0 for m in models)
+        cost = sum(self.price(m, dialect, usage) or 0.0 for m in models)
         return usage.input_tokens + output, cost
 
     async def admit(self, identity: Identity, body: dict, body_bytes: int, model: str,
-                    rule: CascadeRule | None) -> Lease | None:
+                    rule: CascadeRule | None, dialect: str | None = None) -> Lease | None:
         """A lease to settle when the request ends (None if no limit applies); raises :class:`LimitRefusal`."""
         scopes = self.scopes(identity)
         if not scopes:
             return None
-        tokens, cost = self.estimate(body, body_bytes, charged_models(model, rule))
+        tokens, cost = self.estimate(body, body_bytes, charged_models(model, rule), dialect)
         try:
             outcome = await self.counters.admit(scopes, tokens, cost)
         except Exception as exc:  # Redis is unreachable: the documented choice, never a crash

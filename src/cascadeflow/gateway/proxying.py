@@ -21,6 +21,7 @@ from ..errors import CascadeflowError, ErrorKind, RequestError
 from ..cascade.policies import conversation_key
 from ..proxy import ProxyRequest
 from .bounds import model_name, read_json_body
+from .reach import check_reach, reachable_models
 from .errors import error_response, exception_response
 from .logs import REQUEST_ID
 from .records import RequestInfo, cascade_entry, error_entry, pass_through_entry
@@ -90,7 +91,9 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
         rule = gateway.rules.match(model) if gateway.rules and path in _CASCADED else None
         plan = "cascade" if rule is not None else plan
         if not count:
-            info.lease = await gateway.limits.admit(identity, body, len(raw or b""), model, rule)
+            if identity.key is not None and identity.key.models is not None:
+                check_reach(identity, reachable_models(gateway.service.router, model, dialect, rule))
+            info.lease = await gateway.limits.admit(identity, body, len(raw or b""), model, rule, dialect)
         if proxy_request.stream and not count:
             _admit_stream(gateway)
             return _with_id(await _streaming(gateway, rule, proxy_request, dialect, headers, body, info), request_id)

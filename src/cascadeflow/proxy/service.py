@@ -50,6 +50,14 @@ class ProxyService:
     def route(self, request: ProxyRequest) -> RouteMatch:
         return self.router.resolve(request.model, dialect_of_path(request.path))
 
+    def price(self, model: str, dialect: str | None, usage: Usage) -> float | None:
+        """USD for ``usage`` on ``model`` as routed: a route prefix stripped, the route's own price applied."""
+        try:
+            match = self.router.resolve(model, dialect)
+        except ProxyRoutingError:
+            return self.router.registry.cost(model, usage)
+        return self.handler.price(match.route, match.model, usage)
+
     def translation(self, match: RouteMatch, dialect: str | None) -> Translation | None:
         """How to cross from the caller's dialect to the route's, or None when they agree.
 
