@@ -117,6 +117,18 @@ def test_the_breaker_is_per_model_and_refuses_only_with_a_fallback(fresh_sim, st
     assert _claude(gw).messages.create(model=OPUS, **ASK).content[0].text.startswith(f"[{OPUS}]")
 
 
+def test_a_fallback_without_a_route_is_no_alternative(fresh_sim, start_gateway):
+    fresh_sim.set_script([{"match": {"model": HAIKU}, "status": 500, "error_message": "upstream exploded"}])
+    routes = [_route(fresh_sim, models=[HAIKU], fallbacks=["ghost-model"], retry={"attempts": 1},
+                     breaker={"failure_threshold": 1, "cooldown": 30}),
+              {"name": "openai", "provider": "openai", "base_url": fresh_sim.url + "/v1", "models": ["gpt-4o"]}]
+    gw = start_gateway(ProxyConfig.from_dict({"routes": routes}))
+    for _ in range(3):
+        with pytest.raises(anthropic.InternalServerError, match="upstream exploded"):
+            _claude(gw).messages.create(model=HAIKU, **ASK)
+    assert _calls(fresh_sim, HAIKU) == 3
+
+
 def test_a_draft_that_keeps_failing_does_not_shut_the_verifier_out(fresh_sim, start_gateway):
     """10 cascades whose draft answers 529: all are answered by the verifier on the same route."""
     fresh_sim.set_script([{"match": {"model": HAIKU}, "status": 529}])

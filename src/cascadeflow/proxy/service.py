@@ -81,21 +81,17 @@ class ProxyService:
     async def _with_fallbacks(self, match: RouteMatch, request: ProxyRequest, dialect: str | None, call):
         """Try ``match``, then each of its route's fallback models while the failure is the upstream's.
 
-        A call with fallbacks still to come may be refused by its open breaker; the last one is always sent.
+        A call with a routable fallback still to come may be refused by its open breaker; the last
+        one is always sent, so the caller gets an upstream's own answer, never only a refusal.
         """
-        fallbacks = match.route.fallbacks
+        fallbacks = self._fallbacks(match, dialect) if match.route.fallbacks else []
         try:
             return await call(match, request, dialect, bool(fallbacks))
         except (ProxyTransportError, ProxyUpstreamError) as exc:
-            if not match.route.fallbacks or not _upstream_fault(exc):
+            if not fallbacks or not _upstream_fault(exc):
                 raise
             failure: Exception = exc
-        for number, model in enumerate(fallbacks, 1):
-            try:
-                fallback = self.router.resolve(model, dialect)
-            except ProxyRoutingError:
-                log.warning("fallback model %r of route %r has no route", model, match.route.name)
-                continue
+        for number, (model, fallback) in enumerate(fallbacks, 1):
             body = {**(request.body or {}), "model": model}
             try:
                 result = await call(fallback, ProxyRequest(request.method, request.path, request.headers, body, None,
@@ -111,6 +107,16 @@ class ProxyService:
                 self.handler.cost_tracker.fallbacks += 1
             return result
         raise failure
+
+    def _fallbacks(self, match: RouteMatch, dialect: str | None) -> list[tuple[str, RouteMatch]]:
+        """The route's fallback models that have a route (the router caches resolutions)."""
+        found = []
+        for model in match.route.fallbacks:
+            try:
+                found.append((model, self.router.resolve(model, dialect)))
+            except ProxyRoutingError:
+                log.warning("fallback model %r of route %r has no route", model, match.route.name)
+        return found
 
     async def _send(self, match: RouteMatch, request: ProxyRequest, dialect: str | None,
                     has_alternative: bool = False) -> ProxyResult:
