@@ -1,4 +1,5 @@
-"""The OpenAI Agents SDK's default model (the Responses API) completes a tool call through the gateway.
+"""Responses API clients beyond the openai SDK complete a tool call through the gateway: the OpenAI
+Agents SDK's default model, and LangChain's ChatOpenAI with ``use_responses_api=True``.
 
 An agent with one function tool: the model (the simulator, scripted) calls the tool, the
 SDK runs it and sends the result back, the model answers. On an OpenAI route that serves
@@ -55,3 +56,31 @@ async def test_agent_tool_call(agents_gw, fresh_sim, model, path):
     assert result.final_output == "It is 19C and cloudy in Lima."
     upstream = [r["path"] for r in fresh_sim.requests if r["method"] == "POST"]
     assert upstream == [path, path]
+
+
+@pytest.mark.parametrize(("model", "path"), [
+    ("gpt-5.4-mini", "/v1/responses"), ("claude-haiku-5-5", "/v1/messages"),
+], ids=["forwarded", "claude"])
+def test_langchain_use_responses_api_tool_call(agents_gw, fresh_sim, model, path):
+    """LangChain's ChatOpenAI with use_responses_api=True: a tool call, its result, the answer."""
+    langchain_openai = pytest.importorskip("langchain_openai")
+    from langchain_core.messages import HumanMessage, ToolMessage
+    from langchain_core.tools import tool
+
+    fresh_sim.set_script(SCRIPT)
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"19C in {city}, cloudy"
+
+    chat = langchain_openai.ChatOpenAI(model=model, base_url=agents_gw.url + "/v1", api_key="sk-caller",
+                                       use_responses_api=True, max_retries=0).bind_tools([get_weather])
+    history = [HumanMessage("What is the weather in Lima?")]
+    first = chat.invoke(history)
+    (call,) = first.tool_calls
+    assert call["name"] == "get_weather" and call["args"] == {"city": "Lima"}
+    history += [first, ToolMessage(get_weather.invoke(call["args"]), tool_call_id=call["id"])]
+    final = chat.invoke(history)
+    assert final.text == "It is 19C and cloudy in Lima."
+    assert [r["path"] for r in fresh_sim.requests if r["method"] == "POST"] == [path, path]
