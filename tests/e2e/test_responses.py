@@ -393,3 +393,23 @@ def test_cascade_escalates_a_bad_draft(cascade_resp_gw, fresh_sim, rule, stream,
     assert got.output_text.startswith(f"[{model}]") or got.output[0].type == "function_call"
     calls = [r for r in fresh_sim.requests if r["method"] == "POST"]
     assert [(r["path"], r["body"]["model"]) for r in calls] == [(path, draft), (path, model)]
+
+
+PIXEL = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_images(gw, sim, target):
+    model, _, _ = TARGETS[target]
+    got = create(gw, True, model=model, input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "What is in this picture?"},
+        {"type": "input_image", "image_url": PIXEL, "detail": "low"}]}])
+    assert got.status == "completed"
+    sent = upstream(sim)[-1]["body"]
+    if target == "forwarded":
+        assert sent["input"][0]["content"][1]["image_url"] == PIXEL
+    elif target == "chat":
+        assert sent["messages"][0]["content"][1] == {"type": "image_url", "image_url": {"url": PIXEL, "detail": "low"}}
+    else:
+        image = next(b for b in sent["messages"][0]["content"] if b["type"] == "image")
+        assert image["source"]["type"] == "base64" and image["source"]["media_type"] == "image/png"
