@@ -19,7 +19,8 @@ the page would (a file one block writes is there for the next).
 
 Ports in a block (``127.0.0.1:8000``, ``--port 9000``, ``PORT=8311``) are swapped for
 free ones (``CASCADEFLOW_PORT`` points at the one that replaces 8000); the official base URLs are replaced by the simulator through
-``CASCADEFLOW_*_BASE_URL``; no client API key is set, so a snippet must work without one.
+``CASCADEFLOW_*_BASE_URL`` (and ``ANTHROPIC_BASE_URL`` / ``OPENAI_BASE_URL``, which the
+library examples read); no client API key is set, so a snippet must work without one.
 A shell block runs under ``set -eo pipefail``, and no answer it prints may be an API
 error (curl exits 0 on an HTTP error). ``claude`` is a stub that sends one streaming Messages request the way Claude Code does
 (``x-api-key`` from ``ANTHROPIC_API_KEY`` to ``ANTHROPIC_BASE_URL``), since the real CLI
@@ -138,6 +139,8 @@ def place(tmp_path_factory, sim):
         "HOME": str(root / "home"),
         "CASCADEFLOW_ANTHROPIC_BASE_URL": sim.url,
         "CASCADEFLOW_OPENAI_BASE_URL": sim.url + "/v1",
+        "ANTHROPIC_BASE_URL": sim.url,  # the library examples read these
+        "OPENAI_BASE_URL": sim.url + "/v1",
         "CASCADEFLOW_DATA_DIR": str(root / "data"),
         "PYTHONUNBUFFERED": "1",
     })
