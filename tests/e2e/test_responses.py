@@ -413,3 +413,24 @@ def test_images(gw, sim, target):
     else:
         image = next(b for b in sent["messages"][0]["content"] if b["type"] == "image")
         assert image["source"]["type"] == "base64" and image["source"]["media_type"] == "image/png"
+
+
+@pytest.mark.parametrize("draft", [MINI, HAIKU])
+def test_cascade_sample_agreement_on_responses(sim, start_gateway, fresh_sim, draft):
+    """Sample agreement re-asks the draft model in the Responses API (forwarded or translated)."""
+    gw = start_gateway(ProxyConfig.from_dict({
+        "routes": [
+            {"name": "anthropic", "provider": "anthropic", "base_url": sim.url, "api_key": "k", **NO_RETRY},
+            {"name": "openai", "provider": "openai", "base_url": sim.url + "/v1", "api_key": "k",
+             "openai_api": "responses", **NO_RETRY},
+        ],
+        "cascade_rules": [{"name": "agree", "request_model": GPT, "draft_model": draft, "quality_threshold": 0.7,
+                           "sample_agreement": {"samples": 2}}],
+    }))
+    fresh_sim.set_script(CASCADE_SCRIPT)
+    got, headers = ask_cascade(gw, False, model=GPT, input="What is the capital of France?")
+    assert got.output_text == "Paris is the capital of France."
+    assert headers["x-cascadeflow-draft-accepted"] == "true", headers.get("x-cascadeflow-decision")
+    path = "/v1/responses" if draft == MINI else "/v1/messages"
+    calls = [(r["path"], r["body"]["model"]) for r in fresh_sim.requests if r["method"] == "POST"]
+    assert calls == [(path, draft)] * 3  # the draft and two samples
