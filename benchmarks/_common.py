@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
+from pathlib import Path
 
 import aiohttp
 
@@ -28,6 +30,15 @@ async def wait_ready(url: str, timeout: float = 20.0) -> None:
                 pass
             await asyncio.sleep(0.1)
     raise RuntimeError(f"{url} did not come up")
+
+
+def gateway_env(folder: str | Path) -> dict[str, str]:
+    """The environment for a benchmark's gateway: its own data directory, and no ``CASCADEFLOW_*``
+    variable of the user's overriding the benchmark's config (a ``CASCADEFLOW_DATABASE_URL`` would
+    otherwise send the benchmark's rows into the user's ledger)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CASCADEFLOW_")}
+    env["CASCADEFLOW_DATA_DIR"] = str(Path(folder) / "data")
+    return env
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-from _common import free_port, percentile, wait_ready
+from _common import free_port, gateway_env, percentile, wait_ready
 
 RULES = {
     "claude": {"dialect": "anthropic", "requested": "claude-opus-5-5", "draft": "claude-haiku-5-5"},
@@ -144,7 +144,8 @@ cascade_rules:
     )
     exe = [sys.executable, "-m", "cascadeflow.cli"]
     sim = subprocess.Popen([*exe, "simulate", "--port", str(sim_port), "--script", str(script)], stdout=subprocess.DEVNULL)
-    gw = subprocess.Popen([*exe, "proxy", "start", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gw = subprocess.Popen([*exe, "proxy", "start", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          env=gateway_env(config.parent))
     try:
         await wait_ready(sim_url + "/_sim/health")
         await wait_ready(gw_url + "/health")

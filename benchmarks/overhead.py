@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-from _common import free_port, percentile, wait_ready
+from _common import free_port, gateway_env, percentile, wait_ready
 
 try:
     import uvloop
@@ -137,6 +137,7 @@ routes:
         pinned([*exe, "proxy", "start", "--config", str(config)], gateway_cpu),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=gateway_env(config.parent),
     )
     if other_cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {other_cpu})

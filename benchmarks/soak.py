@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-from _common import free_port, percentile, wait_ready
+from _common import free_port, gateway_env, percentile, wait_ready
 
 STREAM_BODY = {"model": "claude-haiku-5-5", "max_tokens": 400, "stream": True,
                "messages": [{"role": "user", "content": "soak stream"}]}
@@ -111,7 +111,7 @@ async def main_async(args: argparse.Namespace) -> None:
     sim = subprocess.Popen([*exe, "simulate", "--port", str(sim_port), "--script", str(folder / "script.json")],
                            stdout=subprocess.DEVNULL)
     gw = subprocess.Popen([*exe, "proxy", "start", "--config", str(folder / "gw.yaml")],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=gateway_env(folder))
     gw_url = f"http://127.0.0.1:{gw_port}"
     try:
         await wait_ready(f"http://127.0.0.1:{sim_port}/_sim/health")
