@@ -434,3 +434,19 @@ def test_cascade_sample_agreement_on_responses(sim, start_gateway, fresh_sim, dr
     path = "/v1/responses" if draft == MINI else "/v1/messages"
     calls = [(r["path"], r["body"]["model"]) for r in fresh_sim.requests if r["method"] == "POST"]
     assert calls == [(path, draft)] * 3  # the draft and two samples
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize(("status", "error"), [(400, openai.BadRequestError), (429, openai.RateLimitError),
+                                               (529, openai.InternalServerError)])
+@pytest.mark.parametrize("stream", [False, True])
+def test_upstream_errors_reach_the_caller_in_openai_shape(gw, sim, target, status, error, stream):
+    model, _, served = TARGETS[target]
+    sim.set_script([{"match": {"model": served}, "status": status, "error_message": "scripted failure",
+                     "retry_after": 7}])
+    with pytest.raises(error) as raised:
+        create(gw, stream, model=model, input="hello")
+    assert raised.value.status_code == status and "scripted failure" in raised.value.message
+    assert isinstance(raised.value.body, dict) and "message" in raised.value.body
+    if status == 429:
+        assert raised.value.response.headers["retry-after"] == "7"
