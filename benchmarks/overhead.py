@@ -48,6 +48,17 @@ class Sample:
     total: list[float]
     elapsed: float
     errors: int
+    #: the gateway process's CPU milliseconds per request (user + system), for runs through it
+    cpu_ms: float = 0.0
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 
@@ -171,7 +182,9 @@ routes:
                     n = max(args.requests, concurrency * 5)
                     direct = await run_load(sim_url + (direct_path or path), direct_body, direct_headers, n, concurrency,
                                             stream)
+                    cpu_before = process_cpu_seconds(gw.pid)
                     through = await run_load(gw_url + path, body, headers, n, concurrency, stream)
+                    through.cpu_ms = (process_cpu_seconds(gw.pid) - cpu_before) * 1000 / n  # warm-up included: an upper bound
                     rows.append((dialect, stream, concurrency, direct, through))
                     print_row(*rows[-1], flush=True)
     finally:
@@ -183,13 +196,14 @@ routes:
 
 HEADER = (
     f"{'dialect':<9} {'mode':<6} {'conc':>4} | {'direct p50':>10} {'gw p50':>8} {'added p50':>9} {'added p99':>9}"
-    f" | {'ttfb+ p50':>9} | {'direct rps':>10} {'gw rps':>8} {'ratio':>6} | {'errors':>6}"
+    f" | {'ttfb+ p50':>9} | {'direct rps':>10} {'gw rps':>8} {'ratio':>6} | {'cpu/req':>7} | {'errors':>6}"
 )
 
 
 def print_row(dialect: str, stream: bool, concurrency: int, direct: Sample, through: Sample, flush: bool = False) -> None:
     if print_row.first:  # type: ignore[attr-defined]
-        print("latencies in ms; rps = completed requests per second; ratio = gateway rps / direct rps")
+        print("latencies in ms; rps = completed requests per second; ratio = gateway rps / direct rps;"
+              " cpu/req = gateway CPU ms per request")
         print(HEADER)
         print("-" * len(HEADER))
         print_row.first = False  # type: ignore[attr-defined]
@@ -201,7 +215,7 @@ def print_row(dialect: str, stream: bool, concurrency: int, direct: Sample, thro
     print(
         f"{dialect:<9} {'stream' if stream else 'json':<6} {concurrency:>4} | {d50:>10.2f} {g50:>8.2f} {g50 - d50:>9.2f}"
         f" {added99:>9.2f} | {ttfb_added:>9.2f} | {d_rps:>10.0f} {g_rps:>8.0f} {g_rps / d_rps:>6.2f} |"
-        f" {direct.errors + through.errors:>6}",
+        f" {through.cpu_ms:>7.3f} | {direct.errors + through.errors:>6}",
         flush=flush,
     )
 
