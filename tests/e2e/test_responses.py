@@ -450,3 +450,12 @@ def test_upstream_errors_reach_the_caller_in_openai_shape(gw, sim, target, statu
     assert isinstance(raised.value.body, dict) and "message" in raised.value.body
     if status == 429:
         assert raised.value.response.headers["retry-after"] == "7"
+
+
+@pytest.mark.parametrize(("stream", "expected"), [(True, 32000), (False, 4096)])
+def test_anthropic_max_tokens_without_max_output_tokens(gw, sim, stream, expected):
+    """Codex sends no max_output_tokens; Anthropic needs a number: room for a long edit when streaming."""
+    create(gw, stream, model=HAIKU, input="hello")
+    assert upstream(sim)[-1]["body"]["max_tokens"] == expected
+    create(gw, stream, model=HAIKU, input="hello", max_output_tokens=100)
+    assert upstream(sim)[-1]["body"]["max_tokens"] == 100

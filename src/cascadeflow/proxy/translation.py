@@ -34,6 +34,9 @@ log = logging.getLogger("cascadeflow.proxy")
 API_PATHS = {"anthropic": "/v1/messages", "openai": "/v1/chat/completions", "responses": "/v1/responses"}
 _FOREIGN_HEADERS = {"anthropic": ("openai-",), "openai": ("anthropic-", "x-claude-code-", "x-stainless-helper")}
 _DEFAULT_MAX_TOKENS = 4096
+#: a streamed Responses request without ``max_output_tokens`` (Codex never sends one) gets this many on
+#: Anthropic, which requires a number: room for a long file edit, capped by the model's own limit
+_RESPONSES_STREAM_MAX_TOKENS = 32000
 
 
 class Translation:
@@ -96,8 +99,9 @@ class Translation:
         chat, self.dropped, self._names = translate_responses.responses_to_chat_request(body)
         if self.upstream == "openai":
             return chat
+        default = _RESPONSES_STREAM_MAX_TOKENS if body.get("stream") is True else _DEFAULT_MAX_TOKENS
         translated, more = translate.openai_to_anthropic_request(
-            chat, default_max_tokens=min(limit or _DEFAULT_MAX_TOKENS, _DEFAULT_MAX_TOKENS), max_output_tokens=limit)
+            chat, default_max_tokens=min(limit or default, default), max_output_tokens=limit)
         self.dropped += [name for name in more if name not in ("response_format", "stream_options", "reasoning_effort")
                          and name not in self.dropped]
         translate_responses.anthropic_output_format(body, translated)
