@@ -86,3 +86,13 @@ def test_checks_read_responses_tools_and_format():
     text = answer_from_response({"status": "completed", "output": [
         {"type": "message", "content": [{"type": "output_text", "text": '{"n": "x"}'}]}]})
     assert FormatCheck()(asked, text, "responses").score == 0.0
+
+
+def test_codex_thread_is_the_conversation_key():
+    from cascadeflow.cascade.policies import conversation_key
+
+    by_body = conversation_key({}, {"prompt_cache_key": "thread-1", "input": "x"})
+    by_header = conversation_key({"session-id": "thread-1"}, {"input": "x"})
+    assert by_body == by_header and by_body.startswith("t:") and "thread-1" not in by_body
+    assert conversation_key({}, {"prompt_cache_key": "thread-2"}) != by_body
+    assert conversation_key({"x-claude-code-session-id": "s1"}, {"prompt_cache_key": "thread-1"}) == "s:s1"

@@ -34,11 +34,15 @@ def conversation_key(headers: dict[str, str], body: dict) -> str | None:
     """A stable id for the conversation, when the client sends one.
 
     Claude Code sends ``X-Claude-Code-Session-Id`` and a ``metadata.user_id`` holding
-    its session; OpenAI clients may send ``user``. Without any, there is no memory.
+    its session; Codex a ``prompt_cache_key`` (its thread) and a ``session-id`` header;
+    OpenAI clients may send ``user``. Without any, there is no memory.
     """
     session = headers.get("x-claude-code-session-id")
     if session:
         return "s:" + session
+    thread = body.get("prompt_cache_key") or headers.get("session-id")
+    if isinstance(thread, str) and thread:
+        return "t:" + hashlib.blake2b(thread.encode(), digest_size=12).hexdigest()
     metadata = body.get("metadata")
     user = metadata.get("user_id") if isinstance(metadata, dict) else body.get("user")
     if isinstance(user, str) and user:
