@@ -129,11 +129,16 @@ class OpenAIStreamTap:
             self.complete = True
             return False
         if b'"delta"' in data:
-            chunk = json_object(data)
-            choices = chunk.get("choices")
-            for choice in choices if isinstance(choices, list) else ():
-                if isinstance(choice, dict):
-                    self.generated_chars += _delta_chars(choice.get("delta"))
+            start = data.find(_CONTENT_DELTA)
+            end = data.find(b'"', start + len(_CONTENT_DELTA)) if start >= 0 else -1
+            if end > 0 and data[end - 1] != 92 and data.count(b'"delta"') == 1:  # the common chunk: no parse
+                self.generated_chars += end - start - len(_CONTENT_DELTA)  # bytes: escapes count a little high
+            else:
+                chunk = json_object(data)
+                choices = chunk.get("choices")
+                for choice in choices if isinstance(choices, list) else ():
+                    if isinstance(choice, dict):
+                        self.generated_chars += _delta_chars(choice.get("delta"))
             if b'"usage":{' not in data and b'"usage": {' not in data:
                 return False
         if b'"usage":{' in data or b'"usage": {' in data:
@@ -146,6 +151,9 @@ class OpenAIStreamTap:
             self.error = data
             self.complete = True
         return False
+
+
+_CONTENT_DELTA = b'"delta":{"content":"'
 
 
 def _delta_chars(delta: object) -> int:

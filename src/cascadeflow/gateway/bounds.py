@@ -1,10 +1,13 @@
 """Bounded input: what a request body and its model name may hold before anything acts on them.
 
 Parsed once with orjson, which refuses what no upstream accepts either (a lone UTF-16
-surrogate, NaN, invalid UTF-8). Integers beyond 64 bits would be read as floats and
-change meaning when re-serialised, so they are refused too; a cheap scan for a run of
-19 digits decides whether the exact (slow) check is needed at all. A model name ends up
-in headers, logs and the ledger: at most 256 printable characters.
+surrogate, NaN, invalid UTF-8). orjson reads an integer beyond 64 bits as a float, which
+would change its meaning when re-serialised: a top-level field holding such a number is
+refused (an integral float beyond 64 bits makes the body be parsed again, exactly, to tell
+``1e23`` from an integer). Nested ones are not looked for — scanning every body costs
+several times its parse — and are never a crash: a pass-through forwards the bytes as
+sent, a translation sends the float. A model name ends up in headers, logs and the
+ledger: at most 256 printable characters.
 """
 
 from __future__ import annotations
@@ -20,8 +23,6 @@ __all__ = ["read_json_body", "model_name", "MAX_MODEL_CHARS"]
 MAX_MODEL_CHARS = 256
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # int64 and uint64 both round-trip
-_DIGITS = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))  # every digit → "0", the rest → " "
-_LONG_RUN = b"0" * 19  # the shortest run of digits that may not fit in 64 bits
 
 
 def read_json_body(raw: bytes) -> dict:
@@ -34,8 +35,10 @@ def read_json_body(raw: bytes) -> dict:
         raise RequestError(_not_json(raw, exc)) from None
     if not isinstance(body, dict):
         raise RequestError(f"request body must be a JSON object, not {type(body).__name__}")
-    if raw.translate(_DIGITS).find(_LONG_RUN) >= 0:  # rare: only then parse again, exactly
-        _check_integers(raw)
+    for value in body.values():
+        if type(value) is float and not _INT_MIN <= value <= _INT_MAX and value.is_integer():
+            _check_integers(raw)  # rare: only then parse again, exactly
+            break
     return body
 
 
