@@ -96,3 +96,21 @@ def test_when_no_threshold_is_safe_the_choice_is_never_draft():
     rs = [rec(f"r{i}", 1.0, float(i % 2), 1.0) for i in range(200)]
     choice = choose_bounded(rs, 0.95)
     assert choice["threshold"] is None and not choice["reached"] and choice["bound"] == 1.0
+
+
+def test_a_rule_drafts_only_where_its_confidence_beats_random_escalation_out_of_fold():
+    from cascadeflow.evaluation.commands import beats_random, deployable
+    from cascadeflow.evaluation.metrics import fit_threshold
+
+    rng = random.Random(3)
+    # the draft is wrong 3% of the time and confidence knows nothing about when: a 0.95 bound holds at
+    # random acceptance, but the saving would be luck, not judgment
+    noise = [rec(f"n{i:03d}", rng.random(), float(rng.random() > 0.03), 1.0, dc=0.001) for i in range(400)]
+    fit = fit_threshold(noise, 0.95, choose=lambda rs, goal: choose_bounded(rs, goal))
+    assert fit["reached"] and fit["threshold"] is not None  # the bound alone would draft
+    assert not beats_random(fit) and not deployable(fit)
+    # the same drafts with a confidence that does know: deployable
+    informed = [rec(o.id, (0.5 + 0.5 * rng.random()) if o.draft_score else 0.5 * rng.random(), o.draft_score, 1.0, dc=0.001)
+                for o in noise]  # fmt: skip
+    fit = fit_threshold(informed, 0.95, choose=lambda rs, goal: choose_bounded(rs, goal))
+    assert beats_random(fit) and deployable(fit)

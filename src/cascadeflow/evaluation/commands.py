@@ -28,7 +28,7 @@ from .guarantee import DEFAULT_LEVEL, choose_bounded
 from .report import num, pct, saving_pct
 from .runner import EvalSetup, load_eval_records, replay_outcomes, rule_template, rule_with
 
-__all__ = ["run_eval", "run_calibrate", "by_dataset"]
+__all__ = ["run_eval", "run_calibrate", "by_dataset", "fit_candidates", "choose_candidate", "apply_fit", "deployable"]
 
 POOLED = "pooled"
 
@@ -85,24 +85,19 @@ def run_calibrate(files: list[Path], config: str | None, rule_name: str | None, 
                       combine="min" if template.get("combine") == "logistic" else template.get("combine", "min"))
     outcomes, _, _ = evaluate(files, probe, out, concurrency)
 
-    def choose(rs: list[metrics.Outcome], goal: float) -> dict:
-        return choose_bounded(rs, goal, level)
-
-    fits: dict[str, dict] = {"threshold": metrics.fit_threshold(outcomes, target, folds=folds, choose=choose)}
-    names = sorted({name for o in outcomes for name in o.features})
-    if len(names) > 1:
-        fits["combined"] = metrics.fit_combined(outcomes, names, target, folds=folds, choose=choose)
-    if learn:  # the learned scorer, added to the rule's checks and combined by its rule
-        features = learned.record_features(load_eval_records(files))
-        fits["scorer"] = learned.fit_learned(outcomes, features, target, folds, choose, probe.get("combine", "min"))
-    chosen = max(fits, key=lambda name: _merit(fits[name], target))
+    features = learned.record_features(load_eval_records(files)) if learn else None
+    fits = fit_candidates(outcomes, features, target, folds, level, probe.get("combine", "min"))
+    chosen = choose_candidate(fits, target)
     best = fits[chosen]
     print(_calibration_report(fits, chosen, target, folds, level), file=out)
-    if not best["reached"] or best["threshold"] is None:
+    if not deployable(best):
         # a threshold of 1.0 would still accept every draft scoring exactly 1.0: the rule must not draft at all
-        print(f"no threshold keeps the {level:.0%} lower bound on quality retained at {target:.3f} or more (or drafting "
-              "costs more than it saves): the rule is written to NEVER DRAFT (every request goes straight to the "
-              "verifier, so no draft is paid for)", file=out)
+        why = (f"no threshold keeps the {level:.0%} lower bound on quality retained at {target:.3f} or more (or drafting "
+               "costs more than it saves)" if not best["reached"] or best["threshold"] is None else
+               "no confidence ranks drafts better than random escalation out of fold (held-out AUROC interval "
+               f"{_interval(best['cv'].get('auroc_ci'))} reaches 0.5)")
+        print(f"{why}: the rule is written to NEVER DRAFT (every request goes straight to the verifier, so no draft "
+              "is paid for)", file=out)
         changes: dict = {"never_draft": True, "scorer": None}
         if write and config:
             _write_rule(Path(config), rule_name, changes, out)
@@ -121,6 +116,38 @@ def run_calibrate(files: list[Path], config: str | None, rule_name: str | None, 
     if write and config:
         _write_rule(Path(config), rule_name, changes, out)
     return {**fits, "chosen": chosen, "changes": changes}
+
+
+def fit_candidates(outcomes: list[metrics.Outcome], features: dict | None, target: float, folds: int,
+                   level: float = DEFAULT_LEVEL, combine_rule: str = "min") -> dict[str, dict]:
+    """Every way calibrate can set a rule, each fitted under the bound and cross-validated: a threshold on the
+    rule's own check score; a logistic combiner of the check scores; the learned scorer (when ``features``)."""
+
+    def choose(rs: list[metrics.Outcome], goal: float) -> dict:
+        return choose_bounded(rs, goal, level)
+
+    fits: dict[str, dict] = {"threshold": metrics.fit_threshold(outcomes, target, folds=folds, choose=choose)}
+    names = sorted({name for o in outcomes for name in o.features})
+    if len(names) > 1:
+        fits["combined"] = metrics.fit_combined(outcomes, names, target, folds=folds, choose=choose)
+    if features is not None:  # the learned scorer, added to the rule's checks and combined by its rule
+        fits["scorer"] = learned.fit_learned(outcomes, features, target, folds, choose, combine_rule)
+    return fits
+
+
+def choose_candidate(fits: dict[str, dict], target: float) -> str:
+    """The fit calibrate deploys (see :func:`_merit`)."""
+    return max(fits, key=lambda name: _merit(fits[name], target))
+
+
+def apply_fit(name: str, fit: dict, outcomes: list[metrics.Outcome], features: dict | None,
+              combine_rule: str = "min") -> list[metrics.Outcome]:
+    """Other records decided by a deployed fit, as the gateway running the written rule would decide them."""
+    if name == "combined":
+        outcomes = metrics.rescore(outcomes, fit["model"])
+    elif name == "scorer" and features is not None:
+        outcomes = learned.with_learned(outcomes, fit["scorer"], features, combine_rule)
+    return metrics.apply_threshold(outcomes, fit["threshold"] if deployable(fit) else None)
 
 
 def check_contributions(outcomes: list[metrics.Outcome]) -> str:
@@ -144,16 +171,34 @@ def _reached(fit: dict, target: float) -> bool:
     return retained is not None and retained >= target - 1e-9
 
 
+def beats_random(fit: dict) -> bool:
+    """Whether the fit's confidence ranks drafts better than random escalation out of fold: the 95% bootstrap
+    interval of its held-out AUROC lies above 0.5 (or every draft is good or every one bad: nothing to rank).
+    AUROC rather than APGR, whose ratio is unstable when draft and strong score nearly alike."""
+    cv = fit["cv"]
+    return cv.get("auroc") is None or (cv.get("auroc_ci") is not None and cv["auroc_ci"][0] > 0.5)
+
+
+def deployable(fit: dict) -> bool:
+    """A fit worth a rule that drafts: a threshold passed the bound, and its ranking beats random escalation
+    (else the saving would come from accepting drafts at random, which the bound only tolerates by luck)."""
+    return bool(fit["reached"]) and fit["threshold"] is not None and beats_random(fit)
+
+
 def _merit(fit: dict, target: float) -> tuple:
-    """Which fit to deploy: one that drafts under the bound, then holds the target out of fold, then saves most
-    held out (fewest escalations where costs are unknown)."""
+    """Which fit to deploy: a deployable one, then one holding the target out of fold, then the largest held-out
+    saving (fewest escalations where costs are unknown)."""
     cv = fit["cv"]
     gain = cv["saving"] if cv["saving"] is not None else -cv["escalation_rate"]
-    return fit["reached"] and fit["threshold"] is not None, _reached(fit, target), gain
+    return deployable(fit), _reached(fit, target), gain
 
 
 _LABELS = {"threshold": "threshold on the combined check score", "combined": "logistic model over the check scores",
            "scorer": "learned scorer (text features, no log-probabilities)"}
+
+
+def _interval(values: list[float] | None) -> str:
+    return "n/a" if not values else f"{num(values[0])}-{num(values[1])}"
 
 
 def _calibration_report(fits: dict[str, dict], chosen: str, target: float, folds: int, level: float) -> str:
@@ -169,7 +214,9 @@ def _calibration_report(fits: dict[str, dict], chosen: str, target: float, folds
             f"(all records, in sample {num(point.get('quality_retained'))}); held-out saving {saving_pct(cv['saving'])}, "
             f"quality retained {num(cv['quality_retained'])}"
             f"{f' (95% CI {num(ci[0])}-{num(ci[1])})' if ci else ''}, escalated {pct(cv['escalation_rate'])}, "
-            f"AUROC {num(cv['auroc'])}{'' if _reached(fit, target) else ' (target not held out of fold)'}{mark}"
+            f"APGR {num(cv.get('apgr'))}, AUROC {num(cv['auroc'])} ({_interval(cv.get('auroc_ci'))})"
+            f"{'' if _reached(fit, target) else ' (target not held out of fold)'}"
+            f"{'' if beats_random(fit) else ' (no better than random escalation)'}{mark}"
         )
     return "\n".join(lines)
 

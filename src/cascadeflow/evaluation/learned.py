@@ -19,7 +19,7 @@ from ..cascade.scorer import CHECK_NAME, FEATURES, Scorer, prompt_text, text_fea
 from . import metrics
 from .metrics import Outcome
 
-__all__ = ["record_features", "train_scorer", "fit_learned", "out_of_fold_scores", "versus_random"]
+__all__ = ["record_features", "train_scorer", "with_learned", "fit_learned", "out_of_fold_scores", "versus_random"]
 
 Key = tuple[str, str]
 
@@ -45,7 +45,7 @@ def train_scorer(outcomes: Sequence[Outcome], features: Mapping[Key, list[float]
                   tuple(model["scale"][n] for n in FEATURES), {"records": len(outcomes), "datasets": datasets})
 
 
-def _with_learned(outcomes: Sequence[Outcome], scorer: Scorer, features: Mapping[Key, list[float]],
+def with_learned(outcomes: Sequence[Outcome], scorer: Scorer, features: Mapping[Key, list[float]],
                   combine_rule: str) -> list[Outcome]:
     """Each judged record's confidence as the gateway would compute it with the scorer among its checks."""
     result = []
@@ -68,10 +68,10 @@ def fit_learned(outcomes: Sequence[Outcome], features: Mapping[Key, list[float]]
 
     def refit(train: list[Outcome], test: list[Outcome]) -> tuple[list[Outcome], list[Outcome]]:
         model = train_scorer(train, features)
-        return _with_learned(train, model, features, combine_rule), _with_learned(test, model, features, combine_rule)
+        return with_learned(train, model, features, combine_rule), with_learned(test, model, features, combine_rule)
 
     scorer = train_scorer(rs, features)
-    fitted = metrics._fit(rs, _with_learned(rs, scorer, features, combine_rule), target, folds, seed, refit, choose)
+    fitted = metrics._fit(rs, with_learned(rs, scorer, features, combine_rule), target, folds, seed, refit, choose)
     return {**fitted, "scorer": scorer}
 
 

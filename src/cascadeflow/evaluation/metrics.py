@@ -418,7 +418,10 @@ def _cross_validate(rs: list[Outcome], target: float, folds: int, seed: int, res
         details.append({"fold": f, "n_train": len(train), "threshold": choice["threshold"], "reached": choice["reached"],
                         "train_saving": choice["saving"], "train_quality_retained": choice["quality_retained"],
                         **{f"test_{k}": v for k, v in _held_out_figures(decided).items()}})  # fmt: skip
-    return {**_held_out_figures(pooled), "quality_retained_ci": bootstrap_ci(pooled, resamples=400, seed=seed),
+    figures = _held_out_figures(pooled)  # each record ranked and decided by a fit that never saw it
+    return {**figures, "quality_retained_ci": bootstrap_ci(pooled, resamples=400, seed=seed),
+            "apgr": apgr(deferral_curve(pooled)),
+            "auroc_ci": None if figures["auroc"] is None else bootstrap_ci(pooled, auroc, resamples=300, seed=seed),
             "folds": details}
 
 
