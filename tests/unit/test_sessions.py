@@ -82,20 +82,26 @@ def test_openai_caches_prefixes_automatically_in_128_token_steps():
 
 
 def test_failure_chance_learns_from_the_conversation_and_the_rule():
-    assert failure_chance(0, 0, 0, 0) == pytest.approx(0.25)
+    assert failure_chance(0, 0, 0, 0) == pytest.approx(0.1)
     assert failure_chance(0, 0, 100, 2) < 0.05  # a rule whose drafts rarely fail
     assert failure_chance(6, 3, 100, 2) > 0.3  # …but this conversation's do
 
 
 def test_drafting_pays_only_when_the_expectation_says_so():
-    cheap = Prices(draft=0.01, verifier=0.04, baseline=0.04, rewrite=0.2, verifier_goes_cold=False)
-    assert expected_saving(cheap, 0.1) > 0
-    # the same turn, but skipping the verifier lets its warm cache go out of reach
-    cooling = Prices(draft=0.01, verifier=0.04, baseline=0.04, rewrite=0.2, verifier_goes_cold=True)
-    assert expected_saving(cooling, 0.2) < 0
-    # already cold: drafting makes nothing worse
-    cold = Prices(draft=0.01, verifier=0.2, baseline=0.04, rewrite=0.2, verifier_goes_cold=True)
-    assert expected_saving(cold, 0.2) > 0
+    def prices(draft=0.0025, draft_warm=0.0025, verifier=0.0106, warm=0.0106, growth=0.0061):
+        return Prices(draft, draft_warm, verifier, warm, growth)
+
+    # both caches warm, the draft cheap: drafting pays unless it fails often
+    assert expected_saving(prices(), 0.05, 10) > 0
+    assert expected_saving(prices(), 0.6, 10) < 0
+    # a draft half the verifier's price saves only the verifier's reads once some turn escalates:
+    # it pays only while escalations are unlikely for the rest of the conversation
+    half = prices(draft=0.0052, draft_warm=0.0052)
+    assert expected_saving(half, 0.17, 10) < 0 < expected_saving(half, 0.02, 10)
+    # a cold draft cache must be paid for by the turns the draft then saves
+    assert expected_saving(prices(draft=0.023), 0.25, 5) < 0 < expected_saving(prices(draft=0.023), 0.02, 30)
+    # a cold verifier is paid now on the verifier, and on the draft only if some turn escalates
+    assert expected_saving(prices(draft=0.046, draft_warm=0.005, verifier=0.093), 0.02, 5) > 0
 
 
 async def test_memory_sessions_are_bounded_and_any_id_is_fine():

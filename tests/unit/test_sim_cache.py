@@ -89,18 +89,25 @@ def send(sim, messages, *, model=OPUS, sys=None, stream=True, **kw):
     return client.messages.create(**body).usage
 
 
+def _size(block) -> int:
+    return len(orjson.dumps({k: v for k, v in block.items() if k != "cache_control"} if isinstance(block, dict) else block))
+
+
 def tokens_through(*groups: list) -> int:
-    """The simulator's prefix size: compact JSON of each block (marker left out), chars // 4."""
-    chars = 0
-    for blocks in groups:
-        for block in blocks:
-            chars += len(orjson.dumps({k: v for k, v in block.items() if k != "cache_control"}
-                                      if isinstance(block, dict) else block))
-    return chars // 4
+    """The simulator's prefix size: compact JSON of each block (marker left out) with the JSON around it
+    (a comma; a message's role and brackets on its first block), chars // 4."""
+    return sum(item if isinstance(item, int) else _size(item) + 1 for blocks in groups for item in blocks) // 4
 
 
-def message_blocks(messages: list[dict]) -> list:
-    return [b for m in messages for b in (m["content"] if isinstance(m["content"], list) else [m["content"]])]
+def message_blocks(messages: list[dict]) -> list[int]:
+    """Each message block's size with its framing, as the simulator counts it."""
+    sizes = []
+    for message in messages:
+        content = message["content"]
+        frame = len(orjson.dumps({k: v for k, v in message.items() if k != "content"})) + len('"content":') + 1
+        for i, block in enumerate(content if isinstance(content, list) else [content]):
+            sizes.append(_size(block) + (frame + (2 if isinstance(content, list) else 0) if i == 0 else 1))
+    return sizes
 
 
 def prompt_tokens(usage) -> int:
@@ -231,11 +238,11 @@ def test_below_the_minimum_nothing_is_cached(sim):
         return client.messages.create(model=model, max_tokens=10, messages=[{"role": "user", "content": [block]}]).usage
 
     for _ in range(2):
-        short = ask(SONNET, 380)  # 1,925 chars -> 481 tokens
+        short = ask(SONNET, 380)  # 1,925 chars + 30 of message framing -> 488 tokens
         assert (short.cache_creation_input_tokens, short.cache_read_input_tokens) == (0, 0)
-    assert ask(SONNET, 420).cache_creation_input_tokens == 531  # 2,125 chars: over 512
-    assert ask(SONNET, 420).cache_read_input_tokens == 531
-    for _ in range(2):  # 531 tokens is far under Haiku 4.5's 4,096
+    assert ask(SONNET, 420).cache_creation_input_tokens == 538  # 2,125 + 30 chars: over 512
+    assert ask(SONNET, 420).cache_read_input_tokens == 538
+    for _ in range(2):  # 538 tokens is far under Haiku 4.5's 4,096
         haiku = ask("claude-haiku-4-5", 420)
         assert (haiku.cache_creation_input_tokens, haiku.cache_read_input_tokens) == (0, 0)
     # a breakpoint under the minimum caches nothing even when a later one does

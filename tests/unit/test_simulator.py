@@ -387,15 +387,15 @@ def test_cache_creation_then_read(sim):
     client = ant(sim)
     messages = [{"role": "user", "content": "q1"}]
     first = client.messages.create(model=CLAUDE, max_tokens=50, system=system, messages=messages)
-    # prefix: '{"type":"text","text":"<2550 chars>"}' == 2575 chars -> 643 tokens (over the 512 minimum);
-    # total: system JSON (2614 chars with the marker) + messages (32) == 2646 -> 661
-    assert (first.usage.cache_creation_input_tokens, first.usage.cache_read_input_tokens, first.usage.input_tokens) == (643, 0, 18)
+    # prefix: '{"type":"text","text":"<2550 chars>"}' == 2575 chars and its comma -> 644 tokens (over the 512
+    # minimum); total: system JSON (2614 chars with the marker) + messages (32) == 2646 -> 661
+    assert (first.usage.cache_creation_input_tokens, first.usage.cache_read_input_tokens, first.usage.input_tokens) == (644, 0, 17)
     with client.messages.stream(model=CLAUDE, max_tokens=50, system=system, messages=messages) as stream:
         second = stream.get_final_message()
-    assert (second.usage.cache_creation_input_tokens, second.usage.cache_read_input_tokens, second.usage.input_tokens) == (0, 643, 18)
+    assert (second.usage.cache_creation_input_tokens, second.usage.cache_read_input_tokens, second.usage.input_tokens) == (0, 644, 17)
     # another model has its own cache
     third = client.messages.create(model="claude-haiku-5-5", max_tokens=50, system=system, messages=messages)
-    assert third.usage.cache_creation_input_tokens == 643
+    assert third.usage.cache_creation_input_tokens == 644
     # the next turn moves the breakpoint: the earlier prefix is read, the rest written
     turn2 = [
         {"role": "user", "content": [{"type": "text", "text": "q1"}]},
@@ -404,12 +404,15 @@ def test_cache_creation_then_read(sim):
     ]
     plain_system = [{"type": "text", "text": "You are helpful. " * 150}]
     nxt = client.messages.create(model=CLAUDE, max_tokens=50, system=plain_system, messages=turn2)
-    segs = 2575 + len(b'{"type":"text","text":"q1"}') + len(b'"a1"') + len(orjson.dumps({"type": "text", "text": "q2 " * 40}))
-    assert nxt.usage.cache_read_input_tokens == 643
-    assert nxt.usage.cache_creation_input_tokens == segs // 4 - 643
+    # each message's role and brackets count with its first block, each later block with a comma
+    user_frame, assistant_frame = len(b'{"role":"user","content":[]}'), len(b'{"role":"assistant","content":}')
+    segs = (2576 + user_frame + len(b'{"type":"text","text":"q1"}') + assistant_frame + len(b'"a1"')
+            + user_frame + len(orjson.dumps({"type": "text", "text": "q2 " * 40})))
+    assert nxt.usage.cache_read_input_tokens == 644
+    assert nxt.usage.cache_creation_input_tokens == segs // 4 - 644
     assert nxt.usage.input_tokens == estimate_input_tokens({"system": plain_system, "messages": turn2}) - segs // 4
     sim.clear()  # clear() forgets the cache too
-    assert client.messages.create(model=CLAUDE, max_tokens=50, system=system, messages=messages).usage.cache_creation_input_tokens == 643
+    assert client.messages.create(model=CLAUDE, max_tokens=50, system=system, messages=messages).usage.cache_creation_input_tokens == 644
 
 
 def test_openai_cached_tokens(sim):

@@ -1,57 +1,68 @@
-"""Whether drafting this turn pays, priced with each model's cache as it is for this conversation.
+"""Whether drafting pays in this conversation, priced with each model's cache as it is.
 
 For agent sessions almost every input token is a cache read, and each model caches
-separately: a draft that fails sends the turn to a verifier whose cache the drafts have
-let go cold, and the rewrite can cost more than many accepted drafts saved. So before
-drafting, three prices for this request (:class:`Prices`):
+separately, so a turn's price depends on what the conversation did before — and what
+this turn does changes the next turns' prices. The choice is between two regimes for
+the rest of the conversation (``H`` turns, estimated as as many as it has had, at least
+:data:`MIN_HORIZON`):
 
-- ``draft``: the draft model on its own cache;
-- ``verifier``: the verifier on its cache as it is now (cold if drafts served the last turns);
-- ``baseline``: the verifier on the cache it would have had, had it served every turn.
+- **verifier**: every turn at the verifier's warm price ``V_w`` — after paying, now,
+  whatever its cache is missing (``V_now − V_w``);
+- **draft**: every turn the draft at its warm price ``D_w``, and with chance ``p`` (the
+  conversation's failure rate, shrunk towards the rule's) the verifier's reads and
+  output too. The verifier's cache writes are not saved but put off: an escalation
+  writes everything added since the verifier last served, so they are saved only if
+  no turn escalates (chance ``(1 − p)^H``). Entering costs the draft's cold cache now
+  (``D_now − D_w``); the verifier's missing cache is paid only if some turn escalates.
 
-With ``p`` the chance this conversation's draft fails (its own drafts, shrunk towards
-the rule's record), drafting costs ``draft + p·verifier`` now, and leaves the verifier's
-cache one turn staler: if that would put its cache out of reach next turn (past the
-TTL or the lookback), a future escalation pays ``rewrite − verifier`` more, with
-chance ``p`` (nothing more when the cache is cold already). The turn is drafted only when that expectation is below ``verifier``.
-After an escalation the verifier's cache is warm and ``p`` has risen, so a
-conversation stays on the verifier exactly as long as that is cheaper — stickiness
-by the numbers, not by a count.
+The turn is drafted when the draft regime's expected cost over ``H`` turns is the lower.
+After an escalation the verifier is warm and ``p`` has risen, so a conversation stays on
+the verifier as long as that is cheaper — stickiness by the numbers, not a count — and
+returns to drafting as its record of failures fades (:func:`failure_chance`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Prices", "failure_chance", "expected_saving"]
+__all__ = ["MIN_HORIZON", "Prices", "expected_saving", "failure_chance"]
 
 #: weight of the rule's record against the conversation's own drafts (in drafts)
 _PRIOR_WEIGHT = 4.0
+MIN_HORIZON, _MAX_HORIZON = 5, 50
 
 
 @dataclass(frozen=True, slots=True)
 class Prices:
+    """One turn's prices (USD): each model on its cache as it is now, and as it would be if warm."""
+
     draft: float
+    draft_warm: float
     verifier: float
-    baseline: float
-    #: what the verifier would pay with nothing cached (the rewrite after its cache is lost)
-    rewrite: float
-    #: whether drafting this turn puts the verifier's cache out of reach for the next turn
-    verifier_goes_cold: bool
+    verifier_warm: float
+    #: the cache-write part of ``verifier_warm``: the turn's growth, which an escalation writes later anyway
+    verifier_growth: float
 
 
-def failure_chance(drafts: int, failures: int, rule_drafts: int, rule_failures: int) -> float:
-    """The chance this conversation's next draft fails: its own rate, shrunk towards the rule's.
+def failure_chance(drafts: float, failures: float, rule_drafts: int, rule_failures: int) -> float:
+    """The chance this conversation's next draft fails: its own (fading) record, shrunk towards the rule's.
 
-    The rule's rate starts from one failure in four (a prior worth one draft) so that a new
-    gateway neither trusts nor distrusts drafts blindly.
+    The rule's rate starts from one failure in ten (a prior worth one draft), so that a new
+    gateway tries drafting where a draft is much cheaper, and learns.
     """
-    rule_rate = (rule_failures + 0.25) / (rule_drafts + 1.0)
+    rule_rate = (rule_failures + 0.1) / (rule_drafts + 1.0)
     return (failures + _PRIOR_WEIGHT * rule_rate) / (drafts + _PRIOR_WEIGHT)
 
 
-def expected_saving(prices: Prices, p_fail: float) -> float:
-    """Verifier-now minus the expected cost of drafting (positive: drafting pays)."""
-    staler = max(0.0, prices.rewrite - prices.verifier) if prices.verifier_goes_cold else 0.0
-    drafting = prices.draft + p_fail * prices.verifier + p_fail * staler
-    return prices.verifier - drafting
+def horizon(turns_so_far: int) -> int:
+    return max(MIN_HORIZON, min(_MAX_HORIZON, turns_so_far))
+
+
+def expected_saving(prices: Prices, p_fail: float, turns: int) -> float:
+    """Expected cost of the verifier regime minus the draft regime over ``turns`` turns (positive: draft)."""
+    keep = (1.0 - p_fail) ** turns  # no escalation in the horizon
+    reads = prices.verifier_warm - prices.verifier_growth
+    per_turn = turns * (prices.draft_warm - (1.0 - p_fail) * reads - keep * prices.verifier_growth)
+    enter = max(0.0, prices.draft - prices.draft_warm)
+    verifier_missing = max(0.0, prices.verifier - prices.verifier_warm)
+    return -(per_turn + enter - keep * verifier_missing)

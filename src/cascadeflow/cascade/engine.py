@@ -352,12 +352,14 @@ class CascadeEngine:
     ) -> bool:
         first = rule.draft_stages()[0].model
         signal = turn.signal() if turn is not None else None  # always read: it settles the last drafted turn
-        reason = skip_reason(
-            rule, request.body or {}, request.raw_body or b"", dialect, first, self.registry, self.sticky, conversation
+        economics = turn is not None and rule.policies.cache_economics
+        reason = skip_reason(  # with the economics on, they decide how long an escalation sticks, not a count
+            rule, request.body or {}, request.raw_body or b"", dialect, first, self.registry, self.sticky,
+            None if economics else conversation,
         )
         if reason is None and signal is not None:
             reason = f"session_signal:{signal}"
-        if reason is None and turn is not None and rule.policies.cache_economics:
+        if reason is None and economics:
             totals = self.tracker.rule(decision.rule)
             verifier = rule.verifier_model or request.model
             go, decision.expected_saving = turn.economics(totals.drafts_tried, sum(totals.escalated.values()), first,

@@ -31,15 +31,19 @@ from dataclasses import dataclass
 
 from ..config import CascadeRule
 from ..pricing import ModelRegistry
-from ..sessions.cache import LOOKBACK, CacheShadow, PromptShape
+from ..sessions.cache import CacheShadow, PromptShape
 from ..sessions.state import BASELINE, Sessions, SessionState
 from ..usage import Usage
-from .economics import Prices, expected_saving, failure_chance
+from .economics import Prices, expected_saving, failure_chance, horizon
 
 __all__ = ["SessionBook", "Turn"]
 
 _DEFAULT_PER_CHAR = 0.27  # tokens per character of prompt JSON before the upstream has told us
 _DEFAULT_OUTPUT = 400
+#: each turn, the conversation's record of drafts and failures keeps this share: a drafted turn adds evidence
+#: (a memory of ~20 turns); a turn not drafted adds none, so the record fades faster and drafting is tried again
+#: once the failures that stopped it are a few turns old
+_FADE, _FADE_UNTRIED = 0.95, 0.7
 _FAILED = re.compile(r"Traceback \(most recent call last\)|\b[Ee]xit code:? ?[1-9]\d*\b|\b[1-9]\d* failed\b|\bFAILED\b")
 
 
@@ -116,48 +120,31 @@ class Turn:
         return None
 
     def economics(self, rule_drafts: int, rule_failures: int, draft: str, verifier: str) -> tuple[bool, float | None]:
-        """(draft or not, the expected saving of drafting in USD) for this turn."""
+        """(draft or not, the expected saving of drafting over the conversation's horizon, USD)."""
         prices = self._prices(draft, verifier)
         if prices is None:
             return True, None
         p_fail = failure_chance(self.state.drafts, self.state.failures, rule_drafts, rule_failures)
-        saving = expected_saving(prices, p_fail)
+        saving = expected_saving(prices, p_fail, horizon(self.state.turns))
         return saving > 0, saving
 
     def _prices(self, draft: str, verifier: str) -> Prices | None:
         out = round(self.state.output or _DEFAULT_OUTPUT)
         shadow_v = self.state.shadows.get(verifier) or CacheShadow()
-        shape_v = self.shape(verifier)
-        costs = [
-            self._price(draft, self.shape(draft), self.state.shadows.get(draft) or CacheShadow(), out),
-            self._price(verifier, shape_v, shadow_v, out),
-            self._price(verifier, shape_v, self.state.shadows.get(BASELINE) or CacheShadow(), out),
-            self._price(verifier, shape_v, _first_breakpoint_only(shadow_v, shape_v), out),
+        shape_d, shape_v = self.shape(draft), self.shape(verifier)
+        per_char, previous = self.per_char, self.state.last_chars
+        splits = [
+            (draft, (self.state.shadows.get(draft) or CacheShadow()).split(shape_d, draft, self.now, per_char)),
+            (draft, CacheShadow.warm_split(shape_d, draft, per_char, previous)),
+            (verifier, shadow_v.split(shape_v, verifier, self.now, per_char)),
+            (verifier, CacheShadow.warm_split(shape_v, verifier, per_char, previous)),
         ]
-        if any(c is None for c in costs):
+        costs = [self.book.registry.cost(model, Usage(output_tokens=out, **_tokens(split, per_char)))
+                 for model, split in splits]
+        growth = self.book.registry.cost(verifier, Usage(cache_write_tokens=_tokens(splits[3][1], per_char)["cache_write_tokens"]))
+        if any(c is None for c in costs) or growth is None:
             return None
-        return Prices(*costs, verifier_goes_cold=self._goes_cold(shape_v, shadow_v))  # type: ignore[arg-type]
-
-    def _price(self, model: str, shape: PromptShape, shadow: CacheShadow, output: int) -> float | None:
-        plain, write, read = shadow.split(shape, model, self.now, self.per_char).tokens(self.per_char)
-        return self.book.registry.cost(model, Usage(plain, output, write, read))
-
-    def _goes_cold(self, shape: PromptShape, shadow: CacheShadow) -> bool:
-        """Whether skipping the verifier this turn leaves its cache out of reach next turn."""
-        if not shape.breakpoints or shape.rules != "anthropic":
-            return False
-        last = shape.breakpoints[-1][0]
-        hit, expiry = -1, 0.0
-        for i in range(last, max(-1, last - LOOKBACK), -1):
-            entry = shadow.entries.get(shape.hashes[i])
-            if entry is not None and entry[1] > self.now:
-                hit, expiry = i, entry[1]
-                break
-        if hit < 0:
-            return False  # cold already: drafting changes nothing
-        interval = self.now - self.state.last_at if self.state.last_at else 60.0
-        growth = max(2, last - hit)
-        return last + growth - hit >= LOOKBACK or expiry <= self.now + interval
+        return Prices(*costs, verifier_growth=growth)  # type: ignore[arg-type]
 
     # -- after the answer ------------------------------------------------------------------
 
@@ -180,6 +167,9 @@ class Turn:
         for model in dict.fromkeys(m for m, _ in calls):
             shape = self.shape(model)
             state.shadow(model).split(shape, model, self.now, self.per_char, touch=True)
+        fade = _FADE if drafted else _FADE_UNTRIED
+        state.drafts *= fade
+        state.failures *= fade
         if drafted:
             state.drafts += 1
             state.failures += 0 if accepted else 1
@@ -188,15 +178,15 @@ class Turn:
                     self.shape(self.requested).chars, served.output_tokens)
         state.last_at = self.now
         state.requested = self.requested
+        state.turns += 1
+        shape = self.shape(self.requested)
+        state.last_chars = shape.ends[shape.breakpoints[-1][0]] if shape.breakpoints else shape.chars
         self.book.save(self.book.sessions.put(self.key, state))
 
 
-def _first_breakpoint_only(shadow: CacheShadow, shape: PromptShape) -> CacheShadow:
-    """The verifier's cache once the conversation's entries are out of reach: only the first breakpoint's prefix."""
-    if not shape.breakpoints:
-        return CacheShadow()
-    first = shape.hashes[shape.breakpoints[0][0]]
-    return CacheShadow({first: shadow.entries[first]} if first in shadow.entries else {})
+def _tokens(split, per_char: float) -> dict:
+    plain, write, read = split.tokens(per_char)
+    return {"input_tokens": plain, "cache_write_tokens": write, "cache_read_tokens": read}
 
 
 def _tool_results(body: dict, ids: set[str]) -> list[tuple[str, bool]]:

@@ -84,7 +84,7 @@ class PromptShape:
     @classmethod
     def of(cls, body: dict, dialect: str, rules: str | None = None) -> PromptShape:
         """The shape of a request ``body`` of ``dialect``, cached by ``rules`` (default: the dialect's own)."""
-        blocks: list[tuple[bytes, float | None]] = [_block(tool) for tool in body.get("tools") or ()]
+        blocks: list[tuple[bytes, float | None]] = [(data + b",", ttl) for data, ttl in map(_block, body.get("tools") or ())]
         if dialect == "anthropic":
             _extend(blocks, body.get("system"))
         for message in body.get("messages") or ():
@@ -121,10 +121,17 @@ def _block(block: object) -> tuple[bytes, float | None]:
 
 
 def _extend(blocks: list, content: object, role: object = None) -> None:
+    """A message's (or the system prompt's) blocks; the message's role and brackets count with its first block,
+    so the blocks add up to the whole prompt, as the tokens before a breakpoint do."""
+    start = len(blocks)
     if isinstance(content, list):
-        blocks.extend(_block(b) for b in content)
+        blocks.extend((data + b",", ttl) for data, ttl in map(_block, content))
     elif content is not None:
-        blocks.append((orjson.dumps([role, content]) if role else orjson.dumps(content), None))
+        blocks.append((orjson.dumps(content) + b",", None))
+    if role is not None and len(blocks) > start:
+        data, ttl = blocks[start]
+        frame = b'{"role":' + orjson.dumps(role) + (b',"content":[]}' if isinstance(content, list) else b',"content":}')
+        blocks[start] = (frame + data[:-1], ttl)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +187,28 @@ class CacheShadow:
                 self.entries[shape.hashes[i]] = (shape.ends[i], now + ttl)
             self._trim()
         return CacheSplit(read, write, shape.chars)
+
+    @staticmethod
+    def warm_split(shape: PromptShape, model: str, per_char: float, previous_chars: int) -> CacheSplit:
+        """The split a cache kept warm turn after turn would give: the previous turn's prompt read, the rest written.
+
+        On a conversation's first turn (``previous_chars`` 0) the growth of one turn is taken as the
+        last block's size, so a "warm" turn is what the next turns will cost, not this one.
+        """
+        if shape.rules == "openai":
+            floor = _OPENAI_MIN / per_char if per_char > 0 else 0
+            seen = previous_chars or (shape.ends[-2] if shape.blocks > 1 else 0)
+            step = _OPENAI_STEP / per_char if per_char > 0 else 1
+            read = int(min(seen, shape.chars) // step * step) if seen >= floor else 0
+            return CacheSplit(read, 0, shape.chars)
+        if not shape.breakpoints:
+            return CacheSplit(0, 0, shape.chars)
+        last = shape.ends[shape.breakpoints[-1][0]]
+        if last * per_char < min_cacheable_tokens(model):
+            return CacheSplit(0, 0, shape.chars)
+        seen = previous_chars or (shape.ends[-2] if shape.blocks > 1 else 0)
+        read = min(seen, last)
+        return CacheSplit(read, last - read, shape.chars)
 
     def _split_openai(self, shape: PromptShape, now: float, per_char: float, touch: bool) -> CacheSplit:
         floor = _OPENAI_MIN / per_char if per_char > 0 else 0

@@ -37,9 +37,10 @@ _MAX_SHADOWS = 6
 @dataclass(slots=True)
 class SessionState:
     shadows: dict[str, CacheShadow] = field(default_factory=dict)
-    #: drafted turns that were judged, and those that failed (escalated, or a failure signal next turn)
-    drafts: int = 0
-    failures: int = 0
+    #: drafted turns that were judged, and those that failed (escalated, or a failure signal next turn);
+    #: both fade with every turn, so old failures weigh less than new ones
+    drafts: float = 0.0
+    failures: float = 0.0
     #: tokens per character of prompt JSON, from the upstreams' usage (a moving average)
     per_char: float = 0.0
     #: output tokens per answer (a moving average)
@@ -50,6 +51,9 @@ class SessionState:
     pending_calls: list[str] = field(default_factory=list)
     #: the requested model the conversation is priced against
     requested: str = ""
+    #: turns so far, and the previous turn's prompt: characters up to its last breakpoint
+    turns: int = 0
+    last_chars: int = 0
 
     def shadow(self, model: str) -> CacheShadow:
         shadow = self.shadows.get(model)
@@ -70,7 +74,8 @@ class SessionState:
         return orjson.dumps({
             "s": {m: {h.hex(): list(v) for h, v in s.entries.items()} for m, s in self.shadows.items()},
             "d": self.drafts, "f": self.failures, "c": self.per_char, "o": self.output, "t": self.last_at,
-            "pm": self.pending_model, "pc": self.pending_calls, "r": self.requested,
+            "pm": self.pending_model, "pc": self.pending_calls, "r": self.requested, "n": self.turns,
+            "lc": self.last_chars,
         })
 
     @classmethod
@@ -78,9 +83,10 @@ class SessionState:
         data = orjson.loads(raw)
         shadows = {m: CacheShadow({bytes.fromhex(h): (int(v[0]), float(v[1])) for h, v in s.items()})
                    for m, s in data.get("s", {}).items()}
-        return cls(shadows, int(data.get("d", 0)), int(data.get("f", 0)), float(data.get("c", 0.0)),
+        return cls(shadows, float(data.get("d", 0)), float(data.get("f", 0)), float(data.get("c", 0.0)),
                    float(data.get("o", 0.0)), float(data.get("t", 0.0)), str(data.get("pm", "")),
-                   [str(c) for c in data.get("pc", [])][:64], str(data.get("r", "")))
+                   [str(c) for c in data.get("pc", [])][:64], str(data.get("r", "")), int(data.get("n", 0)),
+                   int(data.get("lc", 0)))
 
 
 def _key(conversation: str) -> str:

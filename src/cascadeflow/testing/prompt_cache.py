@@ -228,13 +228,16 @@ def _blocks(body: dict[str, Any], model: str) -> list[_Block]:
     h = hashlib.blake2b(b"anthropic\0" + model.encode(), digest_size=16)
     out: list[_Block] = []
 
-    def add(block: Any, role: bytes) -> None:
+    def add(block: Any, role: bytes, framing: int = 1) -> None:
+        """``framing``: the JSON around the block (a comma; a message's role and brackets on its first block),
+        so that the blocks add up to the whole prompt, as the tokens before a breakpoint do."""
         data = _strip(block)
         h.update(role)
         h.update(data)
         h.update(b"\x1e")
         mark = _mark_of(block)
-        out.append(_Block(len(data), h.copy().digest(), _TTLS.get(_ttl_name(mark), ANTHROPIC_TTL_5M) if mark else None))
+        out.append(_Block(len(data) + framing, h.copy().digest(),
+                          _TTLS.get(_ttl_name(mark), ANTHROPIC_TTL_5M) if mark else None))
 
     for tool in body.get("tools") or ():
         add(tool, b"T")
@@ -249,8 +252,9 @@ def _blocks(body: dict[str, Any], model: str) -> list[_Block]:
             continue
         role = str(msg.get("role")).encode() + b"\x1f"
         content = msg.get("content")
-        for block in content if isinstance(content, list) else (content,):
-            add(block, role)
+        frame = len(_dumps({k: v for k, v in msg.items() if k != "content"})) + len('"content":') + 1
+        for i, block in enumerate(content if isinstance(content, list) else (content,)):
+            add(block, role, frame + (2 if isinstance(content, list) else 0) if i == 0 else 1)
     top = body.get("cache_control")
     if top and out and out[-1].ttl is None:
         out[-1].ttl = _TTLS.get(_ttl_name(top), ANTHROPIC_TTL_5M)
