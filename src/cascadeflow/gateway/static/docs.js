@@ -15,6 +15,7 @@
   const credential = $("credential");
   credential.value = sessionStorage.getItem("cascadeflow-docs-key") || "";
   credential.addEventListener("change", () => sessionStorage.setItem("cascadeflow-docs-key", credential.value));
+  $("auth").addEventListener("submit", (event) => event.preventDefault()); // Enter in the key field sends nothing
 
   function headersFor(path, hasBody) {
     const headers = {};
