@@ -143,6 +143,9 @@ class DraftPolicies(_Strict):
     #: in a conversation, draft only when the expected saving — priced with each model's prompt cache
     #: as it is, and the conversation's draft failures — is positive (docs/cascade.md)
     cache_economics: bool = True
+    #: the request kinds this rule drafts (main, subagent, background, codex, other; docs/claude-code.md);
+    #: requests of other kinds go straight to the verifier. Default: every kind
+    draft_kinds: list[Literal["main", "subagent", "background", "codex", "other"]] | None = None
 
 
 class SelfVerify(_Strict):

@@ -143,3 +143,22 @@ def test_the_baseline_is_what_the_requested_model_would_have_paid_with_its_own_c
     assert len(opus) == 1
     cost, baseline = float(headers["x-cascadeflow-cost-usd"]), float(headers["x-cascadeflow-baseline-cost-usd"])
     assert baseline < cost, (baseline, cost)
+
+
+def test_a_rule_can_draft_only_some_request_kinds(sim, fresh_sim, start_gateway):
+    """Draft the main loop only: a sub-agent's turn (no Agent tool) goes straight to the verifier."""
+    rule = {"name": "opus", "request_model": OPUS, "draft_model": HAIKU, "policies": {"draft_kinds": ["main"]}}
+    gw = start_gateway(ProxyConfig.from_dict({"routes": sim_routes(sim), "cascade_rules": [rule]}))
+    sim.set_script([{"match": {"prompt_contains": "Run the tests"}, **bash("pytest -q")}])
+    agent = {"name": "Agent", "description": "Start a sub-agent", "input_schema": {"type": "object"}}
+    client = anthropic.Anthropic(base_url=gw.url, api_key="k", max_retries=0)
+    headers = {"X-Claude-Code-Session-Id": str(uuid.uuid4())}
+    messages = [{"role": "user", "content": "Run the tests"}]
+    main = client.messages.with_raw_response.create(model=OPUS, max_tokens=4096, tools=[BASH, agent],
+                                                    messages=messages, extra_headers=headers)
+    assert main.headers["x-cascadeflow-request-kind"] == "main" and main.headers["x-cascadeflow-served-model"] == HAIKU
+    sub = client.messages.with_raw_response.create(model=OPUS, max_tokens=4096, tools=[BASH], messages=messages,
+                                                   extra_headers=headers)
+    assert sub.headers["x-cascadeflow-request-kind"] == "subagent"
+    assert sub.headers["x-cascadeflow-decision"] == "skipped:kind:subagent"
+    assert sub.headers["x-cascadeflow-served-model"] == OPUS

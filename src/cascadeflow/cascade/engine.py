@@ -39,6 +39,7 @@ from .drafts import ops_for
 from .policies import StickyEscalations, skip_reason
 from .scorer import checks_for
 from .scoring import score_draft
+from .kinds import request_kind
 from .selfcheck import verdict, verification_body
 from .session import SessionBook, Turn
 from .thinking import signatures_in, strip_thinking, thinking_on, view_for
@@ -84,6 +85,8 @@ class Decision:
     thinking_views: dict[str, str] = field(default_factory=dict)
     #: what drafting this turn was expected to save, priced with the conversation's caches (USD)
     expected_saving: float | None = None
+    #: main, subagent, background, codex or other (:mod:`.kinds`)
+    kind: str = ""
     #: (model, usage) of every upstream call, in order
     calls: list[tuple[str, Usage]] = field(default_factory=list)
 
@@ -111,6 +114,8 @@ class Decision:
             headers["x-cascadeflow-thinking"] = self.thinking_views[self.served_model]
         if self.expected_saving is not None:
             headers["x-cascadeflow-expected-saving-usd"] = f"{self.expected_saving:.8f}"
+        if self.kind:
+            headers["x-cascadeflow-request-kind"] = self.kind
         if with_cost and self.cost is not None:
             headers["x-cascadeflow-cost-usd"] = f"{self.cost:.8f}"
         if with_cost and self.baseline_cost is not None:
@@ -357,6 +362,10 @@ class CascadeEngine:
             rule, request.body or {}, request.raw_body or b"", dialect, first, self.registry, self.sticky,
             None if economics else conversation,
         )
+        decision.kind = request_kind(request.headers, request.body or {})
+        kinds = rule.policies.draft_kinds
+        if reason is None and kinds is not None and decision.kind not in kinds:
+            reason = f"kind:{decision.kind}"
         if reason is None and signal is not None:
             reason = f"session_signal:{signal}"
         if reason is None and economics:
