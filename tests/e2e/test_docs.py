@@ -11,6 +11,9 @@ A block is runnable when an HTML comment names how, on the line before its fence
   once that gateway answers a Messages request;
 - ``<!-- test: config -->`` — a YAML config: ``cascadeflow config check -c`` accepts it;
   ``<!-- test: config, serve -->`` also serves it and sends a Claude request through it;
+- ``<!-- test: config, error, as=bad.yaml -->`` — a config with mistakes, written as
+  ``bad.yaml``: ``cascadeflow proxy start --config bad.yaml`` exits 2 and prints exactly
+  the page's next ``text`` block;
 - ``<!-- test: file -->`` — a file the page asks the reader to write, named on the block's
   first line (``# mychecks.py``); later blocks of the page use it.
 
@@ -47,7 +50,8 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 MASTER = "doc-test-master-key"
 SERVER_KEY = "sk-ant-doc-test-server"
-MARKER = re.compile(r"^<!--\s*test:\s*([a-z, ]+?)\s*-->\n```(\w*)\n(.*?)^```", re.M | re.S)
+MARKER = re.compile(r"^<!--\s*test:\s*([a-z=., ]+?)\s*-->\n```(\w*)\n(.*?)^```", re.M | re.S)
+TEXT_BLOCK = re.compile(r"^```text\n(.*?)^```", re.M | re.S)
 PORT = re.compile(r"(127\.0\.0\.1:|localhost:|--port |PORT=)(\d{4,5})\b")
 CLAUDE_STUB = """#!/bin/sh
 # stands in for the Claude Code CLI: one streaming Messages request, as it sends them
@@ -64,6 +68,11 @@ class Block:
     modes: frozenset[str]
     language: str
     code: str
+    #: the page's next ``text`` block (what a command is documented to print)
+    shown: str = ""
+
+    def option(self, name: str) -> str | None:
+        return next((m.split("=", 1)[1] for m in self.modes if m.startswith(name + "=")), None)
 
     @property
     def id(self) -> str:
@@ -77,7 +86,9 @@ def runnable_blocks() -> list[Block]:
         for match in MARKER.finditer(text):
             modes = frozenset(m.strip() for m in match.group(1).split(","))
             line = text.count("\n", 0, match.start()) + 2
-            blocks.append(Block(str(path.relative_to(CHECKOUT)), line, modes, match.group(2), match.group(3)))
+            shown = TEXT_BLOCK.search(text, match.end())
+            blocks.append(Block(str(path.relative_to(CHECKOUT)), line, modes, match.group(2), match.group(3),
+                                shown.group(1) if shown else ""))
     return blocks
 
 
@@ -194,6 +205,14 @@ def test_doc_block(block: Block, place, request):
     if "file" in block.modes:
         name = block.code.splitlines()[0].lstrip("# ").strip()
         (folder / name).write_text(block.code)
+        return
+    if "error" in block.modes:
+        name = block.option("as") or "bad.yaml"
+        (folder / name).write_text(block.code)
+        refused = subprocess.run([str(BIN / "cascadeflow"), "proxy", "start", "--config", name], cwd=folder, env=env,
+                                 capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 2, f"{block.id}: {refused.returncode} {refused.stderr}"
+        assert refused.stderr.strip() == block.shown.strip(), f"{block.id} prints:\n{refused.stderr}"
         return
     if "config" in block.modes:
         config = folder / f"config-{block.line}.yaml"
