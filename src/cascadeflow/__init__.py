@@ -15,6 +15,7 @@ from .errors import (
     ConfigError,
     ErrorKind,
     ProxyError,
+    ProxyProtocolError,
     ProxyRoutingError,
     ProxyTransportError,
     ProxyUpstreamError,
@@ -50,6 +51,7 @@ __all__ = [
     "ProxyRoutingError",
     "ProxyUpstreamError",
     "ProxyTransportError",
+    "ProxyProtocolError",
     "create_app",
 ]
 

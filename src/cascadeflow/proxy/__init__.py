@@ -4,7 +4,7 @@
 (send, read usage, price), ``ProxyService`` (both together). See docs/proxy-library.md.
 """
 
-from ..errors import ProxyError, ProxyRoutingError, ProxyTransportError, ProxyUpstreamError
+from ..errors import ProxyError, ProxyProtocolError, ProxyRoutingError, ProxyTransportError, ProxyUpstreamError
 from .handler import ProxyHandler
 from .route import ProxyRoute, RoutePrice
 from .router import ProxyRouter, RouteMatch
@@ -25,4 +25,5 @@ __all__ = [
     "ProxyRoutingError",
     "ProxyUpstreamError",
     "ProxyTransportError",
+    "ProxyProtocolError",
 ]
