@@ -136,7 +136,7 @@ class ProxyHandler:
                 route=route.name, retry_after=max(breaker.retry_in(), 1.0),
             )
         try:
-            result = await self._attempts(route, call, attempts or route.retry.attempts)
+            result = await self._attempts(route, call, min(attempts or route.retry.attempts, route.retry.attempts))
         except (ProxyUpstreamError, ProxyTransportError) as exc:
             failed = _breaker_failure(exc)
             if failed is not None:
