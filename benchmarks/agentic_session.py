@@ -20,8 +20,7 @@ For each rule setting and failure pattern it prints:
 
     python benchmarks/agentic_session.py [--turns 30] [--quick]
 
-``claude-haiku-5-5`` has no published price in the price data this project uses; it is priced
-here at Claude Haiku 4.5's ($1 / $5 per million, reads $0.10, writes $1.25), an assumption.
+Prices are genai-prices' (Claude Haiku 5.5: $0.10 / $0.50 per million below 100k tokens).
 """
 
 from __future__ import annotations
@@ -39,8 +38,6 @@ from cascadeflow.testing import SimulatedProvider
 from cascadeflow.testing.server import ServerThread
 
 OPUS, SONNET, HAIKU = "claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5"
-HAIKU_PRICE = {"provider": "anthropic", "input_per_mtok": 1.0, "output_per_mtok": 5.0,
-               "cache_read_per_mtok": 0.1, "cache_write_per_mtok": 1.25}
 WORDS = "the module reads its configuration parses the request and returns a typed value to the caller".split()
 
 
@@ -173,7 +170,7 @@ def gateway_for(sim: SimulatedProvider, draft: str, sticky: int, economics: bool
             "policies": {"sticky_escalations": sticky, "cache_economics": economics}}
     config = ProxyConfig.from_dict({
         "routes": [{"name": "sim", "provider": "anthropic", "base_url": sim.url, "api_key": "k"}],
-        "cascade_rules": [rule], "models": {HAIKU: HAIKU_PRICE}, "database_url": "sqlite:///:memory:"})
+        "cascade_rules": [rule], "database_url": "sqlite:///:memory:"})
     return ServerThread(create_app(config, clock=lambda: time.time() + sim.advance_clock(0))).start()
 
 
@@ -183,7 +180,6 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one draft, fewer patterns (a smoke run)")
     args = parser.parse_args()
     registry = ModelRegistry()
-    registry.register(HAIKU, **HAIKU_PRICE)
     settings = [(d, sticky, economics) for d in ((SONNET,) if args.quick else (SONNET, HAIKU))
                 for sticky, economics in ((2, False), (0, False), (0, True))]
     chosen = patterns(args.turns)[:3] if args.quick else patterns(args.turns)

@@ -309,6 +309,8 @@ class ModelEntry(_Strict):
     cache_write_per_mtok: float | None = Field(default=None, ge=0)
     context_window: int | None = Field(default=None, ge=1)
     max_output_tokens: int | None = Field(default=None, ge=1)
+    #: media the model reads besides text; a cascade never drafts a request with media on a model without them
+    media: list[Literal["image", "document"]] | None = None
 
 
 class ProxyConfig(_Strict):

@@ -69,6 +69,8 @@ class ModelInfo:
     price: ModelPrice | None = None
     #: genai-prices' own price object when the price is tiered (not a flat ModelPrice)
     tiered: object | None = None
+    #: which media the model reads besides text ("image", "document"); None: unknown (treated as none)
+    media: frozenset[str] | None = None
     resolved_at: float = field(default_factory=time.monotonic)
 
     def cost(self, usage: Usage) -> float | None:
@@ -114,6 +116,7 @@ class ModelRegistry:
         cost_per_1k_tokens: float | None = None,
         context_window: int | None = None,
         max_output_tokens: int | None = None,
+        media: list[str] | None = None,
     ) -> ModelInfo:
         """Add or override a model (a glob such as ``llama-*`` matches a family).
 
@@ -127,7 +130,8 @@ class ModelRegistry:
                 input_per_mtok or 0.0, output_per_mtok or 0.0, cache_read_per_mtok, cache_write_per_mtok
             )
         info = ModelInfo(
-            id=model, provider=provider, context_window=context_window, max_output_tokens=max_output_tokens, price=price
+            id=model, provider=provider, context_window=context_window, max_output_tokens=max_output_tokens, price=price,
+            media=frozenset(media) if media is not None else None,
         )
         if any(c in model for c in "*?["):
             self._custom_globs.insert(0, info)
@@ -183,6 +187,7 @@ class ModelRegistry:
             max_output_tokens=custom.max_output_tokens or known.max_output_tokens,
             price=custom.price or known.price,
             tiered=None if custom.price else known.tiered,
+            media=custom.media if custom.media is not None else known.media,
         )
 
     @staticmethod
@@ -199,6 +204,7 @@ class ModelRegistry:
             name=found.name,
             context_window=found.context_window,
             max_output_tokens=_max_output(found.id),
+            media=media_inputs(found.id),
         )
         if all(p is None or isinstance(p, (int, float, Decimal)) for p in flat):
             info.price = ModelPrice(*(None if p is None else float(p) for p in flat))  # type: ignore[arg-type]
@@ -231,6 +237,32 @@ _MAX_OUTPUT_BY_PREFIX: tuple[tuple[str, int], ...] = (
     ("claude-sonnet-5", 128_000),
     ("claude-haiku-5", 64_000),
 )
+
+
+#: media models read besides text, by model-name prefix (longest wins): from the providers' model pages
+_MEDIA_BY_PREFIX: tuple[tuple[str, frozenset[str]], ...] = (
+    ("claude-3", frozenset({"image"})),
+    ("claude-3-5-sonnet", frozenset({"image", "document"})),
+    ("claude-3-7", frozenset({"image", "document"})),
+    ("claude-opus-4", frozenset({"image", "document"})),
+    ("claude-sonnet-4", frozenset({"image", "document"})),
+    ("claude-haiku-4", frozenset({"image", "document"})),
+    ("claude-opus-5", frozenset({"image", "document"})),
+    ("claude-sonnet-5", frozenset({"image", "document"})),
+    ("claude-haiku-5", frozenset({"image", "document"})),
+    ("gpt-4o", frozenset({"image", "document"})),
+    ("gpt-4.1", frozenset({"image", "document"})),
+    ("gpt-5", frozenset({"image", "document"})),
+    ("o1", frozenset({"image"})),
+    ("o3", frozenset({"image", "document"})),
+    ("o4", frozenset({"image", "document"})),
+)
+
+
+def media_inputs(model: str) -> frozenset[str] | None:
+    """The media ``model`` reads besides text, where known."""
+    matches = [(len(p), media) for p, media in _MEDIA_BY_PREFIX if model.startswith(p)]
+    return max(matches, key=lambda m: m[0])[1] if matches else None
 
 
 def max_output_tokens(model: str) -> int | None:

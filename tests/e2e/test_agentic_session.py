@@ -29,9 +29,7 @@ def sim():
 
 @pytest.fixture(scope="module")
 def registry():
-    registry = ModelRegistry()
-    registry.register(bench.HAIKU, **bench.HAIKU_PRICE)
-    return registry
+    return ModelRegistry()
 
 
 @pytest.mark.parametrize("draft", [bench.HAIKU, bench.SONNET])

@@ -53,7 +53,7 @@ def cascade_gw(sim, start_gateway):
             "models": {"tiny-draft": {"provider": "anthropic", "context_window": 60, "input_per_mtok": 0.1, "output_per_mtok": 0.1}},
             "cascade_rules": [
                 {"name": "opus", "request_model": "claude-opus-*", "draft_model": HAIKU, "quality_threshold": 0.7,
-                 "policies": {"sticky_escalations": 2}},
+                 "policies": {"sticky_escalations": 2, "cache_economics": False}},
                 {"name": "gpt", "request_model": GPT, "draft_model": MINI, "quality_threshold": 0.7},
                 {"name": "forced", "request_model": "forced-sonnet", "draft_model": HAIKU, "verifier_model": SONNET,
                  "policies": {"skip_forced_tool_choice": True}},

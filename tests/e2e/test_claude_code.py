@@ -121,7 +121,7 @@ def test_cascade_drafting_on_an_openai_model_escalated(claude, sim, fresh_sim, s
     # the draft is unsure (low log-probabilities): every turn escalates to Opus, which does the work
     sim.set_script([{"match": {"model": MINI}, "text": "Maybe I could write it?", "logprob": -3.0}, *write_loop(OPUS, target)])
     rule = {"request_model": "claude-opus-*", "draft_model": MINI, "quality_threshold": 0.7,
-            "policies": {"sticky_escalations": 0}}
+            "policies": {"sticky_escalations": 0, "cache_economics": False}}
     gateway = start_gateway(config_for(sim, cascade_rules=[rule]))
     assert_tool_loop_done(*run_claude(claude, gateway.url, tmp_path, "Create hello.txt containing hi"), target)
     calls = models_called(sim)
@@ -173,7 +173,7 @@ def test_thinking_tool_loop_through_a_claude_cascade(claude, sim, fresh_sim, sta
     hello, bye = tmp_path / "hello.txt", tmp_path / "bye.txt"
     sim.set_script(thinking_loop(hello, bye))
     rule = {"request_model": "claude-opus-*", "draft_model": SONNET, "quality_threshold": 0.7,
-            "policies": {"sticky_escalations": 0}}
+            "policies": {"sticky_escalations": 0, "cache_economics": False}}
     gateway = start_gateway(config_for(sim, cascade_rules=[rule], database_url=f"sqlite:///{tmp_path / 'ledger.db'}"))
     code, lines, stderr = run_claude(claude, gateway.url, tmp_path, "Create hello.txt containing hi, then bye.txt")
     assert code == 0, stderr[-2000:]

@@ -162,3 +162,25 @@ def test_a_rule_can_draft_only_some_request_kinds(sim, fresh_sim, start_gateway)
     assert sub.headers["x-cascadeflow-request-kind"] == "subagent"
     assert sub.headers["x-cascadeflow-decision"] == "skipped:kind:subagent"
     assert sub.headers["x-cascadeflow-served-model"] == OPUS
+
+
+def test_a_draft_that_cannot_serve_the_request_is_not_tried(sim, fresh_sim, start_gateway):
+    """An image inside a tool result, and a draft model that reads no images: straight to the verifier."""
+    rule = {"name": "opus", "request_model": OPUS, "draft_model": "local-coder"}
+    models = {"local-coder": {"provider": "openai", "input_per_mtok": 0.1, "output_per_mtok": 0.1}}
+    gw = start_gateway(ProxyConfig.from_dict({"routes": sim_routes(sim), "cascade_rules": [rule], "models": models}))
+    client = anthropic.Anthropic(base_url=gw.url, api_key="k", max_retries=0)
+    screenshot = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+    messages = [{"role": "user", "content": "What does the page show?"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "shot"}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [screenshot]}]}]
+    raw = client.messages.with_raw_response.create(model=OPUS, max_tokens=400, tools=[BASH], messages=messages)
+    assert raw.headers["x-cascadeflow-decision"] == "skipped:capability:image"
+    assert [r["body"]["model"] for r in sim.requests] == [OPUS]
+    # text only: drafted as usual
+    raw = client.messages.with_raw_response.create(model=OPUS, max_tokens=400, messages=messages[:1])
+    assert raw.headers["x-cascadeflow-draft-model"] == "local-coder"
+    # a server tool only Anthropic runs: the OpenAI-dialect draft cannot
+    search = {"type": "web_search_20250305", "name": "web_search", "max_uses": 1}
+    raw = client.messages.with_raw_response.create(model=OPUS, max_tokens=400, tools=[search], messages=messages[:1])
+    assert raw.headers["x-cascadeflow-decision"] == "skipped:capability:server_tools"

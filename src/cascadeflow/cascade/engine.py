@@ -39,6 +39,7 @@ from .drafts import ops_for
 from .policies import StickyEscalations, skip_reason
 from .scorer import checks_for
 from .scoring import score_draft
+from .capabilities import capability_gap
 from .kinds import request_kind
 from .selfcheck import verdict, verification_body
 from .session import SessionBook, Turn
@@ -309,14 +310,17 @@ class CascadeEngine:
         """This request as a turn of its conversation (None without a conversation id)."""
 
         def rules_for(model: str) -> str:
-            try:
-                provider = self.service.router.resolve(model, dialect).route.provider
-            except ProxyError:
-                provider = dialect
-            return "anthropic" if provider == "anthropic" else "openai"
+            return "anthropic" if self._provider_of(model, dialect) == "anthropic" else "openai"
 
         return await self.book.begin(rule, request.body or {}, dialect, conversation, self._priced_as(rule, request),
                                      rules_for)
+
+    def _provider_of(self, model: str, dialect: str) -> str:
+        """The provider of the route that would serve ``model`` (the dialect's own when none does)."""
+        try:
+            return self.service.router.resolve(model, dialect).route.provider
+        except ProxyError:
+            return dialect
 
     def _priced_as(self, rule: CascadeRule, request: ProxyRequest) -> str:
         """The model savings are counted against: the requested one, or the verifier for a virtual model."""
@@ -356,24 +360,24 @@ class CascadeEngine:
         turn: Turn | None = None,
     ) -> bool:
         first = rule.draft_stages()[0].model
+        body = request.body or {}
         signal = turn.signal() if turn is not None else None  # always read: it settles the last drafted turn
-        economics = turn is not None and rule.policies.cache_economics
-        reason = skip_reason(  # with the economics on, they decide how long an escalation sticks, not a count
-            rule, request.body or {}, request.raw_body or b"", dialect, first, self.registry, self.sticky,
-            None if economics else conversation,
-        )
-        decision.kind = request_kind(request.headers, request.body or {})
+        reason = skip_reason(rule, body, request.raw_body or b"", dialect, first, self.registry, self.sticky, conversation)
+        if turn is not None and rule.policies.cache_economics and reason in (None, "sticky_escalation"):
+            totals = self.tracker.rule(decision.rule)
+            go, decision.expected_saving = turn.economics(totals.drafts_tried, sum(totals.escalated.values()), first,
+                                                          rule.verifier_model or request.model)
+            if decision.expected_saving is not None:  # priced: the numbers say how long an escalation sticks
+                reason = None if go else "cache_economics"
+        decision.kind = request_kind(request.headers, body)
         kinds = rule.policies.draft_kinds
         if reason is None and kinds is not None and decision.kind not in kinds:
             reason = f"kind:{decision.kind}"
+        if reason is None:
+            reason = capability_gap(body, request.raw_body or b"", dialect, first, self._provider_of(first, dialect),
+                                    self.registry)
         if reason is None and signal is not None:
             reason = f"session_signal:{signal}"
-        if reason is None and economics:
-            totals = self.tracker.rule(decision.rule)
-            verifier = rule.verifier_model or request.model
-            go, decision.expected_saving = turn.economics(totals.drafts_tried, sum(totals.escalated.values()), first,
-                                                          verifier)
-            reason = None if go else "cache_economics"
         if reason is None:
             return False
         self.tracker.rule(decision.rule).skipped[reason] += 1

@@ -1,0 +1,66 @@
+"""Whether the draft model can serve this request at all.
+
+A draft that cannot read the request's images, or whose upstream cannot run the server
+tools it asks for, fails every time and is paid for in vain; such requests go straight
+to the verifier. Parameters the draft would refuse are fitted instead (the draft's
+output limit, see ``CascadeEngine._draft_cap``), and an over-long prompt is the
+``max_context_fraction`` policy.
+"""
+
+from __future__ import annotations
+
+from ..pricing import ModelRegistry
+
+__all__ = ["capability_gap", "media_in"]
+
+_MEDIA_TYPES = {"image": "image", "image_url": "image", "input_image": "image",
+                "document": "document", "file": "document", "input_file": "document"}
+#: tools the provider itself runs (Anthropic's server tools, OpenAI's hosted ones)
+_SERVER_TOOL_PREFIXES = ("web_search", "web_fetch", "code_execution", "file_search", "computer_use_preview",
+                         "image_generation", "mcp")
+
+
+def media_in(value: object, found: set[str] | None = None) -> set[str]:
+    """The media kinds anywhere in a request's messages (inside tool results too)."""
+    found = set() if found is None else found
+    if isinstance(value, dict):
+        kind = _MEDIA_TYPES.get(value.get("type"))  # type: ignore[arg-type]
+        if kind is not None:
+            found.add(kind)
+        for child in value.values():
+            if isinstance(child, (dict, list)):
+                media_in(child, found)
+    elif isinstance(value, list):
+        for child in value:
+            media_in(child, found)
+    return found
+
+
+def _server_tools(body: dict) -> list[str]:
+    out = []
+    for tool in body.get("tools") or ():
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if isinstance(kind, str) and kind.startswith(_SERVER_TOOL_PREFIXES):
+            out.append(kind)
+    if body.get("web_search_options") is not None:
+        out.append("web_search")
+    return out
+
+
+def capability_gap(body: dict, raw_body: bytes, dialect: str, draft: str, draft_provider: str | None,
+                   registry: ModelRegistry) -> str | None:
+    """``capability:<what>`` when ``draft`` (on a ``draft_provider`` route) cannot serve the request, else None."""
+    if b'"image' in raw_body or b'"document"' in raw_body or b'file"' in raw_body:  # cheap first look
+        wanted = media_in(body.get("messages") if "messages" in body else body.get("input"))
+        if wanted:
+            info = registry.info(draft)
+            readable = info.media if info is not None and info.media is not None else frozenset()
+            missing = sorted(wanted - readable)
+            if missing:
+                return f"capability:{missing[0]}"
+    tools = _server_tools(body)
+    if tools:
+        native = "anthropic" if dialect == "anthropic" else "openai"
+        if draft_provider != native:
+            return "capability:server_tools"
+    return None
