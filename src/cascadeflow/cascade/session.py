@@ -53,6 +53,7 @@ class SessionBook:
     def __init__(self, sessions: Sessions, registry: ModelRegistry, clock: Callable[[], float] = time.time) -> None:
         self.sessions, self.registry, self.clock = sessions, registry, clock
         self._saving: set[asyncio.Task] = set()
+        self._rates: dict[str, tuple[float, float, float, float] | None] = {}
 
     async def begin(self, rule: CascadeRule, body: dict, dialect: str, conversation: str | None,
                     requested: str, rules_for: Callable[[str], str]) -> Turn | None:
@@ -61,6 +62,18 @@ class SessionBook:
         key = f"{conversation}|{_tools_digest(body)}"  # a sub-agent (its own tools) is its own conversation
         state = await self.sessions.get(key)
         return Turn(self, key, state, body, dialect, requested, rules_for, self.clock())
+
+    def rates(self, model: str) -> tuple[float, float, float, float] | None:
+        """USD per token (input, output, cache write, cache read) for the decision's estimates, once per model.
+
+        Tiered prices are taken at their first tier: a decision needs the order of magnitude, the
+        reported cost and baseline are priced exactly.
+        """
+        if model not in self._rates:
+            unit = [self.registry.cost(model, usage) for usage in (
+                Usage(1_000, 0, 0, 0), Usage(0, 1_000, 0, 0), Usage(0, 0, 1_000, 0), Usage(0, 0, 0, 1_000))]
+            self._rates[model] = None if any(u is None for u in unit) else tuple(u / 1_000 for u in unit)  # type: ignore[operator, misc]
+        return self._rates[model]
 
     def save(self, work: Coroutine) -> None:
         task = asyncio.ensure_future(work)
@@ -139,12 +152,12 @@ class Turn:
             (verifier, shadow_v.split(shape_v, verifier, self.now, per_char)),
             (verifier, CacheShadow.warm_split(shape_v, verifier, per_char, previous)),
         ]
-        costs = [self.book.registry.cost(model, Usage(output_tokens=out, **_tokens(split, per_char)))
-                 for model, split in splits]
-        growth = self.book.registry.cost(verifier, Usage(cache_write_tokens=_tokens(splits[3][1], per_char)["cache_write_tokens"]))
-        if any(c is None for c in costs) or growth is None:
+        rates = [self.book.rates(model) for model, _ in splits]
+        if any(r is None for r in rates):
             return None
-        return Prices(*costs, verifier_growth=growth)  # type: ignore[arg-type]
+        costs = [_priced(rate, split.tokens(per_char), out) for rate, (_, split) in zip(rates, splits)]  # type: ignore[arg-type]
+        growth = _priced(rates[3], (0, splits[3][1].tokens(per_char)[1], 0), 0)  # type: ignore[arg-type]
+        return Prices(*costs, verifier_growth=growth)
 
     # -- after the answer ------------------------------------------------------------------
 
@@ -184,9 +197,9 @@ class Turn:
         self.book.save(self.book.sessions.put(self.key, state))
 
 
-def _tokens(split, per_char: float) -> dict:
-    plain, write, read = split.tokens(per_char)
-    return {"input_tokens": plain, "cache_write_tokens": write, "cache_read_tokens": read}
+def _priced(rates: tuple[float, float, float, float], tokens: tuple[int, int, int], output: int) -> float:
+    plain, write, read = tokens
+    return plain * rates[0] + output * rates[1] + write * rates[2] + read * rates[3]
 
 
 def _tool_results(body: dict, ids: set[str]) -> list[tuple[str, bool]]:

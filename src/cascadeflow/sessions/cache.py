@@ -27,13 +27,15 @@ prompt, off by the variation of that ratio between blocks otherwise.
 
 from __future__ import annotations
 
-import hashlib
+import struct
+import zlib
 from dataclasses import dataclass
 
 import orjson
 
 __all__ = ["LOOKBACK", "CacheShadow", "CacheSplit", "PromptShape", "min_cacheable_tokens"]
 
+_PREFIX_KEY = struct.Struct("<IQ")
 #: how many blocks a lookup walks back from a breakpoint (Anthropic: "about 20")
 LOOKBACK = 20
 _TTL_5M, _TTL_1H = 300.0, 3600.0
@@ -90,13 +92,12 @@ class PromptShape:
         for message in body.get("messages") or ():
             if isinstance(message, dict):
                 _extend(blocks, message.get("content"), role=message.get("role"))
-        hasher = hashlib.blake2b(digest_size=12)
-        hashes, ends, marks, total = [], [], [], 0
+        hashes, ends, marks, total, crc = [], [], [], 0, 0
         for i, (data, ttl) in enumerate(blocks):
-            hasher.update(data)
-            hasher.update(b"\x1e")
-            hashes.append(hasher.copy().digest())
+            # a running CRC-32 and the length so far name the prefix: fast, and stable across processes
+            crc = zlib.crc32(data, crc)
             total += len(data)
+            hashes.append(_PREFIX_KEY.pack(crc, total))
             ends.append(total)
             if ttl is not None:
                 marks.append((i, ttl))
