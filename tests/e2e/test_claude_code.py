@@ -15,9 +15,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
-from cascadeflow import ProxyConfig
+from cascadeflow import ModelRegistry, ProxyConfig, Usage
 from tests.conftest import sim_routes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -188,3 +189,15 @@ def test_thinking_tool_loop_through_a_claude_cascade(claude, sim, fresh_sim, sta
     # Opus never received Sonnet's block: the loop's Sonnet turn reached it as text
     assert not any(b.get("type") == "thinking" for m in main[2]["body"]["messages"] if isinstance(m["content"], list)
                    for b in m["content"])
+    # the ledger's cost is what the upstream billed, every call priced at its model's rates
+    registry = ModelRegistry()
+    billed = sum(registry.cost(r["body"]["model"], Usage(
+        r["usage"]["input_tokens"], r["usage"]["output_tokens"], r["usage"]["cache_creation_input_tokens"],
+        r["usage"]["cache_read_input_tokens"])) for r in sim.requests if r.get("usage"))
+    deadline = time.monotonic() + 10
+    while True:
+        ledger = httpx.get(f"{gateway.url}/stats").json()["ledger"]
+        if ledger.get("requests", 0) >= len(main) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert ledger["cost"] == pytest.approx(billed, rel=1e-6) and billed > 0
