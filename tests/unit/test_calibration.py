@@ -114,3 +114,15 @@ def test_a_rule_drafts_only_where_its_confidence_beats_random_escalation_out_of_
                 for o in noise]  # fmt: skip
     fit = fit_threshold(informed, 0.95, choose=lambda rs, goal: choose_bounded(rs, goal))
     assert beats_random(fit) and deployable(fit)
+
+
+def test_the_learned_scorer_finds_records_whose_ids_are_numbers():
+    from cascadeflow.evaluation import learned
+
+    records = [{"id": i, "dataset": "nums", "messages": [{"role": "user", "content": f"What is {i} + {i}?"}],
+                "draft": {"text": str(2 * i) if i % 3 else "I am not sure."}} for i in range(60)]  # fmt: skip
+    outcomes = [Outcome(r["id"], "nums", 1.0, False, float(r["id"] % 3 != 0), 1.0, 0.001, 0.01) for r in records]
+    scored = learned.out_of_fold_scores(outcomes, learned.record_features(records), folds=3)
+    assert len(scored) == 60 and all(0.0 < o.confidence < 1.0 for o in scored)
+    # hedged drafts (every third) are the bad ones, and the text shows it
+    assert min(o.confidence for o in scored if o.draft_score) > max(o.confidence for o in scored if not o.draft_score)

@@ -33,8 +33,12 @@ def record_features(records: Iterable[Mapping]) -> dict[Key, list[float]]:
     return out
 
 
+def _key(outcome: Outcome) -> Key:
+    return outcome.dataset, str(outcome.id)  # record ids may be numbers in the data
+
+
 def _named(outcomes: Sequence[Outcome], features: Mapping[Key, list[float]]) -> list[Outcome]:
-    return [replace(o, features=dict(zip(FEATURES, features[(o.dataset, o.id)]))) for o in outcomes]
+    return [replace(o, features=dict(zip(FEATURES, features[_key(o)]))) for o in outcomes]
 
 
 def train_scorer(outcomes: Sequence[Outcome], features: Mapping[Key, list[float]], l2: float = 1.0) -> Scorer:
@@ -53,7 +57,7 @@ def with_learned(outcomes: Sequence[Outcome], scorer: Scorer, features: Mapping[
         if o.confidence is None:
             result.append(o)
             continue
-        p = scorer.probability(features[(o.dataset, o.id)])
+        p = scorer.probability(features[_key(o)])
         checks = [CheckResult(name, score, "") for name, score in o.features.items() if name != CHECK_NAME]
         confidence, _ = combine([*checks, CheckResult(CHECK_NAME, p, "")], combine_rule)
         result.append(replace(o, confidence=confidence, features={**o.features, CHECK_NAME: p}))
@@ -84,7 +88,7 @@ def out_of_fold_scores(outcomes: Sequence[Outcome], features: Mapping[Key, list[
         held = set(test_idx)
         model = train_scorer([o for i, o in enumerate(rs) if i not in held], features)
         for i in test_idx:
-            scored[i] = replace(rs[i], confidence=model.probability(features[(rs[i].dataset, rs[i].id)]), accepted=False)
+            scored[i] = replace(rs[i], confidence=model.probability(features[_key(rs[i])]), accepted=False)
     return [o for o in scored if o is not None]
 
 
