@@ -121,3 +121,11 @@ def test_features_and_model_file_round_trip(tmp_path):
     digest = save_scorer(scorer, tmp_path / "s.json")
     loaded = load_scorer(tmp_path / "s.json", digest)
     assert loaded.probability(features) == pytest.approx(scorer.probability(features))
+
+
+def test_a_huge_draft_is_scored_on_a_bounded_sample():
+    scorer = Scorer(tuple(0.1 for _ in FEATURES), 0.0, tuple(0.0 for _ in FEATURES), tuple(1.0 for _ in FEATURES), {})
+    huge = "All work and no play makes a dull answer. " * 50_000  # 2 MB
+    features = text_features("Write something long.", huge, 1)
+    assert features[FEATURES.index("answer_chars")] > features[FEATURES.index("prompt_chars")] + 10  # full length counted
+    assert 0.0 < scorer.score({"messages": [{"role": "user", "content": "Write something long."}]}, huge) < 1.0

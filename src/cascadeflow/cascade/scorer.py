@@ -41,6 +41,8 @@ _MATH_WORDS = ("how many", "how much", "total", "calculate")
 _ARITHMETIC = re.compile(r"\d[ \t]?[-+*/×÷^=][ \t]?\d")
 #: prompt features read its last characters (the question; few-shot examples come before it)
 _PROMPT_TAIL = 3000
+#: answer features read at most this many characters (lengths count them all): a bounded cost per request
+_ANSWER_HEAD = 16_000
 _HEDGE_WORDS = re.compile(
     r"\b(?:maybe|perhaps|might|possibly|probably|likely|unclear|uncertain|approximately|roughly|assume|"
     r"guess|not sure|i think|i believe|it depends|however|although)\b", re.IGNORECASE)  # fmt: skip
@@ -81,13 +83,15 @@ def _share(pattern_count: int, total: int) -> float:
 
 def text_features(prompt: str, answer: str, turns: int = 1) -> list[float]:
     """The :data:`FEATURES` of one prompt and draft, in order (plain floats, no state)."""
+    full_length = len(answer)
+    answer = answer[:_ANSWER_HEAD]
     stripped = answer.strip()
     words = _WORD.findall(answer.lower())
     tail = prompt[-_PROMPT_TAIL:]
     low = tail.lower()
     prompt_words = set(_WORD.findall(low))
     answer_set = set(words)
-    a_chars, p_chars = math.log1p(len(answer)), math.log1p(len(prompt))
+    a_chars, p_chars = math.log1p(full_length), math.log1p(len(prompt))
     return [
         a_chars,
         p_chars,
