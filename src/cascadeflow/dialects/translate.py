@@ -194,7 +194,7 @@ def _a_tools(tools: Any, dropped: list[str]) -> list[dict]:
 
 _O_TOP_HANDLED = frozenset({
     "model", "messages", "tools", "functions", "tool_choice", "function_call", "parallel_tool_calls", "stop",
-    "temperature", "top_p", "max_tokens", "max_completion_tokens", "user", "stream", "n",
+    "temperature", "top_p", "max_tokens", "max_completion_tokens", "user", "stream", "n", "response_format",
 })
 
 
@@ -260,10 +260,26 @@ def openai_to_anthropic_request(
         out["metadata"] = {"user_id": _fit_user(body["user"], _ANTHROPIC_USER_MAX)}
     if isinstance(body.get("stream"), bool):
         out["stream"] = body["stream"]
+    _o_response_format(body.get("response_format"), out, dropped)
     for key in body:
         if key not in _O_TOP_HANDLED:
             drop(dropped, key)
     return out, dropped
+
+
+def _o_response_format(fmt: Any, out: dict, dropped: list[str]) -> None:
+    """``response_format`` json_schema as Anthropic's structured output (``output_config.format``).
+
+    ``json_object`` (any JSON object) has no Anthropic counterpart: a schema of ``{"type": "object"}``
+    would be refused for lacking ``additionalProperties: false``, so it is dropped and named.
+    """
+    if fmt is None:
+        return
+    spec = fmt.get("json_schema") if isinstance(fmt, dict) and fmt.get("type") == "json_schema" else None
+    if isinstance(spec, dict) and isinstance(spec.get("schema"), dict):
+        out.setdefault("output_config", {})["format"] = {"type": "json_schema", "schema": spec["schema"]}
+    elif not (isinstance(fmt, dict) and fmt.get("type") == "text"):
+        drop(dropped, "response_format")
 
 
 def _o_tools(body: dict, dropped: list[str]) -> list[dict]:

@@ -33,7 +33,7 @@ from .translate_content import drop
 from .translate_stream import _Translator, _error_message, _openai_error_kind
 
 __all__ = ["ToolNames", "responses_to_chat_request", "chat_to_responses_response", "ChatToResponsesStream",
-           "anthropic_cache_breakpoints", "anthropic_output_format"]
+           "anthropic_cache_breakpoints"]
 
 _dumps = orjson.dumps
 _SEPARATOR = "__"
@@ -314,14 +314,6 @@ def anthropic_cache_breakpoints(body: dict) -> None:
                         block.get("type") != "text" or block.get("text")):
                     content[i] = {**block, "cache_control": _CACHE}
                     break
-
-
-def anthropic_output_format(source: dict, body: dict) -> None:
-    """``text.format`` json_schema as Anthropic's structured output (``output_config.format``)."""
-    text = source.get("text")
-    fmt = text.get("format") if isinstance(text, dict) else None
-    if isinstance(fmt, dict) and fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), dict):
-        body.setdefault("output_config", {})["format"] = {"type": "json_schema", "schema": fmt["schema"]}
 
 
 # ---------------------------------------------------------------- answers

@@ -104,7 +104,6 @@ class Translation:
             chat, default_max_tokens=min(limit or default, default), max_output_tokens=limit)
         self.dropped += [name for name in more if name not in ("response_format", "stream_options", "reasoning_effort")
                          and name not in self.dropped]
-        translate_responses.anthropic_output_format(body, translated)
         translate_responses.anthropic_cache_breakpoints(translated)
         return translated
 

@@ -262,6 +262,19 @@ def _forced_tool(body: dict[str, Any], dialect: str) -> tuple[str, Any] | None:
     return (want, None) if want else None
 
 
+def _structured_schema(body: dict[str, Any], dialect: str) -> dict[str, Any] | None:
+    """The JSON schema the answer must follow (Anthropic ``output_config.format``, OpenAI ``response_format``)."""
+    if dialect == "anthropic":
+        config = body.get("output_config")
+        fmt = config.get("format") if isinstance(config, dict) else body.get("output_format")
+        schema = fmt.get("schema") if isinstance(fmt, dict) and fmt.get("type") == "json_schema" else None
+    else:
+        fmt = body.get("response_format")
+        spec = fmt.get("json_schema") if isinstance(fmt, dict) and fmt.get("type") == "json_schema" else None
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+    return schema if isinstance(schema, dict) else None
+
+
 def _stop_sequences(body: dict[str, Any], dialect: str) -> list[str]:
     seqs = body.get("stop_sequences") if dialect == "anthropic" else body.get("stop")
     if not seqs:
@@ -310,10 +323,13 @@ def plan_answer(
         forced = _forced_tool(body, dialect)
         if forced is not None:
             calls = [(forced[0], schema_value(forced[1] or {"type": "object"}, forced[0]))]
+    structured = _structured_schema(body, dialect)
     if rule is not None and rule.text is not None:
         text = rule.text
     elif calls:
         text = ""
+    elif structured is not None and (rule is None or rule.words is None):
+        text = _dumps(schema_value(structured)).decode()
     else:
         text = default_text(model, prompt, rule.words if rule is not None else None)
 

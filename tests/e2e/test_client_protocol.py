@@ -1,0 +1,66 @@
+"""Issue 14's smaller protocol defects and Claude Code's gateway protocol, driven by the official SDKs.
+
+Each test fails on the defect it names: structured output reaching a Claude draft,
+translated stream fields, error headers and counts, trailing slashes, ``request_id``,
+the models listing, and what Claude Code's gateway page asks of a gateway.
+"""
+
+from __future__ import annotations
+
+import json
+
+import anthropic
+import openai
+import pytest
+
+from cascadeflow import ProxyConfig
+from tests.conftest import sim_routes
+
+MINI, HAIKU, OPUS, GPT = "gpt-5.4-mini", "claude-haiku-5-5", "claude-opus-5-5", "gpt-5.4"
+COLOUR = {"type": "object", "properties": {"colour": {"type": "string"}}, "required": ["colour"],
+          "additionalProperties": False}
+
+
+@pytest.fixture(scope="module")
+def proto_gw(sim, start_gateway):
+    return start_gateway(ProxyConfig.from_dict({
+        "routes": sim_routes(sim, anthropic_key="sk-ant-route", openai_key="sk-openai-route"),
+        "cascade_rules": [
+            {"name": "opus-on-mini", "request_model": OPUS, "draft_model": MINI},
+            {"name": "gpt-on-haiku", "request_model": GPT, "draft_model": HAIKU},
+        ],
+    }))
+
+
+@pytest.fixture()
+def gw(proto_gw, fresh_sim):
+    return proto_gw
+
+
+def claude(gw):
+    return anthropic.Anthropic(base_url=gw.url, api_key="caller", max_retries=0)
+
+
+def gpt(gw):
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key="caller", max_retries=0)
+
+
+def calls(sim):
+    return [(r["path"], r["body"]["model"]) for r in sim.requests if r["path"] in ("/v1/messages", "/v1/chat/completions")]
+
+
+# ---------------------------------------------------------------- a. response_format on a Claude draft
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_response_format_reaches_a_claude_draft(gw, sim, stream):
+    fmt = {"type": "json_schema", "json_schema": {"name": "colour", "schema": COLOUR, "strict": True}}
+    raw = gpt(gw).chat.completions.with_raw_response.create(
+        model=GPT, messages=[{"role": "user", "content": "Name a colour."}], response_format=fmt, stream=stream)
+    result = raw.parse()
+    text = "".join(c.choices[0].delta.content or "" for c in result if c.choices) if stream \
+        else result.choices[0].message.content
+    assert raw.headers["x-cascadeflow-draft-accepted"] == "true"
+    assert "colour" in json.loads(text)
+    assert calls(sim) == [("/v1/messages", HAIKU)]
+    assert sim.requests[-1]["body"]["output_config"]["format"] == {"type": "json_schema", "schema": COLOUR}
