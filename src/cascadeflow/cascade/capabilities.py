@@ -48,8 +48,12 @@ def _server_tools(body: dict) -> list[str]:
 
 
 def capability_gap(body: dict, raw_body: bytes, dialect: str, draft: str, draft_provider: str | None,
-                   registry: ModelRegistry) -> str | None:
-    """``capability:<what>`` when ``draft`` (on a ``draft_provider`` route) cannot serve the request, else None."""
+                   verifier_provider: str | None, registry: ModelRegistry) -> str | None:
+    """``capability:<what>`` when ``draft`` (on a ``draft_provider`` route) cannot serve the request, else None.
+
+    Server tools count only where the verifier's upstream runs them and the draft's does not (when both
+    routes translate the request, neither runs them).
+    """
     if b'"image' in raw_body or b'"document"' in raw_body or b'file"' in raw_body:  # cheap first look
         wanted = media_in(body.get("messages") if "messages" in body else body.get("input"))
         if wanted:
@@ -58,9 +62,8 @@ def capability_gap(body: dict, raw_body: bytes, dialect: str, draft: str, draft_
             missing = sorted(wanted - readable)
             if missing:
                 return f"capability:{missing[0]}"
-    tools = _server_tools(body)
-    if tools:
+    if _server_tools(body):
         native = "anthropic" if dialect == "anthropic" else "openai"
-        if draft_provider != native:
+        if verifier_provider == native and draft_provider != native:
             return "capability:server_tools"
     return None

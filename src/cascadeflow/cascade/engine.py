@@ -375,7 +375,7 @@ class CascadeEngine:
             reason = f"kind:{decision.kind}"
         if reason is None:
             reason = capability_gap(body, request.raw_body or b"", dialect, first, self._provider_of(first, dialect),
-                                    self.registry)
+                                    self._provider_of(rule.verifier_model or request.model, dialect), self.registry)
         if reason is None and signal is not None:
             reason = f"session_signal:{signal}"
         if reason is None:
