@@ -64,3 +64,49 @@ def test_response_format_reaches_a_claude_draft(gw, sim, stream):
     assert "colour" in json.loads(text)
     assert calls(sim) == [("/v1/messages", HAIKU)]
     assert sim.requests[-1]["body"]["output_config"]["format"] == {"type": "json_schema", "schema": COLOUR}
+
+
+# ---------------------------------------------------------------- b. translated stream fields
+
+
+WEATHER = {"name": "get_weather", "description": "Weather for a city",
+           "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+LIMA = {"match": {"prompt_contains": "weather in Lima"}, "tool_calls": [{"name": "get_weather", "input": {"city": "Lima"}}]}
+
+
+def test_translated_openai_stream_sends_no_null_system_fingerprint(gw, sim):
+    with gpt(gw).chat.completions.with_streaming_response.create(
+            model=HAIKU, messages=[{"role": "user", "content": "Say hello"}], stream=True) as response:
+        chunks = [json.loads(line[len("data: "):]) for line in response.iter_lines()
+                  if line.startswith("data: {")]
+    assert chunks and calls(sim) == [("/v1/messages", HAIKU)]
+    assert all(c.get("system_fingerprint", "") is not None for c in chunks)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_translated_tool_use_blocks_carry_their_caller(gw, sim, stream):
+    sim.set_script([LIMA])
+    kwargs = {"model": MINI, "max_tokens": 200, "tools": [WEATHER],
+              "messages": [{"role": "user", "content": "What is the weather in Lima?"}]}
+    if stream:
+        with claude(gw).messages.stream(**kwargs) as s:
+            starts = [e.content_block for e in s if e.type == "content_block_start"]
+            message = s.get_final_message()
+        assert starts[0].caller is not None and starts[0].caller.type == "direct"
+    else:
+        message = claude(gw).messages.create(**kwargs)
+    assert calls(sim) == [("/v1/chat/completions", MINI)]
+    block = message.content[0]
+    assert block.type == "tool_use" and block.input == {"city": "Lima"}
+    assert block.caller is not None and block.caller.type == "direct"
+
+
+def test_replayed_openai_draft_stream_starts_with_its_input_usage(gw, sim):
+    sim.set_script([{"match": {"model": MINI}, "text": "Certainly: the answer is 42.", "logprob": -0.01}])
+    with claude(gw).messages.stream(model=OPUS, max_tokens=200,
+                                    messages=[{"role": "user", "content": "a confident one"}]) as s:
+        start = next(e for e in s if e.type == "message_start")
+        message, headers = s.get_final_message(), s.response.headers
+    assert headers["x-cascadeflow-draft-accepted"] == "true" and calls(sim) == [("/v1/chat/completions", MINI)]
+    assert message.usage.input_tokens > 0
+    assert start.message.usage.input_tokens == message.usage.input_tokens

@@ -930,7 +930,8 @@ def test_anthropic_response_round_trip(message):
     keep = lambda m: [b for b in m["content"] if b["type"] in ("text", "tool_use")]  # noqa: E731
     texts = "".join(b["text"] for b in keep(message) if b["type"] == "text")
     assert [b for b in back["content"] if b["type"] == "text"] == ([{"type": "text", "text": texts}] if texts else [])
-    assert [b for b in back["content"] if b["type"] == "tool_use"] == [b for b in keep(message) if b["type"] == "tool_use"]
+    assert [b for b in back["content"] if b["type"] == "tool_use"] == [
+        {**b, "caller": {"type": "direct"}} for b in keep(message) if b["type"] == "tool_use"]
     assert not any(b["type"] == "thinking" for b in back["content"])
     expected = OPENAI_TO_ANTHROPIC_STOP[ANTHROPIC_TO_OPENAI_STOP[message["stop_reason"]]]
     if expected == "end_turn" and any(b["type"] == "tool_use" for b in message["content"]):
@@ -964,7 +965,7 @@ def test_response_edge_cases():
     assert message["model"] == "claude-asked" and message["stop_reason"] == "tool_use"
     assert message["content"] == [
         {"type": "text", "text": "I can't"},
-        {"type": "tool_use", "id": "functions_f_0", "name": "f", "input": {}},
+        {"type": "tool_use", "id": "functions_f_0", "name": "f", "input": {}, "caller": {"type": "direct"}},
     ]
     assert message["usage"] == {
         "input_tokens": 0,

@@ -181,7 +181,8 @@ def anthropic_from_completion(completion: dict) -> dict:
     choice = completion["choices"][0]
     message, usage = choice["message"], completion["usage"]
     content: list[dict] = [{"type": "text", "text": message["content"]}] if message.get("content") else []
-    content += [{"type": "tool_use", "name": c["function"]["name"], "input": json.loads(c["function"]["arguments"])}
+    content += [{"type": "tool_use", "name": c["function"]["name"], "input": json.loads(c["function"]["arguments"]),
+                 "caller": {"type": "direct"}}
                 for c in message.get("tool_calls") or ()]
     cached = usage["prompt_tokens_details"]["cached_tokens"]
     stop = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}[choice["finish_reason"]]
@@ -403,7 +404,7 @@ def test_anthropic_to_openai_rebuilds_the_answer(anthropic_answers, name, size, 
     translator = AnthropicToOpenAIStream(GPT, include_usage, created=1234)
     events = decode(translate(translator, split(raw, size)))
     chunks = check_openai_grammar(events, include_usage)
-    assert all(c["model"] == GPT and c["created"] == 1234 and c["system_fingerprint"] is None for c in chunks)
+    assert all(c["model"] == GPT and c["created"] == 1234 and "system_fingerprint" not in c for c in chunks)
 
     acc = OpenAIAccumulator()
     for event in events:

@@ -401,19 +401,48 @@ def _str(value: Any) -> str:
 
 
 def replay_anthropic(events: list[SSEEvent], model: str | None = None) -> bytes:
-    """The buffered events' bytes in order; with ``model``, only ``message_start`` is
-    re-serialised (it alone names the model), every other event stays byte-identical."""
+    """The buffered events' bytes in order; only ``message_start`` may be re-serialised, every
+    other event stays byte-identical.
+
+    ``message_start`` is rewritten to name ``model``, and to carry the input usage the final
+    ``message_delta`` reports when it said 0: a stream translated from Chat Completions learns its
+    input tokens only at the end, but a replay knows them before the first byte.
+    """
+    final = _final_input_usage(events)
     out = []
     for event in events:
-        if model is not None and event.event in ("message_start", None):
+        if event.event in ("message_start", None) and (model is not None or final):
             data = _loads(event.data)
             if isinstance(data, dict) and data.get("type") == "message_start" and isinstance(data.get("message"), dict):
-                if data["message"].get("model") != model:
-                    data["message"] = {**data["message"], "model": model}
+                head = data["message"]
+                usage = head.get("usage") if isinstance(head.get("usage"), dict) else {}
+                renamed = model is not None and head.get("model") != model
+                known = bool(final) and not usage.get("input_tokens")
+                if renamed or known:
+                    head = {**head, "model": model} if renamed else dict(head)
+                    if known:
+                        head["usage"] = {**usage, **final}
+                    data["message"] = head
                     out.append(encode_event(_dumps(data), event.event))
                     continue
         out.append(event.raw)
     return b"".join(out)
+
+
+_INPUT_USAGE = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+
+
+def _final_input_usage(events: list[SSEEvent]) -> dict:
+    """The input side of the last ``message_delta``'s usage (empty when it reports no input)."""
+    for event in reversed(events):
+        if event.event not in ("message_delta", None):
+            continue
+        data = _loads(event.data)
+        if isinstance(data, dict) and data.get("type") == "message_delta":
+            usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+            found = {k: usage[k] for k in _INPUT_USAGE if isinstance(usage.get(k), int)}
+            return found if found.get("input_tokens") else {}
+    return {}
 
 
 def replay_openai(events: list[SSEEvent], model: str | None = None, strip_logprobs: bool = False,

@@ -352,6 +352,7 @@ def openai_to_anthropic_response(completion: dict, model: str | None = None) -> 
         content.append({
             "type": "tool_use", "id": tool_id(call.get("id"), tool_id(f"toolu_{completion_id}_{i}")),
             "name": str(function.get("name") or ""), "input": parse_arguments(function.get("arguments")),
+            "caller": {"type": "direct"},  # as the API's current tool_use blocks carry it
         })
     stop_reason = OPENAI_TO_ANTHROPIC_STOP.get(choice.get("finish_reason"), "end_turn")
     if calls and stop_reason == "end_turn":  # some servers (Ollama) say "stop" after tool calls

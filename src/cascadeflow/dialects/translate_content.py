@@ -168,7 +168,7 @@ def _a_assistant(content: Any, dropped: list[str]) -> list[dict]:
             extras(block, {"type", "text"}, dropped)
         elif kind == "tool_use":
             calls.append(tool_call_of(block))
-            extras(block, {"type", "id", "name", "input"}, dropped)
+            extras(block, {"type", "id", "name", "input", "caller"}, dropped)
         else:  # thinking, redacted_thinking, server_tool_use, web_search_tool_result, …
             drop(dropped, f"content.{kind}")
     if not texts and not calls:

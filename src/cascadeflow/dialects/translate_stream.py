@@ -272,7 +272,7 @@ class OpenAIToAnthropicStream(_Translator):
     def _start_tool(self, tool: _Tool) -> None:
         # the OpenAI id is kept: the client sends it back as tool_use_id, translated back as is
         tool.block = self._open({"type": "tool_use", "id": tool.id or "toolu_" + secrets.token_hex(12),
-                                 "name": tool.name, "input": {}})
+                                 "name": tool.name, "input": {}, "caller": {"type": "direct"}})
         if tool.pending:
             self._json("".join(tool.pending))
             tool.pending.clear()
@@ -335,8 +335,8 @@ class AnthropicToOpenAIStream(_Translator):
     def __init__(self, model: str, include_usage: bool, created: int | None = None) -> None:
         super().__init__()
         self._base = {"id": "chatcmpl-" + secrets.token_hex(12), "object": "chat.completion.chunk",
-                      "created": int(time.time()) if created is None else created, "model": model,
-                      "system_fingerprint": None}
+                      "created": int(time.time()) if created is None else created, "model": model}
+        # no system_fingerprint: the spec says a string, and there is no OpenAI backend to name
         self._tail = {"usage": None} if include_usage else None  # OpenAI's shape when usage was asked for
         self._started = False
         self._tools: dict[int, list] = {}  # block index -> [tool index, streamed any arguments, start input]
