@@ -10,8 +10,8 @@ import pytest
 
 from cascadeflow.config import Limits
 from cascadeflow.store.counters import Lease, MemoryCounters, RedisCounters, Refusal, Scope, period_ends
+from tests.unit.redis_db import REDIS
 
-REDIS = os.environ.get("CASCADEFLOW_TEST_REDIS_UNIT", "redis://127.0.0.1:6379/8")
 
 
 @pytest.fixture(params=["memory", "redis"])

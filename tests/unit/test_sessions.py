@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
 
 from cascadeflow.cascade.economics import Prices, expected_saving, failure_chance
 from cascadeflow.sessions import CacheShadow, MemorySessions, PromptShape, RedisSessions, SessionState
+from tests.unit.redis_db import REDIS, require_redis
 
 OPUS = "claude-opus-5-5"
-REDIS = os.environ.get("CASCADEFLOW_TEST_REDIS_UNIT", "redis://127.0.0.1:6379/8")
 MARK = {"type": "ephemeral"}
 
 
@@ -113,14 +112,7 @@ async def test_memory_sessions_are_bounded_and_any_id_is_fine():
 
 
 async def test_redis_sessions_are_shared_and_survive_a_round_trip():
-    redis = pytest.importorskip("redis.asyncio")
-    probe = redis.Redis.from_url(REDIS)
-    try:
-        await probe.ping()
-    except Exception:  # noqa: BLE001
-        pytest.skip(f"no Redis at {REDIS}")
-    finally:
-        await probe.aclose()
+    await require_redis()
     one, other = RedisSessions(REDIS, ttl_seconds=60), RedisSessions(REDIS, ttl_seconds=60)
     state = SessionState(drafts=3, failures=1, per_char=0.26, pending_calls=["toolu_1"])
     split(state.shadow(OPUS), body(2), 100)

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 
 import pytest
 
 from cascadeflow.cascade.thinking import readable, signatures_in, view_for
 from cascadeflow.sessions import MemoryThinkingOrigins, RedisThinkingOrigins
+from tests.unit.redis_db import REDIS, require_redis
 
 OPUS, SONNET = "claude-opus-5-5", "claude-sonnet-5-5"
-#: the Redis database the unit tests own (announced in the README; test_counters flushes it)
-REDIS = os.environ.get("CASCADEFLOW_TEST_REDIS_UNIT", "redis://127.0.0.1:6379/8")
 IMAGE = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
 
 
@@ -87,14 +85,7 @@ async def test_memory_origins_are_bounded_and_expire():
 
 
 async def test_redis_origins_are_shared_between_processes():
-    redis = pytest.importorskip("redis.asyncio")
-    probe = redis.Redis.from_url(REDIS)
-    try:
-        await probe.ping()
-    except Exception:  # noqa: BLE001
-        pytest.skip(f"no Redis at {REDIS} (set CASCADEFLOW_TEST_REDIS_UNIT to use another)")
-    finally:
-        await probe.aclose()
+    await require_redis()
     one, other = RedisThinkingOrigins(REDIS), RedisThinkingOrigins(REDIS)
     signature = f"sig-{uuid.uuid4()}"
     try:
