@@ -18,6 +18,7 @@ The gateway renders any of them in the caller's dialect (see ``dialects``).
 from __future__ import annotations
 
 from enum import Enum
+from typing import Any
 
 __all__ = [
     "ErrorKind",
@@ -62,6 +63,9 @@ class ErrorKind(Enum):
 
 class CascadeflowError(Exception):
     kind: ErrorKind = ErrorKind.INTERNAL
+    #: the cascade's :class:`~cascadeflow.cascade.Decision` when a cascaded request failed after its
+    #: drafts: the error answer carries its ``x-cascadeflow-*`` headers and its record the drafts' cost
+    decision: Any = None
 
     def __init__(self, message: str, *, kind: ErrorKind | None = None) -> None:
         super().__init__(message)

@@ -71,6 +71,8 @@ class CostTracker:
         self.started_at = time.time()
         self.total_queries = 0
         self.total_calls = 0
+        #: upstream calls that got no answer (an error status, a timeout, a refused connection)
+        self.failed_calls = 0
         self.total_cost = 0.0
         self.cascade_used_count = 0
         self.streams = 0
@@ -87,9 +89,13 @@ class CostTracker:
     def record_call(
         self, *, model: str, route: str, usage: Usage, cost: float | None, status: int = 200, stream: bool = False
     ) -> None:
-        """Count one upstream call (priced when ``cost`` is known)."""
+        """Count one upstream call (priced when ``cost`` is known).
+
+        A stream closed before its end (499) is no error here: a client that left is counted
+        once, by the gateway, for its request; a draft a check stopped early is a decision.
+        """
         self.total_calls += 1
-        if status >= 400:
+        if status >= 400 and status != 499:
             self.errors[status] += 1
         self.usage = self.usage + usage
         for totals in (self.by_model[model], self.by_route[route]):
@@ -102,6 +108,12 @@ class CostTracker:
         if cost is not None:
             self.total_cost += cost
 
+    def record_failed_call(self) -> None:
+        """Count an upstream call that failed without an answer: billed nothing, but made (a retry is
+        another call). The request's error, if it reaches the client, is counted by the gateway."""
+        self.total_calls += 1
+        self.failed_calls += 1
+
     def record_request(self, *, stream: bool = False, draft_accepted: bool = False) -> None:
         """Count one client request that reached an upstream."""
         self.total_queries += 1
@@ -112,7 +124,7 @@ class CostTracker:
         return self.by_rule[name]
 
     def record_error(self, status: int) -> None:
-        """Count a request refused before any upstream call (bad input, no route…)."""
+        """Count a request that ended in an error: refused (bad input, no route…), failed, or left by its client (499)."""
         self.errors[status] += 1
 
     def summary(self) -> dict:
@@ -127,6 +139,7 @@ class CostTracker:
             "models_used": {m: t.requests for m, t in self.by_model.items()},
             "streaming_queries": self.streams,
             "upstream_calls": self.total_calls,
+            "upstream_failed_calls": self.failed_calls,
             "tokens": self.usage.to_dict(),
             "by_model": {m: t.to_dict() for m, t in self.by_model.items()},
             "by_route": {r: t.to_dict() for r, t in self.by_route.items()},

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import anthropic
+import httpx
 import openai
 import pytest
 
@@ -110,3 +111,43 @@ def test_replayed_openai_draft_stream_starts_with_its_input_usage(gw, sim):
     assert headers["x-cascadeflow-draft-accepted"] == "true" and calls(sim) == [("/v1/chat/completions", MINI)]
     assert message.usage.input_tokens > 0
     assert start.message.usage.input_tokens == message.usage.input_tokens
+
+
+# ---------------------------------------------------------------- c. error headers, /stats counts
+
+
+def stats(gw):
+    return httpx.get(gw.url + "/stats").json()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_failed_verifier_answer_says_what_the_cascade_did(gw, sim, stream):
+    sim.set_script([{"match": {"model": HAIKU}, "text": ""},
+                    {"match": {"model": GPT}, "status": 500}])
+    before = stats(gw)
+    with pytest.raises(openai.InternalServerError) as info:
+        result = gpt(gw).chat.completions.create(model=GPT, messages=[{"role": "user", "content": "hi"}], stream=stream)
+        list(result) if stream else None
+    headers = info.value.response.headers
+    assert headers["x-cascadeflow-rule"] == "gpt-on-haiku" and headers["x-cascadeflow-draft-model"] == HAIKU
+    assert headers["x-cascadeflow-draft-accepted"] == "false" and headers["x-cascadeflow-served-model"] == GPT
+    assert headers["x-cascadeflow-decision"].startswith("escalated:")
+    assert float(headers["x-cascadeflow-cost-usd"]) > 0  # the draft was paid for
+    assert calls(sim) == [("/v1/messages", HAIKU), ("/v1/chat/completions", GPT)]
+    after = stats(gw)
+    assert after["upstream_calls"] - before["upstream_calls"] == 2  # the failed verifier call is a call
+    assert after["upstream_failed_calls"] - before["upstream_failed_calls"] == 1
+    assert after["errors"].get("500", 0) - before["errors"].get("500", 0) == 1  # once, for the request
+
+
+def test_a_draft_stopped_early_is_no_error(gw, sim):
+    sim.set_script([{"match": {"model": MINI}, "text": "I can't help with that request, sorry. " + "More words. " * 40}])
+    before = stats(gw)
+    with claude(gw).messages.stream(model=OPUS, max_tokens=300,
+                                    messages=[{"role": "user", "content": "the forbidden thing"}]) as s:
+        message, headers = s.get_final_message(), s.response.headers
+    assert headers["x-cascadeflow-decision"] == "escalated:early structural:refusal"
+    assert message.content[0].text.startswith(f"[{OPUS}]")
+    after = stats(gw)
+    assert after["upstream_calls"] - before["upstream_calls"] == 2
+    assert after["errors"] == before["errors"]

@@ -114,7 +114,10 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
         gateway.tracker.record_error(exc.status)
         if not count:
             _finish(gateway, info, error_entry(info, exc, plan))
-        return _with_id(exception_response(dialect, exc), request_id)
+        response = exception_response(dialect, exc)
+        if exc.decision is not None:  # a cascade that failed after its drafts says what it did, as a success would
+            response.headers.update(exc.decision.headers(with_cost=True))
+        return _with_id(response, request_id)
     except ClientDisconnect:
         if info.lease is not None:
             _finish(gateway, info, error_entry(info, RequestError("the client left", kind=ErrorKind.INVALID_REQUEST), plan))
@@ -178,6 +181,7 @@ async def _counted(gateway: Gateway, chunks, entry: Callable[[bool], LedgerEntry
         gateway.active_streams -= 1
         if not finished:
             gateway.tracker.cancelled += 1
+            gateway.tracker.record_error(499)  # once per request; the upstream call's own close is not counted
         close = getattr(chunks, "aclose", None)
         if close is not None:
             await close()  # the client left early: stop the upstream at once

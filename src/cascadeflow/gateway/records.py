@@ -70,5 +70,10 @@ def cascade_entry(info: RequestInfo, decision: Decision, status: int, cancelled:
 
 
 def error_entry(info: RequestInfo, exc: CascadeflowError, plan: str) -> LedgerEntry:
+    if exc.decision is not None:  # a cascade whose verifier failed: its drafts were made, and paid for
+        entry = cascade_entry(info, exc.decision, exc.status)
+        entry.error_type, entry.detail = exc.kind.name.lower(), exc.message[:500]
+        entry.route = getattr(exc, "route", None)
+        return entry
     return info.entry(plan=plan, status=exc.status, error_type=exc.kind.name.lower(), detail=exc.message[:500],
                       route=getattr(exc, "route", None))  # upstream errors name their route; refusals have none

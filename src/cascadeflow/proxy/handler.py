@@ -183,14 +183,17 @@ class ProxyHandler:
                 return await call()
             except ProxyProtocolError:
                 self.failures[(route.name, "bad_response")] += 1
+                self._failed_call()
                 raise  # the same request would get the same non-answer
             except ProxyUpstreamError as exc:
                 self.failures[(route.name, str(exc.upstream_status))] += 1
+                self._failed_call()
                 retryable = exc.upstream_status in RETRYABLE_STATUSES
                 delay = retry_delay(attempt, settings, exc.headers, self._rng) if retryable else None
                 last: Exception = exc
             except ProxyTransportError as exc:
                 self.failures[(route.name, "timeout" if exc.kind is ErrorKind.TIMEOUT else "unreachable")] += 1
+                self._failed_call()
                 delay, last = retry_delay(attempt, settings, {}, self._rng), exc
             if delay is None or attempt >= attempts or waited + delay > settings.max_total:
                 raise last
@@ -199,6 +202,10 @@ class ProxyHandler:
             self.retried[route.name] += 1
             await asyncio.sleep(delay)
             waited += delay
+
+    def _failed_call(self) -> None:
+        if self.cost_tracker is not None:
+            self.cost_tracker.record_failed_call()
 
     async def _send_once(self, route: ProxyRoute, model: str, request: ProxyRequest) -> ProxyResult:
         adapter = adapter_for(route.provider, request.path)
