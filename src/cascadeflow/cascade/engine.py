@@ -203,8 +203,9 @@ class CascadeEngine:
             with self.tracing.call("verifier", verifier, match.route.name) as span:
                 result = await self.service.send(match, self._for_verifier(request, verifier, match, dialect, talk, decision), dialect)
                 self.tracing.record_call(span, result)
-        except ProxyError:
+        except ProxyError as exc:
             self._finish(rule, decision, conversation, stream=False)
+            exc.decision = decision  # the error answer carries the decision's headers, its record the draft's cost
             raise
         decision.add_call(result)
         decision.baseline_cost = self._baseline(rule, request, result.usage, verifier_cost=result.cost, verifier=verifier,
@@ -271,6 +272,7 @@ class CascadeEngine:
         except ProxyError as exc:
             self.tracing.end_call(span, error=exc)
             self._finish(rule, decision, conversation, stream=True)
+            exc.decision = decision
             raise
         reported = self._reported(rule, request, verifier)
         chunks = self._pipe_verifier(rule, request, decision, conversation, upstream, ops, reported, verifier, span, turn)
