@@ -184,3 +184,30 @@ def test_a_draft_that_cannot_serve_the_request_is_not_tried(sim, fresh_sim, star
     search = {"type": "web_search_20250305", "name": "web_search", "max_uses": 1}
     raw = client.messages.with_raw_response.create(model=OPUS, max_tokens=400, tools=[search], messages=messages[:1])
     assert raw.headers["x-cascadeflow-decision"] == "skipped:capability:server_tools"
+
+
+def test_a_repeated_tool_call_or_a_correcting_user_sends_the_next_turn_to_the_verifier(gw, sim):
+    # the draft calls exactly what it called the turn before: a loop
+    sim.set_script([{"match": {"model": HAIKU}, **bash("ls")}, {"match": {"model": OPUS}, **bash("cat a.py")}])
+    talk = Conversation(gw)
+    decisions = []
+    for n in range(3):
+        message, headers = talk.turn()
+        decisions.append(headers["x-cascadeflow-decision"])
+        talk.answer(message, f"a.py b.py ({n})")
+        unmark(talk.messages)
+    assert decisions == ["accepted", "accepted", "skipped:session_signal:tool_loop"]
+    # a user who says the drafted answer was wrong
+    sim.set_script([{"match": {"model": HAIKU}, "text": "Done: the tests pass now."},
+                    {"match": {"model": OPUS}, "text": "Let me look again."}])
+    talk = Conversation(gw)
+    _, headers = talk.turn()
+    assert headers["x-cascadeflow-decision"] == "accepted"
+    unmark(talk.messages)
+    talk.messages.append({"role": "user", "content": "No, that's wrong: two tests still fail."})
+    _, headers = talk.turn()
+    assert headers["x-cascadeflow-decision"] == "skipped:session_signal:correction"
+    talk.messages.append({"role": "user", "content": "Thanks. Now add a docstring."})
+    unmark(talk.messages)
+    _, headers = talk.turn()
+    assert headers["x-cascadeflow-decision"] != "skipped:session_signal:correction"

@@ -600,7 +600,7 @@ class CascadeEngine:
         if turn is not None and decision.calls:
             drafted = not decision.reason.startswith("skipped:")
             turn.end(decision.calls, drafted, decision.accepted, decision.calls[-1][1],
-                     [c.id for c in answer.tool_calls] if answer is not None else [])
+                     [c.id for c in answer.tool_calls] if answer is not None else [], decision.served_model)
         totals = self.tracker.rule(decision.rule)
         if decision.reason.startswith("escalated:"):
             totals.escalated[decision.reason.removeprefix("escalated:")] += 1

@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 
+import orjson
+
 from ..config import CascadeRule
 from ..pricing import ModelRegistry
 from ..sessions.cache import CacheShadow, PromptShape
@@ -121,16 +123,26 @@ class Turn:
     # -- before drafting -------------------------------------------------------------------
 
     def signal(self) -> str | None:
-        """``tool_error`` when the tool results answering the last drafted turn report a failure."""
-        pending = set(self.state.pending_calls)
-        if not pending:
+        """How the last drafted turn went, when this request says it went badly.
+
+        ``tool_error``: the tool results answering its calls report a failure; ``tool_loop``: it
+        repeated the previous turn's tool calls exactly; ``correction``: the user's next message
+        corrects it. Each counts as a failure of that draft.
+        """
+        if not self.state.pending_model:
             return None
-        self.state.pending_calls = []
-        for text, is_error in _tool_results(self.body, pending):
-            if is_error or _FAILED.search(text):
-                self.state.failures += 1
-                return "tool_error"
-        return None
+        pending = set(self.state.pending_calls)
+        self.state.pending_model, self.state.pending_calls = "", []
+        signal = None
+        if any(is_error or _FAILED.search(text) for text, is_error in _tool_results(self.body, pending)):
+            signal = "tool_error"
+        elif pending and _repeats_previous_calls(self.body.get("messages") or []):
+            signal = "tool_loop"
+        elif _corrects(self.body.get("messages") or []):
+            signal = "correction"
+        if signal is not None:
+            self.state.failures += 1
+        return signal
 
     def economics(self, rule_drafts: int, rule_failures: int, draft: str, verifier: str) -> tuple[bool, float | None]:
         """(draft or not, the expected saving of drafting over the conversation's horizon, USD)."""
@@ -174,7 +186,7 @@ class Turn:
         return prompt / shape.chars if prompt > 0 and shape.chars else self.per_char
 
     def end(self, calls: list[tuple[str, Usage]], drafted: bool, accepted: bool, served: Usage,
-            tool_ids: list[str]) -> None:
+            tool_ids: list[str], served_model: str = "") -> None:
         """Record the turn: each called model's cache, the drafts' record, what the next turn should check."""
         state = self.state
         for model in dict.fromkeys(m for m, _ in calls):
@@ -186,7 +198,8 @@ class Turn:
         if drafted:
             state.drafts += 1
             state.failures += 0 if accepted else 1
-        state.pending_calls = tool_ids[:64] if accepted else []
+        state.pending_model = (served_model or calls[-1][0]) if drafted and accepted else ""
+        state.pending_calls = tool_ids[:64] if drafted and accepted else []
         state.learn(served.input_tokens + served.cache_write_tokens + served.cache_read_tokens,
                     self.shape(self.requested).chars, served.output_tokens)
         state.last_at = self.now
@@ -200,6 +213,45 @@ class Turn:
 def _priced(rates: tuple[float, float, float, float], tokens: tuple[int, int, int], output: int) -> float:
     plain, write, read = tokens
     return plain * rates[0] + output * rates[1] + write * rates[2] + read * rates[3]
+
+
+_CORRECTION = re.compile(r"^\s*(no\b|nope\b|wrong\b|that'?s (not|wrong)|this is (not|wrong)|not what i|undo\b|revert\b|"
+                         r"stop\b|try again\b|you (broke|didn'?t|did not|misunderstood))", re.IGNORECASE)
+
+
+def _calls_of(message: object) -> list[tuple[str, str]]:
+    """(name, canonical arguments) of an assistant message's tool calls, in either dialect."""
+    if not isinstance(message, dict) or message.get("role") != "assistant":
+        return []
+    calls = []
+    content = message.get("content")
+    for block in content if isinstance(content, list) else ():
+        if isinstance(block, dict) and block.get("type") == "tool_use":
+            calls.append((str(block.get("name")), orjson.dumps(block.get("input"), option=orjson.OPT_SORT_KEYS).decode()))
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            calls.append((str(function.get("name")), str(function.get("arguments"))))
+    return calls
+
+
+def _repeats_previous_calls(messages: list) -> bool:
+    """The last assistant turn calls exactly what the assistant turn before it called."""
+    turns = [m for m in messages if isinstance(m, dict) and m.get("role") == "assistant"]
+    return len(turns) >= 2 and bool(_calls_of(turns[-1])) and _calls_of(turns[-1]) == _calls_of(turns[-2])
+
+
+def _corrects(messages: list) -> bool:
+    """The conversation ends in a user message (not tool results) that opens with a correction."""
+    last = messages[-1] if messages else None
+    if not isinstance(last, dict) or last.get("role") != "user":
+        return False
+    content = last.get("content")
+    if isinstance(content, list):
+        if any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content):
+            return False
+        content = " ".join(str(b.get("text", "")) for b in content if isinstance(b, dict) and b.get("type") == "text")
+    return isinstance(content, str) and bool(_CORRECTION.search(content[:200]))
 
 
 def _tool_results(body: dict, ids: set[str]) -> list[tuple[str, bool]]:
