@@ -151,3 +151,40 @@ def test_a_draft_stopped_early_is_no_error(gw, sim):
     after = stats(gw)
     assert after["upstream_calls"] - before["upstream_calls"] == 2
     assert after["errors"] == before["errors"]
+
+
+# ---------------------------------------------------------------- d. trailing slashes, request_id, the models listing
+
+
+def test_a_trailing_slash_is_served_never_redirected(gw, sim):
+    with httpx.Client(base_url=gw.url, follow_redirects=False) as http:
+        message = http.post("/v1/messages/", json={"model": HAIKU, "max_tokens": 50,
+                                                    "messages": [{"role": "user", "content": "hi"}]})
+        completion = http.post("/v1/chat/completions/", json={"model": MINI,
+                                                              "messages": [{"role": "user", "content": "hi"}]})
+        unknown = http.post("/v1/nothing/", headers={"anthropic-version": "2023-06-01"}, json={})
+    assert message.status_code == 200 and message.json()["type"] == "message"
+    assert completion.status_code == 200 and completion.json()["object"] == "chat.completion"
+    assert unknown.status_code == 404 and unknown.json()["error"]["type"] == "not_found_error"
+    assert calls(sim) == [("/v1/messages", HAIKU), ("/v1/chat/completions", MINI)]
+
+
+def test_gateway_made_anthropic_errors_carry_a_request_id(gw, sim):
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        claude(gw).messages.create(model=HAIKU, max_tokens=10, messages="not a list")  # type: ignore[arg-type]
+    with pytest.raises(anthropic.NotFoundError) as missing:
+        claude(gw).models.retrieve("no-such-model")
+    for error in (bad.value, missing.value):
+        assert error.body["request_id"] and error.body["request_id"] == error.response.headers["x-request-id"]
+    assert calls(sim) == []
+
+
+def test_anthropic_models_listing_has_limits_and_capabilities(gw, sim):
+    from cascadeflow.pricing import ModelRegistry
+
+    listed = {m.id: m for m in claude(gw).models.list(limit=1000).data}
+    haiku, known = listed[HAIKU], ModelRegistry().info(HAIKU)
+    assert haiku.max_tokens == known.max_output_tokens and haiku.max_input_tokens == known.context_window
+    assert haiku.lifecycle == "active" and haiku.capabilities is not None
+    assert haiku.capabilities.image_input.supported and haiku.capabilities.thinking.supported
+    assert claude(gw).models.retrieve(OPUS).max_tokens == ModelRegistry().info(OPUS).max_output_tokens

@@ -435,7 +435,7 @@ def test_models_in_both_shapes(sim):
     assert page.data[1].display_name == "Claude Sonnet 5.5"
     raw = httpx.get(sim.url + "/v1/models", headers={"anthropic-version": "2023-06-01"}).json()
     assert raw["has_more"] is False and raw["first_id"] == "claude-opus-5-5" and raw["last_id"] == "gpt-4o-mini"
-    assert set(raw["data"][0]) == {"type", "id", "display_name", "created_at"}
+    assert set(raw["data"][0]) == {"type", "id", "display_name", "created_at", "lifecycle", "max_input_tokens", "max_tokens", "capabilities"}
     listed = oai(sim).models.list()
     assert [m.id for m in listed.data] == ["claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5",
                                            "gpt-5.4", "gpt-5.4-mini", "gpt-4o", "gpt-4o-mini"]

@@ -39,7 +39,7 @@ from .pages import page_routes
 from .admin import create_key, list_keys, revoke_key, show_key
 from .admin_guard import admin_refusal
 from .auth import Authenticator
-from .errors import caller_dialect, error_response
+from .errors import caller_dialect, error_response, request_id_of
 from .limits import LimitGate
 from .metrics import metrics
 from .observe import Observer
@@ -173,7 +173,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if status == 405:
         message = f"method {request.method} is not allowed on {request.url.path}"
     headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else None  # 405 carries Allow
-    return error_response(caller_dialect(request.url.path, request.headers), kind, message, headers, status=status)
+    return error_response(caller_dialect(request.url.path, request.headers), kind, message, headers, status=status,
+                          request_id=request_id_of(request))
 
 
 class GatewayApp(Starlette):
@@ -194,11 +195,14 @@ class GatewayApp(Starlette):
         if scope["type"] == "http" and sum(len(k) + len(v) for k, v in scope["headers"]) > self._max_header_bytes:
             dialect = caller_dialect(scope["path"], {k.decode("latin-1"): "" for k, _ in scope["headers"]})
             response = error_response(dialect, ErrorKind.INVALID_REQUEST,
-                                      f"request headers exceed {self._max_header_bytes} bytes in all")
+                                      f"request headers exceed {self._max_header_bytes} bytes in all",
+                                      request_id=self.state.gateway.new_request_id())
             await response(scope, receive, send)
             return
         if scope["type"] == "http" and scope["method"] == "POST":
-            endpoint = self._fast_routes.get(scope["path"])
+            path = scope["path"]
+            # a trailing slash is served, never redirected: a client would resend its POST (or drop it) elsewhere
+            endpoint = self._fast_routes.get(path) or (self._fast_routes.get(path.rstrip("/")) if path.endswith("/") else None)
             if endpoint is not None:
                 scope["app"] = self
                 await self._observer.serve(endpoint, scope, receive, send)  # type: ignore[arg-type]
@@ -247,6 +251,7 @@ def create_app(config: ProxyConfig | None = None, *, registry: ModelRegistry | N
     app = GatewayApp(
         fast_routes=fast_routes, max_header_bytes=gateway.config.server.max_header_bytes, observer=gateway.observer, routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error}
     )
+    app.router.redirect_slashes = False  # an unknown path is a 404 in the caller's dialect, never a 307
     app.state.gateway = gateway
     return app
 

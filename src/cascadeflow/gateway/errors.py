@@ -9,12 +9,17 @@ from ..dialects import anthropic as anthropic_wire
 from ..dialects import openai as openai_wire
 from ..errors import CascadeflowError, ErrorKind, ProxyUpstreamError
 
-__all__ = ["error_response", "upstream_error_response", "caller_dialect"]
+__all__ = ["error_response", "upstream_error_response", "caller_dialect", "request_id_of"]
 
 #: refusals of the gateway's own that the same request would get again at once
 _FINAL = frozenset({ErrorKind.AUTHENTICATION, ErrorKind.PERMISSION, ErrorKind.BUDGET_EXCEEDED})
 
 _RELAYED_HEADERS = ("retry-after", "retry-after-ms", "request-id", "x-request-id")
+
+
+def request_id_of(request) -> str:  # type: ignore[no-untyped-def]
+    """The caller's ``x-request-id``, or a new one of the gateway's."""
+    return (request.headers.get("x-request-id") or request.app.state.gateway.new_request_id())[:64]
 
 
 def caller_dialect(path: str, headers) -> str:
@@ -27,23 +32,29 @@ def caller_dialect(path: str, headers) -> str:
 
 
 def error_response(
-    dialect: str, kind: ErrorKind, message: str, headers: dict[str, str] | None = None, status: int | None = None
+    dialect: str, kind: ErrorKind, message: str, headers: dict[str, str] | None = None, status: int | None = None,
+    request_id: str | None = None,
 ) -> Response:
+    """The error body of ``dialect``; with ``request_id``, named in the body as Anthropic's API does
+    (OpenAI's carries none) and in the ``x-request-id`` header."""
     wire = anthropic_wire if dialect == "anthropic" else openai_wire
-    return Response(wire.error_body(kind, message), status or kind.status, headers=headers, media_type="application/json")
+    if request_id:
+        headers = {**(headers or {}), "x-request-id": request_id}
+    return Response(wire.error_body(kind, message, request_id), status or kind.status, headers=headers,
+                    media_type="application/json")
 
 
-def exception_response(dialect: str, exc: CascadeflowError) -> Response:
+def exception_response(dialect: str, exc: CascadeflowError, request_id: str | None = None) -> Response:
     if isinstance(exc, ProxyUpstreamError):
-        return upstream_error_response(dialect, exc)
+        return upstream_error_response(dialect, exc, request_id)
     retry_after = getattr(exc, "retry_after", None)
     headers = {"retry-after": str(max(1, round(retry_after)))} if retry_after is not None else {}
     if exc.kind in _FINAL:
         headers["x-should-retry"] = "false"  # the SDKs (and Claude Code) honour it: retrying cannot help
-    return error_response(dialect, exc.kind, exc.message, headers or None)
+    return error_response(dialect, exc.kind, exc.message, headers or None, request_id=request_id)
 
 
-def upstream_error_response(dialect: str, exc: ProxyUpstreamError) -> Response:
+def upstream_error_response(dialect: str, exc: ProxyUpstreamError, request_id: str | None = None) -> Response:
     """Relay the upstream's error: same status, same body when it is a JSON error of this dialect.
 
     A body that is not such JSON (an HTML page from a load balancer, say) is replaced
@@ -57,7 +68,8 @@ def upstream_error_response(dialect: str, exc: ProxyUpstreamError) -> Response:
     kind = ErrorKind.from_status(exc.upstream_status)
     wire = anthropic_wire if dialect == "anthropic" else openai_wire
     message = f"upstream {exc.route or ''} answered {exc.upstream_status}: {detail}".replace("  ", " ")
-    return Response(wire.error_body(kind, message), exc.upstream_status, headers=headers, media_type="application/json")
+    return Response(wire.error_body(kind, message, request_id), exc.upstream_status, headers=headers,
+                    media_type="application/json")
 
 
 def _json_object(payload: bytes) -> dict | None:

@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from ..errors import CascadeflowError, ErrorKind, RequestError
 from ..proxy import ProxyRequest
-from .errors import caller_dialect, error_response, exception_response
+from .errors import caller_dialect, error_response, exception_response, request_id_of
 
 if TYPE_CHECKING:
     from .app import Gateway
@@ -29,6 +29,8 @@ __all__ = ["ModelCatalog", "list_models", "get_model"]
 log = logging.getLogger("cascadeflow.gateway")
 _TTL_SECONDS = 60.0
 _EPOCH = "1970-01-01T00:00:00Z"
+#: fields of Anthropic's ModelInfo beyond the id, name and date (kept from an upstream's listing)
+_MODEL_FACTS = ("max_input_tokens", "max_tokens", "capabilities", "lifecycle", "line", "deprecated_at", "retires_at")
 
 
 class ModelCatalog:
@@ -53,8 +55,19 @@ class ModelCatalog:
         for entries in fetched:
             for entry in entries:
                 seen.setdefault(entry["id"], entry)
-        for name in self._gateway.virtual_models:
-            seen.setdefault(name, {"id": name, "route": "cascade", "display_name": f"{name} (cascade)"})
+        for name, verifier in self._gateway.virtual_models.items():
+            answering = seen.get(verifier, {})  # a virtual model can do what its verifier can
+            seen.setdefault(name, {"id": name, "route": "cascade", "display_name": f"{name} (cascade)",
+                                   "capabilities": answering.get("capabilities"), "answered_by": verifier})
+        registry = self._gateway.registry
+        for entry in seen.values():
+            if entry.get("max_tokens") is None or entry.get("max_input_tokens") is None:
+                info = registry.info(entry.get("answered_by") or entry["id"])
+                if info is not None:
+                    entry.setdefault("max_tokens", None)
+                    entry.setdefault("max_input_tokens", None)
+                    entry["max_tokens"] = entry["max_tokens"] or info.max_output_tokens
+                    entry["max_input_tokens"] = entry["max_input_tokens"] or info.context_window
         result = list(seen.values())
         self._cached = (time.monotonic(), result)
         return result
@@ -77,6 +90,8 @@ class ModelCatalog:
                         "display_name": item.get("display_name"),
                         "created": item.get("created"),
                         "created_at": item.get("created_at"),
+                        # what Anthropic's listing says of the model, passed on as it is
+                        **{k: item[k] for k in _MODEL_FACTS if item.get(k) is not None},
                     }
                 )
         return entries
@@ -94,12 +109,18 @@ def _anthropic_entry(entry: dict) -> dict:
         created_at = (
             datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if isinstance(created, int) else _EPOCH
         )
-    return {
+    shaped = {
         "type": "model",
         "id": entry["id"],
         "display_name": entry.get("display_name") or entry["id"],
         "created_at": created_at,
+        "lifecycle": entry.get("lifecycle") or "active",
+        "max_input_tokens": entry.get("max_input_tokens"),  # the registry's figures where no upstream gave any
+        "max_tokens": entry.get("max_tokens"),
+        "capabilities": entry.get("capabilities"),  # only as an Anthropic upstream lists them: never guessed
     }
+    shaped.update((k, entry[k]) for k in ("line", "deprecated_at", "retires_at") if entry.get(k) is not None)
+    return shaped
 
 
 def _openai_entry(entry: dict) -> dict:
@@ -126,7 +147,7 @@ async def list_models(request: Request) -> Response:
     try:
         entries = await _visible_entries(request)
     except RequestError as exc:
-        return exception_response(caller_dialect(request.url.path, request.headers), exc)
+        return exception_response(caller_dialect(request.url.path, request.headers), exc, request_id_of(request))
     if caller_dialect(request.url.path, request.headers) == "anthropic":
         data = [_anthropic_entry(e) for e in entries]
         body = {
@@ -146,9 +167,9 @@ async def get_model(request: Request) -> Response:
     try:
         entries = await _visible_entries(request)
     except RequestError as exc:
-        return exception_response(dialect, exc)
+        return exception_response(dialect, exc, request_id_of(request))
     for entry in entries:
         if entry["id"] == model_id:
             shaped = _anthropic_entry(entry) if dialect == "anthropic" else _openai_entry(entry)
             return Response(orjson.dumps(shaped), media_type="application/json")
-    return error_response(dialect, ErrorKind.NOT_FOUND, f"model {model_id!r} not found")
+    return error_response(dialect, ErrorKind.NOT_FOUND, f"model {model_id!r} not found", request_id=request_id_of(request))

@@ -114,7 +114,7 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
         gateway.tracker.record_error(exc.status)
         if not count:
             _finish(gateway, info, error_entry(info, exc, plan))
-        response = exception_response(dialect, exc)
+        response = exception_response(dialect, exc, request_id)
         if exc.decision is not None:  # a cascade that failed after its drafts says what it did, as a success would
             response.headers.update(exc.decision.headers(with_cost=True))
         return _with_id(response, request_id)
@@ -127,7 +127,8 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
         gateway.tracker.record_error(500)
         if info.lease is not None:
             _finish(gateway, info, error_entry(info, RequestError("internal gateway error", kind=ErrorKind.INTERNAL), plan))
-        return _with_id(error_response(dialect, ErrorKind.INTERNAL, "internal gateway error; see the gateway log"), request_id)
+        return error_response(dialect, ErrorKind.INTERNAL, "internal gateway error; see the gateway log",
+                              request_id=request_id)
 
 
 def _finish(gateway: Gateway, info: RequestInfo, entry: LedgerEntry) -> None:

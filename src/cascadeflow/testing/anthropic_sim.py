@@ -199,12 +199,34 @@ def stream_events(answer: Answer, msg_id: str) -> list[bytes]:
     return events
 
 
+def _yes() -> dict[str, bool]:
+    return {"supported": True}
+
+
+def _capabilities() -> dict[str, Any]:
+    """Every capability key the Models API always sends, all supported (the simulated models are current ones)."""
+    levels = {level: _yes() for level in ("low", "medium", "high", "max")}
+    return {
+        "batch": _yes(), "citations": _yes(), "code_execution": _yes(),
+        "context_management": {"supported": True, "clear_tool_uses_20250919": _yes()},
+        "effort": {"supported": True, **levels}, "image_input": _yes(), "pdf_input": _yes(),
+        "server_tools": {"supported": True, "code_execution": _yes(), "web_search": _yes(), "web_fetch": _yes()},
+        "structured_outputs": _yes(),
+        "thinking": {"supported": True, "types": {"adaptive": _yes(), "enabled": _yes()}},
+    }
+
+
 def model_object(model: dict[str, Any]) -> dict[str, Any]:
+    """A ``ModelInfo`` as the Models API sends it: limits and capabilities included."""
     return {
         "type": "model",
         "id": model["id"],
         "display_name": model["display_name"],
         "created_at": model["created_at"],
+        "lifecycle": "active",
+        "max_input_tokens": model.get("max_input_tokens"),
+        "max_tokens": model.get("max_tokens"),
+        "capabilities": _capabilities(),
     }
 
 

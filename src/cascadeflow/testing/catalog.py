@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..pricing import ModelRegistry
+
 __all__ = ["DEFAULT_MODELS", "normalize_model"]
 
 DEFAULT_MODELS = [
@@ -35,10 +37,13 @@ def normalize_model(model: str | dict[str, Any]) -> dict[str, Any]:
     if isinstance(model, str):
         model = {"id": model}
     mid = model["id"]
+    known = ModelRegistry().info(mid)  # the limits the Models API lists, as the registry knows them
     return {
         "id": mid,
         "display_name": model.get("display_name") or _display_name(mid),
         "created_at": model.get("created_at") or "2025-01-01T00:00:00Z",
         "created": model.get("created") or _MODEL_CREATED,
         "owned_by": model.get("owned_by") or ("anthropic" if mid.startswith("claude") else "openai"),
+        "max_input_tokens": model.get("max_input_tokens") or (known.context_window if known else None),
+        "max_tokens": model.get("max_tokens") or (known.max_output_tokens if known else None),
     }
