@@ -43,7 +43,7 @@ from .capabilities import capability_gap
 from .kinds import request_kind
 from .selfcheck import verdict, verification_body
 from .session import SessionBook, Turn
-from .thinking import signatures_in, strip_thinking, thinking_on, view_for
+from .thinking import ThinkingThreads, ThreadView, strip_thinking
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -135,27 +135,6 @@ class CascadeReply:
     chunks: AsyncIterator[bytes] | None = None
 
 
-@dataclass(slots=True)
-class _Conversation:
-    """The caller's Anthropic conversation and who wrote its thinking blocks: each model gets its own view."""
-
-    writers: dict[str, str]
-    #: the writer of blocks the gateway did not hand out from a draft: the model the client asked for
-    default_writer: str
-    thinking: bool
-
-    def body_for(self, body: dict, model: str, decision: Decision) -> dict:
-        messages = body.get("messages")
-        if not isinstance(messages, list):
-            return body
-        view = view_for(messages, model, lambda sig: self.writers.get(sig, self.default_writer), self.thinking)
-        if view is None:
-            decision.thinking_views.pop(model, None)
-            return body
-        decision.thinking_views[model] = f"dropped={view.dropped},rendered={view.rendered}"
-        return {**body, "messages": view.messages}
-
-
 class CascadeEngine:
     def __init__(
         self, service: ProxyService, rules: list[CascadeRule], tracker: CostTracker,
@@ -165,8 +144,8 @@ class CascadeEngine:
         from ..sessions import MemorySessions, MemoryThinkingOrigins
 
         self.service = service
-        #: which model wrote the thinking blocks handed out with accepted drafts
-        self.origins: ThinkingOrigins = origins if origins is not None else MemoryThinkingOrigins()
+        #: which model wrote the thinking blocks handed out with accepted drafts, and each model's view
+        self.threads = ThinkingThreads(origins if origins is not None else MemoryThinkingOrigins())
         self.registry = service.router.registry
         #: conversations: cache shadows per model, the true baseline, what earlier drafts led to
         self.book = SessionBook(sessions if sessions is not None else MemorySessions(), self.registry, clock)
@@ -183,7 +162,7 @@ class CascadeEngine:
     ) -> CascadeReply:
         """A non-streaming request."""
         decision, ops = self._begin(rule, request), ops_for(dialect)
-        talk = await self._conversation(rule, request, dialect)
+        talk = await self.threads.view(request.body or {}, dialect, rule.verifier_model or request.model)
         turn = await self._turn(rule, request, dialect, conversation)
         for stage, match, draft, started in self._drafts(rule, request, dialect, conversation, decision, ops, talk, turn):
             try:
@@ -192,7 +171,7 @@ class CascadeEngine:
                 self._draft_failed(decision, stage, started, exc)
                 continue
             if await self._judge(rule, stage, request, answer, dialect, decision, result, started, ops):
-                await self._hand_out(result.data, stage.model, dialect)
+                await self.threads.hand_out(result.data, stage.model, dialect)
                 body = ops.reply_body(result.data, self._reported(rule, request, stage.model), request.body or {})
                 decision.baseline_cost = self._baseline(rule, request, result.usage, turn=turn)
                 self._finish(rule, decision, conversation, stream=False, turn=turn, answer=answer)
@@ -223,7 +202,7 @@ class CascadeEngine:
         """A streaming request: drafts are read to the end (or an early failure) before anything is sent."""
         decision, ops = self._begin(rule, request), ops_for(dialect)
         caller = request.body or {}
-        talk = await self._conversation(rule, request, dialect)
+        talk = await self.threads.view(request.body or {}, dialect, rule.verifier_model or request.model)
         turn = await self._turn(rule, request, dialect, conversation)
         for stage, match, draft, started in self._drafts(rule, request, dialect, conversation, decision, ops, talk, turn):
             translation = self.service.translation(match, dialect)
@@ -258,7 +237,7 @@ class CascadeEngine:
                 answer.logprobs = translation.logprobs
             if await self._judge(rule, stage, request, answer, dialect, decision, upstream, started, ops):
                 if dialect == "anthropic":
-                    await self._hand_out(accumulator.message, stage.model, dialect)
+                    await self.threads.hand_out(accumulator.message, stage.model, dialect)
                 body = ops.replay(accumulator, self._reported(rule, request, stage.model), caller)
                 decision.baseline_cost = self._baseline(rule, request, upstream.usage, turn=turn)
                 self._finish(rule, decision, conversation, stream=True, turn=turn, answer=answer)
@@ -285,7 +264,7 @@ class CascadeEngine:
         return Decision(rule=rule.name or "", requested_model=request.model)
 
     def _drafts(self, rule, request: ProxyRequest, dialect: str, conversation: str | None, decision: Decision, ops,
-                talk: _Conversation | None = None, turn: Turn | None = None):
+                talk: ThreadView | None = None, turn: Turn | None = None):
         """The draft stages to try — none when a policy skips drafting — each with its route and request."""
         if self._skipped(rule, request, dialect, conversation, decision, turn):
             return
@@ -296,7 +275,7 @@ class CascadeEngine:
             draft = self._draft_request(rule, request, stage, ops)
             if talk is not None and self.service.translation(match, dialect) is None:
                 draft = ProxyRequest(draft.method, draft.path, draft.headers,
-                                     talk.body_for(draft.body or {}, stage.model, decision), None, draft.query)
+                                     talk.body_for(draft.body or {}, stage.model, decision.thinking_views), None, draft.query)
             yield stage, match, draft, time.perf_counter()
 
     def _draft_cap(self, rule: CascadeRule, model: str) -> int | None:
@@ -328,31 +307,12 @@ class CascadeEngine:
         """The model savings are counted against: the requested one, or the verifier for a virtual model."""
         return request.model if self.registry.info(request.model) else (rule.verifier_model or request.model)
 
-    async def _conversation(self, rule: CascadeRule, request: ProxyRequest, dialect: str) -> _Conversation | None:
-        """Who wrote the conversation's thinking blocks (None when nothing needs a per-model view)."""
-        body = request.body or {}
-        if dialect != "anthropic" or not isinstance(body.get("messages"), list):
-            return None
-        thinking = thinking_on(body)
-        signatures = signatures_in(body["messages"])
-        if not signatures and not thinking:
-            return None
-        writers = await self.origins.lookup(signatures) if signatures else {}
-        return _Conversation(writers, rule.verifier_model or request.model, thinking)
-
-    async def _hand_out(self, message: object, model: str, dialect: str) -> None:
-        """Remember which model wrote the thinking blocks an accepted draft gives the client."""
-        if dialect == "anthropic" and isinstance(message, dict):
-            signatures = signatures_in([{"role": "assistant", "content": message.get("content")}])
-            if signatures:
-                await self.origins.record(signatures, model)
-
     def _for_verifier(self, request: ProxyRequest, verifier: str, match: RouteMatch, dialect: str,
-                      talk: _Conversation | None, decision: Decision) -> ProxyRequest:
+                      talk: ThreadView | None, decision: Decision) -> ProxyRequest:
         request = _with_model(request, verifier)
         if talk is None or self.service.translation(match, dialect) is not None:
             return request
-        body = talk.body_for(request.body or {}, verifier, decision)
+        body = talk.body_for(request.body or {}, verifier, decision.thinking_views)
         if body is request.body:
             return request
         return ProxyRequest(request.method, request.path, request.headers, body, None, request.query)

@@ -26,10 +26,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
 
-__all__ = ["READS", "ThinkingView", "readable", "signatures_in", "strip_thinking", "thinking_on", "view_for"]
+if TYPE_CHECKING:
+    from ..sessions import ThinkingOrigins
+
+__all__ = [
+    "READS", "ThinkingThreads", "ThinkingView", "ThreadView", "readable", "signatures_in", "strip_thinking",
+    "thinking_on", "view_for",
+]
 
 _THINKING = ("thinking", "redacted_thinking")
 
@@ -152,3 +159,53 @@ def _result_as_text(block: dict) -> list[dict]:
         content = "\n".join(str(b.get("text", "")) for b in content if isinstance(b, dict) and b.get("type") == "text")
     error = " (error)" if block.get("is_error") else ""
     return [_marked(f"[result of tool call {block.get('tool_use_id')}{error}: {content or ''}]", block), *media]
+
+
+@dataclass(slots=True)
+class ThreadView:
+    """One request's conversation and who wrote its thinking blocks: each model gets its own view."""
+
+    writers: dict[str, str]
+    #: the writer of blocks the gateway did not hand out from a draft: the model the client asked for
+    default_writer: str
+    thinking: bool
+
+    def body_for(self, body: dict, model: str, views: dict[str, str]) -> dict:
+        """``body`` as ``model`` may receive it; ``views`` notes per model what its view left out."""
+        messages = body.get("messages")
+        if not isinstance(messages, list):
+            return body
+        view = view_for(messages, model, lambda sig: self.writers.get(sig, self.default_writer), self.thinking)
+        if view is None:
+            views.pop(model, None)
+            return body
+        views[model] = f"dropped={view.dropped},rendered={view.rendered}"
+        return {**body, "messages": view.messages}
+
+
+class ThinkingThreads:
+    """The engine's side of thinking across models: who wrote which block, and each request's view."""
+
+    def __init__(self, origins: ThinkingOrigins) -> None:
+        self.origins = origins
+
+    async def view(self, body: dict, dialect: str, default_writer: str) -> ThreadView | None:
+        """Who wrote the conversation's thinking blocks (None when nothing needs a per-model view)."""
+        if dialect != "anthropic" or not isinstance(body.get("messages"), list):
+            return None
+        thinking = thinking_on(body)
+        signatures = signatures_in(body["messages"])
+        if not signatures and not thinking:
+            return None
+        writers = await self.origins.lookup(signatures) if signatures else {}
+        return ThreadView(writers, default_writer, thinking)
+
+    async def hand_out(self, message: object, model: str, dialect: str) -> None:
+        """Remember which model wrote the thinking blocks an accepted draft gives the client."""
+        if dialect == "anthropic" and isinstance(message, dict):
+            signatures = signatures_in([{"role": "assistant", "content": message.get("content")}])
+            if signatures:
+                await self.origins.record(signatures, model)
+
+    async def aclose(self) -> None:
+        await self.origins.aclose()

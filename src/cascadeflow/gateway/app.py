@@ -117,7 +117,7 @@ class Gateway:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.keys.aclose()
         await self.limits.counters.aclose()
-        await self.cascade.origins.aclose()
+        await self.cascade.threads.aclose()
         await self.cascade.book.aclose()
         await self.ledger.aclose()  # every finished request is written before the process ends
         await self.service.aclose()
