@@ -68,6 +68,25 @@ def usage_dict(usage: Usage, reasoning_tokens: int = 0) -> dict:
     }
 
 
+_DELTA = b'"delta":"'
+
+
+def _delta_length(data: bytes) -> int:
+    """The length of a delta event's string, read off its bytes without parsing the event (escapes count high)."""
+    start = data.find(_DELTA)
+    if start < 0:
+        return 0
+    start += len(_DELTA)
+    end = start
+    while True:
+        end = data.find(b'"', end)
+        if end < 0:
+            return len(data) - start
+        if data[end - 1] != 0x5C:  # not an escaped quote
+            return end - start
+        end += 1
+
+
 class ResponsesStreamTap:
     """Reads a Responses event stream on the side while its bytes are forwarded unchanged."""
 
@@ -94,8 +113,7 @@ class ResponsesStreamTap:
             if name is None and b'"type":"response.' in event.data[:40]:
                 name = json_object(event.data).get("type")
             if name is not None and name.endswith(".delta"):
-                delta = json_object(event.data).get("delta")
-                self.generated_chars += len(delta) if isinstance(delta, str) else 0
+                self.generated_chars += _delta_length(event.data)
             elif name in TERMINAL_EVENTS:
                 response = json_object(event.data).get("response")
                 if isinstance(response, dict):
