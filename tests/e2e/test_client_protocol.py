@@ -188,3 +188,71 @@ def test_anthropic_models_listing_has_limits_and_capabilities(gw, sim):
     assert haiku.lifecycle == "active" and haiku.capabilities is not None
     assert haiku.capabilities.image_input.supported and haiku.capabilities.thinking.supported
     assert claude(gw).models.retrieve(OPUS).max_tokens == ModelRegistry().info(OPUS).max_output_tokens
+
+
+# ---------------------------------------------------------------- e. Claude Code's gateway protocol
+
+BETAS = "interleaved-thinking-2025-05-14,context-1m-2025-08-07"
+BILLING = {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.330; cc_entrypoint=cli; cch=0a1b2;"}
+SYSTEM = [BILLING, {"type": "text", "text": "You are Claude Code."}]
+SEARCH = {"type": "web_search_20250305", "name": "web_search", "max_uses": 2}
+PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg=="
+
+
+def claude_code(gw):
+    """The SDK as Claude Code configures it: its betas, an API version of its own, its session header."""
+    return anthropic.Anthropic(base_url=gw.url, api_key="caller", max_retries=0, default_headers={
+        "anthropic-beta": BETAS, "anthropic-version": "2023-06-01", "x-claude-code-session-id": "session-1"})
+
+
+def sent(sim, path):
+    return [r for r in sim.requests if r["path"] == path]
+
+
+def test_betas_and_version_reach_anthropic_routes_unchanged_and_never_an_openai_one(gw, sim):
+    sim.set_script([{"match": {"model": MINI}, "text": "Perhaps.", "logprob": -3.0}])  # escalates to the verifier
+    claude_code(gw).messages.create(model=HAIKU, max_tokens=50, messages=[{"role": "user", "content": "hi"}])
+    claude_code(gw).messages.create(model=OPUS, max_tokens=50, messages=[{"role": "user", "content": "hi"}])
+    assert calls(sim) == [("/v1/messages", HAIKU), ("/v1/chat/completions", MINI), ("/v1/messages", OPUS)]
+    for request in sent(sim, "/v1/messages"):  # pass-through and cascade verifier alike
+        assert request["headers"]["anthropic-beta"] == BETAS
+        assert request["headers"]["anthropic-version"] == "2023-06-01"  # the caller's, not the gateway's default
+    translated = sent(sim, "/v1/chat/completions")[0]["headers"]
+    assert not [k for k in translated if k.startswith(("anthropic-", "x-claude-code-"))]
+
+
+def test_the_billing_line_is_stripped_only_when_translating(gw, sim):
+    for model in (HAIKU, MINI):
+        claude_code(gw).messages.create(model=model, max_tokens=50, system=SYSTEM,
+                                        messages=[{"role": "user", "content": "hi"}])
+    assert sent(sim, "/v1/messages")[0]["body"]["system"] == SYSTEM  # forwarded as sent
+    messages = sent(sim, "/v1/chat/completions")[0]["body"]["messages"]
+    assert messages[0] == {"role": "system", "content": "You are Claude Code."}
+
+
+def test_server_tools_pass_to_anthropic_and_are_refused_where_they_cannot_run(gw, sim):
+    message = claude_code(gw).messages.create(model=HAIKU, max_tokens=50, tools=[SEARCH],
+                                              messages=[{"role": "user", "content": "search the news"}])
+    assert message.content and sent(sim, "/v1/messages")[0]["body"]["tools"] == [SEARCH]
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        claude_code(gw).messages.create(model=MINI, max_tokens=50, tools=[SEARCH],
+                                        messages=[{"role": "user", "content": "search the news"}])
+    assert refused.value.body["error"]["type"] == "invalid_request_error"
+    assert "web_search_20250305" in refused.value.message and MINI in refused.value.message
+    assert calls(sim) == [("/v1/messages", HAIKU)]
+
+
+def test_an_image_in_a_tool_result_reaches_an_openai_upstream(gw, sim):
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PIXEL}}
+    messages = [
+        {"role": "user", "content": "Take a screenshot"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "screenshot", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                                      "content": [{"type": "text", "text": "here it is"}, image]}]},
+    ]
+    tool = {"name": "screenshot", "description": "Screenshot", "input_schema": {"type": "object", "properties": {}}}
+    claude_code(gw).messages.create(model=MINI, max_tokens=50, tools=[tool], messages=messages)
+    upstream = sent(sim, "/v1/chat/completions")[0]["body"]["messages"]
+    assert upstream[-2] == {"role": "tool", "tool_call_id": "toolu_1", "content": "here it is"}
+    assert upstream[-1]["role"] == "user"
+    assert upstream[-1]["content"] == [{"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PIXEL}"}}]

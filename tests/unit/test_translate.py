@@ -394,7 +394,6 @@ def test_anthropic_only_fields_are_dropped_and_listed():
         "output_config": {"effort": "high", "format": {"type": "json_schema", "schema": {"type": "object"}}},
         "metadata": {"user_id": "u" * 300},
         "tools": [
-            {"type": "web_search_20250305", "name": "web_search"},
             {"type": "bash_20250124", "name": "bash"},
             {
                 "name": "f",
@@ -442,7 +441,6 @@ def test_anthropic_only_fields_are_dropped_and_listed():
         "context_management",
         "whatever",
         "output_config.effort",
-        "tools.web_search_20250305",
         "tools.bash_20250124",
         "cache_control",
         "tools.eager_input_streaming",

@@ -106,8 +106,11 @@ _A_TOP_HANDLED = frozenset({
 def anthropic_to_openai_request(body: dict, *, max_output_tokens: int | None = None) -> tuple[dict, list[str]]:
     """A Messages API request as a Chat Completions request, and the fields dropped on the way.
 
-    Anthropic server tools (web search, bash, editor…), ``top_k``, ``thinking`` and the
-    other Anthropic-only settings have no counterpart and are dropped. ``max_tokens`` is
+    Anthropic-defined tools (bash, editor…), ``top_k``, ``thinking`` and the other
+    Anthropic-only settings have no counterpart and are dropped; server tools the upstream
+    would have to run (web search, web fetch) are refused with a RequestError (400) rather
+    than dropped unseen. Claude Code's ``x-anthropic-billing-header`` system line is
+    stripped. ``max_tokens`` is
     clamped to ``max_output_tokens`` (Claude Code asks for up to 128k); ``metadata.user_id``
     becomes ``user``, replaced by its sha256 when longer than the 64 characters OpenAI
     accepts; at most 4 stop sequences are sent; a streaming request asks for usage.
@@ -116,7 +119,7 @@ def anthropic_to_openai_request(body: dict, *, max_output_tokens: int | None = N
     out: dict = {"model": body.get("model")}
     out["messages"] = anthropic_messages_to_openai(body.get("system"), body.get("messages"), dropped)
 
-    tools = _a_tools(body.get("tools"), dropped)
+    tools = _a_tools(body.get("tools"), dropped, str(body.get("model") or ""))
     if tools:
         out["tools"] = tools
     choice = body.get("tool_choice")
@@ -171,13 +174,22 @@ def anthropic_to_openai_request(body: dict, *, max_output_tokens: int | None = N
     return out, dropped
 
 
-def _a_tools(tools: Any, dropped: list[str]) -> list[dict]:
+#: Anthropic server tools whose work the upstream itself does: no OpenAI-compatible server can
+_SERVER_TOOLS = ("web_search_", "web_fetch_")
+
+
+def _a_tools(tools: Any, dropped: list[str], model: str) -> list[dict]:
     out = []
     for tool in tools if isinstance(tools, list) else []:
         if not isinstance(tool, dict):
             continue
         kind = tool.get("type")
-        if kind not in (None, "custom"):  # Anthropic server tools: web search, bash, editor, computer…
+        if isinstance(kind, str) and kind.startswith(_SERVER_TOOLS):  # dropping it would make the model answer unsearched
+            raise RequestError(
+                f"tools: the server tool {kind!r} runs on Anthropic's servers, and model {model!r} is served by an "
+                "OpenAI-compatible upstream, which cannot run it; send the request to a Claude model on an Anthropic "
+                "route, or without the tool")
+        if kind not in (None, "custom"):  # Anthropic-defined client tools (bash, editor, computer…)
             drop(dropped, f"tools.{kind}")
             continue
         function: dict = {"name": str(tool.get("name") or "")}

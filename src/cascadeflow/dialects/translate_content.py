@@ -147,11 +147,22 @@ def anthropic_messages_to_openai(system: Any, messages: Any, dropped: list[str])
     return out
 
 
+#: the line Claude Code puts first in its system prompt for Anthropic's billing: meaningless to another
+#: provider, and it changes between requests, which would break that provider's prompt-prefix cache
+BILLING_LINE = "x-anthropic-billing-header:"
+
+
 def _a_system_text(content: Any, dropped: list[str]) -> str:
     parts = []
     for block in blocks_of(content):
         if block.get("type") == "text" and isinstance(block.get("text"), str):
-            parts.append(block["text"])
+            text = block["text"]
+            if text.startswith(BILLING_LINE):
+                drop(dropped, "system.x-anthropic-billing-header")
+                text = text.partition("\n")[2].lstrip("\n")
+                if not text:
+                    continue
+            parts.append(text)
             extras(block, {"type", "text"}, dropped, "system")
         else:
             drop(dropped, f"system.{block.get('type')}")
