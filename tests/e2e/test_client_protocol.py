@@ -256,3 +256,33 @@ def test_an_image_in_a_tool_result_reaches_an_openai_upstream(gw, sim):
     assert upstream[-2] == {"role": "tool", "tool_call_id": "toolu_1", "content": "here it is"}
     assert upstream[-1]["role"] == "user"
     assert upstream[-1]["content"] == [{"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PIXEL}"}}]
+
+
+# ---------------------------------------------------------------- f. model discovery
+
+
+@pytest.fixture()
+def discovery_gw(fresh_sim, start_gateway):
+    anthropic_route, openai_route = sim_routes(fresh_sim, anthropic_key="sk-ant-route", openai_key="sk-openai-route")
+    return start_gateway(ProxyConfig.from_dict({
+        "routes": [{**anthropic_route, "models": ["claude-*"]}, {**openai_route, "models": [MINI]}],
+        "cascade_models": {
+            "claude-auto": {"stages": [{"model": HAIKU}], "verifier_model": OPUS},
+            "cascade/gpt": {"stages": [{"model": MINI}], "verifier_model": OPUS},
+        },
+    }))
+
+
+def test_claude_code_discovers_claude_ids_and_cascade_models(discovery_gw, fresh_sim):
+    client = claude(discovery_gw)
+    listed = {m.id: m for m in client.models.list(limit=1000).data}
+    # Claude Code's picker keeps ids starting with claude/anthropic: the globbed route's upstream models are among them
+    assert {HAIKU, OPUS, "claude-sonnet-5-5", "claude-auto"} <= {i for i in listed if i.startswith("claude")}
+    assert "gpt-4o" not in listed and MINI in listed and "cascade/gpt" in listed  # what no route serves is not listed
+    auto = listed["claude-auto"]
+    assert auto.display_name == "claude-auto (cascade)" and auto.max_tokens == listed[OPUS].max_tokens
+    assert auto.capabilities == listed[OPUS].capabilities  # a cascade model can do what its verifier can
+    fresh_sim.set_script([{"match": {"model": HAIKU}, "text": "Paris is the capital of France."}])
+    raw = client.messages.with_raw_response.create(model="claude-auto", max_tokens=100,
+                                                   messages=[{"role": "user", "content": "capital of France?"}])
+    assert raw.headers["x-cascadeflow-draft-model"] == HAIKU and raw.parse().model == "claude-auto"

@@ -1,8 +1,10 @@
 """``GET /v1/models``: the models the gateway can serve, in the caller's shape.
 
-The list is the union of the routes' allowlists, the virtual cascade models, and,
-for open routes (no allowlist), the upstream's own list, fetched with the route's credentials and
-cached for a minute. An upstream that cannot list its models is skipped.
+The list is the union of the routes' allowlists (plain names), the virtual cascade models,
+and, for open routes (no allowlist) and routes whose allowlist has globs, the upstream's own
+list (only what the globs admit), fetched with the route's credentials and cached for a
+minute. An upstream that cannot list its models is skipped. Claude Code's model picker shows
+only ids starting with ``claude``/``anthropic``: a cascade model meant for it is named so.
 """
 
 from __future__ import annotations
@@ -47,14 +49,16 @@ class ModelCatalog:
         seen: dict[str, dict] = {}
         for route in routes:
             for model in sorted(route.models or ()):
-                if not any(c in model for c in "*?["):
+                if not _is_glob(model):
                     seen.setdefault(model, {"id": model, "route": route.name})
-        fetched = await asyncio.gather(
-            *(self._fetch(route, headers) for route in routes if route.models is None)
-        )
-        for entries in fetched:
+        # open routes list what their upstream lists; a route allowed globs (``claude-*``) lists the
+        # upstream's models those globs admit, so Claude Code's model picker finds its claude- ids
+        listed = [route for route in routes if route.models is None or any(_is_glob(m) for m in route.models)]
+        fetched = await asyncio.gather(*(self._fetch(route, headers) for route in listed))
+        for route, entries in zip(listed, fetched):
             for entry in entries:
-                seen.setdefault(entry["id"], entry)
+                if route.allows(entry["id"]):
+                    seen.setdefault(entry["id"], entry)
         for name, verifier in self._gateway.virtual_models.items():
             answering = seen.get(verifier, {})  # a virtual model can do what its verifier can
             seen.setdefault(name, {"id": name, "route": "cascade", "display_name": f"{name} (cascade)",
@@ -95,6 +99,10 @@ class ModelCatalog:
                     }
                 )
         return entries
+
+
+def _is_glob(model: str) -> bool:
+    return any(c in model for c in "*?[")
 
 
 def _listing_headers(provider: str, headers: dict[str, str]) -> dict[str, str]:
