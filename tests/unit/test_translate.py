@@ -1164,3 +1164,23 @@ def test_estimate_never_crashes(body, dialect):
             translate(body)
         tr.openai_to_anthropic_response(body)
         tr.anthropic_to_openai_response(body)
+
+
+def test_response_format_becomes_anthropic_structured_output_with_closed_objects():
+    person = {"type": "object", "properties": {"name": {"type": "string"},
+                                               "pets": {"type": "array", "items": {"type": "object", "properties": {"kind": {"type": "string"}}}}},
+              "required": ["name"]}
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "person", "schema": person}}}
+    out, dropped = tr.openai_to_anthropic_request(body)
+    schema = out["output_config"]["format"]["schema"]
+    assert out["output_config"]["format"]["type"] == "json_schema" and "response_format" not in dropped
+    assert schema["additionalProperties"] is False and schema["properties"]["pets"]["items"]["additionalProperties"] is False
+    assert schema["required"] == ["name"] and "additionalProperties" not in person  # the caller's body is untouched
+    for unexpressible in ({"type": "object"}, {"type": "object", "properties": {}, "additionalProperties": {"type": "string"}}):
+        body["response_format"] = {"type": "json_schema", "json_schema": {"name": "x", "schema": unexpressible}}
+        out, dropped = tr.openai_to_anthropic_request(body)
+        assert "output_config" not in out and "response_format" in dropped
+    body["response_format"] = {"type": "json_object"}
+    out, dropped = tr.openai_to_anthropic_request(body)
+    assert "output_config" not in out and "response_format" in dropped

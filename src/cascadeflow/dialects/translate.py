@@ -282,16 +282,57 @@ def openai_to_anthropic_request(
 def _o_response_format(fmt: Any, out: dict, dropped: list[str]) -> None:
     """``response_format`` json_schema as Anthropic's structured output (``output_config.format``).
 
-    ``json_object`` (any JSON object) has no Anthropic counterpart: a schema of ``{"type": "object"}``
-    would be refused for lacking ``additionalProperties: false``, so it is dropped and named.
+    Anthropic wants every object closed (``additionalProperties: false``): an object schema with
+    properties is closed where it said nothing (an answer that fits it still fits the caller's);
+    one it cannot express (an open map, ``json_object``'s "any object") is dropped and named,
+    as before: sending it would turn a request that worked into a 400.
     """
     if fmt is None:
         return
     spec = fmt.get("json_schema") if isinstance(fmt, dict) and fmt.get("type") == "json_schema" else None
-    if isinstance(spec, dict) and isinstance(spec.get("schema"), dict):
-        out.setdefault("output_config", {})["format"] = {"type": "json_schema", "schema": spec["schema"]}
+    schema = _closed_schema(spec.get("schema")) if isinstance(spec, dict) else None
+    if isinstance(schema, dict):
+        out.setdefault("output_config", {})["format"] = {"type": "json_schema", "schema": schema}
     elif not (isinstance(fmt, dict) and fmt.get("type") == "text"):
         drop(dropped, "response_format")
+
+
+_SUBSCHEMA_LISTS = ("anyOf", "allOf", "oneOf", "prefixItems")
+_SUBSCHEMA_MAPS = ("properties", "$defs", "definitions")
+
+
+def _closed_schema(schema: Any, depth: int = 0) -> Any:
+    """``schema`` with its objects closed, or None when an object must stay open (or it nests absurdly)."""
+    if not isinstance(schema, dict):
+        return schema
+    if depth > 32:
+        return None
+    out = dict(schema)
+    is_object = schema.get("type") == "object" or "properties" in schema
+    if is_object:
+        extra = schema.get("additionalProperties")
+        if not isinstance(schema.get("properties"), dict) or extra not in (None, False):
+            return None
+        out["additionalProperties"] = False
+    for key in _SUBSCHEMA_MAPS:
+        if isinstance(schema.get(key), dict):
+            out[key] = {}
+            for name, sub in schema[key].items():
+                closed = _closed_schema(sub, depth + 1)
+                if closed is None:
+                    return None
+                out[key][name] = closed
+    for key in ("items", "not"):
+        if isinstance(schema.get(key), dict):
+            out[key] = _closed_schema(schema[key], depth + 1)
+            if out[key] is None:
+                return None
+    for key in _SUBSCHEMA_LISTS:
+        if isinstance(schema.get(key), list):
+            out[key] = [_closed_schema(sub, depth + 1) for sub in schema[key]]
+            if any(sub is None for sub in out[key]):
+                return None
+    return out
 
 
 def _o_tools(body: dict, dropped: list[str]) -> list[dict]:

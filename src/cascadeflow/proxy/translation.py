@@ -102,8 +102,9 @@ class Translation:
         default = _RESPONSES_STREAM_MAX_TOKENS if body.get("stream") is True else _DEFAULT_MAX_TOKENS
         translated, more = translate.openai_to_anthropic_request(
             chat, default_max_tokens=min(limit or default, default), max_output_tokens=limit)
-        self.dropped += [name for name in more if name not in ("response_format", "stream_options", "reasoning_effort")
-                         and name not in self.dropped]
+        # a response_format in ``more`` is a text.format Anthropic cannot express: named as the caller's field
+        self.dropped += ["text.format" if name == "response_format" else name for name in more
+                         if name not in ("stream_options", "reasoning_effort") and name not in self.dropped]
         translate_responses.anthropic_cache_breakpoints(translated)
         return translated
 
