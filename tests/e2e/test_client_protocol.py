@@ -1,8 +1,9 @@
 """Issue 14's smaller protocol defects and Claude Code's gateway protocol, driven by the official SDKs.
 
-Each test fails on the defect it names: structured output reaching a Claude draft,
+Each test failed on the defect it names (structured output reaching a Claude draft,
 translated stream fields, error headers and counts, trailing slashes, ``request_id``,
-the models listing, and what Claude Code's gateway page asks of a gateway.
+the models listing, the billing line, server tools, model discovery), or pins what
+Claude Code's gateway page asks that already held (headers forwarded, tool-result images).
 """
 
 from __future__ import annotations
