@@ -115,6 +115,33 @@ def test_codex_edits_a_file_through_the_gateway(codex, codex_gw, fresh_sim, tmp_
     assert stats["total_cost"] > 0
 
 
+@pytest.fixture(scope="module")
+def latest_codex():
+    """The newest Codex release, beside the pinned one (`.ci/run` installs it into .ci/latest)."""
+    path = ROOT / ".ci" / "latest" / "node_modules" / ".bin" / "codex"
+    if not path.exists():
+        if os.environ.get("CI"):
+            pytest.fail("the latest Codex CLI is not installed; .ci/run installs it into .ci/latest")
+        pytest.skip("the latest Codex CLI is not installed (npm install --prefix .ci/latest @openai/codex@latest)")
+    return str(path)
+
+
+@pytest.mark.parametrize(("model", "served", "path"), [
+    ("gpt-5.4", "gpt-5.4", "/v1/responses"), ("claude-haiku-5-5", "claude-haiku-5-5", "/v1/messages"),
+], ids=["openai-forwarded", "claude-translated"])
+def test_the_latest_codex_edits_a_file_too(latest_codex, codex_gw, fresh_sim, tmp_path, model, served, path):
+    """The newest release still works through the gateway (the pinned tests above say what changed if not)."""
+    fresh_sim.set_script([
+        {"match": {"prompt_contains": TASK}, "tool_calls": [{"name": "exec_command", "input": {"cmd": "printf 'hi\\n' > hello.txt"}}]},
+        {"match": {"model": served}, "text": "Created hello.txt."},
+    ])
+    version = subprocess.run([latest_codex, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+    code, _, stderr = run_codex(latest_codex, codex_gw.url, tmp_path, model, TASK)
+    assert code == 0, f"{version}: {stderr[-2000:]}"
+    assert (tmp_path / "project" / "hello.txt").read_text() == "hi\n", version
+    assert {r["path"] for r in fresh_sim.requests if r["method"] == "POST"} == {path}
+
+
 def test_codex_version_is_the_pinned_one_unless_overridden(codex):
     version = subprocess.run([codex, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
     if os.environ.get("CODEX_BIN"):
