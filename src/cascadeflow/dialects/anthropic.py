@@ -12,7 +12,7 @@ import orjson
 from ..errors import ErrorKind, RequestError
 from ..usage import Usage
 from .mapping import anthropic_usage_dict
-from .sse import SSEDecoder, encode_event, json_object
+from .sse import StreamTap, encode_event, json_object
 
 __all__ = ["ERROR_TYPES", "error_body", "stream_error", "check_request", "response_usage", "AnthropicStreamTap"]
 
@@ -72,30 +72,14 @@ def response_usage(body: object) -> Usage:
     return Usage.from_anthropic(body.get("usage")) if isinstance(body, dict) else Usage()
 
 
-class AnthropicStreamTap:
+class AnthropicStreamTap(StreamTap):
     """Reads an Anthropic event stream on the side while its bytes are forwarded unchanged.
 
     Usage comes from ``message_start`` (input and cache tokens) and ``message_delta``
     (cumulative output tokens, and newer servers repeat the input side there too).
     """
 
-    __slots__ = ("_decoder", "usage", "complete", "error", "started", "malformed", "generated_chars")
-
-    def __init__(self) -> None:
-        self._decoder = SSEDecoder()
-        self.usage = Usage()
-        #: characters of text, thinking and tool input streamed so far (prices a stream cut before its usage)
-        self.generated_chars = 0
-        self.complete = False
-        self.error: bytes | None = None
-        self.started = False
-        #: None, or the separator the error event needs: the upstream sent an event that is not JSON
-        self.malformed: bytes | None = None
-
-    def _malformed(self, chunk: bytes, event) -> bytes:
-        """Forward what came before the bad event; the relay ends the stream with an error event."""
-        self.malformed = b"" if event.start >= 0 else b"\n\n"
-        return chunk[: event.start] if event.start > 0 else b""
+    __slots__ = ()
 
     def feed(self, chunk: bytes) -> bytes:
         """Inspect ``chunk``; return the bytes to forward (all, up to a malformed event)."""

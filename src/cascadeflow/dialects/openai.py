@@ -12,7 +12,7 @@ import orjson
 
 from ..errors import ErrorKind, RequestError
 from ..usage import Usage
-from .sse import SSEDecoder, encode_event, json_object
+from .sse import StreamTap, encode_event, json_object
 
 __all__ = ["ERROR_TYPES", "error_body", "stream_error", "check_request", "response_usage", "OpenAIStreamTap"]
 
@@ -78,7 +78,7 @@ def wants_usage(body: dict) -> bool:
     return isinstance(options, dict) and options.get("include_usage") is True
 
 
-class OpenAIStreamTap:
+class OpenAIStreamTap(StreamTap):
     """Reads a chat-completions stream on the side.
 
     With ``strip_usage`` (the gateway asked for usage the caller did not), bytes are
@@ -86,27 +86,18 @@ class OpenAIStreamTap:
     chunk is forwarded as it arrived.
     """
 
-    __slots__ = ("_decoder", "_strip_usage", "usage", "complete", "error", "started", "malformed", "generated_chars")
+    __slots__ = ("_strip_usage",)
 
     def __init__(self, strip_usage: bool = False) -> None:
-        self._decoder = SSEDecoder()
+        super().__init__()
         self._strip_usage = strip_usage
-        self.usage = Usage()
-        #: characters of content, reasoning and tool arguments streamed so far (prices a stream cut before its usage)
-        self.generated_chars = 0
-        self.complete = False
-        self.error: bytes | None = None
-        self.started = False
-        #: None, or the separator the error event needs: the upstream sent a chunk that is not JSON
-        self.malformed: bytes | None = None
 
     def feed(self, chunk: bytes) -> bytes:
         events = self._decoder.feed(chunk)
         if not self._strip_usage:
             for event in events:
                 if not event.well_formed:
-                    self.malformed = b"" if event.start >= 0 else b"\n\n"
-                    return chunk[: event.start] if event.start > 0 else b""
+                    return self._malformed(chunk, event)
                 self._inspect(event.data)
             return chunk
         out = []

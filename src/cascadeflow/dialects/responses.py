@@ -14,7 +14,7 @@ import orjson
 from ..errors import ErrorKind, RequestError
 from ..usage import Usage
 from .openai import ERROR_TYPES, error_body
-from .sse import SSEDecoder, encode_event, json_object
+from .sse import StreamTap, encode_event, json_object
 
 __all__ = ["error_body", "stream_error", "check_request", "response_usage", "usage_dict", "ResponsesStreamTap",
            "TERMINAL_EVENTS"]
@@ -87,27 +87,15 @@ def _delta_length(data: bytes) -> int:
         end += 1
 
 
-class ResponsesStreamTap:
+class ResponsesStreamTap(StreamTap):
     """Reads a Responses event stream on the side while its bytes are forwarded unchanged."""
 
-    __slots__ = ("_decoder", "usage", "complete", "error", "started", "malformed", "generated_chars")
-
-    def __init__(self) -> None:
-        self._decoder = SSEDecoder()
-        self.usage = Usage()
-        #: characters of text, reasoning and tool arguments streamed so far (prices a stream cut before its usage)
-        self.generated_chars = 0
-        self.complete = False
-        self.error: bytes | None = None
-        self.started = False
-        #: None, or the separator the error event needs: the upstream sent an event that is not JSON
-        self.malformed: bytes | None = None
+    __slots__ = ()
 
     def feed(self, chunk: bytes) -> bytes:
         for event in self._decoder.feed(chunk):
             if not event.well_formed:
-                self.malformed = b"" if event.start >= 0 else b"\n\n"
-                return chunk[: event.start] if event.start > 0 else b""
+                return self._malformed(chunk, event)
             self.started = True
             name = event.event
             if name is None and b'"type":"response.' in event.data[:40]:

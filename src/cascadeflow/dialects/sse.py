@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 import orjson
 
-__all__ = ["SSEEvent", "SSEDecoder", "encode_event", "json_object"]
+from ..usage import Usage
+
+__all__ = ["SSEEvent", "SSEDecoder", "StreamTap", "encode_event", "json_object"]
 
 
 @dataclass(slots=True)
@@ -104,3 +106,29 @@ def json_object(data: bytes) -> dict:
     except orjson.JSONDecodeError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+class StreamTap:
+    """What every dialect's stream tap keeps while the stream's bytes are forwarded unchanged.
+
+    Subclasses read their dialect's events in ``feed``; the state here is what the relay,
+    the ledger and the pricing of a cut stream read back.
+    """
+
+    __slots__ = ("_decoder", "usage", "complete", "error", "started", "malformed", "generated_chars")
+
+    def __init__(self) -> None:
+        self._decoder = SSEDecoder()
+        self.usage: Usage = Usage()
+        #: characters of text, thinking/reasoning and tool input streamed so far (prices a stream cut before its usage)
+        self.generated_chars = 0
+        self.complete = False
+        self.error: bytes | None = None
+        self.started = False
+        #: None, or the separator the error event needs: the upstream sent an event that is not JSON
+        self.malformed: bytes | None = None
+
+    def _malformed(self, chunk: bytes, event: SSEEvent) -> bytes:
+        """Forward what came before the bad event; the relay ends the stream with an error event."""
+        self.malformed = b"" if event.start >= 0 else b"\n\n"
+        return chunk[: event.start] if event.start > 0 else b""
