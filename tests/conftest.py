@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 from cascadeflow import ProxyConfig, create_app
+from cascadeflow.store import Ledger
 from cascadeflow.testing import ServerThread, SimulatedProvider
 
 
@@ -128,3 +131,25 @@ def launch_gateway_process(tmp_path, config_text: str, log_path=None, server: di
             time.sleep(0.05)
     process.kill()
     raise RuntimeError("the gateway process did not start")
+
+
+def run_async(coroutine):  # noqa: ANN001, ANN201
+    """Run a coroutine to the end in a thread of its own: Playwright's sync API keeps an event loop in this one."""
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, coroutine).result()
+
+
+def ledger_rows(url: str, at_least: int = 0) -> list[dict]:
+    async def read() -> list[dict]:
+        ledger = await Ledger(url, retention_days=None).start()
+        try:
+            return await ledger.rows()
+        finally:
+            await ledger.aclose()
+
+    deadline = time.monotonic() + 10
+    while True:
+        rows = run_async(read())
+        if len(rows) >= at_least or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.1)

@@ -56,7 +56,7 @@ DEFAULT_CONFIG_FILE = "cascadeflow-proxy.yaml"
 #: The cascades used when no config file is given, and written by ``proxy init``:
 #: (requested model glob, draft model). The verifier is the requested model.
 DEFAULT_CASCADES: tuple[tuple[str, str], ...] = (
-    ("claude-opus-*", "claude-sonnet-5-5"),
+    ("claude-opus-*", "claude-haiku-5-5"),  # not Sonnet: see docs/cascade.md, "Conversations and prompt caching"
     ("claude-sonnet-*", "claude-haiku-5-5"),
     ("gpt-5.5", "gpt-5.4-mini"),
     ("gpt-5.4", "gpt-5.4-mini"),

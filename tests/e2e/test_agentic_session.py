@@ -56,3 +56,23 @@ def test_a_cheap_draft_that_rarely_fails_keeps_most_of_its_saving(sim, registry)
     assert clean.true_saving > 0.5
     assert once.true_cost < once.always, "never dearer than always-Opus"
     assert once.true_saving > 0
+
+
+def test_with_the_economics_a_half_price_draft_is_never_dearer_than_always_opus(sim, registry):
+    """Sonnet for Opus loses once a late turn escalates (the writes it put off are paid at once); the economics,
+    counting only what a drafted turn saves for good, keep such a conversation on Opus from the start."""
+    late = bench.Pattern("late", frozenset({TURNS - 3, TURNS - 2}))
+    server = bench.gateway_for(sim, bench.SONNET, sticky=0, economics=False)
+    try:
+        gamble = bench.measure(server.url, sim, registry, TURNS, late, bench.SONNET)
+    finally:
+        server.stop()
+    assert gamble.true_cost > gamble.always, "without the economics the late failures make it dearer"
+    server = bench.gateway_for(sim, bench.SONNET, sticky=0, economics=True)
+    try:
+        out = bench.measure(server.url, sim, registry, TURNS, late, bench.SONNET)
+    finally:
+        server.stop()
+    assert out.true_cost <= out.always * (1 + 1e-9)
+    assert set(out.decisions) == {"skipped:cache_economics"}
+    assert abs(out.reported_saving - out.true_saving) < 1e-6, "served by Opus on Opus's own cache: the baseline is exact"

@@ -27,7 +27,7 @@ import pytest
 
 from cascadeflow import ProxyConfig
 from cascadeflow.store import Ledger, LedgerEntry
-from tests.conftest import sim_routes
+from tests.conftest import ledger_rows, run_async, sim_routes
 from tests.unit.test_queries import expected
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -88,28 +88,6 @@ def history(now: float) -> list[LedgerEntry]:
             confidence=rng.uniform(0.75, 0.99) if accepted else rng.uniform(0.05, 0.6), served_model=draft if accepted else verifier,
             cost=baseline * (0.2 if accepted else 1.15), baseline_cost=baseline, **base))
     return entries
-
-
-def run_async(coroutine):  # noqa: ANN001, ANN201
-    """Run a coroutine to the end in a thread of its own: Playwright's sync API keeps an event loop in this one."""
-    with ThreadPoolExecutor(1) as thread:
-        return thread.submit(asyncio.run, coroutine).result()
-
-
-def ledger_rows(url: str, at_least: int = 0) -> list[dict]:
-    async def read() -> list[dict]:
-        ledger = await Ledger(url, retention_days=None).start()
-        try:
-            return await ledger.rows()
-        finally:
-            await ledger.aclose()
-
-    deadline = time.monotonic() + 10
-    while True:
-        rows = run_async(read())
-        if len(rows) >= at_least or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.1)
 
 
 def workload(gw_url: str) -> int:

@@ -11,7 +11,8 @@ import anthropic
 import pytest
 
 from cascadeflow import ProxyConfig
-from tests.conftest import sim_routes
+from tests.conftest import ledger_rows, sim_routes
+
 
 OPUS, SONNET, HAIKU = "claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5"
 BASH = {"name": "Bash", "description": "Run a command", "input_schema": {
@@ -84,6 +85,25 @@ def test_a_failing_tool_result_after_a_drafted_turn_sends_the_next_turn_to_the_v
     assert [r["body"]["model"] for r in sim.requests] == [HAIKU, OPUS], "no draft was paid for the second turn"
     stats = anthropic.Anthropic(base_url=gw.url, api_key="x")._client.get(f"{gw.url}/stats").json()
     assert stats["cascade"]["opus"]["skipped_by_policy"]["session_signal:tool_error"] >= 1
+
+
+def test_the_signal_is_written_to_the_ledger_against_the_draft_it_judges(sim, fresh_sim, start_gateway, tmp_path):
+    """The later request's ledger row names the earlier drafted turn it judged, so eval/calibrate can learn from it."""
+    rule = {"name": "opus", "request_model": OPUS, "draft_model": HAIKU, "quality_threshold": 0.7}
+    database = f"sqlite:///{tmp_path / 'ledger.db'}"
+    gw = start_gateway(ProxyConfig.from_dict({"routes": sim_routes(sim), "cascade_rules": [rule], "database_url": database}))
+    sim.set_script([{"match": {"prompt_contains": "Run the tests"}, **bash("pytest -q")},
+                    {"match": {"prompt_contains": "FAILED"}, **bash("cat test_x.py")}])
+    talk = Conversation(gw)
+    first, first_headers = talk.turn()
+    talk.answer(first, "tests/test_x.py::test_a FAILED\nExit code 1")
+    unmark(talk.messages)
+    _, second_headers = talk.turn()
+    assert second_headers["x-cascadeflow-decision"] == "skipped:session_signal:tool_error"
+    rows = {row["request_id"]: row for row in ledger_rows(database, at_least=2)}
+    judged, judge = rows[first_headers["x-request-id"]], rows[second_headers["x-request-id"]]
+    assert (judged["accepted"], judged["session_signal"]) == (True, None)
+    assert (judge["session_signal"], judge["signal_request_id"]) == ("tool_error", first_headers["x-request-id"])
 
 
 def test_without_a_session_every_turn_is_drafted(gw, sim):

@@ -115,10 +115,10 @@ def test_cli_init_writes_a_config_that_loads(tmp_path, capsys):
     # default cascades for the current families, each with its saving ceiling from the registry
     registry = ModelRegistry()
     rules = {r.request_model: r.draft_model for r in config.cascade_rules}
-    assert rules["claude-opus-*"] == "claude-sonnet-5-5" and rules["claude-sonnet-*"] == "claude-haiku-5-5"
+    assert rules["claude-opus-*"] == "claude-haiku-5-5" and rules["claude-sonnet-*"] == "claude-haiku-5-5"
     assert all(registry.info(d) is not None for d in rules.values())
-    opus, sonnet = registry.cost("claude-opus-5-5", Usage(2000, 500)), registry.cost("claude-sonnet-5-5", Usage(2000, 500))
-    assert f"saving ceiling {1 - sonnet / opus:.0%} (vs claude-opus-5-5)" in text
+    opus, haiku = registry.cost("claude-opus-5-5", Usage(2000, 500)), registry.cost("claude-haiku-5-5", Usage(2000, 500))
+    assert f"saving ceiling {1 - haiku / opus:.0%} (vs claude-opus-5-5)" in text
     assert main(["proxy", "init", "--path", str(path)]) == 1  # refuses to overwrite
 
 
@@ -151,7 +151,7 @@ def test_empty_allowlist_is_an_error():
 
 def test_embedded_defaults_cascade_unless_turned_off():
     rules = ProxyConfig.from_env({}).all_cascade_rules()
-    assert ("claude-opus-*", "claude-sonnet-5-5") in [(r.request_model, r.draft_model) for r in rules]
+    assert ("claude-opus-*", "claude-haiku-5-5") in [(r.request_model, r.draft_model) for r in rules]
     assert ProxyConfig.from_env({"CASCADEFLOW_CASCADE": "off"}).all_cascade_rules() == []
 
 

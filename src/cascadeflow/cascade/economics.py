@@ -6,19 +6,23 @@ this turn does changes the next turns' prices. The choice is between two regimes
 the rest of the conversation (``H`` turns, estimated as as many as it has had, at least
 :data:`MIN_HORIZON`):
 
-- **verifier**: every turn at the verifier's warm price ``V_w`` — after paying, now,
-  whatever its cache is missing (``V_now − V_w``);
+- **verifier**: every turn at the verifier's warm price ``V_w``: its cache reads, the
+  turn's growth written, its output;
 - **draft**: every turn the draft at its warm price ``D_w``, and with chance ``p`` (the
   conversation's failure rate, shrunk towards the rule's) the verifier's reads and
-  output too. The verifier's cache writes are not saved but put off: an escalation
-  writes everything added since the verifier last served, so they are saved only if
-  no turn escalates (chance ``(1 − p)^H``). Entering costs the draft's cold cache now
-  (``D_now − D_w``); the verifier's missing cache is paid only if some turn escalates.
+  output too; entering costs the draft's cold cache now (``D_now − D_w``).
 
-The turn is drafted when the draft regime's expected cost over ``H`` turns is the lower.
-After an escalation the verifier is warm and ``p`` has risen, so a conversation stays on
-the verifier as long as that is cheaper — stickiness by the numbers, not a count — and
-returns to drafting as its record of failures fades (:func:`failure_chance`).
+The verifier's cache writes are counted as paid in both: drafting only puts them off,
+and one escalation at any later turn writes everything added since the verifier last
+served. So the saving a decision counts is a lower bound — what each drafted turn saves
+even if the conversation escalates later. A draft much cheaper than the verifier (Haiku
+for Opus) pays; one half its price (Sonnet for Opus) on a cached conversation does not,
+since its own turn costs more than the verifier's reads and output, and the writes it
+would save are saved only if no turn ever escalates — a bet a late failure loses.
+
+After an escalation ``p`` has risen, so a conversation stays on the verifier as long as
+that is cheaper — stickiness by the numbers, not a count — and returns to drafting as its
+record of failures fades (:func:`failure_chance`).
 """
 
 from __future__ import annotations
@@ -34,11 +38,10 @@ MIN_HORIZON, _MAX_HORIZON = 5, 50
 
 @dataclass(frozen=True, slots=True)
 class Prices:
-    """One turn's prices (USD): each model on its cache as it is now, and as it would be if warm."""
+    """One turn's prices (USD): the draft on its cache as it is now, and each model as it would be if warm."""
 
     draft: float
     draft_warm: float
-    verifier: float
     verifier_warm: float
     #: the cache-write part of ``verifier_warm``: the turn's growth, which an escalation writes later anyway
     verifier_growth: float
@@ -59,10 +62,15 @@ def horizon(turns_so_far: int) -> int:
 
 
 def expected_saving(prices: Prices, p_fail: float, turns: int) -> float:
-    """Expected cost of the verifier regime minus the draft regime over ``turns`` turns (positive: draft)."""
-    keep = (1.0 - p_fail) ** turns  # no escalation in the horizon
+    """What drafting saves over ``turns`` turns even if a later turn escalates (positive: draft), USD.
+
+    A lower bound on the expected saving: the verifier's cache writes that drafting puts off
+    are counted as paid, because one escalation at any later turn writes them all at once,
+    and the cache the verifier is missing now is paid at that escalation too. What remains is
+    what each drafted turn saves for good — the verifier's reads and output, with chance
+    ``1 − p`` — against the draft's whole turn, and the draft's cold cache to enter.
+    """
     reads = prices.verifier_warm - prices.verifier_growth
-    per_turn = turns * (prices.draft_warm - (1.0 - p_fail) * reads - keep * prices.verifier_growth)
+    per_turn = turns * (prices.draft_warm - (1.0 - p_fail) * reads)
     enter = max(0.0, prices.draft - prices.draft_warm)
-    verifier_missing = max(0.0, prices.verifier - prices.verifier_warm)
-    return -(per_turn + enter - keep * verifier_missing)
+    return -(per_turn + enter)

@@ -42,7 +42,7 @@ from .scoring import score_draft
 from .capabilities import capability_gap
 from .kinds import request_kind
 from .selfcheck import verdict, verification_body
-from .session import SessionBook, Turn
+from .session import SessionBook, SessionSignal, Turn
 from .thinking import ThinkingThreads, ThreadView, strip_thinking
 
 if TYPE_CHECKING:
@@ -90,6 +90,8 @@ class Decision:
     kind: str = ""
     #: (model, usage) of every upstream call, in order
     calls: list[tuple[str, Usage]] = field(default_factory=list)
+    #: what this request says about the conversation's last drafted turn, when it went badly
+    session_signal: SessionSignal | None = None
 
     def add_call(self, call: ProxyResult | ProxyStream) -> None:
         """Count one upstream call's usage and cost (unknown cost makes the total unknown)."""
@@ -158,12 +160,12 @@ class CascadeEngine:
     # -- the two entry points ------------------------------------------------------
 
     async def complete(
-        self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None
+        self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None, request_id: str = ""
     ) -> CascadeReply:
         """A non-streaming request."""
         decision, ops = self._begin(rule, request), ops_for(dialect)
         talk = await self.threads.view(request.body or {}, dialect, rule.verifier_model or request.model)
-        turn = await self._turn(rule, request, dialect, conversation)
+        turn = await self._turn(rule, request, dialect, conversation, request_id)
         for stage, match, draft, started in self._drafts(rule, request, dialect, conversation, decision, ops, talk, turn):
             try:
                 result, answer = await self._send_json(match, draft, dialect, ops)
@@ -197,13 +199,13 @@ class CascadeEngine:
         return CascadeReply(result.status, {**result.headers, **decision.headers(with_cost=True)}, decision, body)
 
     async def stream(
-        self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None
+        self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None, request_id: str = ""
     ) -> CascadeReply:
         """A streaming request: drafts are read to the end (or an early failure) before anything is sent."""
         decision, ops = self._begin(rule, request), ops_for(dialect)
         caller = request.body or {}
         talk = await self.threads.view(request.body or {}, dialect, rule.verifier_model or request.model)
-        turn = await self._turn(rule, request, dialect, conversation)
+        turn = await self._turn(rule, request, dialect, conversation, request_id)
         for stage, match, draft, started in self._drafts(rule, request, dialect, conversation, decision, ops, talk, turn):
             translation = self.service.translation(match, dialect)
             if translation is not None:
@@ -287,14 +289,15 @@ class CascadeEngine:
             return rule.draft_max_tokens if limit is None else limit
         return min(rule.draft_max_tokens, limit)
 
-    async def _turn(self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None) -> Turn | None:
+    async def _turn(self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None,
+                    request_id: str) -> Turn | None:
         """This request as a turn of its conversation (None without a conversation id)."""
 
         def rules_for(model: str) -> str:
             return "anthropic" if self._provider_of(model, dialect) == "anthropic" else "openai"
 
         return await self.book.begin(rule, request.body or {}, dialect, conversation, self._priced_as(rule, request),
-                                     rules_for)
+                                     rules_for, request_id)
 
     def _provider_of(self, model: str, dialect: str) -> str:
         """The provider of the route that would serve ``model`` (the dialect's own when none does)."""
@@ -338,8 +341,9 @@ class CascadeEngine:
         if reason is None:
             reason = capability_gap(body, request.raw_body or b"", dialect, first, self._provider_of(first, dialect),
                                     self._provider_of(rule.verifier_model or request.model, dialect), self.registry)
+        decision.session_signal = signal
         if reason is None and signal is not None:
-            reason = f"session_signal:{signal}"
+            reason = f"session_signal:{signal.kind}"
         if reason is None:
             return False
         self.tracker.rule(decision.rule).skipped[reason] += 1
@@ -544,7 +548,7 @@ class CascadeEngine:
         Otherwise: the verifier's own cost when it served, else the requested model's price on the draft's usage.
         """
         if turn is not None:
-            return turn.baseline(usage, usage.output_tokens)
+            return turn.baseline(usage, usage.output_tokens, verifier_cost if verifier == turn.requested else None)
         if verifier is not None and verifier == request.model:
             return verifier_cost
         cost = self.registry.cost(request.model, usage) if self.registry.info(request.model) else None

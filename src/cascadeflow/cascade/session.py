@@ -38,7 +38,7 @@ from ..sessions.state import BASELINE, Sessions, SessionState
 from ..usage import Usage
 from .economics import Prices, expected_saving, failure_chance, horizon
 
-__all__ = ["SessionBook", "Turn"]
+__all__ = ["SessionBook", "SessionSignal", "Turn"]
 
 _DEFAULT_PER_CHAR = 0.27  # tokens per character of prompt JSON before the upstream has told us
 _DEFAULT_OUTPUT = 400
@@ -47,6 +47,16 @@ _DEFAULT_OUTPUT = 400
 #: once the failures that stopped it are a few turns old
 _FADE, _FADE_UNTRIED = 0.95, 0.7
 _FAILED = re.compile(r"Traceback \(most recent call last\)|\b[Ee]xit code:? ?[1-9]\d*\b|\b[1-9]\d* failed\b|\bFAILED\b")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSignal:
+    """What a request says about the conversation's last drafted and accepted turn: it went badly."""
+
+    #: ``tool_error``, ``tool_loop`` or ``correction``
+    kind: str
+    #: the request id of that drafted turn (empty when it is not known)
+    request_id: str
 
 
 class SessionBook:
@@ -58,12 +68,12 @@ class SessionBook:
         self._rates: dict[str, tuple[float, float, float, float] | None] = {}
 
     async def begin(self, rule: CascadeRule, body: dict, dialect: str, conversation: str | None,
-                    requested: str, rules_for: Callable[[str], str]) -> Turn | None:
+                    requested: str, rules_for: Callable[[str], str], request_id: str = "") -> Turn | None:
         if conversation is None or not isinstance(body.get("messages"), list):
             return None
         key = f"{conversation}|{_tools_digest(body)}"  # a sub-agent (its own tools) is its own conversation
         state = await self.sessions.get(key)
-        return Turn(self, key, state, body, dialect, requested, rules_for, self.clock())
+        return Turn(self, key, state, body, dialect, requested, rules_for, self.clock(), request_id)
 
     def rates(self, model: str) -> tuple[float, float, float, float] | None:
         """USD per token (input, output, cache write, cache read) for the decision's estimates, once per model.
@@ -104,6 +114,7 @@ class Turn:
     requested: str
     rules_for: Callable[[str], str]
     now: float
+    request_id: str = ""
     _shapes: dict | None = None
 
     def shape(self, model: str) -> PromptShape:
@@ -122,7 +133,7 @@ class Turn:
 
     # -- before drafting -------------------------------------------------------------------
 
-    def signal(self) -> str | None:
+    def signal(self) -> SessionSignal | None:
         """How the last drafted turn went, when this request says it went badly.
 
         ``tool_error``: the tool results answering its calls report a failure; ``tool_loop``: it
@@ -131,8 +142,8 @@ class Turn:
         """
         if not self.state.pending_model:
             return None
-        pending = set(self.state.pending_calls)
-        self.state.pending_model, self.state.pending_calls = "", []
+        pending, judged = set(self.state.pending_calls), self.state.pending_request
+        self.state.pending_model, self.state.pending_calls, self.state.pending_request = "", [], ""
         signal = None
         if any(is_error or _FAILED.search(text) for text, is_error in _tool_results(self.body, pending)):
             signal = "tool_error"
@@ -140,9 +151,10 @@ class Turn:
             signal = "tool_loop"
         elif _corrects(self.body.get("messages") or []):
             signal = "correction"
-        if signal is not None:
-            self.state.failures += 1
-        return signal
+        if signal is None:
+            return None
+        self.state.failures += 1
+        return SessionSignal(signal, judged)
 
     def economics(self, rule_drafts: int, rule_failures: int, draft: str, verifier: str) -> tuple[bool, float | None]:
         """(draft or not, the expected saving of drafting over the conversation's horizon, USD)."""
@@ -155,29 +167,36 @@ class Turn:
 
     def _prices(self, draft: str, verifier: str) -> Prices | None:
         out = round(self.state.output or _DEFAULT_OUTPUT)
-        shadow_v = self.state.shadows.get(verifier) or CacheShadow()
-        shape_d, shape_v = self.shape(draft), self.shape(verifier)
+        shape_d = self.shape(draft)
         per_char, previous = self.per_char, self.state.last_chars
         splits = [
             (draft, (self.state.shadows.get(draft) or CacheShadow()).split(shape_d, draft, self.now, per_char)),
             (draft, CacheShadow.warm_split(shape_d, draft, per_char, previous)),
-            (verifier, shadow_v.split(shape_v, verifier, self.now, per_char)),
-            (verifier, CacheShadow.warm_split(shape_v, verifier, per_char, previous)),
+            (verifier, CacheShadow.warm_split(self.shape(verifier), verifier, per_char, previous)),
         ]
         rates = [self.book.rates(model) for model, _ in splits]
         if any(r is None for r in rates):
             return None
         costs = [_priced(rate, split.tokens(per_char), out) for rate, (_, split) in zip(rates, splits)]  # type: ignore[arg-type]
-        growth = _priced(rates[3], (0, splits[3][1].tokens(per_char)[1], 0), 0)  # type: ignore[arg-type]
+        growth = _priced(rates[2], (0, splits[2][1].tokens(per_char)[1], 0), 0)  # type: ignore[arg-type]
         return Prices(*costs, verifier_growth=growth)
 
     # -- after the answer ------------------------------------------------------------------
 
-    def baseline(self, served: Usage, output_tokens: int) -> float | None:
-        """The requested model's price for this request on the cache it would have had (see the module doc)."""
+    def baseline(self, served: Usage, output_tokens: int, requested_cost: float | None = None) -> float | None:
+        """The requested model's price for this request on the cache it would have had (see the module doc).
+
+        ``requested_cost``: what the requested model really cost, when it served this turn. Where its cache
+        was then what the counterfactual's would have been, that real cost is the baseline, not an estimate.
+        """
         shape = self.shape(self.requested)
         ratio = self._ratio(served, shape)
-        split = self.state.shadow(BASELINE).split(shape, self.requested, self.now, ratio, touch=True)
+        counterfactual = self.state.shadow(BASELINE)
+        same_cache = requested_cost is not None and counterfactual.entries == (
+            (self.state.shadows.get(self.requested) or CacheShadow()).entries)
+        split = counterfactual.split(shape, self.requested, self.now, ratio, touch=True)
+        if same_cache:
+            return requested_cost
         plain, write, read = split.tokens(ratio)
         return self.book.registry.cost(self.requested, Usage(plain, output_tokens, write, read))
 
@@ -200,6 +219,7 @@ class Turn:
             state.failures += 0 if accepted else 1
         state.pending_model = (served_model or calls[-1][0]) if drafted and accepted else ""
         state.pending_calls = tool_ids[:64] if drafted and accepted else []
+        state.pending_request = self.request_id if drafted and accepted else ""
         state.learn(served.input_tokens + served.cache_write_tokens + served.cache_read_tokens,
                     self.shape(self.requested).chars, served.output_tokens)
         state.last_at = self.now

@@ -150,7 +150,8 @@ async def _streaming(gateway: Gateway, rule, proxy_request: ProxyRequest, dialec
     gateway.active_streams += 1
     try:
         if rule is not None:
-            reply = await gateway.cascade.stream(rule, proxy_request, dialect, conversation_key(headers, body))
+            reply = await gateway.cascade.stream(rule, proxy_request, dialect, conversation_key(headers, body),
+                                                 info.request_id)
             status, chunks, reply_headers = reply.status, reply.chunks, reply.headers
 
             def entry(finished: bool) -> LedgerEntry:
@@ -201,7 +202,7 @@ def _admit_stream(gateway: Gateway) -> None:
 async def _cascade(gateway: Gateway, rule, proxy_request: ProxyRequest, dialect: str, headers: dict, body: dict,
                    info: RequestInfo) -> Response:
     conversation = conversation_key(headers, body)
-    reply = await gateway.cascade.complete(rule, proxy_request, dialect, conversation)
+    reply = await gateway.cascade.complete(rule, proxy_request, dialect, conversation, info.request_id)
     _finish(gateway, info, cascade_entry(info, reply.decision, reply.status))
     reply.headers.pop("content-length", None)
     return Response(reply.body, reply.status, headers=reply.headers, media_type="application/json")

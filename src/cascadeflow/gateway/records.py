@@ -58,7 +58,7 @@ def pass_through_entry(info: RequestInfo, match: RouteMatch, answer: ProxyResult
 
 
 def cascade_entry(info: RequestInfo, decision: Decision, status: int, cancelled: bool = False) -> LedgerEntry:
-    usage = decision.usage
+    usage, signal = decision.usage, decision.session_signal
     return info.entry(
         plan="cascade", status=499 if cancelled else status, rule=decision.rule, draft_model=decision.draft_model,
         decision=decision.reason, accepted=decision.accepted, confidence=decision.confidence,
@@ -66,6 +66,7 @@ def cascade_entry(info: RequestInfo, decision: Decision, status: int, cancelled:
         cache_write_tokens=usage.cache_write_tokens, cache_read_tokens=usage.cache_read_tokens,
         cost=decision.cost, baseline_cost=decision.baseline_cost, cancelled=cancelled, detail=decision.checks or None,
         upstream_ms=decision.upstream_ms or None,
+        session_signal=signal and signal.kind, signal_request_id=signal and signal.request_id or None,
     )
 
 

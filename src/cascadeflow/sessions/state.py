@@ -54,6 +54,8 @@ class SessionState:
     #: turns so far, and the previous turn's prompt: characters up to its last breakpoint
     turns: int = 0
     last_chars: int = 0
+    #: the request id of the last drafted and accepted turn (a later signal is recorded against it)
+    pending_request: str = ""
 
     def shadow(self, model: str) -> CacheShadow:
         shadow = self.shadows.get(model)
@@ -75,7 +77,7 @@ class SessionState:
             "s": {m: {h.hex(): list(v) for h, v in s.entries.items()} for m, s in self.shadows.items()},
             "d": self.drafts, "f": self.failures, "c": self.per_char, "o": self.output, "t": self.last_at,
             "pm": self.pending_model, "pc": self.pending_calls, "r": self.requested, "n": self.turns,
-            "lc": self.last_chars,
+            "lc": self.last_chars, "pr": self.pending_request,
         })
 
     @classmethod
@@ -86,7 +88,7 @@ class SessionState:
         return cls(shadows, float(data.get("d", 0)), float(data.get("f", 0)), float(data.get("c", 0.0)),
                    float(data.get("o", 0.0)), float(data.get("t", 0.0)), str(data.get("pm", "")),
                    [str(c) for c in data.get("pc", [])][:64], str(data.get("r", "")), int(data.get("n", 0)),
-                   int(data.get("lc", 0)))
+                   int(data.get("lc", 0)), str(data.get("pr", ""))[:64])
 
 
 def _key(conversation: str) -> str:

@@ -67,6 +67,10 @@ class LedgerEntry:
     error_type: str | None = None
     cancelled: bool = False
     detail: str | None = None
+    #: this request's verdict on the conversation's last drafted and accepted turn, when it went badly
+    #: (``tool_error``, ``tool_loop``, ``correction``), and that turn's request id: a draft judged by what followed
+    session_signal: str | None = None
+    signal_request_id: str | None = None
 
 
 #: text columns and their length (None: unbounded): a value that does not fit is cut, never the batch lost

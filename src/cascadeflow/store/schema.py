@@ -59,6 +59,9 @@ requests_table = Table(
     # version 2
     Column("team", String(128)),
     Column("upstream_ms", Float),
+    # version 3
+    Column("session_signal", String(32)),
+    Column("signal_request_id", String(64)),
 )
 
 
@@ -93,5 +96,11 @@ async def _v2(conn: AsyncConnection) -> None:
     await conn.run_sync(lambda sync: metadata.create_all(sync, tables=[keys_table]))
 
 
+async def _v3(conn: AsyncConnection) -> None:
+    """Session signals: a request's verdict on the conversation's last drafted turn, and that turn's request id."""
+    for name, sql_type in (("session_signal", "VARCHAR(32)"), ("signal_request_id", "VARCHAR(64)")):
+        await conn.exec_driver_sql(f"ALTER TABLE requests ADD COLUMN {name} {sql_type}")
+
+
 #: (version, migration); each runs once, in order, inside one transaction
-MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2))
+MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2), (3, _v3))
