@@ -231,3 +231,21 @@ def test_a_repeated_tool_call_or_a_correcting_user_sends_the_next_turn_to_the_ve
     unmark(talk.messages)
     _, headers = talk.turn()
     assert headers["x-cascadeflow-decision"] != "skipped:session_signal:correction"
+
+
+def test_a_large_screenshot_is_counted_as_the_tokens_it_costs_not_its_bytes(gw, sim):
+    """A 4 MB base64 image is ~1,600 tokens to Claude, not the 1M its bytes/4 make: the context check does not refuse the draft."""
+    import base64
+    import os
+
+    screenshot = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                              "data": base64.b64encode(os.urandom(3_000_000)).decode()}}
+    client = anthropic.Anthropic(base_url=gw.url, api_key="caller", max_retries=0)
+    messages = [{"role": "user", "content": [screenshot, {"type": "text", "text": "What does this show?"}]}]
+    raw = client.messages.with_raw_response.create(model=OPUS, max_tokens=400, messages=messages)
+    assert raw.headers["x-cascadeflow-draft-model"] == HAIKU
+    assert not raw.headers["x-cascadeflow-decision"].startswith("skipped:"), raw.headers["x-cascadeflow-decision"]
+    # a prompt whose text alone is over the draft's window is still sent straight to the verifier
+    long = [{"role": "user", "content": "word " * 1_000_000}]
+    raw = client.messages.with_raw_response.create(model=OPUS, max_tokens=400, messages=long)
+    assert raw.headers["x-cascadeflow-decision"] == "skipped:context_too_long"

@@ -78,3 +78,30 @@ def test_openai_tap_keeps_usage_chunk_the_caller_asked_for():
     data = openai_stream(with_usage=True)
     assert tap.feed(data) == data
     assert tap.usage.output_tokens == 5 and tap.complete
+
+
+_LINE = st.text(st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=12)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["data", "event", "", "id", "data:", "event:"]), _LINE), min_size=1, max_size=4))
+def test_sse_fast_shapes_read_as_the_spec_reads_them(lines):
+    """Whatever the lines, the decoder reads an event as the SSE spec does (its fast path for the usual shapes too)."""
+    raw = b"".join((f"{field}: {value}" if field and not field.endswith(":") else f"{field}{value}").encode() + b"\n"
+                   for field, value in lines) + b"\n"
+    if b"\n\n" in raw[:-2]:
+        return  # an empty line inside: two events, not one
+    name, data = None, []
+    for line in raw.decode().split("\n"):
+        if not line or line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "data":
+            data.append(value)
+        elif field == "event":
+            name = value
+    events = SSEDecoder().feed(raw)
+    if name is None and not data:
+        assert events == []
+    else:
+        assert [(e.event, e.data.decode()) for e in events] == [(name, "\n".join(data))]

@@ -18,9 +18,40 @@ __all__ = ["skip_reason", "conversation_key", "StickyEscalations", "estimate_pro
 _STICKY_LIMIT = 10_000
 
 
-def estimate_prompt_tokens(raw_body: bytes) -> int:
-    """A cheap upper-side estimate (about 4 bytes of JSON per token)."""
-    return len(raw_body) // 4
+#: what one image or document page counts in an estimate: Anthropic bills an image at about
+#: width × height / 750 tokens, at most ~1,600 (larger ones are scaled down); OpenAI's high-detail tiles are fewer
+_MEDIA_TOKENS = 1_600
+
+
+def estimate_prompt_tokens(raw_body: bytes, body: dict | None = None, limit: int | None = None) -> int:
+    """An upper-side estimate of the prompt's tokens: about 4 bytes of JSON per token.
+
+    Embedded media (base64 images and documents, data URLs) are counted as what a model bills for
+    them, not their bytes — a 1 MB screenshot is ~1,600 tokens, not 250,000. That walk is made only
+    when the byte count alone would exceed ``limit``.
+    """
+    estimate = len(raw_body) // 4
+    if body is None or (limit is not None and estimate <= limit):
+        return estimate
+    media_bytes, media_count = _embedded_media(body, [0, 0])
+    return (len(raw_body) - media_bytes) // 4 + media_count * _MEDIA_TOKENS
+
+
+def _embedded_media(value: object, totals: list[int]) -> list[int]:
+    """[bytes, count] of the base64 payloads in ``value`` (Anthropic ``source.data``, data URLs, ``file_data``)."""
+    if isinstance(value, dict):
+        for key, child in value.items():
+            if isinstance(child, str):
+                if len(child) > 1_000 and (key in ("data", "file_data") or child.startswith("data:")):
+                    totals[0] += len(child)
+                    totals[1] += 1
+            elif isinstance(child, (dict, list)):
+                _embedded_media(child, totals)
+    elif isinstance(value, list):
+        for child in value:
+            if isinstance(child, (dict, list)):
+                _embedded_media(child, totals)
+    return totals
 
 
 def forces_tool(body: dict, dialect: str) -> bool:
@@ -97,7 +128,8 @@ def skip_reason(
         return "forced_tool_choice"
     info = registry.info(draft_model)
     if info is not None and info.context_window:
-        if estimate_prompt_tokens(raw_body) > policies.max_context_fraction * info.context_window:
+        limit = int(policies.max_context_fraction * info.context_window)
+        if estimate_prompt_tokens(raw_body, body, limit) > limit:
             return "context_too_long"
     if sticky.should_skip(conversation, rule):
         return "sticky_escalation"

@@ -82,6 +82,14 @@ class SSEDecoder:
 
 
 def _parse(raw: bytes) -> SSEEvent | None:
+    # the shapes every upstream sends — "data: …" or "event: …\ndata: …", one line each — without the general loop
+    if raw.startswith(b"data: "):
+        if raw.find(b"\n", 6) == len(raw) - 2:
+            return SSEEvent(None, raw[6:-2], raw)
+    elif raw.startswith(b"event: "):
+        eol = raw.find(b"\n", 7)
+        if raw.startswith(b"data: ", eol + 1) and raw.find(b"\n", eol + 7) == len(raw) - 2:
+            return SSEEvent(raw[7:eol].decode("utf-8", "replace"), raw[eol + 7 : -2], raw)
     name: str | None = None
     data: list[bytes] = []
     for line in raw.split(b"\n"):
