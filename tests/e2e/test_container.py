@@ -59,8 +59,12 @@ def _buildah(*args: str, timeout: float = 60, check: bool = True) -> subprocess.
 
 
 @pytest.fixture(scope="module")
-def image() -> dict:
-    """The image built from the repository's Dockerfile (cached layers); its config, as buildah reads it."""
+def image(tmp_path_factory) -> dict:
+    """The image built from the repository's Dockerfile (cached layers): its config as buildah reads it, and its id.
+
+    The replicas start from the id, not the tag, so a build from another checkout that
+    retags ``localhost/cascadeflow:test`` meanwhile cannot change what this test runs.
+    """
     missing = [tool for tool in ("buildah", "debootstrap") if shutil.which(tool) is None]
     if missing:
         _unavailable(f"the container test needs {' and '.join(missing)}: `apt-get install buildah debootstrap` "
@@ -71,8 +75,10 @@ def image() -> dict:
         base = subprocess.run(["bash", str(ROOT / "deploy" / "base-image.sh")], capture_output=True, text=True,
                               timeout=900, env={**os.environ, "CASCADEFLOW_BASE_IMAGE": BASE_IMAGE})
         assert base.returncode == 0, f"deploy/base-image.sh failed:\n{base.stderr[-3000:]}"
+    iidfile = tmp_path_factory.mktemp("image") / "id"
     build = ["bud", "--isolation", "chroot", "--layers", "--force-rm", "--network", "host", "--format", "docker",
-             "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-t", IMAGE, "-f", str(ROOT / "Dockerfile")]
+             "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "--iidfile", str(iidfile), "-t", IMAGE,
+             "-f", str(ROOT / "Dockerfile")]
     # A build host behind a TLS-inspecting proxy: its CA bundle, mounted for the pip step only (not in the image).
     cert = os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE")
     if cert and Path(cert).is_file():
@@ -81,8 +87,9 @@ def image() -> dict:
         build += ["--build-arg", f"PIP_INDEX_URL={os.environ['PIP_INDEX_URL']}"]
     built = _buildah(*build, str(ROOT), timeout=900, check=False)
     assert built.returncode == 0, f"buildah bud failed:\n{(built.stdout + built.stderr)[-4000:]}"
-    inspected = json.loads(_buildah("inspect", "--type", "image", IMAGE).stdout)
-    return inspected["Docker"]["config"]
+    image_id = iidfile.read_text().strip()
+    inspected = json.loads(_buildah("inspect", "--type", "image", image_id).stdout)
+    return {**inspected["Docker"]["config"], "id": image_id}
 
 
 @pytest.fixture()
@@ -120,15 +127,20 @@ class Replica:
         self.name = f"cascadeflow-test-{uuid.uuid4().hex[:8]}"
         self.config = config
         self.env = {**env, "CASCADEFLOW_PORT": str(self.port)}
-        _buildah("from", "--name", self.name, IMAGE)
+        _buildah("from", "--name", self.name, config["id"])
         flags = [f"--env={key}={value}" for key, value in self.env.items()]
         command = [*config["Entrypoint"], *config["Cmd"]]
         self.log = open(log, "wb")  # noqa: SIM115 (the child holds it until stop())
-        self.process = subprocess.Popen(
-            ["buildah", "run", "--isolation", "chroot", "--network", "host", "--user", config["User"],
-             "--volume", f"{config_dir}:/config:ro", *flags, self.name, "--", *command],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        try:
+            self.process = subprocess.Popen(
+                ["buildah", "run", "--isolation", "chroot", "--network", "host", "--user", config["User"],
+                 "--volume", f"{config_dir}:/config:ro", *flags, self.name, "--", *command],
+                stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        except OSError:
+            self.log.close()
+            _buildah("rm", self.name, check=False)
+            raise
 
     def wait_healthy(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
