@@ -239,6 +239,20 @@ def test_the_image_runs_as_a_non_root_user_with_volumes_a_health_check_and_the_g
     env = dict(item.split("=", 1) for item in image["Env"])
     assert env["CASCADEFLOW_DATA_DIR"] == "/data" and env["CASCADEFLOW_HOST"] == "0.0.0.0"
     assert image["Healthcheck"]["Test"][0] == "CMD" and "/health" in image["Healthcheck"]["Test"][-1]
+    # With no database_url, the ledger goes to the /data volume, which the image's user can write.
+    name = f"cascadeflow-test-{uuid.uuid4().hex[:8]}"
+    _buildah("from", "--name", name, image["id"])
+    try:
+        made = _buildah("run", "--isolation", "chroot", "--user", image["User"], name, "--", "python", "-c",
+                        "import asyncio, os; from cascadeflow.paths import default_database_url; "
+                        "from cascadeflow.store import Ledger\n"
+                        "async def main(): await (await Ledger(default_database_url()).start()).aclose()\n"
+                        "asyncio.run(main()); st = os.stat('/data/cascadeflow.db'); print(st.st_uid, oct(st.st_mode))",
+                        check=False)
+    finally:
+        _buildah("rm", name, check=False)
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.split()[0] == "10001"
 
 
 def test_two_replicas_from_the_image_share_one_budget_and_one_ledger(replicas, fresh_sim, image):
