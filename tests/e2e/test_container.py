@@ -80,7 +80,7 @@ def image(tmp_path_factory) -> dict:
              "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "--iidfile", str(iidfile), "-t", IMAGE,
              "-f", str(ROOT / "Dockerfile")]
     # A build host behind a TLS-inspecting proxy: its CA bundle, mounted for the pip step only (not in the image).
-    cert = os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE")
+    cert = os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt"
     if cert and Path(cert).is_file():
         build += ["--secret", f"id=pip_cert,src={cert}"]
     if os.environ.get("PIP_INDEX_URL", "").startswith(("http://", "https://")):
