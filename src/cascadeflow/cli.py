@@ -104,8 +104,14 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from .evaluation.commands import run_calibrate
+    from .evaluation.commands import run_calibrate, run_calibrate_from_ledger
 
+    if args.from_ledger:
+        if not args.config:
+            raise StartupError("calibrate --from-ledger needs the gateway's config (-c FILE): its ledger and its rule")
+        run_calibrate_from_ledger(args.config, args.rule, args.target_quality, args.folds, write=not args.dry_run,
+                                  level=args.level)
+        return 0
     run_calibrate([Path(f) for f in args.data], args.config, args.rule, args.target_quality, args.folds,
                   write=not args.dry_run, concurrency=args.concurrency, level=args.level, learn=not args.no_scorer)
     return 0
@@ -198,7 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=_eval)
 
     calibrate = commands.add_parser("calibrate", help="fit a rule's threshold for a target quality retained")
-    calibrate.add_argument("--data", nargs="+", required=True, help="replay JSON-lines files")
+    source = calibrate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", nargs="+", help="replay JSON-lines files")
+    source.add_argument("--from-ledger", action="store_true",
+                        help="shadow mode's labelled pairs from the gateway's own ledger (the config's database_url)")
     calibrate.add_argument("--target-quality", type=float, default=0.98, help="quality retained to reach (0-1)")
     calibrate.add_argument("-c", "--config", help="config file whose rule is fitted and rewritten")
     calibrate.add_argument("--rule", help="the rule's name (default: the first)")

@@ -38,6 +38,7 @@ __all__ = [
     "DraftPolicies",
     "SelfVerify",
     "SampleAgreement",
+    "ShadowMode",
     "Combiner",
     "ScorerFile",
     "AuthConfig",
@@ -161,6 +162,21 @@ class SampleAgreement(_Strict):
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
 
 
+class ShadowMode(_Strict):
+    """Quality measured on live traffic: for a share of judged drafts, the verifier's answer too, labelled.
+
+    An accepted draft's pair costs one verifier call, made after the client has its answer; an
+    escalated draft's costs nothing (the verifier served). Pairs are kept in the ledger's
+    ``shadow_pairs`` table, answers included, for ``cascadeflow calibrate --from-ledger``.
+    """
+
+    share: float = Field(default=0.1, gt=0.0, le=1.0, description="share of judged drafts to pair")
+    #: the most the extra verifier (and judge) calls may cost per UTC day, per gateway process
+    max_daily_usd: float = Field(default=1.0, ge=0.0)
+    #: a model that labels pairs whose answers have no comparable final answer (none: such pairs stay unlabelled)
+    judge_model: str | None = None
+
+
 class Combiner(_Strict):
     """A fitted logistic model over check scores (written by ``cascadeflow calibrate``)."""
 
@@ -194,6 +210,8 @@ class _CascadeFields(_Strict):
     scorer: ScorerFile | None = None
     self_verify: SelfVerify | None = None
     sample_agreement: SampleAgreement | None = None
+    #: shadow mode: pair a share of judged drafts with the verifier's answer, to measure quality on live traffic
+    shadow: ShadowMode | None = None
     stages: list[CascadeStage] | None = None
     #: cap on the draft's max_tokens (a draft model may allow fewer output tokens than the verifier)
     draft_max_tokens: int | None = Field(default=None, ge=1)

@@ -3,5 +3,7 @@
 from .answer import Check, CheckResult, DraftAnswer, ToolCall
 from .engine import CascadeEngine, CascadeReply, Decision
 from .rules import RuleSet
+from .shadow import ShadowRecorder, label_pair
 
-__all__ = ["CascadeEngine", "CascadeReply", "Decision", "RuleSet", "Check", "CheckResult", "DraftAnswer", "ToolCall"]
+__all__ = ["CascadeEngine", "CascadeReply", "Decision", "RuleSet", "Check", "CheckResult", "DraftAnswer", "ToolCall",
+           "ShadowRecorder", "label_pair"]

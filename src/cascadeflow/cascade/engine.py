@@ -43,6 +43,7 @@ from .capabilities import capability_gap
 from .kinds import request_kind
 from .selfcheck import verdict, verification_body
 from .session import SessionBook, SessionSignal, Turn
+from .shadow import ShadowRecorder
 from .thinking import ThinkingThreads, ThreadView, strip_thinking
 
 if TYPE_CHECKING:
@@ -156,6 +157,8 @@ class CascadeEngine:
         self._checks = {rule.name: checks_for(rule) for rule in rules}  # a rule's learned scorer loads here, once
         #: spans for the draft, checks and verifier calls (off unless the gateway sets one up)
         self.tracing = Tracing()
+        #: shadow mode's pairs (the gateway hands them to its ledger)
+        self.shadow = ShadowRecorder(lambda pair: None, self.ask_judge)
 
     # -- the two entry points ------------------------------------------------------
 
@@ -166,17 +169,23 @@ class CascadeEngine:
         decision, ops = self._begin(rule, request), ops_for(dialect)
         talk = await self.threads.view(request.body or {}, dialect, rule.verifier_model or request.model)
         turn = await self._turn(rule, request, dialect, conversation, request_id)
+        shadowed = self.shadow.sampled(rule)
+        judged: tuple[DraftAnswer, float | None] | None = None  # the last draft judged: its answer and cost
         for stage, match, draft, started in self._drafts(rule, request, dialect, conversation, decision, ops, talk, turn):
+            judged = None
             try:
                 result, answer = await self._send_json(match, draft, dialect, ops)
             except ProxyError as exc:
                 self._draft_failed(decision, stage, started, exc)
                 continue
+            judged = (answer, result.cost)
             if await self._judge(rule, stage, request, answer, dialect, decision, result, started, ops):
                 await self.threads.hand_out(result.data, stage.model, dialect)
                 body = ops.reply_body(result.data, self._reported(rule, request, stage.model), request.body or {})
                 decision.baseline_cost = self._baseline(rule, request, result.usage, turn=turn)
                 self._finish(rule, decision, conversation, stream=False, turn=turn, answer=answer)
+                if shadowed:
+                    self._shadow_accepted(rule, request, dialect, talk, decision, request_id, answer, result.cost, ops)
                 return CascadeReply(result.status, {**result.headers, **decision.headers(with_cost=True)}, decision, body)
         verifier, match = self._verifier(rule, request, dialect)
         decision.served_model = verifier
@@ -192,6 +201,8 @@ class CascadeEngine:
         decision.baseline_cost = self._baseline(rule, request, result.usage, verifier_cost=result.cost, verifier=verifier,
                                                 turn=turn)
         self._finish(rule, decision, conversation, stream=False, turn=turn)
+        if shadowed and judged is not None and decision.confidence is not None:
+            self.shadow.escalated(rule, decision, request_id, judged[0], judged[1], ops.answer(result.data), result.cost)
         body = result.raw
         reported = self._reported(rule, request, verifier)
         if reported != verifier and isinstance(result.data, dict):
@@ -206,7 +217,10 @@ class CascadeEngine:
         caller = request.body or {}
         talk = await self.threads.view(request.body or {}, dialect, rule.verifier_model or request.model)
         turn = await self._turn(rule, request, dialect, conversation, request_id)
+        shadowed = self.shadow.sampled(rule)
+        judged: tuple[DraftAnswer, float | None] | None = None  # the last draft judged: its answer and cost
         for stage, match, draft, started in self._drafts(rule, request, dialect, conversation, decision, ops, talk, turn):
+            judged = None
             translation = self.service.translation(match, dialect)
             if translation is not None:
                 draft = translation.request(draft, match.model, logprobs=True)
@@ -237,12 +251,15 @@ class CascadeEngine:
             answer.usage = upstream.usage
             if translation is not None and translation.logprobs:
                 answer.logprobs = translation.logprobs
+            judged = (answer, upstream.cost)
             if await self._judge(rule, stage, request, answer, dialect, decision, upstream, started, ops):
                 if dialect == "anthropic":
                     await self.threads.hand_out(accumulator.message, stage.model, dialect)
                 body = ops.replay(accumulator, self._reported(rule, request, stage.model), caller)
                 decision.baseline_cost = self._baseline(rule, request, upstream.usage, turn=turn)
                 self._finish(rule, decision, conversation, stream=True, turn=turn, answer=answer)
+                if shadowed:
+                    self._shadow_accepted(rule, request, dialect, talk, decision, request_id, answer, upstream.cost, ops)
                 headers = {**upstream.headers, **decision.headers(with_cost=True)}
                 return CascadeReply(upstream.status, headers, decision, chunks=_once(body))
         verifier, match = self._verifier(rule, request, dialect)
@@ -256,7 +273,9 @@ class CascadeEngine:
             exc.decision = decision
             raise
         reported = self._reported(rule, request, verifier)
-        chunks = self._pipe_verifier(rule, request, decision, conversation, upstream, ops, reported, verifier, span, turn)
+        pairing = (request_id, *judged) if shadowed and judged is not None and decision.confidence is not None else None
+        chunks = self._pipe_verifier(rule, request, decision, conversation, upstream, ops, reported, verifier, span, turn,
+                                     pairing)
         return CascadeReply(upstream.status, {**upstream.headers, **decision.headers(with_cost=False)}, decision, chunks=chunks)
 
     # -- steps -------------------------------------------------------------------
@@ -509,25 +528,58 @@ class CascadeEngine:
         log.info("draft %s failed (%s); escalating", stage.model, exc.message)
         self._escalate(decision, stage, None, "draft_error", started, detail=exc.message)
 
+    def _shadow_accepted(self, rule: CascadeRule, request: ProxyRequest, dialect: str, talk: ThreadView | None,
+                         decision: Decision, request_id: str, answer: DraftAnswer, draft_cost: float | None, ops) -> None:
+        """Shadow mode: ask the verifier too, after the client has the accepted draft (one JSON call, priced)."""
+        verifier, match = self._verifier(rule, request, dialect)
+        ask = self._for_verifier(request, verifier, match, dialect, talk, decision)
+        body = {k: v for k, v in (ask.body or {}).items() if k != "stream_options"}
+        body["stream"] = False
+        ask = ProxyRequest(ask.method, ask.path, ask.headers, body, None, ask.query)
+
+        async def ask_verifier() -> tuple[DraftAnswer, float | None]:
+            result, reply = await self._send_json(match, ask, dialect, ops, "shadow")
+            return reply, result.cost
+
+        self.shadow.accepted(rule, decision, request_id, answer, draft_cost, ask_verifier)
+
+    async def ask_judge(self, model: str, prompt: str) -> tuple[str, float | None]:
+        """Shadow mode's judge: one short question to ``model`` in its own route's dialect; (reply, cost)."""
+        dialect = "anthropic" if self._provider_of(model, "anthropic") == "anthropic" else "openai"
+        body: dict = {"model": model, "messages": [{"role": "user", "content": prompt}]}
+        body["max_tokens" if dialect == "anthropic" else "max_completion_tokens"] = 4
+        request = ProxyRequest("POST", API_PATHS[dialect], {}, body, None, "")
+        result, reply = await self._send_json(self.service.router.resolve(model, dialect), request, dialect,
+                                              ops_for(dialect), "judge")
+        return reply.text, result.cost
+
     def _verifier(self, rule: CascadeRule, request: ProxyRequest, dialect: str) -> tuple[str, RouteMatch]:
         verifier = rule.verifier_model or request.model
         return verifier, self.service.router.resolve(verifier, dialect)
 
     async def _pipe_verifier(
         self, rule, request, decision: Decision, conversation, upstream, ops, reported: str, verifier: str, span,
-        turn: Turn | None = None,
+        turn: Turn | None = None, pairing: tuple[str, DraftAnswer, float | None] | None = None,
     ) -> AsyncIterator[bytes]:
+        """The verifier's stream to the client (renamed when it must be); with ``pairing`` (shadow mode's request id,
+        draft answer and cost), the verifier's answer is also read, for the pair."""
         rename = reported != verifier
-        decoder = SSEDecoder() if rename else None
+        decoder = SSEDecoder() if rename or pairing else None
+        accumulator = ops.accumulator() if pairing else None
         try:
             async for chunk in upstream:
                 if decoder is None:
                     yield chunk
-                else:
-                    events = decoder.feed(chunk)
-                    if events:
-                        yield ops.rename_events(events, reported)
-            if decoder is not None and decoder.pending:
+                    continue
+                events = decoder.feed(chunk)
+                if accumulator is not None:
+                    for event in events:
+                        accumulator.feed(event)
+                if not rename:
+                    yield chunk
+                elif events:
+                    yield ops.rename_events(events, reported)
+            if rename and decoder is not None and decoder.pending:
                 yield decoder.pending
         finally:
             self.tracing.end_call(span, upstream, error=upstream.error)
@@ -535,6 +587,10 @@ class CascadeEngine:
             decision.baseline_cost = self._baseline(rule, request, upstream.usage, verifier_cost=upstream.cost,
                                                     verifier=verifier, turn=turn)
             self._finish(rule, decision, conversation, stream=True, turn=turn)
+            if pairing is not None and accumulator is not None and upstream.error is None and accumulator.error is None:
+                request_id, draft, draft_cost = pairing
+                self.shadow.escalated(rule, decision, request_id, draft, draft_cost,
+                                      accumulator.answer(partial=False), upstream.cost)
 
     # -- accounting --------------------------------------------------------------
 

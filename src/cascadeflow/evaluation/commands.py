@@ -7,10 +7,13 @@ rate, the oracle). ``calibrate`` fits the threshold — and, if it helps, a logi
 model over the check scores — so that a lower confidence bound on quality retained
 (not the point estimate) meets the target, reports cross-validated held-out figures,
 and writes the result into the rule: a threshold, or ``never_draft`` when none holds.
+``calibrate --from-ledger`` does the same on shadow mode's labelled pairs of the
+gateway's own traffic (:mod:`cascadeflow.cascade.shadow`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import re
@@ -23,12 +26,14 @@ from typing import TextIO
 import yaml
 
 from ..cascade.scorer import Scorer, save_scorer
+from ..config import ProxyConfig
+from ..store import Ledger
 from . import learned, metrics, report
 from .guarantee import DEFAULT_LEVEL, choose_bounded
 from .report import num, pct, saving_pct
 from .runner import EvalSetup, load_eval_records, replay_outcomes, rule_template, rule_with
 
-__all__ = ["run_eval", "run_calibrate", "by_dataset", "fit_candidates", "choose_candidate", "apply_fit", "deployable"]
+__all__ = ["run_eval", "run_calibrate", "run_calibrate_from_ledger", "by_dataset", "fit_candidates", "choose_candidate", "apply_fit", "deployable"]
 
 POOLED = "pooled"
 
@@ -87,6 +92,44 @@ def run_calibrate(files: list[Path], config: str | None, rule_name: str | None, 
 
     features = learned.record_features(load_eval_records(files)) if learn else None
     fits = fit_candidates(outcomes, features, target, folds, level, probe.get("combine", "min"))
+    return _deploy(fits, template, config, rule_name, target, folds, level, write, out)
+
+
+def run_calibrate_from_ledger(config: str, rule_name: str | None, target: float, folds: int, write: bool,
+                              out: TextIO | None = None, level: float = DEFAULT_LEVEL) -> dict:
+    """Fit the rule's threshold on shadow mode's labelled pairs from the gateway's own ledger (the user's traffic),
+    under the same bound as :func:`run_calibrate`; write it into the config's rule (or ``never_draft``)."""
+    out = out or sys.stdout
+    template = rule_template(config, rule_name)
+    name = template.get("name") or template["request_model"]
+    pairs = asyncio.run(_ledger_pairs(ProxyConfig.load(config).database_url, name))
+    outcomes = [metrics.Outcome(
+        id=pair["request_id"] or str(pair["id"]), dataset="ledger", confidence=pair["confidence"], accepted=False,
+        draft_score=1.0 if pair["label"] else 0.0, strong_score=1.0, draft_cost=pair["draft_cost"] or 0.0,
+        strong_cost=pair["verifier_cost"] or 0.0, priced=pair["draft_cost"] is not None and pair["verifier_cost"] is not None,
+    ) for pair in pairs if pair["label"] is not None and pair["confidence"] is not None]
+    unlabelled = len(pairs) - len(outcomes)
+    print(f"rule {name!r}: {len(pairs)} shadow pairs in the ledger, {len(outcomes)} labelled with a confidence"
+          + (f" ({unlabelled} unlabelled: set shadow.judge_model to label free-form answers)" if unlabelled else ""),
+          file=out)
+    if len(outcomes) < folds * 2:
+        raise ValueError(f"{len(outcomes)} labelled pairs are too few to calibrate rule {name!r} "
+                         f"(at least {folds * 2}); let shadow mode run longer or raise shadow.share")
+    fits = fit_candidates(outcomes, None, target, folds, level)
+    return _deploy(fits, template, config, rule_name, target, folds, level, write, out)
+
+
+async def _ledger_pairs(database_url: str, rule: str) -> list[dict]:
+    ledger = await Ledger(database_url, retention_days=None).start()
+    try:
+        return await ledger.shadow_pairs(rule=rule)
+    finally:
+        await ledger.aclose()
+
+
+def _deploy(fits: dict[str, dict], template: dict, config: str | None, rule_name: str | None, target: float,
+            folds: int, level: float, write: bool, out: TextIO) -> dict:
+    """Report the fits, choose one, and write it into the config's rule (``never_draft`` when none deploys)."""
     chosen = choose_candidate(fits, target)
     best = fits[chosen]
     print(_calibration_report(fits, chosen, target, folds, level), file=out)

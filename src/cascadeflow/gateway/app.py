@@ -24,12 +24,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import __version__
-from ..cascade import CascadeEngine, RuleSet
+from ..cascade import CascadeEngine, RuleSet, ShadowRecorder
 from ..config import ProxyConfig, VirtualKey
 from ..errors import ErrorKind
 from ..pricing import ModelRegistry
 from ..store import Ledger, LedgerEntry
 from ..store.counters import MemoryCounters, RedisCounters
+from ..store.queries import shadow_quality
 from ..store.keys import KeyStore
 from ..proxy import ProxyHandler, ProxyRouter, ProxyService
 from ..sessions import session_store, thinking_origins
@@ -77,6 +78,7 @@ class Gateway:
         #: streaming responses in progress (``server.max_concurrent_streams`` bounds it)
         self.active_streams = 0
         self.ledger = Ledger(config.database_url, retention_days=config.ledger_retention_days)
+        self.cascade.shadow = ShadowRecorder(self.ledger.record, self.cascade.ask_judge)
         auth = config.auth
         config_keys = [*auth.keys, *(VirtualKey(key=k) for k in auth.api_keys)]
         self.keys = KeyStore(config_keys, refresh_seconds=auth.refresh_seconds)
@@ -119,6 +121,7 @@ class Gateway:
         await self.limits.counters.aclose()
         await self.cascade.threads.aclose()
         await self.cascade.book.aclose()
+        await self.cascade.shadow.aclose()  # pairs still being completed reach the ledger
         await self.ledger.aclose()  # every finished request is written before the process ends
         await self.service.aclose()
         await self.observer.aclose()
@@ -156,6 +159,7 @@ async def stats(request: Request) -> Response:
             **(await ledger.summary())["total"],
             "by_rule": (await ledger.summary(by="rule"))["by"],
             "by_model": (await ledger.summary(by="model"))["by"],
+            "shadow": await shadow_quality(ledger.engine),  # type: ignore[arg-type]
         }
     except Exception as exc:  # a database outage must not take /stats down
         summary["ledger"] = {"error": f"ledger unavailable: {type(exc).__name__}"}

@@ -25,9 +25,9 @@ from pathlib import Path
 from sqlalchemy import String, Text, case, delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from .schema import MIGRATIONS, requests_table, schema_version
+from .schema import MIGRATIONS, requests_table, schema_version, shadow_pairs_table
 
-__all__ = ["LedgerEntry", "Ledger", "database_url", "GROUPABLE"]
+__all__ = ["LedgerEntry", "Ledger", "ShadowPair", "database_url", "GROUPABLE"]
 
 log = logging.getLogger("cascadeflow.ledger")
 
@@ -73,14 +73,37 @@ class LedgerEntry:
     signal_request_id: str | None = None
 
 
-#: text columns and their length (None: unbounded): a value that does not fit is cut, never the batch lost
-_TEXT_COLUMNS = tuple(
-    (column.name, getattr(column.type, "length", None))
-    for column in requests_table.columns if isinstance(column.type, (String, Text))
-)
+@dataclass(slots=True)
+class ShadowPair:
+    """Shadow mode: a judged draft and the verifier's answer to the same request, and whether the draft held up."""
+
+    request_id: str
+    rule: str
+    draft_model: str
+    verifier_model: str
+    confidence: float | None
+    accepted: bool
+    draft_answer: str
+    verifier_answer: str
+    label: bool | None = None
+    method: str | None = None
+    draft_cost: float | None = None
+    verifier_cost: float | None = None
+    shadow_cost: float = 0.0
+    ts: float = field(default_factory=time.time)
 
 
-def _row(entry: LedgerEntry, names: tuple[str, ...] = tuple(f.name for f in fields(LedgerEntry))) -> dict:
+def _text_columns(table) -> tuple[tuple[str, int | None], ...]:  # type: ignore[no-untyped-def]
+    """A table's text columns and their length (None: unbounded)."""
+    return tuple((column.name, getattr(column.type, "length", None))
+                 for column in table.columns if isinstance(column.type, (String, Text)))
+
+
+_TEXT_COLUMNS, _PAIR_TEXT_COLUMNS = _text_columns(requests_table), _text_columns(shadow_pairs_table)
+
+
+def _row(entry: LedgerEntry, names: tuple[str, ...] = tuple(f.name for f in fields(LedgerEntry)),
+         text_columns: tuple[tuple[str, int | None], ...] = _TEXT_COLUMNS) -> dict:
     """The entry as a row (``dataclasses.asdict`` deep-copies every value: several times slower).
 
     Text is fitted to its column: cut to the column's length, NUL removed (PostgreSQL refuses
@@ -88,11 +111,15 @@ def _row(entry: LedgerEntry, names: tuple[str, ...] = tuple(f.name for f in fiel
     fail the batch of rows written with it.
     """
     row = {name: getattr(entry, name) for name in names}
-    for name, length in _TEXT_COLUMNS:
+    for name, length in text_columns:
         value = row.get(name)
         if isinstance(value, str) and ((length is not None and len(value) > length) or not value.isprintable()):
             row[name] = _fit(value, length)
     return row
+
+
+def _pair_row(pair: ShadowPair) -> dict:
+    return _row(pair, tuple(f.name for f in fields(ShadowPair)), _PAIR_TEXT_COLUMNS)  # type: ignore[arg-type]
 
 
 def _fit(value: str, length: int | None) -> str:
@@ -158,7 +185,7 @@ class Ledger:
         self.flush_interval = flush_interval
         self.retention_days = retention_days
         self.engine: AsyncEngine | None = None
-        self._queue: asyncio.Queue[LedgerEntry] = asyncio.Queue()
+        self._queue: asyncio.Queue[LedgerEntry | ShadowPair] = asyncio.Queue()
         self._writer: asyncio.Task | None = None
         self._ready = asyncio.Event()  # something was queued
         self._closing = asyncio.Event()
@@ -181,8 +208,8 @@ class Ledger:
         self._writer = asyncio.create_task(self._write_forever(), name="cascadeflow-ledger")
         return self
 
-    def record(self, entry: LedgerEntry) -> None:
-        """Queue one entry (never blocks the request)."""
+    def record(self, entry: LedgerEntry | ShadowPair) -> None:
+        """Queue one entry, or one shadow pair (never blocks the request)."""
         self._queue.put_nowait(entry)
         self._ready.set()
 
@@ -264,6 +291,18 @@ class Ledger:
             spent = (await conn.execute(select(func.sum(func.coalesce(c.cost, 0.0))).where(*where))).scalar_one()
         return float(spent or 0.0)
 
+    async def shadow_pairs(self, rule: str | None = None, since: float | None = None) -> list[dict]:
+        """Shadow mode's pairs (oldest first), of one rule and since a timestamp when given."""
+        assert self.engine is not None
+        c = shadow_pairs_table.c
+        query = select(shadow_pairs_table).order_by(c.id)
+        if rule is not None:
+            query = query.where(c.rule == rule)
+        if since is not None:
+            query = query.where(c.ts >= since)
+        async with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in await conn.execute(query)]
+
     async def count(self) -> int:
         assert self.engine is not None
         async with self.engine.connect() as conn:
@@ -295,14 +334,19 @@ class Ledger:
                 await self.prune()
 
     async def _write_batch(self) -> None:
-        batch: list[LedgerEntry] = []
+        batch: list[LedgerEntry | ShadowPair] = []
         while len(batch) < self.batch_size and not self._queue.empty():
             batch.append(self._queue.get_nowait())
         if not batch or self.engine is None:
             return
+        entries = [_row(entry) for entry in batch if isinstance(entry, LedgerEntry)]
+        pairs = [_pair_row(pair) for pair in batch if isinstance(pair, ShadowPair)]
         try:
             async with self.engine.begin() as conn:
-                await conn.execute(insert(requests_table), [_row(entry) for entry in batch])
+                if entries:
+                    await conn.execute(insert(requests_table), entries)
+                if pairs:
+                    await conn.execute(insert(shadow_pairs_table), pairs)
             self.written += len(batch)
         except Exception:  # the database is down: say so, keep serving requests
             self.dropped += len(batch)

@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Integer, case, cast, func, select
 
-from .schema import requests_table
+from .schema import requests_table, shadow_pairs_table
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-__all__ = ["RANGES", "LATENCY_SAMPLE", "bucket_seconds", "overview", "percentile"]
+__all__ = ["RANGES", "LATENCY_SAMPLE", "bucket_seconds", "overview", "percentile", "shadow_quality", "wilson"]
 
 #: the time ranges the dashboard offers (seconds back from now; None: the whole ledger)
 RANGES: dict[str, float | None] = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, "all": None}
@@ -91,7 +91,53 @@ async def overview(engine: AsyncEngine, *, since: float | None = None, until: fl
             "spend": {name: await _spend(conn, where, column, top) for name, column in _SPEND.items()},
             "latency": await _latency(conn, where),
             "recent": await _recent(conn, where, recent),
+            "shadow": await _shadow(conn, since, until),
         }
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """The Wilson score interval of a proportion (95% by default); None without observations."""
+    if n <= 0:
+        return None
+    p = successes / n
+    centre, spread = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, (centre - spread) / (1 + z * z / n)), min(1.0, (centre + spread) / (1 + z * z / n))
+
+
+async def shadow_quality(engine: AsyncEngine, since: float | None = None) -> dict[str, dict]:
+    """Per rule, the quality shadow mode measured on live traffic (see :func:`_shadow`)."""
+    async with engine.connect() as conn:
+        return await _shadow(conn, since, None)
+
+
+async def _shadow(conn: AsyncConnection, since: float | None, until: float | None) -> dict[str, dict]:
+    """Per rule: pairs, labelled pairs, accepted drafts found wrong, the quality retained and its 95% interval.
+
+    Pairs are a uniform sample of the rule's judged drafts, accepted or escalated, so the share of
+    labelled pairs whose accepted draft was wrong estimates the share of judged requests answered
+    worse than the verifier would have: quality retained = 1 − that share (Wilson interval).
+    """
+    s = shadow_pairs_table.c
+    where = [s.ts >= since] if since is not None else []
+    if until is not None:
+        where.append(s.ts < until)
+    query = select(
+        s.rule, func.count().label("pairs"), func.sum(case((s.label.is_not(None), 1), else_=0)).label("labelled"),
+        func.sum(case(((s.accepted.is_(True)) & (s.label.is_(False)), 1), else_=0)).label("wrong"),
+        func.sum(case((s.accepted.is_(True), 1), else_=0)).label("accepted"),
+        func.sum(s.shadow_cost).label("shadow_cost"),
+    ).where(*where).group_by(s.rule).order_by(s.rule)
+    out: dict[str, dict] = {}
+    for row in await conn.execute(query):
+        labelled, wrong = int(row.labelled or 0), int(row.wrong or 0)
+        interval = wilson(wrong, labelled)
+        out[str(row.rule)] = {
+            "pairs": int(row.pairs), "labelled": labelled, "accepted": int(row.accepted or 0), "accepted_wrong": wrong,
+            "quality_retained": 1 - wrong / labelled if labelled else None,
+            "quality_retained_ci": [1 - interval[1], 1 - interval[0]] if interval else None,
+            "shadow_cost": float(row.shadow_cost or 0.0),
+        }
+    return out
 
 
 async def _range_filter(conn: AsyncConnection, since: float | None, until: float | None) -> list:

@@ -109,6 +109,15 @@ def render_overview(data: dict, summary: dict, by: str | None, where: str, recen
                  f"{g['saving']:.6f}", _pct(g["saving_pct"])] for g in data["spend"][name]]
         lines += ["", *_table(label, [("", 28), ("requests", 9), ("cost $", 11), ("saving $", 11), ("saving", 7)], rows)]
 
+    shadow = [[rule, str(q["pairs"]), str(q["labelled"]), str(q["accepted_wrong"]),
+               "-" if q["quality_retained"] is None else f"{q['quality_retained']:.3f}",
+               "-" if q["quality_retained_ci"] is None else "{:.3f}–{:.3f}".format(*q["quality_retained_ci"]),
+               f"{q['shadow_cost']:.6f}"] for rule, q in data.get("shadow", {}).items()]
+    if shadow:
+        lines += ["", *_table("quality measured on live traffic (shadow mode; 95% interval)",
+                              [("rule", 28), ("pairs", 7), ("labelled", 9), ("wrong", 7), ("quality", 8),
+                               ("interval", 13), ("shadow $", 11)], shadow)]
+
     latency = [[label, *(_ms(data["latency"][metric][q]) for q in ("p50", "p90", "p99")), str(data["latency"][metric]["count"])]
                for metric, label in (("latency", "end to end"), ("ttfb", "first byte"))]
     lines += ["", *_table("latency (ms)", [("", 20), ("p50", 9), ("p90", 9), ("p99", 9), ("requests", 9)], latency)]

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from sqlalchemy import Boolean, Column, Float, Integer, MetaData, String, Table, Text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["metadata", "requests_table", "keys_table", "schema_version", "MIGRATIONS"]
+__all__ = ["metadata", "requests_table", "keys_table", "shadow_pairs_table", "schema_version", "MIGRATIONS"]
 
 metadata = MetaData()
 
@@ -82,6 +82,27 @@ keys_table = Table(
     Column("updated_at", Float, nullable=False, index=True),
 )
 
+#: shadow mode: a judged draft and the verifier's answer to the same request, labelled (version 4)
+shadow_pairs_table = Table(
+    "shadow_pairs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", Float, nullable=False, index=True),
+    Column("request_id", String(64)),
+    Column("rule", String(256), index=True),
+    Column("draft_model", String(256)),
+    Column("verifier_model", String(256)),
+    Column("confidence", Float),
+    Column("accepted", Boolean, nullable=False),
+    Column("draft_answer", Text),
+    Column("verifier_answer", Text),
+    Column("label", Boolean),  # the draft is as good as the verifier's answer; NULL: could not be told
+    Column("method", String(32)),  # final_answer | same_text | judge
+    Column("draft_cost", Float),
+    Column("verifier_cost", Float),
+    Column("shadow_cost", Float, nullable=False),  # paid for the pair alone (a verifier or judge call made for it)
+)
+
 schema_version = Table("schema_version", metadata, Column("version", Integer, primary_key=True))
 
 async def _v1(conn: AsyncConnection) -> None:
@@ -102,5 +123,10 @@ async def _v3(conn: AsyncConnection) -> None:
         await conn.exec_driver_sql(f"ALTER TABLE requests ADD COLUMN {name} {sql_type}")
 
 
+async def _v4(conn: AsyncConnection) -> None:
+    """Shadow mode's labelled pairs."""
+    await conn.run_sync(lambda sync: metadata.create_all(sync, tables=[shadow_pairs_table]))
+
+
 #: (version, migration); each runs once, in order, inside one transaction
-MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2), (3, _v3))
+MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2), (3, _v3), (4, _v4))
