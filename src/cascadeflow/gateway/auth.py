@@ -96,6 +96,13 @@ class Authenticator:
             raise _unauthenticated(f"API key {record.key_id} is {problem}")
         for name in CREDENTIAL_HEADERS:
             headers.pop(name, None)
+        if record.unreadable:  # never fall back to the route's key: the key was meant to use its own
+            raise RequestError(
+                f"API key {record.key_id} carries provider keys this gateway cannot decrypt "
+                f"({', '.join(record.unreadable)}): the gateway's secret key (CASCADEFLOW_SECRET_KEY) is missing or "
+                "not the one they were stored with; tell its operator", kind=ErrorKind.UNAVAILABLE, final=True)
+        if record.provider_keys:
+            return Identity(key=record, upstream=UpstreamAuth(provider_keys=record.provider_keys))
         return Identity(key=record)
 
     @staticmethod

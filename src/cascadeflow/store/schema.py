@@ -62,21 +62,31 @@ requests_table = Table(
 )
 
 
+def _key_columns_v2() -> list[Column]:
+    """The key table's first columns (fresh objects each call, as for the ledger)."""
+    return [
+        Column("key_id", String(32), primary_key=True),
+        Column("key_hash", String(64), nullable=False),
+        Column("name", String(128)),
+        Column("user_id", String(128)),
+        Column("team", String(128)),
+        Column("models", Text),  # JSON list of allowed model globs; NULL: any model
+        Column("limits", Text),  # JSON object of Limits fields
+        Column("created_at", Float, nullable=False),
+        Column("expires_at", Float),
+        Column("revoked_at", Float),
+        Column("updated_at", Float, nullable=False, index=True),
+    ]
+
+
 #: virtual keys: only a SHA-256 of the secret is kept; ``key_id`` is the public part of the key
 keys_table = Table(
     "api_keys",
     metadata,
-    Column("key_id", String(32), primary_key=True),
-    Column("key_hash", String(64), nullable=False),
-    Column("name", String(128)),
-    Column("user_id", String(128)),
-    Column("team", String(128)),
-    Column("models", Text),  # JSON list of allowed model globs; NULL: any model
-    Column("limits", Text),  # JSON object of Limits fields
-    Column("created_at", Float, nullable=False),
-    Column("expires_at", Float),
-    Column("revoked_at", Float),
-    Column("updated_at", Float, nullable=False, index=True),
+    *_key_columns_v2(),
+    # version 3: JSON object {route name or provider kind: Fernet token}; each provider key sealed
+    # under auth.secret_key (see store/sealing.py), never in the clear
+    Column("provider_keys", Text),
 )
 
 schema_version = Table("schema_version", metadata, Column("version", Integer, primary_key=True))
@@ -90,8 +100,14 @@ async def _v2(conn: AsyncConnection) -> None:
     """Teams and upstream time on the ledger; the virtual keys table."""
     for name, sql_type in (("team", "VARCHAR(128)"), ("upstream_ms", "FLOAT")):
         await conn.exec_driver_sql(f"ALTER TABLE requests ADD COLUMN {name} {sql_type}")
-    await conn.run_sync(lambda sync: metadata.create_all(sync, tables=[keys_table]))
+    v2 = Table("api_keys", MetaData(), *_key_columns_v2())
+    await conn.run_sync(lambda sync: v2.metadata.create_all(sync))
+
+
+async def _v3(conn: AsyncConnection) -> None:
+    """Virtual keys may carry their own provider keys (sealed)."""
+    await conn.exec_driver_sql("ALTER TABLE api_keys ADD COLUMN provider_keys TEXT")
 
 
 #: (version, migration); each runs once, in order, inside one transaction
-MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2))
+MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2), (3, _v3))
