@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -23,6 +24,8 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 
+from cascadeflow import ProxyConfig, create_app
+from cascadeflow.testing import ServerThread
 from tests.conftest import launch_gateway_process, sim_routes
 
 MASTER = "master-key-creds-41c7"
@@ -97,15 +100,15 @@ def _keys_sent(sim, since: int) -> list[tuple[str, str]]:
 def _ask(gw_url: str, key: str, model: str, prompt: str = "hello", *, via: str = "anthropic", stream: bool = False):
     """One request with the official SDK of ``via``; the answer's text is checked to be there."""
     if via == "anthropic":
-        client = anthropic.Anthropic(base_url=gw_url, api_key=key, max_retries=0)
-        ask = {"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": prompt}]}
-        if stream:
-            with client.messages.stream(**ask) as events:
-                return events.get_final_message()
-        return client.messages.create(**ask)
-    client = openai.OpenAI(base_url=gw_url + "/v1", api_key=key, max_retries=0)
-    reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}], stream=stream)
-    return list(reply) if stream else reply
+        with anthropic.Anthropic(base_url=gw_url, api_key=key, max_retries=0) as client:
+            ask = {"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": prompt}]}
+            if stream:
+                with client.messages.stream(**ask) as events:
+                    return events.get_final_message()
+            return client.messages.create(**ask)
+    with openai.OpenAI(base_url=gw_url + "/v1", api_key=key, max_retries=0) as client:
+        reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}], stream=stream)
+        return list(reply) if stream else reply
 
 
 def _create(gateway: Gateway, **body) -> dict:
@@ -155,6 +158,9 @@ def test_a_keys_own_provider_keys_go_upstream_and_nowhere_else(sim, fresh_sim, g
     listed = {k["key_id"]: k for k in answers[0].json()["keys"]}
     assert listed[alice_id]["provider_keys"] == {"anthropic": "set", "openai": "set"}
     assert typo.status_code == 400 and "'antropic' is neither a route nor a provider kind" in typo.json()["error"]["message"]
+    with gw.admin() as admin:  # revoking a key deletes its provider keys: they are of no more use
+        revoked = admin.delete(f"/admin/keys/{alice_id}").json()
+    assert revoked["status"] == "revoked" and revoked["provider_keys"] == {}
     time.sleep(1.0)  # the ledger writes in batches
     stored = b"".join(p.read_bytes() for p in tmp_path.glob("gw.db*"))  # the file, its WAL and shared memory
     assert alice_id.encode() in stored and b"provider_keys" in stored  # the search covers where the keys live
@@ -169,22 +175,36 @@ def test_a_keys_own_provider_keys_go_upstream_and_nowhere_else(sim, fresh_sim, g
             assert secret[-12:].encode() not in text, f"part of {secret} found in {where}"
 
 
-def test_rotating_the_secret_key_keeps_every_key_working(sim, fresh_sim, gateways, tmp_path):
+class InProcess:
+    """A gateway app served from this process (starts in a fraction of a second): for the rotation's restarts."""
+
+    def __init__(self, config: str) -> None:
+        self.server = ServerThread(create_app(ProxyConfig.from_dict(yaml.safe_load(config)))).start()
+        self.url = self.server.url
+
+    def admin(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"authorization": f"Bearer {MASTER}"}, timeout=10)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def test_rotating_the_secret_key_keeps_every_key_working(sim, fresh_sim, tmp_path, caplog):
     database = f"sqlite:///{tmp_path / 'rotate.db'}"
 
-    def upstream_key(gw: Gateway, key: str) -> str:
+    def upstream_key(gw: InProcess, key: str) -> str:
         since = len(fresh_sim.requests)
         _ask(gw.url, key, "claude-sonnet-5-5")
         return _keys_sent(fresh_sim, since)[0][1]
 
-    first = gateways(_config(sim, database, OLD_SECRET))
+    first = InProcess(_config(sim, database, OLD_SECRET))
     made = _create(first, user_id="alice", provider_keys={"anthropic": ANT_OWN})
     alice, alice_id = made["key"], made["key_id"]
     assert upstream_key(first, alice) == ANT_OWN
     first.stop()
 
     # step 1: the new key seals, the old one still opens
-    rotating = gateways(_config(sim, database, NEW_SECRET, previous=OLD_SECRET))
+    rotating = InProcess(_config(sim, database, NEW_SECRET, previous=OLD_SECRET))
     assert upstream_key(rotating, alice) == ANT_OWN
     carol = _create(rotating, user_id="carol", provider_keys={"anthropic": "sk-ant-carol-own-93b1"})["key"]
     assert upstream_key(rotating, carol) == "sk-ant-carol-own-93b1"
@@ -197,43 +217,46 @@ def test_rotating_the_secret_key_keeps_every_key_working(sim, fresh_sim, gateway
     rotating.stop()
 
     # step 3: the old key dropped; everything still opens
-    rotated = gateways(_config(sim, database, NEW_SECRET))
+    rotated = InProcess(_config(sim, database, NEW_SECRET))
     assert upstream_key(rotated, alice) == ANT_OWN and upstream_key(rotated, carol) == "sk-ant-carol-own-93b1"
     rotated.stop()
 
     # without the old key, before the reseal, it would not have: a wrong or missing secret key refuses
     # the key's requests with one clear 503 (never the route's key, never a 500), and serves everyone else
     for secret in (WRONG_SECRET, None):
-        broken = gateways(_config(sim, database, secret))
-        since = len(fresh_sim.requests)
-        with pytest.raises(anthropic.InternalServerError) as refused:
-            _ask(broken.url, alice, "claude-sonnet-5-5")
-        assert refused.value.status_code == 503
-        assert refused.value.response.headers["x-should-retry"] == "false"
-        assert "cannot decrypt" in refused.value.message and "CASCADEFLOW_SECRET_KEY" in refused.value.message
-        with pytest.raises(openai.APIStatusError) as refused_openai:
-            _ask(broken.url, alice, MINI, via="openai")
-        assert refused_openai.value.status_code == 503
-        assert fresh_sim.requests[since:] == []
-        assert upstream_key(broken, "cfg-key-dora") == DORA_OWN  # keys from the file need no secret key
-        with broken.admin() as admin:
-            assert admin.get(f"/admin/keys/{alice_id}").json()["provider_keys"] == {"anthropic": "unreadable"}
-            resealing = admin.post("/admin/keys/reseal")
-            if secret is None:  # nothing to seal with: refused at creation and at reseal, clearly
-                refused_create = admin.post("/admin/keys", json={"provider_keys": {"openai": OAI_OWN}})
-                assert refused_create.status_code == 400
-                assert "set CASCADEFLOW_SECRET_KEY" in refused_create.json()["error"]["message"]
-                assert resealing.status_code == 400 and "no secret key" in resealing.json()["error"]["message"]
-            else:  # a reseal leaves what it cannot open as it is, and names it
-                assert resealing.json()["resealed"] == 0 and alice_id in resealing.json()["unreadable"]
-                assert len(resealing.json()["unreadable"]) == 2
-        log = broken.stop().decode()
-        warnings = [line for line in log.splitlines() if "no configured secret key opens" in line]
-        assert len(warnings) == 1 and "2 key(s)" in warnings[0], warnings
-        assert "Traceback" not in log and ANT_OWN not in log
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="cascadeflow"):
+            broken = InProcess(_config(sim, database, secret))
+            since = len(fresh_sim.requests)
+            with pytest.raises(anthropic.InternalServerError) as refused:
+                _ask(broken.url, alice, "claude-sonnet-5-5")
+            assert refused.value.status_code == 503
+            assert refused.value.response.headers["x-should-retry"] == "false"
+            assert "cannot decrypt" in refused.value.message and "CASCADEFLOW_SECRET_KEY" in refused.value.message
+            with pytest.raises(openai.InternalServerError) as refused_openai:
+                _ask(broken.url, alice, MINI, via="openai")
+            assert refused_openai.value.status_code == 503
+            assert fresh_sim.requests[since:] == []
+            assert upstream_key(broken, "cfg-key-dora") == DORA_OWN  # keys from the file need no secret key
+            with broken.admin() as admin:
+                assert admin.get(f"/admin/keys/{alice_id}").json()["provider_keys"] == {"anthropic": "unreadable"}
+                resealing = admin.post("/admin/keys/reseal")
+                if secret is None:  # nothing to seal with: refused at creation and at reseal, clearly
+                    refused_create = admin.post("/admin/keys", json={"provider_keys": {"openai": OAI_OWN}})
+                    assert refused_create.status_code == 400
+                    assert "set CASCADEFLOW_SECRET_KEY" in refused_create.json()["error"]["message"]
+                    assert resealing.status_code == 400 and "no secret key" in resealing.json()["error"]["message"]
+                else:  # a reseal leaves what it cannot open as it is, and names it
+                    assert resealing.json()["resealed"] == 0 and alice_id in resealing.json()["unreadable"]
+                    assert len(resealing.json()["unreadable"]) == 2
+            broken.stop()
+        warnings = [r.getMessage() for r in caplog.records if "no configured secret key opens" in r.getMessage()]
+        assert len(warnings) == 1 and "2 key(s)" in warnings[0], warnings  # said once, at start
+        assert not any(ANT_OWN in r.getMessage() for r in caplog.records)
     # the keys still work once the right secret key is back
-    again = gateways(_config(sim, database, NEW_SECRET))
+    again = InProcess(_config(sim, database, NEW_SECRET))
     assert upstream_key(again, alice) == ANT_OWN
+    again.stop()
 
 
 def test_a_malformed_secret_key_stops_the_start_with_one_line(sim, tmp_path):

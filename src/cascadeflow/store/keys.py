@@ -223,13 +223,14 @@ class KeyStore:
         return secret, record
 
     async def revoke(self, key_id: str) -> KeyRecord | None:
-        """Revoke a stored key (None if there is no such key; config keys are removed from the file instead)."""
+        """Revoke a stored key and delete its provider keys (None if there is no such key; config keys are
+        removed from the file instead)."""
         assert self.engine is not None, "start() the key store first"
         now = time.time()
         async with self.engine.begin() as conn:
             result = await conn.execute(
                 update(keys_table).where(keys_table.c.key_id == key_id, keys_table.c.revoked_at.is_(None))
-                .values(revoked_at=now, updated_at=now)
+                .values(revoked_at=now, updated_at=now, provider_keys=None)  # its provider keys are of no more use
             )
         if not result.rowcount:  # no such key, or revoked already
             return self._keys.get(key_id) if key_id not in self._config_ids else None
