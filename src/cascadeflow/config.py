@@ -12,12 +12,14 @@ start-up banner and ``cascadeflow config check`` can say where each setting came
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator,
@@ -25,7 +27,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr,
 
 from .errors import ConfigError
 from .paths import default_database_url
-from .proxy.route import OFFICIAL_BASE_URLS, ProxyRoute
+from .proxy.route import OFFICIAL_BASE_URLS, Provider, ProxyRoute
 
 __all__ = [
     "ProxyConfig",
@@ -70,6 +72,8 @@ ENV_SETTINGS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("CASCADEFLOW_PORT", ("server", "port")),
     ("CASCADEFLOW_AUTH_MODE", ("auth", "mode")),
     ("CASCADEFLOW_MASTER_KEY", ("auth", "master_key")),
+    ("CASCADEFLOW_SECRET_KEY", ("auth", "secret_key")),
+    ("CASCADEFLOW_SECRET_KEY_PREVIOUS", ("auth", "secret_key_previous")),
     ("CASCADEFLOW_DATABASE_URL", ("database_url",)),
     ("CASCADEFLOW_REDIS_URL", ("redis_url",)),
     ("CASCADEFLOW_ANTHROPIC_BASE_URL", ("base_urls", "anthropic")),
@@ -84,6 +88,31 @@ def _http_url(value: str) -> str:
     if not value.startswith(("http://", "https://")):
         raise ValueError("must start with http:// or https://")
     return value
+
+
+_NOT_A_SECRET_KEY = ("not a secret key: it must be 32 random bytes in url-safe base64 (a Fernet key); "
+                     "`cascadeflow keys new-secret` prints one")
+
+
+def _secret_key(value: SecretStr | None) -> SecretStr | None:
+    """A Fernet key (or several, comma-separated): checked at load so a bad one stops the start, not a request."""
+    if value is None:
+        return None
+    for part in value.get_secret_value().split(","):
+        try:
+            raw = base64.urlsafe_b64decode(part.strip().encode())
+        except (ValueError, binascii.Error):
+            raw = b""
+        if len(raw) != 32:
+            raise ValueError(_NOT_A_SECRET_KEY)
+    return value
+
+
+def _provider_key_names(keys: dict[str, SecretStr]) -> dict[str, SecretStr]:
+    empty = sorted(name for name, key in keys.items() if not key.get_secret_value().strip())
+    if empty:
+        raise ValueError(f"provider key {empty[0]!r} is empty (is the ${{VAR}} it reads set?)")
+    return keys
 
 
 @dataclass(frozen=True)
@@ -275,6 +304,9 @@ class VirtualKey(_Strict):
     models: list[str] | None = Field(default=None, description="model names or globs this key may use")
     limits: Limits | None = None
     expires_at: float | None = Field(default=None, description="epoch seconds")
+    #: the key's own provider keys, used for its requests instead of the route's: by route name,
+    #: or by provider kind (``anthropic``, ``openai``: every route of that kind); write ``${VAR}``
+    provider_keys: Annotated[dict[str, SecretStr], AfterValidator(_provider_key_names)] = Field(default_factory=dict)
 
 
 class AuthConfig(_Strict):
@@ -288,6 +320,15 @@ class AuthConfig(_Strict):
     master_key: SecretStr | None = None
     #: how often each process re-reads the key table, so a revocation anywhere holds everywhere
     refresh_seconds: float = Field(default=0.5, gt=0)
+    #: seals the provider keys stored with virtual keys (a Fernet key; ``cascadeflow keys new-secret``)
+    secret_key: Annotated[SecretStr | None, AfterValidator(_secret_key)] = None
+    #: earlier secret keys (comma-separated), still accepted to open stored credentials during a rotation
+    secret_key_previous: Annotated[SecretStr | None, AfterValidator(_secret_key)] = None
+
+    @field_validator("secret_key", "secret_key_previous", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
 
 class LimitsConfig(_Strict):
@@ -380,6 +421,10 @@ class ProxyConfig(_Strict):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"route names must be unique; repeated: {', '.join(duplicates)}")
+        for index, entry in enumerate(self.auth.keys):
+            if entry.provider_keys and (unknown := sorted(set(entry.provider_keys) - self.provider_key_names())):
+                raise ValueError(f"auth.keys.{index}.provider_keys: {unknown[0]!r} is neither a route nor a provider kind "
+                                 f"(routes and kinds: {', '.join(sorted(self.provider_key_names()))})")
         clashes = sorted(set(names) & {k for k, v in self.api_keys.items() if v is not None and v.get_secret_value()})
         if clashes:
             raise ValueError(
@@ -459,6 +504,10 @@ class ProxyConfig(_Strict):
         return [r.model_copy(update={"scorer": r.scorer.model_copy(update={"path": str(folder / r.scorer.path)})})
                 if r.scorer is not None and folder is not None and not Path(r.scorer.path).is_absolute() else r
                 for r in rules]
+
+    def provider_key_names(self) -> set[str]:
+        """What a virtual key's ``provider_keys`` may be named: a route, or a provider kind."""
+        return {r.name for r in self.effective_routes()} | set(get_args(Provider))
 
     def effective_routes(self) -> list[ProxyRoute]:
         """The explicit routes, then one per provider named in ``api_keys``.

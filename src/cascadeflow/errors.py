@@ -66,12 +66,16 @@ class CascadeflowError(Exception):
     #: the cascade's :class:`~cascadeflow.cascade.Decision` when a cascaded request failed after its
     #: drafts: the error answer carries its ``x-cascadeflow-*`` headers and its record the drafts' cost
     decision: Any = None
+    #: the same request would be refused again at once (answered with ``x-should-retry: false``)
+    final: bool = False
 
-    def __init__(self, message: str, *, kind: ErrorKind | None = None) -> None:
+    def __init__(self, message: str, *, kind: ErrorKind | None = None, final: bool = False) -> None:
         super().__init__(message)
         self.message = message
         if kind is not None:
             self.kind = kind
+        if final:
+            self.final = True
 
     @property
     def status(self) -> int:

@@ -1,8 +1,9 @@
-"""``cascadeflow keys create|list|show|revoke``: the admin API from the terminal.
+"""``cascadeflow keys create|list|show|revoke|reseal|new-secret``: the admin API from the terminal.
 
 It talks to a running gateway (``--url``, default ``$CASCADEFLOW_URL`` or
 http://127.0.0.1:8000) with the master key (``--master-key``, default
 ``$CASCADEFLOW_MASTER_KEY``), so it works the same against one process or many.
+``new-secret`` only prints a fresh secret key for ``CASCADEFLOW_SECRET_KEY``.
 """
 
 from __future__ import annotations
@@ -59,15 +60,41 @@ def _limits_text(limits: dict | None) -> str:
     return ", ".join(f"{k}={v:g}" for k, v in (limits or {}).items()) or "-"
 
 
+def _provider_keys(args: argparse.Namespace) -> dict[str, str] | None:
+    """``--anthropic-key``, ``--openai-key`` and ``--provider-key NAME=KEY``; a value ``env:VAR`` reads ``$VAR``
+    (so the key is not in the command line other users of the machine can see)."""
+    pairs = [("anthropic", args.anthropic_key), ("openai", args.openai_key)]
+    for item in args.provider_key or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise AdminError(f"--provider-key wants NAME=KEY (a route name or provider kind), got {name!r}")
+        pairs.append((name.strip(), value))
+    found = {}
+    for name, value in pairs:
+        if value is None:
+            continue
+        if value.startswith("env:"):
+            variable = value[4:]
+            value = os.environ.get(variable, "")
+            if not value:
+                raise AdminError(f"the provider key for {name} reads ${variable}, which is not set")
+        found[name] = value
+    return found or None
+
+
 def _create(args: argparse.Namespace) -> int:
     limits = {name: getattr(args, name) for name, _, _ in _LIMIT_FLAGS if getattr(args, name) is not None}
     body = {"name": args.name, "user_id": args.user, "team": args.team, "limits": limits or None,
             "models": [m.strip() for m in args.models.split(",")] if args.models else None,
             "expires_in_days": args.expires_in_days}
+    provider_keys = _provider_keys(args)
+    if provider_keys:
+        body["provider_keys"] = provider_keys
     created = _call(args, "POST", "/admin/keys", body)
     print(created["key"])
-    print(f"key id {created['key_id']} (user {created['user_id'] or '-'}, team {created['team'] or '-'}); "
-          "the key is shown this once: store it now", file=sys.stderr)
+    own = ", ".join(sorted(created.get("provider_keys") or {}))
+    print(f"key id {created['key_id']} (user {created['user_id'] or '-'}, team {created['team'] or '-'}"
+          f"{'; own provider keys: ' + own if own else ''}); the key is shown this once: store it now", file=sys.stderr)
     if created.get("warning"):
         print(f"warning: {created['warning']}", file=sys.stderr)
     return 0
@@ -91,6 +118,8 @@ def _show(args: argparse.Namespace) -> int:
         ("status", key["status"]), ("models", ", ".join(key["models"]) if key["models"] else "any"),
         ("limits", _limits_text(key["limits"])), ("created", _when(key["created_at"])),
         ("expires", _when(key["expires_at"])), ("revoked", _when(key["revoked_at"])),
+        ("provider keys", ", ".join(f"{n} ({state})" for n, state in sorted((key.get("provider_keys") or {}).items()))
+         or "the routes'"),
         ("spent today", f"${key['spend']['today_usd']:.6f}"), ("spent this month", f"${key['spend']['this_month_usd']:.6f}"),
     ):
         print(f"{label:<17}{value if value is not None else '-'}")
@@ -100,6 +129,23 @@ def _show(args: argparse.Namespace) -> int:
 def _revoke(args: argparse.Namespace) -> int:
     key = _call(args, "DELETE", f"/admin/keys/{args.key_id}")
     print(f"key {key['key_id']} revoked at {_when(key['revoked_at'])} UTC")
+    return 0
+
+
+def _reseal(args: argparse.Namespace) -> int:
+    done = _call(args, "POST", "/admin/keys/reseal")
+    print(f"provider keys of {done['resealed']} key(s) encrypted again under the current secret key")
+    if done["unreadable"]:
+        print(f"keys: {len(done['unreadable'])} key(s) could not be opened with any configured secret key and were "
+              f"left as they are: {', '.join(done['unreadable'])}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _new_secret(args: argparse.Namespace) -> int:
+    from .store.sealing import new_secret_key
+
+    print(new_secret_key())
     return 0
 
 
@@ -131,6 +177,11 @@ def add_keys_command(commands) -> None:  # type: ignore[no-untyped-def]
     create.add_argument("--expires-in-days", type=float)
     for name, kind, meaning in _LIMIT_FLAGS:
         create.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=meaning)
+    own = " (env:VAR reads $VAR; stored encrypted, needs CASCADEFLOW_SECRET_KEY on the gateway)"
+    create.add_argument("--anthropic-key", help="the key's own key for anthropic routes" + own)
+    create.add_argument("--openai-key", help="the key's own key for openai(-compatible) routes" + own)
+    create.add_argument("--provider-key", action="append", metavar="NAME=KEY",
+                        help="the key's own key for a route (by name) or provider kind; repeatable" + own)
     create.set_defaults(func=_guarded(_create))
     common(keys_commands.add_parser("list", help="all keys (never their secrets)")).set_defaults(func=_guarded(_list))
     show = common(keys_commands.add_parser("show", help="one key, with what it spent"))
@@ -139,3 +190,8 @@ def add_keys_command(commands) -> None:  # type: ignore[no-untyped-def]
     revoke = common(keys_commands.add_parser("revoke", help="refuse the key from now on, in every process"))
     revoke.add_argument("key_id")
     revoke.set_defaults(func=_guarded(_revoke))
+    common(keys_commands.add_parser(
+        "reseal", help="encrypt every stored provider key again under the gateway's current secret key (rotation)",
+    )).set_defaults(func=_guarded(_reseal))
+    keys_commands.add_parser("new-secret", help="print a fresh secret key for CASCADEFLOW_SECRET_KEY").set_defaults(
+        func=_guarded(_new_secret))

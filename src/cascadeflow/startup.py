@@ -77,7 +77,10 @@ def banner(config: ProxyConfig, version: str) -> list[str]:
     if origin.overrides:
         lines.append(f"  from the environment: {', '.join(sorted(set(origin.overrides.values())))}")
     master = "master key set" if config.auth.master_key is not None else "no master key"
-    lines.append(f"  auth: {config.auth.mode} ({origin.source('auth.mode')}; {master})")
+    secret = "secret key set" if config.auth.secret_key is not None else "no secret key"
+    if config.auth.secret_key_previous is not None:
+        secret += " (and a previous one: rotating)"
+    lines.append(f"  auth: {config.auth.mode} ({origin.source('auth.mode')}; {master}; {secret})")
     path = sqlite_path(config.database_url)
     lines.append(f"  ledger: {path if path else safe_url(config.database_url)} ({origin.source('database_url')})")
     for route in config.effective_routes():

@@ -113,6 +113,51 @@ def test_hybrid_mode_takes_virtual_keys_and_forwards_provider_keys(fresh_sim, st
     assert len(fresh_sim.requests) == calls
 
 
+def test_hybrid_mode_never_sends_a_virtual_key_upstream_beside_a_provider_key(fresh_sim, start_gateway, tmp_path):
+    """Every header that may carry a credential (x-api-key, Authorization, api-key) is read: a valid virtual
+    key in any of them is consumed (the route's key goes upstream), a cfk_-shaped one that is not valid is
+    refused, and when the caller's provider key is forwarded nothing of ours goes with it."""
+    gw = start_gateway(_config(fresh_sim, tmp_path, "hybrid"))
+    with _admin(gw) as admin:
+        issued = admin.post("/admin/keys", json={"user_id": "carol"}).json()["key"]
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    claude = {"model": "claude-sonnet-5-5", **ASK}
+    cases = [  # (path, body, headers, the key the upstream must get)
+        ("/v1/chat/completions", chat, {"x-api-key": "sk-own", "api-key": issued}, "sk-openai-route-key"),
+        ("/v1/chat/completions", chat, {"authorization": "Bearer sk-own", "api-key": issued}, "sk-openai-route-key"),
+        ("/v1/chat/completions", chat, {"api-key": "sk-own", "x-api-key": issued}, "sk-openai-route-key"),
+        ("/v1/messages", claude, {"x-api-key": "sk-own", "authorization": f"Bearer {issued}"}, ROUTE_KEY),
+        ("/v1/messages", claude, {"x-api-key": "sk-own", "api-key": issued}, ROUTE_KEY),
+    ]
+    for path, body, headers, expected in cases:
+        fresh_sim.clear()
+        answer = httpx.post(gw.url + path, json=body, headers=headers, timeout=10)
+        assert answer.status_code == 200, (headers, answer.text)
+        sent = fresh_sim.requests[-1]["headers"]
+        assert issued not in json.dumps(sent) and "cfk_" not in json.dumps(sent), (headers, sent)
+        assert _sent_key(fresh_sim) == expected, headers
+    # the official SDK with the caller's provider key, and a virtual key in api-key, to a translated route
+    fresh_sim.clear()
+    anthropic.Anthropic(base_url=gw.url, api_key="sk-ant-own", default_headers={"api-key": issued},
+                        max_retries=0).messages.create(model="gpt-4o-mini", **ASK)
+    assert "cfk_" not in json.dumps(fresh_sim.requests[-1]["headers"])
+    assert _sent_key(fresh_sim) == "sk-openai-route-key"
+    # a cfk_-shaped key that is not (or no longer) ours, beside a provider key: refused, nothing sent
+    fresh_sim.clear()
+    for header in ("api-key", "authorization", "x-api-key"):
+        other = "x-api-key" if header != "x-api-key" else "authorization"
+        forged = issued[:-3] + "xyz"
+        headers = {header: f"Bearer {forged}" if header == "authorization" else forged,
+                   other: "Bearer sk-own" if other == "authorization" else "sk-own"}
+        refused = httpx.post(gw.url + "/v1/chat/completions", json=chat, headers=headers, timeout=10)
+        assert refused.status_code == 401, (headers, refused.text)
+    assert fresh_sim.requests == []
+    # the caller's own provider key alone is still forwarded, in every header it may come in
+    for headers in ({"api-key": "sk-own"}, {"x-api-key": "sk-own"}, {"authorization": "Bearer sk-own"}):
+        assert httpx.post(gw.url + "/v1/chat/completions", json=chat, headers=headers, timeout=10).status_code == 200
+        assert _sent_key(fresh_sim) == "sk-own", headers
+
+
 def test_admin_api_issues_lists_shows_and_revokes_keys(fresh_sim, start_gateway, tmp_path):
     config = _config(fresh_sim, tmp_path, "api_key")
     gw = start_gateway(config)

@@ -154,6 +154,23 @@ def test_a_team_member_with_a_virtual_key(claude, sim, fresh_sim, start_gateway,
     assert not any("cascade-dev-alice" in json.dumps(r["headers"]) for r in sim.requests)
 
 
+def test_a_team_member_whose_key_carries_its_own_provider_key(claude, sim, fresh_sim, start_gateway, tmp_path):
+    """The seed's hybrid set-up: the virtual key maps to the member's own Anthropic key, used on every turn."""
+    target = tmp_path / "hello.txt"
+    sim.set_script(write_loop(OPUS, target))
+    config = ProxyConfig.from_dict({
+        "routes": sim_routes(sim, anthropic_key="sk-ant-server-side"), "database_url": f"sqlite:///{tmp_path / 'l.db'}",
+        "auth": {"mode": "hybrid", "keys": [{"key": "cascade-dev-bea", "user_id": "bea",
+                                             "provider_keys": {"anthropic": "sk-ant-bea-own"}}]},
+    })
+    gateway = start_gateway(config)
+    assert_tool_loop_done(*run_claude(claude, gateway.url, tmp_path, "Create hello.txt containing hi",
+                                      api_key="cascade-dev-bea"), target)
+    turns = [r for r in sim.requests if r["path"] == "/v1/messages"]
+    assert len(turns) == 2 and {r["headers"].get("x-api-key") for r in turns} == {"sk-ant-bea-own"}
+    assert not any("cascade-dev-bea" in json.dumps(r["headers"]) for r in sim.requests)
+
+
 def thinking_loop(hello: Path, bye: Path) -> list[dict]:
     """A three-turn tool loop through an Opus ← Sonnet cascade, every answer thinking (Claude Code asks for it).
 

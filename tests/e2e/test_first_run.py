@@ -76,7 +76,7 @@ def test_environment_overrides_the_file_and_the_banner_says_what_is_in_use(sim, 
         process.wait(20)
     text = log.read_text()
     assert f"config: {tmp_path / 'cascadeflow-proxy.yaml'}\n" in text  # found in the working directory, named in full
-    assert "auth: api_key ($CASCADEFLOW_AUTH_MODE; master key set)" in text
+    assert "auth: api_key ($CASCADEFLOW_AUTH_MODE; master key set; no secret key)" in text
     assert f"ledger: {data_dir / 'cascadeflow.db'} (default)" in text
     assert "from the environment: CASCADEFLOW_ANTHROPIC_BASE_URL, CASCADEFLOW_AUTH_MODE, CASCADEFLOW_MASTER_KEY, CASCADEFLOW_PORT" in text
     assert MASTER not in text and "sk-ant-server-side" not in text

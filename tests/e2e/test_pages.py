@@ -34,7 +34,11 @@ def test_the_description_covers_the_admin_api():
     spec = openapi_spec()
     paths = spec["paths"]
     assert set(paths["/admin/keys"]) == {"post", "get"} and set(paths["/admin/keys/{key_id}"]) == {"get", "delete"}
-    assert all(op["security"] == [{"masterKey": []}] for path in ("/admin/keys", "/admin/keys/{key_id}", "/metrics")
+    assert set(paths["/admin/keys/reseal"]) == {"post"}
+    new_key = paths["/admin/keys"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert "provider_keys" in new_key["properties"]
+    assert all(op["security"] == [{"masterKey": []}] for path in ("/admin/keys", "/admin/keys/{key_id}",
+                                                                 "/admin/keys/reseal", "/metrics")
                for op in paths[path].values())
     assert spec["components"]["securitySchemes"]["masterKey"]["scheme"] == "bearer"
     assert {"API", "gateway", "admin"} == {op["tags"][0] for item in paths.values() for op in item.values()}

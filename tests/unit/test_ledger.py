@@ -124,6 +124,43 @@ async def test_a_version_1_database_is_upgraded_in_place(tmp_path):
     assert rows[0]["team"] is None and rows[1]["team"] == "backend" and rows[1]["upstream_ms"] == 12.5
 
 
+async def test_a_version_2_key_table_is_upgraded_in_place_and_keeps_its_keys(tmp_path):
+    """Keys issued before provider keys existed still authenticate; the table gains its sealed column."""
+    from cryptography.fernet import Fernet
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from cascadeflow.store.keys import KeyStore, hash_key
+    from cascadeflow.store.sealing import Sealer
+
+    url = f"sqlite:///{tmp_path / 'v2.db'}"
+    engine = create_async_engine(database_url(url))
+    async with engine.begin() as conn:
+        for _, migration in MIGRATIONS[:2]:
+            await migration(conn)
+        await conn.execute(text("CREATE TABLE schema_version (version INTEGER PRIMARY KEY)"))
+        await conn.execute(text("INSERT INTO schema_version VALUES (1), (2)"))
+        await conn.execute(text("INSERT INTO api_keys (key_id, key_hash, user_id, created_at, updated_at) "
+                                f"VALUES ('0123456789ab', '{hash_key('cfk_0123456789ab_old')}', 'olga', 1.0, 1.0)"))
+    await engine.dispose()
+    ledger = await Ledger(url, retention_days=None).start()
+    sealer = Sealer(Fernet.generate_key().decode())
+    try:
+        async with ledger.engine.connect() as conn:
+            assert (await conn.execute(text("SELECT max(version) FROM schema_version"))).scalar() == len(MIGRATIONS)
+        keys = await KeyStore(sealer=sealer).start(ledger.engine, watch=False)
+        old = keys.authenticate("cfk_0123456789ab_old")
+        assert old is not None and old.user_id == "olga" and old.provider_keys == {} and old.unreadable == ()
+        secret, _ = await keys.create(user_id="pia", provider_keys={"anthropic": "sk-ant-pia"})
+        reread = await KeyStore(sealer=sealer).start(ledger.engine, watch=False)  # another process, same secret key
+        assert reread.authenticate(secret).provider_keys["anthropic"].get_secret_value() == "sk-ant-pia"
+        keyless = await KeyStore().start(ledger.engine, watch=False)  # one without the secret key
+        assert keyless.authenticate(secret).unreadable == ("anthropic",)
+        assert keyless.authenticate(secret).public()["provider_keys"] == {"anthropic": "unreadable"}
+    finally:
+        await ledger.aclose()
+
+
 async def test_flush_waits_for_the_batch_the_writer_has_in_hand(tmp_path):
     ledger = await Ledger(f"sqlite:///{tmp_path / 'f.db'}", batch_size=50, flush_interval=0.0).start()
     for round_ in range(5):

@@ -295,8 +295,7 @@ class CascadeEngine:
                 return
             draft = self._draft_request(rule, request, stage, ops)
             if talk is not None and self.service.translation(match, dialect) is None:
-                draft = ProxyRequest(draft.method, draft.path, draft.headers,
-                                     talk.body_for(draft.body or {}, stage.model, decision.thinking_views), None, draft.query)
+                draft = draft.derive(talk.body_for(draft.body or {}, stage.model, decision.thinking_views))
             yield stage, match, draft, time.perf_counter()
 
     def _draft_cap(self, rule: CascadeRule, model: str) -> int | None:
@@ -337,7 +336,7 @@ class CascadeEngine:
         body = talk.body_for(request.body or {}, verifier, decision.thinking_views)
         if body is request.body:
             return request
-        return ProxyRequest(request.method, request.path, request.headers, body, None, request.query)
+        return request.derive(body)
 
     def _skipped(
         self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None, decision: Decision,
@@ -381,7 +380,7 @@ class CascadeEngine:
 
     def _draft_request(self, rule: CascadeRule, request: ProxyRequest, stage: CascadeStage, ops) -> ProxyRequest:
         body = ops.draft_body(request.body or {}, stage.model, self._draft_cap(rule, stage.model))
-        return ProxyRequest(request.method, request.path, request.headers, body, None, request.query)
+        return request.derive(body)
 
     async def _read_draft(self, rule, upstream, accumulator, caller: dict, dialect: str):
         """Buffer the draft's events; return the early check that failed it, if one did."""
@@ -454,7 +453,7 @@ class CascadeEngine:
         body = verification_body(request.body or {}, answer, dialect, model)
         if body is None:
             return None
-        verify = ProxyRequest("POST", API_PATHS[dialect], request.headers, body, None, "")
+        verify = request.derive(body, method="POST", path=API_PATHS[dialect], query="")
         try:
             result, reply = await self._send_json(self.service.router.resolve(model, dialect), verify, dialect, ops,
                                                   "self_verify")
@@ -480,8 +479,9 @@ class CascadeEngine:
             body["messages"] = strip_thinking(body["messages"])
         body.pop("stream_options", None)
         calls = [
-            self._send_json(match, ProxyRequest("POST", API_PATHS[dialect], {**request.headers, SAMPLE_HEADER: str(i)},
-                                                body, None, ""), dialect, ops, "sample")
+            self._send_json(match, request.derive(body, method="POST", path=API_PATHS[dialect], query="",
+                                                  headers={**request.headers, SAMPLE_HEADER: str(i)}),
+                            dialect, ops, "sample")
             for i in range(settings.samples)
         ]
         texts = []
@@ -535,7 +535,7 @@ class CascadeEngine:
         ask = self._for_verifier(request, verifier, match, dialect, talk, decision)
         body = {k: v for k, v in (ask.body or {}).items() if k != "stream_options"}
         body["stream"] = False
-        ask = ProxyRequest(ask.method, ask.path, ask.headers, body, None, ask.query)
+        ask = ask.derive(body)
 
         async def ask_verifier() -> tuple[DraftAnswer, float | None]:
             result, reply = await self._send_json(match, ask, dialect, ops, "shadow")
@@ -654,8 +654,7 @@ def _bucket(name: str, reason: str) -> str:
 def _with_model(request: ProxyRequest, model: str) -> ProxyRequest:
     if request.model == model:
         return request
-    body = {**(request.body or {}), "model": model}
-    return ProxyRequest(request.method, request.path, request.headers, body, None, request.query)
+    return request.derive({**(request.body or {}), "model": model})
 
 
 async def _once(body: bytes) -> AsyncIterator[bytes]:

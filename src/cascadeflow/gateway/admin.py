@@ -2,25 +2,28 @@
 
 ::
 
-    POST   /admin/keys          create: {name, user_id, team, models, limits, expires_in_days}
+    POST   /admin/keys          create: {name, user_id, team, models, limits, expires_in_days, provider_keys}
                                 → the key's secret, shown this once, and its record
     GET    /admin/keys          list (config-file keys too; never a secret or a hash)
     GET    /admin/keys/{id}     one key, with its spend today and this month
     DELETE /admin/keys/{id}     revoke (every gateway process refuses it within auth.refresh_seconds)
+    POST   /admin/keys/reseal   seal every stored provider key again under the current secret key
+
+A key's ``provider_keys`` are write-only: no answer shows them again, only that one is set.
 """
 
 from __future__ import annotations
 
 import calendar
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError
 from starlette.responses import Response
 
 from ..config import Limits
-from ..errors import ErrorKind
+from ..errors import ConfigError, ErrorKind
 from .admin_guard import admin_refusal
 from .errors import error_response
 
@@ -29,7 +32,9 @@ if TYPE_CHECKING:
 
     from .app import Gateway
 
-__all__ = ["create_key", "list_keys", "show_key", "revoke_key"]
+__all__ = ["create_key", "list_keys", "show_key", "revoke_key", "reseal_keys"]
+
+_ProviderKey = Annotated[SecretStr, StringConstraints(min_length=1, max_length=4096)]
 
 
 class NewKey(BaseModel):
@@ -41,6 +46,8 @@ class NewKey(BaseModel):
     models: list[str] | None = None
     limits: Limits | None = None
     expires_in_days: float | None = Field(default=None, gt=0)
+    #: the key's own provider keys, by route name or provider kind (stored sealed, never shown again)
+    provider_keys: dict[str, _ProviderKey] | None = None
 
 
 def _json(body: object, status: int = 200) -> Response:
@@ -61,10 +68,18 @@ async def create_key(request: Request) -> Response:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False))
         return error_response("openai", ErrorKind.INVALID_REQUEST, problems)
     expires_at = time.time() + spec.expires_in_days * 86400 if spec.expires_in_days else None
-    secret, record = await gateway.keys.create(
-        name=spec.name, user_id=spec.user_id, team=spec.team, models=spec.models, limits=spec.limits,
-        expires_at=expires_at,
-    )
+    if spec.provider_keys and (unknown := sorted(set(spec.provider_keys) - (known := gateway.config.provider_key_names()))):
+        return error_response("openai", ErrorKind.INVALID_REQUEST,
+                              f"provider_keys: {unknown[0]!r} is neither a route nor a provider kind "
+                              f"(routes and kinds: {', '.join(sorted(known))})")
+    try:
+        secret, record = await gateway.keys.create(
+            name=spec.name, user_id=spec.user_id, team=spec.team, models=spec.models, limits=spec.limits,
+            expires_at=expires_at,
+            provider_keys={name: key.get_secret_value() for name, key in (spec.provider_keys or {}).items()},
+        )
+    except ConfigError as exc:  # no secret key to seal provider keys with
+        return error_response("openai", ErrorKind.INVALID_REQUEST, exc.message)
     created = {"key": secret, **record.public()}
     if gateway.config.auth.mode not in ("api_key", "hybrid"):
         created["warning"] = (f"auth.mode is {gateway.config.auth.mode!r}: this gateway does not check virtual keys; "
@@ -109,3 +124,15 @@ async def revoke_key(request: Request) -> Response:
     if record is None:
         return _not_found(key_id)
     return _json(record.public())
+
+
+async def reseal_keys(request: Request) -> Response:
+    """The second step of a secret key rotation (see store/sealing.py)."""
+    if (refusal := admin_refusal(request)) is not None:
+        return refusal
+    gateway: Gateway = request.app.state.gateway
+    try:
+        resealed, unreadable = await gateway.keys.reseal()
+    except ConfigError as exc:
+        return error_response("openai", ErrorKind.INVALID_REQUEST, exc.message)
+    return _json({"resealed": resealed, "unreadable": unreadable})

@@ -1,7 +1,7 @@
 """Who may use the operator endpoints (the admin API, the dashboard): the master key's holder.
 
-The master key (``auth.master_key``) is accepted as ``Authorization: Bearer …`` or
-``x-api-key``, compared in constant time. Without a master key the admin API is
+The master key (``auth.master_key``) is accepted as ``Authorization: Bearer …``,
+``x-api-key`` or ``api-key``, compared in constant time. Without a master key the admin API is
 closed; the read-only pages (dashboard) are open only while auth is off.
 """
 
@@ -20,21 +20,32 @@ if TYPE_CHECKING:
 
     from .app import Gateway
 
-__all__ = ["admin_refusal", "presented_credentials"]
+__all__ = ["admin_refusal", "presented_credentials", "credential_headers", "CREDENTIAL_HEADERS"]
+
+#: every header a caller may send a key in (the gateway's own or a provider's)
+CREDENTIAL_HEADERS = ("x-api-key", "authorization", "api-key")
+
+
+def credential_headers(headers) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    """(header, secret) for each key a caller presented, in :data:`CREDENTIAL_HEADERS` order:
+    ``x-api-key``, the bearer token (Claude Code may send both), Azure-style ``api-key``."""
+    found = []
+    for name in CREDENTIAL_HEADERS:
+        value = headers.get(name)
+        if not value:
+            continue
+        if name == "authorization":
+            scheme, _, value = value.partition(" ")
+            if scheme.lower() != "bearer":
+                continue
+        if value.strip():
+            found.append((name, value.strip()))
+    return found
 
 
 def presented_credentials(headers) -> list[str]:  # type: ignore[no-untyped-def]
-    """The secrets a caller presented: ``x-api-key`` and the bearer token (Claude Code may send both)."""
-    found = []
-    key = headers.get("x-api-key")
-    if key:
-        found.append(key.strip())
-    authorization = headers.get("authorization")
-    if authorization:
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            found.append(token.strip())
-    return found
+    """The secrets a caller presented (see :func:`credential_headers`)."""
+    return [secret for _, secret in credential_headers(headers)]
 
 
 def admin_refusal(request: Request, *, read_only: bool = False) -> Response | None:

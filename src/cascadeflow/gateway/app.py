@@ -32,12 +32,13 @@ from ..store import Ledger, LedgerEntry
 from ..store.counters import MemoryCounters, RedisCounters
 from ..store.queries import shadow_quality
 from ..store.keys import KeyStore
+from ..store.sealing import Sealer
 from ..proxy import ProxyHandler, ProxyRouter, ProxyService
 from ..sessions import session_store, thinking_origins
 from ..telemetry import CostTracker
 from .dashboard import dashboard_routes
 from .pages import page_routes
-from .admin import create_key, list_keys, revoke_key, show_key
+from .admin import create_key, list_keys, reseal_keys, revoke_key, show_key
 from .admin_guard import admin_refusal
 from .auth import Authenticator
 from .errors import caller_dialect, error_response, request_id_of
@@ -81,7 +82,7 @@ class Gateway:
         self.cascade.shadow = ShadowRecorder(self.ledger.record, self.cascade.ask_judge)
         auth = config.auth
         config_keys = [*auth.keys, *(VirtualKey(key=k) for k in auth.api_keys)]
-        self.keys = KeyStore(config_keys, refresh_seconds=auth.refresh_seconds)
+        self.keys = KeyStore(config_keys, refresh_seconds=auth.refresh_seconds, sealer=Sealer.from_config(auth))
         self.auth = Authenticator(auth, self.keys)
         shared = {"lease_seconds": config.limits.lease_seconds, "spent_since": self.ledger.spent_since}
         counters = RedisCounters(config.redis_url, **shared) if config.redis_url else MemoryCounters(**shared)
@@ -244,6 +245,7 @@ def create_app(config: ProxyConfig | None = None, *, registry: ModelRegistry | N
         Route("/stats", stats, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/admin/keys/reseal", reseal_keys, methods=["POST"]),
         Route("/admin/keys", create_key, methods=["POST"]),
         Route("/admin/keys", list_keys, methods=["GET"]),
         Route("/admin/keys/{key_id}", show_key, methods=["GET"]),

@@ -49,7 +49,7 @@ def exception_response(dialect: str, exc: CascadeflowError, request_id: str | No
         return upstream_error_response(dialect, exc, request_id)
     retry_after = getattr(exc, "retry_after", None)
     headers = {"retry-after": str(max(1, round(retry_after)))} if retry_after is not None else {}
-    if exc.kind in _FINAL:
+    if exc.kind in _FINAL or exc.final:
         headers["x-should-retry"] = "false"  # the SDKs (and Claude Code) honour it: retrying cannot help
     return error_response(dialect, exc.kind, exc.message, headers or None, request_id=request_id)
 

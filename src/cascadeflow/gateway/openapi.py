@@ -57,6 +57,9 @@ _NEW_KEY = {
         "models": {"type": "array", "items": {"type": "string"}},
         "limits": _LIMITS,
         "expires_in_days": {"type": "number", "exclusiveMinimum": True, "minimum": 0},
+        "provider_keys": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 4096},
+                          "description": "the key's own provider keys by route name or provider kind (anthropic, "
+                                         "openai); stored encrypted, never shown again; needs CASCADEFLOW_SECRET_KEY"},
     },
     "additionalProperties": False,
     "example": {"name": "alice-laptop", "user_id": "alice", "team": "core", "limits": {"rpm": 60, "daily_budget_usd": 20}},
@@ -157,6 +160,8 @@ def openapi_spec() -> dict:
     admin = {
         "/admin/keys": {**_admin("post", "Issue a virtual key (its secret is in this answer only)", body=_NEW_KEY),
                         **_admin("get", "All virtual keys (never a secret or a hash)")},
+        "/admin/keys/reseal": _admin("post", "Encrypt every stored provider key again under the current secret key "
+                                             "(the second step of a secret key rotation)"),
         "/admin/keys/{key_id}": {**_admin("get", "One key, with what it spent today and this month", parameters=key_id),
                                  **_admin("delete", "Revoke a key (every gateway process refuses it from then on)",
                                           parameters=key_id)},

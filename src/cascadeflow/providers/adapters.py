@@ -21,9 +21,13 @@ class AnthropicAdapter:
         """The caller's credentials as sent: an API key (``x-api-key``) and/or a bearer token.
 
         Claude Code sends ``Authorization: Bearer`` for OAuth / ``ANTHROPIC_AUTH_TOKEN``
-        credentials, which Anthropic does not accept as ``x-api-key``; both are kept.
+        credentials, which Anthropic does not accept as ``x-api-key``; both are kept. A key sent
+        only as Azure-style ``api-key`` goes as ``x-api-key``.
         """
-        return {k: headers[k] for k in ("x-api-key", "authorization") if headers.get(k)}
+        found = {k: headers[k] for k in ("x-api-key", "authorization") if headers.get(k)}
+        if not found and headers.get("api-key"):
+            found["x-api-key"] = headers["api-key"]
+        return found
 
     def auth_headers(self, key: str | None) -> dict[str, str]:
         return {"x-api-key": key} if key else {}

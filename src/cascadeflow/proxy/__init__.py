@@ -9,7 +9,7 @@ from .handler import ProxyHandler
 from .route import ProxyRoute, RoutePrice
 from .router import ProxyRouter, RouteMatch
 from .service import ProxyService
-from .types import ProxyRequest, ProxyResult, ProxyStream
+from .types import ProxyRequest, ProxyResult, ProxyStream, UpstreamAuth
 
 __all__ = [
     "ProxyRoute",
@@ -21,6 +21,7 @@ __all__ = [
     "ProxyRequest",
     "ProxyResult",
     "ProxyStream",
+    "UpstreamAuth",
     "ProxyError",
     "ProxyRoutingError",
     "ProxyUpstreamError",

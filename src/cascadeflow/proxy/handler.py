@@ -28,7 +28,7 @@ from ..telemetry import CostTracker
 from ..usage import Usage
 from .resilience import RETRYABLE_STATUSES, CircuitBreaker, retry_delay
 from .route import ProxyRoute, RoutePrice
-from .types import FORWARD_CREDENTIALS, ProxyRequest, ProxyResult, ProxyStream
+from .types import ProxyRequest, ProxyResult, ProxyStream
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -374,12 +374,7 @@ class ProxyHandler:
         headers = adapter.default_headers()
         headers.update(forwardable_request_headers(request.headers))
         headers.update(route.headers)
-        forward = request.headers.get(FORWARD_CREDENTIALS) == "1" or route.pass_through_auth or route.api_key is None
-        caller = adapter.caller_auth(request.headers) if forward else None
-        if caller:
-            headers.update(caller)
-        elif route.api_key is not None:
-            headers.update(adapter.auth_headers(route.api_key.get_secret_value()))
+        headers.update(self._credentials(route, request, adapter))
         payload: bytes | None = None
         if request.body is not None:
             body, changed = adapter.prepare(request.path, request.body, model)
@@ -389,6 +384,22 @@ class ProxyHandler:
                 payload = request.raw_body
             headers["content-type"] = "application/json"
         return url, headers, payload
+
+    @staticmethod
+    def _credentials(route: ProxyRoute, request: ProxyRequest, adapter: ProviderAdapter) -> dict[str, str]:
+        """The credential headers for this call, as ``request.auth`` decided: the caller's own key when it
+        is to be forwarded, else the virtual key's own key for this route, else the route's rule (its
+        ``api_key``; the caller's on a keyless or ``pass_through_auth`` route)."""
+        auth = request.auth
+        if auth.forward_caller:
+            return adapter.caller_auth(request.headers)
+        own = auth.key_for(route)
+        if own is not None:
+            return adapter.auth_headers(own.get_secret_value())
+        caller = adapter.caller_auth(request.headers) if route.pass_through_auth or route.api_key is None else None
+        if caller:
+            return caller
+        return adapter.auth_headers(route.api_key.get_secret_value()) if route.api_key is not None else {}
 
     def _timeout(self, route: ProxyRoute, stream: bool) -> aiohttp.ClientTimeout:
         key = (route.name, stream)

@@ -94,8 +94,7 @@ class ProxyService:
         for number, (model, fallback) in enumerate(fallbacks, 1):
             body = {**(request.body or {}), "model": model}
             try:
-                result = await call(fallback, ProxyRequest(request.method, request.path, request.headers, body, None,
-                                                           request.query), dialect, number < len(fallbacks))
+                result = await call(fallback, request.derive(body), dialect, number < len(fallbacks))
             except (ProxyTransportError, ProxyUpstreamError) as exc:
                 if not _upstream_fault(exc):
                     raise

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -11,11 +13,38 @@ from ..usage import Usage
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-__all__ = ["ProxyRequest", "ProxyResult", "ProxyStream", "FORWARD_CREDENTIALS"]
+    from pydantic import SecretStr
 
-#: set to "1" by the gateway when the caller's own credentials must go upstream (auth
-#: ``pass_through``); like every ``x-cascadeflow-*`` header it is never sent upstream
-FORWARD_CREDENTIALS = "x-cascadeflow-forward-credentials"
+    from .route import ProxyRoute
+
+__all__ = ["ProxyRequest", "ProxyResult", "ProxyStream", "UpstreamAuth"]
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamAuth:
+    """Whose provider credentials a request goes upstream with: decided once by the gateway's
+    auth, carried by every request made from it (drafts, verifiers, fallbacks), applied by the handler.
+
+    ``forward_caller``: the caller's own provider key (its credential headers) goes upstream
+    (``pass_through``, and a provider key in ``hybrid``). ``provider_keys``: a virtual key's own
+    provider keys, by route name or provider kind; one that matches the route replaces the route's key.
+    With neither, the route decides (its ``api_key``, or the caller's on keyless routes).
+    """
+
+    forward_caller: bool = False
+    provider_keys: Mapping[str, SecretStr] = field(default_factory=dict)
+
+    def key_for(self, route: ProxyRoute) -> SecretStr | None:
+        """This request's own key for ``route``: by the route's name first, then by its provider kind."""
+        if not self.provider_keys:
+            return None
+        return self.provider_keys.get(route.name) or self.provider_keys.get(route.provider)
+
+
+#: the route decides (the default)
+ROUTE_AUTH = UpstreamAuth()
+#: the caller's own provider key goes upstream
+CALLER_AUTH = UpstreamAuth(forward_caller=True)
 
 
 @dataclass(slots=True)
@@ -28,9 +57,16 @@ class ProxyRequest:
     body: dict[str, Any] | None = None
     raw_body: bytes | None = None
     query: str = ""
+    #: which credentials go upstream (never a header: a caller could send one)
+    auth: UpstreamAuth = ROUTE_AUTH
 
     def __post_init__(self) -> None:
         self.headers = {k.lower(): v for k, v in self.headers.items()}
+
+    def derive(self, body: dict[str, Any] | None, **changes: Any) -> ProxyRequest:
+        """A request made from this one (a draft, a verifier, a translation) with a new body: the
+        credentials decision and everything not named in ``changes`` carry over."""
+        return dataclasses.replace(self, body=body, raw_body=None, **changes)
 
     @property
     def model(self) -> str:
