@@ -86,7 +86,7 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
         if count and model in gateway.virtual_models:  # count as the model that would answer
             body = {**body, "model": gateway.virtual_models[model]}
             raw = None
-        proxy_request = ProxyRequest("POST", path, headers, body, raw, query, identity.upstream)
+        proxy_request = ProxyRequest("POST", path, headers, body, raw, query, identity.upstream, info.request_id)
         info.stream = proxy_request.stream
         rule = gateway.rules.match(model) if gateway.rules and path in _CASCADED else None
         plan = "cascade" if rule is not None else plan

@@ -49,8 +49,8 @@ class AnthropicAdapter:
     def error_body(self, kind: ErrorKind, message: str) -> bytes:
         return anthropic_wire.error_body(kind, message)
 
-    def stream_error(self, kind: ErrorKind, message: str) -> bytes:
-        return anthropic_wire.stream_error(kind, message)
+    def stream_error(self, kind: ErrorKind, message: str, request_id: str | None = None) -> bytes:
+        return anthropic_wire.stream_error(kind, message, request_id)
 
 
 class OpenAIAdapter:
@@ -90,8 +90,8 @@ class OpenAIAdapter:
     def error_body(self, kind: ErrorKind, message: str) -> bytes:
         return openai_wire.error_body(kind, message)
 
-    def stream_error(self, kind: ErrorKind, message: str) -> bytes:
-        return openai_wire.stream_error(kind, message)
+    def stream_error(self, kind: ErrorKind, message: str, request_id: str | None = None) -> bytes:
+        return openai_wire.stream_error(kind, message, request_id)
 
 
 class ResponsesAdapter(OpenAIAdapter):
@@ -107,8 +107,8 @@ class ResponsesAdapter(OpenAIAdapter):
     def stream_tap(self, body: dict) -> StreamTap:
         return responses_wire.ResponsesStreamTap()
 
-    def stream_error(self, kind: ErrorKind, message: str) -> bytes:
-        return responses_wire.stream_error(kind, message)
+    def stream_error(self, kind: ErrorKind, message: str, request_id: str | None = None) -> bytes:
+        return responses_wire.stream_error(kind, message, request_id)
 
 
 _ADAPTERS: dict[str, ProviderAdapter] = {"anthropic": AnthropicAdapter(), "openai": OpenAIAdapter()}

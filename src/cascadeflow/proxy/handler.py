@@ -290,7 +290,8 @@ class ProxyHandler:
             status=response.status, headers=response_headers, route=route.name, model=model,
             first_byte_ms=first_byte_ms,
         )
-        relay = self._relay(route, model, adapter, response, tap, stream, started, whole, len(payload or b""))
+        relay = self._relay(route, model, adapter, response, tap, stream, started, whole, len(payload or b""),
+                            request.request_id or None)
         stream.attach(relay, response.close)
         return stream
 
@@ -305,6 +306,7 @@ class ProxyHandler:
         started: float,
         whole: bytes | None,
         sent_bytes: int,
+        request_id: str | None = None,
     ) -> AsyncIterator[bytes]:
         finished = False
         failure = 502
@@ -321,7 +323,7 @@ class ProxyHandler:
                     yield out
                 if tap.malformed is not None:  # garbage from upstream: end properly instead of passing it on
                     stream.error = "upstream sent a malformed stream event"
-                    yield tap.malformed + adapter.stream_error(ErrorKind.BAD_GATEWAY, stream.error)
+                    yield tap.malformed + adapter.stream_error(ErrorKind.BAD_GATEWAY, stream.error, request_id)
                     return
             tail = tap.flush()
             if tail:
@@ -329,18 +331,18 @@ class ProxyHandler:
             finished = True
             if not tap.complete:
                 stream.error = "upstream closed the stream before it finished"
-                yield adapter.stream_error(ErrorKind.BAD_GATEWAY, stream.error)
+                yield adapter.stream_error(ErrorKind.BAD_GATEWAY, stream.error, request_id)
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
             failure = 504
             stream.error = f"upstream stream was silent for more than {route.stream_idle_timeout:g}s"
-            yield adapter.stream_error(ErrorKind.TIMEOUT, stream.error)
+            yield adapter.stream_error(ErrorKind.TIMEOUT, stream.error, request_id)
         except aiohttp.ClientError as exc:
             stream.error = f"upstream stream broke: {_describe(exc)}"
-            yield adapter.stream_error(ErrorKind.BAD_GATEWAY, stream.error)
+            yield adapter.stream_error(ErrorKind.BAD_GATEWAY, stream.error, request_id)
         except Exception:  # a bug here must still end the caller's stream properly
             log.exception("unexpected error while relaying a stream from %s", route.name)
             stream.error = "internal gateway error while relaying the stream"
-            yield adapter.stream_error(ErrorKind.INTERNAL, stream.error)
+            yield adapter.stream_error(ErrorKind.INTERNAL, stream.error, request_id)
         finally:
             if finished and tap.complete:
                 response.release()

@@ -59,6 +59,8 @@ class ProxyRequest:
     query: str = ""
     #: which credentials go upstream (never a header: a caller could send one)
     auth: UpstreamAuth = ROUTE_AUTH
+    #: the gateway's id of the request this call serves: named in the errors the gateway writes into its stream
+    request_id: str = ""
 
     def __post_init__(self) -> None:
         self.headers = {k.lower(): v for k, v in self.headers.items()}
