@@ -64,6 +64,8 @@ def _create(args: argparse.Namespace) -> int:
     body = {"name": args.name, "user_id": args.user, "team": args.team, "limits": limits or None,
             "models": [m.strip() for m in args.models.split(",")] if args.models else None,
             "expires_in_days": args.expires_in_days}
+    if args.cache is not None:
+        body["cache"] = args.cache
     created = _call(args, "POST", "/admin/keys", body)
     print(created["key"])
     print(f"key id {created['key_id']} (user {created['user_id'] or '-'}, team {created['team'] or '-'}); "
@@ -129,6 +131,8 @@ def add_keys_command(commands) -> None:  # type: ignore[no-untyped-def]
     create.add_argument("--team", help="team (or tier) for team limits and reports")
     create.add_argument("--models", help="comma-separated model names or globs the key may use (default: any)")
     create.add_argument("--expires-in-days", type=float)
+    create.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
+                        help="answer this key's repeated requests from the response cache, or never (docs/cache.md)")
     for name, kind, meaning in _LIMIT_FLAGS:
         create.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=meaning)
     create.set_defaults(func=_guarded(_create))

@@ -2,7 +2,7 @@
 
 ::
 
-    POST   /admin/keys          create: {name, user_id, team, models, limits, expires_in_days}
+    POST   /admin/keys          create: {name, user_id, team, models, limits, expires_in_days, cache}
                                 → the key's secret, shown this once, and its record
     GET    /admin/keys          list (config-file keys too; never a secret or a hash)
     GET    /admin/keys/{id}     one key, with its spend today and this month
@@ -41,6 +41,8 @@ class NewKey(BaseModel):
     models: list[str] | None = None
     limits: Limits | None = None
     expires_in_days: float | None = Field(default=None, gt=0)
+    #: the response cache for this key's requests (None: as the rule says; docs/cache.md)
+    cache: bool | None = None
 
 
 def _json(body: object, status: int = 200) -> Response:
@@ -63,7 +65,7 @@ async def create_key(request: Request) -> Response:
     expires_at = time.time() + spec.expires_in_days * 86400 if spec.expires_in_days else None
     secret, record = await gateway.keys.create(
         name=spec.name, user_id=spec.user_id, team=spec.team, models=spec.models, limits=spec.limits,
-        expires_at=expires_at,
+        expires_at=expires_at, cache=spec.cache,
     )
     created = {"key": secret, **record.public()}
     if gateway.config.auth.mode not in ("api_key", "hybrid"):

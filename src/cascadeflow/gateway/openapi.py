@@ -57,6 +57,8 @@ _NEW_KEY = {
         "models": {"type": "array", "items": {"type": "string"}},
         "limits": _LIMITS,
         "expires_in_days": {"type": "number", "exclusiveMinimum": True, "minimum": 0},
+        "cache": {"type": "boolean", "nullable": True, "description": "answer this key's repeated requests from the "
+                  "response cache (true), never (false), or as its rule says (null)"},
     },
     "additionalProperties": False,
     "example": {"name": "alice-laptop", "user_id": "alice", "team": "core", "limits": {"rpm": 60, "daily_budget_usd": 20}},

@@ -67,6 +67,8 @@ class KeyRecord:
     created_at: float = 0.0
     expires_at: float | None = None
     revoked_at: float | None = None
+    #: the response cache for this key's requests: on, off, or None (as the rule says)
+    cache: bool | None = None
 
     def usable(self, now: float) -> str | None:
         """None if the key may be used now, else why not."""
@@ -86,7 +88,7 @@ class KeyRecord:
             "models": list(self.models) if self.models is not None else None,
             "limits": self.limits.model_dump(exclude_none=True) if self.limits is not None else None,
             "created_at": self.created_at, "expires_at": self.expires_at, "revoked_at": self.revoked_at,
-            "status": self.usable(time.time()) or "active",
+            "status": self.usable(time.time()) or "active", "cache": self.cache,
         }
 
 
@@ -98,7 +100,7 @@ def _record(row) -> KeyRecord:  # type: ignore[no-untyped-def]
         key_id=row.key_id, key_hash=row.key_hash, name=row.name, user_id=row.user_id, team=row.team,
         models=tuple(orjson.loads(row.models)) if row.models else None,
         limits=Limits(**limits) if limits else None,
-        created_at=row.created_at, expires_at=row.expires_at, revoked_at=row.revoked_at,
+        created_at=row.created_at, expires_at=row.expires_at, revoked_at=row.revoked_at, cache=row.cache,
     )
 
 
@@ -114,7 +116,7 @@ class KeyStore:
             self._keys[key_id_of(secret)] = KeyRecord(
                 key_id=key_id_of(secret), key_hash=hash_key(secret), name=entry.name, user_id=entry.user_id,
                 team=entry.team, models=tuple(entry.models) if entry.models is not None else None,
-                limits=entry.limits, expires_at=entry.expires_at,
+                limits=entry.limits, expires_at=entry.expires_at, cache=entry.cache,
             )
         self._config_ids = frozenset(self._keys)
         self._seen_until = 0.0
@@ -153,6 +155,7 @@ class KeyStore:
     async def create(
         self, *, name: str | None = None, user_id: str | None = None, team: str | None = None,
         models: list[str] | None = None, limits: Limits | None = None, expires_at: float | None = None,
+        cache: bool | None = None,
     ) -> tuple[str, KeyRecord]:
         """Issue a key: returns the secret (shown once, never stored) and its record."""
         assert self.engine is not None, "start() the key store first"
@@ -164,13 +167,14 @@ class KeyStore:
             "key_id": key_id, "key_hash": hash_key(secret), "name": name, "user_id": user_id, "team": team,
             "models": orjson.dumps(models).decode() if models is not None else None,
             "limits": orjson.dumps(limit_fields).decode() if limit_fields else None,
-            "created_at": now, "expires_at": expires_at, "revoked_at": None, "updated_at": now,
+            "created_at": now, "expires_at": expires_at, "revoked_at": None, "updated_at": now, "cache": cache,
         }
         async with self.engine.begin() as conn:
             await conn.execute(insert(keys_table), [row])
         record = KeyRecord(key_id=key_id, key_hash=row["key_hash"], name=name, user_id=user_id, team=team,
                            models=tuple(models) if models is not None else None,
-                           limits=limits if limit_fields else None, created_at=now, expires_at=expires_at)
+                           limits=limits if limit_fields else None, created_at=now, expires_at=expires_at,
+                           cache=cache)
         self._keys[key_id] = record
         log.info("key %s created (user %s, team %s)", key_id, user_id, team)
         return secret, record

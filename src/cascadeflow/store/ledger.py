@@ -67,6 +67,8 @@ class LedgerEntry:
     error_type: str | None = None
     cancelled: bool = False
     detail: str | None = None
+    #: the response cache: ``hit`` (answered from it, priced 0), ``miss``, ``bypass``; None: it did not apply
+    cache: str | None = None
 
 
 #: text columns and their length (None: unbounded): a value that does not fit is cut, never the batch lost
@@ -228,6 +230,7 @@ class Ledger:
             func.sum(case((c.accepted.is_(True), 1), else_=0)).label("drafts_accepted"),
             func.sum(case((c.status >= 400, 1), else_=0)).label("errors"),
             func.sum(case((c.cancelled.is_(True), 1), else_=0)).label("cancelled"),
+            func.sum(case((c.cache == "hit", 1), else_=0)).label("cache_hits"),
             func.sum(c.input_tokens).label("input_tokens"),
             func.sum(c.output_tokens).label("output_tokens"),
             func.sum(c.cache_write_tokens).label("cache_write_tokens"),

@@ -59,24 +59,35 @@ requests_table = Table(
     # version 2
     Column("team", String(128)),
     Column("upstream_ms", Float),
+    # version 3
+    Column("cache", String(8)),  # hit | miss | bypass; NULL: the response cache did not apply
 )
+
+
+def _key_columns_v2() -> list[Column]:
+    """The key table's first columns (fresh objects each call, as for the ledger)."""
+    return [
+        Column("key_id", String(32), primary_key=True),
+        Column("key_hash", String(64), nullable=False),
+        Column("name", String(128)),
+        Column("user_id", String(128)),
+        Column("team", String(128)),
+        Column("models", Text),  # JSON list of allowed model globs; NULL: any model
+        Column("limits", Text),  # JSON object of Limits fields
+        Column("created_at", Float, nullable=False),
+        Column("expires_at", Float),
+        Column("revoked_at", Float),
+        Column("updated_at", Float, nullable=False, index=True),
+    ]
 
 
 #: virtual keys: only a SHA-256 of the secret is kept; ``key_id`` is the public part of the key
 keys_table = Table(
     "api_keys",
     metadata,
-    Column("key_id", String(32), primary_key=True),
-    Column("key_hash", String(64), nullable=False),
-    Column("name", String(128)),
-    Column("user_id", String(128)),
-    Column("team", String(128)),
-    Column("models", Text),  # JSON list of allowed model globs; NULL: any model
-    Column("limits", Text),  # JSON object of Limits fields
-    Column("created_at", Float, nullable=False),
-    Column("expires_at", Float),
-    Column("revoked_at", Float),
-    Column("updated_at", Float, nullable=False, index=True),
+    *_key_columns_v2(),
+    # version 3
+    Column("cache", Boolean),  # the key's response-cache setting; NULL: as its rule says
 )
 
 schema_version = Table("schema_version", metadata, Column("version", Integer, primary_key=True))
@@ -90,8 +101,15 @@ async def _v2(conn: AsyncConnection) -> None:
     """Teams and upstream time on the ledger; the virtual keys table."""
     for name, sql_type in (("team", "VARCHAR(128)"), ("upstream_ms", "FLOAT")):
         await conn.exec_driver_sql(f"ALTER TABLE requests ADD COLUMN {name} {sql_type}")
-    await conn.run_sync(lambda sync: metadata.create_all(sync, tables=[keys_table]))
+    v2_keys = Table("api_keys", MetaData(), *_key_columns_v2())
+    await conn.run_sync(lambda sync: v2_keys.metadata.create_all(sync))
+
+
+async def _v3(conn: AsyncConnection) -> None:
+    """The response cache: whether a request was answered from it; a key's cache setting."""
+    await conn.exec_driver_sql("ALTER TABLE requests ADD COLUMN cache VARCHAR(8)")
+    await conn.exec_driver_sql("ALTER TABLE api_keys ADD COLUMN cache BOOLEAN")
 
 
 #: (version, migration); each runs once, in order, inside one transaction
-MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2))
+MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2), (3, _v3))
