@@ -300,3 +300,38 @@ def test_two_gateway_processes_share_one_cache_through_redis(redis_pair, sim):
     time.sleep(2.2)  # Redis expires the entry itself
     assert b.messages.with_raw_response.create(**ask).headers["x-cascadeflow-cache"] == "miss"
     assert len(upstream(sim)) == 2
+
+
+# -- the semantic layer ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def semantic_gw(sim, start_gateway):
+    pytest.importorskip("wordllama", reason="the semantic cache needs its extra: pip install -e '.[semantic]'")
+    return start_gateway(ProxyConfig.from_dict({
+        "routes": _routes(sim),
+        "cascade_rules": [{"request_model": OPUS, "draft_model": HAIKU, "semantic_cache": True,
+                           "policies": {"cache_economics": False}}],
+    }))
+
+
+def test_a_paraphrase_is_answered_but_a_near_duplicate_is_not(semantic_gw, fresh_sim):
+    fresh_sim.set_script([{"match": {"prompt_contains": "404"}, "text": "Not Found: the server has no such resource."},
+                          {"match": {"prompt_contains": "403"}, "text": "Forbidden: you may not see it."}])
+    client = anthropic.Anthropic(base_url=semantic_gw.url, api_key="caller", max_retries=0)
+
+    def ask(prompt: str, **extra):
+        return client.messages.with_raw_response.create(
+            model=OPUS, max_tokens=200, messages=[{"role": "user", "content": prompt}], **extra)
+
+    first = ask("What does HTTP status code 404 mean?")
+    calls = len(upstream(fresh_sim))
+    paraphrase = ask("What does the HTTP status code 404 mean?")
+    assert paraphrase.headers["x-cascadeflow-cache"] == "hit"
+    assert paraphrase.headers["x-cascadeflow-cache-match"].startswith("semantic:")
+    assert paraphrase.parse().content[0].text == first.parse().content[0].text
+    assert len(upstream(fresh_sim)) == calls
+    trap = ask("What does HTTP status code 403 mean?")  # one digit apart: another answer
+    assert trap.headers["x-cascadeflow-cache"] == "miss" and trap.parse().content[0].text.startswith("Forbidden")
+    agent = ask("What does the HTTP status code 404 mean?", extra_headers={"x-claude-code-session-id": "s-1"})
+    assert agent.headers["x-cascadeflow-cache"] == "miss"  # an agent client: exact matches only

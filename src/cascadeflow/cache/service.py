@@ -41,6 +41,8 @@ class CacheTicket:
     tools: bool = False
     #: the semantic look-up of a single-shot prompt (None: exact matches only)
     semantic: SemanticProbe | None = None
+    #: how a hit matched: ``exact``, or ``semantic:0.981`` (the cosine similarity)
+    match: str | None = None
 
 
 _BYPASS = CacheTicket("bypass")
@@ -63,7 +65,7 @@ class ResponseCache:
         self.semantic = semantic
 
     def ticket(self, key: KeyRecord | None, rule: CascadeRule | None, endpoint: str, dialect: str,
-               headers: dict[str, str], body: dict, kind: str | None = None) -> CacheTicket | None:
+               headers: dict[str, str], body: dict) -> CacheTicket | None:
         """The cache's part in this request; None when the cache does not apply to it (no work at all)."""
         if key is not None and key.cache is not None:
             wanted = key.cache
@@ -86,20 +88,21 @@ class ResponseCache:
         read = "no-cache" not in control
         probe = None
         if read and rule is not None and rule.semantic_cache and self.semantic is not None:
-            probe = self.semantic.probe(endpoint, tenant, dialect, headers, body, kind,
-                                        rule.semantic_threshold)
+            probe = self.semantic.probe(endpoint, tenant, dialect, headers, body, rule.semantic_threshold)
         return CacheTicket("miss" if read else "bypass", digest, read, True, tools, probe)
 
     async def lookup(self, ticket: CacheTicket, dialect: str, stream: bool) -> CachedAnswer | None:
         """The stored answer for this request, if any (a semantic match when no exact one)."""
         found = await self._get(ticket.key, dialect, stream)  # type: ignore[arg-type]
+        match = "exact"
         if found is None and ticket.semantic is not None:
-            for key in self.semantic.nearest(ticket.semantic):  # type: ignore[union-attr]
+            for key, score in self.semantic.nearest(ticket.semantic):  # type: ignore[union-attr]
                 found = await self._get(key, dialect, stream)
                 if found is not None:
+                    match = f"semantic:{score:.3f}"
                     break
         if found is not None:
-            ticket.status = "hit"
+            ticket.status, ticket.match = "hit", match
         return found
 
     async def _get(self, key: str, dialect: str, stream: bool) -> CachedAnswer | None:

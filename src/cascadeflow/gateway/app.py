@@ -86,7 +86,14 @@ class Gateway:
         counters = RedisCounters(config.redis_url, **shared) if config.redis_url else MemoryCounters(**shared)
         self.limits = LimitGate(config.limits, counters, self.registry, price=self.service.price)
         #: the response cache (None unless configured: then no request does any work for it)
-        self.cache = ResponseCache(config.cache, config.redis_url) if config.cache is not None else None
+        self.cache = None
+        if config.cache is not None:
+            semantic = None
+            if any(rule.semantic_cache for rule in self.rules.rules):
+                from ..cache.semantic import semantic_index  # numpy and the embedding model: only when asked for
+
+                semantic = semantic_index(config.cache.semantic)
+            self.cache = ResponseCache(config.cache, config.redis_url, semantic)
         self._tasks: set[asyncio.Task] = set()
         self._id_prefix = f"req_{secrets.token_hex(6)}_"
         self._request_numbers = itertools.count(1)

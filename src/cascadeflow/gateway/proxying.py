@@ -249,9 +249,11 @@ def _cache_hit(gateway: Gateway, info: RequestInfo, rule, answer: CachedAnswer, 
     if payload is None:
         info.cache.status = "miss"  # type: ignore[union-attr]
         return None
+    match = info.cache.match or "exact"  # type: ignore[union-attr]
     _finish(gateway, info, cache_hit_entry(info, rule.name if rule is not None else None, answer.served_model,
-                                           answer.baseline_cost))
-    headers = {"x-cascadeflow-cache": "hit", "age": str(answer.age()), "x-cascadeflow-cost-usd": f"{0.0:.8f}"}
+                                           answer.baseline_cost, match))
+    headers = {"x-cascadeflow-cache": "hit", "x-cascadeflow-cache-match": match, "age": str(answer.age()),
+               "x-cascadeflow-cost-usd": f"{0.0:.8f}"}
     if answer.served_model:
         headers["x-cascadeflow-served-model"] = answer.served_model
     if answer.baseline_cost is not None:

@@ -83,11 +83,13 @@ def error_entry(info: RequestInfo, exc: CascadeflowError, plan: str) -> LedgerEn
                       route=getattr(exc, "route", None))  # upstream errors name their route; refusals have none
 
 
-def cache_hit_entry(info: RequestInfo, rule: str | None, served_model: str | None, baseline_cost: float | None) -> LedgerEntry:
+def cache_hit_entry(info: RequestInfo, rule: str | None, served_model: str | None, baseline_cost: float | None,
+                    match: str = "exact") -> LedgerEntry:
     """A request answered from the response cache: no upstream call, no tokens, priced at zero.
 
     Its baseline is what the stored answer would have cost on the requested model, so the
-    saving the cache makes is counted like the cascade's.
+    saving the cache makes is counted like the cascade's. ``detail`` says how it matched.
     """
     return info.entry(plan="cascade" if rule is not None else "pass_through", status=200, rule=rule,
-                      served_model=served_model, cost=0.0, baseline_cost=baseline_cost, upstream_ms=0.0)
+                      served_model=served_model, cost=0.0, baseline_cost=baseline_cost, upstream_ms=0.0,
+                      detail=f"cache {match}")
