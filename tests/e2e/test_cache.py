@@ -186,6 +186,18 @@ def test_requests_with_tools_and_unfinished_answers_are_not_cached(gw, sim):
     assert len(upstream(sim)) == 6
 
 
+def test_a_stream_cut_short_or_failing_midway_is_not_cached(gw, sim):
+    # cut after message_delta (stop_reason and all) but before message_stop: still not a complete answer
+    sim.set_script([{"match": {"prompt_contains": "cut"}, "text": "Short.", "cut_after": 6},
+                    {"match": {"prompt_contains": "broken"}, "error_event_after": 3}])
+    client = httpx.Client(base_url=gw.url, timeout=10)
+    for prompt in ("cut", "cut", "broken", "broken"):
+        body = {"model": SONNET, "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": prompt}]}
+        response = client.post("/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"})
+        assert response.headers["x-cascadeflow-cache"] == "miss", prompt
+    assert len(upstream(sim)) == 4
+
+
 class _nothing:
     def __enter__(self):
         return self

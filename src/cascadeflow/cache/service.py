@@ -45,9 +45,6 @@ class CacheTicket:
     match: str | None = None
 
 
-_BYPASS = CacheTicket("bypass")
-
-
 class ResponseCache:
     """Exact-match answers (memory or Redis), and optionally the semantic layer over them."""
 
@@ -77,14 +74,14 @@ class ResponseCache:
             return None
         control = headers.get("cache-control", "").lower()
         if "no-store" in control:
-            return _BYPASS
+            return CacheTicket("bypass")
         tools = rule.cache_tools if rule is not None and rule.cache_tools is not None else self.config.tools
         if body.get("tools") and not tools:
-            return _BYPASS
+            return CacheTicket("bypass")
         tenant = tenant_of(key.key_id if key is not None else None, headers) if self.config.scope == "key" else "*"
         digest = request_digest(endpoint, tenant, headers, body)
         if digest is None:
-            return _BYPASS
+            return CacheTicket("bypass")
         read = "no-cache" not in control
         probe = None
         if read and rule is not None and rule.semantic_cache and self.semantic is not None:
