@@ -339,8 +339,9 @@ class CacheConfig(_Strict):
     max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     #: an answer larger than this is not cached (memory and Redis)
     max_entry_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
-    #: ``key``: each virtual key (or caller credential) has its own entries; ``shared``: one cache for all
-    scope: Literal["key", "shared"] = "key"
+    #: ``key``: each virtual key (or caller credential) has its own entries; ``team``: the keys of a team
+    #: share theirs (a key without a team keeps its own); ``shared``: one cache for all callers
+    scope: Literal["key", "team", "shared"] = "key"
     #: cache requests that carry tools (agent loops: off unless a rule says ``cache_tools``)
     tools: bool = False
     #: where entries live: ``auto`` is Redis when ``redis_url`` is set, else memory

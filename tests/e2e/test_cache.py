@@ -22,7 +22,7 @@ from tests.conftest import NO_RETRY, launch_gateway_process, sim_routes
 
 SONNET, OPUS, HAIKU, MINI = "claude-sonnet-5-5", "claude-opus-5-5", "claude-haiku-5-5", "gpt-5.4-mini"
 REDIS = os.environ.get("CASCADEFLOW_TEST_REDIS", "redis://127.0.0.1:6379/7")
-KEY_A, KEY_B, KEY_OFF = "team-a-key", "team-b-key", "no-cache-key"
+KEY_A, KEY_B, KEY_OFF, KEY_A2 = "team-a-key", "team-b-key", "no-cache-key", "team-a-second-key"
 WEATHER = {"name": "get_weather", "description": "Weather in a city",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
 
@@ -347,3 +347,19 @@ def test_a_paraphrase_is_answered_but_a_near_duplicate_is_not(semantic_gw, fresh
     assert trap.headers["x-cascadeflow-cache"] == "miss" and trap.parse().content[0].text.startswith("Forbidden")
     agent = ask("What does the HTTP status code 404 mean?", extra_headers={"x-claude-code-session-id": "s-1"})
     assert agent.headers["x-cascadeflow-cache"] == "miss"  # an agent client: exact matches only
+
+
+def test_with_team_scope_the_keys_of_one_team_share_entries(sim, fresh_sim, start_gateway):
+    gw = start_gateway(ProxyConfig.from_dict({
+        "routes": _routes(sim), "cache": {"default": True, "scope": "team"},
+        "auth": {"mode": "api_key", "keys": [{"key": KEY_A, "team": "a"}, {"key": KEY_A2, "team": "a"},
+                                            {"key": KEY_B, "team": "b"}]},
+    }))
+    ask = {"model": SONNET, "max_tokens": 200, "messages": [{"role": "user", "content": "Team plan?"}]}
+
+    def send(key: str) -> str:
+        client = anthropic.Anthropic(base_url=gw.url, api_key=key, max_retries=0)
+        return client.messages.with_raw_response.create(**ask).headers["x-cascadeflow-cache"]
+
+    assert [send(KEY_A), send(KEY_A2), send(KEY_B)] == ["miss", "hit", "miss"]
+    assert len(upstream(fresh_sim)) == 2

@@ -78,7 +78,13 @@ class ResponseCache:
         tools = rule.cache_tools if rule is not None and rule.cache_tools is not None else self.config.tools
         if body.get("tools") and not tools:
             return CacheTicket("bypass")
-        tenant = tenant_of(key.key_id if key is not None else None, headers) if self.config.scope == "key" else "*"
+        scope = self.config.scope
+        if scope == "shared":
+            tenant = "*"
+        elif scope == "team" and key is not None and key.team:
+            tenant = "t:" + key.team
+        else:
+            tenant = tenant_of(key.key_id if key is not None else None, headers)
         digest = request_digest(endpoint, tenant, headers, body)
         if digest is None:
             return CacheTicket("bypass")
