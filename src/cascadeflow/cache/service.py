@@ -9,6 +9,7 @@ place its answer is complete, where :meth:`ResponseCache.remember` stores it.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from .semantic import SemanticIndex, SemanticProbe
 
 __all__ = ["ResponseCache", "CacheTicket"]
+
+log = logging.getLogger("cascadeflow.cache")
 
 
 @dataclass(slots=True)
@@ -117,21 +120,22 @@ class ResponseCache:
 
     async def remember(self, ticket: CacheTicket, dialect: str, body: bytes | dict, stream: bytes | None,
                        entry: LedgerEntry) -> bool:
-        """Store a complete answer if it may be (see :func:`.answer.cacheable`)."""
+        """Store a complete answer if it may be (see :func:`.answer.cacheable`); never raises."""
         if not ticket.write or ticket.key is None or entry.status != 200 or entry.cancelled:
             return False
         try:
             data = orjson.loads(body) if isinstance(body, bytes) else body
-        except orjson.JSONDecodeError:
+            if not cacheable(dialect, data, ticket.tools):
+                return False
+            raw = body if isinstance(body, bytes) else orjson.dumps(body)
+            answer = CachedAnswer(raw, stream, entry.served_model, entry.baseline_cost, time.time())
+            stored = await self.store.set(ticket.key, answer.encode())
+            if stored and ticket.semantic is not None:
+                self.semantic.add(ticket.semantic, ticket.key)  # type: ignore[union-attr]
+            return stored
+        except Exception:  # storing is a favour: the answer has been given, whatever happens here
+            log.exception("response cache: could not store an answer")
             return False
-        if not cacheable(dialect, data, ticket.tools):
-            return False
-        raw = body if isinstance(body, bytes) else orjson.dumps(body)
-        answer = CachedAnswer(raw, stream, entry.served_model, entry.baseline_cost, time.time())
-        stored = await self.store.set(ticket.key, answer.encode())
-        if stored and ticket.semantic is not None:
-            self.semantic.add(ticket.semantic, ticket.key)  # type: ignore[union-attr]
-        return stored
 
     async def aclose(self) -> None:
         await self.store.aclose()
