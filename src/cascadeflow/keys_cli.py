@@ -91,7 +91,9 @@ def _show(args: argparse.Namespace) -> int:
     for label, value in (
         ("key id", key["key_id"]), ("name", key["name"]), ("user", key["user_id"]), ("team", key["team"]),
         ("status", key["status"]), ("models", ", ".join(key["models"]) if key["models"] else "any"),
-        ("limits", _limits_text(key["limits"])), ("created", _when(key["created_at"])),
+        ("limits", _limits_text(key["limits"])),
+        ("cache", {True: "on", False: "off"}.get(key.get("cache"), "as the rule says")),
+        ("created", _when(key["created_at"])),
         ("expires", _when(key["expires_at"])), ("revoked", _when(key["revoked_at"])),
         ("spent today", f"${key['spend']['today_usd']:.6f}"), ("spent this month", f"${key['spend']['this_month_usd']:.6f}"),
     ):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 
 import anthropic
@@ -235,14 +237,21 @@ def test_each_key_has_its_own_entries_and_only_keys_that_opt_in_are_cached(keyed
     assert len(upstream(fresh_sim)) == 3
 
 
-def test_a_key_made_through_the_admin_api_opts_in(keyed, fresh_sim):
+def test_a_key_made_with_the_keys_command_opts_in(keyed, fresh_sim):
     gw, _ = keyed
-    admin = {"authorization": "Bearer master"}
-    made = httpx.post(gw.url + "/admin/keys", json={"name": "cached", "cache": True}, headers=admin).json()
-    assert made["cache"] is True
-    listed = {k["key_id"]: k for k in httpx.get(gw.url + "/admin/keys", headers=admin).json()["keys"]}
-    assert listed[made["key_id"]]["cache"] is True
-    client = anthropic.Anthropic(base_url=gw.url, api_key=made["key"], max_retries=0)
+
+    def keys(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "cascadeflow.cli", "keys", *args, "--url", gw.url],
+                              capture_output=True, text=True, timeout=60, env={**os.environ, "CASCADEFLOW_MASTER_KEY": "master"})
+
+    made = keys("create", "--name", "cached", "--cache")
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.strip()
+    shown = keys("show", secret.split("_")[1]).stdout
+    assert "cache            on" in shown
+    listed = httpx.get(gw.url + "/admin/keys", headers={"authorization": "Bearer master"}).json()["keys"]
+    assert [k["cache"] for k in listed if k["name"] == "cached"] == [True]
+    client = anthropic.Anthropic(base_url=gw.url, api_key=secret, max_retries=0)
     ask = {"model": SONNET, "max_tokens": 200, "messages": [{"role": "user", "content": "Name a lake."}]}
     headers = [client.messages.with_raw_response.create(**ask).headers["x-cascadeflow-cache"] for _ in range(2)]
     assert headers == ["miss", "hit"] and len(upstream(fresh_sim)) == 1
