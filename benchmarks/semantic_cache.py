@@ -29,21 +29,21 @@ DATA = Path(__file__).resolve().parent / "data" / "semantic_cache_set.json"
 THRESHOLDS = (0.80, 0.85, 0.90, 0.93, 0.95, 0.96, 0.97, 0.98, 0.99)
 
 
-def probe(text: str, threshold: float, guarded: bool = True) -> SemanticProbe:
+def probe(text: str, threshold: float) -> SemanticProbe:
     return SemanticProbe("bench", text, threshold, guard_of(text))
 
 
 def measure(embedder, items: list[dict], threshold: float, guarded: bool) -> dict:
     index = SemanticIndex(embedder, threshold=threshold, guards=guarded)
     for number, item in enumerate(items):
-        index.add(probe(item["prompt"], threshold, guarded), str(number))
+        index.add(probe(item["prompt"], threshold), str(number))
     right = wrong = traps_hit = 0
     for number, item in enumerate(items):
         for text in item["paraphrases"]:
-            found = [key for key, _ in index.nearest(probe(text, threshold, guarded), limit=1)]
+            found = [key for key, _ in index.nearest(probe(text, threshold), limit=1)]
             right += found == [str(number)]
             wrong += bool(found) and found != [str(number)]
-        traps_hit += sum(bool(index.nearest(probe(text, threshold, guarded), limit=1)) for text in item["traps"])
+        traps_hit += sum(bool(index.nearest(probe(text, threshold), limit=1)) for text in item["traps"])
     paraphrases = sum(len(i["paraphrases"]) for i in items)
     traps = sum(len(i["traps"]) for i in items)
     return {"right": right, "paraphrases": paraphrases, "wrong": wrong, "traps_hit": traps_hit, "traps": traps}
@@ -56,17 +56,17 @@ def lookup_cost(embedder, items: list[dict], stored: int) -> tuple[float, float]
     filler = [f"{prompts[n % len(prompts)]} (variant {n})" for n in range(stored)]
     vectors = embedder.embed(filler, norm=True)
     for n, vector in enumerate(vectors):
-        p = probe(filler[n], 0.97, True)
+        p = probe(filler[n], 0.97)
         p.vector = vector
         index.add(p, f"f{n}")
     queries = [t for i in items for t in i["paraphrases"] + i["traps"]]
     for text in queries[:20]:
-        index.nearest(probe(text, 0.97, True))
+        index.nearest(probe(text, 0.97))
     timings = []
     for _ in range(3):
         for text in queries:
             start = time.thread_time_ns()
-            index.nearest(probe(text, 0.97, True))
+            index.nearest(probe(text, 0.97))
             timings.append((time.thread_time_ns() - start) / 1e6)
     timings.sort()
     return statistics.median(timings), timings[int(0.95 * (len(timings) - 1))]
