@@ -6,11 +6,17 @@ the machine has two), then for each scenario sends the same requests straight to
 the simulator and through the gateway, in the same run, and prints a table.
 
     python benchmarks/overhead.py [--requests 2000] [--concurrency 1 10 100] [--limits none|memory|redis]
+                                  [--cache off|memory|redis]
 
 Added latency is the difference of the percentiles (gateway − direct); throughput is
 completed requests per second through the gateway at that concurrency. The Responses
 rows: ``responses`` forwarded to a route serving /v1/responses, ``resp→chat`` and
 ``resp→anth`` translated (measured against the chat / Messages call made upstream).
+
+``--cache memory|redis`` turns the response cache on for every request and adds a ``+hit``
+row under each: the same request answered from the cache (the warm-up stores it), beside
+the pass-through row, whose requests say ``cache-control: no-store`` (the cache is not read
+or written for them). Compare their CPU per request and ratio.
 """
 
 from __future__ import annotations
@@ -126,6 +132,14 @@ def _limits_config(limits: str) -> str:
     return text + ("redis_url: redis://127.0.0.1:6379/9\n" if limits == "redis" else "")
 
 
+def _cache_config(cache: str, limits: str) -> str:
+    """``--cache``: every request may be cached, in memory or in Redis (database 9, as ``--limits redis``)."""
+    if cache == "off":
+        return ""
+    text = "cache: {default: true, store: %s, ttl_seconds: 300}\n" % cache
+    return text + ("redis_url: redis://127.0.0.1:6379/9\n" if cache == "redis" and limits != "redis" else "")
+
+
 async def main_async(args: argparse.Namespace) -> None:
     cpus = os.cpu_count() or 1
     gateway_cpu, other_cpu = (0, 1) if cpus >= 2 and not args.no_pin else (None, None)
@@ -140,7 +154,7 @@ routes:
   - {{name: anthropic, provider: anthropic, base_url: "{sim_url}", api_key: bench}}
   - {{name: openai, provider: openai, base_url: "{sim_url}/v1", api_key: bench, openai_api: responses}}
   - {{name: chat, provider: openai, base_url: "{sim_url}/v1", api_key: bench, openai_api: chat}}
-{_limits_config(args.limits)}"""
+{_limits_config(args.limits)}{_cache_config(args.cache, args.limits)}"""
     )
     exe = [sys.executable, "-m", "cascadeflow.cli"]
     sim = subprocess.Popen(pinned([*exe, "simulate", "--port", str(sim_port)], other_cpu), stdout=subprocess.DEVNULL)
@@ -183,10 +197,17 @@ routes:
                     direct = await run_load(sim_url + (direct_path or path), direct_body, direct_headers, n, concurrency,
                                             stream)
                     cpu_before = process_cpu_seconds(gw.pid)
-                    through = await run_load(gw_url + path, body, headers, n, concurrency, stream)
+                    plain = {**headers, "cache-control": "no-store"} if args.cache != "off" else headers
+                    through = await run_load(gw_url + path, body, plain, n, concurrency, stream)
                     through.cpu_ms = (process_cpu_seconds(gw.pid) - cpu_before) * 1000 / n  # warm-up included: an upper bound
                     rows.append((dialect, stream, concurrency, direct, through))
                     print_row(*rows[-1], flush=True)
+                    if args.cache != "off":  # the same request from the cache (its warm-up stored the answer)
+                        cpu_before = process_cpu_seconds(gw.pid)
+                        hit = await run_load(gw_url + path, body, headers, n, concurrency, stream)
+                        hit.cpu_ms = (process_cpu_seconds(gw.pid) - cpu_before) * 1000 / n
+                        rows.append((dialect + "+hit", stream, concurrency, direct, hit))
+                        print_row(*rows[-1], flush=True)
     finally:
         for process in (gw, sim):
             process.terminate()
@@ -195,7 +216,7 @@ routes:
 
 
 HEADER = (
-    f"{'dialect':<9} {'mode':<6} {'conc':>4} | {'direct p50':>10} {'gw p50':>8} {'added p50':>9} {'added p99':>9}"
+    f"{'dialect':<13} {'mode':<6} {'conc':>4} | {'direct p50':>10} {'gw p50':>8} {'added p50':>9} {'added p99':>9}"
     f" | {'ttfb+ p50':>9} | {'direct rps':>10} {'gw rps':>8} {'ratio':>6} | {'cpu/req':>7} | {'errors':>6}"
 )
 
@@ -213,7 +234,7 @@ def print_row(dialect: str, stream: bool, concurrency: int, direct: Sample, thro
     d_rps = len(direct.total) / direct.elapsed
     g_rps = len(through.total) / through.elapsed
     print(
-        f"{dialect:<9} {'stream' if stream else 'json':<6} {concurrency:>4} | {d50:>10.2f} {g50:>8.2f} {g50 - d50:>9.2f}"
+        f"{dialect:<13} {'stream' if stream else 'json':<6} {concurrency:>4} | {d50:>10.2f} {g50:>8.2f} {g50 - d50:>9.2f}"
         f" {added99:>9.2f} | {ttfb_added:>9.2f} | {d_rps:>10.0f} {g_rps:>8.0f} {g_rps / d_rps:>6.2f} |"
         f" {through.cpu_ms:>7.3f} | {direct.errors + through.errors:>6}",
         flush=flush,
@@ -233,6 +254,8 @@ def main() -> None:
                         help="info: the gateway writes its JSON request line for every request (to /dev/null)")
     parser.add_argument("--limits", choices=["none", "memory", "redis"], default="none",
                         help="auth with a virtual key and limits on every request, counted in memory or in Redis")
+    parser.add_argument("--cache", choices=["off", "memory", "redis"], default="off",
+                        help="the response cache on for every request; adds a +hit row under each pass-through row")
     args = parser.parse_args()
     if uvloop is not None:
         uvloop.install()

@@ -49,6 +49,8 @@ __all__ = [
     "LimitsConfig",
     "ModelEntry",
     "TelemetryConfig",
+    "CacheConfig",
+    "SemanticCacheConfig",
     "interpolate",
     "DEFAULT_CONFIG_FILE",
     "DEFAULT_CASCADES",
@@ -247,6 +249,14 @@ class _CascadeFields(_Strict):
     policies: DraftPolicies = Field(default_factory=DraftPolicies)
     #: the ``model`` named in answers: the one the client asked for, or the one that served
     report_model: Literal["requested", "served"] = "requested"
+    #: answer repeated requests from the response cache (``cache:`` section; None: its ``default``)
+    cache: bool | None = None
+    #: cache requests that carry tools too (None: ``cache.tools``)
+    cache_tools: bool | None = None
+    #: also answer single-shot, tool-free prompts that mean the same (an embedding's cosine ≥ the threshold)
+    semantic_cache: bool = False
+    #: cosine similarity a cached prompt must reach (None: ``cache.semantic.threshold``)
+    semantic_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _draft_or_stages(self) -> _CascadeFields:
@@ -307,6 +317,8 @@ class VirtualKey(_Strict):
     #: the key's own provider keys, used for its requests instead of the route's: by route name,
     #: or by provider kind (``anthropic``, ``openai``: every route of that kind); write ``${VAR}``
     provider_keys: Annotated[dict[str, SecretStr], AfterValidator(_provider_key_names)] = Field(default_factory=dict)
+    #: this key's requests use the response cache (True), never do (False), or as the rule says (None)
+    cache: bool | None = None
 
 
 class AuthConfig(_Strict):
@@ -358,6 +370,44 @@ class TelemetryConfig(_Strict):
     sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
 
 
+class SemanticCacheConfig(_Strict):
+    """The semantic layer of the cache (rules opt in with ``semantic_cache: true``)."""
+
+    #: cosine similarity a stored prompt must reach to answer (measured: benchmarks/semantic_cache.py)
+    threshold: float = Field(default=0.97, ge=0.0, le=1.0)
+    #: agent clients (Claude Code, Codex) never get semantic answers unless this is set
+    agents: bool = False
+    #: prompts remembered per scope (oldest dropped first)
+    max_entries: int = Field(default=10_000, ge=1)
+
+
+class CacheConfig(_Strict):
+    """The response cache (docs/cache.md): present, it is on for whatever opts in.
+
+    Entries live in memory (bounded, LRU) or, with ``redis_url``, in Redis, shared by
+    every gateway process.
+    """
+
+    #: cache requests that neither their rule nor their key opts in or out of
+    default: bool = False
+    #: seconds an answer is served from the cache
+    ttl_seconds: float = Field(default=3600.0, gt=0)
+    #: in memory: answers kept at most (least recently used dropped first)
+    max_entries: int = Field(default=10_000, ge=1)
+    #: in memory: bytes of answers kept at most
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    #: an answer larger than this is not cached (memory and Redis)
+    max_entry_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    #: ``key``: each virtual key (or caller credential) has its own entries; ``team``: the keys of a team
+    #: share theirs (a key without a team keeps its own); ``shared``: one cache for all callers
+    scope: Literal["key", "team", "shared"] = "key"
+    #: cache requests that carry tools (agent loops: off unless a rule says ``cache_tools``)
+    tools: bool = False
+    #: where entries live: ``auto`` is Redis when ``redis_url`` is set, else memory
+    store: Literal["auto", "memory", "redis"] = "auto"
+    semantic: SemanticCacheConfig = Field(default_factory=SemanticCacheConfig)
+
+
 class ModelEntry(_Strict):
     """A custom model for the registry (a local model, or a price override)."""
 
@@ -381,6 +431,8 @@ class ProxyConfig(_Strict):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    #: the response cache (docs/cache.md); absent: no request is cached, and no work is done for it
+    cache: CacheConfig | None = None
     #: ``redis://…`` makes every gateway process share rate-limit and budget counters
     redis_url: str | None = None
     models: dict[str, ModelEntry] = Field(default_factory=dict)
@@ -414,6 +466,17 @@ class ProxyConfig(_Strict):
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be redis://HOST:PORT/DB (or rediss://, unix://)")
         return value
+
+    @model_validator(mode="after")
+    def _cache_section(self) -> ProxyConfig:
+        """A rule or key that opts in turns the cache on with its defaults (no ``cache:`` section needed)."""
+        if self.cache is None:
+            wanted = [*self.cascade_rules, *self.cascade_models.values(), *self.auth.keys]
+            if any(item.cache or getattr(item, "semantic_cache", False) for item in wanted):
+                self.cache = CacheConfig()
+        if self.cache is not None and self.cache.store == "redis" and not self.redis_url:
+            raise ValueError("cache.store is redis but redis_url is not set")
+        return self
 
     @model_validator(mode="after")
     def _unique_route_names(self) -> ProxyConfig:

@@ -90,6 +90,8 @@ def _create(args: argparse.Namespace) -> int:
     provider_keys = _provider_keys(args)
     if provider_keys:
         body["provider_keys"] = provider_keys
+    if args.cache is not None:
+        body["cache"] = args.cache
     created = _call(args, "POST", "/admin/keys", body)
     print(created["key"])
     own = ", ".join(sorted(created.get("provider_keys") or {}))
@@ -116,7 +118,9 @@ def _show(args: argparse.Namespace) -> int:
     for label, value in (
         ("key id", key["key_id"]), ("name", key["name"]), ("user", key["user_id"]), ("team", key["team"]),
         ("status", key["status"]), ("models", ", ".join(key["models"]) if key["models"] else "any"),
-        ("limits", _limits_text(key["limits"])), ("created", _when(key["created_at"])),
+        ("limits", _limits_text(key["limits"])),
+        ("cache", {True: "on", False: "off"}.get(key.get("cache"), "as the rule says")),
+        ("created", _when(key["created_at"])),
         ("expires", _when(key["expires_at"])), ("revoked", _when(key["revoked_at"])),
         ("provider keys", ", ".join(f"{n} ({state})" for n, state in sorted((key.get("provider_keys") or {}).items()))
          or "the routes'"),
@@ -175,6 +179,8 @@ def add_keys_command(commands) -> None:  # type: ignore[no-untyped-def]
     create.add_argument("--team", help="team (or tier) for team limits and reports")
     create.add_argument("--models", help="comma-separated model names or globs the key may use (default: any)")
     create.add_argument("--expires-in-days", type=float)
+    create.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
+                        help="answer this key's repeated requests from the response cache, or never (docs/cache.md)")
     for name, kind, meaning in _LIMIT_FLAGS:
         create.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=meaning)
     own = " (env:VAR reads $VAR; stored encrypted, needs CASCADEFLOW_SECRET_KEY on the gateway)"

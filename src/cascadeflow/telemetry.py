@@ -83,6 +83,8 @@ class CostTracker:
         self.errors: dict[int, int] = defaultdict(int)
         #: streams the client left before their end (the upstream was closed at once)
         self.cancelled = 0
+        #: requests the response cache applied to: hit, miss, bypass
+        self.cache: dict[str, int] = defaultdict(int)
         #: requests answered by a route's fallback model
         self.fallbacks = 0
 
@@ -147,5 +149,6 @@ class CostTracker:
             "errors": {str(s): n for s, n in sorted(self.errors.items())},
             "cancelled_streams": self.cancelled,
             "fallbacks": self.fallbacks,
+            "cache": {result: self.cache.get(result, 0) for result in ("hit", "miss", "bypass")},
             "uptime_seconds": round(time.time() - self.started_at, 1),
         }

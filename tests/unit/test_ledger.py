@@ -161,6 +161,42 @@ async def test_a_version_2_key_table_is_upgraded_in_place_and_keeps_its_keys(tmp
         await ledger.aclose()
 
 
+async def test_a_version_2_database_gains_the_cache_columns_in_place(tmp_path):
+    """Version 6 (the response cache): a ledger row's ``cache`` and a key's ``cache`` setting, old rows kept."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from cascadeflow.store.keys import KeyStore
+
+    url = f"sqlite:///{tmp_path / 'v2.db'}"
+    engine = create_async_engine(database_url(url))
+    async with engine.begin() as conn:
+        for _, migrate in MIGRATIONS[:2]:
+            await migrate(conn)
+        await conn.execute(text("CREATE TABLE schema_version (version INTEGER PRIMARY KEY)"))
+        await conn.execute(text("INSERT INTO schema_version VALUES (1), (2)"))
+        await conn.execute(text(
+            "INSERT INTO requests (ts, endpoint, dialect, requested_model, plan, stream, input_tokens, output_tokens,"
+            " cache_write_tokens, cache_read_tokens, status, cancelled, team) VALUES (1.0, '/v1/messages',"
+            " 'anthropic', 'm', 'pass_through', 0, 5, 7, 0, 0, 200, 0, 'backend')"))
+        await conn.execute(text("INSERT INTO api_keys (key_id, key_hash, created_at, updated_at)"
+                                " VALUES ('old', 'h', 1.0, 1.0)"))
+    await engine.dispose()
+    ledger = await Ledger(url, retention_days=None).start()
+    ledger.record(entry(cache="hit", cost=0.0))
+    keys = await KeyStore().start(ledger.engine, watch=False)
+    _, made = await keys.create(name="cached", cache=True)
+    await ledger.aclose()
+    ledger = await Ledger(url, retention_days=None).start()
+    rows = await ledger.rows()
+    keys = await KeyStore().start(ledger.engine, watch=False)
+    summary = (await ledger.summary())["total"]
+    await ledger.aclose()
+    assert [(r["team"], r["cache"]) for r in rows] == [("backend", None), (None, "hit")]
+    assert keys.get("old").cache is None and keys.get(made.key_id).cache is True
+    assert summary["cache_hits"] == 1
+
+
 async def test_flush_waits_for_the_batch_the_writer_has_in_hand(tmp_path):
     ledger = await Ledger(f"sqlite:///{tmp_path / 'f.db'}", batch_size=50, flush_interval=0.0).start()
     for round_ in range(5):

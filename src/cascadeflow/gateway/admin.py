@@ -2,7 +2,7 @@
 
 ::
 
-    POST   /admin/keys          create: {name, user_id, team, models, limits, expires_in_days, provider_keys}
+    POST   /admin/keys          create: {name, user_id, team, models, limits, expires_in_days, provider_keys, cache}
                                 → the key's secret, shown this once, and its record
     GET    /admin/keys          list (config-file keys too; never a secret or a hash)
     GET    /admin/keys/{id}     one key, with its spend today and this month
@@ -48,6 +48,8 @@ class NewKey(BaseModel):
     expires_in_days: float | None = Field(default=None, gt=0)
     #: the key's own provider keys, by route name or provider kind (stored sealed, never shown again)
     provider_keys: dict[str, _ProviderKey] | None = None
+    #: the response cache for this key's requests (None: as the rule says; docs/cache.md)
+    cache: bool | None = None
 
 
 def _json(body: object, status: int = 200) -> Response:
@@ -75,7 +77,7 @@ async def create_key(request: Request) -> Response:
     try:
         secret, record = await gateway.keys.create(
             name=spec.name, user_id=spec.user_id, team=spec.team, models=spec.models, limits=spec.limits,
-            expires_at=expires_at,
+            expires_at=expires_at, cache=spec.cache,
             provider_keys={name: key.get_secret_value() for name, key in (spec.provider_keys or {}).items()},
         )
     except ConfigError as exc:  # no secret key to seal provider keys with

@@ -24,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import __version__
+from ..cache import ResponseCache
 from ..cascade import CascadeEngine, RuleSet, ShadowRecorder
 from ..config import ProxyConfig, VirtualKey
 from ..errors import ErrorKind
@@ -87,6 +88,15 @@ class Gateway:
         shared = {"lease_seconds": config.limits.lease_seconds, "spent_since": self.ledger.spent_since}
         counters = RedisCounters(config.redis_url, **shared) if config.redis_url else MemoryCounters(**shared)
         self.limits = LimitGate(config.limits, counters, self.registry, price=self.service.price)
+        #: the response cache (None unless configured: then no request does any work for it)
+        self.cache = None
+        if config.cache is not None:
+            semantic = None
+            if any(rule.semantic_cache for rule in self.rules.rules):
+                from ..cache.semantic import semantic_index  # numpy and the embedding model: only when asked for
+
+                semantic = semantic_index(config.cache.semantic)
+            self.cache = ResponseCache(config.cache, config.redis_url, semantic)
         self._tasks: set[asyncio.Task] = set()
         self._id_prefix = f"req_{secrets.token_hex(6)}_"
         self._request_numbers = itertools.count(1)
@@ -102,6 +112,8 @@ class Gateway:
     def finish(self, entry: LedgerEntry) -> None:
         """Every request ends here exactly once: its ledger row (metrics and the log line derive from it)."""
         self.ledger.record(entry)
+        if entry.cache is not None:
+            self.tracker.cache[entry.cache] += 1
         self.observer.finish(entry)
 
     def background(self, work: Coroutine) -> None:
@@ -120,6 +132,8 @@ class Gateway:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.keys.aclose()
         await self.limits.counters.aclose()
+        if self.cache is not None:
+            await self.cache.aclose()
         await self.cascade.threads.aclose()
         await self.cascade.book.aclose()
         await self.cascade.shadow.aclose()  # pairs still being completed reach the ledger

@@ -118,6 +118,8 @@ class GatewayMetrics:
                                  ["route", "fallback_model"], registry=registry)
         self.refusals = Counter("cascadeflow_refusals", "Requests the gateway refused itself: keys (authentication, "
                                 "permission), rate limits, budgets, an unreachable limit store", ["reason"], registry=registry)
+        self.cache = Counter("cascadeflow_cache_lookups", "Requests the response cache applied to, by result "
+                             "(hit: answered from it at no cost; miss; bypass: not read)", ["result"], registry=registry)
         self.upstream_errors = Counter("cascadeflow_upstream_errors", "Failed upstream attempts (retried ones included), "
                                        "by route and what failed", ["route", "kind"], registry=registry)
         self.retries = Counter("cascadeflow_upstream_retries", "Upstream calls retried", ["route"], registry=registry)
@@ -191,6 +193,8 @@ class GatewayMetrics:
             c.fallback.inc()
         if c.refusal is not None:
             c.refusal.inc()
+        if entry.cache is not None:
+            self.cache.labels(entry.cache).inc()
         self.sync_upstream()
         self.active_streams.set(self._gateway.active_streams)
 

@@ -60,6 +60,8 @@ _NEW_KEY = {
         "provider_keys": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 4096},
                           "description": "the key's own provider keys by route name or provider kind (anthropic, "
                                          "openai); stored encrypted, never shown again; needs CASCADEFLOW_SECRET_KEY"},
+        "cache": {"type": "boolean", "nullable": True, "description": "answer this key's repeated requests from the "
+                  "response cache (true), never (false), or as its rule says (null)"},
     },
     "additionalProperties": False,
     "example": {"name": "alice-laptop", "user_id": "alice", "team": "core", "limits": {"rpm": 60, "daily_budget_usd": 20}},

@@ -18,13 +18,14 @@ from ..dialects import anthropic as anthropic_wire
 from ..dialects import openai as openai_wire
 from ..dialects import responses as responses_wire
 from ..errors import CascadeflowError, ErrorKind, RequestError
+from ..cache import CachedAnswer, StreamCollector, hit_stream
 from ..cascade.policies import conversation_key
 from ..proxy import ProxyRequest
 from .bounds import model_name, read_json_body
 from .reach import check_reach, reachable_models
 from .errors import error_response, exception_response
 from .logs import REQUEST_ID
-from .records import RequestInfo, cascade_entry, error_entry, pass_through_entry
+from .records import RequestInfo, cache_hit_entry, cascade_entry, error_entry, pass_through_entry
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -94,6 +95,14 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
             if identity.key is not None and identity.key.models is not None:
                 check_reach(identity, reachable_models(gateway.service.router, model, dialect, rule))
             info.lease = await gateway.limits.admit(identity, body, len(raw or b""), model, rule, dialect)
+            cache = gateway.cache
+            if cache is not None and path in _CASCADED:  # after admission: a hit counts toward rpm, costs nothing
+                info.cache = ticket = cache.ticket(identity.key, rule, path, dialect, headers, body)
+                if ticket is not None and ticket.read:
+                    answer = await cache.lookup(ticket, dialect, proxy_request.stream)
+                    hit = _cache_hit(gateway, info, rule, answer, body) if answer is not None else None
+                    if hit is not None:
+                        return _with_id(hit, request_id)
         if proxy_request.stream and not count:
             _admit_stream(gateway)
             return _with_id(await _streaming(gateway, rule, proxy_request, dialect, headers, body, info), request_id)
@@ -104,9 +113,13 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
         if not count:
             gateway.tracker.record_request(stream=proxy_request.stream)
         result = await service.send(match, proxy_request, dialect)
-        if not count:
-            _finish(gateway, info, pass_through_entry(info, match, result))
         headers = {**result.headers, "x-cascadeflow-route": match.route.name, "x-request-id": request_id}
+        if not count:
+            entry = pass_through_entry(info, match, result)
+            _finish(gateway, info, entry)
+            if info.cache is not None:
+                headers["x-cascadeflow-cache"] = info.cache.status
+                await gateway.cache.remember(info.cache, dialect, result.raw, None, entry)  # type: ignore[union-attr]
         if result.cost is not None and not count:
             headers["x-cascadeflow-cost-usd"] = f"{result.cost:.8f}"
         return Response(result.raw, result.status, headers=headers)
@@ -117,6 +130,8 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
         response = exception_response(dialect, exc, request_id)
         if exc.decision is not None:  # a cascade that failed after its drafts says what it did, as a success would
             response.headers.update(exc.decision.headers(with_cost=True))
+        if info.cache is not None:
+            response.headers["x-cascadeflow-cache"] = info.cache.status
         return _with_id(response, request_id)
     except ClientDisconnect:
         if info.lease is not None:
@@ -169,15 +184,27 @@ async def _streaming(gateway: Gateway, rule, proxy_request: ProxyRequest, dialec
         gateway.active_streams -= 1
         raise
     media_type = reply_headers.get("content-type", "text/event-stream")
-    body_chunks = _counted(gateway, chunks, entry, info)
+    collector = None
+    if info.cache is not None:
+        reply_headers = {**reply_headers, "x-cascadeflow-cache": info.cache.status}
+        if info.cache.write and status == 200:
+            collector = StreamCollector(dialect)
+    body_chunks = _counted(gateway, chunks, entry, info, collector)
     return StreamingResponse(body_chunks, status, headers={**reply_headers, **_SSE_HEADERS}, media_type=media_type)
 
 
-async def _counted(gateway: Gateway, chunks, entry: Callable[[bool], LedgerEntry], info: RequestInfo) -> AsyncIterator[bytes]:
+async def _counted(gateway: Gateway, chunks, entry: Callable[[bool], LedgerEntry], info: RequestInfo,
+                   collector: StreamCollector | None = None) -> AsyncIterator[bytes]:
+    """The answer's chunks as they come; the request recorded at the end (and its answer cached, when it may be)."""
     finished = False
     try:
-        async for chunk in chunks:
-            yield chunk
+        if collector is None:
+            async for chunk in chunks:
+                yield chunk
+        else:
+            async for chunk in chunks:
+                collector.feed(chunk)
+                yield chunk
         finished = True
     finally:
         gateway.active_streams -= 1
@@ -187,7 +214,11 @@ async def _counted(gateway: Gateway, chunks, entry: Callable[[bool], LedgerEntry
         close = getattr(chunks, "aclose", None)
         if close is not None:
             await close()  # the client left early: stop the upstream at once
-        _finish(gateway, info, entry(finished))
+        record = entry(finished)
+        _finish(gateway, info, record)
+        if finished and collector is not None and (answer := collector.answer()) is not None:
+            # before the stream's end reaches the client: its next request finds the answer
+            await gateway.cache.remember(info.cache, collector.dialect, answer[0], answer[1], record)  # type: ignore[union-attr,arg-type]
 
 
 def _admit_stream(gateway: Gateway) -> None:
@@ -203,9 +234,34 @@ async def _cascade(gateway: Gateway, rule, proxy_request: ProxyRequest, dialect:
                    info: RequestInfo) -> Response:
     conversation = conversation_key(headers, body)
     reply = await gateway.cascade.complete(rule, proxy_request, dialect, conversation, info.request_id)
-    _finish(gateway, info, cascade_entry(info, reply.decision, reply.status))
+    entry = cascade_entry(info, reply.decision, reply.status)
+    _finish(gateway, info, entry)
     reply.headers.pop("content-length", None)
+    if info.cache is not None:
+        reply.headers["x-cascadeflow-cache"] = info.cache.status
+        await gateway.cache.remember(info.cache, dialect, reply.body, None, entry)  # type: ignore[union-attr]
     return Response(reply.body, reply.status, headers=reply.headers, media_type="application/json")
+
+
+def _cache_hit(gateway: Gateway, info: RequestInfo, rule, answer: CachedAnswer, body: dict) -> Response | None:  # type: ignore[no-untyped-def]
+    """A stored answer, as JSON or as a stream of the caller's dialect, recorded at zero cost (None: the
+    entry cannot make the stream asked for, and the request goes on as a miss)."""
+    payload = hit_stream(info.dialect, answer, body) if info.stream else answer.body
+    if payload is None:
+        info.cache.status = "miss"  # type: ignore[union-attr]
+        return None
+    match = info.cache.match or "exact"  # type: ignore[union-attr]
+    _finish(gateway, info, cache_hit_entry(info, rule.name if rule is not None else None, answer.served_model,
+                                           answer.baseline_cost, match))
+    headers = {"x-cascadeflow-cache": "hit", "x-cascadeflow-cache-match": match, "age": str(answer.age()),
+               "x-cascadeflow-cost-usd": f"{0.0:.8f}"}
+    if answer.served_model:
+        headers["x-cascadeflow-served-model"] = answer.served_model
+    if answer.baseline_cost is not None:
+        headers["x-cascadeflow-baseline-cost-usd"] = f"{answer.baseline_cost:.8f}"
+    if info.stream:
+        return Response(payload, 200, headers={**headers, **_SSE_HEADERS}, media_type="text/event-stream")
+    return Response(payload, 200, headers=headers, media_type="application/json")
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -10,19 +10,20 @@ from ..store import LedgerEntry
 from .auth import ANONYMOUS
 
 if TYPE_CHECKING:
+    from ..cache import CacheTicket
     from ..cascade import Decision
     from ..proxy import ProxyResult, ProxyStream
     from ..proxy.router import RouteMatch
     from ..store.counters import Lease
     from .auth import Identity
 
-__all__ = ["RequestInfo", "pass_through_entry", "cascade_entry", "error_entry"]
+__all__ = ["RequestInfo", "pass_through_entry", "cascade_entry", "error_entry", "cache_hit_entry"]
 
 
 class RequestInfo:
     """What every entry of one request shares (who, where, when it started)."""
 
-    __slots__ = ("endpoint", "dialect", "model", "stream", "started", "request_id", "identity", "lease")
+    __slots__ = ("endpoint", "dialect", "model", "stream", "started", "request_id", "identity", "lease", "cache")
 
     def __init__(self, endpoint: str, dialect: str, model: str, stream: bool, request_id: str) -> None:
         self.endpoint, self.dialect, self.model, self.stream = endpoint, dialect, model, stream
@@ -31,13 +32,16 @@ class RequestInfo:
         self.identity: Identity = ANONYMOUS
         #: the request's hold on limits and budgets, settled when it ends
         self.lease: Lease | None = None
+        #: the response cache's part in this request (None: the cache does not apply to it)
+        self.cache: CacheTicket | None = None
 
     def entry(self, **fields: object) -> LedgerEntry:
         identity = self.identity
         return LedgerEntry(
             endpoint=self.endpoint, dialect=self.dialect, requested_model=self.model, stream=self.stream,
             request_id=self.request_id, key_id=identity.key_id, user_id=identity.user_id, team=identity.team,
-            latency_ms=(time.perf_counter() - self.started) * 1000, **fields,  # type: ignore[arg-type]
+            latency_ms=(time.perf_counter() - self.started) * 1000,
+            cache=self.cache.status if self.cache is not None else None, **fields,  # type: ignore[arg-type]
         )
 
 
@@ -78,3 +82,15 @@ def error_entry(info: RequestInfo, exc: CascadeflowError, plan: str) -> LedgerEn
         return entry
     return info.entry(plan=plan, status=exc.status, error_type=exc.kind.name.lower(), detail=exc.message[:500],
                       route=getattr(exc, "route", None))  # upstream errors name their route; refusals have none
+
+
+def cache_hit_entry(info: RequestInfo, rule: str | None, served_model: str | None, baseline_cost: float | None,
+                    match: str = "exact") -> LedgerEntry:
+    """A request answered from the response cache: no upstream call, no tokens, priced at zero.
+
+    Its baseline is what the stored answer would have cost on the requested model, so the
+    saving the cache makes is counted like the cascade's. ``detail`` says how it matched.
+    """
+    return info.entry(plan="cascade" if rule is not None else "pass_through", status=200, rule=rule,
+                      served_model=served_model, cost=0.0, baseline_cost=baseline_cost, upstream_ms=0.0,
+                      detail=f"cache {match}")

@@ -81,6 +81,8 @@ class KeyRecord:
     provider_keys: Mapping[str, SecretStr] = field(default_factory=dict)
     #: provider keys stored for it that no configured secret key opens
     unreadable: tuple[str, ...] = ()
+    #: the response cache for this key's requests: on, off, or None (as the rule says)
+    cache: bool | None = None
 
     def usable(self, now: float) -> str | None:
         """None if the key may be used now, else why not."""
@@ -100,7 +102,7 @@ class KeyRecord:
             "models": list(self.models) if self.models is not None else None,
             "limits": self.limits.model_dump(exclude_none=True) if self.limits is not None else None,
             "created_at": self.created_at, "expires_at": self.expires_at, "revoked_at": self.revoked_at,
-            "status": self.usable(time.time()) or "active",
+            "status": self.usable(time.time()) or "active", "cache": self.cache,
             # only that one is set, never the key itself
             "provider_keys": {**{name: "set" for name in self.provider_keys},
                               **{name: "unreadable" for name in self.unreadable}},
@@ -125,7 +127,7 @@ def _record(row, sealer: Sealer | None) -> KeyRecord:  # type: ignore[no-untyped
         models=tuple(orjson.loads(row.models)) if row.models else None,
         limits=Limits(**limits) if limits else None,
         created_at=row.created_at, expires_at=row.expires_at, revoked_at=row.revoked_at,
-        provider_keys=opened, unreadable=tuple(sorted(unreadable)),
+        provider_keys=opened, cache=row.cache, unreadable=tuple(sorted(unreadable)),
     )
 
 
@@ -151,6 +153,7 @@ class KeyStore:
                 key_id=key_id_of(secret), key_hash=hash_key(secret), name=entry.name, user_id=entry.user_id,
                 team=entry.team, models=tuple(entry.models) if entry.models is not None else None,
                 limits=entry.limits, expires_at=entry.expires_at, provider_keys=dict(entry.provider_keys),
+                cache=entry.cache,
             )
         self._config_ids = frozenset(self._keys)
         self._seen_until = 0.0
@@ -190,6 +193,7 @@ class KeyStore:
         self, *, name: str | None = None, user_id: str | None = None, team: str | None = None,
         models: list[str] | None = None, limits: Limits | None = None, expires_at: float | None = None,
         provider_keys: Mapping[str, str] | None = None,
+        cache: bool | None = None,
     ) -> tuple[str, KeyRecord]:
         """Issue a key: returns the secret (shown once, never stored) and its record.
 
@@ -208,7 +212,7 @@ class KeyStore:
             "key_id": key_id, "key_hash": hash_key(secret), "name": name, "user_id": user_id, "team": team,
             "models": orjson.dumps(models).decode() if models is not None else None,
             "limits": orjson.dumps(limit_fields).decode() if limit_fields else None,
-            "created_at": now, "expires_at": expires_at, "revoked_at": None, "updated_at": now,
+            "created_at": now, "expires_at": expires_at, "revoked_at": None, "updated_at": now, "cache": cache,
             "provider_keys": orjson.dumps(sealed).decode() if sealed else None,
         }
         async with self.engine.begin() as conn:
@@ -216,7 +220,8 @@ class KeyStore:
         record = KeyRecord(key_id=key_id, key_hash=row["key_hash"], name=name, user_id=user_id, team=team,
                            models=tuple(models) if models is not None else None,
                            limits=limits if limit_fields else None, created_at=now, expires_at=expires_at,
-                           provider_keys={n: SecretStr(k) for n, k in (provider_keys or {}).items()})
+                           provider_keys={n: SecretStr(k) for n, k in (provider_keys or {}).items()},
+                           cache=cache)
         self._keys[key_id] = record
         log.info("key %s created (user %s, team %s%s)", key_id, user_id, team,
                  f"; own provider keys for {', '.join(sorted(provider_keys))}" if provider_keys else "")

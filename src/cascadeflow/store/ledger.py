@@ -71,6 +71,8 @@ class LedgerEntry:
     #: (``tool_error``, ``tool_loop``, ``correction``), and that turn's request id: a draft judged by what followed
     session_signal: str | None = None
     signal_request_id: str | None = None
+    #: the response cache: ``hit`` (answered from it, priced 0), ``miss``, ``bypass``; None: it did not apply
+    cache: str | None = None
 
 
 @dataclass(slots=True)
@@ -259,6 +261,7 @@ class Ledger:
             func.sum(case((c.accepted.is_(True), 1), else_=0)).label("drafts_accepted"),
             func.sum(case((c.status >= 400, 1), else_=0)).label("errors"),
             func.sum(case((c.cancelled.is_(True), 1), else_=0)).label("cancelled"),
+            func.sum(case((c.cache == "hit", 1), else_=0)).label("cache_hits"),
             func.sum(c.input_tokens).label("input_tokens"),
             func.sum(c.output_tokens).label("output_tokens"),
             func.sum(c.cache_write_tokens).label("cache_write_tokens"),

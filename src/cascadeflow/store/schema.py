@@ -62,6 +62,8 @@ requests_table = Table(
     # version 4
     Column("session_signal", String(32)),
     Column("signal_request_id", String(64)),
+    # version 6
+    Column("cache", String(8)),  # hit | miss | bypass; NULL: the response cache did not apply
 )
 
 
@@ -90,6 +92,8 @@ keys_table = Table(
     # version 3: JSON object {route name or provider kind: Fernet token}; each provider key sealed
     # under auth.secret_key (see store/sealing.py), never in the clear
     Column("provider_keys", Text),
+    # version 6
+    Column("cache", Boolean),  # the key's response-cache setting; NULL: as its rule says
 )
 
 def _shadow_columns_v5() -> list[Column]:
@@ -148,5 +152,11 @@ async def _v5(conn: AsyncConnection) -> None:
     await conn.run_sync(lambda sync: v5.metadata.create_all(sync))
 
 
+async def _v6(conn: AsyncConnection) -> None:
+    """The response cache: whether a request was answered from it; a key's cache setting."""
+    await conn.exec_driver_sql("ALTER TABLE requests ADD COLUMN cache VARCHAR(8)")
+    await conn.exec_driver_sql("ALTER TABLE api_keys ADD COLUMN cache BOOLEAN")
+
+
 #: (version, migration); each runs once, in order, inside one transaction
-MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5))
+MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5), (6, _v6))
