@@ -28,7 +28,7 @@ from ..telemetry import CostTracker
 from ..usage import Usage
 from .resilience import RETRYABLE_STATUSES, CircuitBreaker, retry_delay
 from .route import ProxyRoute, RoutePrice
-from .types import FORWARD_CREDENTIALS, ProxyRequest, ProxyResult, ProxyStream
+from .types import FORWARD_CREDENTIALS, SAMPLE_INDEX_HEADER, ProxyRequest, ProxyResult, ProxyStream
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -374,6 +374,8 @@ class ProxyHandler:
         headers = adapter.default_headers()
         headers.update(forwardable_request_headers(request.headers))
         headers.update(route.headers)
+        if route.replay and request.sample_index is not None:
+            headers[SAMPLE_INDEX_HEADER] = str(request.sample_index)
         forward = request.headers.get(FORWARD_CREDENTIALS) == "1" or route.pass_through_auth or route.api_key is None
         caller = adapter.caller_auth(request.headers) if forward else None
         if caller:

@@ -71,6 +71,10 @@ class ProxyRoute(BaseModel):
     #: request as received, ``chat`` translates it to Chat Completions (servers without the Responses
     #: API). Default: ``responses`` for api.openai.com, ``chat`` for every other base URL.
     openai_api: Literal["responses", "chat"] | None = None
+    #: the upstream is the project's simulator replaying recorded answers (``cascadeflow eval`` sets it):
+    #: sample agreement's extra samples then carry ``x-sample-index`` to pick a recorded sample.
+    #: A real upstream never gets that header.
+    replay: bool = False
 
     @field_validator("base_url")
     @classmethod

@@ -91,7 +91,8 @@ class Translation:
             log.debug("translating %s→%s dropped: %s", self.caller, self.upstream, ", ".join(self.dropped))
         foreign = _FOREIGN_HEADERS[self.upstream]
         headers = {k: v for k, v in request.headers.items() if not k.startswith(foreign)}
-        return ProxyRequest(request.method, API_PATHS[self.upstream], headers, translated, None, "")
+        return ProxyRequest(request.method, API_PATHS[self.upstream], headers, translated, None, "",
+                            sample_index=request.sample_index)
 
     def _from_responses(self, body: dict, limit: int | None) -> dict:
         """A Responses request as chat (for a chat upstream) or as Messages (through chat), cache-marked."""

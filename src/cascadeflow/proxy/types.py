@@ -11,11 +11,13 @@ from ..usage import Usage
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-__all__ = ["ProxyRequest", "ProxyResult", "ProxyStream", "FORWARD_CREDENTIALS"]
+__all__ = ["ProxyRequest", "ProxyResult", "ProxyStream", "FORWARD_CREDENTIALS", "SAMPLE_INDEX_HEADER"]
 
 #: set to "1" by the gateway when the caller's own credentials must go upstream (auth
 #: ``pass_through``); like every ``x-cascadeflow-*`` header it is never sent upstream
 FORWARD_CREDENTIALS = "x-cascadeflow-forward-credentials"
+#: how a replay upstream (the simulator) learns :attr:`ProxyRequest.sample_index`
+SAMPLE_INDEX_HEADER = "x-sample-index"
 
 
 @dataclass(slots=True)
@@ -28,6 +30,9 @@ class ProxyRequest:
     body: dict[str, Any] | None = None
     raw_body: bytes | None = None
     query: str = ""
+    #: which extra sample of sample agreement this call is; sent (as ``x-sample-index``) only to a
+    #: route marked ``replay``, whose recorded samples it selects — never to a real upstream
+    sample_index: int | None = None
 
     def __post_init__(self) -> None:
         self.headers = {k.lower(): v for k, v in self.headers.items()}
