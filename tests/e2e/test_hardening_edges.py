@@ -75,3 +75,99 @@ def test_a_callers_own_internal_looking_headers_do_not_reach_an_upstream(fresh_s
     for post in _posts(fresh_sim):
         assert not [k for k in post["headers"] if k.startswith("x-cascadeflow")], post["headers"]
         assert post["headers"].get("x-api-key", post["headers"].get("authorization", "")).endswith("k")
+
+
+# -- 2. integers beyond 64 bits anywhere in a body ------------------------------------------------------
+
+WIDE = 123456789012345678901234567890  # 97 bits: orjson would read it as a float
+
+
+def _wide_body(path: str, model: str, position: str, stream: bool) -> dict:
+    """A request with WIDE nested at ``position``: a tool schema's ``default``, or inside the conversation."""
+    if path == "/v1/messages":
+        tool = {"name": "lookup", "description": "d", "input_schema": {
+            "type": "object", "properties": {"n": {"type": "integer", "default": WIDE}}}}
+        messages = [{"role": "user", "content": "look it up"}]
+        if position == "conversation":
+            tool["input_schema"]["properties"]["n"].pop("default")
+            messages += [{"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "lookup",
+                                                             "input": {"n": WIDE, "deep": [{"m": WIDE}]}}]},
+                         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                                                       "content": "found"}]}]
+        return {"model": model, "max_tokens": 30, "stream": stream, "tools": [tool], "messages": messages}
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {
+        "type": "object", "properties": {"n": {"type": "integer", "default": WIDE}}}}}
+    body = {"model": model, "max_tokens": 30, "stream": stream, "tools": [tool],
+            "messages": [{"role": "user", "content": "look it up"}]}
+    if position == "conversation":
+        tool["function"]["parameters"]["properties"]["n"].pop("default")
+        body["response_format"] = {"type": "json_schema", "json_schema": {"name": "r", "schema": {
+            "type": "object", "properties": {"n": {"type": "integer", "enum": [WIDE]}}}}}
+    if stream:
+        body["stream_options"] = {"include_usage": True}  # the body needs no rewriting to be priced
+    return body
+
+
+_WHERE = {("/v1/messages", "tools"): "tools[0].input_schema.properties.n.default",
+          ("/v1/messages", "conversation"): "messages[1].content[0].input.n",
+          ("/v1/chat/completions", "tools"): "tools[0].function.parameters.properties.n.default",
+          ("/v1/chat/completions", "conversation"): "response_format.json_schema.schema.properties.n.enum[0]"}
+_NATIVE = {"/v1/messages": HAIKU, "/v1/chat/completions": "gpt-4o"}
+_FOREIGN = {"/v1/messages": "gpt-4o", "/v1/chat/completions": HAIKU}
+
+
+@pytest.mark.parametrize("path", list(_NATIVE))
+@pytest.mark.parametrize("position", ["tools", "conversation"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_wide_integer_passes_through_byte_exact(fresh_sim, start_gateway, path, position, stream):
+    gw = start_gateway(_config(fresh_sim))
+    body = _wide_body(path, _NATIVE[path], position, stream)
+    response = httpx.post(gw.url + path, json=body, timeout=10)
+    assert response.status_code == 200, response.text[:300]
+    (sent,) = _posts(fresh_sim)
+    assert str(WIDE).encode() in sent["raw"] and b"e+29" not in sent["raw"] and b"e29" not in sent["raw"]
+
+
+def _assert_refused(response: httpx.Response, path: str, where: str) -> None:
+    assert response.status_code == 400, (response.status_code, response.text[:300])
+    payload = response.json()
+    if path == "/v1/messages":
+        assert payload["type"] == "error"
+    assert payload["error"]["type"] == "invalid_request_error"
+    assert where in payload["error"]["message"] and "64 bits" in payload["error"]["message"], payload
+
+
+@pytest.mark.parametrize("path", list(_NATIVE))
+@pytest.mark.parametrize("position", ["tools", "conversation"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_wide_integer_is_refused_where_the_body_is_translated(fresh_sim, start_gateway, path, position, stream):
+    """Translation re-serialises the body: the integer would silently become a float, so it is a 400."""
+    gw = start_gateway(_config(fresh_sim))
+    response = httpx.post(gw.url + path, json=_wide_body(path, _FOREIGN[path], position, stream), timeout=10)
+    _assert_refused(response, path, _WHERE[path, position])
+    assert _posts(fresh_sim) == []
+
+
+@pytest.mark.parametrize("path", list(_NATIVE))
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_wide_integer_is_refused_where_a_cascade_drafts(fresh_sim, start_gateway, path, stream):
+    verifier = SONNET if path == "/v1/messages" else "gpt-5.4"
+    draft = HAIKU if path == "/v1/messages" else "gpt-4o-mini"
+    gw = start_gateway(_config(fresh_sim, cascade_rules=[{"name": "r", "request_model": verifier,
+                                                          "draft_model": draft}]))
+    response = httpx.post(gw.url + path, json=_wide_body(path, verifier, "tools", stream), timeout=10)
+    _assert_refused(response, path, _WHERE[path, "tools"])
+    assert _posts(fresh_sim) == []
+
+
+def test_a_wide_integer_is_refused_where_the_model_is_renamed(fresh_sim, start_gateway):
+    """``route:model`` and an OpenAI stream without the usage option are rewritten too."""
+    gw = start_gateway(_config(fresh_sim))
+    body = _wide_body("/v1/messages", f"anthropic:{HAIKU}", "tools", False)
+    _assert_refused(httpx.post(gw.url + "/v1/messages", json=body, timeout=10), "/v1/messages",
+                    _WHERE["/v1/messages", "tools"])
+    body = _wide_body("/v1/chat/completions", "gpt-4o", "tools", True)
+    body.pop("stream_options")
+    _assert_refused(httpx.post(gw.url + "/v1/chat/completions", json=body, timeout=10), "/v1/chat/completions",
+                    _WHERE["/v1/chat/completions", "tools"])
+    assert _posts(fresh_sim) == []

@@ -20,7 +20,7 @@ from ..dialects import responses as responses_wire
 from ..errors import CascadeflowError, ErrorKind, RequestError
 from ..cascade.policies import conversation_key
 from ..proxy import ProxyRequest
-from .bounds import model_name, read_json_body
+from .bounds import check_wide_integers, model_name, read_json_body
 from .reach import check_reach, reachable_models
 from .errors import error_response, exception_response
 from .logs import REQUEST_ID
@@ -94,13 +94,17 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
             if identity.key is not None and identity.key.models is not None:
                 check_reach(identity, reachable_models(gateway.service.router, model, dialect, rule))
             info.lease = await gateway.limits.admit(identity, body, len(raw or b""), model, rule, dialect)
+        service = gateway.service
+        match = service.route(proxy_request) if rule is None else None
+        if raw is not None and not count and (match is None or service.rewrites(match, proxy_request, dialect)):
+            check_wide_integers(raw)  # re-serialised: an integer beyond 64 bits would change (rare; cheap scan)
         if proxy_request.stream and not count:
             _admit_stream(gateway)
-            return _with_id(await _streaming(gateway, rule, proxy_request, dialect, headers, body, info), request_id)
+            return _with_id(await _streaming(gateway, rule, match, proxy_request, dialect, headers, body, info),
+                            request_id)
         if rule is not None:
             return _with_id(await _cascade(gateway, rule, proxy_request, dialect, headers, body, info), request_id)
-        service = gateway.service
-        match = service.route(proxy_request)
+        assert match is not None
         if not count:
             gateway.tracker.record_request(stream=proxy_request.stream)
         result = await service.send(match, proxy_request, dialect)
@@ -144,8 +148,8 @@ def _with_id(response: Response, request_id: str) -> Response:
     return response
 
 
-async def _streaming(gateway: Gateway, rule, proxy_request: ProxyRequest, dialect: str, headers: dict, body: dict,
-                     info: RequestInfo) -> Response:
+async def _streaming(gateway: Gateway, rule, match, proxy_request: ProxyRequest, dialect: str, headers: dict,
+                     body: dict, info: RequestInfo) -> Response:
     """A streaming request (cascaded or passed through); counted as open, and recorded, at its last byte."""
     gateway.active_streams += 1
     try:
@@ -156,7 +160,6 @@ async def _streaming(gateway: Gateway, rule, proxy_request: ProxyRequest, dialec
             def entry(finished: bool) -> LedgerEntry:
                 return cascade_entry(info, reply.decision, status, cancelled=not finished)
         else:
-            match = gateway.service.route(proxy_request)
             gateway.tracker.record_request(stream=True)
             stream = await gateway.service.open_stream(match, proxy_request, dialect)
             status, chunks = stream.status, stream

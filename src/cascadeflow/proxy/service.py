@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from ..dialects.translate import estimate_tokens
+from ..providers import adapter_for
 from ..errors import ProxyRoutingError, ProxyTransportError, ProxyUpstreamError
 from ..usage import Usage
 from .resilience import RETRYABLE_STATUSES
@@ -69,6 +70,13 @@ class ProxyService:
         if dialect == "responses" and match.route.provider == "openai" and match.route.serves_responses:
             return None
         return Translation(dialect, match.route.provider, self.router.registry)
+
+    def rewrites(self, match: RouteMatch, request: ProxyRequest, dialect: str | None) -> bool:
+        """True when ``request`` may reach an upstream re-serialised rather than as its bytes: translated, its
+        model renamed, changed by the provider adapter, or sent on to a fallback."""
+        if request.raw_body is None or match.route.fallbacks or self.translation(match, dialect) is not None:
+            return True
+        return adapter_for(match.route.provider, request.path).prepare(request.path, request.body or {}, match.model)[1]
 
     async def send(self, match: RouteMatch, request: ProxyRequest, dialect: str | None = None) -> ProxyResult:
         """One non-streaming call on ``match`` in the caller's ``dialect``; the route's fallbacks if it fails."""
