@@ -58,6 +58,7 @@ __all__ = [
     "anthropic_to_openai_response",
     "translate_error_body",
     "estimate_tokens",
+    "load_tokenizer",
     "parse_data_url",
 ]
 
@@ -567,6 +568,12 @@ def _count(text: str) -> int:
         except (ValueError, UnicodeError):  # lone surrogates and the like
             pass
     return -(-len(text) // 4)
+
+
+def load_tokenizer() -> bool:
+    """Load the tokenizer :func:`estimate_tokens` uses now (blocking: ~0.5 s of file reading and decoding);
+    True when it is available. The gateway calls it at start-up, off the event loop."""
+    return _cl100k() is not None
 
 
 @functools.lru_cache(maxsize=1)
