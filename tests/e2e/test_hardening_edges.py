@@ -9,7 +9,9 @@ the input) against the simulated provider.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 
 import anthropic
@@ -212,3 +214,63 @@ def test_the_first_requests_do_not_wait_for_data_to_load(sim, tmp_path):
     # bounds for a loaded machine; loading on the request took +0.56 s (count) and +0.2 s (priced), now +0.01–0.03 s
     assert first_count - later_count < 0.25, (first_count, later_count)
     assert first_priced - later_priced < 0.12, (first_priced, later_priced)
+
+
+# -- 4. bounded growth under client-chosen model names -----------------------------------------------------
+
+
+def _label_values(text: str, metric: str, label: str) -> set[str]:
+    found = set()
+    for line in text.splitlines():
+        if line.startswith(metric + "{"):
+            for part in line[len(metric) + 1:line.index("}")].split('",'):
+                name, _, value = part.partition('="')
+                if name == label:
+                    found.add(value.rstrip('"'))
+    return found
+
+
+def test_made_up_model_names_do_not_grow_the_gateway(fresh_sim, start_gateway):
+    """600 distinct names (beyond every cap: 512 resolved names, 256 models' totals, 500 model labels) through an
+    open route: caches, totals and labels stay bounded, and nothing is lost from the totals."""
+    gw = start_gateway(_config(fresh_sim))
+    names = [f"claude-made-up-{i:05d}" for i in range(600)]
+
+    async def send_all() -> list[int]:
+        limits = httpx.Limits(max_connections=16)
+        async with httpx.AsyncClient(base_url=gw.url, timeout=30, limits=limits) as client:
+            gate = asyncio.Semaphore(16)
+
+            async def one(name: str) -> int:
+                async with gate:
+                    response = await client.post("/v1/messages", json={"model": name, **ASK})
+                    return response.status_code
+
+            return await asyncio.gather(*(one(name) for name in names))
+
+    logging.disable(logging.WARNING)  # one "no price known" line per name
+    try:
+        statuses = asyncio.run(send_all())
+    finally:
+        logging.disable(logging.NOTSET)
+    assert set(statuses) == {200}
+    gateway = gw.app.state.gateway
+    assert gateway.registry.cached_models <= 512
+    stats = httpx.get(gw.url + "/stats").json()
+    assert len(stats["by_model"]) <= 257 and "other" in stats["by_model"]
+    assert sum(t["requests"] for t in stats["by_model"].values()) == 600  # nothing lost, only pooled
+    text = httpx.get(gw.url + "/metrics").text
+    for label in ("model", "served_model"):
+        values = _label_values(text, "cascadeflow_requests_total", label)
+        assert "other" in values and len(values) <= 501, (label, len(values))
+    written = 0.0  # the ledger writes in batches, every half second
+    for _ in range(50):
+        text = httpx.get(gw.url + "/metrics").text
+        lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+        written = float(lines.get("cascadeflow_ledger_rows_written_total", 0))
+        if written >= 600:
+            break
+        time.sleep(0.1)
+    assert written >= 600
+    assert float(lines["cascadeflow_ledger_rows_dropped_total"]) == 0
+    assert float(lines["cascadeflow_limit_store_errors_total"]) == 0
