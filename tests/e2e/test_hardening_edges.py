@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 
 import anthropic
@@ -274,3 +275,60 @@ def test_made_up_model_names_do_not_grow_the_gateway(fresh_sim, start_gateway):
     assert written >= 600
     assert float(lines["cascadeflow_ledger_rows_dropped_total"]) == 0
     assert float(lines["cascadeflow_limit_store_errors_total"]) == 0
+
+
+# -- 5. count_tokens: off the event loop, and counted against rpm -----------------------------------------
+
+
+def test_a_large_count_tokens_does_not_stall_other_requests(sim, tmp_path):
+    """~24 MB counted with tiktoken (an OpenAI-dialect model) while /health is asked every 50 ms.
+
+    Tokenising on the event loop held every other request for the whole count (> 1 s); in a worker thread
+    the loop keeps answering. A gateway process of its own: the test's threads do not share its GIL.
+    """
+    routes = "".join(f"  - {json.dumps(route)}\n" for route in _routes(sim))
+    process, url = launch_gateway_process(tmp_path, "routes:\n" + routes)
+    big = {"model": "gpt-4o", "messages": [{"role": "user", "content": "lorem ipsum dolor sit amet " * 900_000}]}
+    payload = json.dumps(big).encode()
+    done = threading.Event()
+    counted: list[httpx.Response] = []
+
+    def count() -> None:
+        try:
+            counted.append(httpx.post(url + "/v1/messages/count_tokens", content=payload, timeout=60,
+                                      headers={"content-type": "application/json"}))
+        finally:
+            done.set()
+
+    gaps: list[float] = []
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            client.get("/health")
+            worker = threading.Thread(target=count)
+            worker.start()
+            while not done.is_set():
+                started = time.perf_counter()
+                assert client.get("/health").status_code == 200
+                gaps.append(time.perf_counter() - started)
+                time.sleep(0.05)
+            worker.join()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert counted[0].status_code == 200 and counted[0].json()["input_tokens"] > 1_000_000
+    assert len(gaps) >= 5, gaps  # the count took a while: the probes overlapped it
+    assert max(gaps) < 0.5, sorted(gaps)[-5:]
+
+
+def test_count_tokens_counts_against_the_keys_rpm(fresh_sim, start_gateway, tmp_path):
+    config = ProxyConfig.from_dict({"routes": _routes(fresh_sim), "database_url": f"sqlite:///{tmp_path / 'gw.db'}",
+                                    "auth": {"mode": "api_key", "keys": [{"key": "k-count", "limits": {"rpm": 2}}]}})
+    gw = start_gateway(config)
+    client = anthropic.Anthropic(base_url=gw.url, api_key="k-count", max_retries=0)
+    for model in (HAIKU, "gpt-4o"):  # forwarded, then estimated
+        assert client.messages.count_tokens(model=model, messages=ASK["messages"]).input_tokens > 0
+    with pytest.raises(anthropic.RateLimitError) as info:
+        client.messages.count_tokens(model=HAIKU, messages=ASK["messages"])
+    assert "requests per minute" in info.value.message and info.value.response.headers.get("retry-after")
+    with pytest.raises(anthropic.RateLimitError):  # and the calls it made count against the next request
+        client.messages.create(model=HAIKU, **ASK)

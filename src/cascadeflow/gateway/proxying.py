@@ -94,6 +94,8 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
             if identity.key is not None and identity.key.models is not None:
                 check_reach(identity, reachable_models(gateway.service.router, model, dialect, rule))
             info.lease = await gateway.limits.admit(identity, body, len(raw or b""), model, rule, dialect)
+        else:  # a request against rpm and concurrency; it generates nothing, so no tokens or cost
+            info.lease = await gateway.limits.admit_call(identity)
         service = gateway.service
         match = service.route(proxy_request) if rule is None else None
         if raw is not None and not count and (match is None or service.rewrites(match, proxy_request, dialect)):
@@ -110,6 +112,8 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
         result = await service.send(match, proxy_request, dialect)
         if not count:
             _finish(gateway, info, pass_through_entry(info, match, result))
+        else:
+            _release(gateway, info)
         headers = {**result.headers, "x-cascadeflow-route": match.route.name, "x-request-id": request_id}
         if result.cost is not None and not count:
             headers["x-cascadeflow-cost-usd"] = f"{result.cost:.8f}"
@@ -118,18 +122,24 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
         gateway.tracker.record_error(exc.status)
         if not count:
             _finish(gateway, info, error_entry(info, exc, plan))
+        else:
+            _release(gateway, info)
         response = exception_response(dialect, exc, request_id)
         if exc.decision is not None:  # a cascade that failed after its drafts says what it did, as a success would
             response.headers.update(exc.decision.headers(with_cost=True))
         return _with_id(response, request_id)
     except ClientDisconnect:
-        if info.lease is not None:
+        if count:
+            _release(gateway, info)
+        elif info.lease is not None:
             _finish(gateway, info, error_entry(info, RequestError("the client left", kind=ErrorKind.INVALID_REQUEST), plan))
         return Response(status_code=499)
     except Exception:  # a bug must not take the worker down or leave the caller hanging
         log.exception("unexpected error while handling %s", path)
         gateway.tracker.record_error(500)
-        if info.lease is not None:
+        if count:
+            _release(gateway, info)
+        elif info.lease is not None:
             _finish(gateway, info, error_entry(info, RequestError("internal gateway error", kind=ErrorKind.INTERNAL), plan))
         return error_response(dialect, ErrorKind.INTERNAL, "internal gateway error; see the gateway log",
                               request_id=request_id)
@@ -141,6 +151,13 @@ def _finish(gateway: Gateway, info: RequestInfo, entry: LedgerEntry) -> None:
     lease, info.lease = info.lease, None
     if lease is not None:
         gateway.background(gateway.limits.settle(lease, entry))
+
+
+def _release(gateway: Gateway, info: RequestInfo) -> None:
+    """Give back a lease that used nothing (``count_tokens``): it is no request of the ledger."""
+    lease, info.lease = info.lease, None
+    if lease is not None:
+        gateway.background(gateway.limits.release(lease))
 
 
 def _with_id(response: Response, request_id: str) -> Response:

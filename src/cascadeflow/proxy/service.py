@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from ..dialects.translate import estimate_tokens
@@ -132,7 +133,9 @@ class ProxyService:
         if translation is None:
             return await self.handler.send(match.route, match.model, request, has_alternative=has_alternative)
         if request.path.endswith("/count_tokens"):  # no upstream counts Anthropic-style: estimate
-            tokens = estimate_tokens({**(request.body or {}), "model": match.model}, "anthropic")
+            # tiktoken on a body of up to server.max_body_bytes takes seconds: never on the event loop
+            tokens = await asyncio.to_thread(estimate_tokens, {**(request.body or {}), "model": match.model},
+                                             "anthropic")
             data = {"input_tokens": tokens}
             return ProxyResult(data, 200, {"x-cascadeflow-token-count": "estimated"}, Usage(), 0.0, match.route.name,
                                match.model, 0.0, b'{"input_tokens":%d}' % tokens)
