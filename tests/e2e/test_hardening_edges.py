@@ -332,3 +332,42 @@ def test_count_tokens_counts_against_the_keys_rpm(fresh_sim, start_gateway, tmp_
     assert "requests per minute" in info.value.message and info.value.response.headers.get("retry-after")
     with pytest.raises(anthropic.RateLimitError):  # and the calls it made count against the next request
         client.messages.create(model=HAIKU, **ASK)
+
+
+# -- 6. a bounded wait for one of a route's pooled connections -------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/chat/completions"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_full_connection_pool_is_a_503_after_pool_timeout(fresh_sim, start_gateway, path, stream):
+    """max_connections 1 and a slow stream holding it: the next request waits pool_timeout, then gets a 503
+    in its dialect that names the route and the limit (an SDK retries a 503); the breaker is not touched."""
+    fresh_sim.set_script([{"match": {"prompt_contains": "slow"}, "words": 40, "chunk_delay": 0.1}])
+    gw = start_gateway(_config(fresh_sim, {"max_connections": 1, "pool_timeout": 0.5}))
+    holder_started = threading.Event()
+
+    def hold() -> None:  # a ~4 s stream on the route's only connection
+        body = {"model": HAIKU, "max_tokens": 500, "stream": True, "messages": [{"role": "user", "content": "slow"}]}
+        with httpx.stream("POST", gw.url + "/v1/messages", json=body, timeout=30) as response:
+            holder_started.set()
+            for _ in response.iter_bytes():
+                pass
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holder_started.wait(10)
+    body = {"model": HAIKU, **ASK, "stream": stream}  # translated for the OpenAI caller: the same route
+    started = time.perf_counter()
+    response = httpx.post(gw.url + path, json=body, timeout=30)
+    waited = time.perf_counter() - started
+    holder.join()
+    assert response.status_code == 503, response.text[:300]
+    assert 0.4 < waited < 2.5, waited  # pool_timeout, not the holder's ~4 s
+    error = response.json()["error"]
+    assert "'anthropic'" in error["message"] and "max_connections" in error["message"], error
+    assert "pool_timeout" in error["message"] and response.headers["retry-after"]
+    if path == "/v1/messages":
+        assert response.json()["type"] == "error"
+    health = httpx.get(gw.url + "/health").json()
+    assert all(b["state"] == "closed" for b in health["breakers"].values()), health["breakers"]
+    assert _claude(gw).messages.create(model=HAIKU, **ASK).content  # the connection is free again

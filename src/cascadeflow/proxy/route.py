@@ -63,6 +63,10 @@ class ProxyRoute(BaseModel):
         default=False, description="forward the caller's own provider key instead of api_key"
     )
     max_connections: int = Field(default=512, ge=1, description="pooled keep-alive connections")
+    pool_timeout: float = Field(
+        default=10.0, gt=0,
+        description="longest wait to get a connection (one of max_connections to come free, then open); then 503",
+    )
     retry: RetrySettings = Field(default_factory=RetrySettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     #: models (any route, ``route:model`` allowed) tried in order when this route keeps failing
