@@ -44,6 +44,7 @@ class ErrorKind(Enum):
     BUDGET_EXCEEDED = 402  # not retried by the SDKs, unlike 429: the budget will not come back in seconds
     PERMISSION = 403
     NOT_FOUND = 404
+    REQUEST_TIMEOUT = 408  # the request did not finish arriving in time; the SDKs retry it
     REQUEST_TOO_LARGE = 413
     RATE_LIMIT = 429
     INTERNAL = 500

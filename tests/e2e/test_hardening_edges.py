@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import threading
 import time
 
@@ -371,3 +372,64 @@ def test_a_full_connection_pool_is_a_503_after_pool_timeout(fresh_sim, start_gat
     health = httpx.get(gw.url + "/health").json()
     assert all(b["state"] == "closed" for b in health["breakers"].values()), health["breakers"]
     assert _claude(gw).messages.create(model=HAIKU, **ASK).content  # the connection is free again
+
+
+# -- 7. requests that never finish arriving ----------------------------------------------------------------
+
+
+def _read_until_closed(sock: socket.socket, limit: float) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection (or ``limit`` seconds pass)."""
+    started = time.perf_counter()
+    sock.settimeout(limit)
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except TimeoutError:
+        pass
+    return received, time.perf_counter() - started
+
+
+@pytest.fixture()
+def impatient_gateway(sim, tmp_path):
+    """A gateway process (the real server) whose request reads time out after half a second."""
+    routes = "".join(f"  - {json.dumps(route)}\n" for route in _routes(sim))
+    process, url = launch_gateway_process(tmp_path, "routes:\n" + routes, server={"request_read_timeout": 0.5})
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/chat/completions"])
+def test_a_partial_body_is_a_408_and_the_connection_closes(impatient_gateway, path):
+    host, port = impatient_gateway.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                     "content-length: 1000\r\n\r\n".encode() + b'{"model": "claude-haiku-5-5", "mess')
+        received, waited = _read_until_closed(sock, 10)
+    assert waited < 5, waited  # closed after the timeout, not held
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), received[:300]
+    assert b"connection: close" in head.lower()
+    error = json.loads(body)
+    if path == "/v1/messages":
+        assert error["type"] == "error" and error["error"]["type"] == "timeout_error"
+    else:
+        assert error["error"]["code"] == "request_timeout"
+    assert "0.5" in error["error"]["message"] and "request_read_timeout" in error["error"]["message"]
+
+
+def test_partial_headers_are_a_408_and_the_connection_closes(impatient_gateway):
+    host, port = impatient_gateway.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-ty")
+        received, waited = _read_until_closed(sock, 10)
+    assert waited < 5, waited
+    assert received.startswith(b"HTTP/1.1 408"), received[:300]
+    error = json.loads(received.partition(b"\r\n\r\n")[2])
+    assert error["type"] == "error" and error["error"]["type"] == "timeout_error"
+    with socket.create_connection((host, int(port))) as sock:  # silent after connecting: closed too
+        received, waited = _read_until_closed(sock, 10)
+    assert waited < 5 and received.startswith(b"HTTP/1.1 408"), (waited, received[:200])
+    # a whole request, sent at once, is served as ever
+    assert httpx.post(impatient_gateway + "/v1/messages", json={"model": HAIKU, **ASK}, timeout=10).status_code == 200

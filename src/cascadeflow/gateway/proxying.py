@@ -8,6 +8,7 @@ goes wrong becomes an error in the caller's dialect; nothing escapes to the serv
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -77,7 +78,7 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
     try:
         headers = dict(request.headers)
         info.identity = identity = gateway.auth.identify(headers)  # before the body is read: refuse cheaply
-        raw = await read_body(request, gateway.config.server.max_body_bytes)
+        raw = await read_body(request, gateway.config.server.max_body_bytes, gateway.config.server.request_read_timeout)
         body = read_json_body(raw)
         info.model = model = model_name(body)
         _CHECKS[path](body, count_tokens=count)
@@ -227,17 +228,24 @@ async def _cascade(gateway: Gateway, rule, proxy_request: ProxyRequest, dialect:
     return Response(reply.body, reply.status, headers=reply.headers, media_type="application/json")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refused with 413 as soon as it exceeds ``limit`` bytes."""
+async def read_body(request: Request, limit: int, timeout: float | None = None) -> bytes:
+    """The whole body, refused with 413 as soon as it exceeds ``limit`` bytes, and with 408 (the
+    connection then closed) when it has not all arrived within ``timeout`` seconds."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestError(f"request body is {declared} bytes; the limit is {limit}", kind=ErrorKind.REQUEST_TOO_LARGE)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(f"request body exceeds the limit of {limit} bytes", kind=ErrorKind.REQUEST_TOO_LARGE)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestError(f"request body exceeds the limit of {limit} bytes",
+                                       kind=ErrorKind.REQUEST_TOO_LARGE)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestError(f"the request body did not arrive within {timeout:g}s (server.request_read_timeout; "
+                           f"{size} bytes came)", kind=ErrorKind.REQUEST_TIMEOUT) from None
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
