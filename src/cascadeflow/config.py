@@ -150,6 +150,8 @@ class ServerConfig(_Strict):
     max_concurrent_streams: int | None = Field(default=None, ge=1)
     #: request headers larger than this in all are refused (400) before anything else is read
     max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    #: the longest a request may take to arrive, headers and body: then 408 and the connection is closed
+    request_read_timeout: float = Field(default=30.0, gt=0)
     #: on SIGTERM, how long in-flight requests (streams included) may take to finish
     shutdown_timeout: float = Field(default=30.0, ge=0)
 

@@ -9,8 +9,10 @@
         ├── ProxyRoutingError        no route serves the model (404)
         ├── ProxyUpstreamError       the upstream answered an error status (relayed as is)
         └── ProxyTransportError      the upstream could not be reached or timed out (502/504)
-            └── ProxyProtocolError   it answered something that is not its API: a redirect, a
-                                     body that is not JSON (502, not retried)
+            ├── ProxyProtocolError   it answered something that is not its API: a redirect, a
+            │                        body that is not JSON (502, not retried)
+            └── ProxyPoolFullError   the gateway's own connections to it stayed busy (503, not
+                                     retried, no verdict on the upstream)
 
 The gateway renders any of them in the caller's dialect (see ``dialects``).
 """
@@ -30,6 +32,7 @@ __all__ = [
     "ProxyUpstreamError",
     "ProxyTransportError",
     "ProxyProtocolError",
+    "ProxyPoolFullError",
 ]
 
 
@@ -41,6 +44,7 @@ class ErrorKind(Enum):
     BUDGET_EXCEEDED = 402  # not retried by the SDKs, unlike 429: the budget will not come back in seconds
     PERMISSION = 403
     NOT_FOUND = 404
+    REQUEST_TIMEOUT = 408  # the request did not finish arriving in time; the SDKs retry it
     REQUEST_TOO_LARGE = 413
     RATE_LIMIT = 429
     INTERNAL = 500
@@ -138,3 +142,13 @@ class ProxyTransportError(ProxyError):
 
 class ProxyProtocolError(ProxyTransportError):
     """The upstream answered, but not as its API does (a redirect, a 200 whose body is not JSON): 502."""
+
+
+class ProxyPoolFullError(ProxyTransportError):
+    """Every one of a route's ``max_connections`` stayed busy for ``pool_timeout``: 503 with ``retry-after``.
+
+    The gateway's own limit, not the upstream's fault: not retried, and no verdict for the breaker.
+    """
+
+    def __init__(self, message: str, *, route: str | None = None) -> None:
+        super().__init__(message, route=route, retry_after=1.0)

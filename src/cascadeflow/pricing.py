@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from collections import OrderedDict
+from collections.abc import Iterable
 from fnmatch import fnmatchcase
 
 from genai_prices import Usage as GenaiUsage
@@ -27,6 +29,8 @@ log = logging.getLogger("cascadeflow.pricing")
 
 _PROVIDER_DIALECT = {"anthropic": "anthropic", "openai": "openai"}
 _REFRESH_SECONDS = 3600.0
+#: resolved model names kept (least recently used first out): a client may send any name
+_CACHE_SIZE = 512
 #: OpenAI's embedding models (USD per million input tokens), which genai-prices does not list
 _EMBEDDING_PRICES = {"text-embedding-3-small": 0.02, "text-embedding-3-large": 0.13, "text-embedding-ada-002": 0.10}
 
@@ -101,8 +105,8 @@ class ModelRegistry:
         self._use_genai = use_genai_prices
         self._custom: dict[str, ModelInfo] = {}
         self._custom_globs: list[ModelInfo] = []
-        self._cache: dict[str, ModelInfo | None] = {}
-        self._warned: set[str] = set()
+        self._cache: OrderedDict[str, ModelInfo | None] = OrderedDict()
+        self._warned: OrderedDict[str, None] = OrderedDict()  # names warned of as unpriced (bounded alike)
 
     def register(
         self,
@@ -142,12 +146,32 @@ class ModelRegistry:
 
     def info(self, model: str) -> ModelInfo | None:
         """Everything known of ``model`` (custom entries first), or None."""
-        info = self._cache.get(model, _MISSING)
+        cache = self._cache
+        info = cache.get(model, _MISSING)
         if info is not _MISSING and (info is None or time.monotonic() - info.resolved_at < _REFRESH_SECONDS):
+            cache.move_to_end(model)
             return info  # type: ignore[return-value]
         info = self._resolve(model)
-        self._cache[model] = info
+        cache[model] = info
+        cache.move_to_end(model)
+        if len(cache) > _CACHE_SIZE:
+            cache.popitem(last=False)
         return info
+
+    @property
+    def cached_models(self) -> int:
+        """How many resolved names are held (at most 512)."""
+        return len(self._cache)
+
+    def warm(self, models: Iterable[str] = ()) -> None:
+        """Load the price data (and resolve ``models``) now, not on the first request that needs them.
+
+        Blocking (file reads, ~0.1–0.5 s): run it before the server accepts, off the event loop.
+        """
+        if self._use_genai:
+            data_snapshot.get_snapshot()
+        for model in models:
+            self.info(model)
 
     def provider_for(self, model: str) -> str | None:
         info = self.info(model)
@@ -162,7 +186,9 @@ class ModelRegistry:
         info = self.info(model)
         cost = info.cost(usage) if info else None
         if cost is None and model not in self._warned:
-            self._warned.add(model)
+            self._warned[model] = None
+            if len(self._warned) > _CACHE_SIZE:
+                self._warned.popitem(last=False)
             log.warning("no price known for model %r: its cost is recorded as unknown", model)
         return cost
 

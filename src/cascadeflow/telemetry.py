@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 
 from .usage import Usage
 
-__all__ = ["CostTracker", "ModelTotals", "RuleTotals"]
+__all__ = ["CostTracker", "ModelTotals", "RuleTotals", "MAX_MODELS", "OTHER_MODELS"]
+
+#: distinct models :attr:`CostTracker.by_model` keeps; calls to any further one are pooled under
+#: :data:`OTHER_MODELS` (a client chooses model names, so the totals must not grow with them)
+MAX_MODELS = 256
+OTHER_MODELS = "other"
 
 
 @dataclass(slots=True)
@@ -100,7 +105,10 @@ class CostTracker:
         if status >= 400 and status != 499:
             self.errors[status] += 1
         self.usage = self.usage + usage
-        for totals in (self.by_model[model], self.by_route[route]):
+        by_model = self.by_model.get(model)
+        if by_model is None:
+            by_model = self.by_model[model if len(self.by_model) < MAX_MODELS else OTHER_MODELS]
+        for totals in (by_model, self.by_route[route]):
             totals.requests += 1
             totals.usage = totals.usage + usage
             if cost is None:

@@ -400,7 +400,8 @@ def test_integers_beyond_64_bits_are_a_400(fresh_sim, start_gateway, path, serve
 @pytest.mark.parametrize("path", list(_PATHS))
 @pytest.mark.parametrize("served", ["same", "translated"])
 def test_a_nested_integer_beyond_64_bits_is_never_a_500(fresh_sim, start_gateway, path, served):
-    """Nested ones are not looked for (it would cost a scan of every body): forwarded, or sent as a float."""
+    """Nested ones are forwarded as sent, or a 400 naming the field where a translation re-serialises the body
+    (tests/e2e/test_hardening_edges.py covers them in detail)."""
     gw = start_gateway(_config(fresh_sim, _route(fresh_sim, retry={"attempts": 1})))
     model = _PATHS[path] if served == "same" else _PATHS["/v1/chat/completions" if path == "/v1/messages" else "/v1/messages"]
     raw = (b'{"model": "%s", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}], '

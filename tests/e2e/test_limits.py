@@ -141,11 +141,12 @@ def test_cache_tokens_are_priced_at_their_own_rates_streamed_or_not(fresh_sim, s
     assert expected != pytest.approx(as_plain_input)
 
 
-def test_limits_do_not_apply_to_count_tokens_and_no_limit_means_no_counting(fresh_sim, start_gateway, tmp_path):
+def test_count_tokens_is_a_request_against_rpm_and_no_limit_means_no_counting(fresh_sim, start_gateway, tmp_path):
+    """count_tokens counts against rpm (issue 15; it was never limited): see also test_hardening_edges.py."""
     gw, _ = _gateway(start_gateway, fresh_sim, tmp_path, [{"key": "k-one", "limits": {"rpm": 1}}, {"key": "k-free"}])
     client = anthropic.Anthropic(base_url=gw.url, api_key="k-one", max_retries=0)
-    for _ in range(3):
-        client.messages.count_tokens(model="claude-haiku-5-5", messages=ASK["messages"])
-    client.messages.create(model="claude-haiku-5-5", **ASK)
+    client.messages.count_tokens(model="claude-haiku-5-5", messages=ASK["messages"])
+    with pytest.raises(anthropic.RateLimitError):
+        client.messages.create(model="claude-haiku-5-5", **ASK)
     free = httpx.Client(base_url=gw.url, headers={"x-api-key": "k-free", "anthropic-version": "2023-06-01"})
     assert all(free.post("/v1/messages", json={"model": "claude-haiku-5-5", **ASK}).status_code == 200 for _ in range(5))

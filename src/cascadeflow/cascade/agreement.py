@@ -13,10 +13,7 @@ import re
 
 from .answer import CheckResult
 
-__all__ = ["SAMPLE_HEADER", "final_answer", "agreement"]
-
-#: sent with each extra sample (a replay upstream uses it to serve recorded samples)
-SAMPLE_HEADER = "x-sample-index"
+__all__ = ["final_answer", "agreement"]
 
 _LABELLED = re.compile(
     r"(?:final answer\s*(?:is)?\s*:?|the answer is\s*:?|answer\s*:|^\s*a\s*:)\s*(.+?)\s*$", re.I | re.M

@@ -32,7 +32,7 @@ from ..usage import Usage
 from ..proxy.translation import API_PATHS
 from ..telemetry import CostTracker
 from ..tracing import Tracing
-from .agreement import SAMPLE_HEADER, agreement
+from .agreement import agreement
 from .answer import CheckResult, DraftAnswer
 from .checks import run_early
 from .drafts import ops_for
@@ -479,8 +479,7 @@ class CascadeEngine:
             body["messages"] = strip_thinking(body["messages"])
         body.pop("stream_options", None)
         calls = [
-            self._send_json(match, request.derive(body, method="POST", path=API_PATHS[dialect], query="",
-                                                  headers={**request.headers, SAMPLE_HEADER: str(i)}),
+            self._send_json(match, request.derive(body, method="POST", path=API_PATHS[dialect], query="", sample_index=i),
                             dialect, ops, "sample")
             for i in range(settings.samples)
         ]

@@ -30,6 +30,7 @@ ERROR_TYPES: dict[ErrorKind, str] = {
     ErrorKind.BAD_GATEWAY: "api_error",
     ErrorKind.UNAVAILABLE: "api_error",
     ErrorKind.TIMEOUT: "timeout_error",
+    ErrorKind.REQUEST_TIMEOUT: "timeout_error",
     ErrorKind.OVERLOADED: "overloaded_error",
 }
 

@@ -30,6 +30,7 @@ ERROR_TYPES: dict[ErrorKind, tuple[str, str | None]] = {
     ErrorKind.BAD_GATEWAY: ("server_error", "bad_gateway"),
     ErrorKind.UNAVAILABLE: ("server_error", "service_unavailable"),
     ErrorKind.TIMEOUT: ("timeout", "timeout"),
+    ErrorKind.REQUEST_TIMEOUT: ("invalid_request_error", "request_timeout"),
     ErrorKind.OVERLOADED: ("server_error", "overloaded"),
 }
 

@@ -101,7 +101,8 @@ def _eval_config(sim: SimulatedProvider, records: list[dict], template: dict, fo
     }
     return ProxyConfig.from_dict(
         {
-            "routes": [{"name": "replay", "provider": "openai", "base_url": sim.url + "/v1", "api_key": "replay"}],
+            "routes": [{"name": "replay", "provider": "openai", "base_url": sim.url + "/v1", "api_key": "replay",
+                        "replay": True}],
             "cascade_models": models,
             "server": {"log_level": "warning"},
             "database_url": f"sqlite:///{folder}/eval.db",  # an evaluation leaves no ledger behind

@@ -28,6 +28,7 @@ from ..cache import ResponseCache
 from ..cascade import CascadeEngine, RuleSet, ShadowRecorder
 from ..config import ProxyConfig, VirtualKey
 from ..errors import ErrorKind
+from ..dialects.translate import load_tokenizer
 from ..pricing import ModelRegistry
 from ..store import Ledger, LedgerEntry
 from ..store.counters import MemoryCounters, RedisCounters
@@ -123,9 +124,20 @@ class Gateway:
         task.add_done_callback(self._tasks.discard)
 
     async def start(self) -> None:
+        await asyncio.to_thread(self._load_data)  # before the server accepts, and off the loop
         await self.ledger.start()
         assert self.ledger.engine is not None
         await self.keys.start(self.ledger.engine, watch=self.config.auth.mode in ("api_key", "hybrid"))
+
+    def _load_data(self) -> None:
+        """Prices and the tokenizer: loaded on the first request that needed them, they stalled every request."""
+        models = {model for route in self.service.router.routes for model in route.models or ()
+                  if not any(c in model for c in "*?[")}
+        for rule in self.rules.rules:
+            models.update(stage.model for stage in rule.draft_stages())
+            models.update(m for m in (rule.verifier_model, rule.request_model) if m and not any(c in m for c in "*?["))
+        self.registry.warm(sorted(models))
+        load_tokenizer()
 
     async def aclose(self) -> None:
         if self._tasks:

@@ -4,10 +4,11 @@ Parsed once with orjson, which refuses what no upstream accepts either (a lone U
 surrogate, NaN, invalid UTF-8). orjson reads an integer beyond 64 bits as a float, which
 would change its meaning when re-serialised: a top-level field holding such a number is
 refused (an integral float beyond 64 bits makes the body be parsed again, exactly, to tell
-``1e23`` from an integer). Nested ones are not looked for — scanning every body costs
-several times its parse — and are never a crash: a pass-through forwards the bytes as
-sent, a translation sends the float. A model name ends up in headers, logs and the
-ledger: at most 256 printable characters.
+``1e23`` from an integer). Nested ones matter only where the gateway re-serialises the
+body (a translation, a cascade, a renamed model, a fallback): a pass-through forwards the
+bytes as sent. :func:`check_wide_integers` looks for them only then — scanning costs about
+twice a parse — and refuses the request, naming the field, rather than send a float.
+A model name ends up in headers, logs and the ledger: at most 256 printable characters.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import orjson
 
 from ..errors import RequestError
 
-__all__ = ["read_json_body", "model_name", "MAX_MODEL_CHARS"]
+__all__ = ["read_json_body", "model_name", "check_wide_integers", "MAX_MODEL_CHARS"]
 
 MAX_MODEL_CHARS = 256
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # int64 and uint64 both round-trip
+#: every digit becomes "0", every other byte " ": a run of 20 digits is then one ``find``
+_DIGITS_ONLY = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
+_WIDE_RUN = b"0" * 20  # 2**64 has 20 digits: an integer with fewer is never beyond 64 bits
 
 
 def read_json_body(raw: bytes) -> dict:
@@ -40,6 +44,42 @@ def read_json_body(raw: bytes) -> dict:
             _check_integers(raw)  # rare: only then parse again, exactly
             break
     return body
+
+
+def check_wide_integers(raw: bytes) -> None:
+    """Refuse (400, naming the field) a body that holds an integer beyond 64 bits anywhere.
+
+    For a body the gateway re-serialises: its parse holds such an integer as a float, which
+    would reach the upstream changed. A run of 20 digits (in a string too) is looked for
+    first; only then is the body parsed again, exactly, to find the field.
+    """
+    if raw.translate(_DIGITS_ONLY).find(_WIDE_RUN) < 0:
+        return
+    try:
+        exact = json.loads(raw)
+    except (ValueError, RecursionError):
+        return
+    found = _wide_integer(exact)
+    if found is not None:
+        where, value = found
+        raise RequestError(
+            f"{where}: an integer of {len(str(abs(value)))} digits is beyond 64 bits; this request is translated, "
+            "cascaded or has its model renamed, and the gateway cannot re-serialise such an integer exactly "
+            "(send it as a string, or to a route of the same API under its own model name)")
+
+
+def _wide_integer(value: object) -> tuple[str, int] | None:
+    """The path and value of the first integer beyond 64 bits in a parsed body (depth first)."""
+    stack: list[tuple[str, object]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if type(item) is int and not _INT_MIN <= item <= _INT_MAX:
+            return path, item
+        if isinstance(item, dict):
+            stack.extend((f"{path}.{key}" if path else str(key), child) for key, child in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{index}]", child) for index, child in reversed(list(enumerate(item))))
+    return None
 
 
 def model_name(body: dict) -> str:

@@ -51,6 +51,8 @@ def exception_response(dialect: str, exc: CascadeflowError, request_id: str | No
     headers = {"retry-after": str(max(1, round(retry_after)))} if retry_after is not None else {}
     if exc.kind in _FINAL or exc.final:
         headers["x-should-retry"] = "false"  # the SDKs (and Claude Code) honour it: retrying cannot help
+    elif exc.kind is ErrorKind.REQUEST_TIMEOUT:
+        headers["connection"] = "close"  # what is left of the body must not be read as the next request
     return error_response(dialect, exc.kind, exc.message, headers or None, request_id=request_id)
 
 

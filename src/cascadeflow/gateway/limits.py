@@ -125,6 +125,24 @@ class LimitGate:
         if not scopes:
             return None
         tokens, cost = self.estimate(body, body_bytes, charged_models(model, rule), dialect)
+        return await self._admit(scopes, tokens, cost)
+
+    async def admit_call(self, identity: Identity) -> Lease | None:
+        """Admission for a call that generates nothing (``count_tokens``): one request against ``rpm``
+        and ``max_concurrent``, no tokens and no cost reserved. Give the lease back with :meth:`release`."""
+        scopes = self.scopes(identity)
+        return await self._admit(scopes, 0, 0.0) if scopes else None
+
+    async def release(self, lease: Lease) -> None:
+        """End a lease that used nothing."""
+        if not lease.synced:
+            return
+        try:
+            await self.counters.settle(lease, 0, 0.0)
+        except Exception as exc:
+            self._store_failed(exc)
+
+    async def _admit(self, scopes: tuple[Scope, ...], tokens: int, cost: float) -> Lease | None:
         try:
             outcome = await self.counters.admit(scopes, tokens, cost)
         except Exception as exc:  # Redis is unreachable: the documented choice, never a crash

@@ -130,6 +130,12 @@ class GatewayMetrics:
                                     multiprocess_mode="livesum", registry=registry)
         self.in_flight = Gauge("cascadeflow_requests_in_flight", "API requests being answered (streams included)",
                                multiprocess_mode="livesum", registry=registry)
+        self.ledger_written = Counter("cascadeflow_ledger_rows_written", "Ledger rows written to the database",
+                                      registry=registry)
+        self.ledger_dropped = Counter("cascadeflow_ledger_rows_dropped", "Ledger rows lost: their batch could not be "
+                                      "written (the database unreachable or refusing it)", registry=registry)
+        self.store_errors = Counter("cascadeflow_limit_store_errors", "Admissions or settlements the limit store "
+                                    "(Redis) failed to answer", registry=registry)
         self.workers = Gauge("cascadeflow_workers", "Gateway worker processes alive", multiprocess_mode="livesum",
                              registry=registry)
         self.workers.set(1)
@@ -138,6 +144,7 @@ class GatewayMetrics:
         self._retries_seen: dict[str, int] = {}
         self._failures_seen: dict[tuple[str, str], int] = {}
         self._upstream_seen = (0, 0)  # (retries, failures) of the handler at the last sync
+        self._stores_seen = (0, 0, 0)  # (ledger written, ledger dropped, limit store errors) at the last sync
         self._breakers: dict[str, str] = {}
         self._breakers_calm = True  # every breaker closed at the last look
 
@@ -196,7 +203,19 @@ class GatewayMetrics:
         if entry.cache is not None:
             self.cache.labels(entry.cache).inc()
         self.sync_upstream()
+        self.sync_stores()  # with several workers, each copies its own counts as it serves
         self.active_streams.set(self._gateway.active_streams)
+
+    def sync_stores(self) -> None:
+        """Copy the ledger's and the limit store's counts (three integers compared when nothing moved)."""
+        gateway = self._gateway
+        seen = (gateway.ledger.written, gateway.ledger.dropped, gateway.limits.store_errors)
+        last = self._stores_seen
+        if seen != last:
+            self._stores_seen = seen
+            for counter, now, before in zip((self.ledger_written, self.ledger_dropped, self.store_errors), seen, last):
+                if now > before:
+                    counter.inc(now - before)
 
     def _resolve(self, entry: LedgerEntry, key: tuple) -> _Children:
         if len(self._children) >= _MAX_CHILDREN:
@@ -204,8 +223,9 @@ class GatewayMetrics:
         c = _Children()
         c.model = model = self._model_label(entry)
         c.plan, c.stream, c.rule = entry.plan, "true" if entry.stream else "false", entry.rule or ""
+        served = self._known_label(entry.served_model, entry.status) if entry.served_model else ""
         c.requests = self.requests.labels(entry.endpoint, entry.dialect, c.plan, entry.route or "", model,
-                                          entry.served_model or "", str(entry.status))
+                                          served, str(entry.status))
         c.duration = self.duration.labels(model, c.plan, c.stream)
         c.cost, c.baseline = self.cost.labels(model, c.rule), self.baseline.labels(model, c.rule)
         c.ttfb = c.overhead = c.saving = c.overspend = c.unpriced = None
@@ -224,11 +244,14 @@ class GatewayMetrics:
 
     def _model_label(self, entry: LedgerEntry) -> str:
         """The requested model, if the gateway serves it; ``other`` for names a client made up."""
-        model = entry.requested_model
+        return self._known_label(entry.requested_model, entry.status)
+
+    def _known_label(self, model: str, status: int) -> str:
+        """``model`` as a label value: itself while fewer than 500 models are labelled, else ``other``."""
         if model in self._models:
             return model
         gateway = self._gateway
-        known = entry.status < 400 or model in gateway.virtual_models or gateway.registry.info(model) is not None
+        known = status < 400 or model in gateway.virtual_models or gateway.registry.info(model) is not None
         if not known or len(self._models) >= _MAX_MODELS:
             return "other"
         self._models.add(model)
@@ -264,6 +287,7 @@ class GatewayMetrics:
     async def exposition(self) -> bytes:
         """The Prometheus text: this gateway's registry, or all workers' files in multiprocess mode."""
         self.sync_upstream()
+        self.sync_stores()  # ledger rows are written after their request ended: a scrape picks them up
         self.sync_breakers()  # an open breaker turns half-open with time alone
         self.active_streams.set(self._gateway.active_streams)
         path = self.multiprocess_dir

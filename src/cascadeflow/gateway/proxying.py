@@ -8,6 +8,7 @@ goes wrong becomes an error in the caller's dialect; nothing escapes to the serv
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,7 @@ from ..errors import CascadeflowError, ErrorKind, RequestError
 from ..cache import CachedAnswer, StreamCollector, hit_stream
 from ..cascade.policies import conversation_key
 from ..proxy import ProxyRequest
-from .bounds import model_name, read_json_body
+from .bounds import check_wide_integers, model_name, read_json_body
 from .reach import check_reach, reachable_models
 from .errors import error_response, exception_response
 from .logs import REQUEST_ID
@@ -78,7 +79,7 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
     try:
         headers = dict(request.headers)
         info.identity = identity = gateway.auth.identify(headers)  # before the body is read: refuse cheaply
-        raw = await read_body(request, gateway.config.server.max_body_bytes)
+        raw = await read_body(request, gateway.config.server.max_body_bytes, gateway.config.server.request_read_timeout)
         body = read_json_body(raw)
         info.model = model = model_name(body)
         _CHECKS[path](body, count_tokens=count)
@@ -103,13 +104,19 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
                     hit = _cache_hit(gateway, info, rule, answer, body) if answer is not None else None
                     if hit is not None:
                         return _with_id(hit, request_id)
+        else:  # a request against rpm and concurrency; it generates nothing, so no tokens or cost
+            info.lease = await gateway.limits.admit_call(identity)
+        service = gateway.service
+        match = service.route(proxy_request) if rule is None else None
+        if raw is not None and not count and (match is None or service.rewrites(match, proxy_request, dialect)):
+            check_wide_integers(raw)  # re-serialised: an integer beyond 64 bits would change (rare; cheap scan)
         if proxy_request.stream and not count:
             _admit_stream(gateway)
-            return _with_id(await _streaming(gateway, rule, proxy_request, dialect, headers, body, info), request_id)
+            return _with_id(await _streaming(gateway, rule, match, proxy_request, dialect, headers, body, info),
+                            request_id)
         if rule is not None:
             return _with_id(await _cascade(gateway, rule, proxy_request, dialect, headers, body, info), request_id)
-        service = gateway.service
-        match = service.route(proxy_request)
+        assert match is not None
         if not count:
             gateway.tracker.record_request(stream=proxy_request.stream)
         result = await service.send(match, proxy_request, dialect)
@@ -120,6 +127,8 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
             if info.cache is not None:
                 headers["x-cascadeflow-cache"] = info.cache.status
                 await gateway.cache.remember(info.cache, dialect, result.raw, None, entry)  # type: ignore[union-attr]
+        else:
+            _release(gateway, info)
         if result.cost is not None and not count:
             headers["x-cascadeflow-cost-usd"] = f"{result.cost:.8f}"
         return Response(result.raw, result.status, headers=headers)
@@ -127,6 +136,8 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
         gateway.tracker.record_error(exc.status)
         if not count:
             _finish(gateway, info, error_entry(info, exc, plan))
+        else:
+            _release(gateway, info)
         response = exception_response(dialect, exc, request_id)
         if exc.decision is not None:  # a cascade that failed after its drafts says what it did, as a success would
             response.headers.update(exc.decision.headers(with_cost=True))
@@ -134,13 +145,17 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
             response.headers["x-cascadeflow-cache"] = info.cache.status
         return _with_id(response, request_id)
     except ClientDisconnect:
-        if info.lease is not None:
+        if count:
+            _release(gateway, info)
+        elif info.lease is not None:
             _finish(gateway, info, error_entry(info, RequestError("the client left", kind=ErrorKind.INVALID_REQUEST), plan))
         return Response(status_code=499)
     except Exception:  # a bug must not take the worker down or leave the caller hanging
         log.exception("unexpected error while handling %s", path)
         gateway.tracker.record_error(500)
-        if info.lease is not None:
+        if count:
+            _release(gateway, info)
+        elif info.lease is not None:
             _finish(gateway, info, error_entry(info, RequestError("internal gateway error", kind=ErrorKind.INTERNAL), plan))
         return error_response(dialect, ErrorKind.INTERNAL, "internal gateway error; see the gateway log",
                               request_id=request_id)
@@ -154,13 +169,20 @@ def _finish(gateway: Gateway, info: RequestInfo, entry: LedgerEntry) -> None:
         gateway.background(gateway.limits.settle(lease, entry))
 
 
+def _release(gateway: Gateway, info: RequestInfo) -> None:
+    """Give back a lease that used nothing (``count_tokens``): it is no request of the ledger."""
+    lease, info.lease = info.lease, None
+    if lease is not None:
+        gateway.background(gateway.limits.release(lease))
+
+
 def _with_id(response: Response, request_id: str) -> Response:
     response.headers["x-request-id"] = request_id
     return response
 
 
-async def _streaming(gateway: Gateway, rule, proxy_request: ProxyRequest, dialect: str, headers: dict, body: dict,
-                     info: RequestInfo) -> Response:
+async def _streaming(gateway: Gateway, rule, match, proxy_request: ProxyRequest, dialect: str, headers: dict,
+                     body: dict, info: RequestInfo) -> Response:
     """A streaming request (cascaded or passed through); counted as open, and recorded, at its last byte."""
     gateway.active_streams += 1
     try:
@@ -172,7 +194,6 @@ async def _streaming(gateway: Gateway, rule, proxy_request: ProxyRequest, dialec
             def entry(finished: bool) -> LedgerEntry:
                 return cascade_entry(info, reply.decision, status, cancelled=not finished)
         else:
-            match = gateway.service.route(proxy_request)
             gateway.tracker.record_request(stream=True)
             stream = await gateway.service.open_stream(match, proxy_request, dialect)
             status, chunks = stream.status, stream
@@ -264,17 +285,24 @@ def _cache_hit(gateway: Gateway, info: RequestInfo, rule, answer: CachedAnswer, 
     return Response(payload, 200, headers=headers, media_type="application/json")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refused with 413 as soon as it exceeds ``limit`` bytes."""
+async def read_body(request: Request, limit: int, timeout: float | None = None) -> bytes:
+    """The whole body, refused with 413 as soon as it exceeds ``limit`` bytes, and with 408 (the
+    connection then closed) when it has not all arrived within ``timeout`` seconds."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestError(f"request body is {declared} bytes; the limit is {limit}", kind=ErrorKind.REQUEST_TOO_LARGE)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(f"request body exceeds the limit of {limit} bytes", kind=ErrorKind.REQUEST_TOO_LARGE)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestError(f"request body exceeds the limit of {limit} bytes",
+                                       kind=ErrorKind.REQUEST_TOO_LARGE)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestError(f"the request body did not arrive within {timeout:g}s (server.request_read_timeout; "
+                           f"{size} bytes came)", kind=ErrorKind.REQUEST_TIMEOUT) from None
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 

@@ -18,6 +18,7 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from ..config import ProxyConfig
+from .head_deadline import GatewayServerConfig
 from .logs import logging_config
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def serve(config: ProxyConfig, config_path: str | None = None, *, app: Starlette
         log_level=server.log_level,
         access_log=False,
         loop="auto",
-        http="auto",
+        request_read_timeout=server.request_read_timeout,  # the head's deadline (HeadDeadlineProtocol)
         timeout_graceful_shutdown=server.shutdown_timeout,
         server_header=False,
     )
@@ -76,15 +77,15 @@ def serve(config: ProxyConfig, config_path: str | None = None, *, app: Starlette
         if config_path:
             os.environ["CASCADEFLOW_CONFIG"] = os.path.abspath(config_path)
         with _metrics_dir():
-            multi = uvicorn.Config("cascadeflow.gateway.app:create_app_from_env", factory=True,
-                                   workers=server.workers, **options)
+            multi = GatewayServerConfig("cascadeflow.gateway.app:create_app_from_env", factory=True,
+                                        workers=server.workers, **options)
             Multiprocess(multi, sockets=[sock]).run()
         return
     if app is None:
         from .app import create_app
 
         app = create_app(config)
-    single = uvicorn.Server(uvicorn.Config(app, **options))
+    single = uvicorn.Server(GatewayServerConfig(app, **options))
     try:
         single.run(sockets=[sock])
     except KeyboardInterrupt:

@@ -2,7 +2,7 @@
 
 from .adapters import AnthropicAdapter, OpenAIAdapter, adapter_for
 from .base import ProviderAdapter, StreamTap, forwardable_request_headers, forwardable_response_headers
-from .pool import UpstreamPool
+from .pool import PoolWait, UpstreamPool
 
 __all__ = [
     "AnthropicAdapter",
@@ -10,6 +10,7 @@ __all__ = [
     "ProviderAdapter",
     "StreamTap",
     "UpstreamPool",
+    "PoolWait",
     "adapter_for",
     "forwardable_request_headers",
     "forwardable_response_headers",

@@ -14,11 +14,44 @@ import aiohttp
 if TYPE_CHECKING:
     from ..proxy.route import ProxyRoute
 
-__all__ = ["UpstreamPool"]
+__all__ = ["UpstreamPool", "PoolWait"]
+
+
+class PoolWait:
+    """Per upstream call: whether it is waiting now for a pooled connection to come free.
+
+    Set by aiohttp's connection-queue trace signals, so a timeout can tell a full pool (the
+    gateway's own limit) from an upstream that is slow to connect.
+    """
+
+    __slots__ = ("queued",)
+
+    def __init__(self) -> None:
+        self.queued = False
+
+
+async def _queued(session: object, context: object, params: object) -> None:
+    wait = getattr(context, "trace_request_ctx", None)
+    if isinstance(wait, PoolWait):
+        wait.queued = True
+
+
+async def _dequeued(session: object, context: object, params: object) -> None:
+    wait = getattr(context, "trace_request_ctx", None)
+    if isinstance(wait, PoolWait):
+        wait.queued = False
+
+
+def _queue_trace() -> aiohttp.TraceConfig:
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_queued_start.append(_queued)  # type: ignore[arg-type]
+    trace.on_connection_queued_end.append(_dequeued)  # type: ignore[arg-type]
+    trace.freeze()
+    return trace
 
 
 class UpstreamPool:
-    """Maps a route name to its :class:`aiohttp.ClientSession`."""
+    """Maps a route name to its :class:`aiohttp.ClientSession` (at most ``max_connections`` connections)."""
 
     def __init__(self) -> None:
         self._sessions: dict[str, aiohttp.ClientSession] = {}
@@ -38,6 +71,7 @@ class UpstreamPool:
                 auto_decompress=True,
                 skip_auto_headers=("User-Agent",),
                 timeout=aiohttp.ClientTimeout(total=None),
+                trace_configs=[_queue_trace()],
             )
             self._sessions[route.name] = session
         return session

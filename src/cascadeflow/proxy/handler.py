@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, TypeVar
 import aiohttp
 import orjson
 
-from ..errors import ErrorKind, ProxyProtocolError, ProxyTransportError, ProxyUpstreamError
+from ..errors import ErrorKind, ProxyPoolFullError, ProxyProtocolError, ProxyTransportError, ProxyUpstreamError
 from ..pricing import ModelPrice, ModelRegistry
-from ..providers import UpstreamPool, adapter_for, forwardable_request_headers, forwardable_response_headers
+from ..providers import PoolWait, UpstreamPool, adapter_for, forwardable_request_headers, forwardable_response_headers
 from ..telemetry import CostTracker
 from ..usage import Usage
 from .resilience import RETRYABLE_STATUSES, CircuitBreaker, retry_delay
 from .route import ProxyRoute, RoutePrice
-from .types import ProxyRequest, ProxyResult, ProxyStream
+from .types import SAMPLE_INDEX_HEADER, ProxyRequest, ProxyResult, ProxyStream
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -137,6 +137,9 @@ class ProxyHandler:
             )
         try:
             result = await self._attempts(route, call, min(attempts or route.retry.attempts, route.retry.attempts))
+        except ProxyPoolFullError:  # the gateway's own limit: no verdict on the upstream
+            self._settled(key, success=False)
+            raise
         except (ProxyUpstreamError, ProxyTransportError) as exc:
             failed = _breaker_failure(exc)
             if failed is not None:
@@ -185,6 +188,9 @@ class ProxyHandler:
                 self.failures[(route.name, "bad_response")] += 1
                 self._failed_call()
                 raise  # the same request would get the same non-answer
+            except ProxyPoolFullError:
+                self.failures[(route.name, "pool_full")] += 1
+                raise  # it waited pool_timeout already; the caller (or a fallback) decides
             except ProxyUpstreamError as exc:
                 self.failures[(route.name, str(exc.upstream_status))] += 1
                 self._failed_call()
@@ -211,11 +217,12 @@ class ProxyHandler:
         adapter = adapter_for(route.provider, request.path)
         url, headers, payload = self._build(route, model, request, adapter)
         started = time.perf_counter()
-        with _transport_errors(route):
+        wait = PoolWait()
+        with _transport_errors(route, wait):
             async with _first_byte(route):
                 response = await self.pool.session(route).request(
                     request.method, url, data=payload, headers=headers, timeout=self._timeout(route, False),
-                    allow_redirects=False,
+                    allow_redirects=False, trace_request_ctx=wait,
                 )
             async with response:
                 raw = await response.read()
@@ -251,11 +258,12 @@ class ProxyHandler:
         adapter = adapter_for(route.provider, request.path)
         url, headers, payload = self._build(route, model, request, adapter)
         started = time.perf_counter()
-        with _transport_errors(route):
+        wait = PoolWait()
+        with _transport_errors(route, wait):
             async with _first_byte(route):
                 response = await self.pool.session(route).request(
                     request.method, url, data=payload, headers=headers, timeout=self._timeout(route, True),
-                    allow_redirects=False,
+                    allow_redirects=False, trace_request_ctx=wait,
                 )
         first_byte_ms = (time.perf_counter() - started) * 1000
         response_headers = forwardable_response_headers(response.headers)
@@ -376,6 +384,8 @@ class ProxyHandler:
         headers = adapter.default_headers()
         headers.update(forwardable_request_headers(request.headers))
         headers.update(route.headers)
+        if route.replay and request.sample_index is not None:
+            headers[SAMPLE_INDEX_HEADER] = str(request.sample_index)
         headers.update(self._credentials(route, request, adapter))
         payload: bytes | None = None
         if request.body is not None:
@@ -407,13 +417,17 @@ class ProxyHandler:
         key = (route.name, stream)
         timeout = self._timeouts.get(key)
         if timeout is None:
+            # connect: getting a connection — waiting for one of max_connections to come free, then opening it
+            # when none is open (sock_connect bounds the opening alone)
+            connect = route.pool_timeout
             if stream:  # a healthy stream may run long; silence is what ends it
                 timeout = aiohttp.ClientTimeout(
-                    total=None, sock_connect=route.connect_timeout, sock_read=route.stream_idle_timeout
+                    total=None, connect=connect, sock_connect=route.connect_timeout, sock_read=route.stream_idle_timeout
                 )
             else:
                 read = route.read_timeout or route.timeout
-                timeout = aiohttp.ClientTimeout(total=route.timeout, sock_connect=route.connect_timeout, sock_read=read)
+                timeout = aiohttp.ClientTimeout(total=route.timeout, connect=connect, sock_connect=route.connect_timeout,
+                                                sock_read=read)
             self._timeouts[key] = timeout
         return timeout
 
@@ -422,11 +436,18 @@ class ProxyHandler:
 
 
 @contextlib.contextmanager
-def _transport_errors(route: ProxyRoute) -> Iterator[None]:
-    """aiohttp's connection failures and timeouts as ProxyTransportError (502 / 504)."""
+def _transport_errors(route: ProxyRoute, wait: PoolWait | None = None) -> Iterator[None]:
+    """aiohttp's connection failures and timeouts as ProxyTransportError (502 / 504); a timeout while
+    waiting for a pooled connection as ProxyPoolFullError (503)."""
     try:
         yield
     except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        if wait is not None and wait.queued:
+            raise ProxyPoolFullError(
+                f"route {route.name!r}: all {route.max_connections} of its connections (max_connections) stayed "
+                f"busy for {route.pool_timeout:g}s (pool_timeout); this gateway's own limit, not the upstream's "
+                "— retry shortly, or raise max_connections", route=route.name,
+            ) from exc
         raise ProxyTransportError(
             f"upstream {route.name!r} did not answer within its timeout", timeout=True, route=route.name
         ) from exc

@@ -63,6 +63,10 @@ class ProxyRoute(BaseModel):
         default=False, description="forward the caller's own provider key instead of api_key"
     )
     max_connections: int = Field(default=512, ge=1, description="pooled keep-alive connections")
+    pool_timeout: float = Field(
+        default=10.0, gt=0,
+        description="longest wait to get a connection (one of max_connections to come free, then open); then 503",
+    )
     retry: RetrySettings = Field(default_factory=RetrySettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     #: models (any route, ``route:model`` allowed) tried in order when this route keeps failing
@@ -71,6 +75,10 @@ class ProxyRoute(BaseModel):
     #: request as received, ``chat`` translates it to Chat Completions (servers without the Responses
     #: API). Default: ``responses`` for api.openai.com, ``chat`` for every other base URL.
     openai_api: Literal["responses", "chat"] | None = None
+    #: the upstream is the project's simulator replaying recorded answers (``cascadeflow eval`` sets it):
+    #: sample agreement's extra samples then carry ``x-sample-index`` to pick a recorded sample.
+    #: A real upstream never gets that header.
+    replay: bool = False
 
     @field_validator("base_url")
     @classmethod

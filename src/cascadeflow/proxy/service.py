@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from ..dialects.translate import estimate_tokens
+from ..providers import adapter_for
 from ..errors import ProxyRoutingError, ProxyTransportError, ProxyUpstreamError
 from ..usage import Usage
 from .resilience import RETRYABLE_STATUSES
@@ -70,6 +72,13 @@ class ProxyService:
             return None
         return Translation(dialect, match.route.provider, self.router.registry)
 
+    def rewrites(self, match: RouteMatch, request: ProxyRequest, dialect: str | None) -> bool:
+        """True when ``request`` may reach an upstream re-serialised rather than as its bytes: translated, its
+        model renamed, changed by the provider adapter, or sent on to a fallback."""
+        if request.raw_body is None or match.route.fallbacks or self.translation(match, dialect) is not None:
+            return True
+        return adapter_for(match.route.provider, request.path).prepare(request.path, request.body or {}, match.model)[1]
+
     async def send(self, match: RouteMatch, request: ProxyRequest, dialect: str | None = None) -> ProxyResult:
         """One non-streaming call on ``match`` in the caller's ``dialect``; the route's fallbacks if it fails."""
         return await self._with_fallbacks(match, request, dialect, self._send)
@@ -123,7 +132,9 @@ class ProxyService:
         if translation is None:
             return await self.handler.send(match.route, match.model, request, has_alternative=has_alternative)
         if request.path.endswith("/count_tokens"):  # no upstream counts Anthropic-style: estimate
-            tokens = estimate_tokens({**(request.body or {}), "model": match.model}, "anthropic")
+            # tiktoken on a body of up to server.max_body_bytes takes seconds: never on the event loop
+            tokens = await asyncio.to_thread(estimate_tokens, {**(request.body or {}), "model": match.model},
+                                             "anthropic")
             data = {"input_tokens": tokens}
             return ProxyResult(data, 200, {"x-cascadeflow-token-count": "estimated"}, Usage(), 0.0, match.route.name,
                                match.model, 0.0, b'{"input_tokens":%d}' % tokens)

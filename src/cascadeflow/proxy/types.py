@@ -17,7 +17,10 @@ if TYPE_CHECKING:
 
     from .route import ProxyRoute
 
-__all__ = ["ProxyRequest", "ProxyResult", "ProxyStream", "UpstreamAuth"]
+__all__ = ["ProxyRequest", "ProxyResult", "ProxyStream", "UpstreamAuth", "SAMPLE_INDEX_HEADER"]
+
+#: how a replay upstream (the simulator) learns :attr:`ProxyRequest.sample_index`
+SAMPLE_INDEX_HEADER = "x-sample-index"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,9 @@ class ProxyRequest:
     auth: UpstreamAuth = ROUTE_AUTH
     #: the gateway's id of the request this call serves: named in the errors the gateway writes into its stream
     request_id: str = ""
+    #: which extra sample of sample agreement this call is; sent (as ``x-sample-index``) only to a
+    #: route marked ``replay``, whose recorded samples it selects — never to a real upstream
+    sample_index: int | None = None
 
     def __post_init__(self) -> None:
         self.headers = {k.lower(): v for k, v in self.headers.items()}
