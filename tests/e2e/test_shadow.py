@@ -96,6 +96,7 @@ def test_shadow_pairs_are_labelled_and_calibrate_from_ledger_writes_a_rule_the_g
         row = rows[request_id]
         assert pair["accepted"] == row["accepted"] and pair["confidence"] == row["confidence"]
         assert pair["method"] == "final_answer" and pair["verifier_answer"] == "Answer: A"
+        assert (pair["draft_model"], pair["verifier_model"]) == ("gpt-4o-mini", "gpt-4o")
         assert pair["label"] == (pair["draft_answer"] == "Answer: A")
         # an accepted draft's pair paid for a verifier call; an escalated one's did not (the verifier served)
         assert (pair["shadow_cost"] > 0) == bool(pair["accepted"])

@@ -540,7 +540,7 @@ class CascadeEngine:
             result, reply = await self._send_json(match, ask, dialect, ops, "shadow")
             return reply, result.cost
 
-        self.shadow.accepted(rule, decision, request_id, answer, draft_cost, ask_verifier)
+        self.shadow.accepted(rule, decision, request_id, answer, draft_cost, verifier, ask_verifier)
 
     async def ask_judge(self, model: str, prompt: str) -> tuple[str, float | None]:
         """Shadow mode's judge: one short question to ``model`` in its own route's dialect; (reply, cost)."""

@@ -110,12 +110,13 @@ class ShadowRecorder:
     def escalated(self, rule: CascadeRule, decision: Decision, request_id: str, draft: DraftAnswer,
                   draft_cost: float | None, verifier: DraftAnswer, verifier_cost: float | None) -> None:
         """Pair an escalated draft with the verifier's answer that served the request (no extra call)."""
-        pair = self._pair(rule, decision, request_id, draft, verifier, accepted=False)
+        pair = self._pair(decision, request_id, draft, verifier, decision.served_model, accepted=False)
         pair.draft_cost, pair.verifier_cost = draft_cost, verifier_cost
         self._finish(rule, pair, draft, verifier)
 
     def accepted(self, rule: CascadeRule, decision: Decision, request_id: str, draft: DraftAnswer,
-                 draft_cost: float | None, ask_verifier: Callable[[], Awaitable[tuple[DraftAnswer, float | None]]]) -> None:
+                 draft_cost: float | None, verifier_model: str,
+                 ask_verifier: Callable[[], Awaitable[tuple[DraftAnswer, float | None]]]) -> None:
         """Pair an accepted draft: the verifier is asked off the request path, within the day's budget."""
         if not self.within_budget(rule):
             return
@@ -127,16 +128,17 @@ class ShadowRecorder:
                 log.info("shadow call to the verifier failed (%s); no pair for %s", exc, request_id)
                 return
             self._spend(cost)
-            pair = self._pair(rule, decision, request_id, draft, verifier, accepted=True)
+            pair = self._pair(decision, request_id, draft, verifier, verifier_model, accepted=True)
             pair.draft_cost, pair.verifier_cost, pair.shadow_cost = draft_cost, cost, cost or 0.0
             await self._label(rule, pair, draft, verifier)
 
         self._spawn(complete())
 
-    def _pair(self, rule: CascadeRule, decision: Decision, request_id: str, draft: DraftAnswer,
-              verifier: DraftAnswer, accepted: bool) -> ShadowPair:
+    @staticmethod
+    def _pair(decision: Decision, request_id: str, draft: DraftAnswer, verifier: DraftAnswer, verifier_model: str,
+              accepted: bool) -> ShadowPair:
         return ShadowPair(request_id=request_id, rule=decision.rule, draft_model=decision.draft_model,
-                          verifier_model=rule.verifier_model or decision.served_model, confidence=decision.confidence,
+                          verifier_model=verifier_model, confidence=decision.confidence,
                           accepted=accepted, draft_answer=_answer_text(draft), verifier_answer=_answer_text(verifier))
 
     def _finish(self, rule: CascadeRule, pair: ShadowPair, draft: DraftAnswer, verifier: DraftAnswer) -> None:
