@@ -216,6 +216,12 @@ def test_stream_cut_mid_way_ends_with_error_event(gw, sim):
         cut = http.post("/v1/messages", json={**ANTHROPIC_OK, "stream": True, "messages": [{"role": "user", "content": "cut"}]})
     error = orjson.loads(cut.text.strip().split("\n\n")[-1].split("data: ", 1)[1])
     assert error["type"] == "error" and error["request_id"] == cut.headers["x-request-id"]
+    # …also when the stream is translated from an OpenAI-compatible upstream
+    with httpx.Client(base_url=gw.url, timeout=10) as http:
+        cut = http.post("/v1/messages", json={**ANTHROPIC_OK, "model": "gpt-4o-mini", "stream": True,
+                                              "messages": [{"role": "user", "content": "cut"}]})
+    error = orjson.loads(cut.text.strip().split("\n\n")[-1].split("data: ", 1)[1])
+    assert error["type"] == "error" and error["request_id"] == cut.headers["x-request-id"]
     oclient = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
     with pytest.raises(openai.APIError, match="before it finished"):
         list(oclient.chat.completions.create(**{**OPENAI_OK, "messages": [{"role": "user", "content": "cut"}]}, stream=True))

@@ -169,11 +169,13 @@ class OpenAIToAnthropicStream(_Translator):
     would say (some servers finish tool-calling answers with ``stop``).
     """
 
-    __slots__ = ("_block", "_current", "_hint", "_id", "_model", "_next", "_started", "_stop", "_tools")
+    __slots__ = ("_block", "_current", "_hint", "_id", "_model", "_next", "_request_id", "_started", "_stop", "_tools")
 
-    def __init__(self, model: str, input_tokens_hint: int = 0) -> None:
+    def __init__(self, model: str, input_tokens_hint: int = 0, request_id: str = "") -> None:
         super().__init__()
         self._model, self._hint = model, max(0, input_tokens_hint)
+        #: named in the error event this stream may end with, as the gateway's JSON errors name it
+        self._request_id = request_id
         self._id = "msg_" + secrets.token_hex(12)
         self._started = False
         self._next = 0  # next free block index
@@ -310,7 +312,7 @@ class OpenAIToAnthropicStream(_Translator):
         self._complete = True
 
     def _fail(self, kind: ErrorKind, message: str) -> None:
-        self._out.append(anthropic.stream_error(kind, message))
+        self._out.append(anthropic.stream_error(kind, message, self._request_id or None))
         self._error = message
 
     def _finish(self) -> None:

@@ -43,7 +43,7 @@ class Translation:
     """One request's way from ``caller`` dialect to ``upstream`` dialect and back."""
 
     __slots__ = ("caller", "upstream", "registry", "dropped", "logprobs", "_include_usage", "_want_logprobs", "_source",
-                 "_names")
+                 "_names", "_request_id")
 
     def __init__(self, caller: str, upstream: str, registry: ModelRegistry) -> None:
         self.caller = caller
@@ -57,6 +57,7 @@ class Translation:
         self._want_logprobs = False
         self._source: dict = {}  # a Responses caller's request (its answer echoes it)
         self._names = ToolNames()
+        self._request_id = ""  # the gateway's id of the request (named in an error event it writes)
 
     def request(self, request: ProxyRequest, model: str, *, logprobs: bool = False) -> ProxyRequest:
         """The request in the upstream's dialect, for ``model``.
@@ -67,6 +68,7 @@ class Translation:
         if request.path.startswith("/v1/embeddings"):
             raise RequestError(f"model {model!r} is served by an {self.upstream} route, which has no embeddings API; "
                                "embeddings need an OpenAI-compatible route")
+        self._request_id = request.request_id
         body = dict(request.body or {})
         body["model"] = model
         if self.caller == "responses":
@@ -138,7 +140,7 @@ class Translation:
             if self.upstream == "anthropic":
                 translator = ChainedStream(AnthropicToOpenAIStream(model, include_usage=True), translator)
         elif self.caller == "anthropic":
-            translator = OpenAIToAnthropicStream(model)
+            translator = OpenAIToAnthropicStream(model, request_id=self._request_id)
         else:
             translator = AnthropicToOpenAIStream(model, include_usage=self._include_usage)
         headers = {k: v for k, v in inner.headers.items() if k != "content-type"}
