@@ -33,6 +33,8 @@ _REFRESH_SECONDS = 3600.0
 _CACHE_SIZE = 512
 #: OpenAI's embedding models (USD per million input tokens), which genai-prices does not list
 _EMBEDDING_PRICES = {"text-embedding-3-small": 0.02, "text-embedding-3-large": 0.13, "text-embedding-ada-002": 0.10}
+#: Anthropic bills a 1-hour cache write at 2× the input price; genai-prices lists the 5-minute (1.25×) one
+_WRITE_1H_PER_INPUT = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +54,13 @@ class ModelPrice:
     def cost(self, usage: Usage) -> float:
         read = self.input_per_mtok if self.cache_read_per_mtok is None else self.cache_read_per_mtok
         write = self.input_per_mtok if self.cache_write_per_mtok is None else self.cache_write_per_mtok
+        hour_premium = max(0.0, _WRITE_1H_PER_INPUT * self.input_per_mtok - write)
         return (
             usage.input_tokens * self.input_per_mtok
             + usage.output_tokens * self.output_per_mtok
             + usage.cache_read_tokens * read
             + usage.cache_write_tokens * write
+            + usage.cache_write_1h_tokens * hour_premium
         ) / 1_000_000
 
 
@@ -88,7 +92,14 @@ class ModelInfo:
                 cache_read_tokens=usage.cache_read_tokens,
                 cache_write_tokens=usage.cache_write_tokens,
             )
-            return float(self.tiered.calc_price(genai)["total_price"])  # type: ignore[attr-defined]
+            total_price = float(self.tiered.calc_price(genai)["total_price"])  # type: ignore[attr-defined]
+            if usage.cache_write_1h_tokens:  # the 1-hour writes' premium over the 5-minute rate, at this size's tier
+                unit = GenaiUsage(input_tokens=total, cache_write_tokens=0)
+                per_input = float(self.tiered.calc_price(unit)["total_price"]) / total if total else 0.0  # type: ignore[attr-defined]
+                five = GenaiUsage(input_tokens=total, cache_write_tokens=total)
+                per_write = float(self.tiered.calc_price(five)["total_price"]) / total if total else 0.0  # type: ignore[attr-defined]
+                total_price += usage.cache_write_1h_tokens * max(0.0, _WRITE_1H_PER_INPUT * per_input - per_write)
+            return total_price
         return None
 
 

@@ -19,6 +19,8 @@ class Usage:
     output_tokens: int = 0
     cache_write_tokens: int = 0
     cache_read_tokens: int = 0
+    #: of ``cache_write_tokens``, those written for Anthropic's 1-hour TTL (billed at 2× input, not 1.25×)
+    cache_write_1h_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -30,6 +32,7 @@ class Usage:
             self.output_tokens + other.output_tokens,
             self.cache_write_tokens + other.cache_write_tokens,
             self.cache_read_tokens + other.cache_read_tokens,
+            self.cache_write_1h_tokens + other.cache_write_1h_tokens,
         )
 
     def to_dict(self) -> dict[str, int]:
@@ -45,11 +48,15 @@ class Usage:
         """From an Anthropic ``usage`` object (message or message_start/message_delta)."""
         if not isinstance(usage, dict):
             return cls()
+        written = _int(usage.get("cache_creation_input_tokens"))
+        split = usage.get("cache_creation")
+        hour = _int(split.get("ephemeral_1h_input_tokens")) if isinstance(split, dict) else 0
         return cls(
             _int(usage.get("input_tokens")),
             _int(usage.get("output_tokens")),
-            _int(usage.get("cache_creation_input_tokens")),
+            written,
             _int(usage.get("cache_read_input_tokens")),
+            min(hour, written),
         )
 
     @classmethod

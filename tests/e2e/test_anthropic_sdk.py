@@ -163,3 +163,18 @@ def test_cache_tokens_are_read_and_priced_at_their_rates(gw, sim, http):
     after = http.get("/stats").json()["tokens"]
     assert after["cache_write_tokens"] - before["cache_write_tokens"] == first.usage.cache_creation_input_tokens
     assert after["cache_read_tokens"] - before["cache_read_tokens"] == second.usage.cache_read_input_tokens
+
+
+def test_one_hour_cache_writes_are_priced_at_twice_the_input_price(gw, sim):
+    """Anthropic bills a 1-hour cache write at 2× input (a 5-minute one at 1.25×): the gateway's cost says so."""
+    from cascadeflow import ModelRegistry, Usage
+
+    system = [{"type": "text", "text": "You keep answers short. " * 120, "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
+    raw = through(gw).messages.with_raw_response.create(model=MODEL, max_tokens=100, system=system, messages=PROMPT)
+    usage = raw.parse().usage
+    hour = usage.cache_creation.ephemeral_1h_input_tokens
+    assert hour == usage.cache_creation_input_tokens > 0
+    registry = ModelRegistry()
+    five_minute = registry.cost(MODEL, Usage(usage.input_tokens, usage.output_tokens, hour, 0))
+    expected = five_minute + hour * registry.cost(MODEL, Usage(1_000_000, 0, 0, 0)) / 1e6 * 0.75
+    assert float(raw.headers["x-cascadeflow-cost-usd"]) == pytest.approx(expected, rel=1e-6)
