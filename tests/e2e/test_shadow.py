@@ -8,6 +8,8 @@ that say "A" are right; the confident ones mostly are.
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 
 import openai
@@ -34,6 +36,35 @@ def _draft_script() -> list[dict]:
     # the verifier; its shadow calls take a while, which the client must never wait for
     rules.append({"match": {"model": "gpt-4o"}, "text": "Answer: A", "latency": 0.8})
     return rules
+
+
+def _dashboard_shadow_row(url: str, rule: str) -> dict[str, str]:
+    """The dashboard's shadow-mode row for ``rule``, as headless Chromium renders it."""
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.path.exists(chromium):
+        pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    def read() -> dict[str, str]:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium)
+            try:
+                page = browser.new_page()
+                page.goto(f"{url}/dashboard")
+                page.wait_for_selector("body[data-ready=true]")
+                cells = page.locator(f'#shadow tr[data-rule="{rule}"] td[data-field]')
+                return {cells.nth(i).get_attribute("data-field"): cells.nth(i).inner_text() for i in range(cells.count())}
+            finally:
+                browser.close()
+
+    return run_async_in_thread(read)
+
+
+def run_async_in_thread(work):  # noqa: ANN001, ANN201 - Playwright's sync API wants a thread without an event loop
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(work).result()
 
 
 def _pairs(database: str, at_least: int) -> list[dict]:
@@ -107,6 +138,12 @@ def test_shadow_pairs_are_labelled_and_calibrate_from_ledger_writes_a_rule_the_g
     assert main(["stats", "-c", str(config_file)]) == 0
     report = capsys.readouterr().out
     assert "quality measured on live traffic" in report and "mini" in report
+
+    # …and on the dashboard, as the ledger says
+    row = _dashboard_shadow_row(gw.url, "mini")
+    wrong = sum(1 for p in pairs if p["accepted"] and p["label"] is False)
+    assert row["pairs"] == str(QUESTIONS) and row["accepted_wrong"] == str(wrong)
+    assert row["quality_retained"] == f"{1 - wrong / QUESTIONS:.3f}" and "–" in row["interval"]
 
     # calibrate on the ledger: a threshold that keeps 0.9 of the verifier's quality, written into the rule
     assert main(["calibrate", "--from-ledger", "-c", str(config_file), "--rule", "mini", "--target-quality", "0.9",

@@ -124,6 +124,20 @@
     fill($("rules").tBodies[0], rows, 9, "No cascaded requests in this range.");
   }
 
+  function renderShadow(shadow) {
+    const ratio = (v) => (v == null ? "—" : v.toFixed(3));
+    const rows = Object.entries(shadow || {}).map(([rule, q]) => el("tr", { "data-rule": rule },
+      el("th", {}, rule),
+      cell("pairs", q.pairs, int(q.pairs)),
+      cell("labelled", q.labelled, int(q.labelled)),
+      cell("accepted_wrong", q.accepted_wrong, int(q.accepted_wrong)),
+      cell("quality_retained", q.quality_retained, ratio(q.quality_retained)),
+      cell("interval", null, q.quality_retained_ci ? `${ratio(q.quality_retained_ci[0])}–${ratio(q.quality_retained_ci[1])}` : "—"),
+      cell("shadow_cost", q.shadow_cost, usd(q.shadow_cost)),
+    ));
+    fill($("shadow").tBodies[0], rows, 7, "No shadow pairs in this range: shadow mode is off (a rule's shadow option).");
+  }
+
   function renderSpend(spend) {
     for (const [name, rows] of Object.entries(spend)) {
       const table = $("spend-" + name);
@@ -241,6 +255,7 @@
     renderTotals(data.totals);
     renderChart(data.series, data.range);
     renderRules(data.rules);
+    renderShadow(data.shadow);
     renderSpend(data.spend);
     renderLatency(data.latency);
     renderRecent(data.recent, data.range.end - data.range.start > 86400);
