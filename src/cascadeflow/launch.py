@@ -103,8 +103,9 @@ def gateway_url(url: str | None, config_file: str | None, env: Mapping[str, str]
 
 def check_gateway(url: str) -> None:
     """A :class:`StartupError` (one line: what failed, how to start one) unless ``url`` answers /health."""
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via $HTTP_PROXY: the gateway is near
     try:
-        with urllib.request.urlopen(url + "/health", timeout=3) as answer:  # noqa: S310 (the user's own URL)
+        with direct.open(url + "/health", timeout=3) as answer:
             answer.read(0)
     except urllib.error.HTTPError:
         return  # it answered: a gateway is there
