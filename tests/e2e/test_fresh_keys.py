@@ -1,6 +1,6 @@
 """A key created through one gateway process works on another at once, not after its next key-table refresh.
 
-Two `cascadeflow proxy start` processes share one SQLite ledger. Their periodic refresh is set far
+Two `cascadeflow proxy start` processes share one ledger (SQLite, and PostgreSQL where it runs). Their periodic refresh is set far
 apart (30 s), so only the on-demand re-read an unknown ``cfk_`` key triggers can let the second
 process know a key the first one has just issued.
 """
@@ -8,8 +8,10 @@ process know a key the first one has just issued.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
+import uuid
 
 import anthropic
 import httpx
@@ -19,16 +21,43 @@ from sqlalchemy import event
 
 from cascadeflow.store.keys import KeyStore
 from cascadeflow.store.ledger import Ledger
+from tests import needs
 from tests.conftest import launch_gateway_process, sim_routes
 
+POSTGRES = os.environ.get("CASCADEFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 MASTER = "fresh-keys-master-51c2"
 ASK = {"model": "claude-sonnet-4-5", "max_tokens": 20, "messages": [{"role": "user", "content": "hello"}]}
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shared.db'}"
+        return
+    import asyncpg
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(POSTGRES.replace("postgresql://", "postgres://"), timeout=3)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    name = "cascadeflow_" + uuid.uuid4().hex[:10]
+    try:
+        asyncio.run(admin(f"CREATE DATABASE {name}"))
+    except (OSError, asyncpg.PostgresError) as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(needs.postgres(POSTGRES, exc))
+    yield POSTGRES.rsplit("/", 1)[0] + "/" + name
+    asyncio.run(admin(f"DROP DATABASE {name} WITH (FORCE)"))
+
+
 @pytest.fixture()
-def pair(sim, fresh_sim, tmp_path):
+def pair(sim, fresh_sim, tmp_path, ledger_url):
     config = {
-        "routes": sim_routes(sim), "database_url": f"sqlite:///{tmp_path / 'shared.db'}",
+        "routes": sim_routes(sim), "database_url": ledger_url,
         "auth": {"mode": "api_key", "master_key": MASTER, "refresh_seconds": 30},
     }
     text = yaml.safe_dump(config)
