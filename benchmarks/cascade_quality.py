@@ -13,7 +13,10 @@ without log-probabilities, whether the learned scorer ranks drafts better than r
 confidence also beats random escalation out of fold (held-out AUROC interval above 0.5). `routerarena` is left out: its
 records are for checker training only.
 
-    python benchmarks/cascade_quality.py [--target 0.98] [--out benchmarks/cascade_quality.md]
+    python benchmarks/cascade_quality.py [--data DIR] [--target 0.98] [--out benchmarks/cascade_quality.md]
+
+The replay data (third-party model outputs, not redistributed) is read from ``--data``, else
+``$CASCADEFLOW_REPLAY_DIR``, else ``../shared/data/replay`` beside the checkout.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -32,6 +36,7 @@ from cascadeflow.evaluation.report import num, pct, saving_pct
 from cascadeflow.evaluation.runner import DEFAULT_RULE, load_eval_records, rule_with
 
 REPLAY = Path(__file__).resolve().parents[2] / "shared" / "data" / "replay"
+CALIBRATION_FILES = "*.calib.jsonl"
 SAMPLES = 10  # extra draft samples for the agreement check, where the data has them
 POOLS = {"gpt-4o-mini → gpt-4o (5 files pooled)": "zellinger_*_qwen_oai.calib.jsonl"}
 FOLDS = 5
@@ -90,15 +95,33 @@ def versus_random_row(name: str, oof: list[metrics.Outcome]) -> str:
             f"{num(v['gain'])} ({_ci(v['gain_ci'])}) | {verdict} |")
 
 
+def _missing_data(replay: Path) -> str | None:
+    """Why the benchmark cannot run on ``replay`` (one line: where it looked, what to do), or None."""
+    if not replay.is_dir():
+        return (f"no replay data at {replay} (third-party model outputs, not shipped with the repository): "
+                "put the replay folder there, or pass --data DIR (or set CASCADEFLOW_REPLAY_DIR)")
+    if not any(replay.glob(CALIBRATION_FILES)):
+        return (f"no {CALIBRATION_FILES} files in {replay}: pass --data DIR naming the folder that holds them "
+                "(or set CASCADEFLOW_REPLAY_DIR)")
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", type=float, default=0.98)
     parser.add_argument("--target-without-logprobs", type=float, default=0.95)
     parser.add_argument("--out", default=str(Path(__file__).with_suffix(".md")))
+    parser.add_argument("--data", default=os.environ.get("CASCADEFLOW_REPLAY_DIR") or str(REPLAY),
+                        help=f"folder of {CALIBRATION_FILES} replay files (default: $CASCADEFLOW_REPLAY_DIR, else {REPLAY})")
     args = parser.parse_args()
+    replay = Path(args.data)
+    missing = _missing_data(replay)
+    if missing:
+        print(f"cascade_quality: {missing}", file=sys.stderr)
+        sys.exit(2)
     probe = rule_with(dict(DEFAULT_RULE), quality_threshold=0.0)
-    jobs = [(name, sorted(REPLAY.glob(pattern))) for name, pattern in POOLS.items()]
-    jobs += [(p.name.removesuffix(".calib.jsonl"), [p]) for p in sorted(REPLAY.glob("*.calib.jsonl"))
+    jobs = [(name, files) for name, pattern in POOLS.items() if (files := sorted(replay.glob(pattern)))]
+    jobs += [(p.name.removesuffix(".calib.jsonl"), [p]) for p in sorted(replay.glob(CALIBRATION_FILES))
              if not p.name.startswith("routerarena")]
     main_rows, no_logprob_rows, ranking_rows, check_rows = [], [], [], []
     for name, files in jobs:

@@ -191,6 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_keys_command(commands)
 
+    for name, agent in (("claude", "Claude Code"), ("codex", "the Codex CLI")):
+        launcher = commands.add_parser(
+            name, help=f"start {agent} pointed at the gateway (cascadeflow {name} [--url URL] [--config FILE] ARGS…)",
+            description=f"Start {agent} pointed at the gateway; every argument after the launcher's own options "
+                        f"is passed to `{name}`.")
+        launcher.add_argument("--url", help="the gateway (default: $CASCADEFLOW_URL, else the config's host:port)")
+        launcher.add_argument("--config", help="config file whose server.host/port to use (default: as `proxy start`)")
+        launcher.add_argument("args", nargs="*", help=f"passed to `{name}` as given")
+
     demo = commands.add_parser("demo", help="show a cascade at work, with no API keys")
     demo.set_defaults(func=_demo)
 
@@ -223,6 +232,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("claude", "codex") and not {"-h", "--help"} & set(argv[1:2]):
+        # the agent's own flags (-p, -c, --model …) are not ours to parse: the launcher reads only its leading options
+        from .launch import launch
+
+        try:
+            return launch(argv[0], argv[1:])
+        except ConfigError as exc:
+            print(f"configuration error: {exc}", file=sys.stderr)
+            return 2
+        except StartupError as exc:
+            print(f"cascadeflow {argv[0]}: {exc}", file=sys.stderr)
+            return 1
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

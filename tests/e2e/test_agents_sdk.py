@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-agents = pytest.importorskip("agents")
+from tests import needs
+
+agents = pytest.importorskip("agents", reason=needs.package("the OpenAI Agents SDK (openai-agents)"))
 
 from openai import AsyncOpenAI  # noqa: E402
 
@@ -63,7 +65,7 @@ async def test_agent_tool_call(agents_gw, fresh_sim, model, path):
 ], ids=["forwarded", "claude"])
 def test_langchain_use_responses_api_tool_call(agents_gw, fresh_sim, model, path):
     """LangChain's ChatOpenAI with use_responses_api=True: a tool call, its result, the answer."""
-    langchain_openai = pytest.importorskip("langchain_openai")
+    langchain_openai = pytest.importorskip("langchain_openai", reason=needs.package("langchain-openai"))
     from langchain_core.messages import HumanMessage, ToolMessage
     from langchain_core.tools import tool
 

@@ -21,6 +21,7 @@ import yaml
 from cascadeflow import ProxyConfig
 from cascadeflow.store import Ledger
 from tests.conftest import launch_gateway_process, sim_routes
+from tests import needs
 
 SONNET, OPUS, HAIKU, MINI = "claude-sonnet-5-5", "claude-opus-5-5", "claude-haiku-5-5", "gpt-5.4-mini"
 REDIS = os.environ.get("CASCADEFLOW_TEST_REDIS", "redis://127.0.0.1:6379/7")
@@ -298,7 +299,7 @@ def redis_pair(sim, fresh_sim, tmp_path):
     except redis.RedisError as exc:
         if os.environ.get("CI"):
             raise
-        pytest.skip(f"Redis not reachable at {REDIS}: {exc}")
+        pytest.skip(needs.redis(REDIS, "CASCADEFLOW_TEST_REDIS", exc))
     text = yaml.safe_dump({"routes": _routes(sim), "redis_url": REDIS, "cache": {"default": True, "ttl_seconds": 2}})
     processes = [launch_gateway_process(tmp_path, text) for _ in range(2)]
     yield [url for _, url in processes]

@@ -24,14 +24,14 @@ from cascadeflow.evaluation.runner import EvalSetup, replay_outcomes
 from cascadeflow.testing import SimulatedProvider
 from cascadeflow.testing.replay import ReplayTable, load_records
 from tests.conftest import sim_routes
+from tests.shared_data import REPLAY_DATA, require
 
-REPLAY = Path(__file__).resolve().parents[3] / "shared" / "data" / "replay"
+REPLAY = REPLAY_DATA
 
 
 def lines(name: str, n: int) -> list[dict]:
     source = REPLAY / f"{name}.calib.jsonl"
-    if not source.exists():
-        pytest.skip(f"replay data {source} not present")
+    require(source)
     return [orjson.loads(line) for line in source.read_bytes().splitlines()[:n]]
 
 

@@ -145,7 +145,8 @@ def test_the_latest_codex_edits_a_file_too(latest_codex, codex_gw, fresh_sim, tm
 def test_codex_version_is_the_pinned_one_unless_overridden(codex):
     version = subprocess.run([codex, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
     if os.environ.get("CODEX_BIN"):
-        pytest.skip(f"CODEX_BIN runs {version}")
+        pytest.skip(f"CODEX_BIN runs {version}, not the pinned {CODEX_VERSION}: unset CODEX_BIN to check the pinned one "
+                    f"(npm install --prefix .ci @openai/codex@{CODEX_VERSION})")
     assert version == f"codex-cli {CODEX_VERSION}"
 
 

@@ -35,6 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cascadeflow import ModelRegistry, Usage
 from tests.e2e.test_shared_limits import _ledger_rows
+from tests import needs
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = os.environ.get("CASCADEFLOW_BASE_IMAGE", "localhost/cascadeflow-base:bookworm")
@@ -70,7 +71,8 @@ def image(tmp_path_factory) -> dict:
         _unavailable(f"the container test needs {' and '.join(missing)}: `apt-get install buildah debootstrap` "
                      "(as root), then `bash deploy/base-image.sh` builds the local Debian base once")
     if os.geteuid() != 0:
-        _unavailable("the container test runs buildah as root (chroot isolation, no rootless set-up)")
+        _unavailable("the container test runs buildah as root (chroot isolation, no rootless set-up): run it as root, "
+                     "e.g. `sudo -E .venv/bin/python -m pytest tests/e2e/test_container.py`")
     if _buildah("inspect", "--type", "image", BASE_IMAGE, check=False).returncode != 0:
         base = subprocess.run(["bash", str(ROOT / "deploy" / "base-image.sh")], capture_output=True, text=True,
                               timeout=900, env={**os.environ, "CASCADEFLOW_BASE_IMAGE": BASE_IMAGE})
@@ -110,7 +112,7 @@ def stores():
         asyncio.run(admin(f"CREATE DATABASE {name}"))
         redis.Redis.from_url(REDIS, socket_timeout=2).flushdb()
     except (OSError, asyncpg.PostgresError, redis.RedisError) as exc:
-        _unavailable(f"PostgreSQL or Redis not reachable: {exc}")
+        _unavailable(needs.postgres_or_redis(POSTGRES, REDIS, "CASCADEFLOW_TEST_REDIS_CONTAINER", exc))
     yield POSTGRES.rsplit("/", 1)[0] + "/" + name, REDIS
     asyncio.run(admin(f"DROP DATABASE {name} WITH (FORCE)"))
     redis.Redis.from_url(REDIS).flushdb()

@@ -18,14 +18,14 @@ from cascadeflow.errors import ConfigError
 from cascadeflow.evaluation import learned
 from cascadeflow.evaluation.runner import EvalSetup, load_eval_records, replay_outcomes, rule_template
 from tests.conftest import sim_routes
+from tests.shared_data import REPLAY_DATA, require
 
-REPLAY = Path(__file__).resolve().parents[3] / "shared" / "data" / "replay"
+REPLAY = REPLAY_DATA
 
 
 def replay_file(name: str) -> Path:
     path = REPLAY / f"{name}.calib.jsonl"
-    if not path.exists():
-        pytest.skip(f"replay data {path} not present")
+    require(path)
     return path
 
 

@@ -13,8 +13,10 @@ import os
 
 import pytest
 
+from tests import needs
+
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch of LiteLLM's price list at import
-litellm = pytest.importorskip("litellm")
+litellm = pytest.importorskip("litellm", reason=needs.package("litellm"))
 
 import httpx  # noqa: E402
 

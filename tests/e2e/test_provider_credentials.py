@@ -27,6 +27,7 @@ from cryptography.fernet import Fernet
 from cascadeflow import ProxyConfig, create_app
 from cascadeflow.testing import ServerThread
 from tests.conftest import launch_gateway_process, sim_routes
+from tests import needs
 
 MASTER = "master-key-creds-41c7"
 OLD_SECRET, NEW_SECRET, WRONG_SECRET = (Fernet.generate_key().decode() for _ in range(3))
@@ -291,7 +292,7 @@ def pg_database():
     except (OSError, asyncpg.PostgresError) as exc:
         if os.environ.get("CI"):
             raise
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES}: {exc}")
+        pytest.skip(needs.postgres(POSTGRES, exc))
     yield POSTGRES.rsplit("/", 1)[0] + "/" + name
     asyncio.run(admin(f"DROP DATABASE {name} WITH (FORCE)"))
 

@@ -20,6 +20,7 @@ import yaml
 from cascadeflow import ModelRegistry, ProxyConfig, Usage, create_app
 from cascadeflow.testing import ServerThread
 from tests.conftest import launch_gateway_process, sim_routes
+from tests import needs
 
 POSTGRES = os.environ.get("CASCADEFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("CASCADEFLOW_TEST_REDIS", "redis://127.0.0.1:6379/7")
@@ -51,7 +52,7 @@ def stores():
         asyncio.run(admin(f"CREATE DATABASE {name}"))
         redis.Redis.from_url(REDIS, socket_timeout=2).flushdb()
     except (OSError, asyncpg.PostgresError, redis.RedisError) as exc:
-        _unavailable(f"PostgreSQL or Redis not reachable: {exc}")
+        _unavailable(needs.postgres_or_redis(POSTGRES, REDIS, "CASCADEFLOW_TEST_REDIS", exc))
     yield POSTGRES.rsplit("/", 1)[0] + "/" + name, REDIS
     asyncio.run(admin(f"DROP DATABASE {name} WITH (FORCE)"))
     redis.Redis.from_url(REDIS).flushdb()

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import launch_gateway_process, sim_routes
+from tests import needs
 
 REDIS = os.environ.get("CASCADEFLOW_TEST_REDIS", "redis://127.0.0.1:6379/7")
 OPUS, HAIKU = "claude-opus-5-5", "claude-haiku-5-5"
@@ -33,7 +34,7 @@ def pair(sim, fresh_sim, tmp_path):
     except redis.RedisError as exc:
         if os.environ.get("CI"):
             raise
-        pytest.skip(f"Redis not reachable at {REDIS}: {exc}")
+        pytest.skip(needs.redis(REDIS, "CASCADEFLOW_TEST_REDIS", exc))
     rule = {"request_model": OPUS, "draft_model": HAIKU, "policies": {"cache_economics": False, "sticky_escalations": 0}}
     text = yaml.safe_dump({"routes": sim_routes(sim), "redis_url": REDIS, "cascade_rules": [rule]})
     processes = [launch_gateway_process(tmp_path, text) for _ in range(2)]

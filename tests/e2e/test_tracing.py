@@ -10,7 +10,9 @@ import time
 import anthropic
 import pytest
 
-pytest.importorskip("opentelemetry.sdk")
+from tests import needs
+
+pytest.importorskip("opentelemetry.sdk", reason=needs.package("opentelemetry-sdk"))
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from tests import needs
 
 REDIS = os.environ.get("CASCADEFLOW_TEST_REDIS_UNIT", "redis://127.0.0.1:6379/8")
 
@@ -17,7 +18,7 @@ async def require_redis() -> str:
     try:
         await probe.ping()
     except Exception:  # noqa: BLE001 - any failure to reach it means: no Redis here
-        pytest.skip(f"no Redis at {REDIS} (set CASCADEFLOW_TEST_REDIS_UNIT to use another)")
+        pytest.skip(needs.redis(REDIS, "CASCADEFLOW_TEST_REDIS_UNIT"))
     finally:
         await probe.aclose()
     return REDIS

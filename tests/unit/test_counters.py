@@ -11,6 +11,7 @@ import pytest
 from cascadeflow.config import Limits
 from cascadeflow.store.counters import Lease, MemoryCounters, RedisCounters, Refusal, Scope, period_ends
 from tests.unit.redis_db import REDIS
+from tests import needs
 
 
 
@@ -39,7 +40,7 @@ async def empty_redis(**kwargs) -> RedisCounters:
     except Exception as exc:
         if os.environ.get("CI"):
             raise
-        pytest.skip(f"Redis not reachable: {exc}")
+        pytest.skip(needs.redis(REDIS, "CASCADEFLOW_TEST_REDIS_UNIT", exc))
     return counters
 
 

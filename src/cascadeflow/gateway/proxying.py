@@ -78,7 +78,7 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
     plan = "pass_through"
     try:
         headers = dict(request.headers)
-        info.identity = identity = gateway.auth.identify(headers)  # before the body is read: refuse cheaply
+        info.identity = identity = await gateway.auth.identify(headers)  # before the body is read: refuse cheaply
         raw = await read_body(request, gateway.config.server.max_body_bytes, gateway.config.server.request_read_timeout)
         body = read_json_body(raw)
         info.model = model = model_name(body)

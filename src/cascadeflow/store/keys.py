@@ -7,7 +7,11 @@ file may be any string; their id is ``cfg_`` and the first 12 hex digits of thei
 Every process holds the whole table in memory (a team has thousands of keys, not
 millions) and re-reads the rows changed since its last look every
 ``refresh_seconds``, so a key revoked through one process is refused by all of them
-within that time. Requests never wait on the database.
+within that time. Requests never wait on the database, but for one case: a
+``cfk_`` key whose id is unknown may have just been issued by another process, so it
+triggers one immediate re-read (:meth:`KeyStore.catch_up`) before it is refused.
+Concurrent callers share that read, and such reads happen at most once per
+``_CATCH_UP_INTERVAL``, so a flood of bad keys cannot hammer the database.
 
 A key may carry its own provider keys (by route name or provider kind), used for its
 requests instead of the route's. Stored keys keep them sealed under ``auth.secret_key``
@@ -50,6 +54,8 @@ log = logging.getLogger("cascadeflow.keys")
 _PREFIX = "cfk_"
 #: rows changed this close to the last refresh are read again (clocks of several hosts differ a little)
 _CLOCK_SLACK = 5.0
+#: the least time between two re-reads triggered by unknown keys
+_CATCH_UP_INTERVAL = 0.05
 
 
 def hash_key(secret: str) -> str:
@@ -158,6 +164,9 @@ class KeyStore:
         self._config_ids = frozenset(self._keys)
         self._seen_until = 0.0
         self._refresher: asyncio.Task | None = None
+        #: the on-demand re-read that callers arriving now will share (None: none pending)
+        self._next_read: asyncio.Task | None = None
+        self._last_read = float("-inf")
 
     async def start(self, engine: AsyncEngine, *, watch: bool = True) -> KeyStore:
         """Load the table; with ``watch``, keep following changes made by any process."""
@@ -168,10 +177,41 @@ class KeyStore:
         return self
 
     async def aclose(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+        for task in (self._refresher, self._next_read):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def unknown(self, secret: str) -> bool:
+        """Whether ``secret`` is shaped like an issued key whose id this process has not seen (yet)."""
+        return secret.startswith(_PREFIX) and key_id_of(secret) not in self._keys
+
+    async def catch_up(self) -> None:
+        """Re-read the changed rows now: an unknown key may have just been issued by another process.
+
+        Callers that arrive before a pending read starts share it; one that arrives after it
+        has started waits for the next (that read may have begun before its key was written).
+        Reads this way are at least ``_CATCH_UP_INTERVAL`` apart. A database error is logged
+        and the keys already known stay in force.
+        """
+        if self.engine is None:
+            return
+        pending = self._next_read
+        if pending is None:
+            pending = self._next_read = asyncio.get_running_loop().create_task(self._read_soon())
+        try:
+            await asyncio.shield(pending)  # a caller that goes away does not cancel the others' read
+        except Exception as exc:  # the database is away: refuse as we would have
+            log.warning("could not re-read the key table: %s", type(exc).__name__)
+
+    async def _read_soon(self) -> None:
+        wait = self._last_read + _CATCH_UP_INTERVAL - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._next_read = None  # from here on, newcomers wait for the next read
+        self._last_read = time.monotonic()
+        await self.refresh()
 
     def authenticate(self, secret: str) -> KeyRecord | None:
         """The record of a presented key, compared in constant time; None if it is not a key of ours."""
