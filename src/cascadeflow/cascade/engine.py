@@ -379,7 +379,8 @@ class CascadeEngine:
         return match
 
     def _draft_request(self, rule: CascadeRule, request: ProxyRequest, stage: CascadeStage, ops) -> ProxyRequest:
-        body = ops.draft_body(request.body or {}, stage.model, self._draft_cap(rule, stage.model))
+        body = ops.draft_body(request.body or {}, stage.model, self._draft_cap(rule, stage.model),
+                              self.registry.is_reasoning(stage.model))
         return request.derive(body)
 
     async def _read_draft(self, rule, upstream, accumulator, caller: dict, dialect: str):
@@ -450,7 +451,7 @@ class CascadeEngine:
     ) -> CheckResult | None:
         """Ask the verification model about the draft; its cost joins the request's."""
         model = (rule.self_verify and rule.self_verify.model) or stage.model
-        body = verification_body(request.body or {}, answer, dialect, model)
+        body = verification_body(request.body or {}, answer, dialect, model, self.registry.is_reasoning(model))
         if body is None:
             return None
         verify = request.derive(body, method="POST", path=API_PATHS[dialect], query="")
@@ -472,8 +473,11 @@ class CascadeEngine:
         if settings is None or answer.tool_calls or not answer.text.strip():
             return None
         match = self.service.router.resolve(stage.model, dialect)
-        body = {**ops.draft_body(request.body or {}, stage.model, self._draft_cap(rule, stage.model)), "stream": False,
-                "temperature": settings.temperature}
+        reasoning = self.registry.is_reasoning(stage.model)
+        body = {**ops.draft_body(request.body or {}, stage.model, self._draft_cap(rule, stage.model), reasoning),
+                "stream": False, "temperature": settings.temperature}
+        if reasoning and dialect != "anthropic":  # it samples at its fixed temperature (1) only: see docs/cascade.md
+            del body["temperature"]
         if dialect == "anthropic" and isinstance(body.get("messages"), list):  # one-off samples think afresh
             body.pop("thinking", None)
             body["messages"] = strip_thinking(body["messages"])

@@ -48,7 +48,7 @@ from . import openai_sim as oa
 from . import responses_sim as rs
 from .engine import Usage, estimate_input_tokens, last_user_text, new_id, plan_answer
 from .catalog import DEFAULT_MODELS, normalize_model
-from .model_limits import output_limit_problem
+from .model_limits import output_limit_problem, reasoning_problem
 from .prompt_cache import CacheSplit, PromptCache, SimClock, check_breakpoints
 from .replay import ReplayTable
 from .script import Script, load_script
@@ -400,6 +400,9 @@ class SimulatedProvider:
         problem = self._validate(dialect, body)
         if problem is not None:
             return error_response(dialect, 400, problem)
+        refused = reasoning_problem(dialect, body)
+        if refused is not None:
+            return error_response(dialect, 400, refused[0], param=refused[1], code=refused[2])
         thinking = check_thinking(body) if dialect == "anthropic" else None
         if thinking is not None and thinking.error is not None:
             return error_response(dialect, 400, thinking.error)
