@@ -159,7 +159,8 @@ class SimulatedProvider:
 
     @property
     def disconnects(self) -> list[dict[str, Any]]:
-        """Streams whose client left before the end: ``{"model", "at"}`` (``time.monotonic()``)."""
+        """Answers whose client left before the end (streams, and JSON answers held by ``latency``):
+        ``{"model", "at"}`` (``time.monotonic()``)."""
         with self._lock:
             return list(self._disconnects)
 
@@ -452,18 +453,26 @@ class SimulatedProvider:
             try:
                 return await send_events(request, data, fault, dialect, headers)
             except (ConnectionError, asyncio.CancelledError):
-                with self._lock:  # the client went away mid-stream: when, for cancellation tests
-                    self._disconnects.append({"model": body.get("model"), "at": time.monotonic()})
+                self._disconnected(body)
                 raise
         if fault is not None:
             if fault.latency > 0:
-                await asyncio.sleep(fault.latency)
+                try:
+                    await asyncio.sleep(fault.latency)
+                except asyncio.CancelledError:  # the handler is cancelled when its client leaves
+                    self._disconnected(body)
+                    raise
             if fault.reset == "after_first_event":  # non-stream: headers and half the body, then abort
                 resp = web.StreamResponse(headers={**headers, "Content-Type": _JSON, "Content-Length": str(len(data))})
                 await resp.prepare(request)
                 await resp.write(data[: len(data) // 2])
                 return await abort(request, resp)
         return web.Response(body=data, content_type=_JSON, headers=headers)
+
+    def _disconnected(self, body: dict[str, Any]) -> None:
+        """The client went away before the answer's end: when, for cancellation tests."""
+        with self._lock:
+            self._disconnects.append({"model": body.get("model"), "at": time.monotonic()})
 
     async def _respond(self, request: web.Request, body: dict[str, Any], neutral: dict[str, Any], rule: Any,
                        prompt: str | None, fault: Any, stream: bool) -> web.StreamResponse:
