@@ -22,10 +22,13 @@ SCRIPT = [
 REFUSED = ("logprobs", "top_logprobs", "max_tokens")
 
 
-@pytest.fixture(scope="module")
-def params_gw(sim, start_gateway):
-    config = ProxyConfig.from_dict({
-        "routes": sim_routes(sim, anthropic_key="k", openai_key="k"),
+def gateway_config(sim, openai_api: str = "chat") -> ProxyConfig:
+    routes = sim_routes(sim, anthropic_key="k", openai_key="k")
+    for route in routes:
+        if route["provider"] == "openai":
+            route["openai_api"] = openai_api  # "responses": Responses callers reach it untranslated
+    return ProxyConfig.from_dict({
+        "routes": routes,
         "cascade_rules": [
             {"name": "plain", "request_model": GPT, "draft_model": MINI, "quality_threshold": 0.5},
             {"name": "verified", "request_model": "gpt-5.5", "draft_model": MINI, "quality_threshold": 0.5,
@@ -34,7 +37,16 @@ def params_gw(sim, start_gateway):
              "quality_threshold": 0.5, "sample_agreement": {"samples": 2, "temperature": 0.7}},
         ],
     })
-    return start_gateway(config)
+
+
+@pytest.fixture(scope="module")
+def params_gw(sim, start_gateway):
+    return start_gateway(gateway_config(sim))
+
+
+@pytest.fixture(scope="module")
+def native_responses_gw(sim, start_gateway):
+    return start_gateway(gateway_config(sim, "responses"))
 
 
 @pytest.fixture()
@@ -107,3 +119,18 @@ def test_translated_reasoning_draft_gets_no_logprobs(gw, fresh_sim, stream):
     assert raw.headers["x-cascadeflow-draft-accepted"] == "true"
     (body,) = assert_fitted(fresh_sim, calls=1)
     assert body["max_completion_tokens"] == 300
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_responses_samples_on_a_reasoning_model_carry_no_temperature(gw, native_responses_gw, fresh_sim, native):
+    """A Responses caller (Codex), translated to chat or not: the draft and its samples go out without a
+    temperature (the caller's or the rule's)."""
+    url = (native_responses_gw if native else gw).url
+    client = openai.OpenAI(base_url=url + "/v1", api_key="caller", max_retries=0)
+    raw = client.responses.with_raw_response.create(model="sampled-gpt", input="What is 2 + 2?", temperature=0.2)
+    assert raw.parse().output_text == "The answer is 4." and raw.headers["x-cascadeflow-draft-accepted"] == "true"
+    sent = [r for r in fresh_sim.requests if r["path"] in ("/v1/responses", "/v1/chat/completions")]
+    assert [r["body"]["model"] for r in sent] == [MINI] * 3, [r["path"] for r in fresh_sim.requests]
+    assert all(r["usage"] is not None and "temperature" not in r["body"] for r in sent), [r["body"] for r in sent]
+    assert {r["path"] for r in sent} == {"/v1/responses" if native else "/v1/chat/completions"}
+    assert checks(raw.headers) == {"structural": 1.0, "agreement": 1.0}
