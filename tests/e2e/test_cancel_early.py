@@ -27,7 +27,8 @@ def setup(fresh_sim, start_gateway, tmp_path):
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     gw = start_gateway(ProxyConfig.from_dict({
         "routes": sim_routes(fresh_sim, anthropic_key="k", openai_key="k"),
-        "cascade_rules": [{"name": "opus", "request_model": OPUS, "draft_model": HAIKU}],
+        "cascade_rules": [{"name": "opus", "request_model": OPUS, "draft_model": HAIKU},
+                          {"name": "gpt", "request_model": "gpt-4o", "draft_model": "gpt-4o-mini"}],
         "database_url": url,
     }))
     return fresh_sim, gw, url
@@ -80,3 +81,21 @@ def test_streaming_cascade_cancelled_while_reading_its_draft(setup):
     assert row["status"] == 499 and row["cancelled"] and row["draft_model"] == HAIKU
     # the draft was read for about a second (≈100 of its 600 words): priced for what it generated
     assert 20 < row["output_tokens"] < 600 and row["cost"] > 0
+    stats = httpx.get(gw.url + "/stats").json()
+    assert stats["cancelled_streams"] == 1 and stats["errors"].get("499") == 1
+
+
+def test_openai_cascade_json_call_cancelled_before_the_draft_answers(setup):
+    sim, gw, url = setup
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "A slow answer, please"}]}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(gw.url + "/v1/chat/completions", json=body, timeout=httpx.Timeout(10, read=0.4))
+    left = time.monotonic()
+    wait_for(lambda: sim.disconnects)
+    assert sim.disconnects and sim.disconnects[0]["model"] == "gpt-4o-mini" and sim.disconnects[0]["at"] - left < 0.5
+    time.sleep(0.3)
+    assert [r["body"]["model"] for r in sim.requests] == ["gpt-4o-mini"], "no verifier after the client left"
+    (row,) = ledger_rows(url, at_least=1)
+    assert row["status"] == 499 and row["cancelled"] and row["draft_model"] == "gpt-4o-mini" and row["cost"] > 0
+    stats = httpx.get(gw.url + "/stats").json()
+    assert stats["errors"].get("499") == 1
