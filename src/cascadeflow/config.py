@@ -422,6 +422,9 @@ class ModelEntry(_Strict):
     max_output_tokens: int | None = Field(default=None, ge=1)
     #: media the model reads besides text; a cascade never drafts a request with media on a model without them
     media: list[Literal["image", "document"]] | None = None
+    #: an OpenAI-style reasoning model (refuses ``logprobs``, sampling settings and ``max_tokens``); default: by
+    #: name (``gpt-5*``, ``o1*``, ``o3*``, ``o4*``). Drafts, self-verification and samples are fitted to it
+    reasoning: bool | None = None
 
 
 class ProxyConfig(_Strict):

@@ -79,6 +79,9 @@ class ModelInfo:
     tiered: object | None = None
     #: which media the model reads besides text ("image", "document"); None: unknown (treated as none)
     media: frozenset[str] | None = None
+    #: an OpenAI reasoning model (GPT-5 family, o-series): refuses ``logprobs``, ``top_logprobs``, ``max_tokens``
+    #: (takes ``max_completion_tokens``) and sampling settings other than the default; None: unknown (by name)
+    reasoning: bool | None = None
     resolved_at: float = field(default_factory=time.monotonic)
 
     def cost(self, usage: Usage) -> float | None:
@@ -132,6 +135,7 @@ class ModelRegistry:
         context_window: int | None = None,
         max_output_tokens: int | None = None,
         media: list[str] | None = None,
+        reasoning: bool | None = None,
     ) -> ModelInfo:
         """Add or override a model (a glob such as ``llama-*`` matches a family).
 
@@ -146,7 +150,7 @@ class ModelRegistry:
             )
         info = ModelInfo(
             id=model, provider=provider, context_window=context_window, max_output_tokens=max_output_tokens, price=price,
-            media=frozenset(media) if media is not None else None,
+            media=frozenset(media) if media is not None else None, reasoning=reasoning,
         )
         if any(c in model for c in "*?["):
             self._custom_globs.insert(0, info)
@@ -183,6 +187,14 @@ class ModelRegistry:
             data_snapshot.get_snapshot()
         for model in models:
             self.info(model)
+
+    def is_reasoning(self, model: str) -> bool:
+        """Whether ``model`` is a reasoning model that refuses log-probabilities and sampling settings
+        (the ``models:`` entry's ``reasoning`` first, else by name: :func:`reasoning_model`)."""
+        info = self.info(model)
+        if info is not None and info.reasoning is not None:
+            return info.reasoning
+        return reasoning_model(model)
 
     def provider_for(self, model: str) -> str | None:
         info = self.info(model)
@@ -225,6 +237,7 @@ class ModelRegistry:
             price=custom.price or known.price,
             tiered=None if custom.price else known.tiered,
             media=custom.media if custom.media is not None else known.media,
+            reasoning=custom.reasoning if custom.reasoning is not None else known.reasoning,
         )
 
     @staticmethod
@@ -242,6 +255,7 @@ class ModelRegistry:
             context_window=found.context_window,
             max_output_tokens=_max_output(found.id),
             media=media_inputs(found.id),
+            reasoning=reasoning_model(found.id) or None,
         )
         if all(p is None or isinstance(p, (int, float, Decimal)) for p in flat):
             info.price = ModelPrice(*(None if p is None else float(p) for p in flat))  # type: ignore[arg-type]
@@ -300,6 +314,24 @@ def media_inputs(model: str) -> frozenset[str] | None:
     """The media ``model`` reads besides text, where known."""
     matches = [(len(p), media) for p, media in _MEDIA_BY_PREFIX if model.startswith(p)]
     return max(matches, key=lambda m: m[0])[1] if matches else None
+
+
+#: OpenAI's reasoning models, by model-name prefix (longest wins). Per OpenAI's reasoning guide and API
+#: reference they refuse ``logprobs``/``top_logprobs``, ``temperature``/``top_p`` other than 1 and
+#: ``max_tokens`` (400 ``unsupported_parameter`` / ``unsupported_value``). gpt-5.1+ accept sampling settings
+#: only with ``reasoning_effort: none``, which a cascade never sets, so the whole family counts.
+_REASONING_BY_PREFIX: tuple[tuple[str, bool], ...] = (
+    ("gpt-5", True),
+    ("o1", True),
+    ("o3", True),
+    ("o4", True),
+)
+
+
+def reasoning_model(model: str) -> bool:
+    """Whether ``model`` is, by its name, an OpenAI reasoning model (see ``_REASONING_BY_PREFIX``)."""
+    matches = [(len(p), flag) for p, flag in _REASONING_BY_PREFIX if model.startswith(p)]
+    return max(matches)[1] if matches else False
 
 
 def max_output_tokens(model: str) -> int | None:

@@ -105,7 +105,7 @@ def test_a_streamed_answer_is_cached_and_served_as_json(gw, sim):
 
 def test_chat_completions_hit_as_json_and_as_stream(gw, sim):
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key="caller", max_retries=0)
-    ask = {"model": MINI, "max_tokens": 100, "messages": [{"role": "user", "content": "Name a city."}]}
+    ask = {"model": MINI, "max_completion_tokens": 100, "messages": [{"role": "user", "content": "Name a city."}]}
     first = client.chat.completions.with_raw_response.create(**ask)
     second = client.chat.completions.with_raw_response.create(**ask)
     assert (first.headers["x-cascadeflow-cache"], second.headers["x-cascadeflow-cache"]) == ("miss", "hit")

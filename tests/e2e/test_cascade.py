@@ -18,6 +18,7 @@ from tests.conftest import sim_routes
 
 OPUS, SONNET, HAIKU = "claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5"
 GPT, MINI = "gpt-5.4", "gpt-5.4-mini"
+GPT4O, MINI4O = "gpt-4o", "gpt-4o-mini"  # these return log-probabilities (GPT-5 models refuse them)
 
 WEATHER_TOOL = {
     "name": "get_weather",
@@ -40,8 +41,8 @@ DRAFT_SCRIPT = [
     {"match": {"model": HAIKU, "prompt_contains": "two stages"}, "text": "I'm not sure, maybe."},
     {"match": {"model": SONNET, "prompt_contains": "two stages"}, "text": "A confident answer from the second stage."},
     {"match": {"model": MINI, "prompt_contains": "weather in Oslo"}, "tool_calls": [{"name": "get_weather", "input": {"days": 3}}], "logprob": -0.01},
-    {"match": {"model": MINI, "prompt_contains": "easy sum"}, "text": "2 + 2 = 4", "logprob": -0.01},
-    {"match": {"model": MINI, "prompt_contains": "hard proof"}, "text": "Perhaps it follows by induction", "logprob": -3.0},
+    {"match": {"model": MINI4O, "prompt_contains": "easy sum"}, "text": "2 + 2 = 4", "logprob": -0.01},
+    {"match": {"model": MINI4O, "prompt_contains": "hard proof"}, "text": "Perhaps it follows by induction", "logprob": -3.0},
 ]
 
 
@@ -55,6 +56,7 @@ def cascade_gw(sim, start_gateway):
                 {"name": "opus", "request_model": "claude-opus-*", "draft_model": HAIKU, "quality_threshold": 0.7,
                  "policies": {"sticky_escalations": 2, "cache_economics": False}},
                 {"name": "gpt", "request_model": GPT, "draft_model": MINI, "quality_threshold": 0.7},
+                {"name": "gpt4o", "request_model": GPT4O, "draft_model": MINI4O, "quality_threshold": 0.7},
                 {"name": "forced", "request_model": "forced-sonnet", "draft_model": HAIKU, "verifier_model": SONNET,
                  "policies": {"skip_forced_tool_choice": True}},
                 {"name": "tiny", "request_model": "tiny-opus", "draft_model": "tiny-draft", "verifier_model": OPUS},
@@ -167,18 +169,18 @@ def test_multi_stage_cascade_stops_at_the_first_stage_that_passes(gw, sim, strea
 @pytest.mark.parametrize("stream", [False, True])
 def test_openai_logprobs_decide_and_are_not_leaked(gw, sim, stream):
     def call(prompt):
-        kwargs = {"model": GPT, "messages": [{"role": "user", "content": prompt}]}
+        kwargs = {"model": GPT4O, "messages": [{"role": "user", "content": prompt}]}
         if stream:
             raw = gpt(gw).chat.completions.with_raw_response.create(stream=True, **kwargs)
             chunks = list(raw.parse())
             text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-            assert all(c.model == GPT for c in chunks)
+            assert all(c.model == GPT4O for c in chunks)
             assert all(c.choices[0].logprobs is None for c in chunks if c.choices)
             assert all(c.choices for c in chunks), "no usage chunk the caller did not ask for"
             return text, raw.headers
         raw = gpt(gw).chat.completions.with_raw_response.create(**kwargs)
         completion = raw.parse()
-        assert completion.model == GPT and completion.choices[0].logprobs is None
+        assert completion.model == GPT4O and completion.choices[0].logprobs is None
         return completion.choices[0].message.content, raw.headers
 
     text, headers = call("An easy sum: 2+2?")
@@ -187,9 +189,9 @@ def test_openai_logprobs_decide_and_are_not_leaked(gw, sim, stream):
     assert float(headers["x-cascadeflow-confidence"]) > 0.9
     sim.clear()
     text, headers = call("A hard proof, please")
-    assert text.startswith(f"[{GPT}]") and headers["x-cascadeflow-draft-accepted"] == "false"
+    assert text.startswith(f"[{GPT4O}]") and headers["x-cascadeflow-draft-accepted"] == "false"
     assert headers["x-cascadeflow-decision"].startswith("escalated:logprobs")
-    assert models_called(sim) == [MINI, GPT]
+    assert models_called(sim) == [MINI4O, GPT4O]
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -318,13 +320,13 @@ def test_the_verifier_gets_its_own_thinking_back_unchanged(gw, sim):
 
 
 def test_stats_agree_with_what_happened(gw, sim, http):
-    before = http.get("/stats").json()["cascade"].get("gpt", {})
+    before = http.get("/stats").json()["cascade"].get("gpt4o", {})
     outcomes = []
     for prompt in ("An easy sum: 2+2?", "A hard proof, please", "An easy sum: 3+3?"):
-        raw = gpt(gw).chat.completions.with_raw_response.create(model=GPT, messages=[{"role": "user", "content": prompt}])
+        raw = gpt(gw).chat.completions.with_raw_response.create(model=GPT4O, messages=[{"role": "user", "content": prompt}])
         outcomes.append((raw.headers["x-cascadeflow-draft-accepted"] == "true", float(raw.headers["x-cascadeflow-cost-usd"]),
                          float(raw.headers["x-cascadeflow-baseline-cost-usd"])))
-    after = http.get("/stats").json()["cascade"]["gpt"]
+    after = http.get("/stats").json()["cascade"]["gpt4o"]
     assert after["requests"] - before.get("requests", 0) == 3
     assert after["accepted"] - before.get("accepted", 0) == sum(a for a, _, _ in outcomes) == 2
     reason = "logprobs:low confidence"

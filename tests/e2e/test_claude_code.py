@@ -119,14 +119,15 @@ def test_cascade_drafting_on_an_openai_model_accepted(claude, sim, fresh_sim, st
 
 def test_cascade_drafting_on_an_openai_model_escalated(claude, sim, fresh_sim, start_gateway, tmp_path):
     target = tmp_path / "hello.txt"
-    # the draft is unsure (low log-probabilities): every turn escalates to Opus, which does the work
-    sim.set_script([{"match": {"model": MINI}, "text": "Maybe I could write it?", "logprob": -3.0}, *write_loop(OPUS, target)])
-    rule = {"request_model": "claude-opus-*", "draft_model": MINI, "quality_threshold": 0.7,
+    # the draft is unsure (low log-probabilities; gpt-4o-mini returns them, GPT-5 models refuse them): every turn
+    # escalates to Opus, which does the work
+    sim.set_script([{"match": {"model": "gpt-4o-mini"}, "text": "Maybe I could write it?", "logprob": -3.0}, *write_loop(OPUS, target)])
+    rule = {"request_model": "claude-opus-*", "draft_model": "gpt-4o-mini", "quality_threshold": 0.7,
             "policies": {"sticky_escalations": 0, "cache_economics": False}}
     gateway = start_gateway(config_for(sim, cascade_rules=[rule]))
     assert_tool_loop_done(*run_claude(claude, gateway.url, tmp_path, "Create hello.txt containing hi"), target)
     calls = models_called(sim)
-    assert calls == [("/v1/chat/completions", MINI), ("/v1/messages", OPUS)] * 2
+    assert calls == [("/v1/chat/completions", "gpt-4o-mini"), ("/v1/messages", OPUS)] * 2
 
 
 def test_a_team_member_with_a_virtual_key(claude, sim, fresh_sim, start_gateway, tmp_path):

@@ -211,7 +211,7 @@ def sent(sim, path):
 
 
 def test_betas_and_version_reach_anthropic_routes_unchanged_and_never_an_openai_one(gw, sim):
-    sim.set_script([{"match": {"model": MINI}, "text": "Perhaps.", "logprob": -3.0}])  # escalates to the verifier
+    sim.set_script([{"match": {"model": MINI}, "text": ""}])  # an empty draft: escalates to the verifier
     claude_code(gw).messages.create(model=HAIKU, max_tokens=50, messages=[{"role": "user", "content": "hi"}])
     claude_code(gw).messages.create(model=OPUS, max_tokens=50, messages=[{"role": "user", "content": "hi"}])
     assert calls(sim) == [("/v1/messages", HAIKU), ("/v1/chat/completions", MINI), ("/v1/messages", OPUS)]

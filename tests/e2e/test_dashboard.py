@@ -33,7 +33,8 @@ from tests.unit.test_queries import expected
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 MASTER = "mk-dashboard-test-0123456789"
 KEYS = {"alice": "cfk_alice_" + "a" * 24, "bob": "cfk_bob_" + "b" * 24, "ci": "cfk_ci_" + "c" * 24}
-OPUS, SONNET, HAIKU, GPT, MINI = "claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5", "gpt-5.4", "gpt-5.4-mini"
+OPUS, SONNET, HAIKU = "claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5"
+GPT, MINI = "gpt-4o", "gpt-4o-mini"  # a draft with log-probabilities (GPT-5 models refuse them)
 WEATHER = {"name": "get_weather", "description": "Weather for a city",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
 SCRIPT = [

@@ -12,6 +12,7 @@ from cascadeflow import ProxyConfig
 from tests.conftest import sim_routes
 
 MINI, HAIKU, OPUS, GPT = "gpt-5.4-mini", "claude-haiku-5-5", "claude-opus-5-5", "gpt-5.4"
+LP_MINI = "gpt-4o-mini"  # a draft that returns log-probabilities (GPT-5 models refuse them)
 
 WEATHER = {
     "name": "get_weather",
@@ -23,8 +24,8 @@ OPENAI_WEATHER = {"type": "function", "function": {"name": "get_weather", "descr
 SCRIPT = [
     {"match": {"prompt_contains": "weather in Lima"}, "tool_calls": [{"name": "get_weather", "input": {"city": "Lima"}}]},
     {"match": {"prompt_contains": "19C"}, "text": "Lima: 19C and cloudy."},
-    {"match": {"model": MINI, "prompt_contains": "confident"}, "text": "Certainly: the answer is 42.", "logprob": -0.01},
-    {"match": {"model": MINI, "prompt_contains": "unsure"}, "text": "Perhaps 41, or 43?", "logprob": -2.5},
+    {"match": {"model": LP_MINI, "prompt_contains": "confident"}, "text": "Certainly: the answer is 42.", "logprob": -0.01},
+    {"match": {"model": LP_MINI, "prompt_contains": "unsure"}, "text": "Perhaps 41, or 43?", "logprob": -2.5},
     {"match": {"model": HAIKU, "prompt_contains": "confident"}, "text": "Certainly: the answer is 42."},
     {"match": {"model": HAIKU, "prompt_contains": "unsure"}, "text": ""},
 ]
@@ -37,7 +38,7 @@ def cross_gw(sim, start_gateway):
             {
                 "routes": sim_routes(sim, anthropic_key="sk-ant-route", openai_key="sk-openai-route"),
                 "cascade_rules": [
-                    {"name": "opus-on-mini", "request_model": OPUS, "draft_model": MINI},
+                    {"name": "opus-on-mini", "request_model": OPUS, "draft_model": LP_MINI},
                     {"name": "gpt-on-haiku", "request_model": GPT, "draft_model": HAIKU},
                 ],
             }
@@ -196,11 +197,11 @@ def test_cascade_draft_on_the_other_dialect(gw, sim, stream):
         assert headers["x-cascadeflow-draft-accepted"] == ("true" if accepted else "false")
         if accepted:
             assert message.content[0].text == "Certainly: the answer is 42."
-            assert upstream_calls(sim) == [("/v1/chat/completions", MINI)]
+            assert upstream_calls(sim) == [("/v1/chat/completions", LP_MINI)]
             assert sim.requests[-1]["body"]["logprobs"] is True
         else:
             assert headers["x-cascadeflow-decision"] == "escalated:logprobs:low confidence"
-            assert upstream_calls(sim) == [("/v1/chat/completions", MINI), ("/v1/messages", OPUS)]
+            assert upstream_calls(sim) == [("/v1/chat/completions", LP_MINI), ("/v1/messages", OPUS)]
     # OpenAI caller, Anthropic draft
     for prompt, accepted in (("a confident one", True), ("an unsure one", False)):
         sim.clear()

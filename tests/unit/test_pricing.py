@@ -74,3 +74,24 @@ def test_tiered_prices_follow_genai_prices():
     small = registry.cost("claude-haiku-5-5", Usage(50_000, 0)) / 50_000
     large = registry.cost("claude-haiku-5-5", Usage(150_000, 0)) / 150_000
     assert large > small
+
+
+def test_reasoning_models_by_name_and_overridden_by_models_entries():
+    """OpenAI's reasoning models refuse logprobs and sampling settings: known by name, overridable per model."""
+    from cascadeflow import ProxyConfig
+    from cascadeflow.dialects.openai import fit_for_reasoning
+
+    registry = ModelRegistry()
+    assert [registry.is_reasoning(m) for m in ("gpt-5.4-mini", "gpt-5.5", "o3", "o4-mini", "gpt-4o", "claude-haiku-5-5")] \
+        == [True, True, True, True, False, False]
+    entries = ProxyConfig.from_dict({"models": {"gpt-5-lookalike": {"reasoning": False},
+                                                "my-thinker": {"provider": "openai", "reasoning": True}}}).models
+    for name, entry in entries.items():
+        registry.register(name, **entry.model_dump())
+    assert not registry.is_reasoning("gpt-5-lookalike") and registry.is_reasoning("my-thinker")
+    body = {"model": "o3", "messages": [], "logprobs": True, "top_logprobs": 5, "temperature": 0.7, "top_p": 1,
+            "max_tokens": 64}
+    assert fit_for_reasoning(body) == {"model": "o3", "messages": [], "top_p": 1, "max_completion_tokens": 64}
+    assert fit_for_reasoning({"max_tokens": 64, "max_completion_tokens": 32})["max_completion_tokens"] == 32
+    plain = {"model": "o3", "messages": [], "max_completion_tokens": 9}
+    assert fit_for_reasoning(plain) is plain  # nothing to change: no copy

@@ -379,6 +379,28 @@ def test_logprobs(sim):
     assert oai(sim).chat.completions.create(model=GPT, messages=PROMPT).choices[0].logprobs is None
 
 
+@pytest.mark.parametrize(("extra", "param", "code", "message"), [
+    ({"logprobs": True}, "logprobs", "unsupported_parameter",
+     "Unsupported parameter: 'logprobs' is not supported with this model."),
+    ({"top_logprobs": 2}, "top_logprobs", "unsupported_parameter",
+     "Unsupported parameter: 'top_logprobs' is not supported with this model."),
+    ({"max_tokens": 50}, "max_tokens", "unsupported_parameter",
+     "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead."),
+    ({"temperature": 0.2}, "temperature", "unsupported_value",
+     "Unsupported value: 'temperature' does not support 0.2 with this model. Only the default (1) value is supported."),
+])
+def test_reasoning_models_refuse_what_openai_refuses(sim, extra, param, code, message):
+    """GPT-5 and o-series models answer 400 (OpenAI's shape, param and code) to parameters they do not take."""
+    for model in ("gpt-5.4-mini", "o3"):
+        with pytest.raises(openai.BadRequestError) as caught:
+            oai(sim).chat.completions.create(model=model, messages=PROMPT, **extra)
+        assert caught.value.body == {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+    assert sim.requests[-1]["usage"] is None  # refused, nothing billed
+    # what they do take: max_completion_tokens, temperature 1; a non-reasoning model takes all of it
+    oai(sim).chat.completions.create(model="gpt-5.4-mini", messages=PROMPT, max_completion_tokens=50, temperature=1)
+    oai(sim).chat.completions.create(model=GPT, messages=PROMPT, **extra)
+
+
 # ---------------------------------------------------------------- caching
 
 

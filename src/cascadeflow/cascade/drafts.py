@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import orjson
 
 from ..dialects import accumulate, accumulate_responses
+from ..dialects.openai import fit_for_reasoning
 from ..dialects.sse import SSEEvent
 from .answer import DraftAnswer
 
@@ -22,12 +23,16 @@ class DialectOps:
 
     name: str
 
-    def draft_body(self, body: dict, model: str, max_tokens: int | None) -> dict:
+    def draft_body(self, body: dict, model: str, max_tokens: int | None, reasoning: bool = False) -> dict:
+        """The caller's request for the draft ``model``: its output capped at ``max_tokens``; for a
+        ``reasoning`` model (an OpenAI GPT-5 / o-series) only the parameters it accepts, no log-probabilities."""
         draft = {**body, "model": model}
         if self.name == "responses":  # no log-probabilities asked: the checks judge Responses drafts without them
             limit = body.get("max_output_tokens")
             if max_tokens is not None and (not isinstance(limit, int) or limit > max_tokens):
                 draft["max_output_tokens"] = max_tokens
+            if reasoning:
+                draft = fit_for_reasoning(draft)
         elif self.name == "anthropic":  # the thinking blocks each model may read: see CascadeEngine._drafts
             if max_tokens is not None and isinstance(body.get("max_tokens"), int) and body["max_tokens"] > max_tokens:
                 draft["max_tokens"] = max_tokens
@@ -36,12 +41,14 @@ class DialectOps:
                     budget = min(thinking["budget_tokens"], max(1024, max_tokens // 2))
                     draft["thinking"] = {**thinking, "budget_tokens": budget}
         else:
-            if not body.get("logprobs"):  # confidence from log-probabilities, stripped again on the way out
+            if not body.get("logprobs") and not reasoning:  # confidence from log-probabilities, stripped again
                 draft["logprobs"] = True
             if max_tokens is not None:
                 for key in ("max_tokens", "max_completion_tokens"):
                     if isinstance(body.get(key), int) and body[key] > max_tokens:
                         draft[key] = max_tokens
+            if reasoning:
+                draft = fit_for_reasoning(draft)
         return draft
 
     def accumulator(self) -> accumulate.AnthropicAccumulator | accumulate.OpenAIAccumulator:

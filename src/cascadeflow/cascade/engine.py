@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import orjson
+
 from ..config import CascadeRule, CascadeStage
 from ..dialects.sse import SSEDecoder
 from ..errors import ProxyError
@@ -101,6 +103,12 @@ class Decision:
         self.cost = None if call.cost is None or self.cost is None else self.cost + call.cost
         self.upstream_ms += call.latency_ms
 
+    def add_cut(self, model: str, usage: Usage, cost: float | None) -> None:
+        """Count a call cut off before its answer came (the client left): priced on an estimate."""
+        self.calls.append((model, usage))
+        self.usage = self.usage + usage
+        self.cost = None if cost is None or self.cost is None else self.cost + cost
+
     def headers(self, *, with_cost: bool) -> dict[str, str]:
         headers = {
             "x-cascadeflow-rule": self.rule,
@@ -162,11 +170,16 @@ class CascadeEngine:
 
     # -- the two entry points ------------------------------------------------------
 
+    def begin(self, rule: CascadeRule, request: ProxyRequest) -> Decision:
+        """The decision one request will fill in: the caller keeps it to record a request cancelled midway."""
+        return self._begin(rule, request)
+
     async def complete(
-        self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None, request_id: str = ""
+        self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None, request_id: str = "",
+        decision: Decision | None = None,
     ) -> CascadeReply:
-        """A non-streaming request."""
-        decision, ops = self._begin(rule, request), ops_for(dialect)
+        """A non-streaming request (``decision``: from :meth:`begin`, when the caller wants to see it filled in)."""
+        decision, ops = decision or self._begin(rule, request), ops_for(dialect)
         talk = await self.threads.view(request.body or {}, dialect, rule.verifier_model or request.model)
         turn = await self._turn(rule, request, dialect, conversation, request_id)
         shadowed = self.shadow.sampled(rule)
@@ -178,6 +191,10 @@ class CascadeEngine:
             except ProxyError as exc:
                 self._draft_failed(decision, stage, started, exc)
                 continue
+            except asyncio.CancelledError:  # the client left: the draft's connection is closed; priced on its input
+                decision.draft_model = stage.model
+                self._cut(decision, match, draft)
+                raise
             judged = (answer, result.cost)
             if await self._judge(rule, stage, request, answer, dialect, decision, result, started, ops):
                 await self.threads.hand_out(result.data, stage.model, dialect)
@@ -197,6 +214,9 @@ class CascadeEngine:
             self._finish(rule, decision, conversation, stream=False)
             exc.decision = decision  # the error answer carries the decision's headers, its record the draft's cost
             raise
+        except asyncio.CancelledError:
+            self._cut(decision, match, request)
+            raise
         decision.add_call(result)
         decision.baseline_cost = self._baseline(rule, request, result.usage, verifier_cost=result.cost, verifier=verifier,
                                                 turn=turn)
@@ -210,10 +230,14 @@ class CascadeEngine:
         return CascadeReply(result.status, {**result.headers, **decision.headers(with_cost=True)}, decision, body)
 
     async def stream(
-        self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None, request_id: str = ""
+        self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None, request_id: str = "",
+        decision: Decision | None = None,
     ) -> CascadeReply:
-        """A streaming request: drafts are read to the end (or an early failure) before anything is sent."""
-        decision, ops = self._begin(rule, request), ops_for(dialect)
+        """A streaming request: drafts are read to the end (or an early failure) before anything is sent.
+
+        Cancelled while a draft is read (the client left), the draft's stream is closed at once and
+        counted for what it generated; no verifier is opened."""
+        decision, ops = decision or self._begin(rule, request), ops_for(dialect)
         caller = request.body or {}
         talk = await self.threads.view(request.body or {}, dialect, rule.verifier_model or request.model)
         turn = await self._turn(rule, request, dialect, conversation, request_id)
@@ -231,12 +255,22 @@ class CascadeEngine:
                 self.tracing.end_call(span, error=exc)
                 self._draft_failed(decision, stage, started, exc)
                 continue
+            except asyncio.CancelledError:
+                self.tracing.end_call(span, error=None)
+                decision.draft_model = stage.model
+                self._cut(decision, match, draft)
+                raise
             if translation is not None:
                 upstream = translation.stream(upstream, match.model)
             accumulator = ops.accumulator()
             early = None
             try:
                 early = await self._read_draft(rule, upstream, accumulator, caller, dialect)
+            except asyncio.CancelledError:  # the client left: stop the draft now; it is paid for what it generated
+                await upstream.aclose()
+                decision.add_call(upstream)
+                decision.draft_model = stage.model
+                raise
             finally:  # a draft stopped early by a check is no failure of the call
                 self.tracing.end_call(span, upstream, error=None if early is not None else upstream.error)
             if early is not None:
@@ -271,6 +305,10 @@ class CascadeEngine:
             self.tracing.end_call(span, error=exc)
             self._finish(rule, decision, conversation, stream=True)
             exc.decision = decision
+            raise
+        except asyncio.CancelledError:
+            self.tracing.end_call(span, error=None)
+            self._cut(decision, match, request)
             raise
         reported = self._reported(rule, request, verifier)
         pairing = (request_id, *judged) if shadowed and judged is not None and decision.confidence is not None else None
@@ -379,7 +417,8 @@ class CascadeEngine:
         return match
 
     def _draft_request(self, rule: CascadeRule, request: ProxyRequest, stage: CascadeStage, ops) -> ProxyRequest:
-        body = ops.draft_body(request.body or {}, stage.model, self._draft_cap(rule, stage.model))
+        body = ops.draft_body(request.body or {}, stage.model, self._draft_cap(rule, stage.model),
+                              self.registry.is_reasoning(stage.model))
         return request.derive(body)
 
     async def _read_draft(self, rule, upstream, accumulator, caller: dict, dialect: str):
@@ -450,7 +489,7 @@ class CascadeEngine:
     ) -> CheckResult | None:
         """Ask the verification model about the draft; its cost joins the request's."""
         model = (rule.self_verify and rule.self_verify.model) or stage.model
-        body = verification_body(request.body or {}, answer, dialect, model)
+        body = verification_body(request.body or {}, answer, dialect, model, self.registry.is_reasoning(model))
         if body is None:
             return None
         verify = request.derive(body, method="POST", path=API_PATHS[dialect], query="")
@@ -472,8 +511,11 @@ class CascadeEngine:
         if settings is None or answer.tool_calls or not answer.text.strip():
             return None
         match = self.service.router.resolve(stage.model, dialect)
-        body = {**ops.draft_body(request.body or {}, stage.model, self._draft_cap(rule, stage.model)), "stream": False,
-                "temperature": settings.temperature}
+        reasoning = self.registry.is_reasoning(stage.model)
+        body = {**ops.draft_body(request.body or {}, stage.model, self._draft_cap(rule, stage.model), reasoning),
+                "stream": False, "temperature": settings.temperature}
+        if reasoning and dialect != "anthropic":  # it samples at its fixed temperature (1) only: see docs/cascade.md
+            del body["temperature"]
         if dialect == "anthropic" and isinstance(body.get("messages"), list):  # one-off samples think afresh
             body.pop("thinking", None)
             body["messages"] = strip_thinking(body["messages"])
@@ -510,6 +552,13 @@ class CascadeEngine:
         if translation is not None and translation.logprobs:
             answer.logprobs = translation.logprobs
         return result, answer
+
+    def _cut(self, decision: Decision, match: RouteMatch, request: ProxyRequest) -> None:
+        """A call cut off before any of its answer arrived: the upstream read its prompt, so the
+        request's size at 4 bytes a token is counted as input (as for a cut stream that reported none)."""
+        raw = request.raw_body if request.raw_body is not None else orjson.dumps(request.body or {})
+        usage = Usage(input_tokens=len(raw) // 4)
+        decision.add_cut(match.model, usage, self.registry.cost(match.model, usage))
 
     def _escalate(
         self, decision: Decision, stage: CascadeStage, confidence: float | None, reason: str, started: float,

@@ -19,10 +19,16 @@ __all__ = ["VERIFY_PROMPT", "verification_body", "verdict"]
 VERIFY_PROMPT = "Is the answer above correct? Reply with a single letter: Y for yes, N for no."
 
 
-def verification_body(body: dict, answer: DraftAnswer, dialect: str, model: str) -> dict | None:
+#: a reasoning model thinks before its one-letter verdict: room for that (it refuses ``max_tokens: 1``)
+REASONING_VERDICT_TOKENS = 512
+
+
+def verification_body(body: dict, answer: DraftAnswer, dialect: str, model: str, reasoning: bool = False) -> dict | None:
     """The verification request in the caller's dialect, or None when it does not apply.
 
     Tool calls and empty answers are not verified this way (the other checks judge them).
+    A ``reasoning`` model (OpenAI GPT-5 / o-series) returns no log-probabilities: it is asked
+    without them, its verdict scores 1 or 0.
     """
     text = answer.text.strip()
     messages = body.get("messages")
@@ -31,10 +37,12 @@ def verification_body(body: dict, answer: DraftAnswer, dialect: str, model: str)
     turns = [*messages, {"role": "assistant", "content": text}, {"role": "user", "content": VERIFY_PROMPT}]
     if dialect == "anthropic":  # thinking off for the one-word verdict, so no earlier thinking is sent back
         turns = strip_thinking(turns)
-        verify: dict = {"model": model, "max_tokens": 1, "messages": turns}
+        verify: dict = {"model": model, "max_tokens": REASONING_VERDICT_TOKENS if reasoning else 1, "messages": turns}
         if body.get("system"):
             verify["system"] = body["system"]
         return verify
+    if reasoning:
+        return {"model": model, "messages": turns, "max_completion_tokens": REASONING_VERDICT_TOKENS}
     return {"model": model, "messages": turns, "max_tokens": 1, "logprobs": True, "top_logprobs": 5}
 
 

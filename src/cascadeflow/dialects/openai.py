@@ -14,7 +14,8 @@ from ..errors import ErrorKind, RequestError
 from ..usage import Usage
 from .sse import StreamTap, encode_event, json_object
 
-__all__ = ["ERROR_TYPES", "error_body", "stream_error", "check_request", "response_usage", "OpenAIStreamTap"]
+__all__ = ["ERROR_TYPES", "error_body", "stream_error", "check_request", "response_usage", "OpenAIStreamTap",
+           "fit_for_reasoning"]
 
 NAME = "openai"
 
@@ -33,6 +34,34 @@ ERROR_TYPES: dict[ErrorKind, tuple[str, str | None]] = {
     ErrorKind.REQUEST_TIMEOUT: ("invalid_request_error", "request_timeout"),
     ErrorKind.OVERLOADED: ("server_error", "overloaded"),
 }
+
+
+#: what OpenAI's reasoning models refuse outright (Chat Completions and Responses)
+_REASONING_REFUSED = ("logprobs", "top_logprobs")
+#: sampling settings they take only at their default value, 1
+_REASONING_DEFAULT_ONLY = ("temperature", "top_p")
+
+
+def fit_for_reasoning(body: dict) -> dict:
+    """``body`` as an OpenAI reasoning model accepts it (a copy when anything changes).
+
+    Such a model answers 400 to ``logprobs``/``top_logprobs``, to ``temperature``/``top_p``
+    other than 1, and to ``max_tokens`` (its limit is ``max_completion_tokens``): a draft,
+    a self-verification or a sample sent with them would be refused and paid for in time.
+    """
+    drop = [k for k in _REASONING_REFUSED if k in body]
+    drop += [k for k in _REASONING_DEFAULT_ONLY if k in body and body[k] is not None and body[k] != 1]
+    if not drop and "max_tokens" not in body:
+        return body
+    out = {k: v for k, v in body.items() if k not in drop}
+    if "max_tokens" in out:
+        limit = out.pop("max_tokens")
+        other = out.get("max_completion_tokens")
+        if isinstance(limit, int) and isinstance(other, int):
+            out["max_completion_tokens"] = min(limit, other)
+        elif limit is not None and other is None:
+            out["max_completion_tokens"] = limit
+    return out
 
 
 def _error(kind: ErrorKind, message: str) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
@@ -22,6 +22,7 @@ from ..errors import CascadeflowError, ErrorKind, RequestError
 from ..cache import CachedAnswer, StreamCollector, hit_stream
 from ..cascade.policies import conversation_key
 from ..proxy import ProxyRequest
+from ..usage import Usage
 from .bounds import check_wide_integers, model_name, read_json_body
 from .reach import check_reach, reachable_models
 from .errors import error_response, exception_response
@@ -29,7 +30,9 @@ from .logs import REQUEST_ID
 from .records import RequestInfo, cache_hit_entry, cascade_entry, error_entry, pass_through_entry
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Coroutine
+
+    from starlette.types import Receive
 
     from ..store import LedgerEntry
 
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["messages", "count_tokens", "chat_completions", "responses", "embeddings", "read_json_body"]
 
 log = logging.getLogger("cascadeflow.gateway")
+T = TypeVar("T")
 
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 #: the request check of each endpoint (the rest is the upstream's call)
@@ -112,14 +116,23 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
             check_wide_integers(raw)  # re-serialised: an integer beyond 64 bits would change (rare; cheap scan)
         if proxy_request.stream and not count:
             _admit_stream(gateway)
-            return _with_id(await _streaming(gateway, rule, match, proxy_request, dialect, headers, body, info),
-                            request_id)
+            return _with_id(await _streaming(request, gateway, rule, match, proxy_request, dialect, headers, body,
+                                             info), request_id)
         if rule is not None:
-            return _with_id(await _cascade(gateway, rule, proxy_request, dialect, headers, body, info), request_id)
+            return _with_id(await _cascade(request, gateway, rule, proxy_request, dialect, headers, body, info),
+                            request_id)
         assert match is not None
         if not count:
             gateway.tracker.record_request(stream=proxy_request.stream)
-        result = await service.send(match, proxy_request, dialect)
+        try:
+            result = await _unless_client_leaves(request, service.send(match, proxy_request, dialect))
+        except _ClientLeft:
+            gateway.tracker.record_error(499)
+            if count:
+                _release(gateway, info)
+            else:
+                _finish(gateway, info, _cut_entry(gateway, info, match, raw))
+            return Response(status_code=499)
         headers = {**result.headers, "x-cascadeflow-route": match.route.name, "x-request-id": request_id}
         if not count:
             entry = pass_through_entry(info, match, result)
@@ -181,14 +194,25 @@ def _with_id(response: Response, request_id: str) -> Response:
     return response
 
 
-async def _streaming(gateway: Gateway, rule, match, proxy_request: ProxyRequest, dialect: str, headers: dict,
-                     body: dict, info: RequestInfo) -> Response:
-    """A streaming request (cascaded or passed through); counted as open, and recorded, at its last byte."""
+async def _streaming(request: Request, gateway: Gateway, rule, match, proxy_request: ProxyRequest, dialect: str,
+                     headers: dict, body: dict, info: RequestInfo) -> Response:
+    """A streaming request (cascaded or passed through); counted as open, and recorded, at its last byte.
+
+    A cascade reads its draft before the answer starts: a client that leaves meanwhile cancels it there."""
     gateway.active_streams += 1
     try:
         if rule is not None:
-            reply = await gateway.cascade.stream(rule, proxy_request, dialect, conversation_key(headers, body),
-                                                 info.request_id)
+            decision = gateway.cascade.begin(rule, proxy_request)
+            try:
+                reply = await _unless_client_leaves(request, gateway.cascade.stream(
+                    rule, proxy_request, dialect, conversation_key(headers, body), info.request_id, decision))
+            except _ClientLeft:
+                gateway.tracker.cancelled += 1
+                gateway.tracker.record_error(499)
+                decision.reason = decision.reason or "cancelled"
+                _finish(gateway, info, cascade_entry(info, decision, 499, cancelled=True))
+                gateway.active_streams -= 1
+                return Response(status_code=499)
             status, chunks, reply_headers = reply.status, reply.chunks, reply.headers
 
             def entry(finished: bool) -> LedgerEntry:
@@ -251,10 +275,18 @@ def _admit_stream(gateway: Gateway) -> None:
         raise refusal
 
 
-async def _cascade(gateway: Gateway, rule, proxy_request: ProxyRequest, dialect: str, headers: dict, body: dict,
-                   info: RequestInfo) -> Response:
+async def _cascade(request: Request, gateway: Gateway, rule, proxy_request: ProxyRequest, dialect: str, headers: dict,
+                   body: dict, info: RequestInfo) -> Response:
     conversation = conversation_key(headers, body)
-    reply = await gateway.cascade.complete(rule, proxy_request, dialect, conversation, info.request_id)
+    decision = gateway.cascade.begin(rule, proxy_request)
+    try:
+        reply = await _unless_client_leaves(request, gateway.cascade.complete(
+            rule, proxy_request, dialect, conversation, info.request_id, decision))
+    except _ClientLeft:  # no verifier is opened for a client that is gone; the calls made are paid for
+        gateway.tracker.record_error(499)
+        decision.reason = decision.reason or "cancelled"
+        _finish(gateway, info, cascade_entry(info, decision, 499, cancelled=True))
+        return Response(status_code=499)
     entry = cascade_entry(info, reply.decision, reply.status)
     _finish(gateway, info, entry)
     reply.headers.pop("content-length", None)
@@ -283,6 +315,50 @@ def _cache_hit(gateway: Gateway, info: RequestInfo, rule, answer: CachedAnswer, 
     if info.stream:
         return Response(payload, 200, headers={**headers, **_SSE_HEADERS}, media_type="text/event-stream")
     return Response(payload, 200, headers=headers, media_type="application/json")
+
+
+class _ClientLeft(Exception):
+    """The client disconnected before its answer started; the work for it was cancelled."""
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_client_leaves(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """``work``'s result, or :class:`_ClientLeft` once it has been cancelled because the client disconnected.
+
+    Until an answer starts nothing listens to the connection (a started stream has its own
+    watcher): without this a JSON call, or a cascade still reading its draft, would run to its end
+    for a client that is gone, and open the verifier too. Cancelling closes the upstream call.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request.receive))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        if not task.done() and watcher.exception() is not None:  # nothing to watch: just wait
+            await asyncio.wait((task,))
+    except BaseException:  # this request itself cancelled (shutdown)
+        task.cancel()
+        watcher.cancel()
+        raise
+    watcher.cancel()
+    if not task.done():  # the client left first
+        task.cancel()
+        await asyncio.wait((task,))
+        if task.cancelled():
+            raise _ClientLeft
+    return task.result()
+
+
+def _cut_entry(gateway: Gateway, info: RequestInfo, match, raw: bytes | None) -> LedgerEntry:  # type: ignore[no-untyped-def]
+    """A passed-through JSON call cut off before its answer: the upstream read the prompt, so the
+    request's size at 4 bytes a token is counted as input (as for a cut stream that reported none)."""
+    usage = Usage(input_tokens=len(raw or b"") // 4)
+    return info.entry(plan="pass_through", status=499, served_model=match.model, route=match.route.name,
+                      input_tokens=usage.input_tokens, cost=gateway.registry.cost(match.model, usage), cancelled=True,
+                      detail="the client left before the answer")
 
 
 async def read_body(request: Request, limit: int, timeout: float | None = None) -> bytes:

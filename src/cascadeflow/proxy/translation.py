@@ -16,6 +16,7 @@ import orjson
 from ..errors import RequestError
 from ..dialects import translate, translate_responses
 from ..dialects.accumulate import OpenAIAccumulator, answer_from_openai
+from ..dialects.openai import fit_for_reasoning
 from ..dialects.sse import SSEDecoder
 from ..dialects.translate_responses import ChainedStream, ChatToResponsesStream, ToolNames
 from ..dialects.translate_stream import AnthropicToOpenAIStream, OpenAIToAnthropicStream
@@ -85,9 +86,10 @@ class Translation:
             translated, self.dropped = translate.openai_to_anthropic_request(
                 body, default_max_tokens=min(limit or _DEFAULT_MAX_TOKENS, _DEFAULT_MAX_TOKENS), max_output_tokens=limit
             )
-        if self.upstream == "openai" and self.registry.provider_for(model) == "openai":
-            _fit_openai(translated, model)
-        if logprobs and self.upstream == "openai":
+        reasoning = self.upstream == "openai" and self.registry.is_reasoning(model)
+        if self.upstream == "openai" and (reasoning or self.registry.provider_for(model) == "openai"):
+            translated = _fit_openai(translated, reasoning)
+        if logprobs and self.upstream == "openai" and not reasoning:  # a reasoning model refuses them
             translated["logprobs"] = self._want_logprobs = True
         if self.dropped:
             log.debug("translating %s→%s dropped: %s", self.caller, self.upstream, ", ".join(self.dropped))
@@ -193,11 +195,9 @@ def _refuse_stored_state(body: dict, model: str) -> None:
         raise RequestError(f"background: true is not available for model {model!r}; send the request without it")
 
 
-def _fit_openai(body: dict, model: str) -> None:
+def _fit_openai(body: dict, reasoning: bool) -> dict:
     """What OpenAI's own API wants: ``max_completion_tokens`` (``max_tokens`` is refused by its
-    reasoning models), and no sampling settings for reasoning models, which accept only defaults."""
+    reasoning models), and for a reasoning model only what it accepts (:func:`fit_for_reasoning`)."""
     if "max_tokens" in body:
         body["max_completion_tokens"] = body.pop("max_tokens")
-    if model.startswith(("gpt-5", "o1", "o3", "o4")):
-        body.pop("temperature", None)
-        body.pop("top_p", None)
+    return fit_for_reasoning(body) if reasoning else body

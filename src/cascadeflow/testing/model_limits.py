@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..pricing import max_output_tokens
+from ..pricing import max_output_tokens, reasoning_model
 
-__all__ = ["output_limit_problem"]
+__all__ = ["output_limit_problem", "reasoning_problem"]
 
 
 def output_limit_problem(dialect: str, body: dict[str, Any]) -> str | None:
@@ -27,4 +27,25 @@ def output_limit_problem(dialect: str, body: dict[str, Any]) -> str | None:
                 return f"max_tokens: {asked} > {limit}, which is the maximum allowed number of output tokens for {model}"
             return (f"{name} is too large: {asked}. This model supports at most {limit} completion tokens, "
                     f"whereas you provided {asked}.")
+    return None
+
+
+def reasoning_problem(dialect: str, body: dict[str, Any]) -> tuple[str, str, str] | None:
+    """``(message, param, code)`` of the 400 OpenAI answers when a reasoning model (GPT-5 family, o-series)
+    gets a parameter it does not support: ``max_tokens``, ``logprobs``, ``top_logprobs``, or a
+    ``temperature``/``top_p`` other than the default 1 (the messages are the real API's)."""
+    model = body.get("model") or ""
+    if dialect == "anthropic" or not reasoning_model(model):
+        return None
+    if dialect == "openai" and body.get("max_tokens") is not None:
+        return ("Unsupported parameter: 'max_tokens' is not supported with this model. "
+                "Use 'max_completion_tokens' instead.", "max_tokens", "unsupported_parameter")
+    for name in ("temperature", "top_p"):
+        value = body.get(name)
+        if value is not None and value != 1:
+            return (f"Unsupported value: '{name}' does not support {value} with this model. "
+                    "Only the default (1) value is supported.", name, "unsupported_value")
+    for name in ("logprobs", "top_logprobs"):
+        if body.get(name) not in (None, False):
+            return f"Unsupported parameter: '{name}' is not supported with this model.", name, "unsupported_parameter"
     return None

@@ -41,7 +41,8 @@ _ERRORS: dict[int, tuple[str, str | None, str]] = {
 }
 
 
-def error_object(status: int, message: str | None = None, error_type: str | None = None) -> dict[str, Any]:
+def error_object(status: int, message: str | None = None, error_type: str | None = None, *,
+                 param: str | None = None, code: str | None = None) -> dict[str, Any]:
     default = _ERRORS.get(status) or (
         ("server_error", None, f"Error {status}") if status >= 500 else ("invalid_request_error", None, f"Error {status}")
     )
@@ -49,15 +50,16 @@ def error_object(status: int, message: str | None = None, error_type: str | None
         "error": {
             "message": message or default[2],
             "type": error_type or default[0],
-            "param": None,
-            "code": default[1],
+            "param": param,
+            "code": code or default[1],
         }
     }
 
 
-def error_body(status: int, message: str | None = None, error_type: str | None = None) -> bytes:
-    """``{"error":{"message","type","param":null,"code"}}``."""
-    return _dumps(error_object(status, message, error_type))
+def error_body(status: int, message: str | None = None, error_type: str | None = None, *,
+               param: str | None = None, code: str | None = None) -> bytes:
+    """``{"error":{"message","type","param","code"}}``."""
+    return _dumps(error_object(status, message, error_type, param=param, code=code))
 
 
 def error_event(status: int, message: str | None = None, error_type: str | None = None) -> bytes:

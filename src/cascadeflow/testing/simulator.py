@@ -48,7 +48,7 @@ from . import openai_sim as oa
 from . import responses_sim as rs
 from .engine import Usage, estimate_input_tokens, last_user_text, new_id, plan_answer
 from .catalog import DEFAULT_MODELS, normalize_model
-from .model_limits import output_limit_problem
+from .model_limits import output_limit_problem, reasoning_problem
 from .prompt_cache import CacheSplit, PromptCache, SimClock, check_breakpoints
 from .replay import ReplayTable
 from .script import Script, load_script
@@ -159,7 +159,8 @@ class SimulatedProvider:
 
     @property
     def disconnects(self) -> list[dict[str, Any]]:
-        """Streams whose client left before the end: ``{"model", "at"}`` (``time.monotonic()``)."""
+        """Answers whose client left before the end (streams, and JSON answers held by ``latency``):
+        ``{"model", "at"}`` (``time.monotonic()``)."""
         with self._lock:
             return list(self._disconnects)
 
@@ -400,6 +401,9 @@ class SimulatedProvider:
         problem = self._validate(dialect, body)
         if problem is not None:
             return error_response(dialect, 400, problem)
+        refused = reasoning_problem(dialect, body)
+        if refused is not None:
+            return error_response(dialect, 400, refused[0], param=refused[1], code=refused[2])
         thinking = check_thinking(body) if dialect == "anthropic" else None
         if thinking is not None and thinking.error is not None:
             return error_response(dialect, 400, thinking.error)
@@ -449,18 +453,26 @@ class SimulatedProvider:
             try:
                 return await send_events(request, data, fault, dialect, headers)
             except (ConnectionError, asyncio.CancelledError):
-                with self._lock:  # the client went away mid-stream: when, for cancellation tests
-                    self._disconnects.append({"model": body.get("model"), "at": time.monotonic()})
+                self._disconnected(body)
                 raise
         if fault is not None:
             if fault.latency > 0:
-                await asyncio.sleep(fault.latency)
+                try:
+                    await asyncio.sleep(fault.latency)
+                except asyncio.CancelledError:  # the handler is cancelled when its client leaves
+                    self._disconnected(body)
+                    raise
             if fault.reset == "after_first_event":  # non-stream: headers and half the body, then abort
                 resp = web.StreamResponse(headers={**headers, "Content-Type": _JSON, "Content-Length": str(len(data))})
                 await resp.prepare(request)
                 await resp.write(data[: len(data) // 2])
                 return await abort(request, resp)
         return web.Response(body=data, content_type=_JSON, headers=headers)
+
+    def _disconnected(self, body: dict[str, Any]) -> None:
+        """The client went away before the answer's end: when, for cancellation tests."""
+        with self._lock:
+            self._disconnects.append({"model": body.get("model"), "at": time.monotonic()})
 
     async def _respond(self, request: web.Request, body: dict[str, Any], neutral: dict[str, Any], rule: Any,
                        prompt: str | None, fault: Any, stream: bool) -> web.StreamResponse:

@@ -28,13 +28,17 @@ def request_id_header(dialect: str) -> dict[str, str]:
 
 
 def error_response(dialect: str, status: int, message: str | None = None, error_type: str | None = None,
-                   headers: dict[str, str] | None = None) -> web.Response:
-    """An error answer with the body shape of ``dialect``."""
-    mod = an if dialect == "anthropic" else oa
+                   headers: dict[str, str] | None = None, *, param: str | None = None,
+                   code: str | None = None) -> web.Response:
+    """An error answer with the body shape of ``dialect`` (``param`` and ``code``: OpenAI's fields)."""
     hdrs = request_id_header(dialect)
     if headers:
         hdrs.update(headers)
-    return web.Response(status=status, body=mod.error_body(status, message, error_type), content_type=JSON, headers=hdrs)
+    if dialect == "anthropic":
+        body = an.error_body(status, message, error_type)
+    else:
+        body = oa.error_body(status, message, error_type, param=param, code=code)
+    return web.Response(status=status, body=body, content_type=JSON, headers=hdrs)
 
 
 async def send_events(request: web.Request, events: list[bytes], fault: Fault | None, dialect: str,
