@@ -81,7 +81,12 @@ def test_no_gateway_is_one_line_saying_how_to_start_it(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    done = launcher(["claude", "--url", f"http://127.0.0.1:{port}", "-p", "hi"], tmp_path, timeout=30)
+    stub = tmp_path / "bin" / "claude"  # a CLI on PATH (installed or not here): the gateway's absence is what fails
+    stub.parent.mkdir()
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    done = launcher(["claude", "--url", f"http://127.0.0.1:{port}", "-p", "hi"], tmp_path, timeout=30,
+                    path=f"{stub.parent}:{os.environ.get('PATH', '')}")
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert f"127.0.0.1:{port}/health" in done.stderr and "cascadeflow proxy start" in done.stderr
