@@ -50,6 +50,8 @@ in unrun. Besides the modes above:
 - ``<!-- test: run, keys -->`` — a shell block run with a gateway on port 8000 that has virtual keys
   on (``auth.mode: api_key``) and ``CASCADEFLOW_MASTER_KEY`` set (a ``CASCADEFLOW_MASTER_KEY=…``
   placeholder in the block is that key);
+- ``shows`` (with ``run``) — what the block prints holds the page's next ``text`` block, line by
+  line, in shape (strings and numbers masked: ids and generated words change from run to run);
 - ``after=N`` (Python) — the block runs after the page's block at line N, in the namespace it
   left, with top-level ``await`` allowed; ``init`` — ``cascadeflow proxy init`` made the
   page's ``cascadeflow-proxy.yaml`` first.
@@ -85,7 +87,7 @@ FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 MARK = re.compile(r"<!--\s*test:\s*(.*?)\s*-->")
 #: the modes a marker may name (``as=`` and ``after=`` take a value)
 MODES = {"run", "gateway", "serve", "config", "error", "file", "output", "not run", "ci", "installed", "route",
-         "fragment", "codex", "prometheus", "metrics", "init", "keys", "as", "after"}
+         "fragment", "codex", "prometheus", "metrics", "init", "keys", "shows", "as", "after"}
 NOT_RUN = ("output", "not run", "ci")  # ci: .ci/run runs it (the whole suite)
 TEXT_BLOCK = re.compile(r"^```text\n(.*?)^```", re.M | re.S)
 PORT = re.compile(r"(127\.0\.0\.1:|localhost:|--port |PORT=)(\d{4,5})\b")
@@ -302,10 +304,11 @@ def exposed_metrics(keys_gateway, sim):
     key = created.json()["key"]
     for model, headers, status in [("claude-opus-5-5", {"x-api-key": key}, 200),
                                    ("claude-haiku-5-5", {"x-api-key": key}, 200),
-                                   ("claude-haiku-5-5", {}, 401), ("claude-refused-by-upstream", {"x-api-key": key}, 400)]:
+                                   ("claude-haiku-5-5", {}, 401),
+                                   ("claude-refused-by-upstream", {"x-api-key": key}, 400)]:
         try:
-            answer = httpx.post(url + "/v1/messages", timeout=30, headers=headers,
-                                json={"model": model, "max_tokens": 32, "messages": [{"role": "user", "content": "hi"}]})
+            answer = httpx.post(url + "/v1/messages", timeout=30, headers=headers, json={
+                "model": model, "max_tokens": 32, "messages": [{"role": "user", "content": "hi"}]})
         finally:
             if status == 400:
                 sim.set_script([])
@@ -351,6 +354,13 @@ def command(block: Block, code: str, folder: Path) -> list[str]:
     script = folder / "block.sh"
     script.write_text("set -eo pipefail\n" + code)
     return ["bash", str(script)]
+
+
+def shapes(text: str) -> list[str]:
+    """Each line with its strings and numbers masked: what a printed answer keeps from run to run."""
+    masked = (re.sub(r"'[^']*'|\"[^\"]*\"", "S", re.sub(r"-?\d+(\.\d+)?(e-?\d+)?", "N", line))
+              for line in text.splitlines())
+    return [line.strip() for line in masked if line.strip()]
 
 
 def check_fragment(block: Block) -> None:
@@ -480,5 +490,9 @@ def test_doc_block(block: Block, place, request):
                 output = out.read_text()
                 assert status == 0, f"{block.id} exited with {status}:\n{output}"
                 assert '"type":"error"' not in output and '{"error":' not in output, f"{block.id}:\n{output}"
+                if "shows" in block.modes:
+                    printed, shown = shapes(output), shapes(block.shown)
+                    assert shown and any(printed[i:i + len(shown)] == shown for i in range(len(printed))), (
+                        f"{block.id} printed, unlike the page's next text block:\n{output}")
         finally:
             stop(process)
