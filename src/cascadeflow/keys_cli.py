@@ -35,6 +35,8 @@ def _call(args: argparse.Namespace, method: str, path: str, body: dict | None = 
     master = args.master_key or os.environ.get("CASCADEFLOW_MASTER_KEY")
     if not master:
         raise AdminError("the master key is needed: --master-key or CASCADEFLOW_MASTER_KEY")
+    if not master.isascii():  # a header cannot carry it (e.g. the docs' `…` placeholder pasted as is)
+        raise AdminError("the master key has characters an HTTP header cannot carry; is it still a placeholder?")
     url = (args.url or os.environ.get("CASCADEFLOW_URL") or "http://127.0.0.1:8000").rstrip("/") + path
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method, headers={

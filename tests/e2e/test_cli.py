@@ -123,3 +123,14 @@ def test_bad_config_file_exits_2_with_a_message(tmp_path):
     )
     assert result.returncode == 2
     assert "routes.0.timeout" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_master_key_left_as_the_docs_placeholder_is_one_line_not_a_traceback(tmp_path):
+    """``export CASCADEFLOW_MASTER_KEY=…`` pasted from the docs: a header cannot carry ``…``; say so in one line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CASCADEFLOW_")}
+    url = f"http://127.0.0.1:{free_port()}"
+    done = subprocess.run([sys.executable, "-m", "cascadeflow.cli", "keys", "list", "--url", url], cwd=tmp_path, env={**env, "CASCADEFLOW_MASTER_KEY": "…"}, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "master key" in done.stderr, done.stderr

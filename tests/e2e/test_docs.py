@@ -29,6 +29,34 @@ error (curl exits 0 on an HTTP error). ``claude`` is a stub that sends one strea
 (``x-api-key`` from ``ANTHROPIC_API_KEY`` to ``ANTHROPIC_BASE_URL``), since the real CLI
 is not part of this test. ``tests/`` and ``examples/`` of the checkout are reachable
 from the block's working directory.
+
+Every fenced block has a marker (``test_every_block_is_marked``), so a new block cannot slip
+in unrun. Besides the modes above:
+
+- ``<!-- test: output -->`` — what a command prints (an answer, a transcript, a table): not run;
+- ``<!-- test: not run: <reason> -->`` — a command this machine cannot run; the reason says why
+  and which test covers it instead;
+- ``<!-- test: ci -->`` — a README command that ``.ci/run`` runs: ``.ci/run`` holds it verbatim;
+- ``<!-- test: serve, installed -->`` — a command that creates the virtual environment and
+  installs the checkout first: that part is the test's own environment, the rest is served;
+- ``<!-- test: route -->`` — the keys of one route (indented under ``routes:``): put in a route
+  and checked as a config; ``<!-- test: fragment -->`` — an excerpt of a config the page runs
+  later: every line of it is in a later block of the page;
+- ``<!-- test: codex -->`` — a Codex ``config.toml``: parsed, its provider is the one
+  ``cascadeflow codex`` passes as overrides;
+- ``<!-- test: prometheus -->`` — a Prometheus scrape config: every target (the gateway's port
+  swapped as above) answers its ``metrics_path`` with cascadeflow metrics;
+- ``<!-- test: metrics -->`` — PromQL: every ``cascadeflow_*`` series it names is in ``/metrics``;
+- ``<!-- test: run, keys -->`` — a shell block run with a gateway on port 8000 that has virtual keys
+  on (``auth.mode: api_key``) and ``CASCADEFLOW_MASTER_KEY`` set (a ``CASCADEFLOW_MASTER_KEY=…``
+  placeholder in the block is that key);
+- ``shows`` (with ``run``) — what the block prints holds the page's next ``text`` block, line by
+  line, in shape (strings and numbers masked: ids and generated words change from run to run);
+- ``after=N`` (Python) — the block runs after the page's block at line N, in the namespace it
+  left, with top-level ``await`` allowed; ``init`` — ``cascadeflow proxy init`` made the
+  page's ``cascadeflow-proxy.yaml`` first.
+
+A ``console`` block runs its ``$ `` lines (and their ``\\`` continuations); the rest is output.
 """
 
 from __future__ import annotations
@@ -39,20 +67,49 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
-from dataclasses import dataclass
+import tomllib
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
+
+from cascadeflow.launch import CODEX_KEY_VARIABLE
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 MASTER = "doc-test-master-key"
 SERVER_KEY = "sk-ant-doc-test-server"
-MARKER = re.compile(r"^<!--\s*test:\s*([a-z=., ]+?)\s*-->\n```(\w*)\n(.*?)^```", re.M | re.S)
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
+MARK = re.compile(r"<!--\s*test:\s*(.*?)\s*-->")
+#: the modes a marker may name (``as=`` and ``after=`` take a value)
+MODES = {"run", "gateway", "serve", "config", "error", "file", "output", "not run", "ci", "installed", "route",
+         "fragment", "codex", "prometheus", "metrics", "init", "keys", "shows", "as", "after"}
+NOT_RUN = ("output", "not run", "ci")  # ci: .ci/run runs it (the whole suite)
 TEXT_BLOCK = re.compile(r"^```text\n(.*?)^```", re.M | re.S)
 PORT = re.compile(r"(127\.0\.0\.1:|localhost:|--port |PORT=)(\d{4,5})\b")
+#: where a ``route`` block's keys go: one route, and a second one its fallbacks may name
+ROUTES = """routes:
+  - name: backup
+    provider: anthropic
+    base_url: https://api.anthropic.com
+  - name: anthropic
+    provider: anthropic
+    base_url: https://api.anthropic.com
+"""
+#: runs an ``after=N`` Python block: the earlier block, then this one, in one namespace
+AFTER = """import ast, asyncio, sys
+namespace = {"__name__": "__main__"}
+for path in sys.argv[1:]:
+    with open(path) as source:
+        code = compile(source.read(), path, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    result = eval(code, namespace)
+    if asyncio.iscoroutine(result):
+        asyncio.run(result)
+"""
 CLAUDE_STUB = """#!/bin/sh
 # stands in for the Claude Code CLI: one streaming Messages request, as it sends them
 exec curl -sSf -o /dev/null "$ANTHROPIC_BASE_URL/v1/messages?beta=true" -H "x-api-key: $ANTHROPIC_API_KEY" \\
@@ -70,6 +127,8 @@ class Block:
     code: str
     #: the page's next ``text`` block (what a command is documented to print)
     shown: str = ""
+    #: the marker as written (``None``: the block has none)
+    marker: str | None = None
 
     def option(self, name: str) -> str | None:
         return next((m.split("=", 1)[1] for m in self.modes if m.startswith(name + "=")), None)
@@ -79,20 +138,55 @@ class Block:
         return f"{self.file}:{self.line}"
 
 
-def runnable_blocks() -> list[Block]:
+def parse_modes(marker: str) -> frozenset[str]:
+    if marker.startswith("not run:"):
+        return frozenset({"not run"})
+    return frozenset(m.strip() for m in marker.split(","))
+
+
+def all_blocks() -> list[Block]:
+    """Every fenced block of README.md and docs/*.md, with the marker on the line before it."""
     blocks = []
     for path in [CHECKOUT / "README.md", *sorted((CHECKOUT / "docs").glob("*.md"))]:
         text = path.read_text()
-        for match in MARKER.finditer(text):
-            modes = frozenset(m.strip() for m in match.group(1).split(","))
-            line = text.count("\n", 0, match.start()) + 2
+        for match in FENCE.finditer(text):
+            before = text[:match.start()].rstrip("\n").rsplit("\n", 1)[-1] if match.start() else ""
+            marked = MARK.fullmatch(before.strip())
+            marker = marked.group(1) if marked else None
+            line = text.count("\n", 0, match.start()) + 1
             shown = TEXT_BLOCK.search(text, match.end())
-            blocks.append(Block(str(path.relative_to(CHECKOUT)), line, modes, match.group(2), match.group(3),
-                                shown.group(1) if shown else ""))
+            blocks.append(Block(str(path.relative_to(CHECKOUT)), line, parse_modes(marker or ""), match.group(1),
+                                match.group(2), shown.group(1) if shown else "", marker))
     return blocks
 
 
-BLOCKS = runnable_blocks()
+def runnable_blocks() -> list[Block]:
+    return [b for b in all_blocks() if b.marker is not None and not b.modes & set(NOT_RUN)]
+
+
+ALL_BLOCKS = all_blocks()
+
+
+def test_every_block_is_marked():
+    """A block without a marker (or with one this runner does not know) would go unrun unnoticed."""
+    unmarked = [b.id for b in ALL_BLOCKS if b.marker is None]
+    assert not unmarked, f"fenced blocks with no <!-- test: ... --> marker: {unmarked}"
+    unknown = {b.id: sorted(m for m in b.modes if m.split("=", 1)[0] not in MODES) for b in ALL_BLOCKS}
+    assert not any(unknown.values()), f"unknown modes: { {k: v for k, v in unknown.items() if v} }"
+    for block in ALL_BLOCKS:
+        if "not run" in block.modes:
+            reason = block.marker.split(":", 1)[1].strip()
+            assert len(reason) >= 30, f"{block.id}: say concretely why it cannot run here: {reason!r}"
+    assert sum("ci" in b.modes for b in ALL_BLOCKS) == 1, "the README's test command is marked ci"
+
+
+def test_the_readme_test_command_is_what_ci_runs():
+    """``.ci/run`` runs the README's test command as written, so the two cannot drift apart."""
+    ci_run = (CHECKOUT / ".ci" / "run").read_text().splitlines()
+    for block in ALL_BLOCKS:
+        if "ci" in block.modes:
+            assert block.file == "README.md", block.id
+            assert block.code.strip() in ci_run, f"{block.id}: .ci/run does not run {block.code.strip()!r}"
 
 
 def free_port() -> int:
@@ -158,22 +252,70 @@ def place(tmp_path_factory, sim):
     return root, env
 
 
-@pytest.fixture(scope="module")
-def doc_gateway(place):
-    """The gateway the ``gateway`` blocks talk to: embedded defaults (auth off), the simulator upstream."""
-    root, env = place
+def start_gateway(root: Path, env: dict[str, str], name: str) -> tuple[subprocess.Popen, int]:
+    """``cascadeflow proxy start`` on a free port, its output in ``{name}.log``; returns once it answers."""
     port = free_port()
-    log = open(root / "gateway.log", "wb")  # noqa: SIM115 (the child holds it)
-    process = subprocess.Popen(
-        [str(BIN / "cascadeflow"), "proxy", "start"], cwd=root, stdout=log, stderr=subprocess.STDOUT,
-        env={**env, "CASCADEFLOW_PORT": str(port), "ANTHROPIC_API_KEY": SERVER_KEY, "OPENAI_API_KEY": SERVER_KEY},
-        start_new_session=True)
+    with open(root / f"{name}.log", "wb") as log:
+        process = subprocess.Popen(
+            [str(BIN / "cascadeflow"), "proxy", "start"], cwd=root, stdout=log, stderr=subprocess.STDOUT,
+            env={**env, "CASCADEFLOW_PORT": str(port), "ANTHROPIC_API_KEY": SERVER_KEY, "OPENAI_API_KEY": SERVER_KEY},
+            start_new_session=True)
     try:
         wait_for(f"http://127.0.0.1:{port}/health", process=process)
+    except AssertionError:
+        stop(process)
+        raise
+    return process, port
+
+
+@pytest.fixture(scope="module")
+def doc_gateway(place):
+    """The gateway the ``gateway`` blocks talk to: embedded defaults (auth off), the simulator upstream;
+    its log is ``gateway.log`` in every page's folder."""
+    root, env = place
+    process, port = start_gateway(root, env, "gateway")
+    try:
         yield port
     finally:
         stop(process)
-        log.close()
+
+
+@pytest.fixture(scope="module")
+def keys_gateway(place):
+    """The gateway the ``keys`` blocks talk to: virtual keys on (``auth.mode: api_key``), master key ``MASTER``."""
+    root, env = place
+    process, port = start_gateway(root, {**env, "CASCADEFLOW_AUTH_MODE": "api_key", "CASCADEFLOW_MASTER_KEY": MASTER},
+                                  "keys-gateway")
+    try:
+        yield port
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="module")
+def exposed_metrics(keys_gateway, sim):
+    """``/metrics`` after traffic that gives every metric family a series: a cascaded and a passed-through
+    request, one refused (no key), one the upstream refuses (scripted: a 400)."""
+    url = f"http://127.0.0.1:{keys_gateway}"
+    sim.set_script([{"match": {"model": "claude-refused-by-upstream"}, "status": 400}])
+    created = httpx.post(url + "/admin/keys", json={"name": "metrics"}, timeout=10,
+                         headers={"authorization": f"Bearer {MASTER}"})
+    assert created.status_code == 201, created.text
+    key = created.json()["key"]
+    for model, headers, status in [("claude-opus-5-5", {"x-api-key": key}, 200),
+                                   ("claude-haiku-5-5", {"x-api-key": key}, 200),
+                                   ("claude-haiku-5-5", {}, 401),
+                                   ("claude-refused-by-upstream", {"x-api-key": key}, 400)]:
+        try:
+            answer = httpx.post(url + "/v1/messages", timeout=30, headers=headers, json={
+                "model": model, "max_tokens": 32, "messages": [{"role": "user", "content": "hi"}]})
+        finally:
+            if status == 400:
+                sim.set_script([])
+        assert answer.status_code == status, answer.text
+    metrics = httpx.get(url + "/metrics", timeout=10, headers={"authorization": f"Bearer {MASTER}"})
+    assert metrics.status_code == 200, metrics.text
+    return metrics.text
 
 
 def workdir(root: Path, block: Block) -> Path:
@@ -181,21 +323,91 @@ def workdir(root: Path, block: Block) -> Path:
     folder = root / re.sub(r"[^A-Za-z0-9]+", "-", block.file)
     if not folder.exists():
         folder.mkdir()
-        for name in ("tests", "examples"):
-            (folder / name).symlink_to(CHECKOUT / name)
+        for name in ("tests", "examples", "gateway.log"):
+            (folder / name).symlink_to(CHECKOUT / name if name != "gateway.log" else root / name)
     return folder
+
+
+def console_commands(code: str) -> str:
+    """The ``$ `` lines of a console transcript (with their continuation lines); the rest is output."""
+    commands, continued = [], False
+    for line in code.splitlines():
+        if line.startswith("$ ") or continued:
+            commands.append(line[2:] if line.startswith("$ ") and not continued else line)
+            continued = line.rstrip().endswith("\\")
+    return "\n".join(commands) + "\n"
 
 
 def command(block: Block, code: str, folder: Path) -> list[str]:
     if block.language == "yaml":
         return [str(BIN / "cascadeflow"), "proxy", "start", "-c", f"config-{block.line}.yaml"]
     if block.language == "python":
-        script = folder / "block.py"
+        script = folder / f"block-{block.line}.py"
         script.write_text(code)
-        return [sys.executable, str(script)]
+        after = block.option("after")
+        if after is None:
+            return [sys.executable, str(script)]
+        earlier = next(b for b in ALL_BLOCKS if b.file == block.file and b.line == int(after))
+        (folder / f"block-{after}.py").write_text(earlier.code)
+        (folder / "after.py").write_text(AFTER)
+        return [sys.executable, str(folder / "after.py"), str(folder / f"block-{after}.py"), str(script)]
     script = folder / "block.sh"
     script.write_text("set -eo pipefail\n" + code)
     return ["bash", str(script)]
+
+
+def shapes(text: str) -> list[str]:
+    """Each line with its strings and numbers masked: what a printed answer keeps from run to run."""
+    masked = (re.sub(r"'[^']*'|\"[^\"]*\"", "S", re.sub(r"-?\d+(\.\d+)?(e-?\d+)?", "N", line))
+              for line in text.splitlines())
+    return [line.strip() for line in masked if line.strip()]
+
+
+def check_fragment(block: Block) -> None:
+    later = "\n".join(b.code for b in ALL_BLOCKS if b.file == block.file and b.line > block.line)
+    missing = [line for line in block.code.splitlines() if line.strip() and line.strip() not in later]
+    assert not missing, f"{block.id}: not in a later block of the page: {missing}"
+
+
+def check_codex(block: Block) -> None:
+    """The provider the page writes is the one ``cascadeflow codex`` passes (launch.py's overrides)."""
+    config = tomllib.loads(block.code)
+    assert config["model_provider"] == "cascadeflow", block.id
+    assert config["model_providers"]["cascadeflow"] == {
+        "name": "cascadeflow", "base_url": "http://127.0.0.1:8000/v1", "env_key": CODEX_KEY_VARIABLE,
+        "wire_api": "responses"}, block.id
+    assert isinstance(config["model"], str), block.id
+
+
+def check_metrics(block: Block, exposed: str) -> None:
+    """Every series a PromQL block names is exposed, with every label it matches or groups by."""
+    series: dict[str, set[str]] = {}
+    for name, labels in re.findall(r"^(cascadeflow_\w+)(?:\{(.*?)\})? ", exposed, re.M):
+        series.setdefault(name, set()).update(re.findall(r"(\w+)=", labels or ""))
+    used = set(re.findall(r"\bcascadeflow_\w+", block.code))
+    assert used, block.id
+    assert used <= series.keys(), f"{block.id}: not in /metrics: {sorted(used - series.keys())}"
+    for name, labels in re.findall(r"\b(cascadeflow_\w+)\{(.*?)\}", block.code):
+        named = set(re.findall(r"(\w+)\s*[!=]~?", labels))
+        assert named <= series[name], f"{block.id}: {name} has no label {sorted(named - series[name])}"
+    grouped = {label.strip() for group in re.findall(r"by \((.*?)\)", block.code) for label in group.split(",")}
+    every = set().union(*(series[name] for name in used))
+    assert grouped <= every, f"{block.id}: no series has the labels {sorted(grouped - every)}"
+
+
+def check_prometheus(block: Block, port: int) -> None:
+    """Each scrape target (the docs' port swapped for the gateway's) answers with cascadeflow metrics."""
+    code, _ = with_ports(block.code, {"8000": port})
+    scrape = yaml.safe_load(code)
+    targets = [(target, job.get("metrics_path", "/metrics")) for job in scrape["scrape_configs"]
+               for static in job["static_configs"] for target in static["targets"]]
+    assert targets, block.id
+    for target, path in targets:
+        answer = httpx.get(f"http://{target}{path}", timeout=10)
+        assert answer.status_code == 200 and "cascadeflow_requests_total" in answer.text, f"{block.id}: {target}"
+
+
+BLOCKS = runnable_blocks()
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
@@ -214,6 +426,20 @@ def test_doc_block(block: Block, place, request):
         assert refused.returncode == 2, f"{block.id}: {refused.returncode} {refused.stderr}"
         assert refused.stderr.strip() == block.shown.strip(), f"{block.id} prints:\n{refused.stderr}"
         return
+    if "fragment" in block.modes:
+        return check_fragment(block)
+    if "codex" in block.modes:
+        return check_codex(block)
+    if "metrics" in block.modes:
+        return check_metrics(block, request.getfixturevalue("exposed_metrics"))
+    if "prometheus" in block.modes:
+        return check_prometheus(block, request.getfixturevalue("doc_gateway"))
+    if "route" in block.modes:
+        block = replace(block, modes=block.modes | {"config"},
+                        code=ROUTES + textwrap.indent(textwrap.dedent(block.code), "    "))
+    if "init" in block.modes and not (folder / "cascadeflow-proxy.yaml").exists():
+        subprocess.run([str(BIN / "cascadeflow"), "proxy", "init"], cwd=folder, env=env, check=True,
+                       capture_output=True, timeout=60)
     if "config" in block.modes:
         config = folder / f"config-{block.line}.yaml"
         config.write_text(block.code)
@@ -225,13 +451,22 @@ def test_doc_block(block: Block, place, request):
             return
     fixed: dict[str, int] = {}
     block_env = dict(env)
-    if "gateway" in block.modes:
+    source = console_commands(block.code) if block.language == "console" else block.code
+    if "keys" in block.modes:  # the master key set as the pages ask (``export CASCADEFLOW_MASTER_KEY=…``)
+        fixed["8000"] = request.getfixturevalue("keys_gateway")
+        block_env["CASCADEFLOW_MASTER_KEY"] = MASTER
+        source = source.replace("CASCADEFLOW_MASTER_KEY=…", f"CASCADEFLOW_MASTER_KEY={MASTER}")
+    elif "gateway" in block.modes:
         fixed["8000"] = request.getfixturevalue("doc_gateway")
     else:  # a gateway the block starts itself listens where the block's 8000 now points
         fixed["8000"] = free_port()
         block_env["CASCADEFLOW_PORT"] = str(fixed["8000"])
     block_env["CASCADEFLOW_URL"] = f"http://127.0.0.1:{fixed['8000']}"  # where `cascadeflow keys` looks
-    code, ports = with_ports(block.code, fixed)
+    if "installed" in block.modes:  # the test's environment is that virtual environment, the checkout installed
+        source, installs = re.subn(r"^python3 -m venv \.venv && \. \.venv/bin/activate && pip install -e \S+ && ",
+                                   "", source.strip())
+        assert installs == 1, f"{block.id}: no install to drop"
+    code, ports = with_ports(source, fixed)
     out = folder / "output.log"
     with open(out, "wb") as log:
         process = subprocess.Popen(command(block, code, folder), cwd=folder, env=block_env, stdout=log,
@@ -255,5 +490,9 @@ def test_doc_block(block: Block, place, request):
                 output = out.read_text()
                 assert status == 0, f"{block.id} exited with {status}:\n{output}"
                 assert '"type":"error"' not in output and '{"error":' not in output, f"{block.id}:\n{output}"
+                if "shows" in block.modes:
+                    printed, shown = shapes(output), shapes(block.shown)
+                    assert shown and any(printed[i:i + len(shown)] == shown for i in range(len(printed))), (
+                        f"{block.id} printed, unlike the page's next text block:\n{output}")
         finally:
             stop(process)
