@@ -36,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cascadeflow import ModelRegistry, Usage
 from tests.e2e.test_shared_limits import _ledger_rows
 from tests import needs
+from tests.pg_db import UNREACHABLE, create_database, drop_database
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = os.environ.get("CASCADEFLOW_BASE_IMAGE", "localhost/cascadeflow-base:bookworm")
@@ -97,24 +98,15 @@ def image(tmp_path_factory) -> dict:
 @pytest.fixture()
 def stores():
     """(PostgreSQL URL of a fresh ``cascadeflow_<hex>`` database, Redis URL of database 10, flushed)."""
-    import asyncpg
     import redis
 
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(POSTGRES.replace("postgresql://", "postgres://"), timeout=3)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    name = "cascadeflow_" + uuid.uuid4().hex[:10]
     try:
-        asyncio.run(admin(f"CREATE DATABASE {name}"))
+        database = create_database(POSTGRES)
         redis.Redis.from_url(REDIS, socket_timeout=2).flushdb()
-    except (OSError, asyncpg.PostgresError, redis.RedisError) as exc:
+    except (*UNREACHABLE, redis.RedisError) as exc:
         _unavailable(needs.postgres_or_redis(POSTGRES, REDIS, "CASCADEFLOW_TEST_REDIS_CONTAINER", exc))
-    yield POSTGRES.rsplit("/", 1)[0] + "/" + name, REDIS
-    asyncio.run(admin(f"DROP DATABASE {name} WITH (FORCE)"))
+    yield database, REDIS
+    drop_database(POSTGRES, database)
     redis.Redis.from_url(REDIS).flushdb()
 
 

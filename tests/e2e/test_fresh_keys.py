@@ -11,7 +11,6 @@ import asyncio
 import os
 import signal
 import time
-import uuid
 
 import anthropic
 import httpx
@@ -22,6 +21,7 @@ from sqlalchemy import event
 from cascadeflow.store.keys import KeyStore
 from cascadeflow.store.ledger import Ledger
 from tests import needs
+from tests.pg_db import UNREACHABLE, create_database, drop_database
 from tests.conftest import launch_gateway_process, sim_routes
 
 POSTGRES = os.environ.get("CASCADEFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -34,24 +34,14 @@ def ledger_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'shared.db'}"
         return
-    import asyncpg
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(POSTGRES.replace("postgresql://", "postgres://"), timeout=3)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    name = "cascadeflow_" + uuid.uuid4().hex[:10]
     try:
-        asyncio.run(admin(f"CREATE DATABASE {name}"))
-    except (OSError, asyncpg.PostgresError) as exc:
+        database = create_database(POSTGRES)
+    except UNREACHABLE as exc:
         if os.environ.get("CI"):
             raise
         pytest.skip(needs.postgres(POSTGRES, exc))
-    yield POSTGRES.rsplit("/", 1)[0] + "/" + name
-    asyncio.run(admin(f"DROP DATABASE {name} WITH (FORCE)"))
+    yield database
+    drop_database(POSTGRES, database)
 
 
 @pytest.fixture()

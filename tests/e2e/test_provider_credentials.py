@@ -28,12 +28,13 @@ from cascadeflow import ProxyConfig, create_app
 from cascadeflow.testing import ServerThread
 from tests.conftest import launch_gateway_process, sim_routes
 from tests import needs
+from tests.pg_db import UNREACHABLE, create_database, drop_database
 
 MASTER = "master-key-creds-41c7"
 OLD_SECRET, NEW_SECRET, WRONG_SECRET = (Fernet.generate_key().decode() for _ in range(3))
-ANT_OWN = "sk-ant-alice-own-7d1f0c9e2b"
+ANT_OWN = "fake-anthropic-key-alice-7d1f0c9e2b"
 OAI_OWN = "sk-openai-alice-own-5a8e3d6c1f"
-DORA_OWN = "sk-ant-dora-config-e4b2a7"
+DORA_OWN = "fake-anthropic-key-dora-e4b2a7"
 ROUTE = {"anthropic": "sk-ant-route-key", "openai": "sk-openai-route-key"}
 OPUS, HAIKU, GPT, MINI = "claude-opus-5-5", "claude-haiku-5-5", "gpt-4o", "gpt-4o-mini"
 ESCALATE = "credential check"  # drafts answer it with nothing: the cascade escalates to the verifier
@@ -207,8 +208,8 @@ def test_rotating_the_secret_key_keeps_every_key_working(sim, fresh_sim, tmp_pat
     # step 1: the new key seals, the old one still opens
     rotating = InProcess(_config(sim, database, NEW_SECRET, previous=OLD_SECRET))
     assert upstream_key(rotating, alice) == ANT_OWN
-    carol = _create(rotating, user_id="carol", provider_keys={"anthropic": "sk-ant-carol-own-93b1"})["key"]
-    assert upstream_key(rotating, carol) == "sk-ant-carol-own-93b1"
+    carol = _create(rotating, user_id="carol", provider_keys={"anthropic": "fake-anthropic-key-carol-93b1"})["key"]
+    assert upstream_key(rotating, carol) == "fake-anthropic-key-carol-93b1"
     # step 2: every stored credential sealed again under the new key, through the CLI
     resealed = subprocess.run([sys.executable, "-m", "cascadeflow.cli", "keys", "reseal", "--url", rotating.url],
                               capture_output=True, text=True, timeout=60,
@@ -219,7 +220,7 @@ def test_rotating_the_secret_key_keeps_every_key_working(sim, fresh_sim, tmp_pat
 
     # step 3: the old key dropped; everything still opens
     rotated = InProcess(_config(sim, database, NEW_SECRET))
-    assert upstream_key(rotated, alice) == ANT_OWN and upstream_key(rotated, carol) == "sk-ant-carol-own-93b1"
+    assert upstream_key(rotated, alice) == ANT_OWN and upstream_key(rotated, carol) == "fake-anthropic-key-carol-93b1"
     rotated.stop()
 
     # without the old key, before the reseal, it would not have: a wrong or missing secret key refuses
@@ -277,24 +278,14 @@ def test_a_malformed_secret_key_stops_the_start_with_one_line(sim, tmp_path):
 
 @pytest.fixture()
 def pg_database():
-    import asyncpg
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(POSTGRES.replace("postgresql://", "postgres://"), timeout=3)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    name = "cascadeflow_" + uuid.uuid4().hex[:10]
     try:
-        asyncio.run(admin(f"CREATE DATABASE {name}"))
-    except (OSError, asyncpg.PostgresError) as exc:
+        database = create_database(POSTGRES)
+    except UNREACHABLE as exc:
         if os.environ.get("CI"):
             raise
         pytest.skip(needs.postgres(POSTGRES, exc))
-    yield POSTGRES.rsplit("/", 1)[0] + "/" + name
-    asyncio.run(admin(f"DROP DATABASE {name} WITH (FORCE)"))
+    yield database
+    drop_database(POSTGRES, database)
 
 
 def test_provider_keys_are_sealed_in_postgresql(sim, fresh_sim, gateways, pg_database):

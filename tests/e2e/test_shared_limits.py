@@ -10,7 +10,6 @@ import asyncio
 import os
 import signal
 import time
-import uuid
 
 import anthropic
 import httpx
@@ -21,6 +20,7 @@ from cascadeflow import ModelRegistry, ProxyConfig, Usage, create_app
 from cascadeflow.testing import ServerThread
 from tests.conftest import launch_gateway_process, sim_routes
 from tests import needs
+from tests.pg_db import UNREACHABLE, create_database, drop_database
 
 POSTGRES = os.environ.get("CASCADEFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("CASCADEFLOW_TEST_REDIS", "redis://127.0.0.1:6379/7")
@@ -37,24 +37,15 @@ def _unavailable(reason: str) -> None:
 @pytest.fixture()
 def stores():
     """(PostgreSQL URL of a fresh database, Redis URL of an empty database index)."""
-    import asyncpg
     import redis
 
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(POSTGRES.replace("postgresql://", "postgres://"), timeout=3)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    name = "cascadeflow_" + uuid.uuid4().hex[:10]
     try:
-        asyncio.run(admin(f"CREATE DATABASE {name}"))
+        database = create_database(POSTGRES)
         redis.Redis.from_url(REDIS, socket_timeout=2).flushdb()
-    except (OSError, asyncpg.PostgresError, redis.RedisError) as exc:
+    except (*UNREACHABLE, redis.RedisError) as exc:
         _unavailable(needs.postgres_or_redis(POSTGRES, REDIS, "CASCADEFLOW_TEST_REDIS", exc))
-    yield POSTGRES.rsplit("/", 1)[0] + "/" + name, REDIS
-    asyncio.run(admin(f"DROP DATABASE {name} WITH (FORCE)"))
+    yield database, REDIS
+    drop_database(POSTGRES, database)
     redis.Redis.from_url(REDIS).flushdb()
 
 
