@@ -168,6 +168,22 @@ def test_structured_output(gw, sim, target):
         assert sent["output_config"]["format"] == {"type": "json_schema", "schema": schema}
 
 
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("target", TARGETS)
+def test_json_object_mode(gw, sim, target, stream):
+    """``text.format: json_object`` everywhere; on Claude (no "any object" format, no prefill on 4.6+) it is
+    asked in the system prompt, so the answer is a JSON object rather than prose."""
+    model, _, _ = TARGETS[target]
+    got = create(gw, stream, model=model, instructions="Be brief.", input="Name a colour, in JSON.",
+                 text={"format": {"type": "json_object"}})
+    assert isinstance(json.loads(got.output_text), dict)
+    sent = upstream(sim)[-1]["body"]
+    if target == "chat":
+        assert sent["response_format"] == {"type": "json_object"}
+    elif target == "anthropic":
+        assert "single JSON object" in sent["system"][0]["text"] and "output_config" not in sent
+
+
 def test_anthropic_session_is_cached_turn_after_turn(gw, sim):
     """Codex never marks a cache breakpoint; the translation does, so turn 2 reads turn 1's prefix."""
     developer = {"role": "developer", "content": "You are a coding agent. " * 1200}  # above every minimum cacheable size
@@ -459,3 +475,13 @@ def test_anthropic_max_tokens_without_max_output_tokens(gw, sim, stream, expecte
     assert upstream(sim)[-1]["body"]["max_tokens"] == expected
     create(gw, stream, model=HAIKU, input="hello", max_output_tokens=100)
     assert upstream(sim)[-1]["body"]["max_tokens"] == 100
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_cascade_claude_draft_in_json_mode_is_accepted(cascade_resp_gw, fresh_sim, stream):
+    got, headers = ask_cascade(cascade_resp_gw, stream, model=OPUS, input="Name a colour, in JSON.",
+                               text={"format": {"type": "json_object"}})
+    assert headers["x-cascadeflow-draft-accepted"] == "true" and headers["x-cascadeflow-served-model"] == HAIKU
+    assert isinstance(json.loads(got.output_text), dict) and got.model == OPUS
+    calls = [r for r in fresh_sim.requests if r["method"] == "POST"]
+    assert [(r["path"], r["body"]["model"]) for r in calls] == [("/v1/messages", HAIKU)]

@@ -52,6 +52,7 @@ from .translate_content import (
 __all__ = [
     "ERROR_PREFIX",
     "IMAGE_TOKENS",
+    "JSON_OBJECT_INSTRUCTION",
     "anthropic_to_openai_request",
     "openai_to_anthropic_request",
     "openai_to_anthropic_response",
@@ -280,21 +281,40 @@ def openai_to_anthropic_request(
     return out, dropped
 
 
+#: what a Claude model is told for OpenAI's JSON mode: Anthropic's structured output needs a closed schema
+#: (no "any object"), and a prefilled ``{`` is refused by Claude 4.6 models and with thinking
+JSON_OBJECT_INSTRUCTION = ("Respond with a single JSON object and nothing else: no text before or after it, "
+                           "no Markdown code fence.")
+
+
 def _o_response_format(fmt: Any, out: dict, dropped: list[str]) -> None:
-    """``response_format`` json_schema as Anthropic's structured output (``output_config.format``).
+    """``response_format`` as Anthropic's structured output (``output_config.format``) or an instruction.
 
     Anthropic wants every object closed (``additionalProperties: false``): an object schema with
-    properties is closed where it said nothing (an answer that fits it still fits the caller's);
-    one it cannot express (an open map, ``json_object``'s "any object") is dropped and named,
-    as before: sending it would turn a request that worked into a 400.
+    properties is closed where it said nothing (an answer that fits it still fits the caller's).
+    What it cannot express — ``json_object``'s "any object", an open map — becomes a system
+    instruction (:data:`JSON_OBJECT_INSTRUCTION`, with the schema when there is one): sending the
+    schema would turn a request that worked into a 400, and dropping it silently made a JSON-mode
+    caller get prose. Unlike OpenAI's JSON mode this is asked, not enforced; a cascade's format
+    check still judges the draft.
     """
     if fmt is None:
         return
-    spec = fmt.get("json_schema") if isinstance(fmt, dict) and fmt.get("type") == "json_schema" else None
-    schema = _closed_schema(spec.get("schema")) if isinstance(spec, dict) else None
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    spec = fmt.get("json_schema") if kind == "json_schema" else None
+    raw = spec.get("schema") if isinstance(spec, dict) else None
+    schema = _closed_schema(raw)
     if isinstance(schema, dict):
         out.setdefault("output_config", {})["format"] = {"type": "json_schema", "schema": schema}
-    elif not (isinstance(fmt, dict) and fmt.get("type") == "text"):
+    elif kind == "json_object" or (kind == "json_schema" and isinstance(raw, dict)):
+        instruction = JSON_OBJECT_INSTRUCTION
+        if isinstance(raw, dict) and raw.get("type", "object") == "object":
+            instruction += " It must follow this JSON schema: " + to_json(raw)
+        elif isinstance(raw, dict):  # not an object at all: no "JSON object" instruction fits it
+            instruction = "Respond with JSON only, no Markdown code fence, following this JSON schema: " + to_json(raw)
+        system = out.get("system")
+        out["system"] = f"{system}\n\n{instruction}" if isinstance(system, str) and system else instruction
+    elif kind != "text":
         drop(dropped, "response_format")
 
 

@@ -6,6 +6,9 @@ Default answer
     ``f"[{model}] "`` followed by 6 to 15 words picked from a fixed word list by
     a BLAKE2b hash of ``model + "\\0" + last user text``; the last word ends with
     ".". Same request → same answer; different models → different answers.
+    In JSON mode (OpenAI ``response_format: json_object``; for Anthropic, which has
+    none, a system prompt saying "respond with a (single) JSON object") the answer is
+    ``{"answer": <that text>}``.
 
 Token estimate (see :func:`estimate_input_tokens`)
     ``input_total = max(1, chars // 4)`` where ``chars`` is the length of the
@@ -275,6 +278,18 @@ def _structured_schema(body: dict[str, Any], dialect: str) -> dict[str, Any] | N
     return schema if isinstance(schema, dict) else None
 
 
+_ASKS_JSON_OBJECT = re.compile(r"\brespond with (?:a single |one |a |an )?JSON object\b", re.IGNORECASE)
+
+
+def _json_mode(body: dict[str, Any], dialect: str) -> bool:
+    """Whether the answer must be a JSON object: OpenAI's ``response_format: json_object``, or (Anthropic
+    has no JSON mode) a system prompt that asks for a JSON object, which a model follows."""
+    if dialect != "anthropic":
+        fmt = body.get("response_format")
+        return isinstance(fmt, dict) and fmt.get("type") == "json_object"
+    return bool(_ASKS_JSON_OBJECT.search(_text_of(body.get("system"))))
+
+
 def _stop_sequences(body: dict[str, Any], dialect: str) -> list[str]:
     seqs = body.get("stop_sequences") if dialect == "anthropic" else body.get("stop")
     if not seqs:
@@ -330,6 +345,8 @@ def plan_answer(
         text = ""
     elif structured is not None and (rule is None or rule.words is None):
         text = _dumps(schema_value(structured)).decode()
+    elif _json_mode(body, dialect) and (rule is None or rule.words is None):
+        text = _dumps({"answer": default_text(model, prompt)}).decode()
     else:
         text = default_text(model, prompt, rule.words if rule is not None else None)
 

@@ -14,7 +14,8 @@ are the same as for ``/v1/chat/completions``. Differences that mirror OpenAI:
   ``encrypted_content`` when ``include`` asks for ``reasoning.encrypted_content``;
   a reasoning input item whose ``encrypted_content`` this simulator did not make is
   refused with a 400, as OpenAI refuses another organisation's or model's;
-- ``text.format`` ``json_schema`` makes the default answer a JSON value of the schema.
+- ``text.format`` ``json_schema`` makes the default answer a JSON value of the schema,
+  ``json_object`` the object ``{"answer": <the default text>}``.
 """
 
 from __future__ import annotations
@@ -152,6 +153,9 @@ def plan(body: dict[str, Any], neutral: dict[str, Any], rule: ScriptRule | None,
             and (rule is None or rule.text is None)):
         answer.text = _dumps(schema_value(fmt.get("schema") or {"type": "object"})).decode()
         answer.usage.output = len(split_tokens(answer.text))
+    elif (isinstance(fmt, dict) and fmt.get("type") == "json_object" and not answer.tool_calls
+            and (rule is None or (rule.text is None and rule.words is None))):
+        answer.text = _dumps({"answer": answer.text}).decode()
     summary = None
     reasoning = body.get("reasoning")
     if isinstance(reasoning, dict) and reasoning.get("effort") != "none" and _reasoning_model(answer.model):
