@@ -226,6 +226,37 @@ def test_stored_state_is_refused_clearly_when_translating(gw, sim, target):
     assert upstream(sim) == []
 
 
+def test_stored_responses_are_served_by_the_upstream_that_stores_them(gw, sim):
+    """OpenAI stores what was forwarded to it: retrieve and delete by id reach it (with the route's key);
+    an id it does not know, or one a translated route made, gets a 404 that says why."""
+    api = client(gw).responses
+    made = api.create(model=MINI, input="Name a colour.")  # store defaults to true upstream
+    got = api.retrieve(made.id)
+    assert got.id == made.id and got.output_text == made.output_text
+    sent = [r for r in sim.requests if r["method"] == "GET"][-1]
+    assert sent["path"] == f"/v1/responses/{made.id}" and sent["headers"]["authorization"] == "Bearer sk-openai-route"
+    with pytest.raises(openai.BadRequestError, match="background=true"):  # the upstream's refusal, relayed
+        api.cancel(made.id)
+    api.delete(made.id)
+    with pytest.raises(openai.NotFoundError, match="keeps no stored responses.*store: false"):
+        api.retrieve(made.id)
+    translated = api.create(model=HAIKU, input="Name a colour.")
+    with pytest.raises(openai.NotFoundError, match=f"No response found with id '{translated.id}'.*'openai'"):
+        api.retrieve(translated.id)
+
+
+def test_stored_responses_without_a_route_that_stores_them(sim, start_gateway):
+    gw = start_gateway(ProxyConfig.from_dict({"routes": [
+        {"name": "anthropic", "provider": "anthropic", "base_url": sim.url, "api_key": "k", **NO_RETRY},
+        {"name": "chat", "provider": "openai", "base_url": sim.url + "/v1", "api_key": "k", **NO_RETRY}]}))
+    api = client(gw).responses
+    for call in (api.retrieve, api.delete, api.cancel, api.input_items.list):
+        with pytest.raises(openai.NotFoundError, match="no route of this gateway reaches an upstream that stores"):
+            call("resp_123")
+    raw = httpx.delete(gw.url + "/v1/responses/resp_123")  # not a 405: the answer names the decision
+    assert raw.status_code == 404 and "send the whole conversation in `input`" in raw.json()["error"]["message"]
+
+
 def test_usage_is_priced_and_recorded(gw, sim):
     stats = lambda: httpx.get(gw.url + "/stats").json()  # noqa: E731
     before = stats()

@@ -50,6 +50,7 @@ from .observe import Observer
 from .models import ModelCatalog, get_model, list_models
 from .openapi import openapi_spec
 from .proxying import chat_completions, count_tokens, embeddings, messages, responses
+from .stored_responses import stored_response_routes
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Coroutine
@@ -264,6 +265,7 @@ def create_app(config: ProxyConfig | None = None, *, registry: ModelRegistry | N
         Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/responses", responses, methods=["POST"]),
+        *stored_response_routes(),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
@@ -279,7 +281,7 @@ def create_app(config: ProxyConfig | None = None, *, registry: ModelRegistry | N
         *dashboard_routes(),
         *page_routes(),
     ]
-    fast_routes = {r.path: r.endpoint for r in routes if r.methods and "POST" in r.methods}
+    fast_routes = {r.path: r.endpoint for r in routes if r.methods and "POST" in r.methods and "{" not in r.path}
     app = GatewayApp(
         fast_routes=fast_routes, max_header_bytes=gateway.config.server.max_header_bytes, observer=gateway.observer, routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error}
     )

@@ -140,6 +140,8 @@ def openapi_spec() -> dict:
         "example": {"model": "text-embedding-3-small", "input": "What is Python?"},
     }
     model_id = [{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}]
+    response_id = [{"name": "response_id", "in": "path", "required": True,
+                    "schema": {"type": "string", "minLength": 1}}]
     key_id = [{"name": "key_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}]
     overview = [
         {"name": "range", "in": "query", "schema": {"type": "string", "enum": ["1h", "6h", "24h", "7d", "30d", "all"]}},
@@ -151,6 +153,9 @@ def openapi_spec() -> dict:
         "/v1/chat/completions": _post("OpenAI Chat Completions API (cascaded per the rules)", chat),
         "/v1/responses": _post("OpenAI Responses API (forwarded, or translated for chat-only and Anthropic routes)",
                                responses),
+        "/v1/responses/{response_id}": {
+            **_get("A stored response (forwarded to the routes whose upstream stores responses)", response_id),
+            "delete": {**_get("Delete a stored response (forwarded likewise)", response_id)["get"]}},
         "/v1/embeddings": _post("OpenAI embeddings (OpenAI-compatible routes)", embeddings, stream=False),
         "/v1/models": _get("Models the gateway serves (OpenAI shape, Anthropic's with anthropic-version)"),
         "/v1/models/{model_id}": _get("One model", model_id),

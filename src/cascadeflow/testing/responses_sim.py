@@ -239,3 +239,36 @@ def embeddings_body(body: dict[str, Any]) -> bytes | None:
         data.append({"object": "embedding", "index": i, "embedding": [round(b / 255 - 0.5, 6) for b in digest]})
     return _dumps({"object": "list", "data": data, "model": body.get("model"),
                    "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+class StoredResponses:
+    """The responses OpenAI would keep (``store`` is true unless the request says false), for
+    ``GET`` / ``DELETE /v1/responses/{id}`` and ``POST …/cancel``; the oldest go beyond ``limit``."""
+
+    def __init__(self, limit: int = 1000) -> None:
+        self._items: dict[str, bytes] = {}
+        self._limit = limit
+
+    def keep(self, body: dict[str, Any], response_id: str, data: bytes) -> None:
+        if body.get("store") is False:
+            return
+        self._items[response_id] = data
+        while len(self._items) > self._limit:
+            self._items.pop(next(iter(self._items)))
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def call(self, method: str, response_id: str, action: str) -> tuple[int, bytes]:
+        """(status, JSON body) of a call on a stored response, with OpenAI's messages."""
+        from .openai_sim import error_object
+
+        data = self._items.get(response_id)
+        if data is None:
+            return 404, _dumps(error_object(404, f"No response found with id '{response_id}'."))
+        if action == "cancel":
+            return 400, _dumps(error_object(400, "Only responses created with background=true can be cancelled."))
+        if method == "DELETE":
+            del self._items[response_id]
+            return 200, _dumps({"id": response_id, "object": "response", "deleted": True})
+        return 200, data

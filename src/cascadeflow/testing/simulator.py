@@ -119,6 +119,7 @@ class SimulatedProvider:
         self._lock = threading.Lock()
         self._clock = SimClock()
         self._cache = PromptCache(self._clock)
+        self._stored = rs.StoredResponses()
         self._max_body = max_body_bytes
         self._shutdown_timeout = shutdown_timeout
         self._runner: web.AppRunner | None = None
@@ -176,6 +177,7 @@ class SimulatedProvider:
             self._disconnects.clear()
         self._script.reset()
         self._cache.clear()
+        self._stored.clear()
 
     def start(self) -> SimulatedProvider:
         """Start in a background thread with its own loop; returns once listening."""
@@ -279,6 +281,9 @@ class SimulatedProvider:
         r.add_post("/v1/messages/count_tokens", self._count_tokens)
         r.add_post("/v1/chat/completions", self._chat_completions)
         r.add_post("/v1/responses", self._responses)
+        r.add_route("GET", "/v1/responses/{id}", self._stored_response)
+        r.add_route("DELETE", "/v1/responses/{id}", self._stored_response)
+        r.add_post("/v1/responses/{id}/cancel", self._stored_response)
         r.add_post("/v1/embeddings", self._embeddings)
         r.add_get("/v1/models", self._models_list)
         r.add_get("/v1/models/{model_id:.+}", self._model_get)
@@ -480,6 +485,7 @@ class SimulatedProvider:
         self._bill(request, answer.usage)
         rid, created = new_id("resp_"), int(time.time())
         headers = {"x-request-id": new_id("req_")}
+        self._stored.keep(body, rid, rs.response_body(answer, body, summary, rid, created))
         if stream:
             events = rs.stream_events(answer, body, summary, rid, created)
             return await send_events(request, events, fault, "responses", headers)
@@ -563,6 +569,12 @@ class SimulatedProvider:
                                else f"The model '{model_id}' does not exist")
         payload = an.model_object(model) if dialect == "anthropic" else oa.model_object(model)
         return web.Response(body=orjson.dumps(payload), content_type=_JSON)
+
+    async def _stored_response(self, request: web.Request) -> web.StreamResponse:
+        await self._read(request)
+        action = "cancel" if request.path.endswith("/cancel") else ""
+        status, data = self._stored.call(request.method, request.match_info["id"], action)
+        return web.Response(status=status, body=data, content_type=_JSON, headers={"x-request-id": new_id("req_")})
 
     async def _not_found(self, request: web.Request) -> web.StreamResponse:
         if request.path.startswith("/v1/"):
