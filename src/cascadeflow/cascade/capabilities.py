@@ -62,8 +62,11 @@ def capability_gap(body: dict, raw_body: bytes, dialect: str, draft: str, draft_
             missing = sorted(wanted - readable)
             if missing:
                 return f"capability:{missing[0]}"
-    if _server_tools(body):
+    if tools := _server_tools(body):
         native = "anthropic" if dialect == "anthropic" else "openai"
-        if verifier_provider == native and draft_provider != native:
+        runs = {native}
+        if native == "openai" and all(kind.startswith("web_search") for kind in tools):
+            runs.add("anthropic")  # an OpenAI web search becomes Anthropic's own (dialects.web_search)
+        if verifier_provider in runs and draft_provider not in runs:
             return "capability:server_tools"
     return None

@@ -33,6 +33,7 @@ from ..errors import ErrorKind, RequestError
 from ..usage import Usage
 from . import anthropic as _anthropic_wire
 from . import openai as _openai_wire
+from .web_search import anthropic_web_search_tool
 from .mapping import ANTHROPIC_TO_OPENAI_STOP, OPENAI_TO_ANTHROPIC_STOP, anthropic_usage_dict, openai_usage_dict
 from .translate_content import (
     ERROR_PREFIX,
@@ -209,6 +210,7 @@ def _a_tools(tools: Any, dropped: list[str], model: str) -> list[dict]:
 _O_TOP_HANDLED = frozenset({
     "model", "messages", "tools", "functions", "tool_choice", "function_call", "parallel_tool_calls", "stop",
     "temperature", "top_p", "max_tokens", "max_completion_tokens", "user", "stream", "n", "response_format",
+    "web_search_options",
 })
 
 
@@ -235,6 +237,8 @@ def openai_to_anthropic_request(
     if system:
         out["system"] = system
     tools = _o_tools(body, dropped)
+    if isinstance(body.get("web_search_options"), dict):  # a search Anthropic runs itself (see .web_search)
+        tools.append(anthropic_web_search_tool(body["web_search_options"]))
     if tools:
         out["tools"] = tools
     choice = _o_tool_choice(body, dropped)

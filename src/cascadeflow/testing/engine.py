@@ -41,6 +41,7 @@ import orjson
 from ..dialects.mapping import OPENAI_TO_ANTHROPIC_STOP
 from .prompt_cache import CacheSplit
 from .script import ScriptRule
+from .server_tools import plan_search
 
 __all__ = [
     "Answer",
@@ -198,6 +199,9 @@ class Answer:
     usage: Usage = field(default_factory=lambda: Usage(1, 0))
     logprob: float | None = None
     logprobs: list[float] | None = None
+    #: Anthropic server tool blocks before the text (a web search and its results), and the text's citations
+    server_blocks: list[dict[str, Any]] = field(default_factory=list)
+    citations: list[dict[str, Any]] = field(default_factory=list)
 
 
 def schema_value(schema: Any, name: str = "value", depth: int = 0) -> Any:
@@ -350,6 +354,9 @@ def plan_answer(
     else:
         text = default_text(model, prompt, rule.words if rule is not None else None)
 
+    searched = plan_search(body, prompt) if dialect == "anthropic" and not calls and (
+        rule is None or rule.tool_calls is None) else None
+
     stop_reason = "tool_use" if calls else "end_turn"
     stop_sequence: str | None = None
     seqs = _stop_sequences(body, dialect)
@@ -384,7 +391,11 @@ def plan_answer(
     if rule is not None and rule.usage:
         _override_usage(usage, rule.usage)
 
+    if searched is not None and text:
+        output += sum(len(_dumps(b).decode()) // 4 for b in searched[0] if b["type"] == "server_tool_use")
     return Answer(
+        server_blocks=searched[0] if searched is not None and text else [],
+        citations=[searched[1]] if searched is not None and text else [],
         model=model,
         text=text,
         thinking=thinking,

@@ -52,6 +52,7 @@ from .model_limits import output_limit_problem, reasoning_problem
 from .prompt_cache import CacheSplit, PromptCache, SimClock, check_breakpoints
 from .replay import ReplayTable
 from .script import Script, load_script
+from .server_tools import check_server_tools
 from .thinking_rules import check_request as check_thinking
 from .thinking_rules import sign as sign_thinking
 from .wire import JSON as _JSON
@@ -380,7 +381,9 @@ class SimulatedProvider:
             return "messages: Field required" if dialect == "anthropic" else "Missing required parameter: 'messages'."
         if dialect == "anthropic" and not isinstance(body.get("max_tokens"), int):
             return "max_tokens: Field required"
-        return output_limit_problem(dialect, body) or (check_breakpoints(body) if dialect == "anthropic" else None)
+        if dialect != "anthropic":
+            return output_limit_problem(dialect, body)
+        return output_limit_problem(dialect, body) or check_server_tools(body) or check_breakpoints(body)
 
     def _replay_miss(self, dialect: str, body: dict, record_id: str | None) -> web.Response:
         """No recorded answer: an error, never a made-up one; misses of answers are listed (a missing
