@@ -184,6 +184,40 @@ def test_json_object_mode(gw, sim, target, stream):
         assert "single JSON object" in sent["system"][0]["text"] and "output_config" not in sent
 
 
+SEARCH = {"type": "web_search", "filters": {"allowed_domains": ["kelp.example"]},
+          "user_location": {"type": "approximate", "country": "NO", "city": "Oslo"}, "search_context_size": "low"}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("target", TARGETS)
+def test_web_search(gw, sim, target, stream):
+    """Codex always offers ``web_search``. OpenAI runs it (forwarded as is); a Claude model runs Anthropic's own
+    search (its server tool), whose call and citations come back as a web_search_call item and url_citation
+    annotations; a chat-only upstream runs nothing, so there it is dropped."""
+    model, _, served = TARGETS[target]
+    got = create(gw, stream, model=model, input="Search the news about kelp.", tools=[SEARCH, WEATHER])
+    sent = upstream(sim)[-1]["body"]
+    if target == "forwarded":
+        assert sent["tools"][0] == SEARCH
+        return
+    if target == "chat":
+        assert [t["function"]["name"] for t in sent["tools"]] == ["get_weather"]
+        assert [item.type for item in got.output] == ["message"]
+        return
+    assert sent["tools"][-1] == {"type": "web_search_20250305", "name": "web_search", "allowed_domains": ["kelp.example"],
+                                 "user_location": {"type": "approximate", "country": "NO", "city": "Oslo"},
+                                 "cache_control": {"type": "ephemeral"}}
+    search, message = got.output
+    assert search.type == "web_search_call" and search.status == "completed"
+    assert search.action.type == "search" and search.action.query == "Search the news about kelp."
+    assert [s.url.split("/")[2] for s in search.action.sources] == ["kelp.example", "kelp.example"]
+    text = message.content[0]
+    assert text.text.startswith(f"[{served}] ")
+    [citation] = text.annotations
+    assert citation.type == "url_citation" and citation.url == search.action.sources[0].url
+    assert (citation.start_index, citation.end_index) == (0, len(text.text)) and citation.title.startswith("Result 1")
+
+
 def test_anthropic_session_is_cached_turn_after_turn(gw, sim):
     """Codex never marks a cache breakpoint; the translation does, so turn 2 reads turn 1's prefix."""
     developer = {"role": "developer", "content": "You are a coding agent. " * 1200}  # above every minimum cacheable size

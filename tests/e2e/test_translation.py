@@ -244,3 +244,15 @@ def test_cascade_claude_draft_in_json_mode_is_accepted(gw, sim, stream):
     text, headers = _chat(gw, stream, model=GPT, messages=messages, response_format={"type": "json_object"})
     assert headers["x-cascadeflow-draft-accepted"] == "true" and headers["x-cascadeflow-served-model"] == HAIKU
     assert isinstance(json.loads(text), dict) and upstream_calls(sim) == [("/v1/messages", HAIKU)]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_web_search_options_on_a_claude_model(gw, sim, stream):
+    """Chat Completions' web search on a Claude model: Anthropic's own search tool, the location carried."""
+    options = {"user_location": {"type": "approximate", "approximate": {"country": "NO", "city": "Oslo"}}}
+    text, _ = _chat(gw, stream, model=HAIKU, messages=[{"role": "user", "content": "Search the news about kelp"}],
+                    web_search_options=options)
+    assert text.startswith(f"[{HAIKU}] ")
+    sent = sim.requests[-1]["body"]
+    assert sent["tools"] == [{"type": "web_search_20250305", "name": "web_search",
+                              "user_location": {"type": "approximate", "country": "NO", "city": "Oslo"}}]
