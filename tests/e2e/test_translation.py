@@ -254,5 +254,10 @@ def test_web_search_options_on_a_claude_model(gw, sim, stream):
                     web_search_options=options)
     assert text.startswith(f"[{HAIKU}] ")
     sent = sim.requests[-1]["body"]
+    if not stream:  # the search's citation, as Chat Completions carries one
+        [note] = gpt(gw).chat.completions.create(model=HAIKU, web_search_options=options, messages=[
+            {"role": "user", "content": "Search the news about kelp"}]).choices[0].message.annotations
+        assert note.type == "url_citation" and note.url_citation.url.startswith("https://example.com/")
+        assert (note.url_citation.start_index, note.url_citation.end_index) == (0, len(text))
     assert sent["tools"] == [{"type": "web_search_20250305", "name": "web_search",
                               "user_location": {"type": "approximate", "country": "NO", "city": "Oslo"}}]

@@ -8,13 +8,16 @@ import json
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from openai.types.responses import Response, ResponseOutputItem, ResponseStreamEvent, ResponseUsage
+from openai.types.responses import (
+    Response,
+    ResponseOutputItem,
+    ResponseStreamEvent,
+    ResponseUsage,
+)
 from pydantic import TypeAdapter
 
 from cascadeflow.dialects.sse import SSEDecoder, encode_event
 from cascadeflow.dialects.translate import openai_to_anthropic_request
-from cascadeflow.dialects.translate_stream import AnthropicToOpenAIStream
-from cascadeflow.dialects.web_search import SearchingStream, SearchResults
 from cascadeflow.dialects.translate_responses import (
     ChatToResponsesStream,
     ToolNames,
@@ -22,6 +25,8 @@ from cascadeflow.dialects.translate_responses import (
     chat_to_responses_response,
     responses_to_chat_request,
 )
+from cascadeflow.dialects.translate_stream import AnthropicToOpenAIStream
+from cascadeflow.dialects.web_search import SearchingStream, SearchResults
 
 EVENT = TypeAdapter(ResponseStreamEvent)
 OUTPUT = TypeAdapter(list[ResponseOutputItem])

@@ -33,7 +33,7 @@ from ..errors import ErrorKind, RequestError
 from ..usage import Usage
 from . import anthropic as _anthropic_wire
 from . import openai as _openai_wire
-from .web_search import anthropic_web_search_tool
+from .web_search import SearchResults, anthropic_web_search_tool
 from .mapping import ANTHROPIC_TO_OPENAI_STOP, OPENAI_TO_ANTHROPIC_STOP, anthropic_usage_dict, openai_usage_dict
 from .translate_content import (
     ERROR_PREFIX,
@@ -455,14 +455,21 @@ def anthropic_to_openai_response(message: dict, model: str | None = None, *, cre
     """
     texts: list[str] = []
     calls: list[dict] = []
+    cites = False
     for block in blocks_of(message.get("content")):
         if block.get("type") == "text" and isinstance(block.get("text"), str):
             texts.append(block["text"])
+            cites = cites or bool(block.get("citations"))
         elif block.get("type") == "tool_use":
             calls.append(tool_call_of(block))
     reply: dict = {"role": "assistant", "content": "".join(texts) if texts or not calls else None, "refusal": None}
     if calls:
         reply["tool_calls"] = calls
+    if cites:  # a web search's citations have a Chat Completions form: url_citation annotations (offsets in the text)
+        cited = SearchResults(message).annotations
+        if cited:
+            reply["annotations"] = [{"type": "url_citation", "url_citation": {
+                k: a[k] for k in ("start_index", "end_index", "title", "url")}} for a in cited]
     return {
         "id": "chatcmpl-" + str(message.get("id") or "cascadeflow"),
         "object": "chat.completion",

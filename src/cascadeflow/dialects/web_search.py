@@ -23,8 +23,14 @@ from .responses_events import ResponseEmitter
 from .sse import SSEDecoder, json_object
 from .translate_responses import ChainedStream
 
-__all__ = ["ANTHROPIC_WEB_SEARCH", "HOSTED_WEB_SEARCH", "anthropic_web_search_tool", "search_tools_of",
-           "SearchResults", "SearchingStream"]
+__all__ = [
+    "ANTHROPIC_WEB_SEARCH",
+    "HOSTED_WEB_SEARCH",
+    "SearchResults",
+    "SearchingStream",
+    "anthropic_web_search_tool",
+    "search_tools_of",
+]
 
 #: the version of Anthropic's tool asked for: generally available, on every current Claude model
 ANTHROPIC_WEB_SEARCH = "web_search_20250305"
@@ -46,7 +52,8 @@ def anthropic_web_search_tool(tool: dict | None = None) -> dict:
         out["allowed_domains"] = domains
     location = tool.get("user_location")
     if isinstance(location, dict):
-        inner = location.get("approximate") if isinstance(location.get("approximate"), dict) else location
+        nested = location.get("approximate")  # Chat Completions nests the fields one level down
+        inner: dict = nested if isinstance(nested, dict) else location
         fields = {k: inner[k] for k in _LOCATION_KEYS if isinstance(inner.get(k), str) and inner[k]}
         if fields:
             out["user_location"] = {"type": "approximate", **fields}
@@ -76,7 +83,7 @@ def _annotation(citation: Any, start: int, end: int) -> dict | None:
 class SearchResults:
     """The searches of a whole Anthropic message and the citations of its text, for a JSON answer."""
 
-    __slots__ = ("calls", "annotations")
+    __slots__ = ("annotations", "calls")
 
     def __init__(self, message: Any) -> None:
         self.calls: list[tuple[str, list[dict], bool]] = []  # (query, sources, failed)
@@ -89,7 +96,8 @@ class SearchResults:
                 continue
             kind = block.get("type")
             if kind == "server_tool_use" and block.get("name") == "web_search":
-                query = block.get("input", {}).get("query") if isinstance(block.get("input"), dict) else None
+                given = block.get("input")
+                query = given.get("query") if isinstance(given, dict) else None
                 queries[str(block.get("id"))] = query if isinstance(query, str) else ""
             elif kind == "web_search_tool_result":
                 result = block.get("content")
@@ -112,7 +120,7 @@ class SearchingStream(ChainedStream):
     """Anthropic → chat → Responses, event by event, with the searches and citations the chat step
     cannot carry added to the Responses side as they pass (used only when a search was offered)."""
 
-    __slots__ = ("_decoder", "_queries", "_open", "_cited", "_start")
+    __slots__ = ("_cited", "_decoder", "_open", "_queries", "_start")
 
     def __init__(self, first: Any, second: Any) -> None:
         super().__init__(first, second)
@@ -128,7 +136,7 @@ class SearchingStream(ChainedStream):
         for event in self._decoder.feed(chunk):
             data = json_object(event.data) if event.well_formed else {}
             kind = data.get("type")
-            index = data.get("index") if isinstance(data.get("index"), int) else -1
+            index = data["index"] if isinstance(data.get("index"), int) else -1
             if kind == "content_block_start" and isinstance(data.get("content_block"), dict):
                 self._block_start(index, data["content_block"], emitter)
             elif kind == "content_block_delta" and isinstance(data.get("delta"), dict):
@@ -165,7 +173,9 @@ class SearchingStream(ChainedStream):
             if isinstance(piece, str):
                 self._queries[index][1].append(piece)
         elif delta.get("type") == "citations_delta" and index in self._start:
-            self._cited.setdefault(index, []).append(delta.get("citation"))
+            citation = delta.get("citation")
+            if isinstance(citation, dict):
+                self._cited.setdefault(index, []).append(citation)
 
     def _block_stop(self, index: int, emitter: ResponseEmitter) -> None:
         if index in self._queries:

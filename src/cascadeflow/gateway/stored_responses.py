@@ -22,7 +22,12 @@ from starlette.routing import Route
 
 from ..errors import CascadeflowError, ErrorKind, ProxyUpstreamError
 from ..proxy import ProxyRequest
-from .errors import error_response, exception_response, request_id_of, upstream_error_response
+from .errors import (
+    error_response,
+    exception_response,
+    request_id_of,
+    upstream_error_response,
+)
 
 if TYPE_CHECKING:
     from .app import Gateway

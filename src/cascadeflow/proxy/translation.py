@@ -113,7 +113,8 @@ class Translation:
         searches = web_search.search_tools_of(body.get("tools"))
         if searches:  # Anthropic runs a search of its own: the hosted tool becomes its server tool
             translated.setdefault("tools", []).append(web_search.anthropic_web_search_tool(searches[0]))
-            self.dropped = [name for name in self.dropped if name.removeprefix("tools.") not in web_search.HOSTED_WEB_SEARCH]
+            hosted = web_search.HOSTED_WEB_SEARCH
+            self.dropped = [name for name in self.dropped if name.removeprefix("tools.") not in hosted]
             self._searching = True
         translate_responses.anthropic_cache_breakpoints(translated)
         return translated

@@ -20,7 +20,7 @@ import hashlib
 import re
 from typing import Any
 
-__all__ = ["check_server_tools", "plan_search", "SERVER_TOOL_VERSIONS"]
+__all__ = ["SERVER_TOOL_VERSIONS", "check_server_tools", "plan_search"]
 
 #: the server tool types the simulated API knows
 SERVER_TOOL_VERSIONS = frozenset({
@@ -98,10 +98,13 @@ def plan_search(body: dict[str, Any], prompt: str) -> tuple[list[dict[str, Any]]
     query = " ".join(prompt.split())[:100]
     digest = hashlib.blake2b(query.encode(), digest_size=6).hexdigest()
     tool_id = "srvtoolu_sim" + digest
-    results = [{"type": "web_search_result", "url": f"https://{domain}/{digest}/{n}", "title": f"Result {n} for {query}",
-                "encrypted_content": f"simenc{digest}{n}", "page_age": "April 1, 2026"} for n in (1, 2)]
-    blocks = [{"type": "server_tool_use", "id": tool_id, "name": "web_search", "input": {"query": query}},
-              {"type": "web_search_tool_result", "tool_use_id": tool_id, "content": results}]
-    citation = {"type": "web_search_result_location", "url": results[0]["url"], "title": results[0]["title"],
-                "encrypted_index": f"simidx{digest}", "cited_text": f"What {domain} says about it."}
+    results: list[dict[str, Any]] = [
+        {"type": "web_search_result", "url": f"https://{domain}/{digest}/{n}", "title": f"Result {n} for {query}",
+         "encrypted_content": f"simenc{digest}{n}", "page_age": "April 1, 2026"} for n in (1, 2)]
+    blocks: list[dict[str, Any]] = [
+        {"type": "server_tool_use", "id": tool_id, "name": "web_search", "input": {"query": query}},
+        {"type": "web_search_tool_result", "tool_use_id": tool_id, "content": results}]
+    citation: dict[str, Any] = {"type": "web_search_result_location", "url": results[0]["url"],
+                                "title": results[0]["title"], "encrypted_index": f"simidx{digest}",
+                                "cited_text": f"What {domain} says about it."}
     return blocks, citation
