@@ -550,3 +550,13 @@ def test_cascade_claude_draft_in_json_mode_is_accepted(cascade_resp_gw, fresh_si
     assert isinstance(json.loads(got.output_text), dict) and got.model == OPUS
     calls = [r for r in fresh_sim.requests if r["method"] == "POST"]
     assert [(r["path"], r["body"]["model"]) for r in calls] == [("/v1/messages", HAIKU)]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_cascade_claude_draft_that_searched_the_web_is_replayed_whole(cascade_resp_gw, fresh_sim, stream):
+    got, headers = ask_cascade(cascade_resp_gw, stream, model=OPUS, input="Search the news about kelp.",
+                               tools=[{"type": "web_search"}])
+    assert headers["x-cascadeflow-draft-accepted"] == "true" and headers["x-cascadeflow-served-model"] == HAIKU
+    search, message = got.output
+    assert search.type == "web_search_call" and search.action.query == "Search the news about kelp."
+    assert message.content[0].annotations[0].url == search.action.sources[0].url and got.model == OPUS
