@@ -291,6 +291,21 @@ def test_stored_responses_without_a_route_that_stores_them(sim, start_gateway):
     assert raw.status_code == 404 and "send the whole conversation in `input`" in raw.json()["error"]["message"]
 
 
+def test_stored_responses_need_the_gateway_key_and_count_against_its_rpm(fresh_sim, start_gateway):
+    gw = start_gateway(ProxyConfig.from_dict({
+        "routes": [{"name": "openai", "provider": "openai", "base_url": fresh_sim.url + "/v1", "api_key": "sk-route",
+                    "openai_api": "responses", **NO_RETRY}],
+        "auth": {"mode": "api_key", "keys": [{"key": "k-stored", "limits": {"rpm": 2}}]}}))
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=gw.url + "/v1", api_key="wrong", max_retries=0).responses.retrieve("resp_1")
+    keyed = openai.OpenAI(base_url=gw.url + "/v1", api_key="k-stored", max_retries=0).responses
+    made = keyed.create(model=MINI, input="hi")
+    assert keyed.retrieve(made.id).id == made.id
+    with pytest.raises(openai.RateLimitError):
+        keyed.retrieve(made.id)
+    assert [r["method"] for r in fresh_sim.requests] == ["POST", "GET"]  # the refused calls never left the gateway
+
+
 def test_usage_is_priced_and_recorded(gw, sim):
     stats = lambda: httpx.get(gw.url + "/stats").json()  # noqa: E731
     before = stats()
