@@ -49,7 +49,7 @@ _DEFAULT_OUTPUT = 400
 _FADE, _FADE_UNTRIED = 0.95, 0.7
 #: the previous request of this many conversations is kept (per process) so the next one hashes only what it adds;
 #: at most this many characters of prompt in all (the parsed values are shared with those requests, not copied)
-_SEEN_PROMPTS, _SEEN_CHARS = 512, 64 * 1024 * 1024
+_SEEN_PROMPTS, _SEEN_CHARS = 256, 32 * 1024 * 1024
 _FAILED = re.compile(r"Traceback \(most recent call last\)|\b[Ee]xit code:? ?[1-9]\d*\b|\b[1-9]\d* failed\b|\bFAILED\b")
 
 

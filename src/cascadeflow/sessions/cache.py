@@ -59,8 +59,11 @@ _MIN_TOKENS: tuple[tuple[str, int], ...] = (
 
 
 def min_cacheable_tokens(model: str) -> int:
-    matches = [(len(p), n) for p, n in _MIN_TOKENS if model.startswith(p)]
-    return max(matches)[1] if matches else 1024
+    longest, tokens = 0, 1024
+    for prefix, floor in _MIN_TOKENS:  # called a few times per turn: a plain loop, no lists
+        if len(prefix) > longest and model.startswith(prefix):
+            longest, tokens = len(prefix), floor
+    return tokens
 
 
 @dataclass(frozen=True, slots=True)
