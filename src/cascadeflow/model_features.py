@@ -41,7 +41,7 @@ from typing import Any
 __all__ = ["EFFORT_LEVELS", "FeatureGap", "context_editing", "effort_levels", "feature_gaps", "refused_thinking"]
 
 EFFORT_LEVELS = ("low", "medium", "high", "xhigh", "max")
-_ALL, _NONE = frozenset(EFFORT_LEVELS), frozenset()
+_ALL, _NONE = frozenset(EFFORT_LEVELS), frozenset[str]()
 _UP_TO_HIGH, _UP_TO_MAX = frozenset({"low", "medium", "high"}), frozenset({"low", "medium", "high", "max"})
 
 #: effort levels accepted, by model-name prefix (longest wins); an empty set: the parameter is refused

@@ -61,7 +61,7 @@ def gateway(sim, fresh_sim, start_gateway):
 
 def test_the_simulator_refuses_what_the_model_refuses(sim, fresh_sim):
     """Sent straight to the upstream, each feature the model lacks is a 400 in Anthropic's words."""
-    body, headers = claude_code_request()
+    body, _ = claude_code_request()
     client = anthropic.Anthropic(base_url=sim.url, api_key="k", max_retries=0)
     extra = {k: v for k, v in body.items() if k not in _DROPPED}
 
@@ -117,7 +117,6 @@ def test_a_feature_the_draft_cannot_serve_sends_the_request_to_the_verifier(gate
     skipped = stats["cascade"]["opus"]["skipped_by_policy"]
     assert skipped["capability:message_effort"] == 1 and skipped["capability:thinking"] == 1
     # without thinking either, only the top-level effort is left: fitted, and the draft is tried
-    del body["thinking"]
     body["thinking"] = {"type": "disabled"}
     sim.clear()
     sim.set_script([{"match": {"model": HAIKU_45}, "text": "4"}])
