@@ -48,7 +48,7 @@ from . import openai_sim as oa
 from . import responses_sim as rs
 from .engine import Usage, estimate_input_tokens, last_user_text, new_id, plan_answer
 from .catalog import DEFAULT_MODELS, normalize_model
-from .model_limits import output_limit_problem, reasoning_problem
+from .model_limits import feature_problem, output_limit_problem, reasoning_problem
 from .prompt_cache import CacheSplit, PromptCache, SimClock, check_breakpoints
 from .replay import ReplayTable
 from .script import Script, load_script
@@ -381,9 +381,10 @@ class SimulatedProvider:
             return "messages: Field required" if dialect == "anthropic" else "Missing required parameter: 'messages'."
         if dialect == "anthropic" and not isinstance(body.get("max_tokens"), int):
             return "max_tokens: Field required"
+        problem = output_limit_problem(dialect, body) or feature_problem(dialect, body)
         if dialect != "anthropic":
-            return output_limit_problem(dialect, body)
-        return output_limit_problem(dialect, body) or check_server_tools(body) or check_breakpoints(body)
+            return problem
+        return problem or check_server_tools(body) or check_breakpoints(body)
 
     def _replay_miss(self, dialect: str, body: dict, record_id: str | None) -> web.Response:
         """No recorded answer: an error, never a made-up one; misses of answers are listed (a missing
