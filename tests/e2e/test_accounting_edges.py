@@ -124,3 +124,47 @@ def test_the_ledger_queue_is_bounded_while_the_database_does_not_keep_up(tmp_pat
             ledger.record(LedgerEntry("/v1/messages", "anthropic", f"m{i}", "pass_through", False, 200))
     assert ledger._queue.qsize() == 50 and ledger.dropped == 70
     assert caplog.text.count("rows are being dropped") == 1  # one line, not one per row
+
+
+# -- 4. several workers without Redis ---------------------------------------------------------------------
+
+
+def _start_banner(tmp_path, config_text: str) -> str:
+    """What ``cascadeflow proxy start`` prints before it serves (the process is stopped once it has)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from tests.e2e.test_first_run import free_port
+
+    config = tmp_path / "workers.yaml"
+    config.write_text(config_text)
+    log = tmp_path / "start.log"
+    cli = str(Path(sys.executable).with_name("cascadeflow"))
+    env = {**os.environ, "CASCADEFLOW_CONFIG": "", "CASCADEFLOW_PORT": str(free_port())}
+    with open(log, "wb") as out:
+        process = subprocess.Popen([cli, "proxy", "start", "-c", str(config)], cwd=tmp_path, env=env,
+                                   stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while "listening on" not in log.read_text() or "route " not in log.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        time.sleep(0.3)  # the rest of the banner
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+    return log.read_text()
+
+
+def test_several_workers_without_redis_are_warned_of_at_start(tmp_path):
+    """Each worker counts limits alone: with 2 workers a key's rpm of 60 admits up to 120 a minute."""
+    limited = f"server: {{workers: 2}}\ndatabase_url: sqlite:///{tmp_path / 'w.db'}\nlimits: {{per_key: {{rpm: 60}}}}\n"
+    text = _start_banner(tmp_path, limited)
+    assert ("  WARNING: 2 workers and no redis_url: each worker counts rate limits and budgets on its own, "
+            "so each limit admits up to 2 times what it says; set redis_url to share them") in text
+    shared = limited + "redis_url: redis://127.0.0.1:6379/2\n"
+    assert "WARNING" not in _start_banner(tmp_path, shared)
