@@ -367,6 +367,9 @@ class LimitsConfig(_Strict):
     default_output_tokens: int = Field(default=4096, ge=1)
     #: a reservation (in-flight request) left by a process that died is released after this long
     lease_seconds: float = Field(default=900, gt=0)
+    #: what a model with no known price costs against a budget, in USD per 1,000 tokens (input, output and
+    #: cache alike); None (the default): a request under a budget that may reach such a model is refused (403)
+    unpriced_model_price: float | None = Field(default=None, ge=0, le=_MAX_LIMIT, allow_inf_nan=False)
 
 
 class TelemetryConfig(_Strict):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 
+import anthropic
 import httpx
 import pytest
 
@@ -168,3 +169,48 @@ def test_several_workers_without_redis_are_warned_of_at_start(tmp_path):
             "so each limit admits up to 2 times what it says; set redis_url to share them") in text
     shared = limited + "redis_url: redis://127.0.0.1:6379/2\n"
     assert "WARNING" not in _start_banner(tmp_path, shared)
+
+
+# -- 5. models with no known price under a budget -------------------------------------------------------------
+
+UNPRICED = "mystery-model-1"  # neither genai-prices nor the config knows it
+
+
+def _budget_gateway(fresh_sim, start_gateway, tmp_path, **limits):
+    config = ProxyConfig.from_dict({
+        "routes": sim_routes(fresh_sim), "database_url": f"sqlite:///{tmp_path / 'unpriced.db'}",
+        "auth": {"mode": "api_key", "keys": [{"key": "with-budget", "limits": {"daily_budget_usd": 0.05}},
+                                             {"key": "no-budget"}]},
+        "limits": limits,
+    })
+    return start_gateway(config).url
+
+
+def _ask(url: str, key: str, model: str = UNPRICED, max_tokens: int = 20):
+    return anthropic.Anthropic(base_url=url, api_key=key, max_retries=0).messages.create(
+        model=model, max_tokens=max_tokens, messages=[{"role": "user", "content": "hello"}])
+
+
+def test_a_budget_refuses_a_model_it_cannot_price(fresh_sim, start_gateway, tmp_path):
+    """By default a request under a budget for a model with no price is a 403 that says what to set (it used
+    to count as $0: a budget that never ran out); without a budget the model is served as before."""
+    url = _budget_gateway(fresh_sim, start_gateway, tmp_path)
+    with pytest.raises(anthropic.PermissionDeniedError) as refused:
+        _ask(url, "with-budget")
+    message = refused.value.message
+    assert f"model '{UNPRICED}' has no known price" in message and "limits.unpriced_model_price" in message
+    assert _ask(url, "no-budget").content  # no budget: nothing to count it against
+    assert _ask(url, "with-budget", "claude-haiku-5-5").content  # a priced model under the budget
+
+
+def test_unpriced_model_price_counts_such_a_model_against_the_budget(fresh_sim, start_gateway, tmp_path):
+    """At $1 per 1,000 tokens each call (10 input + 20 output tokens from the simulator) costs $0.03: a $0.05
+    budget admits two (the second while $0.03 is spent), then says it is spent. (max_tokens 1 keeps each
+    reservation near $0.03 too, so the outcome does not depend on when a settlement lands.)"""
+    fresh_sim.set_script([{"match": {"model": UNPRICED}, "text": "fine", "usage": {"input_tokens": 10,
+                                                                                  "output_tokens": 20}}])
+    url = _budget_gateway(fresh_sim, start_gateway, tmp_path, unpriced_model_price=1.0)
+    assert _ask(url, "with-budget", max_tokens=1).content and _ask(url, "with-budget", max_tokens=1).content
+    with pytest.raises(anthropic.APIStatusError) as spent:
+        _ask(url, "with-budget", max_tokens=1)
+    assert spent.value.status_code == 402 and "daily budget" in spent.value.message
