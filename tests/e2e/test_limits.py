@@ -156,7 +156,7 @@ def test_a_stream_refused_for_the_gateways_stream_capacity_costs_no_rpm(fresh_si
     """``server.max_concurrent_streams`` refuses a stream before the key's limits are asked: the refusal is the
     gateway's, so it takes nothing of the key's ``rpm`` (issue 15: each such refusal used to take one)."""
     fresh_sim.set_script([{"match": {"prompt_contains": "slow"}, "words": 30, "chunk_delay": 0.05}])
-    gw, config = _gateway(start_gateway, fresh_sim, tmp_path, [{"key": "k-streams", "limits": {"rpm": 3}}],
+    gw, _ = _gateway(start_gateway, fresh_sim, tmp_path, [{"key": "k-streams", "limits": {"rpm": 3}}],
                           server={"max_concurrent_streams": 1})
     slow = {"model": "claude-haiku-5-5", "max_tokens": 20, "stream": True,
             "messages": [{"role": "user", "content": "slow one"}]}

@@ -186,7 +186,7 @@ async def test_an_admission_that_runs_after_its_lease_was_abandoned_takes_nothin
     limit = scope(rpm=10, max_concurrent=1, daily_budget_usd=10.0)
     await counters.settle(await counters.admit(limit, 1, 0.0), 1, 0.0)  # the budget is seeded
     lease = Lease("late", limit, 1, 0.5, period_ends(time.time())[:2])
-    keys = [f"cf:r:key:k:rpm", "cf:r:key:k:tpm", "cf:c:key:k", *(f"cf:b:key:k:{p}" for p in lease.periods)]
+    keys = ["cf:r:key:k:rpm", "cf:r:key:k:tpm", "cf:c:key:k", *(f"cf:b:key:k:{p}" for p in lease.periods)]
     counters._abandon(lease, keys, [10, -1, 1, 10.0, -1])
     assert await counters.abandoned.send_once() and not counters.abandoned.pending
     now = time.time()

@@ -26,7 +26,15 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+)
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
@@ -96,7 +104,7 @@ def _answers_its_errors(endpoint: Callable[[Request], Awaitable[Response]]) -> C
             return exception_response("openai", exc, request_id_of(request))
         except ClientDisconnect:
             return Response(status_code=499)
-        except Exception as exc:  # the database refused, or a bug: say so, keep serving
+        except Exception as exc:  # noqa: BLE001 - the database refused, or a bug: say so, keep serving
             cause = getattr(exc, "orig", None) or exc  # a driver's own message carries no SQL parameters
             first = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else ""
             log.error("%s %s failed: %s%s", request.method, request.url.path, type(cause).__name__,

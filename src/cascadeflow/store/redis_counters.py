@@ -13,11 +13,21 @@ admission of that lease a no-op. It is idempotent, so it cannot release anything
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
 
-from .counters import _BUDGETS, Lease, Refusal, Scope, SpentSince, _budget_key, _Seeding, period_ends
+from .counters import (
+    _BUDGETS,
+    Lease,
+    Refusal,
+    Scope,
+    SpentSince,
+    _budget_key,
+    _Seeding,
+    period_ends,
+)
 
 __all__ = ["RedisCounters"]
 
@@ -296,11 +306,9 @@ class _Abandonments:
         if self._task is not None:
             self._task.cancel()
         if self.pending:
-            try:
+            with contextlib.suppress(Exception):  # Redis is away: the leases expire after lease_seconds
                 async with asyncio.timeout(within):
                     await self.send_once()
-            except Exception:  # noqa: BLE001 - Redis is away: the leases expire after lease_seconds
-                pass
             if self.pending:
                 log.warning("%d concurrency leases could not be released in Redis; they expire by themselves",
                             len(self.pending))
