@@ -291,14 +291,21 @@ class CascadeModel(_CascadeFields):
     verifier_model: str  # type: ignore[assignment]
 
 
+#: the largest rate limit or budget a config or the admin API may set
+_MAX_LIMIT = 10**12
+
+
 class Limits(_Strict):
     """Caps for one key, user or team; a missing field means no cap of that kind."""
 
-    rpm: int | None = Field(default=None, ge=1, description="requests per minute")
-    tpm: int | None = Field(default=None, ge=1, description="tokens (input + output) per minute")
-    max_concurrent: int | None = Field(default=None, ge=1, description="requests in flight at once")
-    daily_budget_usd: float | None = Field(default=None, ge=0, description="USD per UTC day")
-    monthly_budget_usd: float | None = Field(default=None, ge=0, description="USD per UTC calendar month")
+    # bounded so every value is exact in a double (the Redis scripts' numbers) and in JSON
+    rpm: int | None = Field(default=None, ge=1, le=_MAX_LIMIT, description="requests per minute")
+    tpm: int | None = Field(default=None, ge=1, le=_MAX_LIMIT, description="tokens (input + output) per minute")
+    max_concurrent: int | None = Field(default=None, ge=1, le=_MAX_LIMIT, description="requests in flight at once")
+    daily_budget_usd: float | None = Field(default=None, ge=0, le=_MAX_LIMIT, allow_inf_nan=False,
+                                           description="USD per UTC day")
+    monthly_budget_usd: float | None = Field(default=None, ge=0, le=_MAX_LIMIT, allow_inf_nan=False,
+                                             description="USD per UTC calendar month")
 
     def is_empty(self) -> bool:
         return all(getattr(self, name) is None for name in Limits.model_fields)
@@ -360,6 +367,9 @@ class LimitsConfig(_Strict):
     default_output_tokens: int = Field(default=4096, ge=1)
     #: a reservation (in-flight request) left by a process that died is released after this long
     lease_seconds: float = Field(default=900, gt=0)
+    #: what a model with no known price costs against a budget, in USD per 1,000 tokens (input, output and
+    #: cache alike); None (the default): a request under a budget that may reach such a model is refused (403)
+    unpriced_model_price: float | None = Field(default=None, ge=0, le=_MAX_LIMIT, allow_inf_nan=False)
 
 
 class TelemetryConfig(_Strict):

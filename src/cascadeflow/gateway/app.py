@@ -31,7 +31,8 @@ from ..errors import ErrorKind
 from ..dialects.translate import load_tokenizer
 from ..pricing import ModelRegistry
 from ..store import Ledger, LedgerEntry
-from ..store.counters import MemoryCounters, RedisCounters
+from ..store.counters import MemoryCounters
+from ..store.redis_counters import RedisCounters
 from ..store.queries import shadow_quality
 from ..store.keys import KeyStore
 from ..store.sealing import Sealer

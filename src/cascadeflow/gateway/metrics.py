@@ -133,7 +133,8 @@ class GatewayMetrics:
         self.ledger_written = Counter("cascadeflow_ledger_rows_written", "Ledger rows written to the database",
                                       registry=registry)
         self.ledger_dropped = Counter("cascadeflow_ledger_rows_dropped", "Ledger rows lost: their batch could not be "
-                                      "written (the database unreachable or refusing it)", registry=registry)
+                                      "written (the database unreachable or refusing it), or the queue was full "
+                                      "(the database not keeping up)", registry=registry)
         self.store_errors = Counter("cascadeflow_limit_store_errors", "Admissions or settlements the limit store "
                                     "(Redis) failed to answer", registry=registry)
         self.workers = Gauge("cascadeflow_workers", "Gateway worker processes alive", multiprocess_mode="livesum",

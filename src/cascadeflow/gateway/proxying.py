@@ -99,6 +99,8 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
         if not count:
             if identity.key is not None and identity.key.models is not None:
                 check_reach(identity, reachable_models(gateway.service.router, model, dialect, rule))
+            if proxy_request.stream:  # refused for capacity before admission: such a refusal costs no rpm
+                _admit_stream(gateway)
             info.lease = await gateway.limits.admit(identity, body, len(raw or b""), model, rule, dialect)
             cache = gateway.cache
             if cache is not None and path in _CASCADED:  # after admission: a hit counts toward rpm, costs nothing
@@ -115,7 +117,7 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
         if raw is not None and not count and (match is None or service.rewrites(match, proxy_request, dialect)):
             check_wide_integers(raw)  # re-serialised: an integer beyond 64 bits would change (rare; cheap scan)
         if proxy_request.stream and not count:
-            _admit_stream(gateway)
+            _admit_stream(gateway)  # again: others may have opened streams while this one was admitted
             return _with_id(await _streaming(request, gateway, rule, match, proxy_request, dialect, headers, body,
                                              info), request_id)
         if rule is not None:
