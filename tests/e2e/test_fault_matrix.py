@@ -2,7 +2,7 @@
 
 Each case scripts one fault into the simulated provider (a real HTTP server), sends one request over raw
 HTTP (exact status, error body, stream events) and the same again with the official SDK (``max_retries=0``,
-the error class), and checks the outcome in ``EXPECTED``:
+the error class), and checks the outcome ``FAULTS`` gives:
 
 - ``Err(status, kind)``: an error answer before anything else, with the SDK's class for that status; ``kind`` is
   the error the gateway writes itself (``None``: the upstream's own error, relayed in the caller's dialect);
@@ -12,8 +12,9 @@ the error class), and checks the outcome in ``EXPECTED``:
 Modes: ``pass`` — a model no rule cascades, the fault on it; ``draft`` — a cascade whose draft meets the fault
 (always recovered); ``verifier`` — a cascade whose draft is rejected (an empty answer) and whose verifier meets
 the fault (the same outcome as ``pass``). The main routes retry once and open their breaker after two failed
-requests, yet have no alternative: every error must be the upstream's, never a 503 it did not cause. The drafts
-have routes of their own whose breakers never open, so every draft case meets its fault. Every request is bounded
+requests (a failing case leaves it open), yet have no alternative: every error must be the upstream's, never a
+503 it did not cause. The drafts have routes of their own whose breakers never open, so every draft case meets
+its fault. Every request is bounded
 by a client timeout: a hang fails the case. The table is in docs/operations.md ("What a caller gets").
 """
 
@@ -42,7 +43,8 @@ DIALECTS = {
     "openai>anthropic": ("/v1/chat/completions", SONNET, OPUS, HAIKU),
     "responses>anthropic": ("/v1/responses", SONNET, OPUS, HAIKU),
 }
-SILENCE = 0.3  # the routes' first-byte, read and stream-idle timeouts
+DRAFT_KEY = "k-drafts"  # the drafts' routes' key: a draft case checks its draft went that way
+SILENCE = 0.2  # the routes' first-byte, read and stream-idle timeouts
 CLIENT_TIMEOUT = 8.0  # no case may take this long: the gateway must end every answer itself
 
 
@@ -58,6 +60,7 @@ class Cut:
 
 
 RECOVERED = "recovered"
+UPSTREAM_SAYS = "scripted upstream failure"  # the message of the simulator's error answers
 
 #: fault name → (the simulator's fault keys, outcome without stream, outcome with stream); None: not a fault of that
 #: kind of answer. The outcomes are for ``pass`` and ``verifier``; a ``draft`` always recovers.
@@ -112,9 +115,9 @@ def matrix_gw(sim, start_gateway):
             {"name": "anthropic", "provider": "anthropic", "base_url": sim.url, "api_key": "k", **main},
             {"name": "openai", "provider": "openai", "base_url": sim.url + "/v1", "api_key": "k",
              "openai_api": "responses", **main},
-            {"name": "drafts-anthropic", "provider": "anthropic", "base_url": sim.url, "api_key": "k",
+            {"name": "drafts-anthropic", "provider": "anthropic", "base_url": sim.url, "api_key": DRAFT_KEY,
              "models": [HAIKU], **drafts},
-            {"name": "drafts-openai", "provider": "openai", "base_url": sim.url + "/v1", "api_key": "k",
+            {"name": "drafts-openai", "provider": "openai", "base_url": sim.url + "/v1", "api_key": DRAFT_KEY,
              "openai_api": "responses", "models": [MINI4O], **drafts},
         ],
         "cascade_rules": [
@@ -282,6 +285,9 @@ def test_fault_matrix(clients, fresh_sim, dialect, stream, mode, fault, expected
     path, plain, cascaded, draft = DIALECTS[dialect]
     caller = dialect.split(">")[0]
     keys = dict(FAULTS[fault][0])
+    relayed = "status" in keys and "error_event_after" not in keys  # (OpenAI tells overload by the message alone)
+    if relayed:
+        keys["error_message"] = UPSTREAM_SAYS
     if "redirect" in keys:
         keys["redirect"] = fresh_sim.url + keys["redirect"]
     model = plain if mode == "pass" else cascaded
@@ -294,6 +300,14 @@ def test_fault_matrix(clients, fresh_sim, dialect, stream, mode, fault, expected
     response = clients.http.post(path, json=body, headers={"anthropic-version": "2023-06-01"} if caller == "anthropic"
                                  else {})
     _check_raw(caller, response, expected, cascaded)
+    if relayed and expected != RECOVERED:
+        assert UPSTREAM_SAYS in response.text, "the upstream's own error is relayed, not swallowed"
     met = [r for r in fresh_sim.requests if (r["body"] or {}).get("model") == faulted]
     assert met, f"the upstream never saw {faulted}: the outcome is not the fault's"
+    key = met[0]["headers"].get("x-api-key") or met[0]["headers"]["authorization"].removeprefix("Bearer ")
+    assert (key == DRAFT_KEY) == (mode == "draft"), key
     _check_sdk(caller, clients, body, expected, cascaded)
+    if isinstance(expected, Err) and expected.status >= 500:  # two failed requests: the breaker is open now
+        route = "anthropic" if faulted.startswith("claude") else "openai"
+        breaker = clients.http.get("/health").json()["breakers"][route]["models"][faulted]
+        assert breaker["state"] == "open", breaker
