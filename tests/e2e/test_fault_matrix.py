@@ -65,6 +65,8 @@ UPSTREAM_SAYS = "scripted upstream failure"  # the message of the simulator's er
 #: fault name → (the simulator's fault keys, outcome without stream, outcome with stream); None: not a fault of that
 #: kind of answer. The outcomes are for ``pass`` and ``verifier``; a ``draft`` always recovers.
 FAULTS: dict[str, tuple[dict[str, Any], Any, Any]] = {
+    "400": ({"status": 400}, Err(400), Err(400)),
+    "401": ({"status": 401}, Err(401), Err(401)),
     "429": ({"status": 429, "retry_after": 30}, Err(429), Err(429)),
     "500": ({"status": 500}, Err(500), Err(500)),
     "503": ({"status": 503}, Err(503), Err(503)),
@@ -77,14 +79,17 @@ FAULTS: dict[str, tuple[dict[str, Any], Any, Any]] = {
     "error-event": ({"error_event_after": 3, "status": 529}, None, Cut("overloaded_error")),
     "bad-sse": ({"malformed_after": 3}, None, Cut("api_error")),
     "bad-json": ({"body": '{"id": "msg_1", "content": ['}, Err(502, "api_error"), Err(502, "api_error")),
+    "empty-200": ({"body": ""}, Err(502, "api_error"), Err(502, "api_error")),
     "html": ({"body": "<html><body><h1>502 Bad Gateway</h1></body></html>", "content_type": "text/html"},
              Err(502, "api_error"), Err(502, "api_error")),
     "redirect": ({"redirect": "/v1/messages"}, Err(502, "api_error"), Err(502, "api_error")),
 }
 
-ANTHROPIC_CLASSES = {429: anthropic.RateLimitError, 500: anthropic.InternalServerError,
+ANTHROPIC_CLASSES = {400: anthropic.BadRequestError, 401: anthropic.AuthenticationError, 429: anthropic.RateLimitError, 500: anthropic.InternalServerError,
                      502: anthropic.InternalServerError, 503: anthropic.ServiceUnavailableError,
                      504: anthropic.GatewayTimeoutError, 529: anthropic.OverloadedError}
+OPENAI_CLASSES = {400: openai.BadRequestError, 401: openai.AuthenticationError, 429: openai.RateLimitError,
+                  **dict.fromkeys((500, 502, 503, 504, 529), openai.InternalServerError)}
 #: the OpenAI error code the gateway writes for each Anthropic error type
 OPENAI_CODES = {"api_error": "bad_gateway", "timeout_error": "timeout"}
 
@@ -269,7 +274,7 @@ def _check_sdk(dialect: str, clients: Clients, body: dict[str, Any], expected: A
         if dialect == "anthropic":
             wanted = ANTHROPIC_CLASSES[expected.status]
         else:
-            wanted = openai.RateLimitError if expected.status == 429 else openai.InternalServerError
+            wanted = OPENAI_CLASSES[expected.status]
         assert type(error) is wanted and error.status_code == expected.status, repr(error)
     elif dialect == "anthropic":  # an error event: the SDK raises it with the stream's status
         assert type(error) is anthropic.APIStatusError and error.body["error"]["type"] == expected.kind, repr(error)
