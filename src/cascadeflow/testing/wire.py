@@ -13,8 +13,8 @@ from . import responses_sim as rs
 from .engine import new_id
 from .script import Fault
 
-__all__ = ["JSON", "SSE_HEADERS", "abort", "breaks_body", "error_response", "fmt_seconds", "send_events",
-           "send_broken_json"]
+__all__ = ["JSON", "SSE_HEADERS", "abort", "breaks_body", "error_response", "fmt_seconds", "send_broken_json",
+           "send_events"]
 
 JSON = "application/json"
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
