@@ -56,7 +56,7 @@ from .server_tools import check_server_tools
 from .thinking_rules import check_request as check_thinking
 from .thinking_rules import sign as sign_thinking
 from .wire import JSON as _JSON
-from .wire import abort, error_response, fmt_seconds, send_events
+from .wire import abort, breaks_body, error_response, fmt_seconds, send_broken_json, send_events
 
 __all__ = ["DEFAULT_MODELS", "SimulatedProvider", "run_simulator"]
 
@@ -464,18 +464,19 @@ class SimulatedProvider:
             except (ConnectionError, asyncio.CancelledError):
                 self._disconnected(body)
                 raise
-        if fault is not None:
-            if fault.latency > 0:
-                try:
-                    await asyncio.sleep(fault.latency)
-                except asyncio.CancelledError:  # the handler is cancelled when its client leaves
-                    self._disconnected(body)
-                    raise
-            if fault.reset == "after_first_event":  # non-stream: headers and half the body, then abort
-                resp = web.StreamResponse(headers={**headers, "Content-Type": _JSON, "Content-Length": str(len(data))})
-                await resp.prepare(request)
-                await resp.write(data[: len(data) // 2])
-                return await abort(request, resp)
+        return await self._send_json(request, body, data, headers, fault)
+
+    async def _send_json(self, request: web.Request, body: dict[str, Any], data: bytes, headers: dict[str, str],
+                         fault: Any) -> web.StreamResponse:
+        """A JSON answer, held by ``latency`` or broken half-way by a reset, cut or stall (see wire.py)."""
+        try:
+            if fault is not None and fault.latency > 0:
+                await asyncio.sleep(fault.latency)
+            if breaks_body(fault):
+                return await send_broken_json(request, data, headers, fault)
+        except (ConnectionError, asyncio.CancelledError):  # the handler is cancelled when its client leaves
+            self._disconnected(body)
+            raise
         return web.Response(body=data, content_type=_JSON, headers=headers)
 
     def _disconnected(self, body: dict[str, Any]) -> None:
@@ -493,10 +494,8 @@ class SimulatedProvider:
         if stream:
             events = rs.stream_events(answer, body, summary, rid, created)
             return await send_events(request, events, fault, "responses", headers)
-        if fault is not None and fault.latency > 0:
-            await asyncio.sleep(fault.latency)
-        return web.Response(body=rs.response_body(answer, body, summary, rid, created), content_type=_JSON,
-                            headers=headers)
+        return await self._send_json(request, body, rs.response_body(answer, body, summary, rid, created), headers,
+                                     fault)
 
     @staticmethod
     def _render(dialect: str, answer: Any, body: dict[str, Any], stream: bool) -> tuple[Any, dict[str, str]]:
