@@ -16,7 +16,7 @@ import pytest
 
 from cascadeflow import ProxyConfig, create_app
 from cascadeflow.store import Ledger
-from cascadeflow.testing import ServerThread, SimulatedProvider
+from cascadeflow.sim import ServerThread, SimulatedProvider
 
 
 #: upstream errors reach the client at once and no breaker opens between tests (resilience tests set their own)

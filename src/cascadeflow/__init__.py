@@ -4,7 +4,7 @@ Public API::
 
     from cascadeflow import ProxyConfig, ModelRegistry, CostTracker, create_app
     from cascadeflow.proxy import ProxyRoute, ProxyRouter, ProxyHandler, ProxyService, ProxyRequest
-    from cascadeflow.testing import SimulatedProvider
+    from cascadeflow.sim import SimulatedProvider
 """
 
 __version__ = "0.1.0"

@@ -80,7 +80,7 @@ def _proxy_init(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from .testing import run_simulator
+    from .sim import run_simulator
 
     try:
         asyncio.run(run_simulator(args.host, args.port, args.script))

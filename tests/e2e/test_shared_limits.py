@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from cascadeflow import ModelRegistry, ProxyConfig, Usage, create_app
-from cascadeflow.testing import ServerThread
+from cascadeflow.sim import ServerThread
 from tests.conftest import launch_gateway_process, sim_routes
 from tests import needs
 from tests.pg_db import UNREACHABLE, create_database, drop_database

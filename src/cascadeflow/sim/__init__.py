@@ -1,8 +1,8 @@
 """Test helpers: a simulated LLM provider speaking the Anthropic and OpenAI APIs.
 
-See :mod:`cascadeflow.testing.simulator` (server and lifecycle),
-:mod:`cascadeflow.testing.script` (rules and faults) and
-:mod:`cascadeflow.testing.engine` (deterministic answers and token estimates).
+See :mod:`cascadeflow.sim.simulator` (server and lifecycle),
+:mod:`cascadeflow.sim.script` (rules and faults) and
+:mod:`cascadeflow.sim.engine` (deterministic answers and token estimates).
 """
 
 from .engine import default_text, estimate_input_tokens
