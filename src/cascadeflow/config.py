@@ -27,7 +27,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr,
 
 from .errors import ConfigError
 from .paths import default_database_url
-from .proxy.route import OFFICIAL_BASE_URLS, Provider, ProxyRoute
+from .route_config import OFFICIAL_BASE_URLS, Provider, ProxyRoute
 
 __all__ = [
     "ProxyConfig",

@@ -6,7 +6,7 @@
 
 from ..errors import ProxyError, ProxyProtocolError, ProxyRoutingError, ProxyTransportError, ProxyUpstreamError
 from .handler import ProxyHandler
-from .route import ProxyRoute, RoutePrice
+from ..route_config import ProxyRoute, RoutePrice
 from .router import ProxyRouter, RouteMatch
 from .service import ProxyService
 from .types import ProxyRequest, ProxyResult, ProxyStream, UpstreamAuth

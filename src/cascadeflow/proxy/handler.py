@@ -27,7 +27,7 @@ from ..providers import PoolWait, UpstreamPool, adapter_for, forwardable_request
 from ..telemetry import CostTracker
 from ..usage import Usage
 from .resilience import RETRYABLE_STATUSES, CircuitBreaker, retry_delay
-from .route import ProxyRoute, RoutePrice
+from ..route_config import ProxyRoute, RoutePrice
 from .types import SAMPLE_INDEX_HEADER, ProxyRequest, ProxyResult, ProxyStream
 
 if TYPE_CHECKING:
