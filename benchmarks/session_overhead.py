@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from cascadeflow import ModelRegistry, Usage
-from cascadeflow.config import CascadeRule
 from cascadeflow.cascade.session import SessionBook
+from cascadeflow.config import CascadeRule
 from cascadeflow.sessions import MemorySessions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -13,9 +13,9 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from . import __version__
 from pydantic import ValidationError
 
+from . import __version__
 from .config import DEFAULT_CONFIG_FILE, ProxyConfig, ServerConfig
 from .errors import ConfigError
 from .keys_cli import add_keys_command

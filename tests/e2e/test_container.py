@@ -34,8 +34,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from cascadeflow import ModelRegistry, Usage
-from tests.e2e.test_shared_limits import _ledger_rows
 from tests import needs
+from tests.e2e.test_shared_limits import _ledger_rows
 from tests.pg_db import UNREACHABLE, create_database, drop_database
 
 ROOT = Path(__file__).resolve().parents[2]

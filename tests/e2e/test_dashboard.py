@@ -10,14 +10,12 @@ refresh the screenshot in the docs.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import anthropic

@@ -18,8 +18,8 @@ import yaml
 
 from cascadeflow import ModelRegistry, ProxyConfig, Usage, create_app
 from cascadeflow.sim import ServerThread
-from tests.conftest import launch_gateway_process, sim_routes
 from tests import needs
+from tests.conftest import launch_gateway_process, sim_routes
 from tests.pg_db import UNREACHABLE, create_database, drop_database
 
 POSTGRES = os.environ.get("CASCADEFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")

@@ -10,9 +10,8 @@ import pytest
 
 from cascadeflow.config import Limits
 from cascadeflow.store.counters import Lease, MemoryCounters, RedisCounters, Refusal, Scope, period_ends
-from tests.unit.redis_db import REDIS
 from tests import needs
-
+from tests.unit.redis_db import REDIS
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -46,8 +46,8 @@ from aiohttp import web
 from . import anthropic_sim as an
 from . import openai_sim as oa
 from . import responses_sim as rs
-from .engine import Usage, estimate_input_tokens, last_user_text, new_id, plan_answer
 from .catalog import DEFAULT_MODELS, normalize_model
+from .engine import Usage, estimate_input_tokens, last_user_text, new_id, plan_answer
 from .model_limits import output_limit_problem, reasoning_problem
 from .prompt_cache import CacheSplit, PromptCache, SimClock, check_breakpoints
 from .replay import ReplayTable
