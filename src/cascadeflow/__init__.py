@@ -12,7 +12,7 @@ above the config (proxy, pricing, telemetry) are resolved on first use.
 
 __version__ = "0.1.0"
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .config import CascadeRule, ProxyConfig, ServerConfig
 from .errors import (
@@ -30,6 +30,8 @@ from .route_config import ProxyRoute
 from .usage import Usage
 
 if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
     from .pricing import ModelInfo, ModelPrice, ModelRegistry
     from .proxy import ProxyHandler, ProxyRequest, ProxyResult, ProxyRouter, ProxyService, ProxyStream
     from .telemetry import CostTracker
@@ -79,7 +81,7 @@ __all__ = [
 ]
 
 
-def create_app(config=None, **kwargs):
+def create_app(config: ProxyConfig | None = None, **kwargs: Any) -> "Starlette":
     """Build the gateway's ASGI app (imported lazily: the library layer needs no web server)."""
     from .gateway import create_app as _create_app
 
