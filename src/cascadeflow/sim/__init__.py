@@ -1,4 +1,7 @@
-"""Test helpers: a simulated LLM provider speaking the Anthropic and OpenAI APIs.
+"""The simulated provider: a real HTTP server speaking the Anthropic and OpenAI APIs.
+
+A product feature (``cascadeflow simulate``, ``demo``, ``eval``) that the test suite also uses;
+only those commands import it (an import-linter contract in pyproject.toml).
 
 See :mod:`cascadeflow.sim.simulator` (server and lifecycle),
 :mod:`cascadeflow.sim.script` (rules and faults) and
