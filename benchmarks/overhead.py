@@ -144,7 +144,7 @@ def _cache_config(cache: str, limits: str) -> str:
     """``--cache``: every request may be cached, in memory or in Redis (database 9, as ``--limits redis``)."""
     if cache == "off":
         return ""
-    text = "cache: {default: true, store: %s, ttl_seconds: 300}\n" % cache
+    text = f"cache: {{default: true, store: {cache}, ttl_seconds: 300}}\n"
     return text + ("redis_url: redis://127.0.0.1:6379/9\n" if cache == "redis" and limits != "redis" else "")
 
 

@@ -22,12 +22,21 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
 from .paths import default_database_url
-from .proxy.route import OFFICIAL_BASE_URLS, Provider, ProxyRoute
+from .route_config import OFFICIAL_BASE_URLS, Provider, ProxyRoute
 
 __all__ = [
     "ProxyConfig",
@@ -486,7 +495,7 @@ class ProxyConfig(_Strict):
     def _cache_section(self) -> ProxyConfig:
         """A rule or key that opts in turns the cache on with its defaults (no ``cache:`` section needed)."""
         if self.cache is None:
-            wanted = [*self.cascade_rules, *self.cascade_models.values(), *self.auth.keys]
+            wanted: list[Any] = [*self.cascade_rules, *self.cascade_models.values(), *self.auth.keys]
             if any(item.cache or getattr(item, "semantic_cache", False) for item in wanted):
                 self.cache = CacheConfig()
         if self.cache is not None and self.cache.store == "redis" and not self.redis_url:
@@ -597,7 +606,7 @@ class ProxyConfig(_Strict):
         routes = list(self.routes)
         names = {r.name for r in routes}
         if self.api_keys:
-            wanted: dict[str, SecretStr | None] = dict(self.api_keys)
+            wanted: dict[str, SecretStr | None] = {name: key for name, key in self.api_keys.items()}
         else:
             wanted = {} if self.routes else {"anthropic": None, "openai": None}
         for name, key in wanted.items():
@@ -618,7 +627,7 @@ class ProxyConfig(_Strict):
         return routes
 
 
-def interpolate(value: Any, environ: dict[str, str] | None = None) -> Any:
+def interpolate(value: Any, environ: Mapping[str, str] | None = None) -> Any:
     """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a parsed document."""
     env = os.environ if environ is None else environ
     if isinstance(value, str):

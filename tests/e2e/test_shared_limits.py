@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from cascadeflow import ModelRegistry, ProxyConfig, Usage, create_app
-from cascadeflow.testing import ServerThread
-from tests.conftest import launch_gateway_process, sim_routes
+from cascadeflow.sim import ServerThread
 from tests import needs
+from tests.conftest import launch_gateway_process, sim_routes
 from tests.pg_db import UNREACHABLE, create_database, drop_database
 from tests.unit.redis_db import stall
 

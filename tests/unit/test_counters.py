@@ -11,9 +11,8 @@ import pytest
 from cascadeflow.config import Limits
 from cascadeflow.store.counters import Lease, MemoryCounters, Refusal, Scope, period_ends
 from cascadeflow.store.redis_counters import RedisCounters
-from tests.unit.redis_db import REDIS, stall
 from tests import needs
-
+from tests.unit.redis_db import REDIS, stall
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from cascadeflow.dialects.sse import SSEDecoder
-from cascadeflow.testing import (
+from cascadeflow.sim import (
     Fault,
     Script,
     ScriptRule,

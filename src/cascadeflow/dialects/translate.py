@@ -33,7 +33,6 @@ from ..errors import ErrorKind, RequestError
 from ..usage import Usage
 from . import anthropic as _anthropic_wire
 from . import openai as _openai_wire
-from .web_search import SearchResults, anthropic_web_search_tool
 from .mapping import ANTHROPIC_TO_OPENAI_STOP, OPENAI_TO_ANTHROPIC_STOP, anthropic_usage_dict, openai_usage_dict
 from .translate_content import (
     ERROR_PREFIX,
@@ -49,6 +48,7 @@ from .translate_content import (
     tool_call_of,
     tool_id,
 )
+from .web_search import SearchResults, anthropic_web_search_tool
 
 __all__ = [
     "ERROR_PREFIX",

@@ -31,7 +31,7 @@ from ..usage import Usage
 from .responses_events import ResponseEmitter
 from .sse import SSEEvent, json_object
 from .translate_content import drop
-from .translate_stream import _Translator, _error_message, _openai_error_kind
+from .translate_stream import _error_message, _openai_error_kind, _Translator
 
 __all__ = ["ToolNames", "responses_to_chat_request", "chat_to_responses_response", "ChatToResponsesStream",
            "anthropic_cache_breakpoints"]

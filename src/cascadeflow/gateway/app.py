@@ -27,29 +27,29 @@ from .. import __version__
 from ..cache import ResponseCache
 from ..cascade import CascadeEngine, RuleSet, ShadowRecorder
 from ..config import ProxyConfig, VirtualKey
-from ..errors import ErrorKind
 from ..dialects.translate import load_tokenizer
+from ..errors import ErrorKind
 from ..pricing import ModelRegistry
-from ..store import Ledger, LedgerEntry
-from ..store.counters import MemoryCounters
-from ..store.redis_counters import RedisCounters
-from ..store.queries import shadow_quality
-from ..store.keys import KeyStore
-from ..store.sealing import Sealer
 from ..proxy import ProxyHandler, ProxyRouter, ProxyService
 from ..sessions import session_store, thinking_origins
+from ..store import Ledger, LedgerEntry
+from ..store.counters import MemoryCounters
+from ..store.keys import KeyStore
+from ..store.queries import shadow_quality
+from ..store.redis_counters import RedisCounters
+from ..store.sealing import Sealer
 from ..telemetry import CostTracker
-from .dashboard import dashboard_routes
-from .pages import page_routes
 from .admin import create_key, list_keys, reseal_keys, revoke_key, show_key
 from .admin_guard import admin_refusal
 from .auth import Authenticator
+from .dashboard import dashboard_routes
 from .errors import caller_dialect, error_response, request_id_of
 from .limits import LimitGate
 from .metrics import metrics
-from .observe import Observer
 from .models import ModelCatalog, get_model, list_models
+from .observe import Observer
 from .openapi import openapi_spec
+from .pages import page_routes
 from .proxying import chat_completions, count_tokens, embeddings, messages, responses
 from .stored_responses import stored_response_routes
 

@@ -24,7 +24,7 @@ _MESSAGE = {
 
 def _post(summary: str, schema: dict, stream: bool = True) -> dict:
     success = {"description": "the upstream's answer (JSON, or server-sent events when streaming)"}
-    content = {"application/json": {}} if not stream else {"application/json": {}, "text/event-stream": {}}
+    content: dict[str, dict] = {"application/json": {}} if not stream else {"application/json": {}, "text/event-stream": {}}
     return {
         "post": {
             "summary": summary,
@@ -67,7 +67,7 @@ _NEW_KEY = {
     "example": {"name": "alice-laptop", "user_id": "alice", "team": "core", "limits": {"rpm": 60, "daily_budget_usd": 20}},
 }
 _ADMIN_ERRORS = {str(status): _ERROR for status in (400, 401, 403, 404)}
-_MASTER = [{"masterKey": []}]
+_MASTER: list[dict[str, list[str]]] = [{"masterKey": []}]
 
 
 def _admin(method: str, summary: str, *, body: dict | None = None, parameters: list | None = None,

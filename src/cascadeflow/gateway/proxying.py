@@ -15,18 +15,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
+from ..cache import CachedAnswer, StreamCollector, hit_stream
+from ..cascade.policies import conversation_key
 from ..dialects import anthropic as anthropic_wire
 from ..dialects import openai as openai_wire
 from ..dialects import responses as responses_wire
 from ..errors import CascadeflowError, ErrorKind, RequestError
-from ..cache import CachedAnswer, StreamCollector, hit_stream
-from ..cascade.policies import conversation_key
 from ..proxy import ProxyRequest
 from ..usage import Usage
 from .bounds import check_wide_integers, model_name, read_json_body
-from .reach import check_reach, reachable_models
 from .errors import error_response, exception_response
 from .logs import REQUEST_ID
+from .reach import check_reach, reachable_models
 from .records import RequestInfo, cache_hit_entry, cascade_entry, error_entry, pass_through_entry
 
 if TYPE_CHECKING:
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from starlette.types import Receive
 
     from ..store import LedgerEntry
-
     from .app import Gateway
 
 __all__ = ["messages", "count_tokens", "chat_completions", "responses", "embeddings", "read_json_body"]

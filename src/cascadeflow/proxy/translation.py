@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from ..errors import RequestError
 from ..dialects import translate, translate_responses, web_search
 from ..dialects.accumulate import OpenAIAccumulator, answer_from_openai
 from ..dialects.openai import fit_for_reasoning
 from ..dialects.sse import SSEDecoder
 from ..dialects.translate_responses import ChainedStream, ChatToResponsesStream, ToolNames
 from ..dialects.translate_stream import AnthropicToOpenAIStream, OpenAIToAnthropicStream
+from ..errors import RequestError
 from .types import ProxyRequest, ProxyResult, ProxyStream
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ Endpoints (any auth header is accepted; every ``/v1`` request is recorded):
 - ``POST /v1/messages`` (also ``?beta=true``), JSON or ``"stream": true`` SSE
 - ``POST /v1/messages/count_tokens`` → ``{"input_tokens": N}``
 - ``POST /v1/chat/completions``, JSON or SSE (``stream_options.include_usage``)
-- ``POST /v1/responses``, JSON or SSE (see :mod:`cascadeflow.testing.responses_sim`)
+- ``POST /v1/responses``, JSON or SSE (see :mod:`cascadeflow.sim.responses_sim`)
 - ``POST /v1/embeddings`` (deterministic vectors, usage priced like a prompt)
 - ``GET /v1/models`` and ``GET /v1/models/{id}``: Anthropic shape when the
   request has an ``anthropic-version`` header, OpenAI shape otherwise
@@ -14,14 +14,14 @@ Endpoints (any auth header is accepted; every ``/v1`` request is recorded):
   ``POST /_sim/clock`` (``{"advance": seconds}``), ``GET /_sim/health``
 
 Prompt caching works as Anthropic's and OpenAI's do (breakpoints, lookback, minimum
-lengths, TTLs, 128-token steps; see :mod:`cascadeflow.testing.prompt_cache`), on a
+lengths, TTLs, 128-token steps; see :mod:`cascadeflow.sim.prompt_cache`), on a
 clock that tests move forward with :meth:`SimulatedProvider.advance_clock` or
 ``POST /_sim/clock`` instead of sleeping.
 
-Answers are deterministic (see :mod:`cascadeflow.testing.engine` for the default
+Answers are deterministic (see :mod:`cascadeflow.sim.engine` for the default
 answer text, the token-estimate formula and the prompt-cache simulation) and can
 be overridden per request, or faults injected, with a
-:class:`~cascadeflow.testing.script.Script`. Script rules apply to the two
+:class:`~cascadeflow.sim.script.Script`. Script rules apply to the two
 generation endpoints; a rule reaches ``count_tokens`` / ``models`` only when its
 ``match.path`` names that path exactly.
 
@@ -46,8 +46,8 @@ from aiohttp import web
 from . import anthropic_sim as an
 from . import openai_sim as oa
 from . import responses_sim as rs
-from .engine import Usage, estimate_input_tokens, last_user_text, new_id, plan_answer
 from .catalog import DEFAULT_MODELS, normalize_model
+from .engine import Usage, estimate_input_tokens, last_user_text, new_id, plan_answer
 from .model_limits import feature_problem, output_limit_problem, reasoning_problem
 from .prompt_cache import CacheSplit, PromptCache, SimClock, check_breakpoints
 from .replay import ReplayTable
@@ -82,13 +82,13 @@ class SimulatedProvider:
     ``id`` and optional ``display_name``, ``created_at``, ``created``,
     ``owned_by``). ``record=False`` skips recording (for benchmarks).
 
-    Deterministic answers (details in :mod:`cascadeflow.testing.engine`):
+    Deterministic answers (details in :mod:`cascadeflow.sim.engine`):
     the default text is ``f"[{model}] "`` plus 6-15 words picked by a hash of
     (model, last user text). Usage: ``input_tokens = max(1, chars // 4)`` with
     ``chars`` = compact-JSON length of messages (+ system) (+ tools) — the
     ``count_tokens`` answer; ``output_tokens = words(text) + words(thinking) +
     sum(len(tool input JSON) // 4)``. Prompt caching follows each provider's
-    rules (:mod:`cascadeflow.testing.prompt_cache`), per model; cached tokens are
+    rules (:mod:`cascadeflow.sim.prompt_cache`), per model; cached tokens are
     subtracted from ``input_tokens``, and OpenAI reports them as ``cached_tokens``
     inside ``prompt_tokens``. :meth:`clear` forgets the caches; time passes on a
     simulated clock (:meth:`advance_clock`).

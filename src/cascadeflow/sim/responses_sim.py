@@ -45,14 +45,14 @@ def check(body: dict[str, Any]) -> str | None:
     if not isinstance(value, (str, list)):
         return "Missing required parameter: 'input'."
     if body.get("previous_response_id") is not None:
-        return "Previous response with id '%s' not found." % body.get("previous_response_id")
+        return f"Previous response with id '{body.get('previous_response_id')}' not found."
     for item in value if isinstance(value, list) else ():
         if not isinstance(item, dict):
             return "Invalid type for 'input': expected an object."
         if item.get("type") == "reasoning":
             encrypted = item.get("encrypted_content")
             if encrypted is not None and not (isinstance(encrypted, str) and encrypted.startswith(ENCRYPTED_PREFIX)):
-                return "The encrypted content for item %s could not be verified." % item.get("id")
+                return f"The encrypted content for item {item.get('id')} could not be verified."
     return None
 
 
