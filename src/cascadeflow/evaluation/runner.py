@@ -182,6 +182,7 @@ def replay_outcomes(setup: EvalSetup, progress: TextIO | None = sys.stderr) -> l
                 extra_cost=_check_cost(registry, record, draft_cost, features, setup.rule),
                 features=features,
                 drafted=not reply.get("x-cascadeflow-decision", "").startswith("skipped:"),
+                routed=reply.get("x-cascadeflow-decision") == "skipped:router",
                 priced=draft_cost is not None and strong_cost is not None,
                 task_type=record.get("task_type"),
             )
