@@ -190,10 +190,17 @@ class SelfVerify(_Strict):
 
 
 class SampleAgreement(_Strict):
-    """Sample the draft model again and score how many samples reach the draft's final answer."""
+    """Sample the draft model again and score how far the samples agree with the draft.
+
+    ``exact``: the share of samples reaching the draft's final answer (check ``agreement``); ``semantic``: the
+    mean cosine similarity of the samples' WordLlama embeddings to the draft's (check ``semantic_agreement``, for
+    free-form answers; needs the semantic extra); ``auto``: exact where the draft states a short final answer,
+    semantic for the rest.
+    """
 
     samples: int = Field(default=5, ge=2, le=20)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    mode: Literal["exact", "semantic", "auto"] = "exact"
 
 
 class ShadowMode(_Strict):

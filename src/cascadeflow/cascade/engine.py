@@ -34,7 +34,7 @@ from ..usage import Usage
 from ..proxy.translation import API_PATHS
 from ..telemetry import CostTracker
 from ..tracing import Tracing
-from .agreement import agreement
+from .agreement import agreement, semantic_agreement, states_final_answer
 from .answer import CheckResult, DraftAnswer
 from .checks import run_early
 from .drafts import ops_for
@@ -168,9 +168,16 @@ class CascadeEngine:
         self.tracker = tracker
         self.sticky = StickyEscalations()
         self._checks = {rule.name: checks_for(rule) for rule in rules}  # a rule's learned scorer loads here, once
+        #: WordLlama, loaded once at start when a rule's sample agreement compares meanings (the semantic extra)
+        self._embedder = None
+        if any(rule.sample_agreement is not None and rule.sample_agreement.mode != "exact" for rule in rules):
+            from ..cache.semantic import load_embedder
+
+            self._embedder = load_embedder("sample_agreement with mode semantic or auto")
         #: each rule's pre-generation router, loaded here, once (a missing or altered file stops the start)
         self._routers: dict[str | None, Router] = {
-            rule.name: load_router(rule.router.path, rule.router.sha256) for rule in rules if rule.router is not None}
+            rule.name: load_router(rule.router.path, rule.router.sha256, self._embedder)
+            for rule in rules if rule.router is not None}
         #: spans for the draft, checks and verifier calls (off unless the gateway sets one up)
         self.tracing = Tracing()
         #: shadow mode's pairs (the gateway hands them to its ledger)
@@ -558,6 +565,9 @@ class CascadeEngine:
             result, sample = outcome
             decision.add_call(result)
             texts.append(sample.text)
+        if settings.mode == "semantic" or (settings.mode == "auto" and not states_final_answer(answer.text)):
+            # free-form answers: compare meanings (embeddings cost milliseconds: off the event loop)
+            return await asyncio.to_thread(semantic_agreement, self._embedder, answer.text, texts)
         return agreement(answer.text, texts)
 
     async def _send_json(

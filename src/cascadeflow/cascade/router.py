@@ -154,9 +154,10 @@ def save_router(router: Router, path: Path) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def load_router(path: str | Path, sha256: str | None) -> Router:
+def load_router(path: str | Path, sha256: str | None, embedder: Any = None) -> Router:
     """Read a router file, refusing one that is missing, altered since calibration, or built on other features;
-    load its embedding model (from the installed wheel, no download) when it names one."""
+    when it names an embedding, use ``embedder`` (the gateway's, shared) or load WordLlama (from the installed
+    wheel, no download)."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -180,12 +181,9 @@ def load_router(path: str | Path, sha256: str | None) -> Router:
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"router model file {path} is not a usable cascadeflow router: {exc}") from None
     if embedding is not None:
-        from ..cache.semantic import SEMANTIC_EXTRA, load_wordllama
+        if embedder is None:
+            from ..cache.semantic import load_embedder
 
-        try:
-            embedder = load_wordllama()
-        except ImportError as exc:
-            raise ConfigError(f"router model file {path} uses the WordLlama embedding, which is not installed: "
-                              f"{SEMANTIC_EXTRA} ({exc.name or exc} is missing)") from None
+            embedder = load_embedder(f"router model file {path} uses the WordLlama embedding, which")
         router = Router(router.weights, router.bias, router.mean, router.scale, router.trained, embedding, embedder)
     return router

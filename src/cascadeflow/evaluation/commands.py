@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import math
 import re
 import shutil
 import sys
@@ -69,6 +70,8 @@ def run_eval(files: list[Path], config: str | None, rule_name: str | None, repor
     outcomes, summaries, curves = evaluate(files, rule, out, concurrency)
     print(report.render_table(summaries), file=out)
     print(check_contributions(outcomes), file=out)
+    if "router" in rule:
+        print(router_summary(outcomes), file=out)
     operating = {name: {"threshold": rule.get("quality_threshold", 0.7), **_point(s)} for name, s in summaries.items()}
     if report_path:
         Path(report_path).write_text(report.render_html(summaries, curves, operating, "cascadeflow eval"))
@@ -256,6 +259,23 @@ def check_contributions(outcomes: list[metrics.Outcome]) -> str:
         blamed = sum(1 for o in escalated if min(o.features, key=o.features.get) == name)
         mean = sum(o.features[name] for o in applied) / len(applied)
         lines.append(f"  {name:<14} {len(applied):>8} {mean:>10.3f} {num(auroc):>11} {blamed:>21}")
+    return "\n".join(lines)
+
+
+def router_summary(outcomes: list[metrics.Outcome]) -> str:
+    """What the pre-generation router did: the share it routed, how many of those drafts the records say would
+    have been good (what routing gave up), and the drafts it did not pay for."""
+    lines = ["pre-generation router:",
+             f"  {'data':<32} {'routed':>8} {'good drafts routed':>18} {'draft cost not paid':>19}"]
+    for name, group in by_dataset(outcomes).items():
+        routed = [o for o in group if o.routed]
+        strong = math.fsum(o.strong_cost for o in group)
+        good = sum(o.draft_score >= metrics.GOOD for o in routed)
+        unpaid = math.fsum(o.draft_cost + o.extra_cost for o in routed)
+        priced = all(o.priced for o in group) and strong > 0
+        lines.append(f"  {name:<32} {pct(len(routed) / len(group)):>8} "
+                     f"{(pct(good / len(routed)) if routed else 'n/a'):>18} "
+                     f"{(pct(unpaid / strong) + ' of strong' if priced else 'unknown'):>19}")
     return "\n".join(lines)
 
 

@@ -72,7 +72,7 @@ def record_cost(registry: ModelRegistry, side: dict, messages: list) -> float | 
 def _check_cost(registry: ModelRegistry, record: dict, draft_cost: float | None, features: dict, rule: dict) -> float:
     """What the costly checks that ran spent: a verification call, extra samples of the draft."""
     cost = _verify_cost(registry, record, draft_cost) if "self_verify" in features else 0.0
-    if "agreement" in features:
+    if "agreement" in features or "semantic_agreement" in features:
         cost += (draft_cost or 0.0) * int((rule.get("sample_agreement") or {}).get("samples", 5))
     return cost
 
