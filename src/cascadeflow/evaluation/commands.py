@@ -117,7 +117,8 @@ def route_features(records: list[dict], embedding: bool) -> dict:
 
 
 def with_router(fits: dict[str, dict], outcomes: list[metrics.Outcome], features: dict | None, requests: dict,
-                target: float, folds: int, level: float, combine_rule: str = "min", embedding: bool = False) -> dict:
+                target: float, folds: int, level: float = DEFAULT_LEVEL, combine_rule: str = "min",
+                embedding: bool = False) -> dict:
     """``fits`` plus ``router``: the pre-generation router on top of the candidate calibrate would choose, fitted
     under the bound and cross-validated (:func:`routing.fit_routed`); :func:`choose_candidate` deploys it only
     when it beats the rule without it out of fold (:func:`router_pays`)."""
