@@ -92,3 +92,63 @@ def test_the_gateway_refuses_to_start_with_a_missing_altered_or_foreign_router_f
     foreign.write_bytes(path.read_bytes().replace(b'"prompt_chars"', b'"other"'))
     with pytest.raises(ConfigError, match="other features"):
         create_app(_config(sim, foreign, None))
+
+
+COUNTRIES = ["France", "Japan", "Peru", "Kenya", "Norway", "Chile", "Egypt", "Spain", "Italy", "Ghana", "Nepal", "Cuba",
+             "Chad", "Fiji", "Iran", "Iraq", "Laos", "Mali", "Oman", "Togo", "Benin", "Gabon", "Haiti", "India", "Italy",
+             "Libya", "Malta", "Nauru", "Niger", "Palau", "Qatar", "Samoa", "Sudan", "Syria", "Tonga", "Yemen", "Zambia",
+             "Brazil", "Canada", "Mexico"]
+THEMES = ["capital", "largest city", "official language", "currency", "highest mountain"]
+
+
+def _replay_records() -> list[dict]:
+    """Short factual questions the draft answers well; arithmetic word problems it gets wrong. Every draft is
+    fluent (the structural check scores all 1.0), and there are no log-probabilities: no check ranks them."""
+    out = []
+    for i in range(100):
+        easy = f"What is the {THEMES[i % len(THEMES)]} of {COUNTRIES[i % len(COUNTRIES)]}?"
+        n = i + 3
+        hard = (f"A warehouse ships {n * 7} crates of {n + 11} units at ${n}.{n % 10}5 per unit, then {n * 2} more "
+                f"crates. How many units in total, and how much money? Calculate {n * 7} * {n + 11} + {n * 2} * {n + 11}.")
+        for kind, prompt, good in (("e", easy, True), ("h", hard, False)):
+            side = {"input_tokens": 40, "output_tokens": 60, "answer_logprob": None, "self_verify_logprob": None}
+            out.append({
+                "id": f"{kind}{i}", "dataset": "synthetic/router", "task_type": "short_answer",
+                "messages": [{"role": "user", "content": prompt}], "reference": None, "license_note": "test",
+                "draft": {**side, "model": "gpt-4o-mini", "text": f"Here is the answer to question {kind}{i}: see above.",
+                          "score": 1.0 if good else 0.0, "correct": good, "cost_usd": 0.0004},
+                "strong": {**side, "model": "gpt-4o", "text": f"The answer to {kind}{i}.", "score": 1.0, "correct": True,
+                           "cost_usd": 0.004},
+            })
+    return out
+
+
+def test_calibrate_keeps_a_router_that_pays_and_eval_shows_what_it_routed(tmp_path):
+    import subprocess
+    import sys
+
+    import orjson
+    import yaml
+
+    data = tmp_path / "routed.jsonl"
+    data.write_bytes(b"\n".join(orjson.dumps(r) for r in _replay_records()) + b"\n")
+    config = tmp_path / "cascadeflow-proxy.yaml"
+    config.write_text("cascade_rules:\n  - {name: mini, request_model: gpt-4o, draft_model: gpt-4o-mini}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "cascadeflow.cli", "calibrate", "--data", str(data), "--target-quality", "0.95",
+         "--config", str(config), "--folds", "3", "--no-scorer"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = {line.strip().split(":")[0]: line for line in result.stdout.splitlines()}
+    assert "no better than random" in lines["threshold on the combined check score"]  # every draft scores 1.0
+    router_line = next(line for line in result.stdout.splitlines() if "pre-generation router" in line)
+    assert router_line.endswith("<- chosen"), result.stdout
+    rule = yaml.safe_load(config.read_text())["cascade_rules"][0]
+    assert not rule.get("never_draft") and set(rule["router"]) == {"path", "sha256", "threshold"}
+    assert (tmp_path / rule["router"]["path"]).is_file() and rule["router"]["path"].endswith(".router.json")
+
+    shown = subprocess.run([sys.executable, "-m", "cascadeflow.cli", "eval", "--data", str(data), "--config", str(config)],
+                           capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    row = shown.stdout.split("pre-generation router:")[1].splitlines()[2].split()
+    assert row[0] == "synthetic/router" and row[1] == "50.0%" and row[2] == "0.0%"  # the hard half, no good draft lost
+    assert row[3] == "5.0%"  # its drafts (10% of the strong price) not paid
