@@ -66,11 +66,12 @@ def run_eval(files: list[Path], config: str | None, rule_name: str | None, repor
     print(f"evaluating {len(files)} file(s) with threshold {rule.get('quality_threshold', 0.7)}, "
           f"checks {rule.get('checks') or 'default'}, combine {rule.get('combine', 'min')}"
           f"{', self-verification' if 'self_verify' in rule else ''}"
-          f"{', sample agreement' if 'sample_agreement' in rule else ''}", file=out)
+          f"{', sample agreement' if 'sample_agreement' in rule else ''}"
+          f"{', pre-generation router' if rule.get('router') else ''}", file=out)
     outcomes, summaries, curves = evaluate(files, rule, out, concurrency)
     print(report.render_table(summaries), file=out)
     print(check_contributions(outcomes), file=out)
-    if "router" in rule:
+    if rule.get("router"):
         print(router_summary(outcomes), file=out)
     operating = {name: {"threshold": rule.get("quality_threshold", 0.7), **_point(s)} for name, s in summaries.items()}
     if report_path:
@@ -392,7 +393,10 @@ def _describe(rule: dict) -> str:
     if "self_verify" in rule:
         parts.append("self-verification")
     if "sample_agreement" in rule:
-        parts.append(f"sample agreement ({rule['sample_agreement'].get('samples', 5)} samples)")
+        agree = rule["sample_agreement"]
+        parts.append(f"sample agreement ({agree.get('samples', 5)} samples, {agree.get('mode', 'exact')})")
+    if rule.get("router"):
+        parts.append(f"pre-generation router (routes P(draft good) < {rule['router']['threshold']:.4g})")
     return ", ".join(parts)
 
 
