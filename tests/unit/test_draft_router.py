@@ -96,3 +96,24 @@ def test_the_router_is_kept_only_when_it_saves_more_out_of_fold():
     assert router_pays(fit(0.05), fit(0.40, reached=False), 0.98)  # the rule without it would never draft
     assert not router_pays(fit(0.30, auroc=(0.45, 0.7)), fit(0.0, reached=False), 0.98)  # no better than random
     assert not router_pays(fit(None), fit(0.0, reached=False), 0.98)  # unknown prices: nothing shown to pay
+
+
+def test_an_embedding_router_scores_a_live_request_as_calibration_scored_the_record(tmp_path):
+    from cascadeflow.cache.semantic import load_wordllama
+    from cascadeflow.cascade.router import EMBEDDING, load_router, save_router
+    from cascadeflow.evaluation.routing import request_features, train_router
+
+    prompts = [f"What is the capital of {c}?" for c in ("France", "Peru", "Japan", "Kenya")] + [
+        f"Prove that the sum of the first {n} odd numbers is {n} squared, step by step." for n in (3, 5, 7, 9)]
+    records = [{"id": str(i), "dataset": "d", "messages": [{"role": "user", "content": p}]} for i, p in enumerate(prompts)]
+    features = request_features(records, load_wordllama())
+    assert all(len(v) == len(ROUTER_FEATURES) + 256 for v in features.values())
+    outcomes = [Outcome(str(i), "d", None, False, 1.0 if i < 4 else 0.0, 1.0, 0.01, 0.1) for i in range(len(prompts))]
+    router = train_router(outcomes, features, embedding=True)
+    path = tmp_path / "r.router.json"
+    loaded = load_router(path, save_router(router, path))  # loads WordLlama from the installed wheel
+    assert loaded.embedding == EMBEDDING and loaded.slow  # the engine scores it in a worker thread
+    for record in records:
+        expected = router.probability(features[("d", record["id"])])
+        assert loaded.score({"messages": record["messages"]}) == pytest.approx(expected, abs=1e-6)
+    assert loaded.score({"messages": records[0]["messages"]}) > 0.5 > loaded.score({"messages": records[-1]["messages"]})
