@@ -10,10 +10,12 @@ retained, the best chosen by 5-fold cross-validation; when none holds, the rule 
 shows what that rule does on the evaluation half, which it never saw. A second table asks, for the data
 without log-probabilities, whether the learned scorer ranks drafts better than random escalation
 (out-of-fold scores, 5 folds over the whole file, 95% bootstrap intervals). A rule drafts only where its
-confidence also beats random escalation out of fold (held-out AUROC interval above 0.5). `routerarena` is left out: its
-records are for checker training only.
+confidence also beats random escalation out of fold (held-out AUROC interval above 0.5). A third table puts the
+cascade alone beside the pre-generation router + cascade (router, routing share and cascade threshold fitted on
+the calibration half under the same bound; kept by `calibrate` only when it saves more out of fold); `--no-router`
+leaves it out. `routerarena` is left out: its records are for checker training only.
 
-    python benchmarks/cascade_quality.py [--data DIR] [--target 0.98] [--out benchmarks/cascade_quality.md]
+    python benchmarks/cascade_quality.py [--data DIR] [--target 0.98] [--no-router] [--out benchmarks/cascade_quality.md]
 
 The replay data (third-party model outputs, not redistributed) is read from ``--data``, else
 ``$CASCADEFLOW_REPLAY_DIR``, else ``../shared/data/replay`` beside the checkout.
