@@ -164,9 +164,9 @@ def base_refit(name: str, fit: Mapping, features: Mapping | None, combine_rule: 
             model = metrics.fit_logistic(train, fit["features"])
             return metrics.rescore(train, model), metrics.rescore(test, model)
         if name == "scorer" and features is not None:
-            model = learned.train_scorer(train, features)
-            return (learned.with_learned(train, model, features, combine_rule),
-                    learned.with_learned(test, model, features, combine_rule))
+            scorer = learned.train_scorer(train, features)
+            return (learned.with_learned(train, scorer, features, combine_rule),
+                    learned.with_learned(test, scorer, features, combine_rule))
         return train, test
 
     return refit
