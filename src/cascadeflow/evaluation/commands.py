@@ -252,7 +252,7 @@ def check_contributions(outcomes: list[metrics.Outcome]) -> str:
     """What each check adds: where it applied, how well it alone ranks good drafts, what it escalated."""
     names = sorted({name for o in outcomes for name in o.features})
     lines = ["check contributions:",
-             f"  {'check':<14} {'applied':>8} {'mean score':>10} {'AUROC alone':>11} {'lowest on escalations':>21}"]
+             f"  {'check':<18} {'applied':>8} {'mean score':>10} {'AUROC alone':>11} {'lowest on escalations':>21}"]
     escalated = [o for o in outcomes if not o.accepted and o.features]
     for name in names:
         applied = [o for o in outcomes if name in o.features]
@@ -260,7 +260,7 @@ def check_contributions(outcomes: list[metrics.Outcome]) -> str:
         auroc = metrics.auroc(alone) if alone else None
         blamed = sum(1 for o in escalated if min(o.features, key=o.features.get) == name)
         mean = sum(o.features[name] for o in applied) / len(applied)
-        lines.append(f"  {name:<14} {len(applied):>8} {mean:>10.3f} {num(auroc):>11} {blamed:>21}")
+        lines.append(f"  {name:<18} {len(applied):>8} {mean:>10.3f} {num(auroc):>11} {blamed:>21}")
     return "\n".join(lines)
 
 
