@@ -113,7 +113,8 @@ def _calibrate(args: argparse.Namespace) -> int:
                                   level=args.level)
         return 0
     run_calibrate([Path(f) for f in args.data], args.config, args.rule, args.target_quality, args.folds,
-                  write=not args.dry_run, concurrency=args.concurrency, level=args.level, learn=not args.no_scorer)
+                  write=not args.dry_run, concurrency=args.concurrency, level=args.level, learn=not args.no_scorer,
+                  route="none" if args.no_router else ("embedding" if args.router_embedding else "text"))
     return 0
 
 
@@ -225,6 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
                            help="one-sided confidence level of the lower bound that must meet the target (default 0.95)")
     calibrate.add_argument("--no-scorer", action="store_true",
                            help="do not try the learned scorer (a model file written beside the config)")
+    calibrate.add_argument("--no-router", action="store_true",
+                           help="do not try the pre-generation router (a model file written beside the config)")
+    calibrate.add_argument("--router-embedding", action="store_true",
+                           help="give the router a WordLlama embedding of the prompt too (the semantic extra; "
+                                "milliseconds of CPU per request, in a worker thread)")
     calibrate.add_argument("--dry-run", action="store_true", help="report only; do not write the config")
     calibrate.add_argument("--concurrency", type=int, default=16)
     calibrate.set_defaults(func=_calibrate)

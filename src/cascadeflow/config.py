@@ -52,6 +52,7 @@ __all__ = [
     "ShadowMode",
     "Combiner",
     "ScorerFile",
+    "RouterFile",
     "AuthConfig",
     "VirtualKey",
     "Limits",
@@ -198,10 +199,17 @@ class SelfVerify(_Strict):
 
 
 class SampleAgreement(_Strict):
-    """Sample the draft model again and score how many samples reach the draft's final answer."""
+    """Sample the draft model again and score how far the samples agree with the draft.
+
+    ``exact``: the share of samples reaching the draft's final answer (check ``agreement``); ``semantic``: the
+    mean cosine similarity of the samples' WordLlama embeddings to the draft's (check ``semantic_agreement``, for
+    free-form answers; needs the semantic extra); ``auto``: exact where the draft states a short final answer,
+    semantic for the rest.
+    """
 
     samples: int = Field(default=5, ge=2, le=20)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    mode: Literal["exact", "semantic", "auto"] = "exact"
 
 
 class ShadowMode(_Strict):
@@ -237,6 +245,17 @@ class ScorerFile(_Strict):
     sha256: str | None = None
 
 
+class RouterFile(_Strict):
+    """The pre-generation router's model file (written by ``cascadeflow calibrate`` beside the config)."""
+
+    #: relative paths are read from the config file's folder
+    path: str
+    #: the file's SHA-256: a file changed since calibration is refused at start
+    sha256: str | None = None
+    #: a request whose predicted P(draft good) is below this goes straight to the verifier (no draft paid)
+    threshold: float = Field(ge=0.0, le=1.0)
+
+
 class _CascadeFields(_Strict):
     name: str | None = None
     draft_model: str | None = None
@@ -250,6 +269,8 @@ class _CascadeFields(_Strict):
     combiner: Combiner | None = None
     #: a learned scorer over the prompt's and the draft's text (check ``learned``); needs no log-probabilities
     scorer: ScorerFile | None = None
+    #: a pre-generation router: requests it predicts the draft fails go straight to the verifier (``skipped:router``)
+    router: RouterFile | None = None
     self_verify: SelfVerify | None = None
     sample_agreement: SampleAgreement | None = None
     #: shadow mode: pair a share of judged drafts with the verifier's answer, to measure quality on live traffic
@@ -588,9 +609,15 @@ class ProxyConfig(_Strict):
         ]
         rules = virtual + list(self.cascade_rules)
         folder = Path(self._origin.file).parent if self._origin.file else None
-        return [r.model_copy(update={"scorer": r.scorer.model_copy(update={"path": str(folder / r.scorer.path)})})
-                if r.scorer is not None and folder is not None and not Path(r.scorer.path).is_absolute() else r
-                for r in rules]
+        if folder is None:
+            return rules
+
+        def located(model_file: ScorerFile | RouterFile | None) -> ScorerFile | RouterFile | None:
+            if model_file is None or Path(model_file.path).is_absolute():
+                return model_file
+            return model_file.model_copy(update={"path": str(folder / model_file.path)})
+
+        return [r.model_copy(update={"scorer": located(r.scorer), "router": located(r.router)}) for r in rules]
 
     def provider_key_names(self) -> set[str]:
         """What a virtual key's ``provider_keys`` may be named: a route, or a provider kind."""

@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 
     from ..config import SemanticCacheConfig
 
-__all__ = ["SemanticIndex", "SemanticProbe", "Embedder", "load_wordllama", "semantic_index", "prompt_of", "guard_of",
-           "SEMANTIC_EXTRA"]
+__all__ = ["SemanticIndex", "SemanticProbe", "Embedder", "load_wordllama", "load_embedder", "semantic_index", "prompt_of",
+           "guard_of", "SEMANTIC_EXTRA"]
 
 SEMANTIC_EXTRA = "pip install -e '.[semantic]' (wordllama, numpy, safetensors)"
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
@@ -59,6 +59,15 @@ def semantic_index(config: SemanticCacheConfig) -> SemanticIndex:
         raise ConfigError(f"a rule sets semantic_cache, which needs the semantic extra: {SEMANTIC_EXTRA} "
                           f"({exc.name or exc} is missing)") from None
     return SemanticIndex(embedder, threshold=config.threshold, agents=config.agents, max_entries=config.max_entries)
+
+
+def load_embedder(purpose: str) -> Embedder:
+    """WordLlama for ``purpose`` (what needs it, for the message); a :class:`ConfigError` naming the extra when
+    it is not installed."""
+    try:
+        return load_wordllama()
+    except ImportError as exc:
+        raise ConfigError(f"{purpose} needs the semantic extra: {SEMANTIC_EXTRA} ({exc.name or exc} is missing)") from None
 
 
 def load_wordllama() -> Embedder:

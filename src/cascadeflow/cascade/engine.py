@@ -34,13 +34,14 @@ from ..proxy.translation import API_PATHS
 from ..telemetry import CostTracker
 from ..tracing import Tracing
 from ..usage import Usage
-from .agreement import agreement
+from .agreement import agreement, semantic_agreement, states_final_answer
 from .answer import CheckResult, DraftAnswer
 from .capabilities import capability_gap
 from .checks import run_early
 from .drafts import ops_for
 from .kinds import request_kind
 from .policies import StickyEscalations, skip_reason
+from .router import Router, load_router
 from .scorer import checks_for
 from .scoring import score_draft
 from .selfcheck import verdict, verification_body
@@ -95,6 +96,8 @@ class Decision:
     calls: list[tuple[str, Usage]] = field(default_factory=list)
     #: what this request says about the conversation's last drafted turn, when it went badly
     session_signal: SessionSignal | None = None
+    #: the pre-generation router's P(draft good) for this request (None: the rule has no router)
+    route_confidence: float | None = None
 
     def add_call(self, call: ProxyResult | ProxyStream) -> None:
         """Count one upstream call's usage and cost (unknown cost makes the total unknown)."""
@@ -128,6 +131,8 @@ class Decision:
             headers["x-cascadeflow-expected-saving-usd"] = f"{self.expected_saving:.8f}"
         if self.kind:
             headers["x-cascadeflow-request-kind"] = self.kind
+        if self.route_confidence is not None:
+            headers["x-cascadeflow-router-confidence"] = repr(float(self.route_confidence))
         if with_cost and self.cost is not None:
             headers["x-cascadeflow-cost-usd"] = f"{self.cost:.8f}"
         if with_cost and self.baseline_cost is not None:
@@ -163,6 +168,16 @@ class CascadeEngine:
         self.tracker = tracker
         self.sticky = StickyEscalations()
         self._checks = {rule.name: checks_for(rule) for rule in rules}  # a rule's learned scorer loads here, once
+        #: WordLlama, loaded once at start when a rule's sample agreement compares meanings (the semantic extra)
+        self._embedder = None
+        if any(rule.sample_agreement is not None and rule.sample_agreement.mode != "exact" for rule in rules):
+            from ..cache.semantic import load_embedder
+
+            self._embedder = load_embedder("sample_agreement with mode semantic or auto")
+        #: each rule's pre-generation router, loaded here, once (a missing or altered file stops the start)
+        self._routers: dict[str | None, Router] = {
+            rule.name: load_router(rule.router.path, rule.router.sha256, self._embedder)
+            for rule in rules if rule.router is not None}
         #: spans for the draft, checks and verifier calls (off unless the gateway sets one up)
         self.tracing = Tracing()
         #: shadow mode's pairs (the gateway hands them to its ledger)
@@ -184,6 +199,7 @@ class CascadeEngine:
         turn = await self._turn(rule, request, dialect, conversation, request_id)
         shadowed = self.shadow.sampled(rule)
         judged: tuple[DraftAnswer, float | None] | None = None  # the last draft judged: its answer and cost
+        await self._route(rule, request, decision)
         for stage, match, draft, started in self._drafts(rule, request, dialect, conversation, decision, ops, talk, turn):
             judged = None
             try:
@@ -243,6 +259,7 @@ class CascadeEngine:
         turn = await self._turn(rule, request, dialect, conversation, request_id)
         shadowed = self.shadow.sampled(rule)
         judged: tuple[DraftAnswer, float | None] | None = None  # the last draft judged: its answer and cost
+        await self._route(rule, request, decision)
         for stage, match, draft, started in self._drafts(rule, request, dialect, conversation, decision, ops, talk, turn):
             judged = None
             translation = self.service.translation(match, dialect)
@@ -317,6 +334,17 @@ class CascadeEngine:
         return CascadeReply(upstream.status, {**upstream.headers, **decision.headers(with_cost=False)}, decision, chunks=chunks)
 
     # -- steps -------------------------------------------------------------------
+
+    async def _route(self, rule: CascadeRule, request: ProxyRequest, decision: Decision) -> None:
+        """The router's P(draft good) for this request, into the decision (an embedding runs in a worker thread)."""
+        router = self._routers.get(rule.name)
+        if router is None:
+            return
+        body = request.body or {}
+        try:
+            decision.route_confidence = await asyncio.to_thread(router.score, body) if router.slow else router.score(body)
+        except Exception:  # noqa: BLE001 - a prompt the router cannot read is drafted as without a router
+            log.exception("cascade rule %r: the router could not score the request; drafting it", decision.rule)
 
     def _begin(self, rule: CascadeRule, request: ProxyRequest) -> Decision:
         self.tracker.rule(rule.name or "").requests += 1
@@ -400,6 +428,9 @@ class CascadeEngine:
         decision.session_signal = signal
         if reason is None and signal is not None:
             reason = f"session_signal:{signal.kind}"
+        if reason is None and rule.router is not None and decision.route_confidence is not None \
+                and decision.route_confidence < rule.router.threshold:
+            reason = "router"  # predicted to fail: the draft would only be paid for
         if reason is None:
             return False
         self.tracker.rule(decision.rule).skipped[reason] += 1
@@ -534,6 +565,9 @@ class CascadeEngine:
             result, sample = outcome
             decision.add_call(result)
             texts.append(sample.text)
+        if settings.mode == "semantic" or (settings.mode == "auto" and not states_final_answer(answer.text)):
+            # free-form answers: compare meanings (embeddings cost milliseconds: off the event loop)
+            return await asyncio.to_thread(semantic_agreement, self._embedder, answer.text, texts)
         return agreement(answer.text, texts)
 
     async def _send_json(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import math
 import re
 import shutil
 import sys
@@ -25,10 +26,11 @@ from typing import TextIO
 
 import yaml
 
+from ..cascade.router import Router, save_router
 from ..cascade.scorer import Scorer, save_scorer
 from ..config import ProxyConfig
 from ..store import Ledger
-from . import learned, metrics, report
+from . import learned, metrics, report, routing
 from .guarantee import DEFAULT_LEVEL, choose_bounded
 from .report import num, pct, saving_pct
 from .runner import EvalSetup, load_eval_records, replay_outcomes, rule_template, rule_with
@@ -64,10 +66,13 @@ def run_eval(files: list[Path], config: str | None, rule_name: str | None, repor
     print(f"evaluating {len(files)} file(s) with threshold {rule.get('quality_threshold', 0.7)}, "
           f"checks {rule.get('checks') or 'default'}, combine {rule.get('combine', 'min')}"
           f"{', self-verification' if 'self_verify' in rule else ''}"
-          f"{', sample agreement' if 'sample_agreement' in rule else ''}", file=out)
+          f"{', sample agreement' if 'sample_agreement' in rule else ''}"
+          f"{', pre-generation router' if rule.get('router') else ''}", file=out)
     outcomes, summaries, curves = evaluate(files, rule, out, concurrency)
     print(report.render_table(summaries), file=out)
     print(check_contributions(outcomes), file=out)
+    if rule.get("router"):
+        print(router_summary(outcomes), file=out)
     operating = {name: {"threshold": rule.get("quality_threshold", 0.7), **_point(s)} for name, s in summaries.items()}
     if report_path:
         Path(report_path).write_text(report.render_html(summaries, curves, operating, "cascadeflow eval"))
@@ -81,18 +86,47 @@ def run_eval(files: list[Path], config: str | None, rule_name: str | None, repor
 
 def run_calibrate(files: list[Path], config: str | None, rule_name: str | None, target: float, folds: int,
                   write: bool, out: TextIO = sys.stdout, concurrency: int = 16, level: float = DEFAULT_LEVEL,
-                  learn: bool = True) -> dict:
+                  learn: bool = True, route: str = "text") -> dict:
     """Fit the threshold (and maybe a combiner) on ``files`` so that a lower confidence bound on quality
-    retained meets ``target``; write them into the config's rule (or ``never_draft`` when nothing does)."""
+    retained meets ``target``; write them into the config's rule (or ``never_draft`` when nothing does).
+    ``route``: also try a pre-generation router on the request's text features (``text``), with a WordLlama
+    embedding too (``embedding``), or not (``none``)."""
     template = rule_template(config, rule_name)
     # judge every draft (threshold 0 accepts all) so each record gets its confidence and check scores
-    probe = rule_with({k: v for k, v in template.items() if k not in ("combiner", "never_draft", "scorer")}, quality_threshold=0.0,
+    probe = rule_with({k: v for k, v in template.items() if k not in ("combiner", "never_draft", "scorer", "router")},
+                      quality_threshold=0.0,
                       combine="min" if template.get("combine") == "logistic" else template.get("combine", "min"))
     outcomes, _, _ = evaluate(files, probe, out, concurrency)
 
-    features = learned.record_features(load_eval_records(files)) if learn else None
+    records = load_eval_records(files)
+    features = learned.record_features(records) if learn else None
     fits = fit_candidates(outcomes, features, target, folds, level, probe.get("combine", "min"))
+    if route != "none":
+        fits = with_router(fits, outcomes, features, route_features(records, route == "embedding"), target, folds,
+                           level, probe.get("combine", "min"), route == "embedding")
     return _deploy(fits, template, config, rule_name, target, folds, level, write, out)
+
+
+def route_features(records: list[dict], embedding: bool) -> dict:
+    """The router's features of every record's request (with the WordLlama embedding when asked for)."""
+    embedder = None
+    if embedding:
+        from ..cache.semantic import load_wordllama
+
+        embedder = load_wordllama()
+    return routing.request_features(records, embedder)
+
+
+def with_router(fits: dict[str, dict], outcomes: list[metrics.Outcome], features: dict | None, requests: dict,
+                target: float, folds: int, level: float = DEFAULT_LEVEL, combine_rule: str = "min",
+                embedding: bool = False) -> dict:
+    """``fits`` plus ``router``: the pre-generation router on top of the candidate calibrate would choose, fitted
+    under the bound and cross-validated (:func:`routing.fit_routed`); :func:`choose_candidate` deploys it only
+    when it beats the rule without it out of fold (:func:`router_pays`)."""
+    base = choose_candidate(fits, target)
+    routed = routing.fit_routed(outcomes, base, fits[base], features, requests, target, folds, level, combine_rule,
+                                embedding)
+    return {**fits, "router": routed}
 
 
 def run_calibrate_from_ledger(config: str, rule_name: str | None, target: float, folds: int, write: bool,
@@ -141,15 +175,23 @@ def _deploy(fits: dict[str, dict], template: dict, config: str | None, rule_name
                f"{_interval(best['cv'].get('auroc_ci'))} reaches 0.5)")
         print(f"{why}: the rule is written to NEVER DRAFT (every request goes straight to the verifier, so no draft "
               "is paid for)", file=out)
-        changes: dict = {"never_draft": True, "scorer": None}
+        changes: dict = {"never_draft": True, "scorer": None, "router": None}
         if write and config:
             _write_rule(Path(config), rule_name, changes, out)
         return {**fits, "chosen": "never_draft", "changes": changes}
     # the exact fitted value: the gateway compares exact confidences with it
     changes = {"quality_threshold": min(max(float(best["threshold"]), 0.0), 1.0), "never_draft": False, "scorer": None}
-    if chosen == "scorer":
-        changes["scorer"] = _scorer_file(best["scorer"], config, rule_name or template.get("name") or "rule", write, out)
-    if chosen == "combined":
+    label = rule_name or template.get("name") or "rule"
+    if chosen == "router":
+        changes["router"] = {**_model_file(best["router"], "router", config, label, write, out),
+                             "threshold": float(best["router_threshold"])}
+        chosen_base, best = best["base"], {**fits[best["base"]], "threshold": best["threshold"]}
+    else:
+        chosen_base = chosen
+        changes["router"] = None
+    if chosen_base == "scorer":
+        changes["scorer"] = _model_file(best["scorer"], "scorer", config, label, write, out)
+    if chosen_base == "combined":
         model = best["model"]
         changes.update(combine="logistic", combiner={
             "weights": model["weights"], "bias": model["bias"], "means": model["mean"], "scales": model["scale"],
@@ -179,8 +221,21 @@ def fit_candidates(outcomes: list[metrics.Outcome], features: dict | None, targe
 
 
 def choose_candidate(fits: dict[str, dict], target: float) -> str:
-    """The fit calibrate deploys (see :func:`_merit`)."""
-    return max(fits, key=lambda name: _merit(fits[name], target))
+    """The fit calibrate deploys (see :func:`_merit`); the router only where it pays (:func:`router_pays`)."""
+    plain = {name: fit for name, fit in fits.items() if name != "router"}
+    best = max(plain, key=lambda name: _merit(plain[name], target))
+    if "router" in fits and router_pays(fits["router"], plain[fits["router"]["base"]], target):
+        return "router"
+    return best
+
+
+def router_pays(routed: dict, base: dict, target: float) -> bool:
+    """Keep the router when it may draft, holds the target out of fold, and saves more there than the rule
+    without it (nothing, when that rule would never draft)."""
+    if not (deployable(routed) and _reached(routed, target)) or routed["cv"]["saving"] is None:
+        return False
+    without = base["cv"]["saving"] if deployable(base) else 0.0
+    return without is not None and routed["cv"]["saving"] > without
 
 
 def apply_fit(name: str, fit: dict, outcomes: list[metrics.Outcome], features: dict | None,
@@ -197,7 +252,7 @@ def check_contributions(outcomes: list[metrics.Outcome]) -> str:
     """What each check adds: where it applied, how well it alone ranks good drafts, what it escalated."""
     names = sorted({name for o in outcomes for name in o.features})
     lines = ["check contributions:",
-             f"  {'check':<14} {'applied':>8} {'mean score':>10} {'AUROC alone':>11} {'lowest on escalations':>21}"]
+             f"  {'check':<18} {'applied':>8} {'mean score':>10} {'AUROC alone':>11} {'lowest on escalations':>21}"]
     escalated = [o for o in outcomes if not o.accepted and o.features]
     for name in names:
         applied = [o for o in outcomes if name in o.features]
@@ -205,7 +260,24 @@ def check_contributions(outcomes: list[metrics.Outcome]) -> str:
         auroc = metrics.auroc(alone) if alone else None
         blamed = sum(1 for o in escalated if min(o.features, key=o.features.get) == name)
         mean = sum(o.features[name] for o in applied) / len(applied)
-        lines.append(f"  {name:<14} {len(applied):>8} {mean:>10.3f} {num(auroc):>11} {blamed:>21}")
+        lines.append(f"  {name:<18} {len(applied):>8} {mean:>10.3f} {num(auroc):>11} {blamed:>21}")
+    return "\n".join(lines)
+
+
+def router_summary(outcomes: list[metrics.Outcome]) -> str:
+    """What the pre-generation router did: the share it routed, how many of those drafts the records say would
+    have been good (what routing gave up), and the drafts it did not pay for."""
+    lines = ["pre-generation router:",
+             f"  {'data':<32} {'routed':>8} {'good drafts routed':>18} {'draft cost not paid':>19}"]
+    for name, group in by_dataset(outcomes).items():
+        routed = [o for o in group if o.routed]
+        strong = math.fsum(o.strong_cost for o in group)
+        good = sum(o.draft_score >= metrics.GOOD for o in routed)
+        unpaid = math.fsum(o.draft_cost + o.extra_cost for o in routed)
+        priced = all(o.priced for o in group) and strong > 0
+        lines.append(f"  {name:<32} {pct(len(routed) / len(group)):>8} "
+                     f"{(pct(good / len(routed)) if routed else 'n/a'):>18} "
+                     f"{(pct(unpaid / strong) + ' of strong' if priced else 'unknown'):>19}")
     return "\n".join(lines)
 
 
@@ -252,8 +324,16 @@ def _calibration_report(fits: dict[str, dict], chosen: str, target: float, folds
         mark = "  <- chosen" if name == chosen else ""
         threshold = "none (never draft)" if fit["threshold"] is None else f"{fit['threshold']:.6g}"
         ci = cv.get("quality_retained_ci")
+        label = _LABELS.get(name, name)
+        if name == "router":
+            label = (f"pre-generation router on the {_LABELS[fit['base']]}: "
+                     + ("routes nothing" if fit["router_threshold"] is None else
+                        f"routes P(draft good) < {fit['router_threshold']:.6g} ({pct(point.get('share'))} of records; "
+                        f"held out {pct(cv.get('routed'))})") + ",")
+            if fit["reached"] and not router_pays(fit, fits[fit["base"]], target):
+                mark = "  (saves no more than the rule without it out of fold: not kept)"
         lines.append(
-            f"  {_LABELS.get(name, name)}: threshold {threshold}; bound on quality retained {num(point.get('bound'))} "
+            f"  {label}{'' if name == 'router' else ':'} threshold {threshold}; bound on quality retained {num(point.get('bound'))} "
             f"(all records, in sample {num(point.get('quality_retained'))}); held-out saving {saving_pct(cv['saving'])}, "
             f"quality retained {num(cv['quality_retained'])}"
             f"{f' (95% CI {num(ci[0])}-{num(ci[1])})' if ci else ''}, escalated {pct(cv['escalation_rate'])}, "
@@ -264,15 +344,16 @@ def _calibration_report(fits: dict[str, dict], chosen: str, target: float, folds
     return "\n".join(lines)
 
 
-def _scorer_file(scorer: Scorer, config: str | None, rule_name: str, write: bool, out: TextIO) -> dict:
-    """Write the learned scorer beside the config; the rule records its name and SHA-256."""
+def _model_file(model: Scorer | Router, kind: str, config: str | None, rule_name: str, write: bool,
+                out: TextIO) -> dict:
+    """Write the learned scorer or the router beside the config; the rule records its name and SHA-256."""
     folder = Path(config).parent if config else Path.cwd()
     stem = Path(config).stem if config else "cascadeflow-proxy"
-    name = f"{stem}.{re.sub(r'[^A-Za-z0-9_.-]+', '_', rule_name)}.scorer.json"
+    name = f"{stem}.{re.sub(r'[^A-Za-z0-9_.-]+', '_', rule_name)}.{kind}.json"
     if not (write and config):
-        return {"path": name, "sha256": hashlib.sha256(scorer.to_json()).hexdigest()}
-    digest = save_scorer(scorer, folder / name)
-    print(f"wrote the learned scorer to {folder / name}", file=out)
+        return {"path": name, "sha256": hashlib.sha256(model.to_json()).hexdigest()}
+    digest = save_router(model, folder / name) if isinstance(model, Router) else save_scorer(model, folder / name)
+    print(f"wrote the {'router' if kind == 'router' else 'learned scorer'} to {folder / name}", file=out)
     return {"path": name, "sha256": digest}
 
 
@@ -292,7 +373,7 @@ def _write_rule(path: Path, rule_name: str | None, changes: dict, out: TextIO) -
     if target is None:
         raise ValueError(f"no rule {rule_name!r} in {path} to write into")
     target.update(changes)
-    for key, default in (("never_draft", False), ("scorer", None)):
+    for key, default in (("never_draft", False), ("scorer", None), ("router", None)):
         if key in target and target[key] == default:
             target.pop(key)  # the default: no need to spell it out
     if target.get("combine") != "logistic":
@@ -312,7 +393,10 @@ def _describe(rule: dict) -> str:
     if "self_verify" in rule:
         parts.append("self-verification")
     if "sample_agreement" in rule:
-        parts.append(f"sample agreement ({rule['sample_agreement'].get('samples', 5)} samples)")
+        agree = rule["sample_agreement"]
+        parts.append(f"sample agreement ({agree.get('samples', 5)} samples, {agree.get('mode', 'exact')})")
+    if rule.get("router"):
+        parts.append(f"pre-generation router (routes P(draft good) < {rule['router']['threshold']:.4g})")
     return ", ".join(parts)
 
 

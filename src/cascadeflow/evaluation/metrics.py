@@ -50,6 +50,7 @@ class Outcome:
     drafted: bool = True  # False: the rule sent it straight to the strong model (never_draft, a policy): no draft paid
     priced: bool = True  # False: a model on this record has no known price, so its costs (and savings) are unknown
     task_type: str | None = None  # the record's kind of task (mcq, math, ...), for per-task-type thresholds
+    routed: bool = False  # the pre-generation router sent it straight to the strong model (no draft paid)
 
     def __post_init__(self) -> None:
         for name in ("draft_score", "strong_score"):
@@ -334,7 +335,8 @@ def cost_quality_curve(outcomes: Iterable[Outcome]) -> list[dict]:
 
     cost = c_strong
     points = [point(None)]
-    cost = math.fsum(_record_cost(replace(o, drafted=True), True) for o in rs)
+    # a judged draft is paid at every threshold; a record kept from drafting (a policy, the router) pays none
+    cost = math.fsum(_record_cost(replace(o, drafted=True) if o.confidence is not None else o, True) for o in rs)
     judged = sorted((o for o in rs if o.confidence is not None), key=lambda o: -o.confidence)
     for i, o in enumerate(judged):
         total -= o.gain

@@ -72,7 +72,7 @@ def record_cost(registry: ModelRegistry, side: dict, messages: list) -> float | 
 def _check_cost(registry: ModelRegistry, record: dict, draft_cost: float | None, features: dict, rule: dict) -> float:
     """What the costly checks that ran spent: a verification call, extra samples of the draft."""
     cost = _verify_cost(registry, record, draft_cost) if "self_verify" in features else 0.0
-    if "agreement" in features:
+    if "agreement" in features or "semantic_agreement" in features:
         cost += (draft_cost or 0.0) * int((rule.get("sample_agreement") or {}).get("samples", 5))
     return cost
 
@@ -182,6 +182,7 @@ def replay_outcomes(setup: EvalSetup, progress: TextIO | None = sys.stderr) -> l
                 extra_cost=_check_cost(registry, record, draft_cost, features, setup.rule),
                 features=features,
                 drafted=not reply.get("x-cascadeflow-decision", "").startswith("skipped:"),
+                routed=reply.get("x-cascadeflow-decision") == "skipped:router",
                 priced=draft_cost is not None and strong_cost is not None,
                 task_type=record.get("task_type"),
             )
