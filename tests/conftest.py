@@ -17,6 +17,7 @@ import pytest
 from cascadeflow import ProxyConfig, create_app
 from cascadeflow.store import Ledger
 from cascadeflow.testing import ServerThread, SimulatedProvider
+from tests.parallel import pytest_configure, pytest_xdist_auto_num_workers, pytest_xdist_make_scheduler  # noqa: F401 (hooks)
 
 
 #: upstream errors reach the client at once and no breaker opens between tests (resilience tests set their own)
