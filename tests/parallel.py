@@ -1,8 +1,8 @@
-"""How the suite runs on several pytest-xdist workers (``-n`` in pyproject's addopts; ``-n 0`` runs it in one process).
+"""How the suite runs on several pytest-xdist workers (``-n auto`` in pyproject's addopts; ``-n 0``: one process).
 
-Most of the suite waits on things, not the CPU: processes that start (gateways, the
-simulator, Claude Code, Codex, Chromium), streams that trickle, ledgers written in
-batches. Two workers overlap those waits. What keeps them apart:
+``auto`` is one worker per two CPUs (see ``pytest_xdist_auto_num_workers``): on two CPUs the
+suite runs in one process, as before; a bigger machine shares the files out. What keeps
+workers apart:
 
 - **Scopes.** A test file runs whole on one worker, so its module fixtures (a gateway,
   a browser) start once. ``tests/e2e/test_docs.py`` is the exception: each page of the
@@ -90,9 +90,19 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto``: one worker per CPU, no more than the Redis databases allow."""
+    """``-n auto``: one worker per two CPUs, no more than the Redis databases allow; none below four CPUs.
+
+    A worker is not one CPU's worth of work: each test drives servers and processes of its own
+    (gateways, the simulator, CLIs), and the serial suite already keeps more than one CPU busy
+    much of the time. Measured on two loaded CPUs, two workers ran the docs test slower than one
+    process (249 s against 194 s), so a two-CPU machine runs the suite in one process, with no
+    worker overhead. ``PYTEST_XDIST_AUTO_NUM_WORKERS`` (xdist's own variable) sets the number.
+    """
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cpus, most_workers(dict(os.environ))))
+    workers = min(cpus // 2, most_workers(dict(os.environ)))
+    return workers if workers >= 2 else 0
 
 
 def scope_of(nodeid: str) -> str:

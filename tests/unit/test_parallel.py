@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.test_docs import BLOCKS
-from tests.parallel import POOL, REDIS_VARIABLES, database_of, most_workers, redis_urls, scope_of
+from tests.parallel import (POOL, REDIS_VARIABLES, database_of, most_workers, pytest_xdist_auto_num_workers, redis_urls,
+                            scope_of)
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 
@@ -64,4 +66,16 @@ def test_files_are_scopes_and_the_docs_test_is_split_by_page():
 def test_the_suite_runs_on_workers_by_file():
     """The README's one command (``python -m pytest -q``) gets its workers from addopts."""
     options = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["addopts"]
-    assert "--dist loadfile" in options and "-n " in options
+    assert "--dist loadfile" in options and "-n auto" in options
+
+
+@pytest.mark.parametrize(("cpus", "workers"), [(1, 0), (2, 0), (3, 0), (4, 2), (5, 2), (8, 4), (16, 8), (64, 12)])
+def test_auto_is_one_worker_per_two_cpus_and_none_on_a_small_machine(monkeypatch, cpus, workers):
+    monkeypatch.delenv("PYTEST_XDIST_AUTO_NUM_WORKERS", raising=False)
+    for name in ("CASCADEFLOW_TEST_REDIS", "CASCADEFLOW_TEST_REDIS_UNIT", "CASCADEFLOW_TEST_REDIS_CONTAINER",
+                 "CASCADEFLOW_TEST_REDIS_WORKERS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    assert pytest_xdist_auto_num_workers(None) == workers
+    monkeypatch.setenv("PYTEST_XDIST_AUTO_NUM_WORKERS", "3")
+    assert pytest_xdist_auto_num_workers(None) == 3
