@@ -115,7 +115,7 @@ def scope_of(nodeid: str) -> str:
 
 
 @pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN001, ANN201
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """``--dist loadfile``, with the docs test split by page; scopes go out in collection order (the slow
     end-to-end files first, the quick unit files last fill the gaps), not reordered by their number of tests."""
     if config.getoption("dist") != "loadfile":

@@ -10,8 +10,15 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_docs import BLOCKS
-from tests.parallel import (POOL, REDIS_VARIABLES, database_of, most_workers, pytest_xdist_auto_num_workers, redis_urls,
-                            scope_of)
+from tests.parallel import (
+    POOL,
+    REDIS_VARIABLES,
+    database_of,
+    most_workers,
+    pytest_xdist_auto_num_workers,
+    redis_urls,
+    scope_of,
+)
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 
