@@ -17,6 +17,11 @@ import pytest
 from cascadeflow import ProxyConfig, create_app
 from cascadeflow.sim import ServerThread, SimulatedProvider
 from cascadeflow.store import Ledger
+from tests.parallel import (  # noqa: F401 (hooks)
+    pytest_configure,
+    pytest_xdist_auto_num_workers,
+    pytest_xdist_make_scheduler,
+)
 
 #: upstream errors reach the client at once and no breaker opens between tests (resilience tests set their own)
 NO_RETRY = {"retry": {"attempts": 1}, "breaker": {"failure_threshold": 1_000_000}}

@@ -18,7 +18,8 @@ A block is runnable when an HTML comment names how, on the line before its fence
   first line (``# mychecks.py``); later blocks of the page use it.
 
 The blocks of one page run in order in one working directory, as a reader following
-the page would (a file one block writes is there for the next).
+the page would (a file one block writes is there for the next). Pages are independent of
+each other: the suite's workers share them out, a page whole to one (``tests/parallel.py``).
 
 Ports in a block (``127.0.0.1:8000``, ``--port 9000``, ``PORT=8311``) are swapped for
 free ones (``CASCADEFLOW_PORT`` points at the one that replaces 8000); the official base URLs are replaced by the simulator through
