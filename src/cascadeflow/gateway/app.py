@@ -57,6 +57,8 @@ if TYPE_CHECKING:
 __all__ = ["Gateway", "create_app", "create_app_from_env"]
 
 log = logging.getLogger("cascadeflow.gateway")
+#: at shutdown, how long requests cancelled past the deadline may take to answer and record themselves (seconds)
+_REQUESTS_GRACE = 5.0
 
 
 class Gateway:
@@ -99,6 +101,8 @@ class Gateway:
                 semantic = semantic_index(config.cache.semantic)
             self.cache = ResponseCache(config.cache, config.redis_url, semantic)
         self._tasks: set[asyncio.Task] = set()
+        #: the API requests being answered (:meth:`aclose` lets those the server cancelled finish recording)
+        self.requests: set[asyncio.Task] = set()
         self._id_prefix = f"req_{secrets.token_hex(6)}_"
         self._request_numbers = itertools.count(1)
         #: metrics, request log lines and trace spans (``tracer_provider``: an OpenTelemetry one to use)
@@ -117,11 +121,12 @@ class Gateway:
             self.tracker.cache[entry.cache] += 1
         self.observer.finish(entry)
 
-    def background(self, work: Coroutine) -> None:
+    def background(self, work: Coroutine) -> asyncio.Task:
         """Run ``work`` off the request path; :meth:`aclose` waits for it."""
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def start(self) -> None:
         await asyncio.to_thread(self._load_data)  # before the server accepts, and off the loop
@@ -140,6 +145,8 @@ class Gateway:
         load_tokenizer()
 
     async def aclose(self) -> None:
+        if self.requests:  # cancelled past server.shutdown_timeout: each ends its answer and writes its row
+            await asyncio.wait(self.requests, timeout=_REQUESTS_GRACE)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.keys.aclose()
