@@ -18,7 +18,8 @@ from starlette.responses import StreamingResponse
 
 from cascadeflow.gateway.streaming import GatewayStream, StreamOutcome
 
-CHUNK = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"word "}}\n\n'
+CHUNK = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+         b'"delta":{"type":"text_delta","text":"word "}}\n\n')
 SCOPE = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}}
 
 

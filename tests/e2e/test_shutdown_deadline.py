@@ -30,6 +30,7 @@ SCRIPT = [
     {"match": {"prompt_contains": "slow json"}, "latency": 20},
     {"match": {"prompt_contains": "late headers"}, "first_byte_delay": 20},
     {"match": {"prompt_contains": "long stream"}, "words": 400, "chunk_delay": 0.1},
+    {"match": {"path": "/v1/models"}, "latency": 20},  # the model list waits on the upstreams' listings
 ]
 #: (name, path, model, stream, prompt): each sent 3 times; JSON not started, streams started or not
 KINDS = [
@@ -71,6 +72,15 @@ def _send(url: str, index: int, kind: tuple, results: dict) -> None:
                               dict(response.headers))
     except httpx.HTTPError as exc:
         results[index] = (name, None, "", repr(exc).encode(), {})
+
+
+def _list_models(url: str, dialect: str, results: dict) -> None:
+    headers = {"anthropic-version": "2023-06-01"} if dialect == "anthropic" else {}
+    try:
+        response = httpx.get(url + "/v1/models", headers=headers, timeout=30)
+        results[dialect] = (response.status_code, response.headers.get("content-type", ""), response.content)
+    except httpx.HTTPError as exc:
+        results[dialect] = (None, "", repr(exc).encode())
 
 
 def _check_answer(name: str, path: str, stream: bool, status, content_type: str, raw: bytes, headers: dict) -> None:
@@ -115,7 +125,11 @@ def test_requests_past_the_shutdown_deadline_are_answered_and_recorded(sim, fres
         while len(fresh_sim.requests) < len(sends) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(fresh_sim.requests) == len(sends), "every request reached the upstream"
-        time.sleep(0.5)  # the started streams are streaming
+        listings: dict[str, tuple] = {}
+        threads += [threading.Thread(target=_list_models, args=(url, d, listings)) for d in ("anthropic", "openai")]
+        for thread in threads[-2:]:
+            thread.start()
+        time.sleep(0.5)  # the started streams are streaming, the listings wait on the upstream
         process.send_signal(signal.SIGTERM)
         assert process.wait(20) == 0
         for thread in threads:
@@ -131,6 +145,9 @@ def test_requests_past_the_shutdown_deadline_are_answered_and_recorded(sim, fres
         _check_answer(name, kind[1], kind[3], status, content_type, raw, headers)
         started += status == 200
     assert started >= 6, "the long streams had started (their error event was checked)"
+    for dialect, (status, content_type, raw) in listings.items():  # not an API call of the ledger, same answer
+        assert status == 503 and content_type == "application/json", (dialect, status, raw[:200])
+        assert (orjson.loads(raw).get("type") == "error") == (dialect == "anthropic")
     rows = {row["request_id"]: row for row in ledger_rows(ledger_url, at_least=len(sends))}
     assert len(rows) == len(sends), f"{len(sends) - len(rows)} rows missing"
     for index, kind in sends:

@@ -82,7 +82,8 @@ async def test_a_failure_above_the_relay_ends_with_the_dialects_error_event(dial
         assert error["type"] == "error"
         assert (error["error"]["type"] if dialect == "anthropic" else error["code"]) in ("api_error", "server_error")
     assert wire.ended and settled == [StreamOutcome.FAILED]
-    assert wire.messages.index({"type": "http.response.body", "body": b"", "more_body": False}) == len(wire.messages) - 1
+    last = {"type": "http.response.body", "body": b"", "more_body": False}
+    assert wire.messages.index(last) == len(wire.messages) - 1
 
 
 @pytest.mark.parametrize("dialect", ["anthropic", "openai", "responses"])

@@ -552,8 +552,8 @@ class CascadeEngine:
         calls = [asyncio.ensure_future(self._send_json(match, ask, dialect, ops, "sample")) for ask in asks]
         try:
             outcomes = await asyncio.gather(*calls, return_exceptions=True)
-        except asyncio.CancelledError:  # the client left: samples that answered are paid for, cut ones on their input
-            for call, ask in zip(calls, asks):
+        except asyncio.CancelledError:  # the client left: samples that answered are paid for, cut ones on input
+            for call, ask in zip(calls, asks, strict=True):
                 if call.done() and not call.cancelled() and call.exception() is None:
                     decision.add_call(call.result()[0])
                 elif call.cancelled():

@@ -50,6 +50,7 @@ from .observe import Observer
 from .models import ModelCatalog, get_model, list_models
 from .openapi import openapi_spec
 from .proxying import chat_completions, count_tokens, embeddings, messages, responses
+from .streaming import SHUTDOWN_MESSAGE
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Coroutine
@@ -245,7 +246,32 @@ class GatewayApp(Starlette):
                 scope["app"] = self
                 await self._observer.serve(endpoint, scope, receive, send)  # type: ignore[arg-type]
                 return
+        if scope["type"] == "http":
+            await self._until_shutdown(scope, receive, send)
+            return
         await super().__call__(scope, receive, send)
+
+    async def _until_shutdown(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        """The other endpoints, answered with a 503 in the caller's dialect when the server's shutdown deadline
+        cancels one before its answer started (uvicorn would send a plain-text 500)."""
+        started = False
+
+        async def sending(message) -> None:  # type: ignore[no-untyped-def]
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await super().__call__(scope, receive, sending)
+        except asyncio.CancelledError:
+            if started:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            dialect = caller_dialect(scope["path"], {k.decode("latin-1"): "" for k, _ in scope["headers"]})
+            response = error_response(dialect, ErrorKind.UNAVAILABLE, SHUTDOWN_MESSAGE,
+                                      {"retry-after": "1", "connection": "close"},
+                                      request_id=self.state.gateway.new_request_id())
+            await response(scope, receive, send)
 
 
 def create_app(config: ProxyConfig | None = None, *, registry: ModelRegistry | None = None,

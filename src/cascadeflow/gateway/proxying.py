@@ -31,7 +31,7 @@ from .records import RequestInfo, cache_hit_entry, cascade_entry, error_entry, p
 from .streaming import SHUTDOWN_MESSAGE, GatewayStream, StreamOutcome
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Coroutine
+    from collections.abc import AsyncIterator, Coroutine
 
     from starlette.types import Receive
 
@@ -271,14 +271,14 @@ async def _streaming(request: Request, gateway: Gateway, rule, match, proxy_requ
         cached) — before the last byte, so the client's next request finds its slot free."""
         gateway.active_streams -= 1
         finished = outcome is StreamOutcome.COMPLETE
-        if not finished:
-            gateway.tracker.cancelled += 1  # once per request; the upstream call's own close is not counted
+        if not finished:  # once per request; the upstream call's own close is not counted
+            gateway.tracker.cancelled += outcome is not StreamOutcome.FAILED
             gateway.tracker.record_error(_OUTCOME_STATUS[outcome])
         record = entry(finished)
         if outcome is StreamOutcome.SHUTDOWN:
             shut_down(record)
         elif outcome is StreamOutcome.FAILED:
-            record.status, record.error_type = 500, "internal"
+            record.status, record.error_type, record.cancelled = 500, "internal", False
             record.detail = "internal gateway error while streaming the answer"
         settled = _finish(gateway, info, record)
         if finished and collector is not None and (answer := collector.answer()) is not None:
