@@ -517,8 +517,8 @@ class CascadeEngine:
         if body is None:
             return None
         verify = request.derive(body, method="POST", path=API_PATHS[dialect], query="")
-        match = self.service.router.resolve(model, dialect)
         try:
+            match = self.service.router.resolve(model, dialect)
             result, reply = await self._send_json(match, verify, dialect, ops, "self_verify")
         except ProxyError as exc:
             log.info("self-verification with %s failed (%s); not scored", model, exc.message)
