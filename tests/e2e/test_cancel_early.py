@@ -167,3 +167,26 @@ def test_a_cascade_cancelled_during_self_verification_is_priced_counted_and_reme
     assert state.turns == 0 and state.drafts == 0, "a cancelled turn teaches nothing about drafting"
     store.delete(key)
     store.close()
+
+
+def test_a_cascade_cancelled_while_sampling_pays_for_the_samples_in_flight(fresh_sim, start_gateway, tmp_path):
+    """The draft answered at once; the agreement samples are slow and the client leaves: each sample call is
+    closed and priced on its input, and the rule's totals count the request."""
+    fresh_sim.set_script([{"match": {"model": HAIKU}, "times": 1, "text": "The answer is 4."},
+                          {"match": {"model": HAIKU}, "latency": 5}])
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    gw = start_gateway(ProxyConfig.from_dict({
+        "routes": sim_routes(fresh_sim, anthropic_key="k", openai_key="k"), "database_url": url,
+        "cascade_rules": [{"name": "opus", "request_model": OPUS, "draft_model": HAIKU,
+                           "sample_agreement": {"samples": 2}}],
+    }))
+    leave_early(gw, "What is 2 + 2?", OPUS, stream=False, after=1.0)
+    wait_for(lambda: len(fresh_sim.disconnects) == 2, 3)
+    assert len(fresh_sim.disconnects) == 2, "both sample calls were closed"
+    (row,) = ledger_rows(url, at_least=1)
+    stats = httpx.get(gw.url + "/stats").json()
+    assert stats["by_model"][HAIKU]["requests"] == 3, "the draft and the two cut samples are counted"
+    rule = stats["cascade"]["opus"]
+    assert rule["cost"] > 0 and rule["cost"] == pytest.approx(row["cost"], rel=1e-6)
+    assert row["status"] == 499 and row["cancelled"] and row["cost"] > stats["by_model"][HAIKU]["cost"] / 3
+    assert rule["cancelled"] == 1
