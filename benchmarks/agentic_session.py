@@ -34,8 +34,8 @@ import anthropic
 import httpx
 
 from cascadeflow import ModelRegistry, ProxyConfig, Usage, create_app
-from cascadeflow.testing import SimulatedProvider
-from cascadeflow.testing.server import ServerThread
+from cascadeflow.sim import SimulatedProvider
+from cascadeflow.sim.server import ServerThread
 
 OPUS, SONNET, HAIKU = "claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5"
 WORDS = "the module reads its configuration parses the request and returns a typed value to the caller".split()

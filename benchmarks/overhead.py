@@ -13,6 +13,14 @@ completed requests per second through the gateway at that concurrency. The Respo
 rows: ``responses`` forwarded to a route serving /v1/responses, ``resp→chat`` and
 ``resp→anth`` translated (measured against the chat / Messages call made upstream).
 
+``--cascade`` measures the cascade instead: a request the Claude Code CLI sent (from
+``../shared/fixtures/claude-code/``, a synthetic one of the same shape without them: ~50 KB,
+12 tools, adaptive thinking) to ``claude-opus-5-5``, drafted on ``claude-haiku-5-5``, once
+without a conversation id (``cascade``) and once with Claude Code's session header
+(``cascade+session``, the same session every request): the difference of their CPU per
+request is what the session bookkeeping costs on the whole path. Their "direct" figure is
+one call to the simulator (the cascade makes two when a draft escalates).
+
 ``--cache memory|redis`` turns the response cache on for every request and adds a ``+hit``
 row under each: the same request answered from the cache (the warm-up stores it), beside
 the pass-through row, whose requests say ``cache-control: no-store`` (the cache is not read
@@ -136,8 +144,28 @@ def _cache_config(cache: str, limits: str) -> str:
     """``--cache``: every request may be cached, in memory or in Redis (database 9, as ``--limits redis``)."""
     if cache == "off":
         return ""
-    text = "cache: {default: true, store: %s, ttl_seconds: 300}\n" % cache
+    text = f"cache: {{default: true, store: {cache}, ttl_seconds: 300}}\n"
     return text + ("redis_url: redis://127.0.0.1:6379/9\n" if cache == "redis" and limits != "redis" else "")
+
+
+def _cascade_config(cascade: bool) -> str:
+    """``--cascade``: Claude Code's default model drafted on the cheapest Claude."""
+    if not cascade:
+        return ""
+    return "cascade_rules: [{name: opus, request_model: claude-opus-5-5, draft_model: claude-haiku-5-5}]\n"
+
+
+def _cascade_scenarios(headers: dict) -> list:
+    """A Claude-Code-shaped request to the cascade, without and with a conversation (see the module doc)."""
+    import orjson
+    from session_overhead import base_request
+
+    body, _ = base_request()
+    body = {k: v for k, v in body.items() if k not in ("stream", "metadata")}  # metadata.user_id names a session
+    template = orjson.dumps(body)[:-1].replace(b"%", b"%%") + b"%s}"
+    session = {**headers, "x-claude-code-session-id": "bench-session"}
+    return [("cascade", "/v1/messages", template, headers, None, None),
+            ("cascade+session", "/v1/messages", template, session, None, None)]
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -154,7 +182,7 @@ routes:
   - {{name: anthropic, provider: anthropic, base_url: "{sim_url}", api_key: bench}}
   - {{name: openai, provider: openai, base_url: "{sim_url}/v1", api_key: bench, openai_api: responses}}
   - {{name: chat, provider: openai, base_url: "{sim_url}/v1", api_key: bench, openai_api: chat}}
-{_limits_config(args.limits)}{_cache_config(args.cache, args.limits)}"""
+{_limits_config(args.limits)}{_cache_config(args.cache, args.limits)}{_cascade_config(args.cascade)}"""
     )
     exe = [sys.executable, "-m", "cascadeflow.cli"]
     sim = subprocess.Popen(pinned([*exe, "simulate", "--port", str(sim_port)], other_cpu), stdout=subprocess.DEVNULL)
@@ -182,6 +210,8 @@ routes:
             ("resp→anth", "/v1/responses", RESPONSES_BODY % (b"claude-sonnet-5-5", b"%s"), bearer,
              "/v1/messages", ANTHROPIC_BODY),
         ]
+        if args.cascade:
+            scenarios = _cascade_scenarios(anthropic_headers)
         rows = []
         for dialect, path, template, headers, direct_path, direct_template in scenarios:
             if args.dialect and dialect != args.dialect:
@@ -254,6 +284,8 @@ def main() -> None:
                         help="info: the gateway writes its JSON request line for every request (to /dev/null)")
     parser.add_argument("--limits", choices=["none", "memory", "redis"], default="none",
                         help="auth with a virtual key and limits on every request, counted in memory or in Redis")
+    parser.add_argument("--cascade", action="store_true",
+                        help="a Claude-Code-shaped request through a cascade rule, without and with a session")
     parser.add_argument("--cache", choices=["off", "memory", "redis"], default="off",
                         help="the response cache on for every request; adds a +hit row under each pass-through row")
     args = parser.parse_args()

@@ -57,7 +57,7 @@ async def one(session: aiohttp.ClientSession, url: str, body: dict, window: Wind
         async with session.post(url, json=body) as response:
             data = await response.read()
             ok = response.status == 200 and (not body.get("stream") or b"message_stop" in data)
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         ok = False
     window.latencies.append((time.perf_counter() - started) * 1000)
     window.done += 1

@@ -15,9 +15,8 @@ import httpx
 import pytest
 
 from cascadeflow import ProxyConfig, create_app
+from cascadeflow.sim import ServerThread, SimulatedProvider
 from cascadeflow.store import Ledger
-from cascadeflow.testing import ServerThread, SimulatedProvider
-
 
 #: upstream errors reach the client at once and no breaker opens between tests (resilience tests set their own)
 NO_RETRY = {"retry": {"attempts": 1}, "breaker": {"failure_threshold": 1_000_000}}

@@ -13,9 +13,9 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from . import __version__
 from pydantic import ValidationError
 
+from . import __version__
 from .config import DEFAULT_CONFIG_FILE, ProxyConfig, ServerConfig
 from .errors import ConfigError
 from .keys_cli import add_keys_command
@@ -80,7 +80,7 @@ def _proxy_init(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from .testing import run_simulator
+    from .sim import run_simulator
 
     try:
         asyncio.run(run_simulator(args.host, args.port, args.script))

@@ -22,12 +22,21 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
 from .paths import default_database_url
-from .proxy.route import OFFICIAL_BASE_URLS, Provider, ProxyRoute
+from .route_config import OFFICIAL_BASE_URLS, Provider, ProxyRoute
 
 __all__ = [
     "ProxyConfig",
@@ -291,14 +300,21 @@ class CascadeModel(_CascadeFields):
     verifier_model: str  # type: ignore[assignment]
 
 
+#: the largest rate limit or budget a config or the admin API may set
+_MAX_LIMIT = 10**12
+
+
 class Limits(_Strict):
     """Caps for one key, user or team; a missing field means no cap of that kind."""
 
-    rpm: int | None = Field(default=None, ge=1, description="requests per minute")
-    tpm: int | None = Field(default=None, ge=1, description="tokens (input + output) per minute")
-    max_concurrent: int | None = Field(default=None, ge=1, description="requests in flight at once")
-    daily_budget_usd: float | None = Field(default=None, ge=0, description="USD per UTC day")
-    monthly_budget_usd: float | None = Field(default=None, ge=0, description="USD per UTC calendar month")
+    # bounded so every value is exact in a double (the Redis scripts' numbers) and in JSON
+    rpm: int | None = Field(default=None, ge=1, le=_MAX_LIMIT, description="requests per minute")
+    tpm: int | None = Field(default=None, ge=1, le=_MAX_LIMIT, description="tokens (input + output) per minute")
+    max_concurrent: int | None = Field(default=None, ge=1, le=_MAX_LIMIT, description="requests in flight at once")
+    daily_budget_usd: float | None = Field(default=None, ge=0, le=_MAX_LIMIT, allow_inf_nan=False,
+                                           description="USD per UTC day")
+    monthly_budget_usd: float | None = Field(default=None, ge=0, le=_MAX_LIMIT, allow_inf_nan=False,
+                                             description="USD per UTC calendar month")
 
     def is_empty(self) -> bool:
         return all(getattr(self, name) is None for name in Limits.model_fields)
@@ -360,6 +376,9 @@ class LimitsConfig(_Strict):
     default_output_tokens: int = Field(default=4096, ge=1)
     #: a reservation (in-flight request) left by a process that died is released after this long
     lease_seconds: float = Field(default=900, gt=0)
+    #: what a model with no known price costs against a budget, in USD per 1,000 tokens (input, output and
+    #: cache alike); None (the default): a request under a budget that may reach such a model is refused (403)
+    unpriced_model_price: float | None = Field(default=None, ge=0, le=_MAX_LIMIT, allow_inf_nan=False)
 
 
 class TelemetryConfig(_Strict):
@@ -476,7 +495,7 @@ class ProxyConfig(_Strict):
     def _cache_section(self) -> ProxyConfig:
         """A rule or key that opts in turns the cache on with its defaults (no ``cache:`` section needed)."""
         if self.cache is None:
-            wanted = [*self.cascade_rules, *self.cascade_models.values(), *self.auth.keys]
+            wanted: list[Any] = [*self.cascade_rules, *self.cascade_models.values(), *self.auth.keys]
             if any(item.cache or getattr(item, "semantic_cache", False) for item in wanted):
                 self.cache = CacheConfig()
         if self.cache is not None and self.cache.store == "redis" and not self.redis_url:
@@ -587,7 +606,7 @@ class ProxyConfig(_Strict):
         routes = list(self.routes)
         names = {r.name for r in routes}
         if self.api_keys:
-            wanted: dict[str, SecretStr | None] = dict(self.api_keys)
+            wanted: dict[str, SecretStr | None] = {name: key for name, key in self.api_keys.items()}
         else:
             wanted = {} if self.routes else {"anthropic": None, "openai": None}
         for name, key in wanted.items():
@@ -608,7 +627,7 @@ class ProxyConfig(_Strict):
         return routes
 
 
-def interpolate(value: Any, environ: dict[str, str] | None = None) -> Any:
+def interpolate(value: Any, environ: Mapping[str, str] | None = None) -> Any:
     """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a parsed document."""
     env = os.environ if environ is None else environ
     if isinstance(value, str):

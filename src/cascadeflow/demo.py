@@ -15,7 +15,7 @@ from typing import TextIO
 
 from .config import ProxyConfig
 from .gateway import create_app
-from .testing import ServerThread, SimulatedProvider
+from .sim import ServerThread, SimulatedProvider
 
 __all__ = ["run_demo"]
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from collections import OrderedDict
-from collections.abc import Iterable
 from fnmatch import fnmatchcase
 
 from genai_prices import Usage as GenaiUsage

@@ -18,7 +18,7 @@ from .store.reports import safe_url
 if TYPE_CHECKING:
     from .config import ProxyConfig
 
-__all__ = ["StartupError", "check_ledger", "banner", "effective_settings", "build_app"]
+__all__ = ["StartupError", "check_ledger", "banner", "effective_settings", "build_app", "unshared_limits"]
 
 #: header names whose values are never printed
 _SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie", re.IGNORECASE)
@@ -66,6 +66,24 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
 
 
+def unshared_limits(config: ProxyConfig) -> str | None:
+    """The warning for several workers counting limits each on its own (no ``redis_url``), else None.
+
+    Limits apply when the config sets any, or when virtual keys (which may carry their own) are checked.
+    """
+    workers = config.server.workers
+    if workers <= 1 or config.redis_url:
+        return None
+    limits = config.limits
+    configured = any(not table.is_empty() for table in (limits.per_key, limits.total,
+                                                        *limits.users.values(), *limits.teams.values()))
+    configured = configured or any(key.limits is not None and not key.limits.is_empty() for key in config.auth.keys)
+    if not configured and config.auth.mode not in ("api_key", "hybrid"):
+        return None
+    return (f"WARNING: {workers} workers and no redis_url: each worker counts rate limits and budgets on its own, "
+            f"so each limit admits up to {workers} times what it says; set redis_url to share them")
+
+
 def banner(config: ProxyConfig, version: str) -> list[str]:
     """The start-up lines: where it listens, the config file, the auth mode, the ledger, the routes."""
     origin = config.origin
@@ -86,6 +104,8 @@ def banner(config: ProxyConfig, version: str) -> list[str]:
     for route in config.effective_routes():
         key = "own key" if route.api_key is not None else "caller's key"
         lines.append(f"  route {route.name}: {route.provider} at {route.base_url} ({key})")
+    if (warning := unshared_limits(config)) is not None:
+        lines.append(f"  {warning}")
     return lines
 
 
@@ -111,6 +131,8 @@ def effective_settings(config: ProxyConfig) -> list[str]:
         extra = f", headers {headers}" if headers else ""
         models = f", models {sorted(route.models)}" if route.models else ""
         lines.append(f"  {route.name}: {route.provider} at {route.base_url} ({key}{models}{extra})")
+    if (warning := unshared_limits(config)) is not None:
+        lines.append(warning)
     return lines
 
 

@@ -118,7 +118,7 @@ class Tracing:
         token = self._context.attach(self._trace.set_span_in_context(span, parent))
         return span, token
 
-    def end_request(self, span: Any, token: object, error: BaseException | None = None) -> None:
+    def end_request(self, span: Any, token: Any, error: BaseException | None = None) -> None:
         self._context.detach(token)
         if error is not None and span.is_recording():
             span.set_status(self._status(self._error, type(error).__name__))

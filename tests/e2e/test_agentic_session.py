@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import agentic_session as bench  # noqa: E402
 
 from cascadeflow import ModelRegistry  # noqa: E402
-from cascadeflow.testing import SimulatedProvider  # noqa: E402
+from cascadeflow.sim import SimulatedProvider  # noqa: E402
 
 TURNS = 14
 

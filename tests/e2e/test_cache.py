@@ -20,8 +20,8 @@ import yaml
 
 from cascadeflow import ProxyConfig
 from cascadeflow.store import Ledger
-from tests.conftest import launch_gateway_process, sim_routes
 from tests import needs
+from tests.conftest import launch_gateway_process, sim_routes
 
 SONNET, OPUS, HAIKU, MINI = "claude-sonnet-5-5", "claude-opus-5-5", "claude-haiku-5-5", "gpt-5.4-mini"
 REDIS = os.environ.get("CASCADEFLOW_TEST_REDIS", "redis://127.0.0.1:6379/7")

@@ -21,8 +21,8 @@ import pytest
 from cascadeflow import ProxyConfig
 from cascadeflow.evaluation import metrics
 from cascadeflow.evaluation.runner import EvalSetup, replay_outcomes
-from cascadeflow.testing import SimulatedProvider
-from cascadeflow.testing.replay import ReplayTable, load_records
+from cascadeflow.sim import SimulatedProvider
+from cascadeflow.sim.replay import ReplayTable, load_records
 from tests.conftest import sim_routes
 from tests.shared_data import REPLAY_DATA, require
 

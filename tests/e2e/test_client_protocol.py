@@ -243,6 +243,38 @@ def test_server_tools_pass_to_anthropic_and_are_refused_where_they_cannot_run(gw
     assert calls(sim) == [("/v1/messages", HAIKU)]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_web_search_passed_to_anthropic_comes_back_whole(gw, sim, stream):
+    """Forwarded untouched both ways: the search's blocks and the text's citations, as the SDK types them."""
+    kwargs = {"model": HAIKU, "max_tokens": 200, "tools": [SEARCH],
+              "messages": [{"role": "user", "content": "search the news about kelp"}]}
+    if stream:
+        with claude_code(gw).messages.stream(**kwargs) as events:
+            message = events.get_final_message()
+    else:
+        message = claude_code(gw).messages.create(**kwargs)
+    use, result, text = message.content
+    assert use.type == "server_tool_use" and use.name == "web_search" and use.input == {"query": "search the news about kelp"}
+    assert result.type == "web_search_tool_result" and result.tool_use_id == use.id
+    assert text.type == "text" and text.citations[0].type == "web_search_result_location"
+    assert text.citations[0].url == result.content[0].url and message.usage.server_tool_use.web_search_requests == 1
+
+
+@pytest.mark.parametrize(("tool", "problem"), [
+    ({**SEARCH, "type": "web_search_20240101"}, "does not match any of the expected tags"),
+    ({**SEARCH, "name": "search"}, "name: Input should be 'web_search'"),
+    ({**SEARCH, "allowed_domains": ["a.com"], "blocked_domains": ["b.com"]}, "both allowed_domains and blocked_domains"),
+    ({**SEARCH, "max_uses": 0}, "max_uses: Input should be greater than or equal to 1"),
+    ({**SEARCH, "user_location": {"country": "NO"}}, "user_location.type: Input should be 'approximate'"),
+    ({**SEARCH, "filters": {}}, "filters: Extra inputs are not permitted"),
+])
+def test_malformed_server_tools_are_refused_as_the_api_refuses_them(gw, sim, tool, problem):
+    with pytest.raises(anthropic.BadRequestError, match=problem) as refused:
+        claude_code(gw).messages.create(model=HAIKU, max_tokens=50, tools=[tool],
+                                        messages=[{"role": "user", "content": "search the news"}])
+    assert refused.value.body["error"]["type"] == "invalid_request_error"
+
+
 def test_an_image_in_a_tool_result_reaches_an_openai_upstream(gw, sim):
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PIXEL}}
     messages = [

@@ -107,8 +107,9 @@ def test_codex_edits_a_file_through_the_gateway(codex, codex_gw, fresh_sim, tmp_
     if path == "/v1/responses":  # forwarded as Codex sent it: its own fields and headers survive
         assert second["store"] is False and second["prompt_cache_key"] and calls[1]["headers"]["originator"]
         assert any(item.get("type") == "function_call_output" for item in second["input"])
-    elif path == "/v1/messages":  # the session is cached on Claude
+    elif path == "/v1/messages":  # the session is cached on Claude, and Codex's web search is Claude's own
         assert second["system"][0]["cache_control"] == {"type": "ephemeral"}
+        assert [t for t in second["tools"] if t.get("type", "").startswith("web_search")][0]["name"] == "web_search"
     usage = [e["usage"] for e in events if e.get("type") == "turn.completed"][-1]
     assert usage["input_tokens"] > 0 and usage["output_tokens"] > 0
     stats = httpx.get(codex_gw.url + "/stats").json()

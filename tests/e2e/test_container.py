@@ -34,8 +34,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from cascadeflow import ModelRegistry, Usage
-from tests.e2e.test_shared_limits import _ledger_rows
 from tests import needs
+from tests.e2e.test_shared_limits import _ledger_rows
 from tests.pg_db import UNREACHABLE, create_database, drop_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,6 +48,8 @@ USAGE = {"input_tokens": 10, "output_tokens": 20}
 #: one scripted request's price; a budget of 1.5 of them admits two (admitted while spent + reserved < budget)
 COST = ModelRegistry().cost("claude-sonnet-5-5", Usage(**USAGE)) or 0.0
 ASK = {"model": "claude-sonnet-5-5", "max_tokens": 20, "messages": [{"role": "user", "content": "spend"}]}
+#: above the suite's 300 s default: the first test pays for the base image and the build (up to 900 s each)
+pytestmark = pytest.mark.timeout(2400)
 
 
 def _unavailable(reason: str) -> None:

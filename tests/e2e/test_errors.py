@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import anthropic
 import httpx
-import orjson
 import openai
+import orjson
 import pytest
 
 from tests.conftest import sim_config

@@ -13,7 +13,7 @@ import pytest
 from cascadeflow import ProxyConfig
 from cascadeflow.evaluation import metrics
 from cascadeflow.evaluation.runner import EvalSetup, replay_outcomes
-from tests.shared_data import REPLAY_DATA, SYNTHETIC_REPLAY, require
+from tests.shared_data import REPLAY_DATA, require
 
 REPLAY = REPLAY_DATA  # ../shared beside the checkout; not in the repository (third-party outputs)
 THRESHOLD = 0.8

@@ -21,8 +21,8 @@ from sqlalchemy import event
 from cascadeflow.store.keys import KeyStore
 from cascadeflow.store.ledger import Ledger
 from tests import needs
-from tests.pg_db import UNREACHABLE, create_database, drop_database
 from tests.conftest import launch_gateway_process, sim_routes
+from tests.pg_db import UNREACHABLE, create_database, drop_database
 
 POSTGRES = os.environ.get("CASCADEFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 MASTER = "fresh-keys-master-51c2"

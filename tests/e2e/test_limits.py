@@ -150,3 +150,26 @@ def test_count_tokens_is_a_request_against_rpm_and_no_limit_means_no_counting(fr
         client.messages.create(model="claude-haiku-5-5", **ASK)
     free = httpx.Client(base_url=gw.url, headers={"x-api-key": "k-free", "anthropic-version": "2023-06-01"})
     assert all(free.post("/v1/messages", json={"model": "claude-haiku-5-5", **ASK}).status_code == 200 for _ in range(5))
+
+
+def test_a_stream_refused_for_the_gateways_stream_capacity_costs_no_rpm(fresh_sim, start_gateway, tmp_path):
+    """``server.max_concurrent_streams`` refuses a stream before the key's limits are asked: the refusal is the
+    gateway's, so it takes nothing of the key's ``rpm`` (issue 15: each such refusal used to take one)."""
+    fresh_sim.set_script([{"match": {"prompt_contains": "slow"}, "words": 30, "chunk_delay": 0.05}])
+    gw, _ = _gateway(start_gateway, fresh_sim, tmp_path, [{"key": "k-streams", "limits": {"rpm": 3}}],
+                          server={"max_concurrent_streams": 1})
+    slow = {"model": "claude-haiku-5-5", "max_tokens": 20, "stream": True,
+            "messages": [{"role": "user", "content": "slow one"}]}
+    with httpx.Client(base_url=gw.url, timeout=10, headers={"x-api-key": "k-streams"}) as http:
+        with http.stream("POST", "/v1/messages", json=slow) as first:  # takes 1 of the 3 a minute
+            chunks = first.iter_bytes()
+            next(chunks)  # the one stream the gateway allows is open
+            refused = [http.post("/v1/messages", json=slow) for _ in range(3)]
+            assert [r.status_code for r in refused] == [429] * 3
+            assert all("streams are open already" in r.json()["error"]["message"] for r in refused)
+            b"".join(chunks)
+        client = anthropic.Anthropic(base_url=gw.url, api_key="k-streams", max_retries=0)
+        for _ in range(2):  # the two requests left of the minute
+            assert client.messages.create(model="claude-haiku-5-5", **ASK).content
+        with pytest.raises(anthropic.RateLimitError, match="3 requests per minute"):
+            client.messages.create(model="claude-haiku-5-5", **ASK)

@@ -25,9 +25,9 @@ import yaml
 from cryptography.fernet import Fernet
 
 from cascadeflow import ProxyConfig, create_app
-from cascadeflow.testing import ServerThread
-from tests.conftest import launch_gateway_process, sim_routes
+from cascadeflow.sim import ServerThread
 from tests import needs
+from tests.conftest import launch_gateway_process, sim_routes
 from tests.pg_db import UNREACHABLE, create_database, drop_database
 
 MASTER = "master-key-creds-41c7"

@@ -9,7 +9,6 @@ import anthropic
 import httpx
 import openai
 import pytest
-
 from prometheus_client.parser import text_string_to_metric_families
 
 from cascadeflow import ProxyConfig

@@ -168,6 +168,56 @@ def test_structured_output(gw, sim, target):
         assert sent["output_config"]["format"] == {"type": "json_schema", "schema": schema}
 
 
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("target", TARGETS)
+def test_json_object_mode(gw, sim, target, stream):
+    """``text.format: json_object`` everywhere; on Claude (no "any object" format, no prefill on 4.6+) it is
+    asked in the system prompt, so the answer is a JSON object rather than prose."""
+    model, _, _ = TARGETS[target]
+    got = create(gw, stream, model=model, instructions="Be brief.", input="Name a colour, in JSON.",
+                 text={"format": {"type": "json_object"}})
+    assert isinstance(json.loads(got.output_text), dict)
+    sent = upstream(sim)[-1]["body"]
+    if target == "chat":
+        assert sent["response_format"] == {"type": "json_object"}
+    elif target == "anthropic":
+        assert "single JSON object" in sent["system"][0]["text"] and "output_config" not in sent
+
+
+SEARCH = {"type": "web_search", "filters": {"allowed_domains": ["kelp.example"]},
+          "user_location": {"type": "approximate", "country": "NO", "city": "Oslo"}, "search_context_size": "low"}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("target", TARGETS)
+def test_web_search(gw, sim, target, stream):
+    """Codex always offers ``web_search``. OpenAI runs it (forwarded as is); a Claude model runs Anthropic's own
+    search (its server tool), whose call and citations come back as a web_search_call item and url_citation
+    annotations; a chat-only upstream runs nothing, so there it is dropped."""
+    model, _, served = TARGETS[target]
+    got = create(gw, stream, model=model, input="Search the news about kelp.", tools=[SEARCH, WEATHER])
+    sent = upstream(sim)[-1]["body"]
+    if target == "forwarded":
+        assert sent["tools"][0] == SEARCH
+        return
+    if target == "chat":
+        assert [t["function"]["name"] for t in sent["tools"]] == ["get_weather"]
+        assert [item.type for item in got.output] == ["message"]
+        return
+    assert sent["tools"][-1] == {"type": "web_search_20250305", "name": "web_search", "allowed_domains": ["kelp.example"],
+                                 "user_location": {"type": "approximate", "country": "NO", "city": "Oslo"},
+                                 "cache_control": {"type": "ephemeral"}}
+    search, message = got.output
+    assert search.type == "web_search_call" and search.status == "completed"
+    assert search.action.type == "search" and search.action.query == "Search the news about kelp."
+    assert [s.url.split("/")[2] for s in search.action.sources] == ["kelp.example", "kelp.example"]
+    text = message.content[0]
+    assert text.text.startswith(f"[{served}] ")
+    [citation] = text.annotations
+    assert citation.type == "url_citation" and citation.url == search.action.sources[0].url
+    assert (citation.start_index, citation.end_index) == (0, len(text.text)) and citation.title.startswith("Result 1")
+
+
 def test_anthropic_session_is_cached_turn_after_turn(gw, sim):
     """Codex never marks a cache breakpoint; the translation does, so turn 2 reads turn 1's prefix."""
     developer = {"role": "developer", "content": "You are a coding agent. " * 1200}  # above every minimum cacheable size
@@ -208,6 +258,52 @@ def test_stored_state_is_refused_clearly_when_translating(gw, sim, target):
     with pytest.raises(openai.BadRequestError, match="store: true"):
         client(gw).responses.create(model=model, input="hi", store=True)
     assert upstream(sim) == []
+
+
+def test_stored_responses_are_served_by_the_upstream_that_stores_them(gw, sim):
+    """OpenAI stores what was forwarded to it: retrieve and delete by id reach it (with the route's key);
+    an id it does not know, or one a translated route made, gets a 404 that says why."""
+    api = client(gw).responses
+    made = api.create(model=MINI, input="Name a colour.")  # store defaults to true upstream
+    got = api.retrieve(made.id)
+    assert got.id == made.id and got.output_text == made.output_text
+    sent = [r for r in sim.requests if r["method"] == "GET"][-1]
+    assert sent["path"] == f"/v1/responses/{made.id}" and sent["headers"]["authorization"] == "Bearer sk-openai-route"
+    with pytest.raises(openai.BadRequestError, match="background=true"):  # the upstream's refusal, relayed
+        api.cancel(made.id)
+    api.delete(made.id)
+    with pytest.raises(openai.NotFoundError, match="keeps no stored responses.*store: false"):
+        api.retrieve(made.id)
+    translated = api.create(model=HAIKU, input="Name a colour.")
+    with pytest.raises(openai.NotFoundError, match=f"No response found with id '{translated.id}'.*'openai'"):
+        api.retrieve(translated.id)
+
+
+def test_stored_responses_without_a_route_that_stores_them(sim, start_gateway):
+    gw = start_gateway(ProxyConfig.from_dict({"routes": [
+        {"name": "anthropic", "provider": "anthropic", "base_url": sim.url, "api_key": "k", **NO_RETRY},
+        {"name": "chat", "provider": "openai", "base_url": sim.url + "/v1", "api_key": "k", **NO_RETRY}]}))
+    api = client(gw).responses
+    for call in (api.retrieve, api.delete, api.cancel, api.input_items.list):
+        with pytest.raises(openai.NotFoundError, match="no route of this gateway reaches an upstream that stores"):
+            call("resp_123")
+    raw = httpx.delete(gw.url + "/v1/responses/resp_123")  # not a 405: the answer names the decision
+    assert raw.status_code == 404 and "send the whole conversation in `input`" in raw.json()["error"]["message"]
+
+
+def test_stored_responses_need_the_gateway_key_and_count_against_its_rpm(fresh_sim, start_gateway):
+    gw = start_gateway(ProxyConfig.from_dict({
+        "routes": [{"name": "openai", "provider": "openai", "base_url": fresh_sim.url + "/v1", "api_key": "sk-route",
+                    "openai_api": "responses", **NO_RETRY}],
+        "auth": {"mode": "api_key", "keys": [{"key": "k-stored", "limits": {"rpm": 2}}]}}))
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=gw.url + "/v1", api_key="wrong", max_retries=0).responses.retrieve("resp_1")
+    keyed = openai.OpenAI(base_url=gw.url + "/v1", api_key="k-stored", max_retries=0).responses
+    made = keyed.create(model=MINI, input="hi")
+    assert keyed.retrieve(made.id).id == made.id
+    with pytest.raises(openai.RateLimitError):
+        keyed.retrieve(made.id)
+    assert [r["method"] for r in fresh_sim.requests] == ["POST", "GET"]  # the refused calls never left the gateway
 
 
 def test_usage_is_priced_and_recorded(gw, sim):
@@ -459,3 +555,23 @@ def test_anthropic_max_tokens_without_max_output_tokens(gw, sim, stream, expecte
     assert upstream(sim)[-1]["body"]["max_tokens"] == expected
     create(gw, stream, model=HAIKU, input="hello", max_output_tokens=100)
     assert upstream(sim)[-1]["body"]["max_tokens"] == 100
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_cascade_claude_draft_in_json_mode_is_accepted(cascade_resp_gw, fresh_sim, stream):
+    got, headers = ask_cascade(cascade_resp_gw, stream, model=OPUS, input="Name a colour, in JSON.",
+                               text={"format": {"type": "json_object"}})
+    assert headers["x-cascadeflow-draft-accepted"] == "true" and headers["x-cascadeflow-served-model"] == HAIKU
+    assert isinstance(json.loads(got.output_text), dict) and got.model == OPUS
+    calls = [r for r in fresh_sim.requests if r["method"] == "POST"]
+    assert [(r["path"], r["body"]["model"]) for r in calls] == [("/v1/messages", HAIKU)]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_cascade_claude_draft_that_searched_the_web_is_replayed_whole(cascade_resp_gw, fresh_sim, stream):
+    got, headers = ask_cascade(cascade_resp_gw, stream, model=OPUS, input="Search the news about kelp.",
+                               tools=[{"type": "web_search"}])
+    assert headers["x-cascadeflow-draft-accepted"] == "true" and headers["x-cascadeflow-served-model"] == HAIKU
+    search, message = got.output
+    assert search.type == "web_search_call" and search.action.query == "Search the news about kelp."
+    assert message.content[0].annotations[0].url == search.action.sources[0].url and got.model == OPUS

@@ -13,7 +13,6 @@ import pytest
 from cascadeflow import ProxyConfig
 from tests.conftest import ledger_rows, sim_routes
 
-
 OPUS, SONNET, HAIKU = "claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5"
 BASH = {"name": "Bash", "description": "Run a command", "input_schema": {
     "type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]}}

@@ -18,9 +18,8 @@ import yaml
 
 from cascadeflow import ProxyConfig
 from cascadeflow.cli import main
-from tests.conftest import ledger_rows, run_async, sim_routes
-
 from cascadeflow.store import Ledger
+from tests.conftest import ledger_rows, run_async, sim_routes
 
 QUESTIONS = 40
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -17,10 +17,11 @@ import pytest
 import yaml
 
 from cascadeflow import ModelRegistry, ProxyConfig, Usage, create_app
-from cascadeflow.testing import ServerThread
-from tests.conftest import launch_gateway_process, sim_routes
+from cascadeflow.sim import ServerThread
 from tests import needs
+from tests.conftest import launch_gateway_process, sim_routes
 from tests.pg_db import UNREACHABLE, create_database, drop_database
+from tests.unit.redis_db import stall
 
 POSTGRES = os.environ.get("CASCADEFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("CASCADEFLOW_TEST_REDIS", "redis://127.0.0.1:6379/7")
@@ -189,6 +190,51 @@ def test_redis_unreachable_fails_open_or_closed_as_configured(fresh_sim, start_g
                 assert replies[0].headers["retry-after"] == "5"
             assert httpx.get(server.url + "/health").status_code == 200  # the worker is fine
         finally:
+            server.stop()
+
+
+@pytest.mark.parametrize("policy", ["open", "closed"])
+def test_a_redis_stall_leaves_no_phantom_leases(fresh_sim, tmp_path, policy):
+    """Redis stops answering for 1.5 s while two gateways admit a request each for a key with
+    ``max_concurrent: 2``; Redis runs those admissions when it resumes, after both gateways gave up on
+    them (and admitted the requests uncounted, or refused them with 503). Before issue 15's fix the
+    late leases held both slots: 429 on every request for 900 s with nothing in flight. Now the
+    gateways release them as soon as Redis answers again."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS, socket_timeout=2).flushdb()
+    except redis.RedisError as exc:
+        _unavailable(needs.redis(REDIS, "CASCADEFLOW_TEST_REDIS", exc))
+    config = ProxyConfig.from_dict({
+        "routes": sim_routes(fresh_sim), "database_url": f"sqlite:///{tmp_path / 'gw.db'}", "redis_url": REDIS,
+        "auth": {"mode": "api_key", "keys": [{"key": "two-at-once", "limits": {"max_concurrent": 2}}]},
+        "limits": {"on_store_error": policy},
+    })
+    servers = [ServerThread(create_app(config)).start() for _ in range(2)]
+    try:
+        def ask(server: ServerThread) -> int:
+            return httpx.post(server.url + "/v1/messages", headers={"x-api-key": "two-at-once"}, timeout=10,
+                              json={"model": "claude-haiku-5-5", **ASK}).status_code
+
+        assert [ask(server) for server in servers] == [200, 200]  # each gateway holds a Redis connection
+        stalled = stall(REDIS, 1.5)
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            during = list(pool.map(ask, servers))
+        assert during == [200 if policy == "open" else 503] * 2
+        stalled.join()
+        deadline = time.monotonic() + 5
+        after = [ask(server) for server in servers]
+        while after != [200, 200] and time.monotonic() < deadline:
+            time.sleep(0.2)
+            after = [ask(server) for server in servers]
+        assert after == [200, 200], f"still refused {time.monotonic() - deadline + 5:.1f} s after Redis resumed"
+        assert [ask(server) for server in servers * 3] == [200] * 6
+        assert redis.Redis.from_url(REDIS).keys("cf:c:*") == []  # no lease is held: every set of them is empty
+    finally:
+        for server in servers:
             server.stop()
 
 

@@ -16,8 +16,8 @@ import anthropic
 import pytest
 import yaml
 
-from tests.conftest import launch_gateway_process, sim_routes
 from tests import needs
+from tests.conftest import launch_gateway_process, sim_routes
 
 REDIS = os.environ.get("CASCADEFLOW_TEST_REDIS", "redis://127.0.0.1:6379/7")
 OPUS, HAIKU = "claude-opus-5-5", "claude-haiku-5-5"

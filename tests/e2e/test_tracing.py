@@ -20,7 +20,7 @@ from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
 
 from cascadeflow import ProxyConfig, create_app  # noqa: E402
 from cascadeflow.config import TelemetryConfig  # noqa: E402
-from cascadeflow.testing import ServerThread  # noqa: E402
+from cascadeflow.sim import ServerThread  # noqa: E402
 from cascadeflow.tracing import NULL_SPAN, Tracing  # noqa: E402
 from tests.conftest import sim_routes  # noqa: E402
 

@@ -215,3 +215,49 @@ def test_cascade_draft_on_the_other_dialect(gw, sim, stream):
         else:
             assert text.startswith(f"[{GPT}]")
             assert upstream_calls(sim) == [("/v1/messages", HAIKU), ("/v1/chat/completions", GPT)]
+
+
+def _chat(gw, stream: bool, **kwargs):
+    """(text, headers) of a chat completion through the openai SDK, streamed or not."""
+    raw = gpt(gw).chat.completions.with_raw_response.create(stream=stream, **kwargs)
+    result = raw.parse()
+    text = "".join(c.choices[0].delta.content or "" for c in result if c.choices) if stream else result.choices[0].message.content
+    return text, raw.headers
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_json_mode_on_a_claude_model(gw, sim, stream):
+    """OpenAI's JSON mode on a Claude model: Anthropic has no "any object" format and Claude 4.6+ refuse a
+    prefilled ``{``, so it is asked in the system prompt; the answer is a JSON object, not prose."""
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour, in JSON"}]
+    text, _ = _chat(gw, stream, model=HAIKU, messages=messages, response_format={"type": "json_object"})
+    assert isinstance(json.loads(text), dict)
+    sent = sim.requests[-1]["body"]
+    assert sent["system"].startswith("Be brief.\n\n") and "single JSON object" in sent["system"]
+    assert "output_config" not in sent and sent["messages"][-1]["role"] == "user"  # no schema, no prefill
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_cascade_claude_draft_in_json_mode_is_accepted(gw, sim, stream):
+    sim.clear()
+    messages = [{"role": "user", "content": "Name a colour, in JSON"}]
+    text, headers = _chat(gw, stream, model=GPT, messages=messages, response_format={"type": "json_object"})
+    assert headers["x-cascadeflow-draft-accepted"] == "true" and headers["x-cascadeflow-served-model"] == HAIKU
+    assert isinstance(json.loads(text), dict) and upstream_calls(sim) == [("/v1/messages", HAIKU)]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_web_search_options_on_a_claude_model(gw, sim, stream):
+    """Chat Completions' web search on a Claude model: Anthropic's own search tool, the location carried."""
+    options = {"user_location": {"type": "approximate", "approximate": {"country": "NO", "city": "Oslo"}}}
+    text, _ = _chat(gw, stream, model=HAIKU, messages=[{"role": "user", "content": "Search the news about kelp"}],
+                    web_search_options=options)
+    assert text.startswith(f"[{HAIKU}] ")
+    sent = sim.requests[-1]["body"]
+    if not stream:  # the search's citation, as Chat Completions carries one
+        [note] = gpt(gw).chat.completions.create(model=HAIKU, web_search_options=options, messages=[
+            {"role": "user", "content": "Search the news about kelp"}]).choices[0].message.annotations
+        assert note.type == "url_citation" and note.url_citation.url.startswith("https://example.com/")
+        assert (note.url_citation.start_index, note.url_citation.end_index) == (0, len(text))
+    assert sent["tools"] == [{"type": "web_search_20250305", "name": "web_search",
+                              "user_location": {"type": "approximate", "country": "NO", "city": "Oslo"}}]

@@ -29,7 +29,7 @@ from cascadeflow.dialects.accumulate import (
     synthesize_openai_stream,
 )
 from cascadeflow.dialects.sse import SSEDecoder, SSEEvent, encode_event
-from cascadeflow.testing import SimulatedProvider
+from cascadeflow.sim import SimulatedProvider
 from cascadeflow.usage import Usage
 
 CLAUDE, GPT = "claude-haiku-5-5", "gpt-4o-mini"

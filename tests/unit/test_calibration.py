@@ -7,7 +7,15 @@ import random
 import pytest
 
 from cascadeflow.evaluation import (
-    Outcome, apgr, apply_threshold, choose_threshold, cost_quality_curve, deferral_curve, quality_retained, saving, summarize,
+    Outcome,
+    apgr,
+    apply_threshold,
+    choose_threshold,
+    cost_quality_curve,
+    deferral_curve,
+    quality_retained,
+    saving,
+    summarize,
 )
 from cascadeflow.evaluation.guarantee import choose_bounded, quality_lower_bound
 

@@ -9,10 +9,10 @@ import time
 import pytest
 
 from cascadeflow.config import Limits
-from cascadeflow.store.counters import Lease, MemoryCounters, RedisCounters, Refusal, Scope, period_ends
-from tests.unit.redis_db import REDIS
+from cascadeflow.store.counters import Lease, MemoryCounters, Refusal, Scope, period_ends
+from cascadeflow.store.redis_counters import RedisCounters
 from tests import needs
-
+from tests.unit.redis_db import REDIS, stall
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -149,4 +149,69 @@ async def test_redis_budgets_start_again_from_the_ledger_after_redis_loses_them(
     outcomes = [await counters.admit(budget, 1, 0.03) for _ in range(3)]
     assert asked == ["key:k", "key:k"]  # seeded again from the ledger, not from zero
     assert [type(o) for o in outcomes] == [Lease, Lease, Refusal]  # 0.95 + 0.03 + 0.03 reaches 1.0
+    await counters.aclose()
+
+
+async def test_leases_whose_replies_were_lost_in_a_redis_stall_are_released_when_it_resumes():
+    """Redis stalls 1.5 s: two processes' admissions time out there, and one settlement; Redis runs them
+    when it resumes. Before issue 15's fix the late admissions held both of the key's concurrency slots
+    (and their budget reservations) for lease_seconds: every request got 429 for 900 s, nothing in flight."""
+    a, b, c = await empty_redis(lease_seconds=900), *(RedisCounters(REDIS, lease_seconds=900) for _ in "bc")
+    limit = scope(max_concurrent=3, daily_budget_usd=10.0)
+    for counters in (a, b, c):  # each process holds a connection, as a serving gateway does
+        await counters.settle(await counters.admit(limit, 1, 0.01), 1, 0.01)
+    settling = await a.admit(limit, 1, 0.5)
+    assert isinstance(settling, Lease)
+    stalled = stall(REDIS, 1.5)
+    outcomes = await asyncio.gather(a.admit(limit, 1, 0.5), b.admit(limit, 1, 0.5), c.settle(settling, 1, 0.01),
+                                    return_exceptions=True)
+    assert all(isinstance(o, Exception) for o in outcomes), outcomes  # timeouts: whether the scripts ran is unknown
+    stalled.join()
+    deadline = time.monotonic() + 5
+    while await a.client.zcard("cf:c:key:k") and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert await a.client.zcard("cf:c:key:k") == 0  # nothing is in flight, and nothing is held
+    spent, reserved = await a.budget("key:k", "daily_budget_usd")
+    assert reserved == pytest.approx(0.0) and spent == pytest.approx(spent)
+    held = [await a.admit(limit, 1, 0.01) for _ in range(3)]
+    assert [type(lease) for lease in held] == [Lease, Lease, Lease]
+    await b.aclose()
+    await c.aclose()
+
+
+async def test_an_admission_that_runs_after_its_lease_was_abandoned_takes_nothing():
+    """The abandonment may reach Redis first (another connection): the late admission is then a no-op."""
+    counters = await empty_redis()
+    limit = scope(rpm=10, max_concurrent=1, daily_budget_usd=10.0)
+    await counters.settle(await counters.admit(limit, 1, 0.0), 1, 0.0)  # the budget is seeded
+    lease = Lease("late", limit, 1, 0.5, period_ends(time.time())[:2])
+    keys = ["cf:r:key:k:rpm", "cf:r:key:k:tpm", "cf:c:key:k", *(f"cf:b:key:k:{p}" for p in lease.periods)]
+    counters._abandon(lease, keys, [10, -1, 1, 10.0, -1])
+    assert await counters.abandoned.send_once() and not counters.abandoned.pending
+    now = time.time()
+    late = await counters._batcher.call(counters._admit, [*keys, "cf:gone:late"],
+                                        [now, "late", now + 900, 1, 0.5, now + 60, now + 60, 10, -1, 1, 10.0, -1])
+    assert late == [-3]
+    assert await counters.client.zcard("cf:c:key:k") == 0
+    assert await counters.budget("key:k", "daily_budget_usd") == pytest.approx((0.0, 0.0))
+    assert isinstance(await counters.admit(limit, 1, 0.0), Lease)  # the one slot is free
+
+
+async def test_a_settlement_never_recreates_a_budget_redis_lost():
+    """Redis loses its data while a request is in flight; the request's settlement must not start the
+    budget again from its own cost (with no expiry): the next admission seeds it from the ledger."""
+    async def spent_since(name: str, since: float) -> float:
+        return 0.95
+
+    counters = await empty_redis(spent_since=spent_since)
+    budget = scope(daily_budget_usd=1.0)
+    in_flight = await counters.admit(budget, 1, 0.01)
+    assert isinstance(in_flight, Lease)
+    await counters.client.flushdb()  # Redis restarted without persistence
+    await counters.settle(in_flight, 1, 0.01)
+    day_key = f"cf:b:key:k:{in_flight.periods[0]}"
+    assert await counters.client.exists(day_key) == 0
+    outcomes = [await counters.admit(budget, 1, 0.03) for _ in range(3)]
+    assert [type(o) for o in outcomes] == [Lease, Lease, Refusal]  # from 0.95, not from 0.01
+    assert 0 < await counters.client.ttl(day_key) <= 2 * 86400 + 60  # the seeded budget expires
     await counters.aclose()

@@ -8,10 +8,10 @@ import time
 import uuid
 
 import pytest
-from tests import needs
 
 from cascadeflow.store import Ledger, LedgerEntry, database_url
 from cascadeflow.store.schema import MIGRATIONS
+from tests import needs
 
 POSTGRES = os.environ.get("CASCADEFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 

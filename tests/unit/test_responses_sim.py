@@ -11,7 +11,7 @@ import pytest
 from openai.types.responses import ResponseStreamEvent
 from pydantic import TypeAdapter
 
-from cascadeflow.testing import SimulatedProvider
+from cascadeflow.sim import SimulatedProvider
 
 EVENT = TypeAdapter(ResponseStreamEvent)
 FUNCTION = {"type": "function", "name": "get_weather", "description": "Weather in a city",

@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 
 import pytest
-from tests import needs
 
 from cascadeflow.cache.semantic import guard_of, prompt_of
 from cascadeflow.config import CacheConfig
+from tests import needs
 
 DATA = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "semantic_cache_set.json"
 

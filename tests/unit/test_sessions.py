@@ -130,3 +130,56 @@ async def test_redis_sessions_are_shared_and_survive_a_round_trip():
     assert (await down.get(conversation)).drafts == 0, "Redis down: a fresh state, no error"
     await down.put(conversation, state)
     await down.aclose()
+
+
+def test_a_grown_shape_is_the_shape_of_the_whole_request_whatever_changed():
+    """The next request of a conversation is hashed from what the previous one left (only its new messages);
+    every kind of change from one request to the next gives exactly the shape computed from scratch."""
+    import copy
+
+    def edits(request: dict, n: int) -> dict:
+        request = copy.deepcopy(request)
+        if n % 5 == 3:  # an edited history (a compaction, a cleared tool result)
+            request["messages"][2]["content"][0]["content"] = "[Old tool result content cleared]"
+        if n % 7 == 2:  # another system prompt
+            request["system"][0]["text"] += " v2"
+        if n % 4 == 1:  # a top-level breakpoint instead of block ones
+            for message in request["messages"]:
+                for block in message["content"]:
+                    block.pop("cache_control", None)
+            request["cache_control"] = MARK
+        if n % 6 == 5:  # fewer messages than before (a rewound conversation)
+            request["messages"] = request["messages"][:3]
+        return request
+
+    for dialect, rules in (("anthropic", "anthropic"), ("anthropic", "openai"), ("openai", "openai")):
+        seen = None
+        for n in range(1, 16):
+            request = edits(body(n), n)
+            grown, seen = PromptShape.grown(request, dialect, rules, seen)
+            assert grown == PromptShape.of(request, dialect, rules), (dialect, rules, n)
+    # the message whose breakpoint moved off it is hashed again, not reused with its old mark
+    first, seen = PromptShape.grown(body(2), "anthropic", None, None)
+    second, _ = PromptShape.grown(body(3), "anthropic", None, seen)
+    assert first.breakpoints[-1] not in second.breakpoints and second.breakpoints[-1][0] == second.blocks - 1
+
+
+def test_the_prompts_kept_for_the_next_turn_are_bounded():
+    """A client that sends a new conversation id on every request: the previous prompts kept stay bounded."""
+    import asyncio
+
+    from cascadeflow import ModelRegistry
+    from cascadeflow.cascade.session import _SEEN_PROMPTS, SessionBook
+    from cascadeflow.config import CascadeRule
+
+    async def run() -> int:
+        book = SessionBook(MemorySessions(), ModelRegistry(use_genai_prices=False))
+        rule = CascadeRule(request_model=OPUS, draft_model="claude-haiku-5-5")
+        for n in range(_SEEN_PROMPTS + 40):
+            turn = await book.begin(rule, body(1), "anthropic", f"conversation-{n}", OPUS, lambda model: "anthropic")
+            assert turn is not None
+            turn.shape(OPUS)
+        await book.aclose()
+        return len(book._seen)
+
+    assert asyncio.run(run()) == _SEEN_PROMPTS

@@ -14,7 +14,7 @@ import openai
 import orjson
 import pytest
 
-from cascadeflow.testing import SimulatedProvider, estimate_input_tokens
+from cascadeflow.sim import SimulatedProvider, estimate_input_tokens
 
 OPUS, SONNET = "claude-opus-5-5", "claude-sonnet-5-5"
 EPHEMERAL = {"type": "ephemeral"}

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from cascadeflow.dialects.sse import SSEDecoder
-from cascadeflow.testing import (
+from cascadeflow.sim import (
     Fault,
     Script,
     ScriptRule,
@@ -585,6 +585,31 @@ def test_first_byte_delay_and_chunk_delay(sim):
         for _ in resp.iter_raw():
             arrivals.append(time.perf_counter() - t0)
     assert len(arrivals) >= 4 and arrivals[-1] >= 0.05 * 4
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/chat/completions", "/v1/responses"])
+def test_a_json_answer_is_cut_or_stalled_half_way(sim, path):
+    """cut_after / stall_after / reset on a JSON answer break it after half its body, as they break a stream."""
+    body = {"model": CLAUDE if path == "/v1/messages" else GPT, "max_tokens": 50, "messages": PROMPT}
+    if path == "/v1/responses":
+        body = {"model": GPT, "input": QUESTION}
+    whole = raw_post(sim, path, body).content
+    sim.set_script([{"match": {"prompt_contains": "France"}, "cut_after": 1}])
+    cut = raw_post(sim, path, body)
+    assert cut.status_code == 200 and cut.headers["content-type"].startswith("application/json")
+    assert 0 < len(cut.content) < len(whole)
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(cut.content)
+    sim.set_script([{"match": {"prompt_contains": "France"}, "stall_after": 1, "stall_seconds": 30}])
+    started = time.perf_counter()
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(sim.url + path, json=body, headers={"anthropic-version": "2023-06-01"}, timeout=0.4)
+    assert time.perf_counter() - started < 5
+    sim.set_script([{"match": {"prompt_contains": "France"}, "stall_after": 1, "stall_seconds": 0.1}])
+    assert orjson.loads(raw_post(sim, path, body).content)  # a short stall, then the whole answer
+    sim.set_script([{"match": {"prompt_contains": "France"}, "reset": "after_first_event"}])
+    with pytest.raises(httpx.RemoteProtocolError):
+        raw_post(sim, path, body)
 
 
 def test_stall_after_times_out_the_reader(sim):

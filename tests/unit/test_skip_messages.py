@@ -68,7 +68,7 @@ def skips() -> list[tuple[str, int, str, ast.AST | None, str | None, dict[str, s
                      and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
                      for target in stmt.targets if isinstance(target, ast.Name)}
 
-        def visit(node: ast.AST, enclosing: str | None) -> None:
+        def visit(node: ast.AST, enclosing: str | None, path: Path = path, constants: dict[str, str] = constants) -> None:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 enclosing = node.name
             if isinstance(node, ast.Call):

@@ -105,6 +105,6 @@ def test_tool_results_pair_with_tool_uses(client):
 
 def test_opus_5_5_always_thinks_adaptively(client):
     for setting in ({"type": "disabled"}, {"type": "enabled", "budget_tokens": 1024}):
-        message = refused(lambda: turn(client, FIRST, thinking=setting))
+        message = refused(lambda: turn(client, FIRST, thinking=setting))  # noqa: B023 (called at once)
         assert f'"thinking.type.{setting["type"]}" is not supported for this model' in message
     assert turn(client, FIRST, model=SONNET, thinking={"type": "enabled", "budget_tokens": 1024}).content

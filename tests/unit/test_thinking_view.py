@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import pytest
-
 from cascadeflow.cascade.thinking import readable, signatures_in, view_for
 from cascadeflow.sessions import MemoryThinkingOrigins, RedisThinkingOrigins
 from tests.unit.redis_db import REDIS, require_redis

@@ -691,8 +691,8 @@ def test_openai_only_fields_are_dropped_or_refused():
     assert out["tools"] == [{"name": "legacy", "input_schema": {"type": "object", "properties": {}}}]
     assert out["tool_choice"] == {"type": "tool", "name": "legacy"}
     assert out["messages"] == [{"role": "user", "content": "hi"}]
+    assert out["system"].endswith(tr.JSON_OBJECT_INSTRUCTION)  # json_object: asked in the system prompt
     for name in (
-        "response_format",
         "logprobs",
         "top_logprobs",
         "seed",
@@ -1177,10 +1177,17 @@ def test_response_format_becomes_anthropic_structured_output_with_closed_objects
     assert out["output_config"]["format"]["type"] == "json_schema" and "response_format" not in dropped
     assert schema["additionalProperties"] is False and schema["properties"]["pets"]["items"]["additionalProperties"] is False
     assert schema["required"] == ["name"] and "additionalProperties" not in person  # the caller's body is untouched
+    # what a closed schema cannot say is asked in the system prompt instead (never dropped unseen)
+    body["messages"].insert(0, {"role": "system", "content": "Be terse."})
     for unexpressible in ({"type": "object"}, {"type": "object", "properties": {}, "additionalProperties": {"type": "string"}}):
         body["response_format"] = {"type": "json_schema", "json_schema": {"name": "x", "schema": unexpressible}}
         out, dropped = tr.openai_to_anthropic_request(body)
-        assert "output_config" not in out and "response_format" in dropped
+        assert "output_config" not in out and "response_format" not in dropped
+        assert out["system"].startswith("Be terse.\n\n" + tr.JSON_OBJECT_INSTRUCTION)
+        assert out["system"].endswith("JSON schema: " + json.dumps(unexpressible, separators=(",", ":")))
     body["response_format"] = {"type": "json_object"}
     out, dropped = tr.openai_to_anthropic_request(body)
-    assert "output_config" not in out and "response_format" in dropped
+    assert "output_config" not in out and "response_format" not in dropped
+    assert out["system"] == "Be terse.\n\n" + tr.JSON_OBJECT_INSTRUCTION and out["messages"][-1]["role"] == "user"
+    body["response_format"] = {"type": "text"}
+    assert tr.openai_to_anthropic_request(body)[0]["system"] == "Be terse."

@@ -8,17 +8,25 @@ import json
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from openai.types.responses import Response, ResponseOutputItem, ResponseStreamEvent, ResponseUsage
+from openai.types.responses import (
+    Response,
+    ResponseOutputItem,
+    ResponseStreamEvent,
+    ResponseUsage,
+)
 from pydantic import TypeAdapter
 
 from cascadeflow.dialects.sse import SSEDecoder, encode_event
 from cascadeflow.dialects.translate import openai_to_anthropic_request
 from cascadeflow.dialects.translate_responses import (
     ChatToResponsesStream,
+    ToolNames,
     anthropic_cache_breakpoints,
     chat_to_responses_response,
     responses_to_chat_request,
 )
+from cascadeflow.dialects.translate_stream import AnthropicToOpenAIStream
+from cascadeflow.dialects.web_search import SearchingStream, SearchResults
 
 EVENT = TypeAdapter(ResponseStreamEvent)
 OUTPUT = TypeAdapter(list[ResponseOutputItem])
@@ -185,3 +193,81 @@ def test_any_body_translates_both_ways_without_crashing(body):
     OUTPUT.validate_python(data["output"])
     ResponseUsage.model_validate(data["usage"])
     orjson.dumps(data)
+
+
+def _anthropic(name: str, payload: dict) -> bytes:
+    return encode_event(orjson.dumps({"type": name, **payload}), name)
+
+
+def _search_stream(error: bool = False) -> list[bytes]:
+    """An Anthropic stream: text, a web search (or its error), cited text, the end."""
+    result = ({"type": "web_search_tool_result_error", "error_code": "max_uses_exceeded"} if error else
+              [{"type": "web_search_result", "url": "https://a.example/1", "title": "A", "encrypted_content": "e"}])
+    citation = {"type": "web_search_result_location", "url": "https://a.example/1", "title": "A",
+                "encrypted_index": "i", "cited_text": "a"}
+    return [
+        _anthropic("message_start", {"message": {"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+                                                 "content": [], "usage": {"input_tokens": 9, "output_tokens": 1}}}),
+        _anthropic("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
+        _anthropic("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "Let me look. "}}),
+        _anthropic("content_block_stop", {"index": 0}),
+        _anthropic("content_block_start", {"index": 1, "content_block": {"type": "server_tool_use", "id": "srv_1",
+                                                                         "name": "web_search", "input": {}}}),
+        _anthropic("content_block_delta", {"index": 1, "delta": {"type": "input_json_delta", "partial_json": '{"query":'}}),
+        _anthropic("content_block_delta", {"index": 1, "delta": {"type": "input_json_delta", "partial_json": '"kelp"}'}}),
+        _anthropic("content_block_stop", {"index": 1}),
+        _anthropic("content_block_start", {"index": 2, "content_block": {"type": "web_search_tool_result",
+                                                                         "tool_use_id": "srv_1", "content": result}}),
+        _anthropic("content_block_stop", {"index": 2}),
+        _anthropic("content_block_start", {"index": 3, "content_block": {"type": "text", "text": ""}}),
+        _anthropic("content_block_delta", {"index": 3, "delta": {"type": "citations_delta", "citation": citation}}),
+        _anthropic("content_block_delta", {"index": 3, "delta": {"type": "text_delta", "text": "Kelp grows."}}),
+        _anthropic("content_block_stop", {"index": 3}),
+        _anthropic("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 12}}),
+        _anthropic("message_stop", {}),
+    ]
+
+
+def _searching(request: dict) -> SearchingStream:
+    names = responses_to_chat_request(request)[2]
+    return SearchingStream(AnthropicToOpenAIStream("m", include_usage=True), ChatToResponsesStream(request, "m", names))
+
+
+def test_a_claude_web_search_streams_as_a_web_search_call_with_citations():
+    request = {"model": "m", "input": "search kelp", "tools": [{"type": "web_search"}], "stream": True}
+    for error in (False, True):
+        translator = _searching(request)
+        stream = b"".join(_search_stream(error))
+        out = b"".join(translator.feed(stream[i:i + 11]) for i in range(0, len(stream), 11)) + translator.finish()
+        events = _events(out)
+        assert [e["sequence_number"] for e in events] == list(range(len(events))) and translator.complete
+        final = Response.model_validate(events[-1]["response"])
+        first, search, second = final.output
+        assert first.content[0].text == "Let me look. " and first.content[0].annotations == []
+        assert search.type == "web_search_call" and search.action.query == "kelp"
+        assert search.status == ("failed" if error else "completed")
+        assert [s.url for s in search.action.sources or ()] == ([] if error else ["https://a.example/1"])
+        [citation] = second.content[0].annotations
+        assert (citation.start_index, citation.end_index, citation.url) == (0, len("Kelp grows."), "https://a.example/1")
+        added = [e for e in events if e["type"] == "response.output_text.annotation.added"]
+        assert len(added) == 1 and added[0]["output_index"] == 2
+    cut = _searching(request)
+    out = cut.feed(b"".join(_search_stream()[:9]) + b"event: content_block_start\ndata: {\"ty") + cut.finish()
+    assert _events(out)[-1]["type"] == "error" and not cut.complete
+
+
+def test_a_claude_web_search_as_json():
+    blocks = [{"type": "text", "text": "Look: "},
+              {"type": "server_tool_use", "id": "s1", "name": "web_search", "input": {"query": "kelp"}},
+              {"type": "web_search_tool_result", "tool_use_id": "s1",
+               "content": [{"type": "web_search_result", "url": "https://a.example/1", "title": "A", "encrypted_content": "e"}]},
+              {"type": "text", "text": "Kelp.", "citations": [{"type": "web_search_result_location", "url": "https://a.example/1",
+                                                                "title": "A", "encrypted_index": "i", "cited_text": "k"}]}]
+    found = SearchResults({"content": blocks})
+    assert found.calls == [("kelp", [{"type": "url", "url": "https://a.example/1"}], False)]
+    assert found.annotations == [{"type": "url_citation", "start_index": 6, "end_index": 11, "url": "https://a.example/1",
+                                  "title": "A"}]
+    chat = {"choices": [{"message": {"role": "assistant", "content": "Look: Kelp."}, "finish_reason": "stop"}]}
+    response = Response.model_validate(chat_to_responses_response(chat, {"model": "m"}, "m", ToolNames(), found))
+    assert [o.type for o in response.output] == ["web_search_call", "message"]
+    assert response.output[1].content[0].annotations[0].start_index == 6

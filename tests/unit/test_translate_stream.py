@@ -26,7 +26,7 @@ from pydantic import TypeAdapter
 from cascadeflow.dialects.accumulate import AnthropicAccumulator, OpenAIAccumulator
 from cascadeflow.dialects.sse import SSEDecoder, SSEEvent, encode_event
 from cascadeflow.dialects.translate_stream import AnthropicToOpenAIStream, OpenAIToAnthropicStream
-from cascadeflow.testing import SimulatedProvider
+from cascadeflow.sim import SimulatedProvider
 
 CLAUDE = "claude-sonnet-5-5"
 GPT = "gpt-4o"

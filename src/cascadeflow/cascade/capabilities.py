@@ -1,17 +1,21 @@
 """Whether the draft model can serve this request at all.
 
 A draft that cannot read the request's images, or whose upstream cannot run the server
-tools it asks for, fails every time and is paid for in vain; such requests go straight
-to the verifier. Parameters the draft would refuse are fitted instead (the draft's
-output limit, see ``CascadeEngine._draft_cap``), and an over-long prompt is the
-``max_context_fraction`` policy.
+tools it asks for, or that refuses a feature the request uses (context editing, a
+thinking type, a per-message effort: :mod:`cascadeflow.model_features`), fails every time
+and is paid for in vain; such requests go straight to the verifier
+(``skipped:capability:<what>``, counted per reason in ``/stats``). Parameters the draft
+would refuse but that only tune the answer are fitted instead: the draft's output limit
+(see ``CascadeEngine._draft_cap``) and a top-level ``output_config.effort`` the draft
+lacks (:func:`fit_features`). An over-long prompt is the ``max_context_fraction`` policy.
 """
 
 from __future__ import annotations
 
+from ..model_features import feature_gaps
 from ..pricing import ModelRegistry
 
-__all__ = ["capability_gap", "media_in"]
+__all__ = ["capability_gap", "fit_features", "media_in"]
 
 _MEDIA_TYPES = {"image": "image", "image_url": "image", "input_image": "image",
                 "document": "document", "file": "document", "input_file": "document"}
@@ -62,8 +66,27 @@ def capability_gap(body: dict, raw_body: bytes, dialect: str, draft: str, draft_
             missing = sorted(wanted - readable)
             if missing:
                 return f"capability:{missing[0]}"
-    if _server_tools(body):
+    if tools := _server_tools(body):
         native = "anthropic" if dialect == "anthropic" else "openai"
-        if verifier_provider == native and draft_provider != native:
+        runs = {native}
+        if native == "openai" and all(kind.startswith("web_search") for kind in tools):
+            runs.add("anthropic")  # an OpenAI web search becomes Anthropic's own (dialects.web_search)
+        if verifier_provider in runs and draft_provider not in runs:
             return "capability:server_tools"
+    if dialect == "anthropic" and draft_provider == "anthropic":  # a translated draft leaves these out anyway
+        for gap in feature_gaps(body, draft):
+            if not gap.fits:
+                return f"capability:{gap.feature}"
     return None
+
+
+def fit_features(draft: dict, model: str) -> dict:
+    """A Messages request for ``model`` without the tuning parameters it would refuse (``output_config.effort``:
+    the model then answers at its default effort). ``draft`` is left as it is; a changed copy is returned."""
+    if not any(gap.fits for gap in feature_gaps(draft, model)):
+        return draft
+    config = {k: v for k, v in draft["output_config"].items() if k != "effort"}
+    fitted = {**draft, "output_config": config}
+    if not config:
+        del fitted["output_config"]
+    return fitted

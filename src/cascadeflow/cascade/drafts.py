@@ -13,6 +13,7 @@ from ..dialects import accumulate, accumulate_responses
 from ..dialects.openai import fit_for_reasoning
 from ..dialects.sse import SSEEvent
 from .answer import DraftAnswer
+from .capabilities import fit_features
 
 __all__ = ["DialectOps", "ops_for"]
 
@@ -34,6 +35,7 @@ class DialectOps:
             if reasoning:
                 draft = fit_for_reasoning(draft)
         elif self.name == "anthropic":  # the thinking blocks each model may read: see CascadeEngine._drafts
+            draft = fit_features(draft, model)
             if max_tokens is not None and isinstance(body.get("max_tokens"), int) and body["max_tokens"] > max_tokens:
                 draft["max_tokens"] = max_tokens
                 thinking = body.get("thinking")

@@ -30,19 +30,19 @@ from ..config import CascadeRule, CascadeStage
 from ..dialects.sse import SSEDecoder
 from ..errors import ProxyError
 from ..proxy import ProxyRequest, ProxyResult, ProxyService, ProxyStream
-from ..usage import Usage
 from ..proxy.translation import API_PATHS
 from ..telemetry import CostTracker
 from ..tracing import Tracing
+from ..usage import Usage
 from .agreement import agreement
 from .answer import CheckResult, DraftAnswer
+from .capabilities import capability_gap
 from .checks import run_early
 from .drafts import ops_for
+from .kinds import request_kind
 from .policies import StickyEscalations, skip_reason
 from .scorer import checks_for
 from .scoring import score_draft
-from .capabilities import capability_gap
-from .kinds import request_kind
 from .selfcheck import verdict, verification_body
 from .session import SessionBook, SessionSignal, Turn
 from .shadow import ShadowRecorder

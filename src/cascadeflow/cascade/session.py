@@ -26,6 +26,7 @@ import asyncio
 import hashlib
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 
@@ -33,7 +34,7 @@ import orjson
 
 from ..config import CascadeRule
 from ..pricing import ModelRegistry
-from ..sessions.cache import CacheShadow, PromptShape
+from ..sessions.cache import CacheShadow, PromptShape, SeenPrompt
 from ..sessions.state import BASELINE, Sessions, SessionState
 from ..usage import Usage
 from .economics import Prices, expected_saving, failure_chance, horizon
@@ -46,6 +47,9 @@ _DEFAULT_OUTPUT = 400
 #: (a memory of ~20 turns); a turn not drafted adds none, so the record fades faster and drafting is tried again
 #: once the failures that stopped it are a few turns old
 _FADE, _FADE_UNTRIED = 0.95, 0.7
+#: the previous request of this many conversations is kept (per process) so the next one hashes only what it adds;
+#: at most this many characters of prompt in all (the parsed values are shared with those requests, not copied)
+_SEEN_PROMPTS, _SEEN_CHARS = 256, 32 * 1024 * 1024
 _FAILED = re.compile(r"Traceback \(most recent call last\)|\b[Ee]xit code:? ?[1-9]\d*\b|\b[1-9]\d* failed\b|\bFAILED\b")
 
 
@@ -66,6 +70,22 @@ class SessionBook:
         self.sessions, self.registry, self.clock = sessions, registry, clock
         self._saving: set[asyncio.Task] = set()
         self._rates: dict[str, tuple[float, float, float, float] | None] = {}
+        #: (conversation, cache rules) → its previous request's prompt, for :meth:`shape` (an LRU, bounded in size)
+        self._seen: OrderedDict[tuple[str, str], SeenPrompt] = OrderedDict()
+        self._seen_chars = 0
+
+    def shape(self, key: str, body: dict, dialect: str, rules: str) -> PromptShape:
+        """``body``'s prompt shape, hashing only what it adds to the conversation's previous request."""
+        slot = (key, rules)
+        seen = self._seen.pop(slot, None)
+        if seen is not None:
+            self._seen_chars -= seen.chars
+        shape, seen = PromptShape.grown(body, dialect, rules, seen)
+        self._seen[slot] = seen
+        self._seen_chars += seen.chars
+        while self._seen and (len(self._seen) > _SEEN_PROMPTS or self._seen_chars > _SEEN_CHARS):
+            self._seen_chars -= self._seen.popitem(last=False)[1].chars
+        return shape
 
     async def begin(self, rule: CascadeRule, body: dict, dialect: str, conversation: str | None,
                     requested: str, rules_for: Callable[[str], str], request_id: str = "") -> Turn | None:
@@ -124,7 +144,7 @@ class Turn:
             self._shapes = {}
         shape = self._shapes.get(rules)
         if shape is None:
-            shape = self._shapes[rules] = PromptShape.of(self.body, self.dialect, rules)
+            shape = self._shapes[rules] = self.book.shape(self.key, self.body, self.dialect, rules)
         return shape
 
     @property
@@ -268,8 +288,13 @@ def _calls_of(message: object) -> list[tuple[str, str]]:
 
 def _repeats_previous_calls(messages: list) -> bool:
     """The last assistant turn calls exactly what the assistant turn before it called."""
-    turns = [m for m in messages if isinstance(m, dict) and m.get("role") == "assistant"]
-    return len(turns) >= 2 and bool(_calls_of(turns[-1])) and _calls_of(turns[-1]) == _calls_of(turns[-2])
+    turns = []
+    for message in reversed(messages):  # from the end: the conversation's history is never walked
+        if isinstance(message, dict) and message.get("role") == "assistant":
+            turns.append(message)
+            if len(turns) == 2:
+                break
+    return len(turns) == 2 and bool(_calls_of(turns[0])) and _calls_of(turns[0]) == _calls_of(turns[1])
 
 
 def _corrects(messages: list) -> bool:

@@ -1,6 +1,6 @@
 """Each model's view of a conversation whose thinking blocks several models wrote.
 
-Anthropic's rules (simulated in :mod:`cascadeflow.testing.thinking_rules`): a thinking
+Anthropic's rules (simulated in :mod:`cascadeflow.sim.thinking_rules`): a thinking
 block must come back byte-identical, a model reads only its own blocks and a fixed
 set of others' (:data:`READS`), a block is bound to everything before it, and with
 thinking on, a conversation that ends in tool results needs the final assistant turn

@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from .answer import DraftAnswer, ToolCall
 from ..usage import Usage
+from .answer import DraftAnswer, ToolCall
 from .sse import SSEEvent, encode_event
 
 __all__ = [

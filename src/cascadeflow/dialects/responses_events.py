@@ -77,7 +77,7 @@ class ResponseEmitter:
     """Turns answer pieces into Responses events (see the module docstring)."""
 
     __slots__ = ("base", "output", "_out", "_seq", "_item", "_parts", "_wrapped", "_custom", "started", "finished",
-                 "status", "_events")
+                 "status", "_events", "_annotations")
 
     def __init__(self, request: dict, model: str, *, response_id: str | None = None, created_at: int | None = None,
                  store: bool = False, events: bool = True) -> None:
@@ -89,6 +89,7 @@ class ResponseEmitter:
         self._seq = 0
         self._item: dict | None = None  # the open output item
         self._parts: list[str] = []  # its text / arguments so far
+        self._annotations: list[dict] = []  # its text's annotations (url citations)
         self._wrapped = False
         self._custom = False
         self.started = False
@@ -157,6 +158,43 @@ class ResponseEmitter:
         self._emit("response.output_text.delta", {"item_id": item["id"], "output_index": len(self.output),
                                                   "content_index": 0, "delta": delta, "logprobs": []})
 
+    def text_length(self) -> int:
+        """Characters of text in the open message so far (0 when none is open: the next text opens one)."""
+        item = self._item
+        return sum(map(len, self._parts)) if item is not None and item["type"] == "message" else 0
+
+    def annotate(self, annotation: dict) -> None:
+        """An annotation (a ``url_citation``) of the open message's text; none open: dropped."""
+        item = self._item
+        if item is None or item["type"] != "message":
+            return
+        self._emit("response.output_text.annotation.added", {
+            "item_id": item["id"], "output_index": len(self.output), "content_index": 0,
+            "annotation_index": len(self._annotations), "annotation": annotation})
+        self._annotations.append(annotation)
+
+    def web_search(self, query: str, sources: list[dict], *, failed: bool = False) -> None:
+        """A whole ``web_search_call`` item (a search the upstream ran): its events, one after another."""
+        self.start()
+        self.close_item()
+        item_id = new_item_id("ws_")
+        index = len(self.output)
+        ref = {"item_id": item_id, "output_index": index}
+        self._emit("response.output_item.added", {"output_index": index, "item": {
+            "id": item_id, "type": "web_search_call", "status": "in_progress", "action": {"type": "search",
+                                                                                          "query": query}}})
+        self._emit("response.web_search_call.in_progress", ref)
+        self._emit("response.web_search_call.searching", ref)
+        if not failed:
+            self._emit("response.web_search_call.completed", ref)
+        action: dict[str, Any] = {"type": "search", "query": query}
+        if sources:
+            action["sources"] = sources
+        item = {"id": item_id, "type": "web_search_call", "status": "failed" if failed else "completed",
+                "action": action}
+        self.output.append(item)
+        self._emit("response.output_item.done", {"output_index": index, "item": item})
+
     def tool(self, call_id: str, name: str, *, custom: bool = False, wrapped: bool = False,
              namespace: str | None = None) -> None:
         """Open a tool call; ``custom`` makes it a custom (freeform) tool call."""
@@ -184,7 +222,7 @@ class ResponseEmitter:
         self._emit(kind, {"item_id": item["id"], "output_index": len(self.output), "delta": delta})
 
     def _open(self, item: dict) -> dict:
-        self._item, self._parts = item, []
+        self._item, self._parts, self._annotations = item, [], []
         self._emit("response.output_item.added", {"output_index": len(self.output), "item": item})
         return item
 
@@ -197,7 +235,7 @@ class ResponseEmitter:
         joined = "".join(self._parts)
         ref = {"item_id": item["id"], "output_index": index}
         if item["type"] == "message":
-            part = {"type": "output_text", "text": joined, "annotations": [], "logprobs": []}
+            part = {"type": "output_text", "text": joined, "annotations": self._annotations, "logprobs": []}
             self._emit("response.output_text.done", {**ref, "content_index": 0, "text": joined, "logprobs": []})
             self._emit("response.content_part.done", {**ref, "content_index": 0, "part": part})
             item = {**item, "status": status, "content": [part]}

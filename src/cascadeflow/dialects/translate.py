@@ -48,10 +48,12 @@ from .translate_content import (
     tool_call_of,
     tool_id,
 )
+from .web_search import SearchResults, anthropic_web_search_tool
 
 __all__ = [
     "ERROR_PREFIX",
     "IMAGE_TOKENS",
+    "JSON_OBJECT_INSTRUCTION",
     "anthropic_to_openai_request",
     "openai_to_anthropic_request",
     "openai_to_anthropic_response",
@@ -208,6 +210,7 @@ def _a_tools(tools: Any, dropped: list[str], model: str) -> list[dict]:
 _O_TOP_HANDLED = frozenset({
     "model", "messages", "tools", "functions", "tool_choice", "function_call", "parallel_tool_calls", "stop",
     "temperature", "top_p", "max_tokens", "max_completion_tokens", "user", "stream", "n", "response_format",
+    "web_search_options",
 })
 
 
@@ -234,6 +237,8 @@ def openai_to_anthropic_request(
     if system:
         out["system"] = system
     tools = _o_tools(body, dropped)
+    if isinstance(body.get("web_search_options"), dict):  # a search Anthropic runs itself (see .web_search)
+        tools.append(anthropic_web_search_tool(body["web_search_options"]))
     if tools:
         out["tools"] = tools
     choice = _o_tool_choice(body, dropped)
@@ -280,21 +285,40 @@ def openai_to_anthropic_request(
     return out, dropped
 
 
+#: what a Claude model is told for OpenAI's JSON mode: Anthropic's structured output needs a closed schema
+#: (no "any object"), and a prefilled ``{`` is refused by Claude 4.6 models and with thinking
+JSON_OBJECT_INSTRUCTION = ("Respond with a single JSON object and nothing else: no text before or after it, "
+                           "no Markdown code fence.")
+
+
 def _o_response_format(fmt: Any, out: dict, dropped: list[str]) -> None:
-    """``response_format`` json_schema as Anthropic's structured output (``output_config.format``).
+    """``response_format`` as Anthropic's structured output (``output_config.format``) or an instruction.
 
     Anthropic wants every object closed (``additionalProperties: false``): an object schema with
-    properties is closed where it said nothing (an answer that fits it still fits the caller's);
-    one it cannot express (an open map, ``json_object``'s "any object") is dropped and named,
-    as before: sending it would turn a request that worked into a 400.
+    properties is closed where it said nothing (an answer that fits it still fits the caller's).
+    What it cannot express — ``json_object``'s "any object", an open map — becomes a system
+    instruction (:data:`JSON_OBJECT_INSTRUCTION`, with the schema when there is one): sending the
+    schema would turn a request that worked into a 400, and dropping it silently made a JSON-mode
+    caller get prose. Unlike OpenAI's JSON mode this is asked, not enforced; a cascade's format
+    check still judges the draft.
     """
     if fmt is None:
         return
-    spec = fmt.get("json_schema") if isinstance(fmt, dict) and fmt.get("type") == "json_schema" else None
-    schema = _closed_schema(spec.get("schema")) if isinstance(spec, dict) else None
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    spec = fmt.get("json_schema") if kind == "json_schema" else None
+    raw = spec.get("schema") if isinstance(spec, dict) else None
+    schema = _closed_schema(raw)
     if isinstance(schema, dict):
         out.setdefault("output_config", {})["format"] = {"type": "json_schema", "schema": schema}
-    elif not (isinstance(fmt, dict) and fmt.get("type") == "text"):
+    elif kind == "json_object" or (kind == "json_schema" and isinstance(raw, dict)):
+        instruction = JSON_OBJECT_INSTRUCTION
+        if isinstance(raw, dict) and raw.get("type", "object") == "object":
+            instruction += " It must follow this JSON schema: " + to_json(raw)
+        elif isinstance(raw, dict):  # not an object at all: no "JSON object" instruction fits it
+            instruction = "Respond with JSON only, no Markdown code fence, following this JSON schema: " + to_json(raw)
+        system = out.get("system")
+        out["system"] = f"{system}\n\n{instruction}" if isinstance(system, str) and system else instruction
+    elif kind != "text":
         drop(dropped, "response_format")
 
 
@@ -431,14 +455,21 @@ def anthropic_to_openai_response(message: dict, model: str | None = None, *, cre
     """
     texts: list[str] = []
     calls: list[dict] = []
+    cites = False
     for block in blocks_of(message.get("content")):
         if block.get("type") == "text" and isinstance(block.get("text"), str):
             texts.append(block["text"])
+            cites = cites or bool(block.get("citations"))
         elif block.get("type") == "tool_use":
             calls.append(tool_call_of(block))
     reply: dict = {"role": "assistant", "content": "".join(texts) if texts or not calls else None, "refusal": None}
     if calls:
         reply["tool_calls"] = calls
+    if cites:  # a web search's citations have a Chat Completions form: url_citation annotations (offsets in the text)
+        cited = SearchResults(message).annotations
+        if cited:
+            reply["annotations"] = [{"type": "url_citation", "url_citation": {
+                k: a[k] for k in ("start_index", "end_index", "title", "url")}} for a in cited]
     return {
         "id": "chatcmpl-" + str(message.get("id") or "cascadeflow"),
         "object": "chat.completion",

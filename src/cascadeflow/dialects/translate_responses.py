@@ -15,8 +15,9 @@ Choices, each holding in both directions:
 - **Reasoning items never cross**: their ``encrypted_content`` is sealed for the model
   that made it, and a chat upstream has nowhere to put it. Reasoning text a chat upstream
   streams back is dropped too (a client would resend it as an item no other upstream knows).
-- Hosted tools (``web_search``, ``file_search``, …) cannot run on another upstream: dropped,
-  and named in the ``dropped`` list like every other field that does not cross.
+- Hosted tools (``web_search``, ``file_search``, …) cannot run on a chat-only upstream: dropped,
+  and named in the ``dropped`` list like every other field that does not cross. (An Anthropic
+  upstream runs a web search of its own: see :mod:`.web_search`.)
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from ..usage import Usage
 from .responses_events import ResponseEmitter
 from .sse import SSEEvent, json_object
 from .translate_content import drop
-from .translate_stream import _Translator, _error_message, _openai_error_kind
+from .translate_stream import _error_message, _openai_error_kind, _Translator
 
 __all__ = ["ToolNames", "responses_to_chat_request", "chat_to_responses_response", "ChatToResponsesStream",
            "anthropic_cache_breakpoints"]
@@ -333,9 +334,13 @@ def _call(emitter: ResponseEmitter, names: ToolNames, call_id: str, flat: str) -
     emitter.tool(call_id, name, custom=flat in names.custom, wrapped=True, namespace=namespace)
 
 
-def chat_to_responses_response(completion: dict, request: dict, model: str, names: ToolNames) -> dict:
-    """A chat completion (first choice) as a Response object."""
+def chat_to_responses_response(completion: dict, request: dict, model: str, names: ToolNames,
+                               searches: Any = None) -> dict:
+    """A chat completion (first choice) as a Response object; ``searches`` (a
+    :class:`~.web_search.SearchResults`) adds the upstream's web searches and its text's citations."""
     emitter = ResponseEmitter(request, model, events=False)
+    if searches is not None:
+        searches.emit_calls(emitter)
     choices = completion.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
@@ -344,6 +349,8 @@ def chat_to_responses_response(completion: dict, request: dict, model: str, name
         content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
     if isinstance(content, str):
         emitter.text(content)
+        for annotation in searches.annotations if searches is not None else ():
+            emitter.annotate(annotation)
     if isinstance(message.get("refusal"), str):
         emitter.text(message["refusal"])
     for i, call in enumerate(message.get("tool_calls") or ()):
@@ -370,6 +377,11 @@ class ChatToResponsesStream(_Translator):
         self._calls: dict[int, str] = {}  # tool call index -> call id
         self._finish_reason: str | None = None
         self._reasoning = 0
+
+    @property
+    def emitter(self) -> ResponseEmitter:
+        """Where the Responses events are built (a step before this one may add items of its own)."""
+        return self._emitter
 
     def _event(self, event: SSEEvent) -> None:
         data = event.data

@@ -46,18 +46,22 @@ _USAGE_FIELDS = MappingProxyType({"input_tokens": "input_tokens", "output_tokens
                                   "cache_read_input_tokens": "cache_read_tokens"})
 _CUT = "upstream stream ended before the answer was complete"
 
-#: Anthropic error ``type`` -> the kind an OpenAI client is told (api_error names several: INTERNAL)
+#: Anthropic error ``type`` -> the kind an OpenAI client is told (api_error names several: INTERNAL; a
+#: timeout_error inside an upstream's stream is the upstream's silence, never the caller's slow request)
 _ANTHROPIC_ERROR_KINDS = MappingProxyType({**{t: k for k, t in anthropic.ERROR_TYPES.items()},
-                                           "api_error": ErrorKind.INTERNAL})
+                                           "api_error": ErrorKind.INTERNAL, "timeout_error": ErrorKind.TIMEOUT})
 
 
 def _openai_error_kind(error: object) -> ErrorKind:
-    """OpenAI signals rate limits in ``type``/``code`` and overload mostly in the message."""
+    """OpenAI signals rate limits in ``type``/``code`` and overload mostly in the message; a ``timeout``
+    (the gateway's own event for a silent upstream) stays a timeout."""
     if not isinstance(error, dict):
         return ErrorKind.INTERNAL
     tag = " ".join(str(error.get(k) or "") for k in ("type", "code")).lower()
     if "rate_limit" in tag or "429" in tag or error.get("type") in ("requests", "tokens"):
         return ErrorKind.RATE_LIMIT
+    if "timeout" in tag:
+        return ErrorKind.TIMEOUT
     if "overload" in tag or "overload" in str(error.get("message") or "").lower():
         return ErrorKind.OVERLOADED
     return ErrorKind.INTERNAL

@@ -22,8 +22,8 @@ import aiohttp
 from ..config import CascadeRule, ProxyConfig
 from ..gateway import create_app
 from ..pricing import ModelRegistry
-from ..testing import ServerThread, SimulatedProvider
-from ..testing.replay import ReplayTable, load_records
+from ..sim import ServerThread, SimulatedProvider
+from ..sim.replay import ReplayTable, load_records
 from ..usage import Usage
 from .metrics import Outcome
 

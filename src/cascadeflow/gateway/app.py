@@ -27,29 +27,31 @@ from .. import __version__
 from ..cache import ResponseCache
 from ..cascade import CascadeEngine, RuleSet, ShadowRecorder
 from ..config import ProxyConfig, VirtualKey
-from ..errors import ErrorKind
 from ..dialects.translate import load_tokenizer
+from ..errors import ErrorKind
 from ..pricing import ModelRegistry
-from ..store import Ledger, LedgerEntry
-from ..store.counters import MemoryCounters, RedisCounters
-from ..store.queries import shadow_quality
-from ..store.keys import KeyStore
-from ..store.sealing import Sealer
 from ..proxy import ProxyHandler, ProxyRouter, ProxyService
 from ..sessions import session_store, thinking_origins
+from ..store import Ledger, LedgerEntry
+from ..store.counters import MemoryCounters
+from ..store.keys import KeyStore
+from ..store.queries import shadow_quality
+from ..store.redis_counters import RedisCounters
+from ..store.sealing import Sealer
 from ..telemetry import CostTracker
-from .dashboard import dashboard_routes
-from .pages import page_routes
 from .admin import create_key, list_keys, reseal_keys, revoke_key, show_key
 from .admin_guard import admin_refusal
 from .auth import Authenticator
+from .dashboard import dashboard_routes
 from .errors import caller_dialect, error_response, request_id_of
 from .limits import LimitGate
 from .metrics import metrics
-from .observe import Observer
 from .models import ModelCatalog, get_model, list_models
+from .observe import Observer
 from .openapi import openapi_spec
+from .pages import page_routes
 from .proxying import chat_completions, count_tokens, embeddings, messages, responses
+from .stored_responses import stored_response_routes
 from .streaming import SHUTDOWN_MESSAGE
 
 if TYPE_CHECKING:
@@ -297,6 +299,7 @@ def create_app(config: ProxyConfig | None = None, *, registry: ModelRegistry | N
         Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/responses", responses, methods=["POST"]),
+        *stored_response_routes(),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
@@ -312,7 +315,7 @@ def create_app(config: ProxyConfig | None = None, *, registry: ModelRegistry | N
         *dashboard_routes(),
         *page_routes(),
     ]
-    fast_routes = {r.path: r.endpoint for r in routes if r.methods and "POST" in r.methods}
+    fast_routes = {r.path: r.endpoint for r in routes if r.methods and "POST" in r.methods and "{" not in r.path}
     app = GatewayApp(
         fast_routes=fast_routes, max_header_bytes=gateway.config.server.max_header_bytes, observer=gateway.observer, routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error}
     )

@@ -6,6 +6,10 @@ deliberately high: input tokens from the body's size (3 bytes a token), output t
 from ``max_tokens`` (else ``limits.default_output_tokens``), priced as the model the
 request resolves to (``route:model`` as ``model``, at the route's own price when it has
 one), plus the draft model's price for a cascade, since an escalation pays both.
+
+A model with no known price cannot be counted against a budget: a request under one is refused
+(403), unless ``limits.unpriced_model_price`` says what such a model costs; then it is reserved
+and settled at that rate (the ledger still records its cost as unknown).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ if TYPE_CHECKING:
     from ..store.keys import KeyRecord
     from .auth import Identity
 
-__all__ = ["LimitGate", "LimitRefusal", "Pricer"]
+__all__ = ["LimitGate", "LimitRefusal", "Pricer", "UnpricedModel"]
 
 #: USD for ``usage`` on ``model`` as the caller named it (``route:model`` included), in ``dialect``
 Pricer = Callable[[str, "str | None", Usage], "float | None"]
@@ -56,6 +60,21 @@ class LimitRefusal(RequestError):
         super().__init__(message, kind=kind)
         self.refusal = refusal
         self.retry_after = refusal.retry_after
+
+
+class UnpricedModel(RequestError):
+    """403: a budget applies and a model the request may reach has no price to count against it."""
+
+    def __init__(self, model: str, scope: str) -> None:
+        super().__init__(
+            f"model {model!r} has no known price, and {scope} has a budget it could not be counted against; "
+            "give the model a price (models: in the config, or the route's cost_per_1k_tokens) or set "
+            "limits.unpriced_model_price", kind=ErrorKind.PERMISSION, final=True)
+
+
+def _budgeted(scopes: tuple[Scope, ...]) -> Scope | None:
+    return next((s for s in scopes if s.limits.daily_budget_usd is not None
+                 or s.limits.monthly_budget_usd is not None), None)
 
 
 def charged_models(model: str, rule: CascadeRule | None) -> tuple[str, ...]:
@@ -107,24 +126,42 @@ class LimitGate:
         return tuple(found)
 
     def estimate(self, body: dict, body_bytes: int, models: tuple[str, ...],
-                 dialect: str | None = None) -> tuple[int, float]:
-        """(tokens, USD) this request could use: an upper estimate, corrected when it settles.
+                 dialect: str | None = None) -> tuple[int, float, str | None]:
+        """(tokens, USD, the first model with no known price) this request could use: an upper estimate,
+        corrected when it settles.
 
-        Each model is priced as it is routed, so ``route:model`` costs what ``model`` costs there.
+        Each model is priced as it is routed, so ``route:model`` costs what ``model`` costs there; one
+        with no price at ``limits.unpriced_model_price`` (else 0).
         """
         output = next((v for f in _OUTPUT_FIELDS if isinstance(v := body.get(f), int) and v > 0),
                       self.config.default_output_tokens)
         usage = Usage(input_tokens=body_bytes // 3, output_tokens=output)
-        cost = sum(self.price(m, dialect, usage) or 0.0 for m in models)
-        return usage.input_tokens + output, cost
+        tokens = usage.input_tokens + output
+        cost, unpriced = 0.0, None
+        for m in models:
+            price = self.price(m, dialect, usage)
+            if price is None:
+                unpriced = unpriced or m
+                price = self._unpriced_cost(tokens) or 0.0
+            cost += price
+        return tokens, cost, unpriced
+
+    def _unpriced_cost(self, tokens: int) -> float | None:
+        rate = self.config.unpriced_model_price
+        return None if rate is None else tokens * rate / 1000
 
     async def admit(self, identity: Identity, body: dict, body_bytes: int, model: str,
                     rule: CascadeRule | None, dialect: str | None = None) -> Lease | None:
-        """A lease to settle when the request ends (None if no limit applies); raises :class:`LimitRefusal`."""
+        """A lease to settle when the request ends (None if no limit applies); raises :class:`LimitRefusal`,
+        or :class:`UnpricedModel` for a model a budget cannot count."""
         scopes = self.scopes(identity)
         if not scopes:
             return None
-        tokens, cost = self.estimate(body, body_bytes, charged_models(model, rule), dialect)
+        tokens, cost, unpriced = self.estimate(body, body_bytes, charged_models(model, rule), dialect)
+        if unpriced is not None and self.config.unpriced_model_price is None:
+            budgeted = _budgeted(scopes)
+            if budgeted is not None:
+                raise UnpricedModel(unpriced, budgeted.name)
         return await self._admit(scopes, tokens, cost)
 
     async def admit_call(self, identity: Identity) -> Lease | None:
@@ -163,8 +200,13 @@ class LimitGate:
         if not lease.synced:
             return
         tokens = entry.input_tokens + entry.output_tokens + entry.cache_write_tokens + entry.cache_read_tokens
+        cost = entry.cost
+        if cost is None and tokens:  # an unpriced model answered (a fallback, say): never count it as free
+            cost = self._unpriced_cost(tokens)
+            if cost is None:
+                cost = lease.cost  # what was reserved stays spent
         try:
-            await self.counters.settle(lease, tokens, entry.cost or 0.0)
+            await self.counters.settle(lease, tokens, cost or 0.0)
         except Exception as exc:
             self._store_failed(exc)
 

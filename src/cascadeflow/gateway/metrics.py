@@ -82,6 +82,25 @@ class _Children:
     __slots__ = ("model", "rule", "plan", "stream", "requests", "duration", "ttfb", "overhead", "tokens", "cost",
                  "baseline", "saving", "overspend", "unpriced", "decision", "confidence", "fallback", "refusal")
 
+    model: str
+    rule: str
+    plan: str
+    stream: str
+    requests: Counter
+    duration: Histogram
+    ttfb: Histogram | None
+    overhead: Histogram | None
+    tokens: list[Counter | None]
+    cost: Counter
+    baseline: Counter
+    saving: Counter | None
+    overspend: Counter | None
+    unpriced: Counter | None
+    decision: Counter | None
+    confidence: Histogram | None
+    fallback: Counter | None
+    refusal: Counter | None
+
 
 class GatewayMetrics:
     """The gateway's metrics, and the bookkeeping that keeps them cheap to update."""
@@ -133,7 +152,8 @@ class GatewayMetrics:
         self.ledger_written = Counter("cascadeflow_ledger_rows_written", "Ledger rows written to the database",
                                       registry=registry)
         self.ledger_dropped = Counter("cascadeflow_ledger_rows_dropped", "Ledger rows lost: their batch could not be "
-                                      "written (the database unreachable or refusing it)", registry=registry)
+                                      "written (the database unreachable or refusing it), or the queue was full "
+                                      "(the database not keeping up)", registry=registry)
         self.store_errors = Counter("cascadeflow_limit_store_errors", "Admissions or settlements the limit store "
                                     "(Redis) failed to answer", registry=registry)
         self.workers = Gauge("cascadeflow_workers", "Gateway worker processes alive", multiprocess_mode="livesum",
@@ -173,9 +193,10 @@ class GatewayMetrics:
         for i, count in enumerate((entry.input_tokens, entry.output_tokens, entry.cache_write_tokens,
                                    entry.cache_read_tokens)):
             if count:
-                if tokens[i] is None:
-                    tokens[i] = self.tokens.labels(c.model, _TOKEN_KINDS[i])
-                tokens[i].inc(count)
+                counter = tokens[i]
+                if counter is None:
+                    counter = tokens[i] = self.tokens.labels(c.model, _TOKEN_KINDS[i])
+                counter.inc(count)
         cost, baseline = entry.cost, entry.baseline_cost
         if cost is not None and baseline is not None:
             c.cost.inc(cost)
@@ -194,7 +215,7 @@ class GatewayMetrics:
             c.unpriced.inc()
         if c.decision is not None:
             c.decision.inc()
-            if entry.confidence is not None:
+            if entry.confidence is not None and c.confidence is not None:  # set with c.decision
                 c.confidence.observe(entry.confidence)
         if c.fallback is not None:
             c.fallback.inc()

@@ -2,16 +2,21 @@
 
 The list is the union of the routes' allowlists (plain names), the virtual cascade models,
 and, for open routes (no allowlist) and routes whose allowlist has globs, the upstream's own
-list (only what the globs admit), fetched with the route's credentials and cached for a
-minute. An upstream that cannot list its models is skipped. Claude Code's model picker shows
-only ids starting with ``claude``/``anthropic``: a cascade model meant for it is named so.
+list (only what the globs admit), fetched with the credentials the caller's requests would
+use there (the route's key, the caller's own, or its virtual key's) and cached for a minute per
+route and credential: one tenant's upstream list is never shown to another. An upstream that
+cannot list its models is skipped, and asked again by the next caller (a failure is not cached).
+Claude Code's model picker shows only ids starting with ``claude``/``anthropic``: a cascade model
+meant for it is named so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -21,6 +26,7 @@ from starlette.responses import Response
 
 from ..errors import CascadeflowError, ErrorKind, RequestError
 from ..proxy import ProxyRequest
+from ..proxy.types import ROUTE_AUTH, UpstreamAuth
 from .errors import caller_dialect, error_response, exception_response, request_id_of
 
 if TYPE_CHECKING:
@@ -30,6 +36,8 @@ __all__ = ["ModelCatalog", "list_models", "get_model"]
 
 log = logging.getLogger("cascadeflow.gateway")
 _TTL_SECONDS = 60.0
+#: upstream listings kept (one per route and credential), least recently used dropped first
+_LISTINGS_KEPT = 256
 _EPOCH = "1970-01-01T00:00:00Z"
 #: fields of Anthropic's ModelInfo beyond the id, name and date (kept from an upstream's listing)
 _MODEL_FACTS = ("max_input_tokens", "max_tokens", "capabilities", "lifecycle", "line", "deprecated_at", "retires_at")
@@ -40,11 +48,11 @@ class ModelCatalog:
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
-        self._cached: tuple[float, list[dict]] | None = None
+        #: (route, digest of the credentials used) → (when listed, the upstream's entries)
+        self._listings: OrderedDict[tuple[str, str], tuple[float, list[dict]]] = OrderedDict()
 
-    async def entries(self, headers: dict[str, str]) -> list[dict]:
-        if self._cached and time.monotonic() - self._cached[0] < _TTL_SECONDS:
-            return self._cached[1]
+    async def entries(self, headers: dict[str, str], auth: UpstreamAuth = ROUTE_AUTH) -> list[dict]:
+        """The models a caller sending ``headers`` (credentials as ``auth`` decided) can be served."""
         routes = self._gateway.service.router.routes
         seen: dict[str, dict] = {}
         for route in routes:
@@ -54,7 +62,7 @@ class ModelCatalog:
         # open routes list what their upstream lists; a route allowed globs (``claude-*``) lists the
         # upstream's models those globs admit, so Claude Code's model picker finds its claude- ids
         listed = [route for route in routes if route.models is None or any(_is_glob(m) for m in route.models)]
-        fetched = await asyncio.gather(*(self._fetch(route, headers) for route in listed))
+        fetched = await asyncio.gather(*(self._listing(route, headers, auth) for route in listed))
         for route, entries in zip(listed, fetched):
             for entry in entries:
                 if route.allows(entry["id"]):
@@ -72,17 +80,35 @@ class ModelCatalog:
                     entry.setdefault("max_input_tokens", None)
                     entry["max_tokens"] = entry["max_tokens"] or info.max_output_tokens
                     entry["max_input_tokens"] = entry["max_input_tokens"] or info.context_window
-        result = list(seen.values())
-        self._cached = (time.monotonic(), result)
-        return result
+        return list(seen.values())
 
-    async def _fetch(self, route, headers: dict[str, str]) -> list[dict]:
-        request = ProxyRequest("GET", "/v1/models", _listing_headers(route.provider, headers))
+    async def _listing(self, route, headers: dict[str, str], auth: UpstreamAuth) -> list[dict]:  # type: ignore[no-untyped-def]
+        """The route's upstream list as these credentials see it: from the cache, else fetched (and kept
+        if the upstream answered)."""
+        request = ProxyRequest("GET", "/v1/models", _listing_headers(route.provider, headers), auth=auth)
+        key = (route.name, _credentials_digest(route, request))
+        kept = self._listings.get(key)
+        if kept is not None and time.monotonic() - kept[0] < _TTL_SECONDS:
+            self._listings.move_to_end(key)
+            return [dict(entry) for entry in kept[1]]
+        entries = await self._fetch(route, request)
+        if entries is None:
+            return []
+        self._listings[key] = (time.monotonic(), entries)
+        self._listings.move_to_end(key)
+        while len(self._listings) > _LISTINGS_KEPT:
+            self._listings.popitem(last=False)
+        return [dict(entry) for entry in entries]
+
+    async def _fetch(self, route, request: ProxyRequest) -> list[dict] | None:  # type: ignore[no-untyped-def]
+        """The upstream's entries; None when it could not list them (nothing is kept then)."""
         try:
             result = await self._gateway.service.handler.send(route, "", request)
         except CascadeflowError as exc:
             log.info("route %r did not list its models: %s", route.name, exc.message)
-            return []
+            return None
+        if result.status >= 400:
+            return None
         data = result.data.get("data") if isinstance(result.data, dict) else None
         entries = []
         for item in data if isinstance(data, list) else []:
@@ -99,6 +125,16 @@ class ModelCatalog:
                     }
                 )
         return entries
+
+
+def _credentials_digest(route, request: ProxyRequest) -> str:  # type: ignore[no-untyped-def]
+    """Who is asking, as far as the upstream can tell: the credentials this request would carry there
+    (a digest: the catalogue keeps no secret)."""
+    auth = request.auth
+    own = auth.key_for(route)
+    parts = [str(auth.forward_caller), own.get_secret_value() if own is not None else "",
+             *(f"{k}={request.headers[k]}" for k in sorted(request.headers) if k != "anthropic-version")]
+    return hashlib.blake2b("\n".join(parts).encode(), digest_size=16).hexdigest()
 
 
 def _is_glob(model: str) -> bool:
@@ -147,7 +183,7 @@ async def _visible_entries(request: Request) -> list[dict]:
     gateway: Gateway = request.app.state.gateway
     headers = dict(request.headers)
     identity = await gateway.auth.identify(headers)
-    entries = await gateway.models.entries(headers)
+    entries = await gateway.models.entries(headers, identity.upstream)
     return [e for e in entries if identity.key is None or identity.key.allows(e["id"])]
 
 

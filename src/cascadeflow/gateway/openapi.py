@@ -24,7 +24,7 @@ _MESSAGE = {
 
 def _post(summary: str, schema: dict, stream: bool = True) -> dict:
     success = {"description": "the upstream's answer (JSON, or server-sent events when streaming)"}
-    content = {"application/json": {}} if not stream else {"application/json": {}, "text/event-stream": {}}
+    content: dict[str, dict] = {"application/json": {}} if not stream else {"application/json": {}, "text/event-stream": {}}
     return {
         "post": {
             "summary": summary,
@@ -67,7 +67,7 @@ _NEW_KEY = {
     "example": {"name": "alice-laptop", "user_id": "alice", "team": "core", "limits": {"rpm": 60, "daily_budget_usd": 20}},
 }
 _ADMIN_ERRORS = {str(status): _ERROR for status in (400, 401, 403, 404)}
-_MASTER = [{"masterKey": []}]
+_MASTER: list[dict[str, list[str]]] = [{"masterKey": []}]
 
 
 def _admin(method: str, summary: str, *, body: dict | None = None, parameters: list | None = None,
@@ -140,6 +140,8 @@ def openapi_spec() -> dict:
         "example": {"model": "text-embedding-3-small", "input": "What is Python?"},
     }
     model_id = [{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}]
+    response_id = [{"name": "response_id", "in": "path", "required": True,
+                    "schema": {"type": "string", "minLength": 1}}]
     key_id = [{"name": "key_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}]
     overview = [
         {"name": "range", "in": "query", "schema": {"type": "string", "enum": ["1h", "6h", "24h", "7d", "30d", "all"]}},
@@ -151,6 +153,9 @@ def openapi_spec() -> dict:
         "/v1/chat/completions": _post("OpenAI Chat Completions API (cascaded per the rules)", chat),
         "/v1/responses": _post("OpenAI Responses API (forwarded, or translated for chat-only and Anthropic routes)",
                                responses),
+        "/v1/responses/{response_id}": {
+            **_get("A stored response (forwarded to the routes whose upstream stores responses)", response_id),
+            "delete": {**_get("Delete a stored response (forwarded likewise)", response_id)["get"]}},
         "/v1/embeddings": _post("OpenAI embeddings (OpenAI-compatible routes)", embeddings, stream=False),
         "/v1/models": _get("Models the gateway serves (OpenAI shape, Anthropic's with anthropic-version)"),
         "/v1/models/{model_id}": _get("One model", model_id),

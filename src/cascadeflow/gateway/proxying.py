@@ -15,28 +15,27 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from ..cache import CachedAnswer, StreamCollector, hit_stream
+from ..cascade.policies import conversation_key
 from ..dialects import anthropic as anthropic_wire
 from ..dialects import openai as openai_wire
 from ..dialects import responses as responses_wire
 from ..errors import CascadeflowError, ErrorKind, RequestError
-from ..cache import CachedAnswer, StreamCollector, hit_stream
-from ..cascade.policies import conversation_key
 from ..proxy import ProxyRequest
 from ..usage import Usage
 from .bounds import check_wide_integers, model_name, read_json_body
-from .reach import check_reach, reachable_models
 from .errors import error_response, exception_response
 from .logs import REQUEST_ID
+from .reach import check_reach, reachable_models
 from .records import RequestInfo, cache_hit_entry, cascade_entry, error_entry, pass_through_entry, shut_down
 from .streaming import SHUTDOWN_MESSAGE, GatewayStream, StreamOutcome
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Coroutine
+    from collections.abc import AsyncIterable, AsyncIterator, Coroutine
 
     from starlette.types import Receive
 
     from ..store import LedgerEntry
-
     from .app import Gateway
 
 __all__ = ["messages", "count_tokens", "chat_completions", "responses", "embeddings", "read_json_body"]
@@ -104,6 +103,8 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
         if not count:
             if identity.key is not None and identity.key.models is not None:
                 check_reach(identity, reachable_models(gateway.service.router, model, dialect, rule))
+            if proxy_request.stream:  # refused for capacity before admission: such a refusal costs no rpm
+                _admit_stream(gateway)
             info.lease = await gateway.limits.admit(identity, body, len(raw or b""), model, rule, dialect)
             cache = gateway.cache
             if cache is not None and path in _CASCADED:  # after admission: a hit counts toward rpm, costs nothing
@@ -120,7 +121,7 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
         if raw is not None and not count and (match is None or service.rewrites(match, proxy_request, dialect)):
             check_wide_integers(raw)  # re-serialised: an integer beyond 64 bits would change (rare; cheap scan)
         if proxy_request.stream and not count:
-            _admit_stream(gateway)
+            _admit_stream(gateway)  # again: others may have opened streams while this one was admitted
             return _with_id(await _streaming(request, gateway, rule, match, proxy_request, dialect, headers, body,
                                              info), request_id)
         if rule is not None:
@@ -239,7 +240,9 @@ async def _streaming(request: Request, gateway: Gateway, rule, match, proxy_requ
                 decision.reason = decision.reason or "cancelled"
                 _finish(gateway, info, shut_down(cascade_entry(info, decision, 503, cancelled=True)))
                 raise
-            status, chunks, reply_headers = reply.status, reply.chunks, reply.headers
+            assert reply.chunks is not None  # a streamed cascade's reply always has them
+            status, reply_headers = reply.status, reply.headers
+            chunks: AsyncIterable[bytes] = reply.chunks
 
             def entry(finished: bool) -> LedgerEntry:
                 return cascade_entry(info, reply.decision, status, cancelled=not finished)

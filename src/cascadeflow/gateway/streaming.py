@@ -35,7 +35,7 @@ from ..dialects import responses as responses_wire
 from ..errors import ErrorKind
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterable, Awaitable, Callable
 
     from starlette.types import Receive, Scope, Send
 
@@ -75,7 +75,7 @@ class GatewayStream(Response):
     do); ``settle(outcome)`` is awaited once, before the last byte. Empty chunks are skipped.
     """
 
-    def __init__(self, source: AsyncIterator[bytes], status: int, headers: dict[str, str], *, dialect: str,
+    def __init__(self, source: AsyncIterable[bytes], status: int, headers: dict[str, str], *, dialect: str,
                  request_id: str | None, settle: Callable[[StreamOutcome], Awaitable[None]],
                  media_type: str = "text/event-stream") -> None:
         self.status_code = status

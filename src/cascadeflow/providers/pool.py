@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 if TYPE_CHECKING:
-    from ..proxy.route import ProxyRoute
+    from ..route_config import ProxyRoute
 
 __all__ = ["UpstreamPool", "PoolWait"]
 

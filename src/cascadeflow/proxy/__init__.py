@@ -5,8 +5,8 @@
 """
 
 from ..errors import ProxyError, ProxyProtocolError, ProxyRoutingError, ProxyTransportError, ProxyUpstreamError
+from ..route_config import ProxyRoute, RoutePrice
 from .handler import ProxyHandler
-from .route import ProxyRoute, RoutePrice
 from .router import ProxyRouter, RouteMatch
 from .service import ProxyService
 from .types import ProxyRequest, ProxyResult, ProxyStream, UpstreamAuth

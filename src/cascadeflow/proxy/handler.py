@@ -15,8 +15,8 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlsplit
 from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -24,10 +24,10 @@ import orjson
 from ..errors import ErrorKind, ProxyPoolFullError, ProxyProtocolError, ProxyTransportError, ProxyUpstreamError
 from ..pricing import ModelPrice, ModelRegistry
 from ..providers import PoolWait, UpstreamPool, adapter_for, forwardable_request_headers, forwardable_response_headers
+from ..route_config import ProxyRoute, RoutePrice
 from ..telemetry import CostTracker
 from ..usage import Usage
 from .resilience import RETRYABLE_STATUSES, CircuitBreaker, retry_delay
-from .route import ProxyRoute, RoutePrice
 from .types import SAMPLE_INDEX_HEADER, ProxyRequest, ProxyResult, ProxyStream
 
 if TYPE_CHECKING:
@@ -273,7 +273,7 @@ class ProxyHandler:
         if response.status >= 400:
             try:
                 raw = await response.read()
-            except (asyncio.TimeoutError, aiohttp.ClientError):
+            except (TimeoutError, aiohttp.ClientError):
                 raw = b""
             finally:
                 response.release()
@@ -340,7 +340,7 @@ class ProxyHandler:
             if not tap.complete:
                 stream.error = "upstream closed the stream before it finished"
                 yield adapter.stream_error(ErrorKind.BAD_GATEWAY, stream.error, request_id)
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+        except (TimeoutError, aiohttp.ServerTimeoutError):
             failure = 504
             stream.error = f"upstream stream was silent for more than {route.stream_idle_timeout:g}s"
             yield adapter.stream_error(ErrorKind.TIMEOUT, stream.error, request_id)
@@ -441,7 +441,7 @@ def _transport_errors(route: ProxyRoute, wait: PoolWait | None = None) -> Iterat
     waiting for a pooled connection as ProxyPoolFullError (503)."""
     try:
         yield
-    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         if wait is not None and wait.queued:
             raise ProxyPoolFullError(
                 f"route {route.name!r}: all {route.max_connections} of its connections (max_connections) stayed "

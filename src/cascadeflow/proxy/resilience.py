@@ -23,27 +23,11 @@ import random
 import time
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
+from ..route_config import BreakerSettings, RetrySettings
 
 __all__ = ["RetrySettings", "BreakerSettings", "CircuitBreaker", "RETRYABLE_STATUSES", "retry_delay"]
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
-
-
-class RetrySettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    attempts: int = Field(default=3, ge=1, le=20, description="tries in all, the first included")
-    backoff: float = Field(default=0.5, ge=0, description="first wait in seconds; doubles per retry")
-    max_backoff: float = Field(default=8.0, ge=0, description="cap on one wait (retry-after included)")
-    max_total: float = Field(default=30.0, ge=0, description="cap on the time spent waiting to retry")
-
-
-class BreakerSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    failure_threshold: int = Field(default=5, ge=1, description="consecutive failures that open the breaker")
-    cooldown: float = Field(default=30.0, gt=0, description="seconds open before one probe is allowed")
 
 
 def retry_delay(attempt: int, settings: RetrySettings, headers: dict[str, str], rng: random.Random) -> float | None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from ..errors import ProxyRoutingError
 from ..pricing import ModelRegistry
-from .route import ProxyRoute
+from ..route_config import ProxyRoute
 
 __all__ = ["ProxyRouter", "RouteMatch"]
 

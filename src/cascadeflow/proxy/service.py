@@ -6,11 +6,11 @@ import asyncio
 import logging
 
 from ..dialects.translate import estimate_tokens
-from ..providers import adapter_for
 from ..errors import ProxyRoutingError, ProxyTransportError, ProxyUpstreamError
+from ..providers import adapter_for
 from ..usage import Usage
-from .resilience import RETRYABLE_STATUSES
 from .handler import ProxyHandler
+from .resilience import RETRYABLE_STATUSES
 from .router import ProxyRouter, RouteMatch
 from .translation import Translation
 from .types import ProxyRequest, ProxyResult, ProxyStream

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from ..errors import RequestError
-from ..dialects import translate, translate_responses
+from ..dialects import translate, translate_responses, web_search
 from ..dialects.accumulate import OpenAIAccumulator, answer_from_openai
 from ..dialects.openai import fit_for_reasoning
 from ..dialects.sse import SSEDecoder
 from ..dialects.translate_responses import ChainedStream, ChatToResponsesStream, ToolNames
 from ..dialects.translate_stream import AnthropicToOpenAIStream, OpenAIToAnthropicStream
+from ..errors import RequestError
 from .types import ProxyRequest, ProxyResult, ProxyStream
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ class Translation:
     """One request's way from ``caller`` dialect to ``upstream`` dialect and back."""
 
     __slots__ = ("caller", "upstream", "registry", "dropped", "logprobs", "_include_usage", "_want_logprobs", "_source",
-                 "_names", "_request_id")
+                 "_names", "_request_id", "_searching")
 
     def __init__(self, caller: str, upstream: str, registry: ModelRegistry) -> None:
         self.caller = caller
@@ -59,6 +59,7 @@ class Translation:
         self._source: dict = {}  # a Responses caller's request (its answer echoes it)
         self._names = ToolNames()
         self._request_id = ""  # the gateway's id of the request (named in an error event it writes)
+        self._searching = False  # a Responses web search became Anthropic's server tool: map its results back
 
     def request(self, request: ProxyRequest, model: str, *, logprobs: bool = False) -> ProxyRequest:
         """The request in the upstream's dialect, for ``model``.
@@ -109,6 +110,12 @@ class Translation:
         # a response_format in ``more`` is a text.format Anthropic cannot express: named as the caller's field
         self.dropped += ["text.format" if name == "response_format" else name for name in more
                          if name not in ("stream_options", "reasoning_effort") and name not in self.dropped]
+        searches = web_search.search_tools_of(body.get("tools"))
+        if searches:  # Anthropic runs a search of its own: the hosted tool becomes its server tool
+            translated.setdefault("tools", []).append(web_search.anthropic_web_search_tool(searches[0]))
+            hosted = web_search.HOSTED_WEB_SEARCH
+            self.dropped = [name for name in self.dropped if name.removeprefix("tools.") not in hosted]
+            self._searching = True
         translate_responses.anthropic_cache_breakpoints(translated)
         return translated
 
@@ -120,8 +127,9 @@ class Translation:
             chat = result.data if self.upstream == "openai" else translate.anthropic_to_openai_response(result.data)
             if self._want_logprobs:
                 self.logprobs = answer_from_openai(chat).logprobs
+            searches = web_search.SearchResults(result.data) if self._searching else None
             data = translate_responses.chat_to_responses_response(
-                chat, self._source, str(chat.get("model") or result.model), self._names)
+                chat, self._source, str(chat.get("model") or result.model), self._names, searches)
         elif self.caller == "anthropic":
             if self._want_logprobs:
                 self.logprobs = answer_from_openai(result.data).logprobs
@@ -140,7 +148,8 @@ class Translation:
         if self.caller == "responses":
             translator = ChatToResponsesStream(self._source, model, self._names)
             if self.upstream == "anthropic":
-                translator = ChainedStream(AnthropicToOpenAIStream(model, include_usage=True), translator)
+                chained = web_search.SearchingStream if self._searching else ChainedStream
+                translator = chained(AnthropicToOpenAIStream(model, include_usage=True), translator)
         elif self.caller == "anthropic":
             translator = OpenAIToAnthropicStream(model, request_id=self._request_id)
         else:

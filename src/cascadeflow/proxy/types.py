@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from pydantic import SecretStr
 
-    from .route import ProxyRoute
+    from ..route_config import ProxyRoute
 
 __all__ = ["ProxyRequest", "ProxyResult", "ProxyStream", "UpstreamAuth", "SAMPLE_INDEX_HEADER"]
 

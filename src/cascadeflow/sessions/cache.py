@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import orjson
 
-__all__ = ["LOOKBACK", "CacheShadow", "CacheSplit", "PromptShape", "min_cacheable_tokens"]
+__all__ = ["LOOKBACK", "CacheShadow", "CacheSplit", "PromptShape", "SeenPrompt", "min_cacheable_tokens"]
 
 _PREFIX_KEY = struct.Struct("<IQ")
 #: how many blocks a lookup walks back from a breakpoint (Anthropic: "about 20")
@@ -59,8 +59,11 @@ _MIN_TOKENS: tuple[tuple[str, int], ...] = (
 
 
 def min_cacheable_tokens(model: str) -> int:
-    matches = [(len(p), n) for p, n in _MIN_TOKENS if model.startswith(p)]
-    return max(matches)[1] if matches else 1024
+    longest, tokens = 0, 1024
+    for prefix, floor in _MIN_TOKENS:  # called a few times per turn: a plain loop, no lists
+        if len(prefix) > longest and model.startswith(prefix):
+            longest, tokens = len(prefix), floor
+    return tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,27 +89,94 @@ class PromptShape:
     @classmethod
     def of(cls, body: dict, dialect: str, rules: str | None = None) -> PromptShape:
         """The shape of a request ``body`` of ``dialect``, cached by ``rules`` (default: the dialect's own)."""
-        blocks: list[tuple[bytes, float | None]] = [(data + b",", ttl) for data, ttl in map(_block, body.get("tools") or ())]
-        if dialect == "anthropic":
-            _extend(blocks, body.get("system"))
-        for message in body.get("messages") or ():
+        return cls.grown(body, dialect, rules, None)[0]
+
+    @classmethod
+    def grown(cls, body: dict, dialect: str, rules: str | None, seen: SeenPrompt | None) -> tuple[PromptShape, SeenPrompt]:
+        """:meth:`of`, reusing what ``seen`` (the conversation's previous request) already hashed.
+
+        A conversation only grows: its next request repeats the tools, the system prompt and
+        the earlier messages, so only the messages that differ from the previous request (the
+        new ones, and the one whose breakpoint moved) are serialised and hashed. The result is
+        the same as :meth:`of`'s; what is reused is decided by equality of the parsed values.
+        """
+        tools, system = body.get("tools"), body.get("system") if dialect == "anthropic" else None
+        messages = body.get("messages")
+        messages = messages if isinstance(messages, list) else []
+        if seen is not None and seen.dialect == dialect and seen.tools == tools and seen.system == system:
+            kept = _common_messages(seen.messages, messages)
+            cut = seen.starts[kept]
+            hashes, ends = seen.hashes[:cut], seen.ends[:cut]
+            marks = [mark for mark in seen.marks if mark[0] < cut]
+            starts = seen.starts[:kept + 1]
+        else:
+            kept, hashes, ends, marks, starts = 0, [], [], [], []
+            blocks = [(data + b",", ttl) for data, ttl in map(_block, tools or ())]
+            if dialect == "anthropic":
+                _extend(blocks, system)
+            _hash(blocks, hashes, ends, marks)
+            starts.append(len(hashes))
+        for message in messages[kept:]:
             if isinstance(message, dict):
+                blocks = []
                 _extend(blocks, message.get("content"), role=message.get("role"))
-        hashes, ends, marks, total, crc = [], [], [], 0, 0
-        for i, (data, ttl) in enumerate(blocks):
-            # a running CRC-32 and the length so far name the prefix: fast, and stable across processes
-            crc = zlib.crc32(data, crc)
-            total += len(data)
-            hashes.append(_PREFIX_KEY.pack(crc, total))
-            ends.append(total)
-            if ttl is not None:
-                marks.append((i, ttl))
-        if not marks and isinstance(body.get("cache_control"), dict) and blocks:
-            marks.append((len(blocks) - 1, _ttl(body["cache_control"])))
+                _hash(blocks, hashes, ends, marks)
+            starts.append(len(hashes))
+        seen = SeenPrompt(dialect, tools, system, list(messages), starts, hashes, ends, marks)
+        points = list(marks)
+        if not points and isinstance(body.get("cache_control"), dict) and hashes:
+            points.append((len(hashes) - 1, _ttl(body["cache_control"])))
         rules = rules or ("anthropic" if dialect == "anthropic" else "openai")
         if rules == "openai":
-            marks = []
-        return cls(tuple(hashes), tuple(ends), tuple(marks), rules)
+            points = []
+        return cls(tuple(hashes), tuple(ends), tuple(points), rules), seen
+
+
+@dataclass(slots=True)
+class SeenPrompt:
+    """A conversation's previous request as :meth:`PromptShape.grown` hashed it: its parts, and per block
+    the running hash, the size so far and the breakpoints (before the top-level ``cache_control``)."""
+
+    dialect: str
+    tools: object
+    system: object
+    messages: list
+    #: index of each message's first block (one more entry: where the next message would start)
+    starts: list[int]
+    hashes: list[bytes]
+    ends: list[int]
+    marks: list[tuple[int, float]]
+
+    @property
+    def chars(self) -> int:
+        return self.ends[-1] if self.ends else 0
+
+
+def _common_messages(old: list, new: list) -> int:
+    """How many leading messages ``new`` shares with ``old``: the newest few may differ (a breakpoint
+    moved off them); anything earlier that differs (an edited history) starts the messages afresh."""
+    kept = min(len(old), len(new))
+    for _ in range(4):
+        if kept == 0 or new[kept - 1] == old[kept - 1]:
+            break
+        kept -= 1
+    else:
+        return 0
+    return kept if kept == 0 or new[:kept - 1] == old[:kept - 1] else 0
+
+
+def _hash(blocks: list[tuple[bytes, float | None]], hashes: list[bytes], ends: list[int],
+          marks: list[tuple[int, float]]) -> None:
+    """Append ``blocks`` to the running hashes: a CRC-32 and the length so far name each prefix (fast, and
+    stable across processes)."""
+    crc, total = _PREFIX_KEY.unpack(hashes[-1]) if hashes else (0, 0)
+    for data, ttl in blocks:
+        crc = zlib.crc32(data, crc)
+        total += len(data)
+        if ttl is not None:
+            marks.append((len(hashes), ttl))
+        hashes.append(_PREFIX_KEY.pack(crc, total))
+        ends.append(total)
 
 
 def _ttl(control: object) -> float:

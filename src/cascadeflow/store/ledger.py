@@ -180,9 +180,13 @@ class Ledger:
     """Queue entries with :meth:`record`; they reach the database in batches."""
 
     def __init__(
-        self, url: str, *, batch_size: int = 200, flush_interval: float = 0.5, retention_days: float | None = 90
+        self, url: str, *, batch_size: int = 200, flush_interval: float = 0.5, retention_days: float | None = 90,
+        max_queued: int = 100_000,
     ) -> None:
         self.url = database_url(url)
+        #: rows that may wait for a database that has stopped answering; beyond that they are dropped
+        #: (counted in ``dropped``), so a hung database cannot grow the process without bound
+        self.max_queued = max_queued
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.retention_days = retention_days
@@ -194,6 +198,7 @@ class Ledger:
         self._write_lock = asyncio.Lock()
         self.written = 0
         self.dropped = 0
+        self._warned_full = 0.0
 
     async def start(self) -> Ledger:
         """Connect, migrate, apply retention, and start the background writer."""
@@ -211,7 +216,15 @@ class Ledger:
         return self
 
     def record(self, entry: LedgerEntry | ShadowPair) -> None:
-        """Queue one entry, or one shadow pair (never blocks the request)."""
+        """Queue one entry, or one shadow pair (never blocks the request; dropped when the queue is full)."""
+        if self._queue.qsize() >= self.max_queued:
+            self.dropped += 1
+            now = time.monotonic()
+            if now - self._warned_full > 10:  # one line per 10 s, however many are dropped
+                self._warned_full = now
+                log.error("the ledger is %d rows behind (the database is not keeping up); rows are being dropped",
+                          self.max_queued)
+            return
         self._queue.put_nowait(entry)
         self._ready.set()
 

@@ -2,7 +2,7 @@
 
 Each record of ``../shared/data/replay/*.jsonl``-style files holds one prompt and what a
 cheap (draft) and a strong model answered, with usage and, for some, log-probabilities.
-Served through :class:`~cascadeflow.testing.SimulatedProvider`, an evaluation drives the
+Served through :class:`~cascadeflow.sim.SimulatedProvider`, an evaluation drives the
 real gateway and cascade over HTTP:
 
 - a request for the draft or strong model whose messages equal a record's (or that names

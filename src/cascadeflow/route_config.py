@@ -1,4 +1,8 @@
-"""ProxyRoute: one upstream (provider, base URL, key, allowlist, timeouts, prices)."""
+"""ProxyRoute: one upstream (provider, base URL, key, allowlist, timeouts, prices, retries, breaker).
+
+The route schemas are part of the config, not of the proxy: loading a config must not import
+the proxy stack (aiohttp, the dialects, the handler). :mod:`cascadeflow.proxy` re-exports them.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from .resilience import BreakerSettings, RetrySettings
-
-__all__ = ["ProxyRoute", "RoutePrice", "Provider"]
+__all__ = ["ProxyRoute", "RoutePrice", "RetrySettings", "BreakerSettings", "Provider", "OFFICIAL_BASE_URLS"]
 
 Provider = Literal["anthropic", "openai"]
 
@@ -19,6 +21,22 @@ OFFICIAL_BASE_URLS: dict[str, tuple[Provider, str]] = {
     "openai": ("openai", "https://api.openai.com/v1"),
     "groq": ("openai", "https://api.groq.com/openai/v1"),
 }
+
+
+class RetrySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    attempts: int = Field(default=3, ge=1, le=20, description="tries in all, the first included")
+    backoff: float = Field(default=0.5, ge=0, description="first wait in seconds; doubles per retry")
+    max_backoff: float = Field(default=8.0, ge=0, description="cap on one wait (retry-after included)")
+    max_total: float = Field(default=30.0, ge=0, description="cap on the time spent waiting to retry")
+
+
+class BreakerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    failure_threshold: int = Field(default=5, ge=1, description="consecutive failures that open the breaker")
+    cooldown: float = Field(default=30.0, gt=0, description="seconds open before one probe is allowed")
 
 
 class RoutePrice(BaseModel):

@@ -1,17 +1,28 @@
-"""Per-model output limits, refused as the real APIs refuse them.
+"""Per-model output limits and features, refused as the real APIs refuse them.
 
 Claude Code asks for ``max_tokens: 128000``; ``claude-haiku-5-5`` allows 64,000, and the
-real API answers 400 rather than clamping. A gateway that drafts on a smaller model must
-fit the request to it, and the simulator makes a test see the refusal if it does not.
+real API answers 400 rather than clamping. It also sends ``output_config.effort``,
+``context_management`` and adaptive thinking, which some Claude models refuse
+(:mod:`cascadeflow.model_features`). A gateway that drafts on such a model must fit the
+request to it or not draft, and the simulator makes a test see the refusal if it does not.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..model_features import feature_gaps
 from ..pricing import max_output_tokens, reasoning_model
 
-__all__ = ["output_limit_problem", "reasoning_problem"]
+__all__ = ["feature_problem", "output_limit_problem", "reasoning_problem"]
+
+
+def feature_problem(dialect: str, body: dict[str, Any]) -> str | None:
+    """The 400 message for the first Messages-API feature ``body["model"]`` refuses, if any."""
+    if dialect != "anthropic":
+        return None
+    gaps = feature_gaps(body, body.get("model") or "")
+    return gaps[0].message if gaps else None
 
 
 def output_limit_problem(dialect: str, body: dict[str, Any]) -> str | None:

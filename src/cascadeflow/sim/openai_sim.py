@@ -7,8 +7,8 @@ from typing import Any
 
 import orjson
 
-from ..dialects.sse import encode_event
 from ..dialects.mapping import ANTHROPIC_TO_OPENAI_STOP
+from ..dialects.sse import encode_event
 from .engine import WORDS, Answer, split_tokens
 
 __all__ = [

@@ -84,6 +84,7 @@ def usage_dict(answer: Answer, output_tokens: int | None = None) -> dict[str, An
             "ephemeral_1h_input_tokens": u.cache_creation_1h,
         },
         "output_tokens": u.output if output_tokens is None else output_tokens,
+        **({"server_tool_use": {"web_search_requests": 1}} if answer.server_blocks else {}),
     }
 
 
@@ -91,8 +92,9 @@ def _content(answer: Answer) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     if answer.thinking is not None:
         blocks.append({"type": "thinking", "thinking": answer.thinking, "signature": answer.signature})
+    blocks += answer.server_blocks
     if answer.text:
-        blocks.append({"type": "text", "text": answer.text})
+        blocks.append({"type": "text", "text": answer.text, **({"citations": answer.citations} if answer.citations else {})})
     for call in answer.tool_calls:
         blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": call.input})
     return blocks
@@ -170,8 +172,18 @@ def stream_events(answer: Answer, msg_id: str) -> list[bytes]:
         delta({"type": "signature_delta", "signature": answer.signature})
         stop()
         index += 1
+    for block in answer.server_blocks:  # the search's call (its query streamed as JSON), then its results whole
+        if block["type"] == "server_tool_use":
+            start({**block, "input": {}})
+            delta({"type": "input_json_delta", "partial_json": _dumps(block["input"]).decode()})
+        else:
+            start(block)
+        stop()
+        index += 1
     if answer.text:
         start({"type": "text", "text": ""})
+        for citation in answer.citations:
+            delta({"type": "citations_delta", "citation": citation})
         for piece in _pieces(answer.text):
             delta({"type": "text_delta", "text": piece})
         stop()

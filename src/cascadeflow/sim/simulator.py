@@ -6,7 +6,7 @@ Endpoints (any auth header is accepted; every ``/v1`` request is recorded):
 - ``POST /v1/messages`` (also ``?beta=true``), JSON or ``"stream": true`` SSE
 - ``POST /v1/messages/count_tokens`` → ``{"input_tokens": N}``
 - ``POST /v1/chat/completions``, JSON or SSE (``stream_options.include_usage``)
-- ``POST /v1/responses``, JSON or SSE (see :mod:`cascadeflow.testing.responses_sim`)
+- ``POST /v1/responses``, JSON or SSE (see :mod:`cascadeflow.sim.responses_sim`)
 - ``POST /v1/embeddings`` (deterministic vectors, usage priced like a prompt)
 - ``GET /v1/models`` and ``GET /v1/models/{id}``: Anthropic shape when the
   request has an ``anthropic-version`` header, OpenAI shape otherwise
@@ -14,14 +14,14 @@ Endpoints (any auth header is accepted; every ``/v1`` request is recorded):
   ``POST /_sim/clock`` (``{"advance": seconds}``), ``GET /_sim/health``
 
 Prompt caching works as Anthropic's and OpenAI's do (breakpoints, lookback, minimum
-lengths, TTLs, 128-token steps; see :mod:`cascadeflow.testing.prompt_cache`), on a
+lengths, TTLs, 128-token steps; see :mod:`cascadeflow.sim.prompt_cache`), on a
 clock that tests move forward with :meth:`SimulatedProvider.advance_clock` or
 ``POST /_sim/clock`` instead of sleeping.
 
-Answers are deterministic (see :mod:`cascadeflow.testing.engine` for the default
+Answers are deterministic (see :mod:`cascadeflow.sim.engine` for the default
 answer text, the token-estimate formula and the prompt-cache simulation) and can
 be overridden per request, or faults injected, with a
-:class:`~cascadeflow.testing.script.Script`. Script rules apply to the two
+:class:`~cascadeflow.sim.script.Script`. Script rules apply to the two
 generation endpoints; a rule reaches ``count_tokens`` / ``models`` only when its
 ``match.path`` names that path exactly.
 
@@ -46,16 +46,17 @@ from aiohttp import web
 from . import anthropic_sim as an
 from . import openai_sim as oa
 from . import responses_sim as rs
-from .engine import Usage, estimate_input_tokens, last_user_text, new_id, plan_answer
 from .catalog import DEFAULT_MODELS, normalize_model
-from .model_limits import output_limit_problem, reasoning_problem
+from .engine import Usage, estimate_input_tokens, last_user_text, new_id, plan_answer
+from .model_limits import feature_problem, output_limit_problem, reasoning_problem
 from .prompt_cache import CacheSplit, PromptCache, SimClock, check_breakpoints
 from .replay import ReplayTable
 from .script import Script, load_script
+from .server_tools import check_server_tools
 from .thinking_rules import check_request as check_thinking
 from .thinking_rules import sign as sign_thinking
 from .wire import JSON as _JSON
-from .wire import abort, error_response, fmt_seconds, send_events
+from .wire import abort, breaks_body, error_response, fmt_seconds, send_broken_json, send_events
 
 __all__ = ["DEFAULT_MODELS", "SimulatedProvider", "run_simulator"]
 
@@ -81,13 +82,13 @@ class SimulatedProvider:
     ``id`` and optional ``display_name``, ``created_at``, ``created``,
     ``owned_by``). ``record=False`` skips recording (for benchmarks).
 
-    Deterministic answers (details in :mod:`cascadeflow.testing.engine`):
+    Deterministic answers (details in :mod:`cascadeflow.sim.engine`):
     the default text is ``f"[{model}] "`` plus 6-15 words picked by a hash of
     (model, last user text). Usage: ``input_tokens = max(1, chars // 4)`` with
     ``chars`` = compact-JSON length of messages (+ system) (+ tools) — the
     ``count_tokens`` answer; ``output_tokens = words(text) + words(thinking) +
     sum(len(tool input JSON) // 4)``. Prompt caching follows each provider's
-    rules (:mod:`cascadeflow.testing.prompt_cache`), per model; cached tokens are
+    rules (:mod:`cascadeflow.sim.prompt_cache`), per model; cached tokens are
     subtracted from ``input_tokens``, and OpenAI reports them as ``cached_tokens``
     inside ``prompt_tokens``. :meth:`clear` forgets the caches; time passes on a
     simulated clock (:meth:`advance_clock`).
@@ -119,6 +120,7 @@ class SimulatedProvider:
         self._lock = threading.Lock()
         self._clock = SimClock()
         self._cache = PromptCache(self._clock)
+        self._stored = rs.StoredResponses()
         self._max_body = max_body_bytes
         self._shutdown_timeout = shutdown_timeout
         self._runner: web.AppRunner | None = None
@@ -176,6 +178,7 @@ class SimulatedProvider:
             self._disconnects.clear()
         self._script.reset()
         self._cache.clear()
+        self._stored.clear()
 
     def start(self) -> SimulatedProvider:
         """Start in a background thread with its own loop; returns once listening."""
@@ -279,6 +282,9 @@ class SimulatedProvider:
         r.add_post("/v1/messages/count_tokens", self._count_tokens)
         r.add_post("/v1/chat/completions", self._chat_completions)
         r.add_post("/v1/responses", self._responses)
+        r.add_route("GET", "/v1/responses/{id}", self._stored_response)
+        r.add_route("DELETE", "/v1/responses/{id}", self._stored_response)
+        r.add_post("/v1/responses/{id}/cancel", self._stored_response)
         r.add_post("/v1/embeddings", self._embeddings)
         r.add_get("/v1/models", self._models_list)
         r.add_get("/v1/models/{model_id:.+}", self._model_get)
@@ -375,7 +381,10 @@ class SimulatedProvider:
             return "messages: Field required" if dialect == "anthropic" else "Missing required parameter: 'messages'."
         if dialect == "anthropic" and not isinstance(body.get("max_tokens"), int):
             return "max_tokens: Field required"
-        return output_limit_problem(dialect, body) or (check_breakpoints(body) if dialect == "anthropic" else None)
+        problem = output_limit_problem(dialect, body) or feature_problem(dialect, body)
+        if dialect != "anthropic":
+            return problem
+        return problem or check_server_tools(body) or check_breakpoints(body)
 
     def _replay_miss(self, dialect: str, body: dict, record_id: str | None) -> web.Response:
         """No recorded answer: an error, never a made-up one; misses of answers are listed (a missing
@@ -455,18 +464,19 @@ class SimulatedProvider:
             except (ConnectionError, asyncio.CancelledError):
                 self._disconnected(body)
                 raise
-        if fault is not None:
-            if fault.latency > 0:
-                try:
-                    await asyncio.sleep(fault.latency)
-                except asyncio.CancelledError:  # the handler is cancelled when its client leaves
-                    self._disconnected(body)
-                    raise
-            if fault.reset == "after_first_event":  # non-stream: headers and half the body, then abort
-                resp = web.StreamResponse(headers={**headers, "Content-Type": _JSON, "Content-Length": str(len(data))})
-                await resp.prepare(request)
-                await resp.write(data[: len(data) // 2])
-                return await abort(request, resp)
+        return await self._send_json(request, body, data, headers, fault)
+
+    async def _send_json(self, request: web.Request, body: dict[str, Any], data: bytes, headers: dict[str, str],
+                         fault: Any) -> web.StreamResponse:
+        """A JSON answer, held by ``latency`` or broken half-way by a reset, cut or stall (see wire.py)."""
+        try:
+            if fault is not None and fault.latency > 0:
+                await asyncio.sleep(fault.latency)
+            if breaks_body(fault):
+                return await send_broken_json(request, data, headers, fault)
+        except (ConnectionError, asyncio.CancelledError):  # the handler is cancelled when its client leaves
+            self._disconnected(body)
+            raise
         return web.Response(body=data, content_type=_JSON, headers=headers)
 
     def _disconnected(self, body: dict[str, Any]) -> None:
@@ -480,13 +490,12 @@ class SimulatedProvider:
         self._bill(request, answer.usage)
         rid, created = new_id("resp_"), int(time.time())
         headers = {"x-request-id": new_id("req_")}
+        self._stored.keep(body, rid, rs.response_body(answer, body, summary, rid, created))
         if stream:
             events = rs.stream_events(answer, body, summary, rid, created)
             return await send_events(request, events, fault, "responses", headers)
-        if fault is not None and fault.latency > 0:
-            await asyncio.sleep(fault.latency)
-        return web.Response(body=rs.response_body(answer, body, summary, rid, created), content_type=_JSON,
-                            headers=headers)
+        return await self._send_json(request, body, rs.response_body(answer, body, summary, rid, created), headers,
+                                     fault)
 
     @staticmethod
     def _render(dialect: str, answer: Any, body: dict[str, Any], stream: bool) -> tuple[Any, dict[str, str]]:
@@ -563,6 +572,12 @@ class SimulatedProvider:
                                else f"The model '{model_id}' does not exist")
         payload = an.model_object(model) if dialect == "anthropic" else oa.model_object(model)
         return web.Response(body=orjson.dumps(payload), content_type=_JSON)
+
+    async def _stored_response(self, request: web.Request) -> web.StreamResponse:
+        await self._read(request)
+        action = "cancel" if request.path.endswith("/cancel") else ""
+        status, data = self._stored.call(request.method, request.match_info["id"], action)
+        return web.Response(status=status, body=data, content_type=_JSON, headers={"x-request-id": new_id("req_")})
 
     async def _not_found(self, request: web.Request) -> web.StreamResponse:
         if request.path.startswith("/v1/"):

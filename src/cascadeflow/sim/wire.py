@@ -13,7 +13,8 @@ from . import responses_sim as rs
 from .engine import new_id
 from .script import Fault
 
-__all__ = ["JSON", "SSE_HEADERS", "abort", "error_response", "fmt_seconds", "send_events"]
+__all__ = ["JSON", "SSE_HEADERS", "abort", "breaks_body", "error_response", "fmt_seconds", "send_broken_json",
+           "send_events"]
 
 JSON = "application/json"
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
@@ -73,6 +74,36 @@ async def send_events(request: web.Request, events: list[bytes], fault: Fault | 
             await resp.write(b"event: content_block_delta\ndata: {this is not json\n\n")
         if fault.stall_after == sent:
             await asyncio.sleep(fault.stall_seconds)
+    await resp.write_eof()
+    return resp
+
+
+def breaks_body(fault: Fault | None) -> bool:
+    """Whether ``fault`` breaks a JSON (non-streaming) answer half-way: a reset, a cut or a stall."""
+    return fault is not None and (
+        fault.reset == "after_first_event" or fault.cut_after is not None or fault.stall_after is not None
+    )
+
+
+async def send_broken_json(request: web.Request, data: bytes, headers: dict[str, str],
+                           fault: Fault) -> web.StreamResponse:
+    """A JSON answer broken half-way, as the stream faults break a stream: ``reset`` aborts the connection
+    after half the body (its ``content-length`` promised all of it); ``cut_after`` ends the body cleanly
+    after its first half (chunked, so the client sees a complete but truncated JSON text);
+    ``stall_after`` sends the first half, falls silent for ``stall_seconds``, then sends the rest."""
+    half = len(data) // 2
+    if fault.reset == "after_first_event":
+        resp = web.StreamResponse(headers={**headers, "Content-Type": JSON, "Content-Length": str(len(data))})
+        await resp.prepare(request)
+        await resp.write(data[:half])
+        return await abort(request, resp)
+    resp = web.StreamResponse(headers={**headers, "Content-Type": JSON})
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    await resp.write(data[:half])
+    if fault.cut_after is None:
+        await asyncio.sleep(fault.stall_seconds)
+        await resp.write(data[half:])
     await resp.write_eof()
     return resp
 

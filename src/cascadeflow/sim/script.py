@@ -94,7 +94,8 @@ class Fault:
     error_type: str | None = None
     """Overrides the error ``type`` otherwise derived from the status."""
     reset: str | None = None
-    """``before_headers`` or ``after_first_event``: abort the TCP connection."""
+    """``before_headers`` or ``after_first_event``: abort the TCP connection (a JSON answer: after half its
+    body)."""
     first_byte_delay: float = 0.0
     """Seconds to wait before sending the response headers."""
     latency: float = 0.0
@@ -102,10 +103,12 @@ class Fault:
     chunk_delay: float = 0.0
     """Seconds between SSE events."""
     stall_after: int | None = None
-    """After this many SSE events, stall for ``stall_seconds`` without closing."""
+    """After this many SSE events, stall for ``stall_seconds`` without closing (a JSON answer: after half
+    its body, whatever the number)."""
     stall_seconds: float = 3600.0
     cut_after: int | None = None
-    """After this many SSE events, end the response cleanly without the terminal events."""
+    """After this many SSE events, end the response cleanly without the terminal events (a JSON answer:
+    end cleanly after half its body, whatever the number)."""
     error_event_after: int | None = None
     """After this many SSE events, send an in-stream error event (type from
     ``status``, default 529 / overloaded) and end the response."""

@@ -6,6 +6,9 @@ Default answer
     ``f"[{model}] "`` followed by 6 to 15 words picked from a fixed word list by
     a BLAKE2b hash of ``model + "\\0" + last user text``; the last word ends with
     ".". Same request → same answer; different models → different answers.
+    In JSON mode (OpenAI ``response_format: json_object``; for Anthropic, which has
+    none, a system prompt saying "respond with a (single) JSON object") the answer is
+    ``{"answer": <that text>}``.
 
 Token estimate (see :func:`estimate_input_tokens`)
     ``input_total = max(1, chars // 4)`` where ``chars`` is the length of the
@@ -38,6 +41,7 @@ import orjson
 from ..dialects.mapping import OPENAI_TO_ANTHROPIC_STOP
 from .prompt_cache import CacheSplit
 from .script import ScriptRule
+from .server_tools import plan_search
 
 __all__ = [
     "Answer",
@@ -195,6 +199,9 @@ class Answer:
     usage: Usage = field(default_factory=lambda: Usage(1, 0))
     logprob: float | None = None
     logprobs: list[float] | None = None
+    #: Anthropic server tool blocks before the text (a web search and its results), and the text's citations
+    server_blocks: list[dict[str, Any]] = field(default_factory=list)
+    citations: list[dict[str, Any]] = field(default_factory=list)
 
 
 def schema_value(schema: Any, name: str = "value", depth: int = 0) -> Any:
@@ -275,6 +282,18 @@ def _structured_schema(body: dict[str, Any], dialect: str) -> dict[str, Any] | N
     return schema if isinstance(schema, dict) else None
 
 
+_ASKS_JSON_OBJECT = re.compile(r"\brespond with (?:a single |one |a |an )?JSON object\b", re.IGNORECASE)
+
+
+def _json_mode(body: dict[str, Any], dialect: str) -> bool:
+    """Whether the answer must be a JSON object: OpenAI's ``response_format: json_object``, or (Anthropic
+    has no JSON mode) a system prompt that asks for a JSON object, which a model follows."""
+    if dialect != "anthropic":
+        fmt = body.get("response_format")
+        return isinstance(fmt, dict) and fmt.get("type") == "json_object"
+    return bool(_ASKS_JSON_OBJECT.search(_text_of(body.get("system"))))
+
+
 def _stop_sequences(body: dict[str, Any], dialect: str) -> list[str]:
     seqs = body.get("stop_sequences") if dialect == "anthropic" else body.get("stop")
     if not seqs:
@@ -330,8 +349,13 @@ def plan_answer(
         text = ""
     elif structured is not None and (rule is None or rule.words is None):
         text = _dumps(schema_value(structured)).decode()
+    elif _json_mode(body, dialect) and (rule is None or rule.words is None):
+        text = _dumps({"answer": default_text(model, prompt)}).decode()
     else:
         text = default_text(model, prompt, rule.words if rule is not None else None)
+
+    searched = plan_search(body, prompt) if dialect == "anthropic" and not calls and (
+        rule is None or rule.tool_calls is None) else None
 
     stop_reason = "tool_use" if calls else "end_turn"
     stop_sequence: str | None = None
@@ -367,7 +391,11 @@ def plan_answer(
     if rule is not None and rule.usage:
         _override_usage(usage, rule.usage)
 
+    if searched is not None and text:
+        output += sum(len(_dumps(b).decode()) // 4 for b in searched[0] if b["type"] == "server_tool_use")
     return Answer(
+        server_blocks=searched[0] if searched is not None and text else [],
+        citations=[searched[1]] if searched is not None and text else [],
         model=model,
         text=text,
         thinking=thinking,

@@ -14,7 +14,8 @@ are the same as for ``/v1/chat/completions``. Differences that mirror OpenAI:
   ``encrypted_content`` when ``include`` asks for ``reasoning.encrypted_content``;
   a reasoning input item whose ``encrypted_content`` this simulator did not make is
   refused with a 400, as OpenAI refuses another organisation's or model's;
-- ``text.format`` ``json_schema`` makes the default answer a JSON value of the schema.
+- ``text.format`` ``json_schema`` makes the default answer a JSON value of the schema,
+  ``json_object`` the object ``{"answer": <the default text>}``.
 """
 
 from __future__ import annotations
@@ -44,14 +45,14 @@ def check(body: dict[str, Any]) -> str | None:
     if not isinstance(value, (str, list)):
         return "Missing required parameter: 'input'."
     if body.get("previous_response_id") is not None:
-        return "Previous response with id '%s' not found." % body.get("previous_response_id")
+        return f"Previous response with id '{body.get('previous_response_id')}' not found."
     for item in value if isinstance(value, list) else ():
         if not isinstance(item, dict):
             return "Invalid type for 'input': expected an object."
         if item.get("type") == "reasoning":
             encrypted = item.get("encrypted_content")
             if encrypted is not None and not (isinstance(encrypted, str) and encrypted.startswith(ENCRYPTED_PREFIX)):
-                return "The encrypted content for item %s could not be verified." % item.get("id")
+                return f"The encrypted content for item {item.get('id')} could not be verified."
     return None
 
 
@@ -152,6 +153,9 @@ def plan(body: dict[str, Any], neutral: dict[str, Any], rule: ScriptRule | None,
             and (rule is None or rule.text is None)):
         answer.text = _dumps(schema_value(fmt.get("schema") or {"type": "object"})).decode()
         answer.usage.output = len(split_tokens(answer.text))
+    elif (isinstance(fmt, dict) and fmt.get("type") == "json_object" and not answer.tool_calls
+            and (rule is None or (rule.text is None and rule.words is None))):
+        answer.text = _dumps({"answer": answer.text}).decode()
     summary = None
     reasoning = body.get("reasoning")
     if isinstance(reasoning, dict) and reasoning.get("effort") != "none" and _reasoning_model(answer.model):
@@ -235,3 +239,36 @@ def embeddings_body(body: dict[str, Any]) -> bytes | None:
         data.append({"object": "embedding", "index": i, "embedding": [round(b / 255 - 0.5, 6) for b in digest]})
     return _dumps({"object": "list", "data": data, "model": body.get("model"),
                    "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+class StoredResponses:
+    """The responses OpenAI would keep (``store`` is true unless the request says false), for
+    ``GET`` / ``DELETE /v1/responses/{id}`` and ``POST …/cancel``; the oldest go beyond ``limit``."""
+
+    def __init__(self, limit: int = 1000) -> None:
+        self._items: dict[str, bytes] = {}
+        self._limit = limit
+
+    def keep(self, body: dict[str, Any], response_id: str, data: bytes) -> None:
+        if body.get("store") is False:
+            return
+        self._items[response_id] = data
+        while len(self._items) > self._limit:
+            self._items.pop(next(iter(self._items)))
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def call(self, method: str, response_id: str, action: str) -> tuple[int, bytes]:
+        """(status, JSON body) of a call on a stored response, with OpenAI's messages."""
+        from .openai_sim import error_object
+
+        data = self._items.get(response_id)
+        if data is None:
+            return 404, _dumps(error_object(404, f"No response found with id '{response_id}'."))
+        if action == "cancel":
+            return 400, _dumps(error_object(400, "Only responses created with background=true can be cancelled."))
+        if method == "DELETE":
+            del self._items[response_id]
+            return 200, _dumps({"id": response_id, "object": "response", "deleted": True})
+        return 200, data

@@ -1,8 +1,11 @@
-"""Test helpers: a simulated LLM provider speaking the Anthropic and OpenAI APIs.
+"""The simulated provider: a real HTTP server speaking the Anthropic and OpenAI APIs.
 
-See :mod:`cascadeflow.testing.simulator` (server and lifecycle),
-:mod:`cascadeflow.testing.script` (rules and faults) and
-:mod:`cascadeflow.testing.engine` (deterministic answers and token estimates).
+A product feature (``cascadeflow simulate``, ``demo``, ``eval``) that the test suite also uses;
+only those commands import it (an import-linter contract in pyproject.toml).
+
+See :mod:`cascadeflow.sim.simulator` (server and lifecycle),
+:mod:`cascadeflow.sim.script` (rules and faults) and
+:mod:`cascadeflow.sim.engine` (deterministic answers and token estimates).
 """
 
 from .engine import default_text, estimate_input_tokens

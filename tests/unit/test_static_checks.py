@@ -1,0 +1,64 @@
+"""The static checks CI runs, as tests, so the README's single test command covers them.
+
+- ruff: the rule set in ``[tool.ruff]`` (pyflakes, pycodestyle, isort, bugbear, pyupgrade);
+- mypy on ``src/cascadeflow`` (the package ships ``py.typed``), as configured in ``[tool.mypy]``,
+  which also lists the modules that are not strict yet;
+- import-linter: the layers of ``../shared/DESIGN.md`` and the imports they forbid, in
+  ``[tool.importlinter]``.
+
+Each runs on this checkout's sources (``src/`` first on the path), in a subprocess.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import needs
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_tool(module: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python -m <module> args`` at the repository root (``python args`` when ``module`` is empty)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), str(ROOT),
+                                                                     os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, *args] if module == "" else [sys.executable, "-m", module, *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def need(module: str, package: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(needs.package(package))
+
+
+def report(done: subprocess.CompletedProcess) -> str:
+    return (done.stdout + done.stderr)[-6000:]
+
+
+def test_ruff_finds_nothing():
+    need("ruff", "ruff")
+    done = run_tool("ruff", "check", "--no-cache", ".")
+    assert done.returncode == 0, "ruff check . (`ruff check --fix .` repairs most):\n" + report(done)
+
+
+@pytest.mark.timeout(900)
+def test_mypy_finds_nothing():
+    need("mypy", "mypy")
+    done = run_tool("mypy", timeout=850)  # files, plugins and strictness: [tool.mypy] in pyproject.toml
+    assert done.returncode == 0, "mypy:\n" + report(done)
+
+
+def test_the_layers_hold():
+    need("importlinter", "import-linter")
+    code = "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"
+    done = run_tool("", "-c", code, "--no-cache")
+    assert done.returncode == 0, "lint-imports (contracts: [tool.importlinter] in pyproject.toml):\n" + report(done)
+    kept = re.search(r"Contracts: (\d+) kept, 0 broken", done.stdout)
+    assert kept and int(kept.group(1)) >= 4, report(done)
