@@ -47,6 +47,8 @@ class RuleTotals:
     #: time spent on drafts that were then escalated: the latency the cascade added
     added_latency_ms: float = 0.0
     unpriced: int = 0
+    #: requests cancelled before their answer (client gone, shutdown); their cost is in ``cost``
+    cancelled: int = 0
 
     def to_dict(self) -> dict:
         escalated = sum(self.escalated.values())
@@ -66,6 +68,7 @@ class RuleTotals:
             "saving_pct": round(100 * (1 - self.cost / self.baseline_cost), 2) if self.baseline_cost else 0.0,
             "avg_added_latency_ms_when_escalated": round(self.added_latency_ms / escalated, 2) if escalated else 0.0,
             "unpriced_requests": self.unpriced,
+            "cancelled": self.cancelled,
         }
 
 

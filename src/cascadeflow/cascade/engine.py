@@ -193,10 +193,39 @@ class CascadeEngine:
         self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None, request_id: str = "",
         decision: Decision | None = None,
     ) -> CascadeReply:
-        """A non-streaming request (``decision``: from :meth:`begin`, when the caller wants to see it filled in)."""
-        decision, ops = decision or self._begin(rule, request), ops_for(dialect)
+        """A non-streaming request (``decision``: from :meth:`begin`, when the caller wants to see it filled in).
+
+        Cancelled (the client left, the server shut down), what was used is priced and recorded: see :meth:`_abandoned`."""
+        decision = decision or self._begin(rule, request)
+        opened: list[Turn | None] = []
+        try:
+            return await self._complete(rule, request, dialect, conversation, request_id, decision, opened)
+        except asyncio.CancelledError:
+            self._abandoned(rule, decision, conversation, opened[0] if opened else None, stream=False)
+            raise
+
+    async def stream(
+        self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None, request_id: str = "",
+        decision: Decision | None = None,
+    ) -> CascadeReply:
+        """A streaming request: drafts are read to the end (or an early failure) before anything is sent.
+
+        Cancelled while a draft is read (the client left), the draft's stream is closed at once and
+        counted for what it generated; no verifier is opened; what was used is recorded (:meth:`_abandoned`)."""
+        decision = decision or self._begin(rule, request)
+        opened: list[Turn | None] = []
+        try:
+            return await self._stream(rule, request, dialect, conversation, request_id, decision, opened)
+        except asyncio.CancelledError:
+            self._abandoned(rule, decision, conversation, opened[0] if opened else None, stream=True)
+            raise
+
+    async def _complete(self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None,
+                        request_id: str, decision: Decision, opened: list[Turn | None]) -> CascadeReply:
+        ops = ops_for(dialect)
         talk = await self.threads.view(request.body or {}, dialect, rule.verifier_model or request.model)
         turn = await self._turn(rule, request, dialect, conversation, request_id)
+        opened.append(turn)
         shadowed = self.shadow.sampled(rule)
         judged: tuple[DraftAnswer, float | None] | None = None  # the last draft judged: its answer and cost
         await self._route(rule, request, decision)
@@ -245,18 +274,13 @@ class CascadeEngine:
             body = ops.rename(result.data, reported)
         return CascadeReply(result.status, {**result.headers, **decision.headers(with_cost=True)}, decision, body)
 
-    async def stream(
-        self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None, request_id: str = "",
-        decision: Decision | None = None,
-    ) -> CascadeReply:
-        """A streaming request: drafts are read to the end (or an early failure) before anything is sent.
-
-        Cancelled while a draft is read (the client left), the draft's stream is closed at once and
-        counted for what it generated; no verifier is opened."""
-        decision, ops = decision or self._begin(rule, request), ops_for(dialect)
+    async def _stream(self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None,
+                      request_id: str, decision: Decision, opened: list[Turn | None]) -> CascadeReply:
+        ops = ops_for(dialect)
         caller = request.body or {}
         talk = await self.threads.view(request.body or {}, dialect, rule.verifier_model or request.model)
         turn = await self._turn(rule, request, dialect, conversation, request_id)
+        opened.append(turn)
         shadowed = self.shadow.sampled(rule)
         judged: tuple[DraftAnswer, float | None] | None = None  # the last draft judged: its answer and cost
         await self._route(rule, request, decision)
@@ -525,11 +549,14 @@ class CascadeEngine:
             return None
         verify = request.derive(body, method="POST", path=API_PATHS[dialect], query="")
         try:
-            result, reply = await self._send_json(self.service.router.resolve(model, dialect), verify, dialect, ops,
-                                                  "self_verify")
+            match = self.service.router.resolve(model, dialect)
+            result, reply = await self._send_json(match, verify, dialect, ops, "self_verify")
         except ProxyError as exc:
             log.info("self-verification with %s failed (%s); not scored", model, exc.message)
             return None
+        except asyncio.CancelledError:  # the client left: the question was read, so it is paid for
+            self._cut(decision, match, verify)
+            raise
         decision.add_call(result)
         return verdict(reply)
 
@@ -551,13 +578,20 @@ class CascadeEngine:
             body.pop("thinking", None)
             body["messages"] = strip_thinking(body["messages"])
         body.pop("stream_options", None)
-        calls = [
-            self._send_json(match, request.derive(body, method="POST", path=API_PATHS[dialect], query="", sample_index=i),
-                            dialect, ops, "sample")
-            for i in range(settings.samples)
-        ]
+        asks = [request.derive(body, method="POST", path=API_PATHS[dialect], query="", sample_index=i)
+                for i in range(settings.samples)]
+        calls = [asyncio.ensure_future(self._send_json(match, ask, dialect, ops, "sample")) for ask in asks]
+        try:
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        except asyncio.CancelledError:  # the client left: samples that answered are paid for, cut ones on input
+            for call, ask in zip(calls, asks, strict=True):
+                if call.done() and not call.cancelled() and call.exception() is None:
+                    decision.add_call(call.result()[0])
+                elif call.cancelled():
+                    self._cut(decision, match, ask)
+            raise
         texts = []
-        for outcome in await asyncio.gather(*calls, return_exceptions=True):
+        for outcome in outcomes:
             if isinstance(outcome, ProxyError):
                 continue
             if isinstance(outcome, BaseException):
@@ -592,7 +626,34 @@ class CascadeEngine:
         request's size at 4 bytes a token is counted as input (as for a cut stream that reported none)."""
         raw = request.raw_body if request.raw_body is not None else orjson.dumps(request.body or {})
         usage = Usage(input_tokens=len(raw) // 4)
-        decision.add_cut(match.model, usage, self.registry.cost(match.model, usage))
+        cost = self.service.handler.price(match.route, match.model, usage)
+        decision.add_cut(match.model, usage, cost)
+        self.tracker.record_call(model=match.model, route=match.route.name, usage=usage, cost=cost, status=499)
+
+    def _abandoned(self, rule: CascadeRule, decision: Decision, conversation: str | None, turn: Turn | None, *,
+                   stream: bool) -> None:
+        """A request cancelled before its answer (the client left, or the server shut down past its deadline).
+
+        Its calls are priced already (cut ones on their input); the rule's totals count it as ``cancelled``
+        with no saving (its baseline is its cost, as the ledger counts a row without one); an escalation
+        decided before the cut still counts as one; the conversation records the models it called (their
+        caches were written) but learns nothing about drafting from it.
+        """
+        totals = self.tracker.rule(decision.rule)
+        totals.cancelled += 1
+        if decision.reason.startswith("escalated:"):
+            totals.escalated[decision.reason.removeprefix("escalated:")] += 1
+            totals.added_latency_ms += decision.draft_ms
+            self.sticky.record(conversation, escalated=True)
+        if decision.cost is None:
+            totals.unpriced += 1
+        else:
+            totals.cost += decision.cost
+            totals.baseline_cost += decision.cost if decision.baseline_cost is None else decision.baseline_cost
+        if turn is not None and decision.calls:
+            turn.cancelled(decision.calls)
+        if decision.calls:  # it reached an upstream
+            self.tracker.record_request(stream=stream)
 
     def _escalate(
         self, decision: Decision, stage: CascadeStage, confidence: float | None, reason: str, started: float,
@@ -648,6 +709,7 @@ class CascadeEngine:
         rename = reported != verifier
         decoder = SSEDecoder() if rename or pairing else None
         accumulator = ops.accumulator() if pairing else None
+        exhausted = False
         try:
             async for chunk in upstream:
                 if decoder is None:
@@ -663,7 +725,10 @@ class CascadeEngine:
                     yield ops.rename_events(events, reported)
             if rename and decoder is not None and decoder.pending:
                 yield decoder.pending
+            exhausted = True
         finally:
+            if not exhausted:  # closed early (the client left): the upstream's own accounting runs first
+                await upstream.aclose()
             self.tracing.end_call(span, upstream, error=upstream.error)
             decision.add_call(upstream)
             decision.baseline_cost = self._baseline(rule, request, upstream.usage, verifier_cost=upstream.cost,

@@ -250,6 +250,17 @@ class Turn:
         self.book.save(self.book.sessions.put(self.key, state))
 
 
+    def cancelled(self, calls: list[tuple[str, Usage]]) -> None:
+        """Record a turn cancelled before its answer: the models called read the prompt (their caches are
+        warm now); nothing is learned about drafting or the conversation's sizes (the turn will come again)."""
+        state = self.state
+        for model in dict.fromkeys(m for m, _ in calls):
+            state.shadow(model).split(self.shape(model), model, self.now, self.per_char, touch=True)
+        state.last_at = self.now
+        state.requested = self.requested
+        self.book.save(self.book.sessions.put(self.key, state))
+
+
 def _priced(rates: tuple[float, float, float, float], tokens: tuple[int, int, int], output: int) -> float:
     plain, write, read = tokens
     return plain * rates[0] + output * rates[1] + write * rates[2] + read * rates[3]

@@ -52,6 +52,7 @@ from .openapi import openapi_spec
 from .pages import page_routes
 from .proxying import chat_completions, count_tokens, embeddings, messages, responses
 from .stored_responses import stored_response_routes
+from .streaming import SHUTDOWN_MESSAGE
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Coroutine
@@ -59,6 +60,8 @@ if TYPE_CHECKING:
 __all__ = ["Gateway", "create_app", "create_app_from_env"]
 
 log = logging.getLogger("cascadeflow.gateway")
+#: at shutdown, how long requests cancelled past the deadline may take to answer and record themselves (seconds)
+_REQUESTS_GRACE = 5.0
 
 
 class Gateway:
@@ -101,6 +104,8 @@ class Gateway:
                 semantic = semantic_index(config.cache.semantic)
             self.cache = ResponseCache(config.cache, config.redis_url, semantic)
         self._tasks: set[asyncio.Task] = set()
+        #: the API requests being answered (:meth:`aclose` lets those the server cancelled finish recording)
+        self.requests: set[asyncio.Task] = set()
         self._id_prefix = f"req_{secrets.token_hex(6)}_"
         self._request_numbers = itertools.count(1)
         #: metrics, request log lines and trace spans (``tracer_provider``: an OpenTelemetry one to use)
@@ -119,11 +124,12 @@ class Gateway:
             self.tracker.cache[entry.cache] += 1
         self.observer.finish(entry)
 
-    def background(self, work: Coroutine) -> None:
+    def background(self, work: Coroutine) -> asyncio.Task:
         """Run ``work`` off the request path; :meth:`aclose` waits for it."""
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def start(self) -> None:
         await asyncio.to_thread(self._load_data)  # before the server accepts, and off the loop
@@ -142,6 +148,8 @@ class Gateway:
         load_tokenizer()
 
     async def aclose(self) -> None:
+        if self.requests:  # cancelled past server.shutdown_timeout: each ends its answer and writes its row
+            await asyncio.wait(self.requests, timeout=_REQUESTS_GRACE)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.keys.aclose()
@@ -240,7 +248,32 @@ class GatewayApp(Starlette):
                 scope["app"] = self
                 await self._observer.serve(endpoint, scope, receive, send)  # type: ignore[arg-type]
                 return
+        if scope["type"] == "http":
+            await self._until_shutdown(scope, receive, send)
+            return
         await super().__call__(scope, receive, send)
+
+    async def _until_shutdown(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        """The other endpoints, answered with a 503 in the caller's dialect when the server's shutdown deadline
+        cancels one before its answer started (uvicorn would send a plain-text 500)."""
+        started = False
+
+        async def sending(message) -> None:  # type: ignore[no-untyped-def]
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await super().__call__(scope, receive, sending)
+        except asyncio.CancelledError:
+            if started:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            dialect = caller_dialect(scope["path"], {k.decode("latin-1"): "" for k, _ in scope["headers"]})
+            response = error_response(dialect, ErrorKind.UNAVAILABLE, SHUTDOWN_MESSAGE,
+                                      {"retry-after": "1", "connection": "close"},
+                                      request_id=self.state.gateway.new_request_id())
+            await response(scope, receive, send)
 
 
 def create_app(config: ProxyConfig | None = None, *, registry: ModelRegistry | None = None,

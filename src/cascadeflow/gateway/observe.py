@@ -55,6 +55,8 @@ class Observer:
         """Answer one API request under watch."""
         metrics = self.metrics
         metrics.in_flight.inc()
+        requests, task = self._gateway.requests, asyncio.current_task()
+        requests.add(task)  # type: ignore[arg-type]
         id_token = token = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
@@ -75,6 +77,7 @@ class Observer:
             error = exc
             raise
         finally:
+            requests.discard(task)  # type: ignore[arg-type]
             metrics.in_flight.dec()
             if id_token is not None:
                 REQUEST_ID.reset(id_token)

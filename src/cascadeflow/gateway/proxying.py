@@ -13,7 +13,7 @@ import logging
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from ..cache import CachedAnswer, StreamCollector, hit_stream
 from ..cascade.policies import conversation_key
@@ -27,10 +27,11 @@ from .bounds import check_wide_integers, model_name, read_json_body
 from .errors import error_response, exception_response
 from .logs import REQUEST_ID
 from .reach import check_reach, reachable_models
-from .records import RequestInfo, cache_hit_entry, cascade_entry, error_entry, pass_through_entry
+from .records import RequestInfo, cache_hit_entry, cascade_entry, error_entry, pass_through_entry, shut_down
+from .streaming import SHUTDOWN_MESSAGE, GatewayStream, StreamOutcome
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Coroutine
+    from collections.abc import AsyncIterable, AsyncIterator, Coroutine
 
     from starlette.types import Receive
 
@@ -49,6 +50,10 @@ _CHECKS = {"/v1/messages": anthropic_wire.check_request, "/v1/messages/count_tok
            "/v1/embeddings": openai_wire.check_embeddings_request}
 #: endpoints cascade rules apply to (embeddings pass through rules untouched)
 _CASCADED = frozenset({"/v1/messages", "/v1/chat/completions", "/v1/responses"})
+#: the status a stream that did not end properly counts under in ``/stats`` errors
+_OUTCOME_STATUS = {StreamOutcome.CLIENT_LEFT: 499, StreamOutcome.FAILED: 500, StreamOutcome.SHUTDOWN: 503}
+#: how long a stream's last byte waits for its lease to be given back (seconds)
+_SETTLE_WAIT = 1.0
 
 
 async def messages(request: Request) -> Response:
@@ -127,6 +132,10 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
             gateway.tracker.record_request(stream=proxy_request.stream)
         try:
             result = await _unless_client_leaves(request, service.send(match, proxy_request, dialect))
+        except asyncio.CancelledError:
+            if not count:
+                _finish(gateway, info, shut_down(_cut_entry(gateway, info, match, raw)))
+            raise
         except _ClientLeft:
             gateway.tracker.record_error(499)
             if count:
@@ -173,14 +182,27 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
             _finish(gateway, info, error_entry(info, RequestError("internal gateway error", kind=ErrorKind.INTERNAL), plan))
         return error_response(dialect, ErrorKind.INTERNAL, "internal gateway error; see the gateway log",
                               request_id=request_id)
+    except asyncio.CancelledError:  # the server's shutdown deadline passed before this answer started
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]  # handled: answered, and recorded
+        if count:
+            _release(gateway, info)
+        elif not info.done:
+            _finish(gateway, info, info.entry(plan=plan, status=503, error_type="unavailable", cancelled=True,
+                                              detail="the gateway shut down before the answer started"))
+        gateway.tracker.record_error(503)
+        return error_response(dialect, ErrorKind.UNAVAILABLE, SHUTDOWN_MESSAGE,
+                              {"retry-after": "1", "connection": "close"}, request_id=request_id)
 
 
-def _finish(gateway: Gateway, info: RequestInfo, entry: LedgerEntry) -> None:
-    """Record the request, and give back what it reserved of its limits (with its real usage)."""
+def _finish(gateway: Gateway, info: RequestInfo, entry: LedgerEntry) -> asyncio.Task | None:
+    """Record the request, and give back what it reserved of its limits (with its real usage) off the
+    request path; the task that does it, when there is one."""
+    info.done = True
     gateway.finish(entry)
     lease, info.lease = info.lease, None
     if lease is not None:
-        gateway.background(gateway.limits.settle(lease, entry))
+        return gateway.background(gateway.limits.settle(lease, entry))
+    return None
 
 
 def _release(gateway: Gateway, info: RequestInfo) -> None:
@@ -197,7 +219,7 @@ def _with_id(response: Response, request_id: str) -> Response:
 
 async def _streaming(request: Request, gateway: Gateway, rule, match, proxy_request: ProxyRequest, dialect: str,
                      headers: dict, body: dict, info: RequestInfo) -> Response:
-    """A streaming request (cascaded or passed through); counted as open, and recorded, at its last byte.
+    """A streaming request (cascaded or passed through); counted as open until its :class:`GatewayStream` settles.
 
     A cascade reads its draft before the answer starts: a client that leaves meanwhile cancels it there."""
     gateway.active_streams += 1
@@ -214,13 +236,23 @@ async def _streaming(request: Request, gateway: Gateway, rule, match, proxy_requ
                 _finish(gateway, info, cascade_entry(info, decision, 499, cancelled=True))
                 gateway.active_streams -= 1
                 return Response(status_code=499)
-            status, chunks, reply_headers = reply.status, reply.chunks, reply.headers
+            except asyncio.CancelledError:  # shutdown past its deadline: the drafts made are paid for
+                decision.reason = decision.reason or "cancelled"
+                _finish(gateway, info, shut_down(cascade_entry(info, decision, 503, cancelled=True)))
+                raise
+            assert reply.chunks is not None  # a streamed cascade's reply always has them
+            status, reply_headers = reply.status, reply.headers
+            chunks: AsyncIterable[bytes] = reply.chunks
 
             def entry(finished: bool) -> LedgerEntry:
                 return cascade_entry(info, reply.decision, status, cancelled=not finished)
         else:
             gateway.tracker.record_request(stream=True)
-            stream = await gateway.service.open_stream(match, proxy_request, dialect)
+            try:
+                stream = await gateway.service.open_stream(match, proxy_request, dialect)
+            except asyncio.CancelledError:
+                _finish(gateway, info, shut_down(_cut_entry(gateway, info, match, proxy_request.raw_body)))
+                raise
             status, chunks = stream.status, stream
             reply_headers = {**stream.headers, "x-cascadeflow-route": match.route.name}
 
@@ -235,36 +267,40 @@ async def _streaming(request: Request, gateway: Gateway, rule, match, proxy_requ
         reply_headers = {**reply_headers, "x-cascadeflow-cache": info.cache.status}
         if info.cache.write and status == 200:
             collector = StreamCollector(dialect)
-    body_chunks = _counted(gateway, chunks, entry, info, collector)
-    return StreamingResponse(body_chunks, status, headers={**reply_headers, **_SSE_HEADERS}, media_type=media_type)
+            chunks = _collected(chunks, collector)
 
-
-async def _counted(gateway: Gateway, chunks, entry: Callable[[bool], LedgerEntry], info: RequestInfo,
-                   collector: StreamCollector | None = None) -> AsyncIterator[bytes]:
-    """The answer's chunks as they come; the request recorded at the end (and its answer cached, when it may be)."""
-    finished = False
-    try:
-        if collector is None:
-            async for chunk in chunks:
-                yield chunk
-        else:
-            async for chunk in chunks:
-                collector.feed(chunk)
-                yield chunk
-        finished = True
-    finally:
+    async def settle(outcome: StreamOutcome) -> None:
+        """The stream's end, once: the open count and the lease given back, the row written (and the answer
+        cached) — before the last byte, so the client's next request finds its slot free."""
         gateway.active_streams -= 1
-        if not finished:
-            gateway.tracker.cancelled += 1
-            gateway.tracker.record_error(499)  # once per request; the upstream call's own close is not counted
-        close = getattr(chunks, "aclose", None)
-        if close is not None:
-            await close()  # the client left early: stop the upstream at once
+        finished = outcome is StreamOutcome.COMPLETE
+        if not finished:  # once per request; the upstream call's own close is not counted
+            gateway.tracker.cancelled += outcome is not StreamOutcome.FAILED
+            gateway.tracker.record_error(_OUTCOME_STATUS[outcome])
         record = entry(finished)
-        _finish(gateway, info, record)
+        if outcome is StreamOutcome.SHUTDOWN:
+            shut_down(record)
+        elif outcome is StreamOutcome.FAILED:
+            record.status, record.error_type, record.cancelled = 500, "internal", False
+            record.detail = "internal gateway error while streaming the answer"
+        settled = _finish(gateway, info, record)
         if finished and collector is not None and (answer := collector.answer()) is not None:
-            # before the stream's end reaches the client: its next request finds the answer
             await gateway.cache.remember(info.cache, collector.dialect, answer[0], answer[1], record)  # type: ignore[union-attr,arg-type]
+        if settled is not None:  # bounded: a stalled limits store must not hold the answer's end
+            await asyncio.wait((settled,), timeout=_SETTLE_WAIT)
+
+    return GatewayStream(chunks, status, {**reply_headers, **_SSE_HEADERS}, dialect=dialect,
+                         request_id=info.request_id, settle=settle, media_type=media_type)
+
+
+async def _collected(chunks, collector: StreamCollector) -> AsyncIterator[bytes]:  # type: ignore[no-untyped-def]
+    """The chunks, fed to the response cache's collector on the way."""
+    try:
+        async for chunk in chunks:
+            collector.feed(chunk)
+            yield chunk
+    finally:
+        await chunks.aclose()
 
 
 def _admit_stream(gateway: Gateway) -> None:
@@ -283,6 +319,10 @@ async def _cascade(request: Request, gateway: Gateway, rule, proxy_request: Prox
     try:
         reply = await _unless_client_leaves(request, gateway.cascade.complete(
             rule, proxy_request, dialect, conversation, info.request_id, decision))
+    except asyncio.CancelledError:  # shutdown past its deadline: the calls made are paid for
+        decision.reason = decision.reason or "cancelled"
+        _finish(gateway, info, shut_down(cascade_entry(info, decision, 503, cancelled=True)))
+        raise
     except _ClientLeft:  # no verifier is opened for a client that is gone; the calls made are paid for
         gateway.tracker.record_error(499)
         decision.reason = decision.reason or "cancelled"
@@ -340,9 +380,10 @@ async def _unless_client_leaves(request: Request, work: Coroutine[Any, Any, T]) 
         await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
         if not task.done() and watcher.exception() is not None:  # nothing to watch: just wait
             await asyncio.wait((task,))
-    except BaseException:  # this request itself cancelled (shutdown)
-        task.cancel()
+    except BaseException:  # this request itself cancelled (shutdown): the work's own cleanup (its cut
+        task.cancel()      # calls priced) finishes before the caller records the request
         watcher.cancel()
+        await asyncio.wait((task,))
         raise
     watcher.cancel()
     if not task.done():  # the client left first

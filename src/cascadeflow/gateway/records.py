@@ -17,13 +17,13 @@ if TYPE_CHECKING:
     from ..store.counters import Lease
     from .auth import Identity
 
-__all__ = ["RequestInfo", "pass_through_entry", "cascade_entry", "error_entry", "cache_hit_entry"]
+__all__ = ["RequestInfo", "pass_through_entry", "cascade_entry", "error_entry", "cache_hit_entry", "shut_down"]
 
 
 class RequestInfo:
     """What every entry of one request shares (who, where, when it started)."""
 
-    __slots__ = ("endpoint", "dialect", "model", "stream", "started", "request_id", "identity", "lease", "cache")
+    __slots__ = ("endpoint", "dialect", "model", "stream", "started", "request_id", "identity", "lease", "cache", "done")
 
     def __init__(self, endpoint: str, dialect: str, model: str, stream: bool, request_id: str) -> None:
         self.endpoint, self.dialect, self.model, self.stream = endpoint, dialect, model, stream
@@ -34,6 +34,8 @@ class RequestInfo:
         self.lease: Lease | None = None
         #: the response cache's part in this request (None: the cache does not apply to it)
         self.cache: CacheTicket | None = None
+        #: its ledger entry is made (each request has exactly one)
+        self.done = False
 
     def entry(self, **fields: object) -> LedgerEntry:
         identity = self.identity
@@ -94,3 +96,10 @@ def cache_hit_entry(info: RequestInfo, rule: str | None, served_model: str | Non
     return info.entry(plan="cascade" if rule is not None else "pass_through", status=200, rule=rule,
                       served_model=served_model, cost=0.0, baseline_cost=baseline_cost, upstream_ms=0.0,
                       detail=f"cache {match}")
+
+
+def shut_down(entry: LedgerEntry) -> LedgerEntry:
+    """``entry`` as the row of a request the server's shutdown deadline cut short: 503, cancelled, what it used."""
+    entry.status, entry.cancelled, entry.error_type = 503, True, "unavailable"
+    entry.detail = "the gateway shut down before the answer ended" + (f" ({entry.detail})" if entry.detail else "")
+    return entry
