@@ -105,6 +105,10 @@ class GatewayStream(Response):
                     if chunk:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                         tail = chunk
+                        # uvicorn's send returns without yielding while its buffer has room: without a turn here a
+                        # stream whose chunks are already read keeps the loop, and at concurrency the others wait
+                        # (streams at 10 concurrent: p99 ~50 ms without it, ~9 ms with it; p50 and CPU the same)
+                        await asyncio.sleep(0)
                 outcome = StreamOutcome.COMPLETE
             except asyncio.CancelledError:
                 # our watcher's (the client left), else the server's: past its shutdown deadline
