@@ -35,6 +35,9 @@ _CACHE_SIZE = 512
 _EMBEDDING_PRICES = {"text-embedding-3-small": 0.02, "text-embedding-3-large": 0.13, "text-embedding-ada-002": 0.10}
 #: Anthropic bills a 1-hour cache write at 2× the input price; genai-prices lists the 5-minute (1.25×) one
 _WRITE_1H_PER_INPUT = 2.0
+#: Anthropic's web search server tool: USD per search, on top of the tokens its results add
+#: ("$10 per 1,000 searches", Anthropic's pricing page); only Anthropic usage reports searches
+WEB_SEARCH_USD = 10 / 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +64,7 @@ class ModelPrice:
             + usage.cache_read_tokens * read
             + usage.cache_write_tokens * write
             + usage.cache_write_1h_tokens * hour_premium
-        ) / 1_000_000
+        ) / 1_000_000 + usage.web_searches * WEB_SEARCH_USD
 
 
 @dataclass(slots=True)
@@ -102,7 +105,7 @@ class ModelInfo:
                 five = GenaiUsage(input_tokens=total, cache_write_tokens=total)
                 per_write = float(self.tiered.calc_price(five)["total_price"]) / total if total else 0.0  # type: ignore[attr-defined]
                 total_price += usage.cache_write_1h_tokens * max(0.0, _WRITE_1H_PER_INPUT * per_input - per_write)
-            return total_price
+            return total_price + usage.web_searches * WEB_SEARCH_USD
         return None
 
 

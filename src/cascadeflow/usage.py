@@ -21,6 +21,8 @@ class Usage:
     cache_read_tokens: int = 0
     #: of ``cache_write_tokens``, those written for Anthropic's 1-hour TTL (billed at 2× input, not 1.25×)
     cache_write_1h_tokens: int = 0
+    #: searches Anthropic's web search server tool ran (``usage.server_tool_use``), billed per search
+    web_searches: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -33,6 +35,7 @@ class Usage:
             self.cache_write_tokens + other.cache_write_tokens,
             self.cache_read_tokens + other.cache_read_tokens,
             self.cache_write_1h_tokens + other.cache_write_1h_tokens,
+            self.web_searches + other.web_searches,
         )
 
     def to_dict(self) -> dict[str, int]:
@@ -51,12 +54,15 @@ class Usage:
         written = _int(usage.get("cache_creation_input_tokens"))
         split = usage.get("cache_creation")
         hour = _int(split.get("ephemeral_1h_input_tokens")) if isinstance(split, dict) else 0
+        server = usage.get("server_tool_use")
+        searches = _int(server.get("web_search_requests")) if isinstance(server, dict) else 0
         return cls(
             _int(usage.get("input_tokens")),
             _int(usage.get("output_tokens")),
             written,
             _int(usage.get("cache_read_input_tokens")),
             min(hour, written),
+            searches,
         )
 
     @classmethod

@@ -260,6 +260,22 @@ def test_a_web_search_passed_to_anthropic_comes_back_whole(gw, sim, stream):
     assert text.citations[0].url == result.content[0].url and message.usage.server_tool_use.web_search_requests == 1
 
 
+def test_a_web_search_is_priced_per_search_on_top_of_its_tokens(gw, sim):
+    """Anthropic bills each search its server tool runs ($10 per 1,000) besides the tokens: the gateway's cost
+    is the tokens' price plus that fee (it was the tokens alone)."""
+    from cascadeflow.pricing import WEB_SEARCH_USD, ModelRegistry
+    from cascadeflow.usage import Usage
+
+    raw = claude_code(gw).messages.with_raw_response.create(
+        model=HAIKU, max_tokens=200, tools=[SEARCH], messages=[{"role": "user", "content": "search the news about kelp"}])
+    message = raw.parse()
+    assert message.usage.server_tool_use.web_search_requests == 1
+    tokens = ModelRegistry().info(HAIKU).cost(Usage.from_anthropic(
+        message.usage.model_dump(include={"input_tokens", "output_tokens", "cache_creation_input_tokens",
+                                          "cache_read_input_tokens"})))
+    assert float(raw.headers["x-cascadeflow-cost-usd"]) == pytest.approx(tokens + WEB_SEARCH_USD, abs=1e-7)
+
+
 @pytest.mark.parametrize(("tool", "problem"), [
     ({**SEARCH, "type": "web_search_20240101"}, "does not match any of the expected tags"),
     ({**SEARCH, "name": "search"}, "name: Input should be 'web_search'"),

@@ -30,14 +30,17 @@ OPENAI_TO_ANTHROPIC_STOP: dict[str, str] = {
 }
 
 
-def anthropic_usage_dict(usage: Usage) -> dict[str, int]:
+def anthropic_usage_dict(usage: Usage) -> dict:
     """A Messages API ``usage`` object (input tokens exclude cached ones)."""
-    return {
+    out: dict = {
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
         "cache_creation_input_tokens": usage.cache_write_tokens,
         "cache_read_input_tokens": usage.cache_read_tokens,
     }
+    if usage.web_searches:
+        out["server_tool_use"] = {"web_search_requests": usage.web_searches}
+    return out
 
 
 def openai_usage_dict(usage: Usage) -> dict:
