@@ -2,8 +2,10 @@
 
 The simulator drives a tool loop: the model answers the task with a Write tool call,
 Claude Code writes the file and sends the tool result, the model gives a final answer.
-`.ci/run` installs the CLI (npm `@anthropic-ai/claude-code`); elsewhere set CLAUDE_BIN
-or install it, or these tests are skipped (in CI a missing CLI is a failure).
+`.ci/run` installs the CLI (npm `@anthropic-ai/claude-code`) at the version these tests were
+written against (``CLAUDE_CODE_VERSION``), and the newest release into `.ci/latest` for one
+test that says whether it still works; elsewhere set CLAUDE_BIN or install it, or these tests
+are skipped (in CI a missing CLI is a failure).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from tests.conftest import sim_routes
 
 ROOT = Path(__file__).resolve().parents[2]
 OPUS, SONNET, MINI = "claude-opus-5-5", "claude-sonnet-5-5", "gpt-5.4-mini"
+#: the release these tests were written against (`.ci/run` installs it; the latest runs beside it)
+CLAUDE_CODE_VERSION = "2.1.332"
 
 
 def claude_bin() -> str | None:
@@ -219,3 +223,37 @@ def test_thinking_tool_loop_through_a_claude_cascade(claude, sim, fresh_sim, sta
             break
         time.sleep(0.2)
     assert ledger["cost"] == pytest.approx(billed, rel=1e-6) and billed > 0
+
+
+def test_claude_code_version_is_the_pinned_one_unless_overridden(claude):
+    version = subprocess.run([claude, "--version"], capture_output=True, text=True, timeout=60).stdout.strip()
+    if os.environ.get("CLAUDE_BIN"):
+        pytest.skip(f"CLAUDE_BIN runs {version}, not the pinned {CLAUDE_CODE_VERSION}: unset CLAUDE_BIN to check the "
+                    f"pinned one (npm install --prefix .ci @anthropic-ai/claude-code@{CLAUDE_CODE_VERSION})")
+    assert version.split()[0] == CLAUDE_CODE_VERSION, version
+
+
+@pytest.fixture(scope="module")
+def latest_claude():
+    """The newest Claude Code release, beside the pinned one (`.ci/run` installs it into .ci/latest)."""
+    path = ROOT / ".ci" / "latest" / "node_modules" / ".bin" / "claude"
+    if not path.exists():
+        if os.environ.get("CI"):
+            pytest.fail("the latest Claude Code CLI is not installed; .ci/run installs it into .ci/latest")
+        pytest.skip("the latest Claude Code CLI is not installed "
+                    "(npm install --prefix .ci/latest @anthropic-ai/claude-code@latest)")
+    return str(path)
+
+
+def test_the_latest_claude_code_completes_a_tool_loop_too(latest_claude, sim, fresh_sim, start_gateway, tmp_path):
+    """The newest release still runs its tool loop through a Claude cascade with thinking (the pinned tests above
+    say what changed if not)."""
+    hello, bye = tmp_path / "hello.txt", tmp_path / "bye.txt"
+    sim.set_script(thinking_loop(hello, bye))
+    rule = {"request_model": "claude-opus-*", "draft_model": SONNET, "quality_threshold": 0.7,
+            "policies": {"sticky_escalations": 0, "cache_economics": False}}
+    gateway = start_gateway(config_for(sim, cascade_rules=[rule]))
+    version = subprocess.run([latest_claude, "--version"], capture_output=True, text=True, timeout=60).stdout.strip()
+    code, _, stderr = run_claude(latest_claude, gateway.url, tmp_path, "Create hello.txt containing hi, then bye.txt")
+    assert code == 0, f"{version}: {stderr[-2000:]}"
+    assert hello.read_text() == "hi\n" and bye.read_text() == "bye\n", version
