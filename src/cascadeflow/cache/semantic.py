@@ -12,10 +12,8 @@ not be swapped across a word of direction ("5 km to miles" / "5 miles to km"). A
 word embeddings barely move when a number changes or a "not" appears, and not at all
 when words swap places (measured in ``benchmarks/semantic_cache.py``).
 
-The embedding model is WordLlama's 256-dimension ``l2_supercat`` weights, shipped inside
-the ``wordllama`` wheel: nothing is downloaded (its own loader would fetch the tokenizer
-from Hugging Face; :func:`load_wordllama` reads both files from the installed package).
-Install with the ``semantic`` extra. The index lives in this process's memory.
+The embedding model is WordLlama's (:mod:`cascadeflow.embeddings`: shipped inside the
+``wordllama`` wheel, nothing is downloaded). Install with the ``semantic`` extra. The index lives in this process's memory.
 """
 
 from __future__ import annotations
@@ -24,31 +22,25 @@ import hashlib
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ..cascade.kinds import request_kind
+from ..embeddings import SEMANTIC_EXTRA, Embedder, load_embedder, load_wordllama
 from ..errors import ConfigError
 from .key import ANSWER_HEADERS, IGNORED_FIELDS
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from ..config import SemanticCacheConfig
 
 __all__ = ["SemanticIndex", "SemanticProbe", "Embedder", "load_wordllama", "load_embedder", "semantic_index", "prompt_of",
            "guard_of", "SEMANTIC_EXTRA"]
 
-SEMANTIC_EXTRA = "pip install -e '.[semantic]' (wordllama, numpy, safetensors)"
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _WORD = re.compile(r"\w+")
 _DIRECTION = frozenset({"to", "from", "into", "than", "vs", "versus", "before", "after", "over", "under"})
 _NEGATION = re.compile(r"\b(?:not|no|never|none|nothing|neither|nor|without|except|cannot)\b|n't\b", re.IGNORECASE)
-
-
-class Embedder(Protocol):
-    def embed(self, texts: list[str], norm: bool = ...) -> np.ndarray: ...
 
 
 def semantic_index(config: SemanticCacheConfig) -> SemanticIndex:
@@ -59,31 +51,6 @@ def semantic_index(config: SemanticCacheConfig) -> SemanticIndex:
         raise ConfigError(f"a rule sets semantic_cache, which needs the semantic extra: {SEMANTIC_EXTRA} "
                           f"({exc.name or exc} is missing)") from None
     return SemanticIndex(embedder, threshold=config.threshold, agents=config.agents, max_entries=config.max_entries)
-
-
-def load_embedder(purpose: str) -> Embedder:
-    """WordLlama for ``purpose`` (what needs it, for the message); a :class:`ConfigError` naming the extra when
-    it is not installed."""
-    try:
-        return load_wordllama()
-    except ImportError as exc:
-        raise ConfigError(f"{purpose} needs the semantic extra: {SEMANTIC_EXTRA} ({exc.name or exc} is missing)") from None
-
-
-def load_wordllama() -> Embedder:
-    """WordLlama's shipped weights and tokenizer, read from the installed wheel (no network)."""
-    from pathlib import Path
-
-    import wordllama
-    from safetensors import safe_open
-    from tokenizers import Tokenizer
-    from wordllama.inference import WordLlamaInference
-
-    root = Path(wordllama.__file__).parent
-    tokenizer = Tokenizer.from_file(str(root / "tokenizers" / "l2_supercat_tokenizer_config.json"))
-    with safe_open(str(root / "weights" / "l2_supercat_256.safetensors"), framework="np", device="cpu") as weights:
-        embedding = weights.get_tensor("embedding.weight")
-    return WordLlamaInference(embedding, tokenizer)
 
 
 def guard_of(text: str) -> tuple:

@@ -171,7 +171,7 @@ class CascadeEngine:
         #: WordLlama, loaded once at start when a rule's sample agreement compares meanings (the semantic extra)
         self._embedder = None
         if any(rule.sample_agreement is not None and rule.sample_agreement.mode != "exact" for rule in rules):
-            from ..cache.semantic import load_embedder
+            from ..embeddings import load_embedder
 
             self._embedder = load_embedder("sample_agreement with mode semantic or auto")
         #: each rule's pre-generation router, loaded here, once (a missing or altered file stops the start)

@@ -184,7 +184,7 @@ def load_router(path: str | Path, sha256: str | None, embedder: Any = None) -> R
         raise ConfigError(f"router model file {path} is not a usable cascadeflow router: {exc}") from None
     if embedding is not None:
         if embedder is None:
-            from ..cache.semantic import load_embedder
+            from ..embeddings import load_embedder
 
             embedder = load_embedder(f"router model file {path} uses the WordLlama embedding, which")
         router = Router(router.weights, router.bias, router.mean, router.scale, router.trained, embedding, embedder)

@@ -111,7 +111,7 @@ def route_features(records: list[dict], embedding: bool) -> dict:
     """The router's features of every record's request (with the WordLlama embedding when asked for)."""
     embedder = None
     if embedding:
-        from ..cache.semantic import load_wordllama
+        from ..embeddings import load_wordllama
 
         embedder = load_wordllama()
     return routing.request_features(records, embedder)

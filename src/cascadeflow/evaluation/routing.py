@@ -20,7 +20,7 @@ question, answered here the way every other threshold is:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -156,7 +156,8 @@ def rescored(name: str, fit: Mapping, outcomes: Sequence[Outcome], features: Map
     return list(outcomes)
 
 
-def base_refit(name: str, fit: Mapping, features: Mapping | None, combine_rule: str = "min"):
+def base_refit(name: str, fit: Mapping, features: Mapping | None, combine_rule: str = "min"
+               ) -> Callable[[list[Outcome], list[Outcome]], tuple[list[Outcome], list[Outcome]]]:
     """(train, test) → both rescored by the candidate refitted on train only, as its own cross-validation does."""
 
     def refit(train: list[Outcome], test: list[Outcome]) -> tuple[list[Outcome], list[Outcome]]:
