@@ -348,7 +348,8 @@ def command(block: Block, code: str, folder: Path) -> list[str]:
         after = block.option("after")
         if after is None:
             return [sys.executable, str(script)]
-        earlier = next(b for b in ALL_BLOCKS if b.file == block.file and b.line == int(after))
+        earlier = next((b for b in ALL_BLOCKS if b.file == block.file and b.line == int(after)), None)
+        assert earlier is not None, f"{block.file}:{block.line} runs after={after}, but no block starts at line {after}"
         (folder / f"block-{after}.py").write_text(earlier.code)
         (folder / "after.py").write_text(AFTER)
         return [sys.executable, str(folder / "after.py"), str(folder / f"block-{after}.py"), str(script)]
