@@ -1,7 +1,8 @@
 """The cascade: rules, draft policies, quality checks, and the engine that decides."""
 
 from .answer import Check, CheckResult, DraftAnswer, ToolCall
-from .engine import CascadeEngine, CascadeReply, Decision
+from .decision import CascadeReply, Decision
+from .engine import CascadeEngine
 from .rules import RuleSet
 from .shadow import ShadowRecorder, label_pair
 

@@ -13,44 +13,44 @@ The client gets one well-formed answer either way; headers ``x-cascadeflow-*`` s
 what happened. Every call is priced; the baseline is the same request sent straight
 to the requested model (for an accepted draft: the requested model's price on the
 draft's usage, an estimate; for an escalation: what the verifier cost).
+
+This module is the decision's flow; its parts live beside it: what was decided
+(:mod:`.decision`), how it is counted and priced (:mod:`.accounting`), the checks that
+call upstream (:mod:`.opinions`), and the draft's read and the verifier's relay
+(:mod:`.streaming`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import orjson
-
 from ..config import CascadeRule, CascadeStage
-from ..dialects.sse import SSEDecoder
 from ..errors import ProxyError
 from ..proxy import ProxyRequest, ProxyResult, ProxyService, ProxyStream
 from ..proxy.translation import API_PATHS
 from ..telemetry import CostTracker
 from ..tracing import Tracing
-from ..usage import Usage
-from .agreement import agreement, semantic_agreement, states_final_answer
+from .accounting import Accounts, bucket
 from .answer import CheckResult, DraftAnswer
 from .capabilities import capability_gap
-from .checks import run_early
+from .decision import CascadeReply, Decision
 from .drafts import ops_for
 from .kinds import request_kind
-from .policies import StickyEscalations, skip_reason
+from .opinions import SecondOpinions, draft_cap
+from .policies import skip_reason
 from .router import Router, load_router
 from .scorer import checks_for
 from .scoring import score_draft
-from .selfcheck import verdict, verification_body
-from .session import SessionBook, SessionSignal, Turn
+from .session import SessionBook, Turn
 from .shadow import ShadowRecorder
-from .thinking import ThinkingThreads, ThreadView, strip_thinking
+from .streaming import once, read_draft, relay
+from .thinking import ThinkingThreads, ThreadView
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import Callable
 
     from ..proxy.router import RouteMatch
     from ..sessions import Sessions, ThinkingOrigins
@@ -58,97 +58,8 @@ if TYPE_CHECKING:
 __all__ = ["CascadeEngine", "Decision", "CascadeReply"]
 
 log = logging.getLogger("cascadeflow.cascade")
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
-_REASON_CUT = re.compile(r" at |[(:=]")
-_EARLY_EVERY = 8  # run early checks every N delta events (and at every block end)
 #: drafts, self-verification and samples have an alternative (the verifier): one try, an open breaker may refuse
 _OPTIONAL_CALL = {"attempts": 1, "has_alternative": True}
-
-
-@dataclass(slots=True)
-class Decision:
-    """What the cascade did for one request."""
-
-    rule: str
-    requested_model: str
-    served_model: str = ""
-    draft_model: str | None = None
-    accepted: bool = False
-    confidence: float | None = None
-    reason: str = ""
-    cost: float | None = 0.0
-    baseline_cost: float | None = None
-    draft_ms: float = 0.0
-    stages: list[dict] = field(default_factory=list)
-    #: each check's score on the last draft judged (``name=score,…``)
-    checks: str = ""
-    #: tokens of every call the request made
-    usage: Usage = field(default_factory=Usage)
-    #: time spent waiting on upstream calls (the rest of the request's time is the gateway's)
-    upstream_ms: float = 0.0
-    #: per model called: what its view of the conversation left out (``dropped=N,rendered=M``)
-    thinking_views: dict[str, str] = field(default_factory=dict)
-    #: what drafting this turn was expected to save, priced with the conversation's caches (USD)
-    expected_saving: float | None = None
-    #: main, subagent, background, codex or other (:mod:`.kinds`)
-    kind: str = ""
-    #: (model, usage) of every upstream call, in order
-    calls: list[tuple[str, Usage]] = field(default_factory=list)
-    #: what this request says about the conversation's last drafted turn, when it went badly
-    session_signal: SessionSignal | None = None
-    #: the pre-generation router's P(draft good) for this request (None: the rule has no router)
-    route_confidence: float | None = None
-
-    def add_call(self, call: ProxyResult | ProxyStream) -> None:
-        """Count one upstream call's usage and cost (unknown cost makes the total unknown)."""
-        self.calls.append((call.model, call.usage))
-        self.usage = self.usage + call.usage
-        self.cost = None if call.cost is None or self.cost is None else self.cost + call.cost
-        self.upstream_ms += call.latency_ms
-
-    def add_cut(self, model: str, usage: Usage, cost: float | None) -> None:
-        """Count a call cut off before its answer came (the client left): priced on an estimate."""
-        self.calls.append((model, usage))
-        self.usage = self.usage + usage
-        self.cost = None if cost is None or self.cost is None else self.cost + cost
-
-    def headers(self, *, with_cost: bool) -> dict[str, str]:
-        headers = {
-            "x-cascadeflow-rule": self.rule,
-            "x-cascadeflow-served-model": self.served_model,
-            "x-cascadeflow-draft-accepted": "true" if self.accepted else "false",
-            "x-cascadeflow-decision": self.reason,
-        }
-        if self.draft_model:
-            headers["x-cascadeflow-draft-model"] = self.draft_model
-        if self.confidence is not None:
-            headers["x-cascadeflow-confidence"] = repr(float(self.confidence))  # exact: calibration fits on it
-        if self.checks:
-            headers["x-cascadeflow-checks"] = self.checks
-        if self.served_model in self.thinking_views:
-            headers["x-cascadeflow-thinking"] = self.thinking_views[self.served_model]
-        if self.expected_saving is not None:
-            headers["x-cascadeflow-expected-saving-usd"] = f"{self.expected_saving:.8f}"
-        if self.kind:
-            headers["x-cascadeflow-request-kind"] = self.kind
-        if self.route_confidence is not None:
-            headers["x-cascadeflow-router-confidence"] = repr(float(self.route_confidence))
-        if with_cost and self.cost is not None:
-            headers["x-cascadeflow-cost-usd"] = f"{self.cost:.8f}"
-        if with_cost and self.baseline_cost is not None:
-            headers["x-cascadeflow-baseline-cost-usd"] = f"{self.baseline_cost:.8f}"
-        return headers
-
-
-@dataclass(slots=True)
-class CascadeReply:
-    """The answer for the client: a body (non-streaming) or chunks (streaming)."""
-
-    status: int
-    headers: dict[str, str]
-    decision: Decision
-    body: bytes = b""
-    chunks: AsyncIterator[bytes] | None = None
 
 
 class CascadeEngine:
@@ -165,8 +76,10 @@ class CascadeEngine:
         self.registry = service.router.registry
         #: conversations: cache shadows per model, the true baseline, what earlier drafts led to
         self.book = SessionBook(sessions if sessions is not None else MemorySessions(), self.registry, clock)
+        #: each rule's totals, sticky escalations, the baseline of each decision
+        self.accounts = Accounts(service, tracker)
         self.tracker = tracker
-        self.sticky = StickyEscalations()
+        self.sticky = self.accounts.sticky
         self._checks = {rule.name: checks_for(rule) for rule in rules}  # a rule's learned scorer loads here, once
         #: WordLlama, loaded once at start when a rule's sample agreement compares meanings (the semantic extra)
         self._embedder = None
@@ -178,6 +91,8 @@ class CascadeEngine:
         self._routers: dict[str | None, Router] = {
             rule.name: load_router(rule.router.path, rule.router.sha256, self._embedder)
             for rule in rules if rule.router is not None}
+        #: self-verification and sample agreement: the checks that call upstream
+        self.opinions = SecondOpinions(service, self.accounts, self._send_json, self._embedder)
         #: spans for the draft, checks and verifier calls (off unless the gateway sets one up)
         self.tracing = Tracing()
         #: shadow mode's pairs (the gateway hands them to its ledger)
@@ -187,7 +102,7 @@ class CascadeEngine:
 
     def begin(self, rule: CascadeRule, request: ProxyRequest) -> Decision:
         """The decision one request will fill in: the caller keeps it to record a request cancelled midway."""
-        return self._begin(rule, request)
+        return self.accounts.begin(rule, request)
 
     async def complete(
         self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None, request_id: str = "",
@@ -195,13 +110,13 @@ class CascadeEngine:
     ) -> CascadeReply:
         """A non-streaming request (``decision``: from :meth:`begin`, when the caller wants to see it filled in).
 
-        Cancelled (the client left, the server shut down), what was used is priced and recorded: see :meth:`_abandoned`."""
-        decision = decision or self._begin(rule, request)
+        Cancelled (the client left, the server shut down), what was used is priced and recorded: see :meth:`.Accounts.abandoned`."""
+        decision = decision or self.accounts.begin(rule, request)
         opened: list[Turn | None] = []
         try:
             return await self._complete(rule, request, dialect, conversation, request_id, decision, opened)
         except asyncio.CancelledError:
-            self._abandoned(rule, decision, conversation, opened[0] if opened else None, stream=False)
+            self.accounts.abandoned(rule, decision, conversation, opened[0] if opened else None, stream=False)
             raise
 
     async def stream(
@@ -211,13 +126,13 @@ class CascadeEngine:
         """A streaming request: drafts are read to the end (or an early failure) before anything is sent.
 
         Cancelled while a draft is read (the client left), the draft's stream is closed at once and
-        counted for what it generated; no verifier is opened; what was used is recorded (:meth:`_abandoned`)."""
-        decision = decision or self._begin(rule, request)
+        counted for what it generated; no verifier is opened; what was used is recorded (:meth:`.Accounts.abandoned`)."""
+        decision = decision or self.accounts.begin(rule, request)
         opened: list[Turn | None] = []
         try:
             return await self._stream(rule, request, dialect, conversation, request_id, decision, opened)
         except asyncio.CancelledError:
-            self._abandoned(rule, decision, conversation, opened[0] if opened else None, stream=True)
+            self.accounts.abandoned(rule, decision, conversation, opened[0] if opened else None, stream=True)
             raise
 
     async def _complete(self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None,
@@ -234,18 +149,18 @@ class CascadeEngine:
             try:
                 result, answer = await self._send_json(match, draft, dialect, ops)
             except ProxyError as exc:
-                self._draft_failed(decision, stage, started, exc)
+                self.accounts.draft_failed(decision, stage, started, exc)
                 continue
             except asyncio.CancelledError:  # the client left: the draft's connection is closed; priced on its input
                 decision.draft_model = stage.model
-                self._cut(decision, match, draft)
+                self.accounts.cut(decision, match, draft)
                 raise
             judged = (answer, result.cost)
             if await self._judge(rule, stage, request, answer, dialect, decision, result, started, ops):
                 await self.threads.hand_out(result.data, stage.model, dialect)
                 body = ops.reply_body(result.data, self._reported(rule, request, stage.model), request.body or {})
-                decision.baseline_cost = self._baseline(rule, request, result.usage, turn=turn)
-                self._finish(rule, decision, conversation, stream=False, turn=turn, answer=answer)
+                decision.baseline_cost = self.accounts.baseline(rule, request, result.usage, turn=turn)
+                self.accounts.finish(rule, decision, conversation, stream=False, turn=turn, answer=answer)
                 if shadowed:
                     self._shadow_accepted(rule, request, dialect, talk, decision, request_id, answer, result.cost, ops)
                 return CascadeReply(result.status, {**result.headers, **decision.headers(with_cost=True)}, decision, body)
@@ -256,16 +171,16 @@ class CascadeEngine:
                 result = await self.service.send(match, self._for_verifier(request, verifier, match, dialect, talk, decision), dialect)
                 self.tracing.record_call(span, result)
         except ProxyError as exc:
-            self._finish(rule, decision, conversation, stream=False)
+            self.accounts.finish(rule, decision, conversation, stream=False)
             exc.decision = decision  # the error answer carries the decision's headers, its record the draft's cost
             raise
         except asyncio.CancelledError:
-            self._cut(decision, match, request)
+            self.accounts.cut(decision, match, request)
             raise
         decision.add_call(result)
-        decision.baseline_cost = self._baseline(rule, request, result.usage, verifier_cost=result.cost, verifier=verifier,
-                                                turn=turn)
-        self._finish(rule, decision, conversation, stream=False, turn=turn)
+        decision.baseline_cost = self.accounts.baseline(rule, request, result.usage, verifier_cost=result.cost,
+                                                        verifier=verifier, turn=turn)
+        self.accounts.finish(rule, decision, conversation, stream=False, turn=turn)
         if shadowed and judged is not None and decision.confidence is not None:
             self.shadow.escalated(rule, decision, request_id, judged[0], judged[1], ops.answer(result.data), result.cost)
         body = result.raw
@@ -294,19 +209,19 @@ class CascadeEngine:
                 upstream = await self.service.handler.open_stream(match.route, match.model, draft, **_OPTIONAL_CALL)
             except ProxyError as exc:
                 self.tracing.end_call(span, error=exc)
-                self._draft_failed(decision, stage, started, exc)
+                self.accounts.draft_failed(decision, stage, started, exc)
                 continue
             except asyncio.CancelledError:
                 self.tracing.end_call(span, error=None)
                 decision.draft_model = stage.model
-                self._cut(decision, match, draft)
+                self.accounts.cut(decision, match, draft)
                 raise
             if translation is not None:
                 upstream = translation.stream(upstream, match.model)
             accumulator = ops.accumulator()
             early = None
             try:
-                early = await self._read_draft(rule, upstream, accumulator, caller, dialect)
+                early = await read_draft(self._checks[rule.name], upstream, accumulator, caller, dialect)
             except asyncio.CancelledError:  # the client left: stop the draft now; it is paid for what it generated
                 await upstream.aclose()
                 decision.add_call(upstream)
@@ -316,11 +231,11 @@ class CascadeEngine:
                 self.tracing.end_call(span, upstream, error=None if early is not None else upstream.error)
             if early is not None:
                 decision.add_call(upstream)
-                self._escalate(decision, stage, early.score, f"early {_bucket(early.name, early.reason)}", started)
+                self.accounts.escalate(decision, stage, early.score, f"early {bucket(early.name, early.reason)}", started)
                 continue
             if accumulator.error is not None or upstream.error is not None:
                 decision.add_call(upstream)
-                self._escalate(decision, stage, None, "draft_error", started)
+                self.accounts.escalate(decision, stage, None, "draft_error", started)
                 continue
             answer = accumulator.answer(partial=False)
             answer.usage = upstream.usage
@@ -331,12 +246,12 @@ class CascadeEngine:
                 if dialect == "anthropic":
                     await self.threads.hand_out(accumulator.message, stage.model, dialect)
                 body = ops.replay(accumulator, self._reported(rule, request, stage.model), caller)
-                decision.baseline_cost = self._baseline(rule, request, upstream.usage, turn=turn)
-                self._finish(rule, decision, conversation, stream=True, turn=turn, answer=answer)
+                decision.baseline_cost = self.accounts.baseline(rule, request, upstream.usage, turn=turn)
+                self.accounts.finish(rule, decision, conversation, stream=True, turn=turn, answer=answer)
                 if shadowed:
                     self._shadow_accepted(rule, request, dialect, talk, decision, request_id, answer, upstream.cost, ops)
                 headers = {**upstream.headers, **decision.headers(with_cost=True)}
-                return CascadeReply(upstream.status, headers, decision, chunks=_once(body))
+                return CascadeReply(upstream.status, headers, decision, chunks=once(body))
         verifier, match = self._verifier(rule, request, dialect)
         decision.served_model = verifier
         span = self.tracing.start_call("verifier", verifier, match.route.name)  # ends with the stream
@@ -344,17 +259,29 @@ class CascadeEngine:
             upstream = await self.service.open_stream(match, self._for_verifier(request, verifier, match, dialect, talk, decision), dialect)
         except ProxyError as exc:
             self.tracing.end_call(span, error=exc)
-            self._finish(rule, decision, conversation, stream=True)
+            self.accounts.finish(rule, decision, conversation, stream=True)
             exc.decision = decision
             raise
         except asyncio.CancelledError:
             self.tracing.end_call(span, error=None)
-            self._cut(decision, match, request)
+            self.accounts.cut(decision, match, request)
             raise
         reported = self._reported(rule, request, verifier)
         pairing = (request_id, *judged) if shadowed and judged is not None and decision.confidence is not None else None
-        chunks = self._pipe_verifier(rule, request, decision, conversation, upstream, ops, reported, verifier, span, turn,
-                                     pairing)
+
+        def ended(accumulator) -> None:
+            """The verifier's stream is over (read out or cut): price it, record the request, pair it for shadow mode."""
+            self.tracing.end_call(span, upstream, error=upstream.error)
+            decision.add_call(upstream)
+            decision.baseline_cost = self.accounts.baseline(rule, request, upstream.usage, verifier_cost=upstream.cost,
+                                                            verifier=verifier, turn=turn)
+            self.accounts.finish(rule, decision, conversation, stream=True, turn=turn)
+            if pairing is not None and accumulator is not None and upstream.error is None and accumulator.error is None:
+                paired_id, paired_draft, paired_cost = pairing
+                self.shadow.escalated(rule, decision, paired_id, paired_draft, paired_cost,
+                                      accumulator.answer(partial=False), upstream.cost)
+
+        chunks = relay(upstream, ops, reported, verifier, pairing is not None, ended)
         return CascadeReply(upstream.status, {**upstream.headers, **decision.headers(with_cost=False)}, decision, chunks=chunks)
 
     # -- steps -------------------------------------------------------------------
@@ -370,10 +297,6 @@ class CascadeEngine:
         except Exception:  # noqa: BLE001 - a prompt the router cannot read is drafted as without a router
             log.exception("cascade rule %r: the router could not score the request; drafting it", decision.rule)
 
-    def _begin(self, rule: CascadeRule, request: ProxyRequest) -> Decision:
-        self.tracker.rule(rule.name or "").requests += 1
-        return Decision(rule=rule.name or "", requested_model=request.model)
-
     def _drafts(self, rule, request: ProxyRequest, dialect: str, conversation: str | None, decision: Decision, ops,
                 talk: ThreadView | None = None, turn: Turn | None = None):
         """The draft stages to try — none when a policy skips drafting — each with its route and request."""
@@ -387,15 +310,6 @@ class CascadeEngine:
             if talk is not None and self.service.translation(match, dialect) is None:
                 draft = draft.derive(talk.body_for(draft.body or {}, stage.model, decision.thinking_views))
             yield stage, match, draft, time.perf_counter()
-
-    def _draft_cap(self, rule: CascadeRule, model: str) -> int | None:
-        """The draft's output cap: the rule's ``draft_max_tokens``, never above what the draft model allows
-        (Claude Code asks for 128k; claude-haiku-5-5 would refuse anything over 64k)."""
-        info = self.registry.info(model)
-        limit = info.max_output_tokens if info is not None else None
-        if rule.draft_max_tokens is None or limit is None:
-            return rule.draft_max_tokens if limit is None else limit
-        return min(rule.draft_max_tokens, limit)
 
     async def _turn(self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None,
                     request_id: str) -> Turn | None:
@@ -472,33 +386,9 @@ class CascadeEngine:
         return match
 
     def _draft_request(self, rule: CascadeRule, request: ProxyRequest, stage: CascadeStage, ops) -> ProxyRequest:
-        body = ops.draft_body(request.body or {}, stage.model, self._draft_cap(rule, stage.model),
+        body = ops.draft_body(request.body or {}, stage.model, draft_cap(rule, stage.model, self.registry),
                               self.registry.is_reasoning(stage.model))
         return request.derive(body)
-
-    async def _read_draft(self, rule, upstream, accumulator, caller: dict, dialect: str):
-        """Buffer the draft's events; return the early check that failed it, if one did."""
-        checks = self._checks[rule.name]
-        decoder = SSEDecoder()
-        deltas = 0
-        async for chunk in upstream:
-            for event in decoder.feed(chunk):
-                closed = accumulator.feed(event)
-                deltas += 1
-                if closed is None and deltas % _EARLY_EVERY:
-                    continue
-                answer = accumulator.answer(partial=True)
-                # only calls known to be complete are judged early
-                if dialect == "openai":
-                    done = set(accumulator.closed_tool_calls)
-                    answer.tool_calls = [c for i, c in enumerate(answer.tool_calls) if i in done]
-                elif closed is None:
-                    answer.tool_calls = []
-                failed = run_early(checks, caller, answer, dialect)
-                if failed is not None:
-                    await upstream.aclose()
-                    return failed
-        return None
 
     async def _judge(
         self, rule, stage: CascadeStage, request: ProxyRequest, answer: DraftAnswer, dialect: str,
@@ -511,10 +401,10 @@ class CascadeEngine:
         threshold = stage.quality_threshold if stage.quality_threshold is not None else rule.quality_threshold
 
         async def ask_verifier() -> CheckResult | None:
-            return await self._self_verify(rule, stage, request, answer, dialect, decision, ops)
+            return await self.opinions.self_verify(rule, stage, request, answer, dialect, decision, ops)
 
         async def ask_samples() -> CheckResult | None:
-            return await self._sample_agreement(rule, stage, request, answer, dialect, decision, ops)
+            return await self.opinions.samples(rule, stage, request, answer, dialect, decision, ops)
 
         costly = [ask for ask, wanted in ((ask_verifier, rule.self_verify), (ask_samples, rule.sample_agreement)) if wanted]
         with self.tracing.checks(decision.rule, stage.model, threshold) as span:
@@ -525,84 +415,12 @@ class CascadeEngine:
         decision.confidence = score.confidence
         decision.checks = score.header()
         if score.confidence >= threshold:
-            elapsed = (time.perf_counter() - started) * 1000
-            decision.stages.append({"model": stage.model, "confidence": score.confidence, "accepted": True, "ms": elapsed})
-            decision.accepted, decision.served_model, decision.reason = True, stage.model, "accepted"
-            totals = self.tracker.rule(decision.rule)
-            totals.drafts_tried += 1
-            totals.accepted += 1
-            totals.accepted_by_stage[stage.model] += 1
+            self.accounts.accepted(decision, stage, score.confidence, started)
             return True
         worst = min(score.results, key=lambda r: r.score) if score.results else None
-        bucket = _bucket(worst.name, worst.reason) if worst and worst.score < threshold else "low_confidence"
-        self._escalate(decision, stage, score.confidence, bucket, started, detail=score.reason)
+        reason = bucket(worst.name, worst.reason) if worst and worst.score < threshold else "low_confidence"
+        self.accounts.escalate(decision, stage, score.confidence, reason, started, detail=score.reason)
         return False
-
-    async def _self_verify(
-        self, rule, stage: CascadeStage, request: ProxyRequest, answer: DraftAnswer, dialect: str,
-        decision: Decision, ops,
-    ) -> CheckResult | None:
-        """Ask the verification model about the draft; its cost joins the request's."""
-        model = (rule.self_verify and rule.self_verify.model) or stage.model
-        body = verification_body(request.body or {}, answer, dialect, model, self.registry.is_reasoning(model))
-        if body is None:
-            return None
-        verify = request.derive(body, method="POST", path=API_PATHS[dialect], query="")
-        try:
-            match = self.service.router.resolve(model, dialect)
-            result, reply = await self._send_json(match, verify, dialect, ops, "self_verify")
-        except ProxyError as exc:
-            log.info("self-verification with %s failed (%s); not scored", model, exc.message)
-            return None
-        except asyncio.CancelledError:  # the client left: the question was read, so it is paid for
-            self._cut(decision, match, verify)
-            raise
-        decision.add_call(result)
-        return verdict(reply)
-
-    async def _sample_agreement(
-        self, rule, stage: CascadeStage, request: ProxyRequest, answer: DraftAnswer, dialect: str,
-        decision: Decision, ops,
-    ) -> CheckResult | None:
-        """Sample the draft model again (concurrently) and score agreement with the draft's answer."""
-        settings = rule.sample_agreement
-        if settings is None or answer.tool_calls or not answer.text.strip():
-            return None
-        match = self.service.router.resolve(stage.model, dialect)
-        reasoning = self.registry.is_reasoning(stage.model)
-        body = {**ops.draft_body(request.body or {}, stage.model, self._draft_cap(rule, stage.model), reasoning),
-                "stream": False, "temperature": settings.temperature}
-        if reasoning and dialect != "anthropic":  # it samples at its fixed temperature (1) only: see docs/cascade.md
-            del body["temperature"]
-        if dialect == "anthropic" and isinstance(body.get("messages"), list):  # one-off samples think afresh
-            body.pop("thinking", None)
-            body["messages"] = strip_thinking(body["messages"])
-        body.pop("stream_options", None)
-        asks = [request.derive(body, method="POST", path=API_PATHS[dialect], query="", sample_index=i)
-                for i in range(settings.samples)]
-        calls = [asyncio.ensure_future(self._send_json(match, ask, dialect, ops, "sample")) for ask in asks]
-        try:
-            outcomes = await asyncio.gather(*calls, return_exceptions=True)
-        except asyncio.CancelledError:  # the client left: samples that answered are paid for, cut ones on input
-            for call, ask in zip(calls, asks, strict=True):
-                if call.done() and not call.cancelled() and call.exception() is None:
-                    decision.add_call(call.result()[0])
-                elif call.cancelled():
-                    self._cut(decision, match, ask)
-            raise
-        texts = []
-        for outcome in outcomes:
-            if isinstance(outcome, ProxyError):
-                continue
-            if isinstance(outcome, BaseException):
-                raise outcome
-            result, sample = outcome
-            decision.add_call(result)
-            texts.append(sample.text)
-        if settings.mode == "semantic" or (settings.mode == "auto" and not states_final_answer(answer.text)):
-            # free-form answers: compare meanings (embeddings cost milliseconds: off the event loop)
-            return await asyncio.to_thread(semantic_agreement, self._embedder, answer.text, texts)
-        return agreement(answer.text, texts)
 
     async def _send_json(
         self, match: RouteMatch, request: ProxyRequest, dialect: str, ops, purpose: str = "draft"
@@ -620,56 +438,6 @@ class CascadeEngine:
         if translation is not None and translation.logprobs:
             answer.logprobs = translation.logprobs
         return result, answer
-
-    def _cut(self, decision: Decision, match: RouteMatch, request: ProxyRequest) -> None:
-        """A call cut off before any of its answer arrived: the upstream read its prompt, so the
-        request's size at 4 bytes a token is counted as input (as for a cut stream that reported none)."""
-        raw = request.raw_body if request.raw_body is not None else orjson.dumps(request.body or {})
-        usage = Usage(input_tokens=len(raw) // 4)
-        cost = self.service.handler.price(match.route, match.model, usage)
-        decision.add_cut(match.model, usage, cost)
-        self.tracker.record_call(model=match.model, route=match.route.name, usage=usage, cost=cost, status=499)
-
-    def _abandoned(self, rule: CascadeRule, decision: Decision, conversation: str | None, turn: Turn | None, *,
-                   stream: bool) -> None:
-        """A request cancelled before its answer (the client left, or the server shut down past its deadline).
-
-        Its calls are priced already (cut ones on their input); the rule's totals count it as ``cancelled``
-        with no saving (its baseline is its cost, as the ledger counts a row without one); an escalation
-        decided before the cut still counts as one; the conversation records the models it called (their
-        caches were written) but learns nothing about drafting from it.
-        """
-        totals = self.tracker.rule(decision.rule)
-        totals.cancelled += 1
-        if decision.reason.startswith("escalated:"):
-            totals.escalated[decision.reason.removeprefix("escalated:")] += 1
-            totals.added_latency_ms += decision.draft_ms
-            self.sticky.record(conversation, escalated=True)
-        if decision.cost is None:
-            totals.unpriced += 1
-        else:
-            totals.cost += decision.cost
-            totals.baseline_cost += decision.cost if decision.baseline_cost is None else decision.baseline_cost
-        if turn is not None and decision.calls:
-            turn.cancelled(decision.calls)
-        if decision.calls:  # it reached an upstream
-            self.tracker.record_request(stream=stream)
-
-    def _escalate(
-        self, decision: Decision, stage: CascadeStage, confidence: float | None, reason: str, started: float,
-        detail: str = "",
-    ) -> None:
-        elapsed = (time.perf_counter() - started) * 1000
-        decision.draft_ms += elapsed
-        decision.draft_model = stage.model
-        decision.confidence = confidence
-        decision.reason = f"escalated:{reason}"
-        decision.stages.append({"model": stage.model, "confidence": confidence, "accepted": False, "reason": detail or reason, "ms": elapsed})
-        self.tracker.rule(decision.rule).drafts_tried += 1
-
-    def _draft_failed(self, decision: Decision, stage: CascadeStage, started: float, exc: ProxyError) -> None:
-        log.info("draft %s failed (%s); escalating", stage.model, exc.message)
-        self._escalate(decision, stage, None, "draft_error", started, detail=exc.message)
 
     def _shadow_accepted(self, rule: CascadeRule, request: ProxyRequest, dialect: str, talk: ThreadView | None,
                          decision: Decision, request_id: str, answer: DraftAnswer, draft_cost: float | None, ops) -> None:
@@ -700,102 +468,8 @@ class CascadeEngine:
         verifier = rule.verifier_model or request.model
         return verifier, self.service.router.resolve(verifier, dialect)
 
-    async def _pipe_verifier(
-        self, rule, request, decision: Decision, conversation, upstream, ops, reported: str, verifier: str, span,
-        turn: Turn | None = None, pairing: tuple[str, DraftAnswer, float | None] | None = None,
-    ) -> AsyncIterator[bytes]:
-        """The verifier's stream to the client (renamed when it must be); with ``pairing`` (shadow mode's request id,
-        draft answer and cost), the verifier's answer is also read, for the pair."""
-        rename = reported != verifier
-        decoder = SSEDecoder() if rename or pairing else None
-        accumulator = ops.accumulator() if pairing else None
-        exhausted = False
-        try:
-            async for chunk in upstream:
-                if decoder is None:
-                    yield chunk
-                    continue
-                events = decoder.feed(chunk)
-                if accumulator is not None:
-                    for event in events:
-                        accumulator.feed(event)
-                if not rename:
-                    yield chunk
-                elif events:
-                    yield ops.rename_events(events, reported)
-            if rename and decoder is not None and decoder.pending:
-                yield decoder.pending
-            exhausted = True
-        finally:
-            if not exhausted:  # closed early (the client left): the upstream's own accounting runs first
-                await upstream.aclose()
-            self.tracing.end_call(span, upstream, error=upstream.error)
-            decision.add_call(upstream)
-            decision.baseline_cost = self._baseline(rule, request, upstream.usage, verifier_cost=upstream.cost,
-                                                    verifier=verifier, turn=turn)
-            self._finish(rule, decision, conversation, stream=True, turn=turn)
-            if pairing is not None and accumulator is not None and upstream.error is None and accumulator.error is None:
-                request_id, draft, draft_cost = pairing
-                self.shadow.escalated(rule, decision, request_id, draft, draft_cost,
-                                      accumulator.answer(partial=False), upstream.cost)
-
-    # -- accounting --------------------------------------------------------------
-
-    def _baseline(
-        self, rule: CascadeRule, request: ProxyRequest, usage: Usage, *, verifier_cost: float | None = None,
-        verifier: str | None = None, turn: Turn | None = None,
-    ) -> float | None:
-        """What the request would have cost sent straight to the requested model.
-
-        In a conversation: on the requested model's cache as it would have been (:meth:`Turn.baseline`).
-        Otherwise: the verifier's own cost when it served, else the requested model's price on the draft's usage.
-        """
-        if turn is not None:
-            return turn.baseline(usage, usage.output_tokens, verifier_cost if verifier == turn.requested else None)
-        if verifier is not None and verifier == request.model:
-            return verifier_cost
-        cost = self.registry.cost(request.model, usage) if self.registry.info(request.model) else None
-        if cost is None:  # a virtual model (cascade/…): the verifier stands for it
-            cost = self.registry.cost(rule.verifier_model or request.model, usage)
-        return cost
-
     def _reported(self, rule: CascadeRule, request: ProxyRequest, served: str) -> str:
         return request.model if rule.report_model == "requested" else served
-
-    def _finish(self, rule: CascadeRule, decision: Decision, conversation: str | None, *, stream: bool,
-                turn: Turn | None = None, answer: DraftAnswer | None = None) -> None:
-        if turn is not None and decision.calls:
-            drafted = not decision.reason.startswith("skipped:")
-            turn.end(decision.calls, drafted, decision.accepted, decision.calls[-1][1],
-                     [c.id for c in answer.tool_calls] if answer is not None else [], decision.served_model)
-        totals = self.tracker.rule(decision.rule)
-        if decision.reason.startswith("escalated:"):
-            totals.escalated[decision.reason.removeprefix("escalated:")] += 1
-            totals.added_latency_ms += decision.draft_ms
-        if decision.cost is None or decision.baseline_cost is None:
-            totals.unpriced += 1
-        else:
-            totals.cost += decision.cost
-            totals.baseline_cost += decision.baseline_cost
-        if not decision.reason.startswith("skipped:"):
-            self.sticky.record(conversation, escalated=not decision.accepted)
-        self.tracker.record_request(stream=stream, draft_accepted=decision.accepted)
-        log.debug(  # the gateway's request line says it at info level
-            "cascade %s: %s → %s (%s, confidence %s)", decision.rule, decision.requested_model, decision.served_model,
-            decision.reason, "n/a" if decision.confidence is None else f"{decision.confidence:.3f}",
-        )
-
-
-def _bucket(name: str, reason: str) -> str:
-    """A low-cardinality reason for stats: the check's name and the fixed part of its reason.
-
-    ``arguments for 'get_weather' invalid at $: …`` → ``tool_use:arguments invalid``.
-    """
-    if name == "logprobs":
-        return "logprobs:low confidence"
-    head = _REASON_CUT.split(_QUOTED.sub("", reason), maxsplit=1)[0]
-    head = " ".join(head.split()).removesuffix(" for").replace(" for ", " ")
-    return f"{name}:{head}" if head else name
 
 
 def _with_model(request: ProxyRequest, model: str) -> ProxyRequest:
@@ -803,6 +477,3 @@ def _with_model(request: ProxyRequest, model: str) -> ProxyRequest:
         return request
     return request.derive({**(request.body or {}), "model": model})
 
-
-async def _once(body: bytes) -> AsyncIterator[bytes]:
-    yield body

@@ -39,7 +39,7 @@ from .agreement import _LABELLED, _SHORT, final_answer
 from .answer import DraftAnswer
 
 if TYPE_CHECKING:
-    from .engine import Decision
+    from .decision import Decision
 
 __all__ = ["ShadowRecorder", "label_pair", "JUDGE_PROMPT"]
 
