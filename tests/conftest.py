@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -109,11 +111,15 @@ def http(gw):
         yield client
 
 
-def launch_gateway_process(tmp_path, config_text: str, log_path=None, server: dict | None = None) -> tuple[subprocess.Popen, str]:
+def launch_gateway_process(tmp_path, config_text: str, log_path=None, server: dict | None = None,
+                           *, start_timeout: float = 60) -> tuple[subprocess.Popen, str]:
     """`cascadeflow proxy start` as its own process, from a config file in ``tmp_path``; waits for /health.
 
-    ``config_text`` gets ``server.port`` added; the caller stops the process. Its output
-    goes to ``log_path`` when given. ``server`` adds settings to the ``server`` section.
+    ``config_text`` gets ``server.port`` added; the caller stops the process (:func:`stop_gateway_process`
+    also ends its workers if it hangs). Its output goes to ``log_path`` when given. ``server`` adds
+    settings to the ``server`` section. The wait has a deadline of its own (a port that accepts but
+    never answers would otherwise cost 300 probes of 1 s each) and stops at once if the process exits;
+    either way the process is ended and the error quotes its log.
     """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -125,16 +131,40 @@ def launch_gateway_process(tmp_path, config_text: str, log_path=None, server: di
     process = subprocess.Popen(
         [sys.executable, "-m", "cascadeflow.cli", "proxy", "start", "--config", str(config_file)],
         cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "CASCADEFLOW_CONFIG": ""},
+        start_new_session=True,  # its own process group: its workers can be ended with it
     )
     url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
+    deadline = time.monotonic() + start_timeout
+    while process.poll() is None and time.monotonic() < deadline:
         try:
             httpx.get(url + "/health", timeout=1)
             return process, url
         except httpx.HTTPError:
             time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("the gateway process did not start")
+    exited = process.poll()
+    _kill_group(process)
+    tail = log_path.read_text(errors="replace")[-3000:] if log_path is not None else "(no log kept)"
+    why = f"exited with {exited}" if exited is not None else f"did not answer /health within {start_timeout:.0f} s"
+    raise RuntimeError(f"the gateway process {why}; its log ends:\n{tail}")
+
+
+def stop_gateway_process(process: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM and wait; one that does not stop in ``timeout`` is killed with its workers, then reported."""
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(process)
+        raise AssertionError(f"the gateway process did not stop within {timeout:.0f} s of SIGTERM") from None
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL the process and everything in its group (its workers); never leaves one behind."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        process.kill()
+    process.wait(10)
 
 
 def run_async(coroutine):  # noqa: ANN001, ANN201

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -42,10 +43,17 @@ def simulator_process():
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     url = f"http://127.0.0.1:{port}"
-    wait_for(url + "/v1/models", process)
-    yield url
-    process.terminate()
-    process.wait(10)
+    try:
+        wait_for(url + "/v1/models", process)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+            raise
 
 
 def start_gateway(sim_url: str, tmp_path, *extra: str) -> tuple[subprocess.Popen, str]:
@@ -60,9 +68,17 @@ def start_gateway(sim_url: str, tmp_path, *extra: str) -> tuple[subprocess.Popen
     process = subprocess.Popen(
         [sys.executable, "-m", "cascadeflow.cli", "proxy", "start", "--port", str(port), *extra],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # its own process group: a failed start ends its workers too
     )
     url = f"http://127.0.0.1:{port}"
-    wait_for(url + "/health", process)
+    try:
+        wait_for(url + "/health", process)
+    except BaseException:  # never answered (or the test was interrupted): it must not outlive the test
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.kill()
+        process.wait(10)
+        raise
     return process, url
 
 

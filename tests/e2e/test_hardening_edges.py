@@ -297,11 +297,15 @@ def test_a_large_count_tokens_does_not_stall_other_requests(sim, tmp_path):
     done = threading.Event()
     counted: list[httpx.Response] = []
 
+    took: list[float] = []
+
     def count() -> None:
+        started = time.perf_counter()
         try:
             counted.append(httpx.post(url + "/v1/messages/count_tokens", content=payload, timeout=60,
                                       headers={"content-type": "application/json"}))
         finally:
+            took.append(time.perf_counter() - started)
             done.set()
 
     gaps: list[float] = []
@@ -321,7 +325,9 @@ def test_a_large_count_tokens_does_not_stall_other_requests(sim, tmp_path):
         process.wait(timeout=30)
     assert counted[0].status_code == 200 and counted[0].json()["input_tokens"] > 1_000_000
     assert len(gaps) >= 5, gaps  # the count took a while: the probes overlapped it
-    assert max(gaps) < 0.5, sorted(gaps)[-5:]
+    # On the loop, one probe waited out the whole tokenisation (most of the count's time). The bound scales
+    # with the count, which a loaded machine slows as much as the probes: no probe waits a quarter of it.
+    assert max(gaps) < max(0.5, took[0] / 4), (took[0], sorted(gaps)[-5:])
 
 
 def test_count_tokens_counts_against_the_keys_rpm(fresh_sim, start_gateway, tmp_path):

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cascadeflow import ProxyConfig
 from cascadeflow.gateway.metrics import mark_dead_workers
-from tests.conftest import launch_gateway_process, sim_routes
+from tests.conftest import launch_gateway_process, sim_routes, stop_gateway_process
 
 OPUS, SONNET, HAIKU, MINI = "claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5", "gpt-5.4-mini"
 
@@ -30,6 +30,7 @@ SCRIPT = [
     {"match": {"prompt_contains": "flaky once"}, "times": 1, "status": 529},
     {"match": {"prompt_contains": "very slow"}, "first_byte_delay": 2.0},
     {"match": {"prompt_contains": "slow stream"}, "chunk_delay": 0.05, "words": 20},
+    {"match": {"prompt_contains": "held stream"}, "stall_after": 3, "stall_seconds": 30},  # until its client leaves
     {"match": {"model": "made-up-*"}, "status": 404, "error_type": "not_found_error"},
 ]
 
@@ -187,14 +188,18 @@ def test_upstream_errors_retries_and_timeouts(gw):
 
 def test_refusals_are_told_apart_from_upstream_rate_limits(gw):
     before = Scrape(gw.url)
-    body = {"model": SONNET, "max_tokens": 100, "stream": True, "messages": [{"role": "user", "content": "a slow stream"}]}
+    # the first stream stalls until the test leaves it, so the second one meets it however slow the machine
+    body = {"model": SONNET, "max_tokens": 100, "stream": True, "messages": [{"role": "user", "content": "a held stream"}]}
     with httpx.stream("POST", gw.url + "/v1/messages", json=body, headers={"x-api-key": "k"}, timeout=10) as first:
         assert first.status_code == 200  # holds the one stream this gateway allows
         assert Scrape(gw.url).value("cascadeflow_active_streams") == 1
         with pytest.raises(anthropic.RateLimitError):
             with claude(gw).messages.stream(**{k: v for k, v in body.items() if k != "stream"}) as s:
                 s.get_final_message()
-        first.read()
+    deadline = time.monotonic() + 10  # leaving the block closed the first stream; the gateway lets it go
+    while Scrape(gw.url).value("cascadeflow_active_streams") != 0:
+        assert time.monotonic() < deadline, "the stream the client left is still counted as active"
+        time.sleep(0.05)
     with pytest.raises(anthropic.RateLimitError):  # the upstream's own 429, relayed
         ask(gw, "the upstream busy signal")
     after = Scrape(gw.url)
@@ -267,33 +272,39 @@ def test_dead_workers_lose_their_live_gauges(tmp_path):
 
 
 def test_two_workers_report_the_totals_of_both(tmp_path, fresh_sim):
+    """Every wait has a deadline (a request 30 s, the senders 120 s, the stop 20 s): a stuck worker fails
+    the test with what it was waiting for, not after pytest's 300 s, and no process outlives it."""
     sim = fresh_sim
     routes = "\n".join(f"  - {{name: {r['name']}, provider: {r['provider']}, base_url: '{r['base_url']}', api_key: k, "
                        f"retry: {{attempts: 1}}}}" for r in sim_routes(sim))
     ledger_url = f"sqlite:///{tmp_path}/ledger.db"
     # a new ledger: the workers migrate it one at a time as they start
     config = f"routes:\n{routes}\ndatabase_url: '{ledger_url}'\n"
-    process, url = launch_gateway_process(tmp_path, config, log_path=tmp_path / "gateway.log",
+    log_path = tmp_path / "gateway.log"
+    process, url = launch_gateway_process(tmp_path, config, log_path=log_path,
                                           server={"workers": 2, "log_level": "warning"})
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while Scrape(url).value("cascadeflow_workers") < 2:  # the second may still be starting
-            assert time.monotonic() < deadline, "the second worker did not start"
+            assert time.monotonic() < deadline, f"the second worker did not start: {log_path.read_text()[-2000:]}"
             time.sleep(0.1)
         n, errors = 40, []
 
         def send(count: int) -> None:
             for _ in range(count):
                 try:  # a client (and connection) per request, so the kernel spreads them over the workers
-                    anthropic.Anthropic(base_url=url, api_key="k", max_retries=0).messages.create(model=SONNET, max_tokens=20, messages=[{"role": "user", "content": "hi"}])
+                    anthropic.Anthropic(base_url=url, api_key="k", max_retries=0, timeout=30).messages.create(
+                        model=SONNET, max_tokens=20, messages=[{"role": "user", "content": "hi"}])
                 except Exception as exc:  # noqa: BLE001 (reported below)
                     errors.append(exc)
 
-        threads = [threading.Thread(target=send, args=(n // 4,)) for _ in range(4)]
+        threads = [threading.Thread(target=send, args=(n // 4,), daemon=True) for _ in range(4)]
         for t in threads:
             t.start()
+        deadline = time.monotonic() + 120
         for t in threads:
-            t.join()
+            t.join(max(deadline - time.monotonic(), 0))
+        assert not any(t.is_alive() for t in threads), f"requests still unanswered after 120 s: {log_path.read_text()[-2000:]}"
         assert not errors, errors
         # each worker's own /stats counts only what it answered: both answered some
         per_worker = {httpx.get(url + "/stats").json()["total_queries"] for _ in range(30)}
@@ -305,5 +316,4 @@ def test_two_workers_report_the_totals_of_both(tmp_path, fresh_sim):
             assert scrape.value("cascadeflow_request_duration_seconds_count") == n
             assert scrape.value("cascadeflow_workers") == 2
     finally:
-        process.terminate()
-        process.wait(20)
+        stop_gateway_process(process)

@@ -84,24 +84,32 @@ def test_client_errors_are_not_retried(fresh_sim, start_gateway):
 
 
 def test_breaker_opens_fails_fast_then_probes(fresh_sim, start_gateway):
-    """With a fallback to go to, an open breaker skips the failing model at once; a probe closes it."""
+    """With a fallback to go to, an open breaker skips the failing model at once; a probe closes it.
+
+    The cooldown is long enough (3 s) for the checks made while it is open to fit on a loaded machine;
+    the probe waits until /health says half-open rather than sleeping a guessed time.
+    """
     sim = fresh_sim
     sim.set_script([{"match": {"model": "claude-haiku-5-5"}, "times": 2, "status": 500}])
-    gw = start_gateway(config(sim, retry={"attempts": 1}, breaker={"failure_threshold": 2, "cooldown": 0.6},
+    gw = start_gateway(config(sim, retry={"attempts": 1}, breaker={"failure_threshold": 2, "cooldown": 3.0},
                               fallbacks=["backup:claude-sonnet-5-5"]))
     for _ in range(2):  # each failure is answered by the fallback
         assert client(gw).messages.create(**BODY).content[0].text.startswith("[claude-sonnet-5-5]")
+    raw = client(gw).messages.with_raw_response.create(**BODY)  # fails fast: haiku is not called
     health = httpx.get(gw.url + "/health").json()
-    assert health["status"] == "degraded" and health["breakers"]["primary"]["state"] == "open"
+    assert raw.headers["x-cascadeflow-fallback-model"] == "backup:claude-sonnet-5-5"
+    assert [r["body"]["model"] for r in sim.requests].count("claude-haiku-5-5") == 2
+    # still inside the cooldown: had it ended before the request above, haiku would have been probed (and answered)
+    assert health["status"] == "degraded" and health["breakers"]["primary"]["state"] == "open", health
     assert health["breakers"]["primary"]["models"]["claude-haiku-5-5"]["last_failure"] == "500 from the upstream"
     families = {f.name: f for f in text_string_to_metric_families(httpx.get(gw.url + "/metrics").text)}
     states = {s.labels["state"]: s.value for s in families["cascadeflow_upstream_breaker_state"].samples
               if s.labels["route"] == "primary"}
     assert states == {"closed": 0.0, "open": 1.0, "half_open": 0.0}
-    raw = client(gw).messages.with_raw_response.create(**BODY)  # fails fast: haiku is not called
-    assert raw.headers["x-cascadeflow-fallback-model"] == "backup:claude-sonnet-5-5"
-    assert [r["body"]["model"] for r in sim.requests].count("claude-haiku-5-5") == 2
-    time.sleep(0.7)
+    deadline = time.monotonic() + 15
+    while httpx.get(gw.url + "/health").json()["breakers"]["primary"]["state"] != "half_open":
+        assert time.monotonic() < deadline, "the breaker never became half-open after its 3 s cooldown"
+        time.sleep(0.1)
     assert client(gw).messages.create(**BODY).content[0].text.startswith("[claude-haiku-5-5]")  # the probe closes it
     assert httpx.get(gw.url + "/health").json()["breakers"]["primary"]["state"] == "closed"
     families = {f.name: f for f in text_string_to_metric_families(httpx.get(gw.url + "/metrics").text)}

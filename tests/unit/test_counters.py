@@ -19,11 +19,12 @@ from tests.unit.redis_db import REDIS, stall
 async def make(request):
     made = []
 
-    async def factory(**kwargs) -> MemoryCounters | RedisCounters:
+    async def factory(*, redis_timeout: float | None = None, **kwargs) -> MemoryCounters | RedisCounters:
+        """``redis_timeout``: the Redis client's connect and read timeout (the gateway's default: 0.5 s)."""
         if request.param == "memory":
             counters = MemoryCounters(**kwargs)
         else:
-            counters = await empty_redis(**kwargs)
+            counters = await empty_redis(**kwargs, **({"timeout": redis_timeout} if redis_timeout else {}))
         made.append(counters)
         return counters
 
@@ -123,7 +124,9 @@ async def test_budgets_start_from_the_ledgers_spend(make):
 
 
 async def test_concurrent_admissions_never_overspend(make):
-    counters = await make()
+    # 100 admissions at once go to Redis as a few pipelines of up to 100 scripts each: on a loaded machine a
+    # connect or a reply can take longer than the gateway's 0.5 s timeout. What is tested is atomicity.
+    counters = await make(redis_timeout=10.0)
     budget = scope(daily_budget_usd=1.0)
     outcomes = await asyncio.gather(*(counters.admit(budget, 1, 0.125) for _ in range(100)))
     admitted = [o for o in outcomes if isinstance(o, Lease)]
