@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
-__all__ = ["UNREACHABLE", "create_database", "drop_database"]
+__all__ = ["UNREACHABLE", "create_database", "drop_database", "throwaway_ledger"]
 
 
 def _unreachable() -> tuple[type[BaseException], ...]:
@@ -38,3 +42,26 @@ def create_database(server: str) -> str:
 def drop_database(server: str, url: str) -> None:
     """Drop a database :func:`create_database` made on ``server`` (connections to it are closed)."""
     asyncio.run(_admin(server, f"DROP DATABASE {url.rsplit('/', 1)[1]} WITH (FORCE)"))
+
+
+@contextlib.contextmanager
+def throwaway_ledger(kind: str, sqlite_file: Path, server: str) -> Iterator[str]:
+    """A ledger URL of ``kind``: SQLite at ``sqlite_file``, or a fresh PostgreSQL database on ``server``, dropped
+    afterwards (the test skips, naming the fix, when the server is unreachable; under CI it fails)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{sqlite_file}"
+        return
+    import pytest
+
+    from tests import needs
+
+    try:
+        database = create_database(server)
+    except UNREACHABLE as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(needs.postgres(server, exc))
+    try:
+        yield database
+    finally:
+        drop_database(server, database)

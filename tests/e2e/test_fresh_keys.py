@@ -20,9 +20,8 @@ from sqlalchemy import event
 
 from cascadeflow.store.keys import KeyStore
 from cascadeflow.store.ledger import Ledger
-from tests import needs
 from tests.conftest import launch_gateway_process, sim_routes
-from tests.pg_db import UNREACHABLE, create_database, drop_database
+from tests.pg_db import throwaway_ledger
 
 POSTGRES = os.environ.get("CASCADEFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 MASTER = "fresh-keys-master-51c2"
@@ -31,17 +30,8 @@ ASK = {"model": "claude-sonnet-4-5", "max_tokens": 20, "messages": [{"role": "us
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def ledger_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'shared.db'}"
-        return
-    try:
-        database = create_database(POSTGRES)
-    except UNREACHABLE as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(needs.postgres(POSTGRES, exc))
-    yield database
-    drop_database(POSTGRES, database)
+    with throwaway_ledger(request.param, tmp_path / "shared.db", POSTGRES) as url:
+        yield url
 
 
 @pytest.fixture()

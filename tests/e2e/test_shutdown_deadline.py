@@ -20,9 +20,8 @@ import orjson
 import pytest
 import yaml
 
-from tests import needs
 from tests.conftest import launch_gateway_process, ledger_rows, sim_routes
-from tests.pg_db import UNREACHABLE, create_database, drop_database
+from tests.pg_db import throwaway_ledger
 
 POSTGRES = os.environ.get("CASCADEFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 OPUS, SONNET, HAIKU = "claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5"
@@ -47,17 +46,8 @@ KINDS = [
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def ledger_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'ledger.db'}"
-        return
-    try:
-        database = create_database(POSTGRES)
-    except UNREACHABLE as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(needs.postgres(POSTGRES, exc))
-    yield database
-    drop_database(POSTGRES, database)
+    with throwaway_ledger(request.param, tmp_path / "ledger.db", POSTGRES) as url:
+        yield url
 
 
 def _send(url: str, index: int, kind: tuple, results: dict) -> None:
