@@ -15,8 +15,12 @@ import pytest
 from cascadeflow import ProxyConfig
 from cascadeflow.sim import SimulatedProvider
 from tests.conftest import ledger_rows, sim_routes
+from tests.e2e.test_claude_code import assert_tool_loop_done, claude, config_for, run_claude, write_loop
+from tests.e2e.test_claude_code import models_called as cli_calls
 
-OPUS, HAIKU = "claude-opus-5-5", "claude-haiku-5-5"
+__all__ = ["claude"]  # the CLI fixture, shared with test_claude_code
+
+OPUS, SONNET, HAIKU = "claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5"
 ONE_M = "context-1m-2025-08-07"
 #: what Claude Code sends, with the beta the draft model refuses
 BETAS = f"claude-code-20250219,interleaved-thinking-2025-05-14,{ONE_M}"
@@ -114,3 +118,25 @@ def test_an_error_that_names_no_beta_teaches_nothing(gateway, picky):
     _, headers = ask(gw, BETAS.replace(f",{ONE_M}", ""), stream=False, prompt="second")
     assert headers["x-cascadeflow-decision"] == "accepted"
     assert models_called(picky) == [HAIKU]
+
+
+def test_claude_code_completes_its_tool_loop_when_the_draft_refuses_its_beta(claude, picky, start_gateway, tmp_path):
+    """The real CLI through a cascade whose draft model refuses ``claude-code-20250219`` (which Claude Code sends
+    on every request): turn 1's draft is refused and escalated, turn 2 is not drafted, the loop completes."""
+    target = tmp_path / "hello.txt"
+    picky.clear()
+    picky.set_script(write_loop(OPUS, target))
+    picky.refused_betas = {SONNET: frozenset({"claude-code-20250219"})}
+    try:
+        rule = {"name": "opus", "request_model": OPUS, "draft_model": SONNET, "quality_threshold": 0.0,
+                "policies": {"cache_economics": False, "sticky_escalations": 0}}
+        gw = start_gateway(config_for(picky, cascade_rules=[rule]))
+        assert_tool_loop_done(*run_claude(claude, gw.url, tmp_path, "Create hello.txt containing hi"), target)
+    finally:
+        picky.refused_betas = {HAIKU: frozenset({ONE_M})}
+        picky.set_script([])
+    assert [model for _, model in cli_calls(picky)] == [SONNET, OPUS, OPUS], "one refused draft, then the verifier"
+    refused = next(r for r in picky.requests if r["body"]["model"] == SONNET)
+    assert "claude-code-20250219" in refused["headers"]["anthropic-beta"], "the beta was sent, not stripped"
+    stats = httpx.get(f"{gw.url}/stats").json()["cascade"]["opus"]
+    assert stats["skipped_by_policy"] == {"capability:beta": 1}
