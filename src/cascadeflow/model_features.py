@@ -27,10 +27,18 @@ Sources (Anthropic's documentation, as stored in the project's search corpus):
   refuse ``adaptive`` (400 "adaptive thinking is not supported on this model", seen in
   docker/docker-agent#3362). Other thinking rules live in ``testing/thinking_rules.py``.
 
-Not gated, because the documentation seen does not say: ``anthropic-beta`` header values
-per model (a draft gets the caller's headers unchanged), the per-message ``output_config``
+Not gated, because the documentation seen does not say: the per-message ``output_config``
 of Claude Code's role-``system`` message on models that do support effort, and the effort
 levels of models not named here.
+
+``anthropic-beta`` header values are not in this table either: the documentation names no
+beta a current model refuses. The models pages give every 5.x model a native 1M-token
+window "with no beta header" (platform.claude.com/docs/en/models/haiku-5-5/overview,
+.../opus-5/migration-guide), so ``context-1m-2025-08-07`` (a Sonnet 4 / 4.5 beta) asks
+nothing of them; the old extended-thinking page's "interleaved-thinking-2025-05-14 on any
+model other than Opus 4.1, Opus 4 or Sonnet 4 fails" predates the 4.5 models, to which
+Claude Code sends it every request. The gateway learns refused betas from the draft's own
+400s instead (``cascade/beta_refusals.py``), and drafts keep the caller's betas unchanged.
 """
 
 from __future__ import annotations

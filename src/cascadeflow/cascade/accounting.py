@@ -94,9 +94,12 @@ class Accounts:
         decision.stages.append({"model": stage.model, "confidence": confidence, "accepted": False, "reason": detail or reason, "ms": elapsed})
         self.tracker.rule(decision.rule).drafts_tried += 1
 
-    def draft_failed(self, decision: Decision, stage: CascadeStage, started: float, exc: ProxyError) -> None:
-        log.info("draft %s failed (%s); escalating", stage.model, exc.message)
-        self.escalate(decision, stage, None, "draft_error", started, detail=exc.message)
+    def draft_failed(self, decision: Decision, stage: CascadeStage, started: float, exc: ProxyError,
+                     refused_betas: list[str] | None = None) -> None:
+        """The draft call failed (``refused_betas``: the ``anthropic-beta`` values its upstream said it refuses)."""
+        detail = f"{exc.message}: refused anthropic-beta {', '.join(refused_betas)}" if refused_betas else exc.message
+        log.info("draft %s failed (%s); escalating", stage.model, detail)
+        self.escalate(decision, stage, None, "draft_error", started, detail=detail)
 
     def accepted(self, decision: Decision, stage: CascadeStage, confidence: float, started: float) -> None:
         """The draft of ``stage`` serves the request."""

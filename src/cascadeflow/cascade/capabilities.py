@@ -8,6 +8,8 @@ and is paid for in vain; such requests go straight to the verifier
 would refuse but that only tune the answer are fitted instead: the draft's output limit
 (see ``CascadeEngine._draft_cap``) and a top-level ``output_config.effort`` the draft
 lacks (:func:`fit_features`). An over-long prompt is the ``max_context_fraction`` policy.
+``anthropic-beta`` values the draft lacks are learned from its refusals, not tabled
+(:mod:`.beta_refusals`, ``skipped:capability:beta``).
 """
 
 from __future__ import annotations

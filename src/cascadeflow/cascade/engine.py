@@ -35,6 +35,7 @@ from ..telemetry import CostTracker
 from ..tracing import Tracing
 from .accounting import Accounts, bucket
 from .answer import CheckResult, DraftAnswer
+from .beta_refusals import BetaRefusals
 from .capabilities import capability_gap
 from .decision import CascadeReply, Decision
 from .drafts import ops_for
@@ -80,6 +81,8 @@ class CascadeEngine:
         self.accounts = Accounts(service, tracker)
         self.tracker = tracker
         self.sticky = self.accounts.sticky
+        #: the ``anthropic-beta`` values each draft model refused (learned from its 400s; per process)
+        self.refusals = BetaRefusals()
         self._checks = {rule.name: checks_for(rule) for rule in rules}  # a rule's learned scorer loads here, once
         #: WordLlama, loaded once at start when a rule's sample agreement compares meanings (the semantic extra)
         self._embedder = None
@@ -149,7 +152,7 @@ class CascadeEngine:
             try:
                 result, answer = await self._send_json(match, draft, dialect, ops)
             except ProxyError as exc:
-                self.accounts.draft_failed(decision, stage, started, exc)
+                self.accounts.draft_failed(decision, stage, started, exc, self.refusals.learn(stage.model, draft.headers, exc))
                 continue
             except asyncio.CancelledError:  # the client left: the draft's connection is closed; priced on its input
                 decision.draft_model = stage.model
@@ -209,7 +212,7 @@ class CascadeEngine:
                 upstream = await self.service.handler.open_stream(match.route, match.model, draft, **_OPTIONAL_CALL)
             except ProxyError as exc:
                 self.tracing.end_call(span, error=exc)
-                self.accounts.draft_failed(decision, stage, started, exc)
+                self.accounts.draft_failed(decision, stage, started, exc, self.refusals.learn(stage.model, draft.headers, exc))
                 continue
             except asyncio.CancelledError:
                 self.tracing.end_call(span, error=None)
@@ -363,6 +366,8 @@ class CascadeEngine:
         if reason is None:
             reason = capability_gap(body, request.raw_body or b"", dialect, first, self._provider_of(first, dialect),
                                     self._provider_of(rule.verifier_model or request.model, dialect), self.registry)
+        if reason is None and self.refusals.refused(first, request.headers) is not None:
+            reason = "capability:beta"  # the draft model refused one of this request's betas before
         decision.session_signal = signal
         if reason is None and signal is not None:
             reason = f"session_signal:{signal.kind}"

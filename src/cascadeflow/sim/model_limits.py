@@ -14,7 +14,28 @@ from typing import Any
 from ..model_features import feature_gaps
 from ..pricing import max_output_tokens, reasoning_model
 
-__all__ = ["feature_problem", "output_limit_problem", "reasoning_problem"]
+__all__ = ["beta_problem", "feature_problem", "output_limit_problem", "reasoning_problem"]
+
+
+def beta_problem(refused: dict[str, frozenset[str]], model: str, header: str | None) -> str | None:
+    """The 400 message for the ``anthropic-beta`` values (``header``) that ``model`` is set to refuse.
+
+    ``refused`` maps a model-name prefix (longest wins) to the betas it refuses; it is the
+    simulator's option, not a table of the real API (whose documentation lists no per-model
+    betas for the current models). The words are the live API's for a beta it does not accept.
+    """
+    if not refused or not header:
+        return None
+    prefixes = [prefix for prefix in refused if model.startswith(prefix)]
+    if not prefixes:
+        return None
+    betas = refused[max(prefixes, key=len)]
+    named = [name for name in (part.strip() for part in header.split(",")) if name in betas]
+    if not named:
+        return None
+    values = ", ".join(f"`{name}`" for name in named)
+    return (f"Unexpected value(s) {values} for the `anthropic-beta` header. Please consult our documentation "
+            "at docs.claude.com or try again without the header.")
 
 
 def feature_problem(dialect: str, body: dict[str, Any]) -> str | None:

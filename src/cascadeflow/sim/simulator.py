@@ -48,7 +48,7 @@ from . import openai_sim as oa
 from . import responses_sim as rs
 from .catalog import DEFAULT_MODELS, normalize_model
 from .engine import Usage, estimate_input_tokens, last_user_text, new_id, plan_answer
-from .model_limits import feature_problem, output_limit_problem, reasoning_problem
+from .model_limits import beta_problem, feature_problem, output_limit_problem, reasoning_problem
 from .prompt_cache import CacheSplit, PromptCache, SimClock, check_breakpoints
 from .replay import ReplayTable
 from .script import Script, load_script
@@ -81,6 +81,10 @@ class SimulatedProvider:
     ``port=0`` picks a free port. ``models`` lists model ids (or dicts with
     ``id`` and optional ``display_name``, ``created_at``, ``created``,
     ``owned_by``). ``record=False`` skips recording (for benchmarks).
+    ``refused_betas={"claude-haiku-5-5": ["context-1m-2025-08-07"]}`` makes a
+    Messages request to a model (by name prefix) carrying one of those
+    ``anthropic-beta`` values a 400 in the live API's words (the attribute of
+    the same name can be changed while it runs).
 
     Deterministic answers (details in :mod:`cascadeflow.sim.engine`):
     the default text is ``f"[{model}] "`` plus 6-15 words picked by a hash of
@@ -106,8 +110,11 @@ class SimulatedProvider:
         max_body_bytes: int = 32 * 1024 * 1024,
         shutdown_timeout: float = 0.25,
         replay: ReplayTable | None = None,
+        refused_betas: dict[str, list[str] | set[str] | frozenset[str]] | None = None,
     ) -> None:
         self.host = host
+        #: ``anthropic-beta`` values refused (400) per model-name prefix, as an API that lacks them would
+        self.refused_betas = {prefix: frozenset(betas) for prefix, betas in (refused_betas or {}).items()}
         self._replay = replay
         self.port = port
         self._requested_port = port
@@ -408,6 +415,8 @@ class SimulatedProvider:
         except web.HTTPRequestEntityTooLarge:
             return error_response(dialect, 413)
         problem = self._validate(dialect, body)
+        if problem is None and dialect == "anthropic":
+            problem = beta_problem(self.refused_betas, body["model"], request.headers.get("anthropic-beta"))
         if problem is not None:
             return error_response(dialect, 400, problem)
         refused = reasoning_problem(dialect, body)
