@@ -58,22 +58,17 @@ def find_bridge(shape: PromptShape, shadow: CacheShadow | None, now: float) -> i
     points = shape.breakpoints
     if shape.rules != "anthropic" or not points or len(points) >= MAX_BREAKPOINTS or shadow is None:
         return None
-    entries = shadow.entries
-    reached = -1
-    for index, _ in points:
-        for i in range(index, max(-1, index - LOOKBACK, reached), -1):
-            entry = entries.get(shape.hashes[i])
-            if entry is not None and entry[1] > now:
-                reached = i
-                break
     longest = -1
     ends, hashes = shape.ends, shape.hashes
-    for key, (chars, expiry) in entries.items():
+    for key, (chars, expiry) in shadow.entries.items():  # at most a dozen: no walk over the prompt
         if expiry > now and chars > (ends[longest] if longest >= 0 else 0):
             i = bisect_left(ends, chars)
             if i < len(ends) and ends[i] == chars and hashes[i] == key:
                 longest = i
-    if longest <= reached or longest >= points[-1][0]:
+    if longest < 0 or longest >= points[-1][0]:
+        return None
+    # a breakpoint within LOOKBACK blocks after it finds it: no live entry lies between (it would be longer)
+    if any(index - LOOKBACK < longest <= index for index, _ in points):
         return None
     return longest
 
