@@ -19,7 +19,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import agentic_session as bench  # noqa: E402
 
+from cascadeflow import ProxyConfig, create_app  # noqa: E402
 from cascadeflow.sim import SimulatedProvider  # noqa: E402
+from cascadeflow.sim.server import ServerThread  # noqa: E402
 
 TURNS, ESCALATED = 15, 13
 
@@ -30,7 +32,8 @@ def sim():
         yield provider
 
 
-def _session(url: str, sim: SimulatedProvider, *, stream: bool, mark_tools: bool) -> list[dict]:
+def _session(url: str, sim: SimulatedProvider, *, stream: bool, mark_tools: bool, turns: int = TURNS,
+             background: range = range(0)) -> list[dict]:
     """One session; returns per turn the messages the client sent (as sent)."""
     client = anthropic.Anthropic(base_url=url, api_key="k", max_retries=0)
     tools = bench.tools()
@@ -38,13 +41,13 @@ def _session(url: str, sim: SimulatedProvider, *, stream: bool, mark_tools: bool
         tools[-1]["cache_control"] = {"type": "ephemeral"}
     messages: list = [{"role": "user", "content": [{"type": "text", "text": "Begin the task. " + bench.text(6000, 1)}]}]
     sent, session = [], str(uuid.uuid4())
-    for n in range(TURNS):
+    for n in range(turns):
         for message in messages:
             for block in message["content"]:
                 block.pop("cache_control", None)
         messages[-1]["content"][-1]["cache_control"] = {"type": "ephemeral"}
         sent.append(copy.deepcopy(messages))
-        args = {"model": bench.OPUS, "max_tokens": 4096, "system": bench.SYSTEM, "tools": tools, "messages": messages,
+        args = {"model": bench.OPUS, "max_tokens": 1000 if n in background else 4096, "system": bench.SYSTEM, "tools": tools, "messages": messages,
                 "extra_headers": {"X-Claude-Code-Session-Id": session}}
         if stream:
             with client.messages.stream(**args) as events:
@@ -109,3 +112,26 @@ def test_a_request_with_four_breakpoints_is_sent_unchanged(sim):
     assert body["messages"] == sent[ESCALATED], "no slot left: nothing added"
     prefix = first["usage"]["cache_read_input_tokens"] + first["usage"]["cache_creation_input_tokens"]
     assert escalation["usage"]["cache_read_input_tokens"] < prefix, "so the prefix is written again"
+
+
+
+def test_a_draft_model_coming_back_after_a_long_verifier_run_reads_its_own_live_prefix(sim):
+    """Turn 0's draft fails; turns 1-13 are background calls (``max_tokens`` 1,000), which the rule does not
+    draft, so Opus serves them; turn 14 is drafted again, 28 blocks after Haiku's prefix of turn 0."""
+    rule = {"name": "opus", "request_model": bench.OPUS, "draft_model": bench.HAIKU, "quality_threshold": 0.7,
+            "policies": {"sticky_escalations": 0, "cache_economics": False, "draft_kinds": ["subagent"]}}
+    config = ProxyConfig.from_dict({"routes": [{"name": "sim", "provider": "anthropic", "base_url": sim.url, "api_key": "k"}],
+                                    "cascade_rules": [rule], "database_url": "sqlite:///:memory:"})
+    server = ServerThread(create_app(config)).start()
+    try:
+        sim.set_script(bench.script(16, frozenset({0}), bench.HAIKU))
+        sim.clear()
+        _session(server.url, sim, stream=True, mark_tools=False, turns=16, background=range(1, 14))
+    finally:
+        server.stop()
+    drafts = [r for r in sim.requests if r.get("body", {}).get("model") == bench.HAIKU and r.get("usage")]
+    assert len(drafts) == 3, "turns 0, 14 and 15"
+    first = drafts[0]["usage"]
+    prefix = first["cache_read_input_tokens"] + first["cache_creation_input_tokens"]
+    assert drafts[1]["usage"]["cache_read_input_tokens"] == prefix > 8000, "Haiku reads its turn-0 prefix"
+    assert "cache_control" in drafts[1]["body"]["messages"][0]["content"][0], "bridged at turn 0's last block"
