@@ -113,3 +113,21 @@ def test_a_block_the_target_sees_differently_is_not_marked():
     for message in view["messages"][6:]:
         message["content"] = [{"type": "text", "text": "rendered"}]
     assert add_bridge(view, later, shape, end) is None
+
+
+def test_a_turn_prices_sends_and_records_the_bridged_prompt():
+    from cascadeflow.cascade.session import SessionBook, Turn
+    from cascadeflow.pricing import ModelRegistry
+    from cascadeflow.sessions.state import MemorySessions, SessionState
+
+    book = SessionBook(MemorySessions(), ModelRegistry(use_genai_prices=False))
+    state = SessionState(shadows={MODEL: served(conversation(2))}, per_char=0.25)
+    later = conversation(13)
+    turn = Turn(book, "k", state, later, "anthropic", MODEL, lambda model: "anthropic", 1.0)
+    plain = turn.shape(MODEL)
+    assert len(turn.reach(MODEL).breakpoints) == len(plain.breakpoints) + 1, "priced as the upstream will read it"
+    assert state.shadows[MODEL].split(turn.reach(MODEL), MODEL, 1.0, 0.25).read == plain.ends[7]
+    sent = turn.bridge(MODEL, later)
+    assert sent is not later and "cache_control" not in later["messages"][4]["content"][0]
+    assert turn.sent_shape(MODEL) == turn.reach(MODEL)
+    assert turn.bridge("claude-haiku-5-5", later) is later, "a model with no live prefix: the body itself"

@@ -33,11 +33,11 @@ if TYPE_CHECKING:
     from ..proxy import ProxyRequest
     from .session import Turn
 
-__all__ = ["MAX_BREAKPOINTS", "add_bridge", "bridged", "find_bridge"]
+__all__ = ["MAX_BREAKPOINTS", "add_bridge", "bridged", "find_bridge", "with_bridge"]
 
 #: the Messages API refuses more ``cache_control`` blocks than this
 MAX_BREAKPOINTS = 4
-_TTL_1H = 3600.0
+_TTL_5M, _TTL_1H = 300.0, 3600.0
 _CANNOT_MARK = ("thinking", "redacted_thinking")
 
 
@@ -95,11 +95,14 @@ def add_bridge(body: dict, client: dict, shape: PromptShape, end: int) -> tuple[
             later_1h = any(ttl == _TTL_1H for i, ttl in points if i > index)
             if later_1h and any(ttl != _TTL_1H for i, ttl in points if i < index):
                 return None  # the request already puts a 1h breakpoint after a 5m one: left as it is
-            ttl = _TTL_1H if later_1h else 300.0
             marked_body = _with_mark(body, places[index], "1h" if later_1h else None)
-            breakpoints = tuple(sorted((*points, (index, ttl))))
-            return marked_body, PromptShape(shape.hashes, shape.ends, breakpoints, shape.rules)
+            return marked_body, with_bridge(shape, index, _TTL_1H if later_1h else _TTL_5M)
     return None
+
+
+def with_bridge(shape: PromptShape, index: int, ttl: float = _TTL_5M) -> PromptShape:
+    """``shape`` with one more breakpoint, at block ``index`` (the hashes do not change: a mark is not hashed)."""
+    return PromptShape(shape.hashes, shape.ends, tuple(sorted((*shape.breakpoints, (index, ttl)))), shape.rules)
 
 
 def _places(body: dict, blocks: int) -> list[tuple[str, int, int]] | None:

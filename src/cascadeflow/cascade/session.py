@@ -37,7 +37,7 @@ from ..pricing import ModelRegistry
 from ..sessions.cache import CacheShadow, PromptShape, SeenPrompt
 from ..sessions.state import BASELINE, Sessions, SessionState
 from ..usage import Usage
-from .bridge import add_bridge, find_bridge
+from .bridge import add_bridge, find_bridge, with_bridge
 from .economics import Prices, expected_saving, failure_chance, horizon
 
 __all__ = ["SessionBook", "SessionSignal", "Turn"]
@@ -167,6 +167,13 @@ class Turn:
         body, self._bridges[model] = found
         return body
 
+    def reach(self, model: str) -> PromptShape:
+        """This request's shape as ``model``'s upstream will read it: with the bridge :meth:`bridge` would add
+        (placed at the prefix's last block; where it goes later, the same prefix is read and the same written)."""
+        shape = self.shape(model)
+        end = find_bridge(shape, self.state.shadows.get(model), self.now) if self.dialect == "anthropic" else None
+        return shape if end is None else with_bridge(shape, end)
+
     def sent_shape(self, model: str) -> PromptShape:
         """This request's shape as ``model``'s upstream received it (with its bridge, if it had one)."""
         return (self._bridges or {}).get(model) or self.shape(model)
@@ -214,7 +221,7 @@ class Turn:
         shape_d = self.shape(draft)
         per_char, previous = self.per_char, self.state.last_chars
         splits = [
-            (draft, (self.state.shadows.get(draft) or CacheShadow()).split(shape_d, draft, self.now, per_char)),
+            (draft, (self.state.shadows.get(draft) or CacheShadow()).split(self.reach(draft), draft, self.now, per_char)),
             (draft, CacheShadow.warm_split(shape_d, draft, per_char, previous)),
             (verifier, CacheShadow.warm_split(self.shape(verifier), verifier, per_char, previous)),
         ]
