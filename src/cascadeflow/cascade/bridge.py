@@ -58,19 +58,27 @@ def find_bridge(shape: PromptShape, shadow: CacheShadow | None, now: float) -> i
     points = shape.breakpoints
     if shape.rules != "anthropic" or not points or len(points) >= MAX_BREAKPOINTS or shadow is None:
         return None
-    longest = -1
-    ends, hashes = shape.ends, shape.hashes
-    for key, (chars, expiry) in shadow.entries.items():  # at most a dozen: no walk over the prompt
-        if expiry > now and chars > (ends[longest] if longest >= 0 else 0):
-            i = bisect_left(ends, chars)
-            if i < len(ends) and ends[i] == chars and hashes[i] == key:
-                longest = i
+    longest = _longest(shape, shadow, now)
     if longest < 0 or longest >= points[-1][0]:
         return None
     # a breakpoint within LOOKBACK blocks after it finds it: no live entry lies between (it would be longer)
     if any(index - LOOKBACK < longest <= index for index, _ in points):
         return None
     return longest
+
+
+def _longest(shape: PromptShape, shadow: CacheShadow, now: float) -> int:
+    """The block ending the longest live entry of ``shadow`` that is a prefix of ``shape`` (-1: none).
+
+    Looks at the shadow's entries only (at most a dozen), longest first: usually the first is this
+    prompt's prefix, and a single bisection finds its block."""
+    ends, hashes = shape.ends, shape.hashes
+    live = sorted(((chars, key) for key, (chars, expiry) in shadow.entries.items() if expiry > now), reverse=True)
+    for chars, key in live:
+        i = bisect_left(ends, chars)
+        if i < len(ends) and ends[i] == chars and hashes[i] == key:
+            return i
+    return -1
 
 
 def add_bridge(body: dict, client: dict, shape: PromptShape, end: int) -> tuple[dict, PromptShape] | None:

@@ -139,6 +139,7 @@ class Turn:
     _shapes: dict | None = None
     #: model → this request's shape as sent to it with a bridging breakpoint (see :mod:`.bridge`)
     _bridges: dict[str, PromptShape] | None = None
+    _ends: dict[str, int | None] | None = None
 
     def shape(self, model: str) -> PromptShape:
         """This request's prompt as ``model``'s provider caches it."""
@@ -153,13 +154,10 @@ class Turn:
     def bridge(self, model: str, body: dict) -> dict:
         """``body`` (the copy for ``model``'s upstream) with a bridging breakpoint where ``model``'s cache holds
         a live prefix the request's own breakpoints cannot reach (see :mod:`.bridge`); else ``body`` itself."""
-        if self.dialect != "anthropic":
-            return body
-        shape = self.shape(model)
-        end = find_bridge(shape, self.state.shadows.get(model), self.now)
+        end = self._bridge_end(model)
         if end is None:
             return body
-        found = add_bridge(body, self.body, shape, end)
+        found = add_bridge(body, self.body, self.shape(model), end)
         if found is None:
             return body
         if self._bridges is None:
@@ -170,9 +168,18 @@ class Turn:
     def reach(self, model: str) -> PromptShape:
         """This request's shape as ``model``'s upstream will read it: with the bridge :meth:`bridge` would add
         (placed at the prefix's last block; where it goes later, the same prefix is read and the same written)."""
-        shape = self.shape(model)
-        end = find_bridge(shape, self.state.shadows.get(model), self.now) if self.dialect == "anthropic" else None
-        return shape if end is None else with_bridge(shape, end)
+        end = self._bridge_end(model)
+        return self.shape(model) if end is None else with_bridge(self.shape(model), end)
+
+    def _bridge_end(self, model: str) -> int | None:
+        """:func:`.find_bridge` for ``model``, once per request (the shadow changes only when the turn ends)."""
+        if self.dialect != "anthropic":
+            return None
+        if self._ends is None:
+            self._ends = {}
+        if model not in self._ends:
+            self._ends[model] = find_bridge(self.shape(model), self.state.shadows.get(model), self.now)
+        return self._ends[model]
 
     def sent_shape(self, model: str) -> PromptShape:
         """This request's shape as ``model``'s upstream received it (with its bridge, if it had one)."""
