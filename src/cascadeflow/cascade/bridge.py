@@ -53,7 +53,7 @@ def find_bridge(shape: PromptShape, shadow: CacheShadow | None, now: float) -> i
     """The block that ends the longest live prefix of ``shadow`` the breakpoints of ``shape`` cannot reach.
 
     None where there is none, the request has no free breakpoint, or the prefix ends at or after
-    the request's last breakpoint. Cheap where nothing needs a bridge (a few dictionary look-ups).
+    the request's last breakpoint. Looks at the shadow's entries only (at most 12), never walks the prompt.
     """
     points = shape.breakpoints
     if shape.rules != "anthropic" or not points or len(points) >= MAX_BREAKPOINTS or shadow is None:
