@@ -56,6 +56,8 @@ def patterns(turns: int) -> list[Pattern]:
         Pattern("one", frozenset({turns // 2})),
         Pattern("early", frozenset(range(1, 6))),
         Pattern("late", frozenset(range(turns - 6, turns - 1))),
+        #: two failures 15 turns apart: the first escalation's prefix is out of the second's lookback
+        Pattern("far", frozenset({turns // 6, turns * 2 // 3})),
         Pattern("clustered", frozenset(range(turns // 2 - 2, turns // 2 + 3))),
         Pattern("spread", spread),
         Pattern("spread+pause", spread, ((turns // 2, 400.0),)),

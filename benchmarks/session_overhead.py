@@ -7,7 +7,7 @@ Claude Code grows them: an assistant tool call, a tool result, the ``cache_contr
 breakpoint moved to the newest block. Each turn is a fresh parse of the request's bytes (as
 the gateway gets it; the parse is not timed), then everything the session adds to a
 cascaded request is timed: reading the conversation's state, the prompt's shape per model,
-the cache economics, the counterfactual baseline and recording the turn (memory store).
+the cache economics, the bridging breakpoint's check, the counterfactual baseline and recording the turn (memory store).
 
     python benchmarks/session_overhead.py [--conversations 5] [--sizes 10 50 200]
 
@@ -90,6 +90,7 @@ async def one_turn(book: SessionBook, rule: CascadeRule, body: dict, session: st
     assert turn is not None
     turn.signal()
     turn.economics(100, 5, HAIKU, OPUS)
+    turn.bridge(HAIKU, body)  # the engine's check before the draft's upstream call
     usage = Usage(40, 20, 1200, 20_000)
     turn.baseline(usage, usage.output_tokens)
     turn.end([(HAIKU, usage)], drafted=True, accepted=True, served=usage, tool_ids=["t1"])

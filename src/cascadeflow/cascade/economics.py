@@ -14,7 +14,9 @@ the rest of the conversation (``H`` turns, estimated as as many as it has had, a
 
 The verifier's cache writes are counted as paid in both: drafting only puts them off,
 and one escalation at any later turn writes everything added since the verifier last
-served. So the saving a decision counts is a lower bound — what each drafted turn saves
+served — and no more: however long the drafted run, the escalation reads what the
+verifier had cached, through a bridging breakpoint (:mod:`.bridge`), unless it expired.
+So the saving a decision counts is a lower bound — what each drafted turn saves
 even if the conversation escalates later. A draft much cheaper than the verifier (Haiku
 for Opus) pays; one half its price (Sonnet for Opus) on a cached conversation does not,
 since its own turn costs more than the verifier's reads and output, and the writes it

@@ -36,6 +36,7 @@ from ..tracing import Tracing
 from .accounting import Accounts, bucket
 from .answer import CheckResult, DraftAnswer
 from .beta_refusals import BetaRefusals
+from .bridge import bridged
 from .capabilities import capability_gap
 from .decision import CascadeReply, Decision
 from .drafts import ops_for
@@ -171,7 +172,8 @@ class CascadeEngine:
         decision.served_model = verifier
         try:
             with self.tracing.call("verifier", verifier, match.route.name) as span:
-                result = await self.service.send(match, self._for_verifier(request, verifier, match, dialect, talk, decision), dialect)
+                sent = bridged(turn, verifier, self._for_verifier(request, verifier, match, dialect, talk, decision))
+                result = await self.service.send(match, sent, dialect)
                 self.tracing.record_call(span, result)
         except ProxyError as exc:
             self.accounts.finish(rule, decision, conversation, stream=False)
@@ -259,7 +261,8 @@ class CascadeEngine:
         decision.served_model = verifier
         span = self.tracing.start_call("verifier", verifier, match.route.name)  # ends with the stream
         try:
-            upstream = await self.service.open_stream(match, self._for_verifier(request, verifier, match, dialect, talk, decision), dialect)
+            sent = bridged(turn, verifier, self._for_verifier(request, verifier, match, dialect, talk, decision))
+            upstream = await self.service.open_stream(match, sent, dialect)
         except ProxyError as exc:
             self.tracing.end_call(span, error=exc)
             self.accounts.finish(rule, decision, conversation, stream=True)
@@ -312,6 +315,7 @@ class CascadeEngine:
             draft = self._draft_request(rule, request, stage, ops)
             if talk is not None and self.service.translation(match, dialect) is None:
                 draft = draft.derive(talk.body_for(draft.body or {}, stage.model, decision.thinking_views))
+            draft = bridged(turn, stage.model, draft)  # the draft model's own cache, read past a verifier's run
             yield stage, match, draft, time.perf_counter()
 
     async def _turn(self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None,

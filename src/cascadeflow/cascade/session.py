@@ -37,6 +37,7 @@ from ..pricing import ModelRegistry
 from ..sessions.cache import CacheShadow, PromptShape, SeenPrompt
 from ..sessions.state import BASELINE, Sessions, SessionState
 from ..usage import Usage
+from .bridge import add_bridge, find_bridge, with_bridge
 from .economics import Prices, expected_saving, failure_chance, horizon
 
 __all__ = ["SessionBook", "SessionSignal", "Turn"]
@@ -136,6 +137,9 @@ class Turn:
     now: float
     request_id: str = ""
     _shapes: dict | None = None
+    #: model → this request's shape as sent to it with a bridging breakpoint (see :mod:`.bridge`)
+    _bridges: dict[str, PromptShape] | None = None
+    _ends: dict[str, int | None] | None = None
 
     def shape(self, model: str) -> PromptShape:
         """This request's prompt as ``model``'s provider caches it."""
@@ -146,6 +150,40 @@ class Turn:
         if shape is None:
             shape = self._shapes[rules] = self.book.shape(self.key, self.body, self.dialect, rules)
         return shape
+
+    def bridge(self, model: str, body: dict) -> dict:
+        """``body`` (the copy for ``model``'s upstream) with a bridging breakpoint where ``model``'s cache holds
+        a live prefix the request's own breakpoints cannot reach (see :mod:`.bridge`); else ``body`` itself."""
+        end = self._bridge_end(model)
+        if end is None:
+            return body
+        found = add_bridge(body, self.body, self.shape(model), end)
+        if found is None:
+            return body
+        if self._bridges is None:
+            self._bridges = {}
+        body, self._bridges[model] = found
+        return body
+
+    def reach(self, model: str) -> PromptShape:
+        """This request's shape as ``model``'s upstream will read it: with the bridge :meth:`bridge` would add
+        (placed at the prefix's last block; where it goes later, the same prefix is read and the same written)."""
+        end = self._bridge_end(model)
+        return self.shape(model) if end is None else with_bridge(self.shape(model), end)
+
+    def _bridge_end(self, model: str) -> int | None:
+        """:func:`.find_bridge` for ``model``, once per request (the shadow changes only when the turn ends)."""
+        if self.dialect != "anthropic":
+            return None
+        if self._ends is None:
+            self._ends = {}
+        if model not in self._ends:
+            self._ends[model] = find_bridge(self.shape(model), self.state.shadows.get(model), self.now)
+        return self._ends[model]
+
+    def sent_shape(self, model: str) -> PromptShape:
+        """This request's shape as ``model``'s upstream received it (with its bridge, if it had one)."""
+        return (self._bridges or {}).get(model) or self.shape(model)
 
     @property
     def per_char(self) -> float:
@@ -190,7 +228,7 @@ class Turn:
         shape_d = self.shape(draft)
         per_char, previous = self.per_char, self.state.last_chars
         splits = [
-            (draft, (self.state.shadows.get(draft) or CacheShadow()).split(shape_d, draft, self.now, per_char)),
+            (draft, (self.state.shadows.get(draft) or CacheShadow()).split(self.reach(draft), draft, self.now, per_char)),
             (draft, CacheShadow.warm_split(shape_d, draft, per_char, previous)),
             (verifier, CacheShadow.warm_split(self.shape(verifier), verifier, per_char, previous)),
         ]
@@ -229,7 +267,7 @@ class Turn:
         """Record the turn: each called model's cache, the drafts' record, what the next turn should check."""
         state = self.state
         for model in dict.fromkeys(m for m, _ in calls):
-            shape = self.shape(model)
+            shape = self.sent_shape(model)
             state.shadow(model).split(shape, model, self.now, self.per_char, touch=True)
         fade = _FADE if drafted else _FADE_UNTRIED
         state.drafts *= fade
@@ -255,7 +293,7 @@ class Turn:
         warm now); nothing is learned about drafting or the conversation's sizes (the turn will come again)."""
         state = self.state
         for model in dict.fromkeys(m for m, _ in calls):
-            state.shadow(model).split(self.shape(model), model, self.now, self.per_char, touch=True)
+            state.shadow(model).split(self.sent_shape(model), model, self.now, self.per_char, touch=True)
         state.last_at = self.now
         state.requested = self.requested
         self.book.save(self.book.sessions.put(self.key, state))
