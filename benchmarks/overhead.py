@@ -201,7 +201,6 @@ async def session_ab(gw_url: str, pid: int, headers: dict, pairs: int) -> None:
     import uuid
     from collections import Counter
 
-    import orjson
     from session_overhead import SIZES, base_request, conversation
 
     base, source = base_request()
