@@ -6,7 +6,7 @@ the machine has two), then for each scenario sends the same requests straight to
 the simulator and through the gateway, in the same run, and prints a table.
 
     python benchmarks/overhead.py [--requests 2000] [--concurrency 1 10 100] [--limits none|memory|redis]
-                                  [--cache off|memory|redis]
+                                  [--cache off|memory|redis] [--cascade] [--sessions [--pairs 150]]
 
 Added latency is the difference of the percentiles (gateway − direct); throughput is
 completed requests per second through the gateway at that concurrency. The Responses
@@ -20,6 +20,18 @@ without a conversation id (``cascade``) and once with Claude Code's session head
 (``cascade+session``, the same session every request): the difference of their CPU per
 request is what the session bookkeeping costs on the whole path. Their "direct" figure is
 one call to the simulator (the cascade makes two when a draft escalates).
+
+``--sessions`` shows what the session bookkeeping adds to the gateway, as an A/B in one run:
+Claude-Code-shaped conversations (grown turn by turn as ``session_overhead.py`` grows them, at
+10 / 50 / 200 message blocks) sent one request at a time through the same cascade, each turn
+twice — once with Claude Code's session header (bookkeeping on: the conversation's state, the
+prompt's shape, the cache economics, the counterfactual baseline, the record) and once without
+(no conversation: none of it runs) — in alternating order. Per request the gateway's CPU time
+(every thread, from ``/proc/<pid>/task/*/schedstat``, in ns) is read before and after; the
+table gives each side's median and the median of the paired differences (on − off) with
+their p25–p75, and the decisions each side took (the same path, or the difference is not the
+bookkeeping alone). The first turn of each conversation (seen for the first time, hashed
+whole) is left out of the medians.
 
 ``--cache memory|redis`` turns the response cache on for every request and adds a ``+hit``
 row under each: the same request answered from the cache (the warm-up stores it), beside
@@ -38,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import timeit
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,6 +181,79 @@ def _cascade_scenarios(headers: dict) -> list:
             ("cascade+session", "/v1/messages", template, session, None, None)]
 
 
+def cpu_ns(pid: int) -> int:
+    """CPU nanoseconds of every thread of a process so far (Linux ``schedstat``; 0 elsewhere)."""
+    total = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return 0
+    for task in tasks:
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):  # a thread that just ended
+            continue
+    return total
+
+
+async def session_ab(gw_url: str, pid: int, headers: dict, pairs: int) -> None:
+    """``--sessions``: the gateway's CPU per request with and without the session bookkeeping (see the module doc)."""
+    import uuid
+    from collections import Counter
+
+    from session_overhead import SIZES, base_request, conversation
+
+    base, source = base_request()
+    base = {k: v for k, v in base.items() if k not in ("stream", "metadata")}  # metadata.user_id names a session
+    reference = min(timeit.repeat("sum(range(1000))", number=200, repeat=5)) / 200 * 1e6
+    print(f"session bookkeeping A/B: requests grown from {source}; load average {os.getloadavg()[0]:.1f}; this machine "
+          f"runs sum(range(1000)) in {reference:.1f} µs (about 10 µs on an idle core)")
+    print("| message blocks | prompt tokens | requests per side | CPU µs/request, off | on | on − off (p25 – p75) "
+          "| decisions off | decisions on |")
+    print("|---|---|---|---|---|---|---|---|")
+    headers = {**headers, "content-type": "application/json"}
+    async with aiohttp.ClientSession() as session:
+
+        async def one(body: bytes, sent: dict) -> tuple[float, str]:
+            before = cpu_ns(pid)
+            async with session.post(gw_url + "/v1/messages", data=body, headers=sent) as response:
+                await response.read()
+                decision = f"{response.status} {response.headers.get('x-cascadeflow-decision', '')}"
+            return (cpu_ns(pid) - before) / 1000, decision
+
+        for blocks, tokens in SIZES.items():
+            turns = conversation(base, blocks, tokens)
+            if len(turns) < 2:  # no turn after the first: nothing to time
+                continue
+            off: list[float] = []
+            on: list[float] = []
+            diffs: list[float] = []
+            decisions: dict[str, Counter] = {"off": Counter(), "on": Counter()}
+            n = 0
+            while len(diffs) < pairs:  # as many conversations as it takes: a short one has few turns
+                n += 1
+                with_id = {**headers, "x-claude-code-session-id": f"ab-{uuid.uuid4().hex}"}
+                for i, body in enumerate(turns):
+                    order = [("off", headers), ("on", with_id)]
+                    if (i + n) % 2:
+                        order.reverse()
+                    took = {}
+                    for side, sent in order:
+                        took[side], decision = await one(body, sent)
+                        decisions[side][decision] += 1
+                    if i > 0:  # the first turn: a conversation seen for the first time
+                        off.append(took["off"])
+                        on.append(took["on"])
+                        diffs.append(took["on"] - took["off"])
+            print(f"| {blocks} | {len(turns[-1]) * 0.27 / 1000:.0f}k | {len(on)} | {statistics.median(off):.0f} "
+                  f"| {statistics.median(on):.0f} | {statistics.median(diffs):+.0f} ({percentile(diffs, 0.25):+.0f} – "
+                  f"{percentile(diffs, 0.75):+.0f}) | {_counts(decisions['off'])} | {_counts(decisions['on'])} |", flush=True)
+
+
+def _counts(decisions: object) -> str:
+    return ", ".join(f"{k} ×{v}" for k, v in decisions.most_common())  # type: ignore[attr-defined]
+
+
 async def main_async(args: argparse.Namespace) -> None:
     cpus = os.cpu_count() or 1
     gateway_cpu, other_cpu = (0, 1) if cpus >= 2 and not args.no_pin else (None, None)
@@ -182,7 +268,7 @@ routes:
   - {{name: anthropic, provider: anthropic, base_url: "{sim_url}", api_key: bench}}
   - {{name: openai, provider: openai, base_url: "{sim_url}/v1", api_key: bench, openai_api: responses}}
   - {{name: chat, provider: openai, base_url: "{sim_url}/v1", api_key: bench, openai_api: chat}}
-{_limits_config(args.limits)}{_cache_config(args.cache, args.limits)}{_cascade_config(args.cascade)}"""
+{_limits_config(args.limits)}{_cache_config(args.cache, args.limits)}{_cascade_config(args.cascade or args.sessions)}"""
     )
     exe = [sys.executable, "-m", "cascadeflow.cli"]
     sim = subprocess.Popen(pinned([*exe, "simulate", "--port", str(sim_port)], other_cpu), stdout=subprocess.DEVNULL)
@@ -210,6 +296,9 @@ routes:
             ("resp→anth", "/v1/responses", RESPONSES_BODY % (b"claude-sonnet-5-5", b"%s"), bearer,
              "/v1/messages", ANTHROPIC_BODY),
         ]
+        if args.sessions:
+            await session_ab(gw_url, gw.pid, anthropic_headers, args.pairs)
+            return
         if args.cascade:
             scenarios = _cascade_scenarios(anthropic_headers)
         rows = []
@@ -286,6 +375,9 @@ def main() -> None:
                         help="auth with a virtual key and limits on every request, counted in memory or in Redis")
     parser.add_argument("--cascade", action="store_true",
                         help="a Claude-Code-shaped request through a cascade rule, without and with a session")
+    parser.add_argument("--sessions", action="store_true",
+                        help="only the session bookkeeping's A/B: Claude Code conversations with and without a session")
+    parser.add_argument("--pairs", type=int, default=150, help="--sessions: timed request pairs per size")
     parser.add_argument("--cache", choices=["off", "memory", "redis"], default="off",
                         help="the response cache on for every request; adds a +hit row under each pass-through row")
     args = parser.parse_args()

@@ -183,3 +183,86 @@ def test_the_prompts_kept_for_the_next_turn_are_bounded():
         return len(book._seen)
 
     assert asyncio.run(run()) == _SEEN_PROMPTS
+
+
+def _split_walking_every_window(shadow: CacheShadow, shape: PromptShape, model: str, now: float, per_char: float):
+    """The lookup as the docs state it, without shortcuts: every breakpoint's whole window, the longest live hit."""
+    from cascadeflow.sessions.cache import LOOKBACK, CacheSplit, min_cacheable_tokens
+
+    best = -1
+    for index, _ in shape.breakpoints:
+        for i in range(index, max(-1, index - LOOKBACK), -1):
+            entry = shadow.entries.get(shape.hashes[i])
+            if entry is not None and entry[1] > now:
+                best = max(best, i)
+                break
+    read = shape.ends[best] if best >= 0 else 0
+    floor = min_cacheable_tokens(model) / per_char
+    cacheable = [i for i, _ in shape.breakpoints if shape.ends[i] >= floor]
+    last = cacheable[-1] if cacheable else -1
+    return CacheSplit(read, max(0, shape.ends[last] - read) if last > best else 0, shape.chars)
+
+
+def test_the_lookup_finds_what_walking_every_window_finds():
+    """The split stops walking below the best entry found so far: the same answer as walking every window, for
+    conversations with breakpoints far apart and close together, entries live and expired, any model's floor."""
+    import random
+
+    rng = random.Random(7)
+
+    def marked(turns: int) -> dict:  # extra breakpoints anywhere: windows overlap, entries lie at any distance
+        request = body(turns)
+        for message in request["messages"]:
+            if rng.random() < 0.2:
+                message["content"][-1]["cache_control"] = MARK
+        return request
+
+    for trial in range(400):
+        turns = rng.randint(1, 40)
+        request = marked(turns)
+        shadow, now = CacheShadow(), 0.0
+        for _ in range(rng.randint(0, 5)):  # earlier turns wrote entries, some of them expired since
+            now += rng.choice((10.0, 100.0, 400.0))
+            split(shadow, marked(rng.randint(1, turns)), now)
+        for key in list(shadow.entries):
+            if rng.random() < 0.2:
+                del shadow.entries[key]
+        shape = PromptShape.of(request, "anthropic")
+        for model in (OPUS, "claude-opus-4-6", "claude-haiku-3"):
+            per_char = rng.choice((0.05, 0.25, 0.3))
+            at = now + rng.choice((0.0, 200.0, 350.0))
+            assert shadow.split(shape, model, at, per_char) == _split_walking_every_window(shadow, shape, model, at, per_char), trial
+
+
+def test_the_failure_words_gate_the_failure_pattern_exactly():
+    from cascadeflow.cascade.session import _FAILED, _failed
+
+    texts = ["Traceback (most recent call last):\n  File", "Traceback only", "exit code 1", "Exit code: 2", "exit code 0",
+             "3 failed, 2 passed", "0 failed", "FAILED tests/x.py", "PASSED", "", "nothing failed here", "xFAILEDx",
+             "the build failed", "Process exited with exit code 137"]
+    for text in texts:
+        assert _failed(text) == (_FAILED.search(text) is not None), text
+
+
+async def test_redis_sessions_decode_only_what_another_process_wrote():
+    """A process reuses the state it wrote itself while Redis still holds those bytes; once another process
+    has written, it reads theirs; a state is handed to one request only (that request may change it)."""
+    await require_redis()
+    one, other = RedisSessions(REDIS, ttl_seconds=60), RedisSessions(REDIS, ttl_seconds=60)
+    conversation = f"s:{uuid.uuid4()}"
+    try:
+        mine = SessionState(drafts=1, turns=1)
+        await one.put(conversation, mine)
+        assert await one.get(conversation) is mine, "its own write, unchanged in Redis: not decoded again"
+        again = await one.get(conversation)
+        assert again is not mine and again.turns == 1, "the second reader gets its own copy"
+        again.turns = 2
+        await other.put(conversation, again)
+        theirs = await one.get(conversation)
+        assert theirs.turns == 2, "another process wrote since: its state, not the one remembered"
+        await one.put(conversation, SessionState(turns=3))
+        await other.put(conversation, SessionState(turns=4))
+        assert (await one.get(conversation)).turns == 4
+    finally:
+        await one.aclose()
+        await other.aclose()

@@ -27,7 +27,7 @@ import hashlib
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
@@ -35,7 +35,7 @@ import orjson
 from ..config import CascadeRule
 from ..pricing import ModelRegistry
 from ..sessions.cache import CacheShadow, PromptShape, SeenPrompt
-from ..sessions.state import BASELINE, Sessions, SessionState
+from ..sessions.state import BASELINE, MemorySessions, Sessions, SessionState
 from ..usage import Usage
 from .bridge import add_bridge, find_bridge, with_bridge
 from .economics import Prices, expected_saving, failure_chance, horizon
@@ -52,6 +52,12 @@ _FADE, _FADE_UNTRIED = 0.95, 0.7
 #: at most this many characters of prompt in all (the parsed values are shared with those requests, not copied)
 _SEEN_PROMPTS, _SEEN_CHARS = 256, 32 * 1024 * 1024
 _FAILED = re.compile(r"Traceback \(most recent call last\)|\b[Ee]xit code:? ?[1-9]\d*\b|\b[1-9]\d* failed\b|\bFAILED\b")
+#: a text :data:`_FAILED` can match holds one of these (a substring test is far cheaper than the regex on a long result)
+_FAILED_WORDS = ("Traceback", "xit code", "failed", "FAILED")
+
+
+def _failed(text: str) -> bool:
+    return any(word in text for word in _FAILED_WORDS) and _FAILED.search(text) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +114,12 @@ class SessionBook:
             self._rates[model] = None if any(u is None for u in unit) else tuple(u / 1_000 for u in unit)  # type: ignore[operator, misc]
         return self._rates[model]
 
-    def save(self, work: Coroutine) -> None:
-        task = asyncio.ensure_future(work)
+    def save(self, key: str, state: SessionState) -> None:
+        """Store the conversation's state: in place for the in-memory store (no task per request), else off the request path."""
+        if isinstance(self.sessions, MemorySessions):
+            self.sessions.keep(key, state)
+            return
+        task = asyncio.ensure_future(self.sessions.put(key, state))
         self._saving.add(task)
         task.add_done_callback(self._saving.discard)
 
@@ -136,19 +146,23 @@ class Turn:
     rules_for: Callable[[str], str]
     now: float
     request_id: str = ""
+    #: model (and (cache rules,)) → the prompt's shape: one per cache rules, shared by the models that use them
     _shapes: dict | None = None
     #: model → this request's shape as sent to it with a bridging breakpoint (see :mod:`.bridge`)
     _bridges: dict[str, PromptShape] | None = None
     _ends: dict[str, int | None] | None = None
 
     def shape(self, model: str) -> PromptShape:
-        """This request's prompt as ``model``'s provider caches it."""
-        rules = self.rules_for(model)
+        """This request's prompt as ``model``'s provider caches it (its route is resolved once per request)."""
         if self._shapes is None:
             self._shapes = {}
-        shape = self._shapes.get(rules)
+        shape = self._shapes.get(model)
         if shape is None:
-            shape = self._shapes[rules] = self.book.shape(self.key, self.body, self.dialect, rules)
+            rules = (self.rules_for(model),)  # a tuple: never a model's name
+            shape = self._shapes.get(rules)
+            if shape is None:
+                shape = self._shapes[rules] = self.book.shape(self.key, self.body, self.dialect, rules[0])
+            self._shapes[model] = shape
         return shape
 
     def bridge(self, model: str, body: dict) -> dict:
@@ -203,7 +217,7 @@ class Turn:
         pending, judged = set(self.state.pending_calls), self.state.pending_request
         self.state.pending_model, self.state.pending_calls, self.state.pending_request = "", [], ""
         signal = None
-        if any(is_error or _FAILED.search(text) for text, is_error in _tool_results(self.body, pending)):
+        if any(is_error or _failed(text) for text, is_error in _tool_results(self.body, pending)):
             signal = "tool_error"
         elif pending and _repeats_previous_calls(self.body.get("messages") or []):
             signal = "tool_loop"
@@ -224,20 +238,17 @@ class Turn:
         return saving > 0, saving
 
     def _prices(self, draft: str, verifier: str) -> Prices | None:
+        rate_d, rate_v = self.book.rates(draft), self.book.rates(verifier)
+        if rate_d is None or rate_v is None:
+            return None
         out = round(self.state.output or _DEFAULT_OUTPUT)
         shape_d = self.shape(draft)
         per_char, previous = self.per_char, self.state.last_chars
-        splits = [
-            (draft, (self.state.shadows.get(draft) or CacheShadow()).split(self.reach(draft), draft, self.now, per_char)),
-            (draft, CacheShadow.warm_split(shape_d, draft, per_char, previous)),
-            (verifier, CacheShadow.warm_split(self.shape(verifier), verifier, per_char, previous)),
-        ]
-        rates = [self.book.rates(model) for model, _ in splits]
-        if any(r is None for r in rates):
-            return None
-        costs = [_priced(rate, split.tokens(per_char), out) for rate, (_, split) in zip(rates, splits)]  # type: ignore[arg-type]
-        growth = _priced(rates[2], (0, splits[2][1].tokens(per_char)[1], 0), 0)  # type: ignore[arg-type]
-        return Prices(*costs, verifier_growth=growth)
+        now = (self.state.shadows.get(draft) or CacheShadow()).split(self.reach(draft), draft, self.now, per_char)
+        warm = CacheShadow.warm_split(shape_d, draft, per_char, previous).tokens(per_char)
+        verifier_warm = CacheShadow.warm_split(self.shape(verifier), verifier, per_char, previous).tokens(per_char)
+        return Prices(_priced(rate_d, now.tokens(per_char), out), _priced(rate_d, warm, out),
+                      _priced(rate_v, verifier_warm, out), verifier_growth=_priced(rate_v, (0, verifier_warm[1], 0), 0))
 
     # -- after the answer ------------------------------------------------------------------
 
@@ -285,7 +296,7 @@ class Turn:
         state.turns += 1
         shape = self.shape(self.requested)
         state.last_chars = shape.ends[shape.breakpoints[-1][0]] if shape.breakpoints else shape.chars
-        self.book.save(self.book.sessions.put(self.key, state))
+        self.book.save(self.key, state)
 
 
     def cancelled(self, calls: list[tuple[str, Usage]]) -> None:
@@ -296,7 +307,7 @@ class Turn:
             state.shadow(model).split(self.sent_shape(model), model, self.now, self.per_char, touch=True)
         state.last_at = self.now
         state.requested = self.requested
-        self.book.save(self.book.sessions.put(self.key, state))
+        self.book.save(self.key, state)
 
 
 def _priced(rates: tuple[float, float, float, float], tokens: tuple[int, int, int], output: int) -> float:
@@ -332,7 +343,10 @@ def _repeats_previous_calls(messages: list) -> bool:
             turns.append(message)
             if len(turns) == 2:
                 break
-    return len(turns) == 2 and bool(_calls_of(turns[0])) and _calls_of(turns[0]) == _calls_of(turns[1])
+    if len(turns) < 2:
+        return False
+    last = _calls_of(turns[0])
+    return bool(last) and last == _calls_of(turns[1])
 
 
 def _corrects(messages: list) -> bool:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
+from functools import lru_cache
 
 import orjson
 
@@ -58,9 +59,10 @@ _MIN_TOKENS: tuple[tuple[str, int], ...] = (
 )
 
 
+@lru_cache(maxsize=128)  # a pure function called several times per turn: once per model name
 def min_cacheable_tokens(model: str) -> int:
     longest, tokens = 0, 1024
-    for prefix, floor in _MIN_TOKENS:  # called a few times per turn: a plain loop, no lists
+    for prefix, floor in _MIN_TOKENS:
         if len(prefix) > longest and model.startswith(prefix):
             longest, tokens = len(prefix), floor
     return tokens
@@ -237,19 +239,21 @@ class CacheShadow:
             return self._split_openai(shape, now, per_char, touch)
         if not shape.breakpoints:
             return CacheSplit(0, 0, shape.chars)
-        best = -1
-        for index, _ in shape.breakpoints:
-            for i in range(index, max(-1, index - LOOKBACK), -1):
-                entry = self.entries.get(shape.hashes[i])
-                if entry is not None and entry[1] > now:
-                    best = max(best, i)
-                    break
-        read = shape.ends[best] if best >= 0 else 0
+        best, entries, hashes = -1, self.entries, shape.hashes
+        if entries:  # the newest breakpoint first; below the best entry found so far nothing can beat it
+            for index, _ in reversed(shape.breakpoints):
+                for i in range(index, max(best, index - LOOKBACK), -1):
+                    entry = entries.get(hashes[i])
+                    if entry is not None and entry[1] > now:
+                        best = i
+                        break
+        ends = shape.ends
+        read = ends[best] if best >= 0 else 0
         floor = min_cacheable_tokens(model) / per_char if per_char > 0 else 0
-        cacheable = [(i, ttl) for i, ttl in shape.breakpoints if shape.ends[i] >= floor]
-        last = cacheable[-1][0] if cacheable else -1
-        write = max(0, shape.ends[last] - read) if last > best else 0
+        last = next((i for i, _ in reversed(shape.breakpoints) if ends[i] >= floor), -1)
+        write = max(0, ends[last] - read) if last > best else 0
         if touch:
+            cacheable = [(i, ttl) for i, ttl in shape.breakpoints if ends[i] >= floor]
             if best >= 0:
                 chars, expiry = self.entries[shape.hashes[best]]
                 ttl = next((t for i, t in shape.breakpoints if i >= best), _TTL_5M)

@@ -118,6 +118,10 @@ class MemorySessions:
         return entry[0]
 
     async def put(self, conversation: str, state: SessionState) -> None:
+        self.keep(conversation, state)
+
+    def keep(self, conversation: str, state: SessionState) -> None:
+        """:meth:`put` without a coroutine: nothing here waits, so the engine calls it inline."""
         key = _key(conversation)
         self._entries[key] = (state, time.monotonic() + self.ttl_seconds)
         self._entries.move_to_end(key)
@@ -137,25 +141,40 @@ class RedisSessions:
     A Redis error costs the conversation its memory for that request (a fresh state), never the request.
     """
 
-    def __init__(self, url: str, *, ttl_seconds: float = 7200.0, timeout: float = 0.5) -> None:
+    def __init__(self, url: str, *, ttl_seconds: float = 7200.0, timeout: float = 0.5, memo: int = 1024) -> None:
         import redis.asyncio as redis
 
         self.ttl_seconds = int(ttl_seconds)
         self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        #: key → (the bytes this process last wrote, the state they encode), for at most ``memo`` conversations:
+        #: when Redis still holds those bytes (no other process wrote since), the state is not decoded again
+        self._written: OrderedDict[str, tuple[bytes, SessionState]] = OrderedDict()
+        self._memo = memo
 
     async def get(self, conversation: str) -> SessionState:
+        key = _key(conversation)
         try:
-            raw = await self.client.get(_PREFIX + _key(conversation))
-            return SessionState.from_json(raw) if raw else SessionState()
+            raw = await self.client.get(_PREFIX + key)
+            if not raw:
+                return SessionState()
+            written = self._written.pop(key, None)  # handed to one request only: that request may change it
+            return written[1] if written is not None and written[0] == raw else SessionState.from_json(raw)
         except Exception as exc:  # noqa: BLE001 - Redis down or a damaged entry: start afresh
             log.warning("could not read session state from Redis: %s", exc)
             return SessionState()
 
     async def put(self, conversation: str, state: SessionState) -> None:
+        key, raw = _key(conversation), state.to_json()
         try:
-            await self.client.set(_PREFIX + _key(conversation), state.to_json(), ex=self.ttl_seconds)
+            await self.client.set(_PREFIX + key, raw, ex=self.ttl_seconds)
         except Exception as exc:  # noqa: BLE001
             log.warning("could not write session state to Redis: %s", exc)
+            self._written.pop(key, None)
+            return
+        self._written[key] = (raw, state)
+        self._written.move_to_end(key)
+        while len(self._written) > self._memo:
+            self._written.popitem(last=False)
 
     async def aclose(self) -> None:
         await self.client.aclose()
