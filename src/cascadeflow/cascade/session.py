@@ -102,9 +102,11 @@ class SessionBook:
         reported cost and baseline are priced exactly.
         """
         if model not in self._rates:
-            unit = [self.registry.cost(model, usage) for usage in (
-                Usage(1_000, 0, 0, 0), Usage(0, 1_000, 0, 0), Usage(0, 0, 1_000, 0), Usage(0, 0, 0, 1_000))]
-            self._rates[model] = None if any(u is None for u in unit) else tuple(u / 1_000 for u in unit)  # type: ignore[operator, misc]
+            cost = self.registry.cost
+            plain, out, write, read = (cost(model, Usage(1_000, 0, 0, 0)), cost(model, Usage(0, 1_000, 0, 0)),
+                                       cost(model, Usage(0, 0, 1_000, 0)), cost(model, Usage(0, 0, 0, 1_000)))
+            self._rates[model] = (None if plain is None or out is None or write is None or read is None
+                                  else (plain / 1_000, out / 1_000, write / 1_000, read / 1_000))
         return self._rates[model]
 
     def save(self, work: Coroutine) -> None:
@@ -189,17 +191,16 @@ class Turn:
         out = round(self.state.output or _DEFAULT_OUTPUT)
         shape_d = self.shape(draft)
         per_char, previous = self.per_char, self.state.last_chars
-        splits = [
-            (draft, (self.state.shadows.get(draft) or CacheShadow()).split(shape_d, draft, self.now, per_char)),
-            (draft, CacheShadow.warm_split(shape_d, draft, per_char, previous)),
-            (verifier, CacheShadow.warm_split(self.shape(verifier), verifier, per_char, previous)),
-        ]
-        rates = [self.book.rates(model) for model, _ in splits]
-        if any(r is None for r in rates):
+        now = (self.state.shadows.get(draft) or CacheShadow()).split(shape_d, draft, self.now, per_char)
+        draft_warm = CacheShadow.warm_split(shape_d, draft, per_char, previous)
+        verifier_warm = CacheShadow.warm_split(self.shape(verifier), verifier, per_char, previous)
+        draft_rates, verifier_rates = self.book.rates(draft), self.book.rates(verifier)
+        if draft_rates is None or verifier_rates is None:
             return None
-        costs = [_priced(rate, split.tokens(per_char), out) for rate, (_, split) in zip(rates, splits)]  # type: ignore[arg-type]
-        growth = _priced(rates[2], (0, splits[2][1].tokens(per_char)[1], 0), 0)  # type: ignore[arg-type]
-        return Prices(*costs, verifier_growth=growth)
+        return Prices(draft=_priced(draft_rates, now.tokens(per_char), out),
+                      draft_warm=_priced(draft_rates, draft_warm.tokens(per_char), out),
+                      verifier_warm=_priced(verifier_rates, verifier_warm.tokens(per_char), out),
+                      verifier_growth=_priced(verifier_rates, (0, verifier_warm.tokens(per_char)[1], 0), 0))
 
     # -- after the answer ------------------------------------------------------------------
 

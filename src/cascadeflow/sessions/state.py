@@ -146,7 +146,7 @@ class RedisSessions:
     async def get(self, conversation: str) -> SessionState:
         try:
             raw = await self.client.get(_PREFIX + _key(conversation))
-            return SessionState.from_json(raw) if raw else SessionState()
+            return SessionState.from_json(raw) if isinstance(raw, bytes) and raw else SessionState()
         except Exception as exc:  # noqa: BLE001 - Redis down or a damaged entry: start afresh
             log.warning("could not read session state from Redis: %s", exc)
             return SessionState()
