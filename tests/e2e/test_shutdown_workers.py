@@ -1,8 +1,9 @@
-"""SIGTERM to a gateway of two worker processes, as systemd or a user sends it: to the parent only.
+"""SIGTERM (or Ctrl-C's SIGINT) to a gateway of two worker processes, as systemd or a user sends it.
 
 ``test_shutdown_deadline.py`` shows one process; here ``server.workers: 2`` and requests in flight
 on both workers (checked: each worker holds open connections on the gateway's port when the
-signal is sent). The parent must pass the signal on and wait; each worker, past
+signal is sent), the signal sent to the parent alone (`kill PID`, docker stop) or to the whole
+process group (systemd's default, a terminal's Ctrl-C). The parent must pass the signal on and wait; each worker, past
 ``shutdown_timeout``, answers its callers in their dialect and writes every row (cancelled, with
 what it used) before it exits, the two writing to one SQLite file or PostgreSQL database at once.
 With Redis holding the limits, the leases of the cancelled requests are given back. Within the
@@ -29,6 +30,8 @@ from tests.pg_db import throwaway_ledger
 POSTGRES = os.environ.get("CASCADEFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("CASCADEFLOW_TEST_REDIS", "redis://127.0.0.1:6379/0")
 HAIKU = "claude-haiku-5-5"
+#: which worker holds which connection is read from /proc
+pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux's /proc")
 #: answers that take ~2 s: finished well inside a 15 s deadline
 QUICK_SCRIPT = [
     {"match": {"prompt_contains": "slow json"}, "latency": 2},
