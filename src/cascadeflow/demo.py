@@ -11,17 +11,22 @@ from __future__ import annotations
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .config import ProxyConfig
 from .gateway import create_app
 from .sim import ServerThread, SimulatedProvider
 
+if TYPE_CHECKING:
+    from anthropic import Anthropic
+    from anthropic.types import Message, ToolParam
+    from anthropic.types.message_create_params import MessageCreateParamsBase
+
 __all__ = ["run_demo"]
 
 REQUESTED, DRAFT = "claude-opus-5-5", "claude-haiku-5-5"
 
-WEATHER_TOOL = {
+WEATHER_TOOL: ToolParam = {
     "name": "get_weather",
     "description": "Current weather for a city",
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
@@ -110,14 +115,15 @@ def run_demo(out: TextIO = sys.stdout) -> dict:
     return stats
 
 
-def _send(client, task: Task) -> tuple[dict, str]:
-    kwargs = {
+def _send(client: Anthropic, task: Task) -> tuple[dict, str]:
+    kwargs: MessageCreateParamsBase = {
         "model": REQUESTED,
         "max_tokens": 300,
         "messages": [{"role": "user", "content": task.prompt}],
     }
     if task.tools:
         kwargs["tools"] = [WEATHER_TOOL]
+    message: Message
     if task.stream:
         with client.messages.stream(**kwargs) as stream:
             message = stream.get_final_message()

@@ -121,7 +121,7 @@ def _show(args: argparse.Namespace) -> int:
         ("key id", key["key_id"]), ("name", key["name"]), ("user", key["user_id"]), ("team", key["team"]),
         ("status", key["status"]), ("models", ", ".join(key["models"]) if key["models"] else "any"),
         ("limits", _limits_text(key["limits"])),
-        ("cache", {True: "on", False: "off"}.get(key.get("cache"), "as the rule says")),
+        ("cache", "on" if key.get("cache") is True else "off" if key.get("cache") is False else "as the rule says"),
         ("created", _when(key["created_at"])),
         ("expires", _when(key["expires_at"])), ("revoked", _when(key["revoked_at"])),
         ("provider keys", ", ".join(f"{n} ({state})" for n, state in sorted((key.get("provider_keys") or {}).items()))

@@ -165,10 +165,11 @@ class ModelRegistry:
     def info(self, model: str) -> ModelInfo | None:
         """Everything known of ``model`` (custom entries first), or None."""
         cache = self._cache
-        info = cache.get(model, _MISSING)
-        if info is not _MISSING and (info is None or time.monotonic() - info.resolved_at < _REFRESH_SECONDS):
-            cache.move_to_end(model)
-            return info  # type: ignore[return-value]
+        if model in cache:
+            info = cache[model]
+            if info is None or time.monotonic() - info.resolved_at < _REFRESH_SECONDS:
+                cache.move_to_end(model)
+                return info
         info = self._resolve(model)
         cache[model] = info
         cache.move_to_end(model)
@@ -269,8 +270,6 @@ class ModelRegistry:
             info.tiered = prices
         return info
 
-
-_MISSING = object()
 
 #: Output limits genai-prices does not carry, by model-name prefix (longest prefix wins).
 _MAX_OUTPUT_BY_PREFIX: tuple[tuple[str, int], ...] = (

@@ -78,7 +78,7 @@ def cacheable(dialect: str, data: object, tools: bool) -> bool:
             if not isinstance(choice, dict):
                 return False
             reason = choice.get("finish_reason")
-            message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+            message = given if isinstance(given := choice.get("message"), dict) else {}
             if message.get("refusal") or not (reason in _OPENAI_DONE or (tools and reason == "tool_calls")):
                 return False
         return True
@@ -107,12 +107,14 @@ class StreamCollector:
     def __init__(self, dialect: str) -> None:
         self.dialect = dialect
         self._decoder = SSEDecoder()
+        self._accumulator: (accumulate.AnthropicAccumulator | accumulate.OpenAIAccumulator
+                            | accumulate_responses.ResponsesAccumulator)
         if dialect == "anthropic":
             self._accumulator = accumulate.AnthropicAccumulator()
         elif dialect == "openai":
-            self._accumulator = accumulate.OpenAIAccumulator()  # type: ignore[assignment]
+            self._accumulator = accumulate.OpenAIAccumulator()
         else:
-            self._accumulator = accumulate_responses.ResponsesAccumulator()  # type: ignore[assignment]
+            self._accumulator = accumulate_responses.ResponsesAccumulator()
         self._raw: list[bytes] | None = [] if dialect == "responses" else None
 
     def feed(self, chunk: bytes) -> None:
@@ -126,11 +128,11 @@ class StreamCollector:
         accumulator = self._accumulator
         if not accumulator.done or accumulator.error is not None or self._decoder.pending.strip():
             return None
-        if self.dialect == "anthropic":
-            return accumulator.message, None  # type: ignore[union-attr]
-        if self.dialect == "openai":
-            return accumulator.completion, None  # type: ignore[union-attr]
-        return accumulator.response, b"".join(self._raw or ())  # type: ignore[union-attr]
+        if isinstance(accumulator, accumulate.AnthropicAccumulator):
+            return accumulator.message, None
+        if isinstance(accumulator, accumulate.OpenAIAccumulator):
+            return accumulator.completion, None
+        return accumulator.response, b"".join(self._raw or ())
 
 
 def hit_stream(dialect: str, answer: CachedAnswer, request: dict) -> bytes | None:

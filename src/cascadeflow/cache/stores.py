@@ -76,7 +76,8 @@ class RedisStore:
 
     async def get(self, key: str) -> bytes | None:
         try:
-            return await self.client.get(PREFIX + key)
+            found = await self.client.get(PREFIX + key)
+            return found if isinstance(found, bytes) else None  # bytes, as the client does not decode
         except Exception as exc:  # noqa: BLE001 - Redis away: a miss, never a failed request
             log.warning("response cache: Redis read failed (%s); answering without the cache", type(exc).__name__)
             return None

@@ -212,7 +212,7 @@ def _tool_choice(request: dict) -> tuple[str, str | None]:
     if isinstance(choice, dict):
         kind = choice.get("type")
         if kind in ("tool", "function", "custom"):  # Responses names the function (or custom tool) at the top
-            function = choice.get("function") if isinstance(choice.get("function"), dict) else {}
+            function = given if isinstance(given := choice.get("function"), dict) else {}
             name = function.get("name", choice.get("name")) if kind == "function" else choice.get("name")
             return ("tool", name) if isinstance(name, str) else ("any", None)
     if kind in ("any", "required"):
@@ -400,7 +400,7 @@ class FunctionCheck:
 
     def __init__(self, func: Callable[[dict, DraftAnswer, str], CheckResult | None], name: str | None = None):
         self.func = func
-        self.name = name or getattr(func, "__name__", "custom")
+        self.name: str = name or str(getattr(func, "__name__", "custom"))
 
     def __call__(self, request: dict, answer: DraftAnswer, dialect: str) -> CheckResult | None:
         return self.func(request, answer, dialect)

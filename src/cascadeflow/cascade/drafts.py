@@ -88,7 +88,8 @@ class DialectOps:
             return orjson.dumps(accumulate_responses.rewrite_response(data, model))
         return orjson.dumps(accumulate.rewrite_openai_completion(data, model, False))
 
-    def replay(self, accumulator, model: str | None, caller: dict) -> bytes:
+    def replay(self, accumulator: accumulate.AnthropicAccumulator | accumulate.OpenAIAccumulator
+               | accumulate_responses.ResponsesAccumulator, model: str | None, caller: dict) -> bytes:
         """A buffered draft stream for the caller, as a correct stream of its dialect.
 
         The upstream's own events are replayed byte for byte where possible, thinking

@@ -193,6 +193,10 @@ class LearnedCheck:
         p = self.scorer.score(request, answer.text or "")
         return CheckResult(self.name, p, f"learned P(good)={p:.2f}")
 
+    def early(self, request: dict, answer: DraftAnswer, dialect: str) -> CheckResult | None:
+        """No verdict on a partial answer: the scorer was trained on whole ones."""
+        return None
+
 
 def checks_for(rule: Any) -> list:
     """A rule's checks: the configured ones, plus the learned scorer when the rule names a model file

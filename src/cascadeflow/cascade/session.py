@@ -109,9 +109,11 @@ class SessionBook:
         reported cost and baseline are priced exactly.
         """
         if model not in self._rates:
-            unit = [self.registry.cost(model, usage) for usage in (
-                Usage(1_000, 0, 0, 0), Usage(0, 1_000, 0, 0), Usage(0, 0, 1_000, 0), Usage(0, 0, 0, 1_000))]
-            self._rates[model] = None if any(u is None for u in unit) else tuple(u / 1_000 for u in unit)  # type: ignore[operator, misc]
+            cost = self.registry.cost
+            plain, out, write, read = (cost(model, Usage(1_000, 0, 0, 0)), cost(model, Usage(0, 1_000, 0, 0)),
+                                       cost(model, Usage(0, 0, 1_000, 0)), cost(model, Usage(0, 0, 0, 1_000)))
+            self._rates[model] = (None if plain is None or out is None or write is None or read is None
+                                  else (plain / 1_000, out / 1_000, write / 1_000, read / 1_000))
         return self._rates[model]
 
     def save(self, key: str, state: SessionState) -> None:
@@ -245,10 +247,12 @@ class Turn:
         shape_d = self.shape(draft)
         per_char, previous = self.per_char, self.state.last_chars
         now = (self.state.shadows.get(draft) or CacheShadow()).split(self.reach(draft), draft, self.now, per_char)
-        warm = CacheShadow.warm_split(shape_d, draft, per_char, previous).tokens(per_char)
+        draft_warm = CacheShadow.warm_split(shape_d, draft, per_char, previous).tokens(per_char)
         verifier_warm = CacheShadow.warm_split(self.shape(verifier), verifier, per_char, previous).tokens(per_char)
-        return Prices(_priced(rate_d, now.tokens(per_char), out), _priced(rate_d, warm, out),
-                      _priced(rate_v, verifier_warm, out), verifier_growth=_priced(rate_v, (0, verifier_warm[1], 0), 0))
+        return Prices(draft=_priced(rate_d, now.tokens(per_char), out),
+                      draft_warm=_priced(rate_d, draft_warm, out),
+                      verifier_warm=_priced(rate_v, verifier_warm, out),
+                      verifier_growth=_priced(rate_v, (0, verifier_warm[1], 0), 0))
 
     # -- after the answer ------------------------------------------------------------------
 

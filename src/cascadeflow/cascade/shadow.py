@@ -80,9 +80,10 @@ def label_pair(draft: DraftAnswer, verifier: DraftAnswer) -> tuple[bool | None, 
 def _canonical(arguments: object) -> str:
     if isinstance(arguments, str):
         try:
-            arguments = orjson.loads(arguments)
+            parsed = orjson.loads(arguments)
         except orjson.JSONDecodeError:
             return arguments
+        return orjson.dumps(parsed, option=orjson.OPT_SORT_KEYS).decode()
     return orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS).decode()
 
 
@@ -137,6 +138,8 @@ class ShadowRecorder:
     @staticmethod
     def _pair(decision: Decision, request_id: str, draft: DraftAnswer, verifier: DraftAnswer, verifier_model: str,
               accepted: bool) -> ShadowPair:
+        if decision.draft_model is None:  # a pair is made only of a drafted request
+            raise ValueError(f"request {request_id} has no draft model to pair")
         return ShadowPair(request_id=request_id, rule=decision.rule, draft_model=decision.draft_model,
                           verifier_model=verifier_model, confidence=decision.confidence,
                           accepted=accepted, draft_answer=_answer_text(draft), verifier_answer=_answer_text(verifier))

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..dialects.accumulate import OpenAIAccumulator
 from ..dialects.sse import SSEDecoder
 from .checks import run_early
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable
 
-    from ..dialects.accumulate import AnthropicAccumulator, OpenAIAccumulator
+    from ..dialects.accumulate import AnthropicAccumulator
     from ..proxy import ProxyStream
     from .answer import Check, CheckResult
     from .drafts import DialectOps
@@ -41,7 +42,7 @@ async def read_draft(
                 continue
             answer = accumulator.answer(partial=True)
             # only calls known to be complete are judged early
-            if dialect == "openai":
+            if isinstance(accumulator, OpenAIAccumulator):  # the openai dialect's
                 done = set(accumulator.closed_tool_calls)
                 answer.tool_calls = [c for i, c in enumerate(answer.tool_calls) if i in done]
             elif closed is None:

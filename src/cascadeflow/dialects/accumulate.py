@@ -64,7 +64,8 @@ class _Block:
     __slots__ = ("start", "parts")
 
     def __init__(self, start: dict) -> None:
-        self.start, self.parts = dict(start), {}
+        self.start = dict(start)
+        self.parts: dict[str, list[str]] = {}
 
     def raw_input(self) -> str | None:
         return "".join(self.parts["input"]) if "input" in self.parts else None
@@ -98,7 +99,8 @@ class AnthropicAccumulator:
     def __init__(self) -> None:
         self.events: list[SSEEvent] = []
         self.closed_blocks: list[int] = []
-        self.done, self.error = False, None
+        self.done = False
+        self.error: dict | None = None
         self._head: dict = {}
         self._blocks: dict[int, _Block] = {}
         self._cache: dict | None = None
@@ -162,7 +164,7 @@ class AnthropicAccumulator:
 
 def _block_delta(block: _Block, delta: dict) -> None:
     kind, start = delta.get("type"), block.start
-    if kind in _APPENDS:
+    if isinstance(kind, str) and kind in _APPENDS:
         field, key = _APPENDS[kind]
         if isinstance(delta.get(key), str):
             block.parts.setdefault(field, []).append(delta[key])
@@ -303,7 +305,8 @@ class OpenAIAccumulator:
     def __init__(self) -> None:
         self.events: list[SSEEvent] = []
         self.closed_tool_calls: list[int] = []
-        self.done, self.error = False, None
+        self.done = False
+        self.error: dict | None = None
         self._top: dict = {}
         self._usage: dict | None = None
         self._choices: dict[int, _Choice] = {}
@@ -375,7 +378,7 @@ def answer_from_openai(completion: dict) -> DraftAnswer:
     if isinstance(choices, list):
         choice = next((c for c in choices if isinstance(c, dict) and c.get("index", 0) == 0), choice)
     choice = choice if isinstance(choice, dict) else {}
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    message = given if isinstance(given := choice.get("message"), dict) else {}
     calls = [_call(c.get("id"), c["function"].get("name"), _str(c["function"].get("arguments")))
              for c in message.get("tool_calls") or () if isinstance(c, dict) and isinstance(c.get("function"), dict)]
     legacy = message.get("function_call")  # the functions API, before tools
@@ -415,7 +418,7 @@ def replay_anthropic(events: list[SSEEvent], model: str | None = None) -> bytes:
             data = _loads(event.data)
             if isinstance(data, dict) and data.get("type") == "message_start" and isinstance(data.get("message"), dict):
                 head = data["message"]
-                usage = head.get("usage") if isinstance(head.get("usage"), dict) else {}
+                usage = given if isinstance(given := head.get("usage"), dict) else {}
                 renamed = model is not None and head.get("model") != model
                 known = bool(final) and not usage.get("input_tokens")
                 if renamed or known:
@@ -439,7 +442,7 @@ def _final_input_usage(events: list[SSEEvent]) -> dict:
             continue
         data = _loads(event.data)
         if isinstance(data, dict) and data.get("type") == "message_delta":
-            usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+            usage = given if isinstance(given := data.get("usage"), dict) else {}
             found = {k: usage[k] for k in _INPUT_USAGE if isinstance(usage.get(k), int)}
             return found if found.get("input_tokens") else {}
     return {}
@@ -528,7 +531,7 @@ def synthesize_anthropic_stream(message: dict) -> bytes:
     def ev(name: str, payload: dict) -> bytes:
         return encode_event(_dumps({"type": name, **payload}), name)
 
-    usage = message.get("usage") if isinstance(message.get("usage"), dict) else {}
+    usage = given if isinstance(given := message.get("usage"), dict) else {}
     head = {**message, "content": [], "stop_reason": None, "stop_sequence": None,
             "usage": {**usage, "output_tokens": 1}}  # the API's message_start counts one output token
     if "stop_details" in head:

@@ -44,7 +44,8 @@ class ResponsesAccumulator:
 
     def __init__(self) -> None:
         self.events: list[SSEEvent] = []
-        self.done, self.error = False, None
+        self.done = False
+        self.error: dict | None = None
         self._response: dict = {}
         self._items: dict[int, dict] = {}  # output index -> the item as it stands
         self._texts: dict[int, list[str]] = {}  # output index -> text deltas of a message being streamed
@@ -111,9 +112,9 @@ def answer_from_response(response: dict) -> DraftAnswer:
         elif kind == "reasoning":
             thinking += [s["text"] for s in item.get("summary") or () if isinstance(s, dict) and isinstance(s.get("text"), str)]
         elif kind == "function_call":
-            calls.append(_call(item, item.get("arguments") if isinstance(item.get("arguments"), str) else ""))
+            calls.append(_call(item, given if isinstance(given := item.get("arguments"), str) else ""))
         elif kind == "custom_tool_call":
-            value = item.get("input") if isinstance(item.get("input"), str) else ""
+            value = given if isinstance(given := item.get("input"), str) else ""
             calls.append(_call(item, orjson.dumps({"input": value}).decode()))
     status = response.get("status")
     details = response.get("incomplete_details")

@@ -25,7 +25,7 @@ import hashlib
 import importlib.util
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -85,7 +85,7 @@ _CL100K_SPECIAL = (
 # ---------------------------------------------------------------- small helpers
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -362,7 +362,7 @@ def _closed_schema(schema: Any, depth: int = 0) -> Any:
 
 def _o_tools(body: dict, dropped: list[str]) -> list[dict]:
     functions = []
-    for tool in body.get("tools") if isinstance(body.get("tools"), list) else []:
+    for tool in given if isinstance(given := body.get("tools"), list) else []:
         function = tool.get("function") if isinstance(tool, dict) else None
         if isinstance(function, dict) and tool.get("type", "function") == "function":
             functions.append(function)
@@ -375,11 +375,11 @@ def _o_tools(body: dict, dropped: list[str]) -> list[dict]:
         schema = function.get("parameters")
         schema = dict(schema) if isinstance(schema, dict) else {"type": "object", "properties": {}}
         schema.setdefault("type", "object")  # Anthropic requires input_schema.type
-        tool: dict = {"name": str(function.get("name") or ""), "input_schema": schema}
+        converted: dict = {"name": str(function.get("name") or ""), "input_schema": schema}
         if isinstance(function.get("description"), str) and function["description"]:
-            tool["description"] = function["description"]
+            converted["description"] = function["description"]
         extras(function, {"name", "description", "parameters"}, dropped, "tools")
-        out.append(tool)
+        out.append(converted)
     return out
 
 
@@ -414,7 +414,7 @@ def openai_to_anthropic_response(completion: dict, model: str | None = None) -> 
     """A chat completion as a Messages API message (first choice; reasoning text dropped)."""
     choices = completion.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    message = given if isinstance(given := choice.get("message"), dict) else {}
     completion_id = str(completion.get("id") or "cascadeflow")
     content: list[dict] = []
     text = text_of(message.get("content"), "")
@@ -426,13 +426,13 @@ def openai_to_anthropic_response(completion: dict, model: str | None = None) -> 
     if isinstance(message.get("function_call"), dict):
         calls.append({"function": message["function_call"]})
     for i, call in enumerate(calls):
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        function = given if isinstance(given := call.get("function"), dict) else {}
         content.append({
             "type": "tool_use", "id": tool_id(call.get("id"), tool_id(f"toolu_{completion_id}_{i}")),
             "name": str(function.get("name") or ""), "input": parse_arguments(function.get("arguments")),
             "caller": {"type": "direct"},  # as the API's current tool_use blocks carry it
         })
-    stop_reason = OPENAI_TO_ANTHROPIC_STOP.get(choice.get("finish_reason"), "end_turn")
+    stop_reason = OPENAI_TO_ANTHROPIC_STOP.get(choice.get("finish_reason") or "", "end_turn")
     if calls and stop_reason == "end_turn":  # some servers (Ollama) say "stop" after tool calls
         stop_reason = "tool_use"
     return {
@@ -477,7 +477,7 @@ def anthropic_to_openai_response(message: dict, model: str | None = None, *, cre
         "model": model or message.get("model") or "",
         "choices": [{
             "index": 0, "message": reply, "logprobs": None,
-            "finish_reason": ANTHROPIC_TO_OPENAI_STOP.get(message.get("stop_reason"), "stop"),
+            "finish_reason": ANTHROPIC_TO_OPENAI_STOP.get(message.get("stop_reason") or "", "stop"),
         }],
         "usage": openai_usage_dict(Usage.from_anthropic(message.get("usage"))),
     }
@@ -544,7 +544,7 @@ def estimate_tokens(body: dict, dialect: str) -> int:
     if dialect == "anthropic" and body.get("system"):
         images += _gather(body.get("system"), texts)
         framed = 1  # it becomes a system message upstream
-    messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+    messages = given if isinstance(given := body.get("messages"), list) else []
     for message in messages:
         if isinstance(message, dict):
             images += _gather(message.get("content"), texts)
@@ -552,9 +552,9 @@ def estimate_tokens(body: dict, dialect: str) -> int:
             for call in calls if isinstance(calls, list) else []:
                 if isinstance(call, dict) and isinstance(call.get("function"), dict):
                     texts += [str(call["function"].get("name") or ""), str(call["function"].get("arguments") or "")]
-    for tool in body.get("tools") if isinstance(body.get("tools"), list) else []:
+    for tool in given if isinstance(given := body.get("tools"), list) else []:
         if isinstance(tool, dict):
-            spec = tool.get("function") if isinstance(tool.get("function"), dict) else tool
+            spec = given if isinstance(given := tool.get("function"), dict) else tool
             schema = spec.get("input_schema", spec.get("parameters"))
             if "name" in spec:
                 texts += [str(spec.get("name") or ""), str(spec.get("description") or ""), to_json(schema or {})]
@@ -575,7 +575,7 @@ def _gather(content: Any, texts: list[str]) -> int:
         elif kind in ("image", "image_url", "input_audio", "file"):
             images += 1
         elif kind == "document":
-            source = block.get("source") if isinstance(block.get("source"), dict) else {}
+            source = given if isinstance(given := block.get("source"), dict) else {}
             if source.get("type") == "text":
                 texts.append(str(source.get("data") or ""))
             elif source.get("type") == "content":

@@ -221,7 +221,7 @@ def _a_part(block: dict, dropped: list[str]) -> dict | None:
     if kind == "text":
         extras(block, {"type", "text"}, dropped)
         return {"type": "text", "text": block.get("text") or ""}
-    source = block.get("source") if isinstance(block.get("source"), dict) else {}
+    source = given if isinstance(given := block.get("source"), dict) else {}
     if kind == "image":
         extras(block, {"type", "source"}, dropped)
         if source.get("type") == "base64":
@@ -387,7 +387,7 @@ def _o_assistant(message: dict, index: int, dropped: list[str]) -> tuple[list[di
         if not isinstance(call, dict) or call.get("type", "function") != "function":
             drop(dropped, "tool_calls.custom")
             continue
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        function = given if isinstance(given := call.get("function"), dict) else {}
         blocks.append({
             "type": "tool_use", "id": tool_id(call.get("id")), "name": str(function.get("name") or ""),
             "input": parse_arguments(function.get("arguments"), dropped),

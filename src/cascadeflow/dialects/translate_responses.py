@@ -142,7 +142,7 @@ def _tool(tool: dict, names: ToolNames, dropped: list[str], namespace: str | Non
         drop(dropped, f"tools.{kind}")
         return []
     flat = names.flat(name, namespace)
-    description = tool.get("description") if isinstance(tool.get("description"), str) else ""
+    description = given if isinstance(given := tool.get("description"), str) else ""
     if kind == "custom":
         names.custom.add(flat)
         fmt = tool.get("format")
@@ -202,9 +202,9 @@ def _items(items: list, messages: list[dict], names: ToolNames, dropped: list[st
             flat = names.flat(str(item.get("name") or ""), item.get("namespace"))
             if kind == "custom_tool_call":
                 names.custom.add(flat)
-                arguments = _dumps({"input": item.get("input") if isinstance(item.get("input"), str) else ""}).decode()
+                arguments = _dumps({"input": given if isinstance(given := item.get("input"), str) else ""}).decode()
             else:
-                arguments = item.get("arguments") if isinstance(item.get("arguments"), str) else "{}"
+                arguments = given if isinstance(given := item.get("arguments"), str) else "{}"
             call = {"id": str(item.get("call_id") or item.get("id") or ""), "type": "function",
                     "function": {"name": flat, "arguments": arguments}}
             last = messages[-1] if messages else None
@@ -255,7 +255,7 @@ def _message(item: dict, messages: list[dict], dropped: list[str]) -> None:
 def _part(part: dict, dropped: list[str]) -> dict | None:
     kind = part.get("type")
     if kind in ("input_text", "output_text", "text"):
-        return {"type": "text", "text": part.get("text") if isinstance(part.get("text"), str) else ""}
+        return {"type": "text", "text": given if isinstance(given := part.get("text"), str) else ""}
     if kind == "input_image":
         url = part.get("image_url")
         if not isinstance(url, str):
@@ -302,7 +302,7 @@ def anthropic_cache_breakpoints(body: dict) -> None:
     tools = body.get("tools")
     if isinstance(tools, list) and tools and isinstance(tools[-1], dict):
         tools[-1] = {**tools[-1], "cache_control": _CACHE}
-    messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+    messages = given if isinstance(given := body.get("messages"), list) else []
     for message in messages:  # one form for every turn, so a prefix reads the same bytes turn after turn
         if isinstance(message, dict) and isinstance(message.get("content"), str) and message["content"]:
             message["content"] = [{"type": "text", "text": message["content"]}]
@@ -343,7 +343,7 @@ def chat_to_responses_response(completion: dict, request: dict, model: str, name
         searches.emit_calls(emitter)
     choices = completion.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    message = given if isinstance(given := choice.get("message"), dict) else {}
     content = message.get("content")
     if isinstance(content, list):
         content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
@@ -358,9 +358,9 @@ def chat_to_responses_response(completion: dict, request: dict, model: str, name
         if not isinstance(function, dict):
             continue
         _call(emitter, names, str(call.get("id") or f"call_{i}"), str(function.get("name") or ""))
-        emitter.tool_input(function.get("arguments") if isinstance(function.get("arguments"), str) else "")
+        emitter.tool_input(given if isinstance(given := function.get("arguments"), str) else "")
     usage = completion.get("usage")
-    emitter.finish(Usage.from_openai(usage), incomplete=_INCOMPLETE.get(choice.get("finish_reason")),
+    emitter.finish(Usage.from_openai(usage), incomplete=_INCOMPLETE.get(choice.get("finish_reason") or ""),
                    reasoning_tokens=_reasoning_tokens(usage))
     return emitter.response()
 
@@ -402,7 +402,7 @@ class ChatToResponsesStream(_Translator):
         choices = chunk.get("choices")
         choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
         if choice is not None:
-            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            delta = given if isinstance(given := choice.get("delta"), dict) else {}
             if isinstance(delta.get("content"), str):
                 emitter.text(delta["content"])
             for call in delta.get("tool_calls") or ():
@@ -414,8 +414,8 @@ class ChatToResponsesStream(_Translator):
     def _tool_delta(self, call: Any) -> None:
         if not isinstance(call, dict):
             return
-        index = call.get("index") if isinstance(call.get("index"), int) else len(self._calls)
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        index = given if isinstance(given := call.get("index"), int) else len(self._calls)
+        function = given if isinstance(given := call.get("function"), dict) else {}
         if index not in self._calls:
             self._calls[index] = str(call.get("id") or f"call_{index}")
             _call(self._emitter, self._names, self._calls[index], str(function.get("name") or ""))

@@ -253,7 +253,7 @@ class OpenAIToAnthropicStream(_Translator):
     def _tool(self, call: dict, pos: int) -> None:
         index = _index(call.get("index", pos))
         index = pos if index is None else index
-        fn = call.get("function") if isinstance(call.get("function"), dict) else {}
+        fn = given if isinstance(given := call.get("function"), dict) else {}
         args = _text(fn.get("arguments"))
         tool = self._tools.get(index)
         if tool is None:
@@ -379,7 +379,8 @@ class AnthropicToOpenAIStream(_Translator):
         elif kind == "content_block_delta":
             self._block_delta(data.get("index"), data.get("delta"))
         elif kind == "content_block_stop":
-            tool = self._tools.get(_index(data.get("index")))
+            index = _index(data.get("index"))
+            tool = None if index is None else self._tools.get(index)
             if tool is not None and not tool[1] and tool[2]:  # input given whole in the start
                 self._chunk({"tool_calls": [{"index": tool[0], "function": {
                     "arguments": orjson.dumps(tool[2]).decode()}}]})
@@ -397,7 +398,7 @@ class AnthropicToOpenAIStream(_Translator):
             self._chunk({"content": block["text"]})
         elif block.get("type") == "tool_use":
             k = len(self._tools)
-            start_input = block.get("input") if isinstance(block.get("input"), dict) else None
+            start_input = given if isinstance(given := block.get("input"), dict) else None
             self._tools[index] = [k, False, start_input]
             self._chunk({"tool_calls": [{"index": k, "id": _text(block.get("id")), "type": "function",
                                          "function": {"name": _text(block.get("name")), "arguments": ""}}]})
@@ -422,7 +423,7 @@ class AnthropicToOpenAIStream(_Translator):
             new = Usage.from_anthropic(raw)
             self._usage = replace(self._usage, **{field: getattr(new, field) for key, field in _USAGE_FIELDS.items()
                                                   if isinstance(raw.get(key), int)})
-        delta = data.get("delta") if isinstance(data.get("delta"), dict) else {}
+        delta = given if isinstance(given := data.get("delta"), dict) else {}
         if self._finish_reason is None:
             self._finish_reason = ANTHROPIC_TO_OPENAI_STOP.get(_text(delta.get("stop_reason")), "stop")
             self._chunk({}, self._finish_reason)

@@ -50,7 +50,8 @@ def by_dataset(outcomes: list[metrics.Outcome]) -> dict[str, list[metrics.Outcom
     return result
 
 
-def evaluate(files: list[Path], rule: dict, out: TextIO = sys.stdout, concurrency: int = 16):
+def evaluate(files: list[Path], rule: dict, out: TextIO = sys.stdout, concurrency: int = 16,
+             ) -> tuple[list[metrics.Outcome], dict[str, dict], dict[str, dict[str, list[dict]]]]:
     """Replay ``files`` through a gateway running ``rule``; per-dataset summaries and curves."""
     outcomes = replay_outcomes(EvalSetup(files, rule, concurrency))
     groups = by_dataset(outcomes)
@@ -258,7 +259,7 @@ def check_contributions(outcomes: list[metrics.Outcome]) -> str:
         applied = [o for o in outcomes if name in o.features]
         alone = [dataclasses.replace(o, confidence=o.features[name], accepted=False) for o in applied]
         auroc = metrics.auroc(alone) if alone else None
-        blamed = sum(1 for o in escalated if min(o.features, key=o.features.get) == name)
+        blamed = sum(1 for o in escalated if min(o.features, key=o.features.__getitem__) == name)
         mean = sum(o.features[name] for o in applied) / len(applied)
         lines.append(f"  {name:<18} {len(applied):>8} {mean:>10.3f} {num(auroc):>11} {blamed:>21}")
     return "\n".join(lines)

@@ -62,15 +62,15 @@ def _bounds_by_threshold(rs: list[Outcome], level: float) -> dict[float | None, 
     sum_s, sum_s2 = math.fsum(strong) + 1.0, math.fsum(x * x for x in strong) + 1.0  # with the pseudo-record
     sum_c, sum_c2, sum_cs = sum_s - 1.0, sum_s2 - 1.0, sum_s2 - 1.0  # everything escalated: c = s
     bounds: dict[float | None, float | None] = {None: 1.0 if sum_s > 1.0 else None}
-    judged = sorted((o for o in rs if o.confidence is not None), key=lambda o: -o.confidence)
-    for i, o in enumerate(judged):
+    judged = sorted(((o.confidence, o) for o in rs if o.confidence is not None), key=lambda p: -p[0])
+    for i, (confidence, o) in enumerate(judged):
         d, s = o.draft_score, o.strong_score
         sum_c += d - s
         sum_c2 += d * d - s * s
         sum_cs += (d - s) * s
-        if i + 1 == len(judged) or judged[i + 1].confidence != o.confidence:
+        if i + 1 == len(judged) or judged[i + 1][0] != confidence:
             # the pseudo-record: c = 0, s = 1 (adds nothing to Σc, Σc², Σcs)
-            bounds[o.confidence] = _bound(sum_c, sum_c2, sum_cs, sum_s, sum_s2, len(rs) + 1, z)
+            bounds[confidence] = _bound(sum_c, sum_c2, sum_cs, sum_s, sum_s2, len(rs) + 1, z)
     return bounds
 
 

@@ -126,7 +126,7 @@ def versus_random(scored: Sequence[Outcome], share: float = 0.5, resamples: int 
     draws = [stats(rng.choices(rs, k=len(rs))) for _ in range(resamples)]
 
     def interval(index: int) -> list[float] | None:
-        values = sorted(d[index] for d in draws if d[index] is not None)
+        values = sorted(value for d in draws if (value := d[index]) is not None)
         if len(values) < resamples // 2:
             return None
         return [values[int(0.025 * (len(values) - 1))], values[int(0.975 * (len(values) - 1))]]

@@ -337,13 +337,13 @@ def cost_quality_curve(outcomes: Iterable[Outcome]) -> list[dict]:
     points = [point(None)]
     # a judged draft is paid at every threshold; a record kept from drafting (a policy, the router) pays none
     cost = math.fsum(_record_cost(replace(o, drafted=True) if o.confidence is not None else o, True) for o in rs)
-    judged = sorted((o for o in rs if o.confidence is not None), key=lambda o: -o.confidence)
-    for i, o in enumerate(judged):
+    judged = sorted(((o.confidence, o) for o in rs if o.confidence is not None), key=lambda p: -p[0])
+    for i, (confidence, o) in enumerate(judged):
         total -= o.gain
         cost -= o.strong_cost
         escalated -= 1
-        if i + 1 == len(judged) or judged[i + 1].confidence != o.confidence:
-            points.append(point(o.confidence))
+        if i + 1 == len(judged) or judged[i + 1][0] != confidence:
+            points.append(point(confidence))
     return sorted(points, key=lambda p: (p["cost"], p["escalation_rate"]))
 
 

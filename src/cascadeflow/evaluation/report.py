@@ -78,14 +78,15 @@ _TERMINAL_BASELINES = tuple((f"{label} q.ret", lambda s, k=key: pct(s["baselines
 
 def render_table(summaries: Mapping[str, Mapping]) -> str:
     """A fixed-width table for the terminal: a header, a rule, then one row per dataset (in the given order)."""
-    columns = (("dataset", None), *_HEADLINE, *_TERMINAL_BASELINES)
-    rows = [[name] + [cell(s) for _, cell in columns[1:]] for name, s in summaries.items()]
-    widths = [max(len(header), *(len(r[i]) for r in rows)) if rows else len(header) for i, (header, _) in enumerate(columns)]
+    cells = (*_HEADLINE, *_TERMINAL_BASELINES)
+    headers = ["dataset", *(header for header, _ in cells)]
+    rows = [[name] + [cell(s) for _, cell in cells] for name, s in summaries.items()]
+    widths = [max(len(header), *(len(r[i]) for r in rows)) if rows else len(header) for i, header in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
 
-    return "\n".join([line([h for h, _ in columns]), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
 
 
 def render_markdown(summaries: Mapping[str, Mapping], notes: str | Sequence[str] | None = None) -> str:
@@ -185,7 +186,7 @@ def _deferral_chart(name: str, curve: Mapping, summary: Mapping | None) -> str:
     cascade = deferral["cascade"] if isinstance(deferral, Mapping) else deferral
     oracle = deferral.get("oracle") if isinstance(deferral, Mapping) else curve.get("oracle")
     # random escalation's expected curve is the straight line from always-draft (k = 0) to always-strong (k = n)
-    series = [
+    series: list[dict[str, object]] = [
         {"label": "cascade (by confidence)", "points": [(p["escalation_rate"], p["quality"]) for p in cascade], "color": _COLORS["cascade"]},
         {"label": "random", "points": [(0.0, cascade[0]["quality"]), (1.0, cascade[-1]["quality"])], "color": _COLORS["random"], "dash": True},
     ]  # fmt: skip

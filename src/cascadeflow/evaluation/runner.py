@@ -49,12 +49,9 @@ def rule_template(config_path: str | None, rule_name: str | None) -> dict:
     rules = config.all_cascade_rules()
     if not rules:
         raise ValueError(f"{config_path} has no cascade rule to evaluate")
-    if rule_name is None:
-        chosen = rules[0]
-    else:
-        chosen = next((r for r in rules if (r.name or r.request_model) == rule_name), None)
-        if chosen is None:
-            raise ValueError(f"no rule named {rule_name!r} in {config_path}")
+    chosen = rules[0] if rule_name is None else next((r for r in rules if (r.name or r.request_model) == rule_name), None)
+    if chosen is None:
+        raise ValueError(f"no rule named {rule_name!r} in {config_path}")
     return chosen.model_dump(mode="json", exclude_none=True)
 
 

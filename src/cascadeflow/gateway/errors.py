@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import orjson
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from ..dialects import anthropic as anthropic_wire
@@ -17,12 +20,12 @@ _FINAL = frozenset({ErrorKind.AUTHENTICATION, ErrorKind.PERMISSION, ErrorKind.BU
 _RELAYED_HEADERS = ("retry-after", "retry-after-ms", "request-id", "x-request-id")
 
 
-def request_id_of(request) -> str:  # type: ignore[no-untyped-def]
+def request_id_of(request: HTTPConnection) -> str:
     """The caller's ``x-request-id``, or a new one of the gateway's."""
     return (request.headers.get("x-request-id") or request.app.state.gateway.new_request_id())[:64]
 
 
-def caller_dialect(path: str, headers) -> str:
+def caller_dialect(path: str, headers: Mapping[str, str]) -> str:
     """The dialect to answer in: by endpoint, else by the ``anthropic-version`` header."""
     if path.startswith("/v1/messages"):
         return "anthropic"

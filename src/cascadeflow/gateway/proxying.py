@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
     from starlette.types import Receive
 
+    from ..config import CascadeRule
+    from ..proxy import RouteMatch
     from ..store import LedgerEntry
     from .app import Gateway
 
@@ -87,8 +89,10 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
     try:
         headers = dict(request.headers)
         info.identity = identity = await gateway.auth.identify(headers)  # before the body is read: refuse cheaply
-        raw = await read_body(request, gateway.config.server.max_body_bytes, gateway.config.server.request_read_timeout)
-        body = read_json_body(raw)
+        received = await read_body(request, gateway.config.server.max_body_bytes,
+                                   gateway.config.server.request_read_timeout)
+        body = read_json_body(received)
+        raw: bytes | None = received  # None once the body is changed: it is sent re-serialised
         info.model = model = model_name(body)
         _CHECKS[path](body, count_tokens=count)
         gateway.auth.check_model(identity, model)
@@ -217,7 +221,8 @@ def _with_id(response: Response, request_id: str) -> Response:
     return response
 
 
-async def _streaming(request: Request, gateway: Gateway, rule, match, proxy_request: ProxyRequest, dialect: str,
+async def _streaming(request: Request, gateway: Gateway, rule: CascadeRule | None, match: RouteMatch | None,
+                     proxy_request: ProxyRequest, dialect: str,
                      headers: dict, body: dict, info: RequestInfo) -> Response:
     """A streaming request (cascaded or passed through); counted as open until its :class:`GatewayStream` settles.
 
@@ -247,6 +252,7 @@ async def _streaming(request: Request, gateway: Gateway, rule, match, proxy_requ
             def entry(finished: bool) -> LedgerEntry:
                 return cascade_entry(info, reply.decision, status, cancelled=not finished)
         else:
+            assert match is not None, "a request passed through has its route"
             gateway.tracker.record_request(stream=True)
             try:
                 stream = await gateway.service.open_stream(match, proxy_request, dialect)
@@ -312,7 +318,7 @@ def _admit_stream(gateway: Gateway) -> None:
         raise refusal
 
 
-async def _cascade(request: Request, gateway: Gateway, rule, proxy_request: ProxyRequest, dialect: str, headers: dict,
+async def _cascade(request: Request, gateway: Gateway, rule: CascadeRule, proxy_request: ProxyRequest, dialect: str, headers: dict,
                    body: dict, info: RequestInfo) -> Response:
     conversation = conversation_key(headers, body)
     decision = gateway.cascade.begin(rule, proxy_request)
@@ -394,7 +400,7 @@ async def _unless_client_leaves(request: Request, work: Coroutine[Any, Any, T]) 
     return task.result()
 
 
-def _cut_entry(gateway: Gateway, info: RequestInfo, match, raw: bytes | None) -> LedgerEntry:  # type: ignore[no-untyped-def]
+def _cut_entry(gateway: Gateway, info: RequestInfo, match: RouteMatch, raw: bytes | None) -> LedgerEntry:
     """A passed-through JSON call cut off before its answer: the upstream read the prompt, so the
     request's size at 4 bytes a token is counted as input (as for a cut stream that reported none)."""
     usage = Usage(input_tokens=len(raw or b"") // 4)

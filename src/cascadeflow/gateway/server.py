@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
-from ..config import ProxyConfig
+from ..config import ProxyConfig, ServerConfig
 from .head_deadline import GatewayServerConfig
 from .logs import logging_config
 
@@ -59,7 +59,35 @@ def serve(config: ProxyConfig, config_path: str | None = None, *, app: Starlette
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     log_config = logging_config(server)
     logging.config.dictConfig(log_config)  # for what happens before uvicorn starts (building the app)
-    options = dict(
+    sock = bind(server.host, server.port)
+    if announce is not None:
+        announce()
+    if server.workers > 1:
+        if config_path:
+            os.environ["CASCADEFLOW_CONFIG"] = os.path.abspath(config_path)
+        with _metrics_dir():
+            multi = _uvicorn_config("cascadeflow.gateway.app:create_app_from_env", server, log_config)
+            Multiprocess(multi, sockets=[sock]).run()
+        return
+    if app is None:
+        from .app import create_app
+
+        app = create_app(config)
+    single = uvicorn.Server(_uvicorn_config(app, server, log_config))
+    try:
+        single.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    if not single.started:
+        sys.exit(STARTUP_FAILURE)
+
+
+def _uvicorn_config(app: Starlette | str, server: ServerConfig, log_config: dict) -> GatewayServerConfig:
+    """uvicorn's settings from ours; an import string names the factory each worker builds its app with."""
+    return GatewayServerConfig(
+        app,
+        factory=isinstance(app, str),
+        workers=server.workers if isinstance(app, str) else 1,
         log_config=log_config,  # applied by uvicorn again, in every worker
         host=server.host,
         port=server.port,
@@ -70,28 +98,6 @@ def serve(config: ProxyConfig, config_path: str | None = None, *, app: Starlette
         timeout_graceful_shutdown=server.shutdown_timeout,
         server_header=False,
     )
-    sock = bind(server.host, server.port)
-    if announce is not None:
-        announce()
-    if server.workers > 1:
-        if config_path:
-            os.environ["CASCADEFLOW_CONFIG"] = os.path.abspath(config_path)
-        with _metrics_dir():
-            multi = GatewayServerConfig("cascadeflow.gateway.app:create_app_from_env", factory=True,
-                                        workers=server.workers, **options)
-            Multiprocess(multi, sockets=[sock]).run()
-        return
-    if app is None:
-        from .app import create_app
-
-        app = create_app(config)
-    single = uvicorn.Server(GatewayServerConfig(app, **options))
-    try:
-        single.run(sockets=[sock])
-    except KeyboardInterrupt:
-        pass
-    if not single.started:
-        sys.exit(STARTUP_FAILURE)
 
 
 @contextlib.contextmanager

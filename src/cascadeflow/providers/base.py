@@ -7,6 +7,7 @@ not know about routes' choice, cascades or callers' dialects.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 from ..errors import ErrorKind
@@ -45,7 +46,7 @@ def forwardable_request_headers(headers: dict[str, str]) -> dict[str, str]:
     }
 
 
-def forwardable_response_headers(headers) -> dict[str, str]:
+def forwardable_response_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """Upstream response headers that go back to the caller (request ids, rate-limit info…)."""
     return {k.lower(): v for k, v in headers.items() if k.lower() not in _RESPONSE_DROP}
 

@@ -111,16 +111,15 @@ class ProxyHandler:
 
     def breakers(self) -> dict[str, dict]:
         """Breaker states for /health: per route, the worst of its models', and each failing model's."""
-        found = {name: {"state": "closed", "consecutive_failures": 0, "retry_in_seconds": 0.0, "models": {}}
-                 for name in self._breaker_routes}
+        per_route: dict[str, dict[str, dict]] = {name: {} for name in self._breaker_routes}
         for (route, model), breaker in self._breakers.items():
-            snapshot, entry = breaker.snapshot(), found[route]
-            entry["models"][model] = snapshot
-            if _STATE_RANK[snapshot["state"]] > _STATE_RANK[entry["state"]]:
-                entry["state"] = snapshot["state"]
-            entry["consecutive_failures"] = max(entry["consecutive_failures"], snapshot["consecutive_failures"])
-            entry["retry_in_seconds"] = max(entry["retry_in_seconds"], snapshot["retry_in_seconds"])
-        return found
+            per_route[route][model] = breaker.snapshot()
+        return {name: {"state": max((s["state"] for s in models.values()), key=_STATE_RANK.__getitem__,
+                                    default="closed"),
+                       "consecutive_failures": max((s["consecutive_failures"] for s in models.values()), default=0),
+                       "retry_in_seconds": max((s["retry_in_seconds"] for s in models.values()), default=0.0),
+                       "models": models}
+                for name, models in per_route.items()}
 
     async def _retrying(
         self, route: ProxyRoute, model: str, call: Callable[[], Awaitable[T]], attempts: int | None,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from ..dialects.translate import estimate_tokens
 from ..errors import ProxyRoutingError, ProxyTransportError, ProxyUpstreamError
@@ -14,6 +16,9 @@ from .resilience import RETRYABLE_STATUSES
 from .router import ProxyRouter, RouteMatch
 from .translation import Translation
 from .types import ProxyRequest, ProxyResult, ProxyStream
+
+#: what a call on a route gives: an answer, or a stream
+Answer = TypeVar("Answer", ProxyResult, ProxyStream)
 
 __all__ = ["ProxyService", "dialect_of_path"]
 
@@ -87,7 +92,10 @@ class ProxyService:
         """One streaming call on ``match``; the bytes come in the caller's ``dialect``."""
         return await self._with_fallbacks(match, request, dialect, self._open_stream)
 
-    async def _with_fallbacks(self, match: RouteMatch, request: ProxyRequest, dialect: str | None, call):
+    async def _with_fallbacks(
+        self, match: RouteMatch, request: ProxyRequest, dialect: str | None,
+        call: Callable[[RouteMatch, ProxyRequest, str | None, bool], Awaitable[Answer]],
+    ) -> Answer:
         """Try ``match``, then each of its route's fallback models while the failure is the upstream's.
 
         A call with a routable fallback still to come may be refused by its open breaker; the last

@@ -22,6 +22,8 @@ from ..dialects.translate_stream import AnthropicToOpenAIStream, OpenAIToAnthrop
 from ..errors import RequestError
 from .types import ProxyRequest, ProxyResult, ProxyStream
 
+StreamTranslator = OpenAIToAnthropicStream | AnthropicToOpenAIStream | ChatToResponsesStream | ChainedStream
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
@@ -144,7 +146,7 @@ class Translation:
 
     def stream(self, inner: ProxyStream, model: str) -> ProxyStream:
         """The upstream's stream, translated event by event as it arrives."""
-        translator: OpenAIToAnthropicStream | AnthropicToOpenAIStream | ChatToResponsesStream | ChainedStream
+        translator: StreamTranslator
         if self.caller == "responses":
             translator = ChatToResponsesStream(self._source, model, self._names)
             if self.upstream == "anthropic":
@@ -163,7 +165,8 @@ class Translation:
         outer.attach(self._translated(inner, outer, translator), inner.aclose)
         return outer
 
-    async def _translated(self, inner: ProxyStream, outer: ProxyStream, translator) -> AsyncIterator[bytes]:
+    async def _translated(self, inner: ProxyStream, outer: ProxyStream,
+                          translator: StreamTranslator) -> AsyncIterator[bytes]:
         started = time.perf_counter()
         side = (SSEDecoder(), OpenAIAccumulator()) if self._want_logprobs else None
         exhausted = False

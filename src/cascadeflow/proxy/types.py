@@ -146,6 +146,8 @@ class ProxyStream:
         self._close = close
 
     def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._chunks is None:
+            raise RuntimeError("the stream has no byte source yet (attach() gives it one)")
         return self._chunks
 
     async def aclose(self) -> None:

@@ -155,7 +155,7 @@ class RedisSessions:
         key = _key(conversation)
         try:
             raw = await self.client.get(_PREFIX + key)
-            if not raw:
+            if not isinstance(raw, bytes) or not raw:
                 return SessionState()
             written = self._written.pop(key, None)  # handed to one request only: that request may change it
             return written[1] if written is not None and written[0] == raw else SessionState.from_json(raw)

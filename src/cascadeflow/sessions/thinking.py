@@ -107,7 +107,7 @@ class RedisThinkingOrigins:
         except Exception as exc:  # noqa: BLE001
             log.warning("could not read thinking origins from Redis: %s", exc)
             return {}
-        return {s: v.decode() for s, v in zip(signatures, values) if v is not None}
+        return {s: v.decode() for s, v in zip(signatures, values) if isinstance(v, bytes)}  # the client's are bytes
 
     async def aclose(self) -> None:
         await self.client.aclose()

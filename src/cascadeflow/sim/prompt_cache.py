@@ -299,7 +299,7 @@ class PromptCache:
 
     def anthropic(self, body: dict[str, Any]) -> CacheSplit:
         """Look up and write this Messages request's breakpoints; its cache usage."""
-        model = body.get("model") if isinstance(body.get("model"), str) else ""
+        model = given if isinstance(given := body.get("model"), str) else ""
         blocks = _blocks(body, model)
         marks = [i for i, b in enumerate(blocks) if b.ttl is not None]
         if not marks:
@@ -342,7 +342,7 @@ class PromptCache:
         chunks = len(data) // _CHUNK_CHARS
         if len(data) // _CHARS_PER_TOKEN < OPENAI_MIN_TOKENS:
             return _NO_CACHE
-        model = request.get("model") if isinstance(request.get("model"), str) else ""
+        model = given if isinstance(given := request.get("model"), str) else ""
         key = request.get("prompt_cache_key")
         ttl = OPENAI_EXTENDED_TTL if request.get("prompt_cache_retention") == "24h" else OPENAI_IDLE_TTL
         namespace = b"openai\0" + model.encode() + (b"\0" + str(key).encode() if key else b"")

@@ -74,12 +74,13 @@ def _content(content: Any) -> Any:
 
 
 def _custom_names(body: dict[str, Any]) -> set[str]:
-    names = set()
+    names: set[str] = set()
     for tool in body.get("tools") or ():
-        if isinstance(tool, dict) and tool.get("type") == "custom":
-            names.add(tool.get("name"))
-        elif isinstance(tool, dict) and tool.get("type") == "namespace":
-            names.update(t.get("name") for t in tool.get("tools") or () if isinstance(t, dict) and t.get("type") == "custom")
+        if not isinstance(tool, dict):
+            continue
+        inner = tool.get("tools") or () if tool.get("type") == "namespace" else (tool,)
+        names.update(name for t in inner if isinstance(t, dict) and t.get("type") == "custom"
+                     and isinstance(name := t.get("name"), str))
     return names
 
 

@@ -432,10 +432,10 @@ class SimulatedProvider:
         neutral = rs.neutral_body(body) if dialect == "responses" else body
         match_dialect = "openai" if dialect == "responses" else dialect
         if self._replay is not None:
-            headers = request.headers
-            rule = self._replay.lookup(body["model"], neutral, headers.get("x-replay-record"), headers.get("x-sample-index"))
+            asked = request.headers
+            rule = self._replay.lookup(body["model"], neutral, asked.get("x-replay-record"), asked.get("x-sample-index"))
             if rule is None:
-                return self._replay_miss(dialect, neutral, headers.get("x-replay-record"))
+                return self._replay_miss(dialect, neutral, asked.get("x-replay-record"))
         if rule is None and script.rules:
             if script.needs_prompt:
                 prompt = last_user_text(neutral)

@@ -153,8 +153,8 @@ def check_request(body: dict[str, Any]) -> ThinkingCheck:
         return ThinkingCheck(refused)
     messages = body.get("messages") or []
     model = body.get("model") or ""
-    settings = body.get("thinking") if isinstance(body.get("thinking"), dict) else {}
-    binding = settings.get("block_binding") if isinstance(settings.get("block_binding"), dict) else {}
+    settings = given if isinstance(given := body.get("thinking"), dict) else {}
+    binding = bound if isinstance(bound := settings.get("block_binding"), dict) else {}
     drop_mismatch = binding.get("prefix_mismatch_behavior") == "drop"
     hasher = hashlib.blake2b(digest_size=_DIGEST)
     _feed(hasher, body.get("system") or [])
@@ -209,10 +209,10 @@ def _tool_pairing(messages: list) -> str | None:
                             f"{block.get('tool_use_id')}. Each `tool_result` block must have a corresponding "
                             "`tool_use` block in the previous message.")
         elif n + 1 < len(turns):
-            asked = [b.get("id") for b in _blocks(message) if b.get("type") == "tool_use"]
+            calls = [b.get("id") for b in _blocks(message) if b.get("type") == "tool_use"]
             follower = turns[n + 1][1]
             answered = {b.get("tool_use_id") for b in _blocks(follower) if b.get("type") == "tool_result"}
-            missing = [a for a in asked if a not in answered]
+            missing = [a for a in calls if a not in answered]
             if missing:
                 return (f"messages.{i}: `tool_use` ids were found without `tool_result` blocks immediately after: "
                         f"{', '.join(map(str, missing))}. Each `tool_use` block must have a corresponding "

@@ -241,15 +241,19 @@ class KeyStore:
         stored; a :class:`ConfigError` when there is no secret key to seal them with.
         """
         assert self.engine is not None, "start() the key store first"
-        if provider_keys and self.sealer is None:
-            raise no_secret_key()
-        sealed = {name: self.sealer.seal(key) for name, key in provider_keys.items()} if provider_keys else None
+        sealed: dict[str, str] | None = None
+        if provider_keys:
+            if self.sealer is None:
+                raise no_secret_key()
+            sealer = self.sealer
+            sealed = {name: sealer.seal(key) for name, key in provider_keys.items()}
         key_id = secrets.token_hex(6)
         secret = f"{_PREFIX}{key_id}_{secrets.token_urlsafe(24)}"
+        key_hash = hash_key(secret)
         now = time.time()
         limit_fields = limits.model_dump(exclude_none=True) if limits is not None else {}
         row = {
-            "key_id": key_id, "key_hash": hash_key(secret), "name": name, "user_id": user_id, "team": team,
+            "key_id": key_id, "key_hash": key_hash, "name": name, "user_id": user_id, "team": team,
             "models": orjson.dumps(models).decode() if models is not None else None,
             "limits": orjson.dumps(limit_fields).decode() if limit_fields else None,
             "created_at": now, "expires_at": expires_at, "revoked_at": None, "updated_at": now, "cache": cache,
@@ -257,7 +261,7 @@ class KeyStore:
         }
         async with self.engine.begin() as conn:
             await conn.execute(insert(keys_table), [row])
-        record = KeyRecord(key_id=key_id, key_hash=row["key_hash"], name=name, user_id=user_id, team=team,
+        record = KeyRecord(key_id=key_id, key_hash=key_hash, name=name, user_id=user_id, team=team,
                            models=tuple(models) if models is not None else None,
                            limits=limits if limit_fields else None, created_at=now, expires_at=expires_at,
                            provider_keys={n: SecretStr(k) for n, k in (provider_keys or {}).items()},

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Integer, case, cast, func, select
+from sqlalchemy import ColumnElement, Integer, case, cast, func, select
 
 from .schema import requests_table, shadow_pairs_table
 
@@ -148,7 +148,7 @@ async def _range_filter(conn: AsyncConnection, since: float | None, until: float
     rows (counted on the index alone), ``ts + 0`` keeps it off the index. PostgreSQL's
     planner makes that choice itself.
     """
-    ts = c.ts
+    ts: ColumnElement[Any] = c.ts
     if since is not None and conn.dialect.name == "sqlite":
         inside = (await conn.execute(select(func.count()).where(c.ts >= since))).scalar() or 0
         low, high = (await conn.execute(select(func.min(c.id), func.max(c.id)))).one()
