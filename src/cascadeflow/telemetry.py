@@ -2,7 +2,9 @@
 
 Kept in memory per process (the durable per-request ledger is a separate store).
 Two levels are counted: *calls* (each upstream call, priced: a cascaded request makes
-one or more) and *requests* (what clients sent). ``/stats`` shows both.
+one or more) and *requests* (what clients sent, for the proxy library's ``forward``).
+The gateway uses a tracker for the calls only: it counts its requests from each one's
+record (``cascadeflow.gateway.totals``), the event the ledger and the metrics consume too.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
-"""The cascade's bookkeeping: each rule's totals, what a request would have cost, calls cut off midway.
+"""The cascade's bookkeeping: what a request would have cost, calls cut off midway, sticky escalations;
+and how one request's record counts in its rule's totals (:func:`tally`).
 
-Every outcome of a request (accepted, escalated, skipped, cancelled) is counted here, once, so the
-rule's totals and the cost and baseline each decision reports agree.
+The engine counts nothing itself: a rule's totals (accepted, escalated and skipped by reason,
+cancelled, cost and baseline) are derived from the decision fields of the request's one
+:class:`~cascadeflow.store.RequestRecord`, the same event the ledger and the metrics consume.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
@@ -22,29 +24,62 @@ if TYPE_CHECKING:
     from ..errors import ProxyError
     from ..proxy import ProxyRequest, ProxyService
     from ..proxy.router import RouteMatch
-    from ..telemetry import CostTracker
+    from ..store import RequestRecord
+    from ..telemetry import RuleTotals
     from .answer import DraftAnswer
     from .session import Turn
 
-__all__ = ["Accounts", "bucket"]
+__all__ = ["Accounts", "RuleTotalsSource", "bucket", "tally"]
 
 log = logging.getLogger("cascadeflow.cascade")
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 _REASON_CUT = re.compile(r" at |[(:=]")
 
 
-class Accounts:
-    """Prices and counts what the engine decided: the rule's totals, sticky escalations, each decision's baseline."""
+class RuleTotalsSource(Protocol):
+    """Where the engine reads a rule's totals so far (cache economics weighs its escalation rate)."""
 
-    def __init__(self, service: ProxyService, tracker: CostTracker) -> None:
+    def rule(self, name: str) -> RuleTotals: ...
+
+
+def tally(totals: RuleTotals, record: RequestRecord) -> None:
+    """Count one cascaded request's record in its rule's totals (a cache hit made no decision: not counted).
+
+    A cancelled request counts as ``cancelled`` with no saving (its baseline is its cost, as the
+    ledger counts a row without one); an escalation decided before the cut still counts as one.
+    """
+    reason = record.decision or ""
+    totals.requests += 1
+    totals.drafts_tried += record.drafts
+    if record.accepted:
+        totals.accepted += 1
+        totals.accepted_by_stage[record.served_model or ""] += 1
+    elif reason.startswith("escalated:"):
+        totals.escalated[reason.removeprefix("escalated:")] += 1
+        totals.added_latency_ms += record.draft_ms
+    elif reason.startswith("skipped:"):
+        totals.skipped[reason.removeprefix("skipped:")] += 1
+    cost, baseline = record.cost, record.baseline_cost
+    if record.cancelled:
+        totals.cancelled += 1
+        baseline = cost if baseline is None else baseline
+    if cost is None or baseline is None:
+        totals.unpriced += 1
+    else:
+        totals.cost += cost
+        totals.baseline_cost += baseline
+
+
+class Accounts:
+    """Prices what the engine decided: sticky escalations, each decision's baseline, calls cut off midway."""
+
+    def __init__(self, service: ProxyService) -> None:
         self.service = service
         self.registry = service.router.registry
-        self.tracker = tracker
         self.sticky = StickyEscalations()
 
     def begin(self, rule: CascadeRule, request: ProxyRequest) -> Decision:
-        """A new decision for a request the rule matched (counted as one of the rule's requests)."""
-        self.tracker.rule(rule.name or "").requests += 1
+        """A new decision for a request the rule matched."""
         return Decision(rule=rule.name or "", requested_model=request.model)
 
     def cut(self, decision: Decision, match: RouteMatch, request: ProxyRequest) -> None:
@@ -54,32 +89,22 @@ class Accounts:
         usage = Usage(input_tokens=len(raw) // 4)
         cost = self.service.handler.price(match.route, match.model, usage)
         decision.add_cut(match.model, usage, cost)
-        self.tracker.record_call(model=match.model, route=match.route.name, usage=usage, cost=cost, status=499)
+        calls = self.service.handler.cost_tracker  # upstream calls are counted per call, by the proxy's tracker
+        if calls is not None:
+            calls.record_call(model=match.model, route=match.route.name, usage=usage, cost=cost, status=499)
 
     def abandoned(self, rule: CascadeRule, decision: Decision, conversation: str | None, turn: Turn | None, *,
                   stream: bool) -> None:
         """A request cancelled before its answer (the client left, or the server shut down past its deadline).
 
-        Its calls are priced already (cut ones on their input); the rule's totals count it as ``cancelled``
-        with no saving (its baseline is its cost, as the ledger counts a row without one); an escalation
-        decided before the cut still counts as one; the conversation records the models it called (their
-        caches were written) but learns nothing about drafting from it.
+        Its calls are priced already (cut ones on their input; its record counts it, :func:`tally`); an
+        escalation decided before the cut still sticks; the conversation records the models it called
+        (their caches were written) but learns nothing about drafting from it.
         """
-        totals = self.tracker.rule(decision.rule)
-        totals.cancelled += 1
         if decision.reason.startswith("escalated:"):
-            totals.escalated[decision.reason.removeprefix("escalated:")] += 1
-            totals.added_latency_ms += decision.draft_ms
             self.sticky.record(conversation, escalated=True)
-        if decision.cost is None:
-            totals.unpriced += 1
-        else:
-            totals.cost += decision.cost
-            totals.baseline_cost += decision.cost if decision.baseline_cost is None else decision.baseline_cost
         if turn is not None and decision.calls:
             turn.cancelled(decision.calls)
-        if decision.calls:  # it reached an upstream
-            self.tracker.record_request(stream=stream)
 
     def escalate(
         self, decision: Decision, stage: CascadeStage, confidence: float | None, reason: str, started: float,
@@ -92,7 +117,6 @@ class Accounts:
         decision.confidence = confidence
         decision.reason = f"escalated:{reason}"
         decision.stages.append({"model": stage.model, "confidence": confidence, "accepted": False, "reason": detail or reason, "ms": elapsed})
-        self.tracker.rule(decision.rule).drafts_tried += 1
 
     def draft_failed(self, decision: Decision, stage: CascadeStage, started: float, exc: ProxyError,
                      refused_betas: list[str] | None = None) -> None:
@@ -106,10 +130,6 @@ class Accounts:
         elapsed = (time.perf_counter() - started) * 1000
         decision.stages.append({"model": stage.model, "confidence": confidence, "accepted": True, "ms": elapsed})
         decision.accepted, decision.served_model, decision.reason = True, stage.model, "accepted"
-        totals = self.tracker.rule(decision.rule)
-        totals.drafts_tried += 1
-        totals.accepted += 1
-        totals.accepted_by_stage[stage.model] += 1
 
     def baseline(
         self, rule: CascadeRule, request: ProxyRequest, usage: Usage, *, verifier_cost: float | None = None,
@@ -131,23 +151,14 @@ class Accounts:
 
     def finish(self, rule: CascadeRule, decision: Decision, conversation: str | None, *, stream: bool,
                turn: Turn | None = None, answer: DraftAnswer | None = None) -> None:
-        """The request is decided (answered, or failed at the verifier): the conversation and the totals learn it."""
+        """The request is decided (answered, or failed at the verifier): the conversation learns it (its record
+        counts it in the rule's totals, :func:`tally`)."""
         if turn is not None and decision.calls:
             drafted = not decision.reason.startswith("skipped:")
             turn.end(decision.calls, drafted, decision.accepted, decision.calls[-1][1],
                      [c.id for c in answer.tool_calls] if answer is not None else [], decision.served_model)
-        totals = self.tracker.rule(decision.rule)
-        if decision.reason.startswith("escalated:"):
-            totals.escalated[decision.reason.removeprefix("escalated:")] += 1
-            totals.added_latency_ms += decision.draft_ms
-        if decision.cost is None or decision.baseline_cost is None:
-            totals.unpriced += 1
-        else:
-            totals.cost += decision.cost
-            totals.baseline_cost += decision.baseline_cost
         if not decision.reason.startswith("skipped:"):
             self.sticky.record(conversation, escalated=not decision.accepted)
-        self.tracker.record_request(stream=stream, draft_accepted=decision.accepted)
         log.debug(  # the gateway's request line says it at info level
             "cascade %s: %s → %s (%s, confidence %s)", decision.rule, decision.requested_model, decision.served_model,
             decision.reason, "n/a" if decision.confidence is None else f"{decision.confidence:.3f}",

@@ -31,9 +31,8 @@ from ..config import CascadeRule, CascadeStage
 from ..errors import ProxyError
 from ..proxy import ProxyRequest, ProxyResult, ProxyService, ProxyStream
 from ..proxy.translation import API_PATHS
-from ..telemetry import CostTracker
 from ..tracing import Tracing
-from .accounting import Accounts, bucket
+from .accounting import Accounts, RuleTotalsSource, bucket
 from .answer import CheckResult, DraftAnswer
 from .beta_refusals import BetaRefusals
 from .bridge import bridged
@@ -66,7 +65,7 @@ _OPTIONAL_CALL = {"attempts": 1, "has_alternative": True}
 
 class CascadeEngine:
     def __init__(
-        self, service: ProxyService, rules: list[CascadeRule], tracker: CostTracker,
+        self, service: ProxyService, rules: list[CascadeRule], tracker: RuleTotalsSource,
         origins: ThinkingOrigins | None = None, sessions: Sessions | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -78,8 +77,8 @@ class CascadeEngine:
         self.registry = service.router.registry
         #: conversations: cache shadows per model, the true baseline, what earlier drafts led to
         self.book = SessionBook(sessions if sessions is not None else MemorySessions(), self.registry, clock)
-        #: each rule's totals, sticky escalations, the baseline of each decision
-        self.accounts = Accounts(service, tracker)
+        #: sticky escalations, the baseline of each decision (each rule's totals: ``tracker``, from the records)
+        self.accounts = Accounts(service)
         self.tracker = tracker
         self.sticky = self.accounts.sticky
         #: the ``anthropic-beta`` values each draft model refused (learned from its 400s; per process)
@@ -380,7 +379,6 @@ class CascadeEngine:
             reason = "router"  # predicted to fail: the draft would only be paid for
         if reason is None:
             return False
-        self.tracker.rule(decision.rule).skipped[reason] += 1
         decision.reason = f"skipped:{reason}"
         return True
 
@@ -389,7 +387,6 @@ class CascadeEngine:
             match = self.service.router.resolve(stage.model, dialect)
         except ProxyError as exc:
             log.warning("cascade rule %r: draft model %r has no route (%s)", decision.rule, stage.model, exc.message)
-            self.tracker.rule(decision.rule).skipped["draft_unroutable"] += 1
             decision.reason = "skipped:draft_unroutable"
             return None
         return match

@@ -32,7 +32,7 @@ from ..errors import ErrorKind
 from ..pricing import ModelRegistry
 from ..proxy import ProxyHandler, ProxyRouter, ProxyService
 from ..sessions import session_store, thinking_origins
-from ..store import Ledger, LedgerEntry
+from ..store import Ledger, RequestRecord
 from ..store.counters import MemoryCounters
 from ..store.keys import KeyStore
 from ..store.queries import shadow_quality
@@ -53,6 +53,7 @@ from .pages import page_routes
 from .proxying import chat_completions, count_tokens, embeddings, messages, responses
 from .stored_responses import stored_response_routes
 from .streaming import SHUTDOWN_MESSAGE
+from .totals import RequestTotals
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Coroutine
@@ -73,14 +74,17 @@ class Gateway:
         self.registry = registry or ModelRegistry()
         for name, entry in config.models.items():
             self.registry.register(name, **entry.model_dump())
-        self.tracker = CostTracker()
+        #: upstream calls, counted by the proxy as each is made (a request makes one or more: no request record has them)
+        self.calls = CostTracker()
+        #: ``/stats``' totals of the requests, counted from their records
+        self.totals = RequestTotals()
         self.service = ProxyService(
             ProxyRouter(config.effective_routes(), self.registry),
-            ProxyHandler(cost_tracker=self.tracker, registry=self.registry),
+            ProxyHandler(cost_tracker=self.calls, registry=self.registry),
         )
         self.rules = RuleSet(config.all_cascade_rules())
         self.virtual_models = {name: model.verifier_model for name, model in config.cascade_models.items()}
-        self.cascade = CascadeEngine(self.service, self.rules.rules, self.tracker, thinking_origins(config.redis_url),
+        self.cascade = CascadeEngine(self.service, self.rules.rules, self.totals, thinking_origins(config.redis_url),
                                      session_store(config.redis_url), clock=clock)
         self.models = ModelCatalog(self)
         #: streaming responses in progress (``server.max_concurrent_streams`` bounds it)
@@ -112,17 +116,18 @@ class Gateway:
         self.observer = Observer(self, tracer_provider)
         self.metrics = self.observer.metrics
         self.cascade.tracing = self.observer.tracing
+        #: what consumes each request's record: the ledger, /stats' totals, then metrics, log line and span
+        self._subscribers = (self.ledger.record, self.totals.observe, self.observer.finish)
 
     def new_request_id(self) -> str:
         """A unique id for a request that brought none: this process's random prefix and a counter (cheap)."""
         return f"{self._id_prefix}{next(self._request_numbers):x}"
 
-    def finish(self, entry: LedgerEntry) -> None:
-        """Every request ends here exactly once: its ledger row (metrics and the log line derive from it)."""
-        self.ledger.record(entry)
-        if entry.cache is not None:
-            self.tracker.cache[entry.cache] += 1
-        self.observer.finish(entry)
+    def finish(self, record: RequestRecord) -> None:
+        """Every request ends here exactly once, in one record: the ledger row, ``/stats``' totals, the
+        metrics, the log line and the trace span all derive from it (nothing else counts requests)."""
+        for subscriber in self._subscribers:
+            subscriber(record)
 
     def background(self, work: Coroutine) -> asyncio.Task:
         """Run ``work`` off the request path; :meth:`aclose` waits for it."""
@@ -182,14 +187,15 @@ async def health(request: Request) -> Response:
 
 
 async def stats(request: Request) -> Response:
-    """This process's running totals, plus the ledger's all-time totals (they survive restarts).
+    """This process's running totals (from the requests' records), plus the ledger's all-time totals (they
+    survive restarts).
 
     Open while auth is off; with auth on, for the master key's holder.
     """
     if (refusal := admin_refusal(request, read_only=True)) is not None:
         return refusal
     gateway: Gateway = request.app.state.gateway
-    summary = gateway.tracker.summary()
+    summary = gateway.totals.summary(gateway.calls)
     try:
         ledger = gateway.ledger
         summary["ledger"] = {

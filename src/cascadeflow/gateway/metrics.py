@@ -198,7 +198,9 @@ class GatewayMetrics:
                     counter = tokens[i] = self.tokens.labels(c.model, _TOKEN_KINDS[i])
                 counter.inc(count)
         cost, baseline = entry.cost, entry.baseline_cost
-        if cost is not None and baseline is not None:
+        if cost is not None:
+            if baseline is None:  # a call cut off before its answer (no baseline): its cost, as the ledger counts it
+                baseline = cost
             c.cost.inc(cost)
             c.baseline.inc(baseline)
             if baseline > cost:
@@ -209,7 +211,8 @@ class GatewayMetrics:
                 if c.overspend is None:
                     c.overspend = self.overspend.labels(c.model, c.rule)
                 c.overspend.inc(cost - baseline)
-        elif entry.route is not None or entry.rule is not None:  # it reached an upstream: a price is missing
+        elif (entry.route is not None or entry.rule is not None) and entry.error_type is None:
+            # answered by an upstream, yet not priced: a price is missing (an upstream's error is billed nothing)
             if c.unpriced is None:
                 c.unpriced = self.unpriced.labels(c.model)
             c.unpriced.inc()

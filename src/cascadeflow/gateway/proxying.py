@@ -52,8 +52,6 @@ _CHECKS = {"/v1/messages": anthropic_wire.check_request, "/v1/messages/count_tok
            "/v1/embeddings": openai_wire.check_embeddings_request}
 #: endpoints cascade rules apply to (embeddings pass through rules untouched)
 _CASCADED = frozenset({"/v1/messages", "/v1/chat/completions", "/v1/responses"})
-#: the status a stream that did not end properly counts under in ``/stats`` errors
-_OUTCOME_STATUS = {StreamOutcome.CLIENT_LEFT: 499, StreamOutcome.FAILED: 500, StreamOutcome.SHUTDOWN: 503}
 #: how long a stream's last byte waits for its lease to be given back (seconds)
 _SETTLE_WAIT = 1.0
 
@@ -132,8 +130,6 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
             return _with_id(await _cascade(request, gateway, rule, proxy_request, dialect, headers, body, info),
                             request_id)
         assert match is not None
-        if not count:
-            gateway.tracker.record_request(stream=proxy_request.stream)
         try:
             result = await _unless_client_leaves(request, service.send(match, proxy_request, dialect))
         except asyncio.CancelledError:
@@ -141,7 +137,6 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
                 _finish(gateway, info, shut_down(_cut_entry(gateway, info, match, raw)))
             raise
         except _ClientLeft:
-            gateway.tracker.record_error(499)
             if count:
                 _release(gateway, info)
             else:
@@ -160,7 +155,6 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
             headers["x-cascadeflow-cost-usd"] = f"{result.cost:.8f}"
         return Response(result.raw, result.status, headers=headers)
     except CascadeflowError as exc:
-        gateway.tracker.record_error(exc.status)
         if not count:
             _finish(gateway, info, error_entry(info, exc, plan))
         else:
@@ -179,7 +173,6 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
         return Response(status_code=499)
     except Exception:  # a bug must not take the worker down or leave the caller hanging
         log.exception("unexpected error while handling %s", path)
-        gateway.tracker.record_error(500)
         if count:
             _release(gateway, info)
         elif info.lease is not None:
@@ -193,7 +186,6 @@ async def _forward(request: Request, dialect: str, path: str, *, count: bool = F
         elif not info.done:
             _finish(gateway, info, info.entry(plan=plan, status=503, error_type="unavailable", cancelled=True,
                                               detail="the gateway shut down before the answer started"))
-        gateway.tracker.record_error(503)
         return error_response(dialect, ErrorKind.UNAVAILABLE, SHUTDOWN_MESSAGE,
                               {"retry-after": "1", "connection": "close"}, request_id=request_id)
 
@@ -235,8 +227,6 @@ async def _streaming(request: Request, gateway: Gateway, rule: CascadeRule | Non
                 reply = await _unless_client_leaves(request, gateway.cascade.stream(
                     rule, proxy_request, dialect, conversation_key(headers, body), info.request_id, decision))
             except _ClientLeft:
-                gateway.tracker.cancelled += 1
-                gateway.tracker.record_error(499)
                 decision.reason = decision.reason or "cancelled"
                 _finish(gateway, info, cascade_entry(info, decision, 499, cancelled=True))
                 gateway.active_streams -= 1
@@ -253,7 +243,6 @@ async def _streaming(request: Request, gateway: Gateway, rule: CascadeRule | Non
                 return cascade_entry(info, reply.decision, status, cancelled=not finished)
         else:
             assert match is not None, "a request passed through has its route"
-            gateway.tracker.record_request(stream=True)
             try:
                 stream = await gateway.service.open_stream(match, proxy_request, dialect)
             except asyncio.CancelledError:
@@ -280,9 +269,6 @@ async def _streaming(request: Request, gateway: Gateway, rule: CascadeRule | Non
         cached) — before the last byte, so the client's next request finds its slot free."""
         gateway.active_streams -= 1
         finished = outcome is StreamOutcome.COMPLETE
-        if not finished:  # once per request; the upstream call's own close is not counted
-            gateway.tracker.cancelled += outcome is not StreamOutcome.FAILED
-            gateway.tracker.record_error(_OUTCOME_STATUS[outcome])
         record = entry(finished)
         if outcome is StreamOutcome.SHUTDOWN:
             shut_down(record)
@@ -330,7 +316,6 @@ async def _cascade(request: Request, gateway: Gateway, rule: CascadeRule, proxy_
         _finish(gateway, info, shut_down(cascade_entry(info, decision, 503, cancelled=True)))
         raise
     except _ClientLeft:  # no verifier is opened for a client that is gone; the calls made are paid for
-        gateway.tracker.record_error(499)
         decision.reason = decision.reason or "cancelled"
         _finish(gateway, info, cascade_entry(info, decision, 499, cancelled=True))
         return Response(status_code=499)

@@ -27,13 +27,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from .schema import MIGRATIONS, requests_table, schema_version, shadow_pairs_table
 
-__all__ = ["LedgerEntry", "Ledger", "ShadowPair", "database_url", "GROUPABLE"]
+__all__ = ["RequestRecord", "LedgerEntry", "Ledger", "ShadowPair", "database_url", "GROUPABLE"]
 
 log = logging.getLogger("cascadeflow.ledger")
 
 @dataclass(slots=True)
-class LedgerEntry:
-    """What the ledger keeps about one request (None where not known or not applicable)."""
+class RequestRecord:
+    """The one event every request ends in, made once by the gateway (``Gateway.finish``): the ledger
+    writes it as a row, and ``/stats``, ``/metrics``, the request log line and the trace span are all
+    derived from it, so no figure is counted in two places (None where not known or not applicable).
+    """
 
     endpoint: str
     dialect: str
@@ -73,6 +76,14 @@ class LedgerEntry:
     signal_request_id: str | None = None
     #: the response cache: ``hit`` (answered from it, priced 0), ``miss``, ``bypass``; None: it did not apply
     cache: str | None = None
+    #: drafts judged (one per cascade stage tried) and the time spent on drafts that were escalated (ms):
+    #: for ``/stats``' per-rule figures; not ledger columns
+    drafts: int = 0
+    draft_ms: float = 0.0
+
+
+#: the record under the name the ledger has always given it
+LedgerEntry = RequestRecord
 
 
 @dataclass(slots=True)
@@ -104,7 +115,7 @@ def _text_columns(table) -> tuple[tuple[str, int | None], ...]:  # type: ignore[
 _TEXT_COLUMNS, _PAIR_TEXT_COLUMNS = _text_columns(requests_table), _text_columns(shadow_pairs_table)
 
 
-_ENTRY_FIELDS = tuple(f.name for f in fields(LedgerEntry))
+_ENTRY_FIELDS = tuple(f.name for f in fields(LedgerEntry) if f.name in requests_table.c)
 
 
 def _row(entry: LedgerEntry | ShadowPair, names: tuple[str, ...] = _ENTRY_FIELDS,
