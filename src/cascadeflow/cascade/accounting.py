@@ -20,10 +20,10 @@ from .policies import StickyEscalations
 if TYPE_CHECKING:
     from ..config import CascadeRule, CascadeStage
     from ..errors import ProxyError
-    from ..proxy import ProxyRequest, ProxyService
-    from ..proxy.router import RouteMatch
+    from ..proxy import ProxyRequest
     from ..telemetry import CostTracker
     from .answer import DraftAnswer
+    from .port import Target, UpstreamPort
     from .session import Turn
 
 __all__ = ["Accounts", "bucket"]
@@ -36,9 +36,9 @@ _REASON_CUT = re.compile(r" at |[(:=]")
 class Accounts:
     """Prices and counts what the engine decided: the rule's totals, sticky escalations, each decision's baseline."""
 
-    def __init__(self, service: ProxyService, tracker: CostTracker) -> None:
-        self.service = service
-        self.registry = service.router.registry
+    def __init__(self, upstreams: UpstreamPort, tracker: CostTracker) -> None:
+        self.upstreams = upstreams
+        self.registry = upstreams.registry
         self.tracker = tracker
         self.sticky = StickyEscalations()
 
@@ -47,14 +47,14 @@ class Accounts:
         self.tracker.rule(rule.name or "").requests += 1
         return Decision(rule=rule.name or "", requested_model=request.model)
 
-    def cut(self, decision: Decision, match: RouteMatch, request: ProxyRequest) -> None:
+    def cut(self, decision: Decision, match: Target, request: ProxyRequest) -> None:
         """A call cut off before any of its answer arrived: the upstream read its prompt, so the
         request's size at 4 bytes a token is counted as input (as for a cut stream that reported none)."""
         raw = request.raw_body if request.raw_body is not None else orjson.dumps(request.body or {})
         usage = Usage(input_tokens=len(raw) // 4)
-        cost = self.service.handler.price(match.route, match.model, usage)
+        cost = self.upstreams.price(match, usage)
         decision.add_cut(match.model, usage, cost)
-        self.tracker.record_call(model=match.model, route=match.route.name, usage=usage, cost=cost, status=499)
+        self.tracker.record_call(model=match.model, route=match.route, usage=usage, cost=cost, status=499)
 
     def abandoned(self, rule: CascadeRule, decision: Decision, conversation: str | None, turn: Turn | None, *,
                   stream: bool) -> None:
