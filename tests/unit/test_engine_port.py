@@ -253,3 +253,29 @@ def test_call_options_refuse_a_retry_cap_or_logprobs_on_the_clients_answer():
         CallOptions(attempts=1)
     with pytest.raises(ValueError, match="only to a call with an alternative"):
         CallOptions(logprobs=True)
+
+
+def test_the_gateways_adapter_states_a_routes_facts_and_prices_with_its_override():
+    from cascadeflow.gateway.upstreams import ServiceUpstreams
+    from cascadeflow.proxy import ProxyHandler, ProxyRoute, ProxyRouter, ProxyService
+
+    registry = ModelRegistry()
+    routes = [ProxyRoute(name="anthropic", provider="anthropic", base_url="http://a"),
+              ProxyRoute(name="local", provider="openai", base_url="http://l/v1", models=frozenset({"qwen-*"}),
+                         cost_per_1k_tokens=0.5, openai_api="chat"),
+              ProxyRoute(name="openai", provider="openai", base_url="http://o/v1", openai_api="responses")]
+    port = ServiceUpstreams(ProxyService(ProxyRouter(routes, registry), ProxyHandler(registry=registry)))
+    assert port.registry is registry
+
+    same = port.resolve("anthropic/" + DRAFT, "anthropic")  # a route prefix is stripped
+    assert (same.model, same.route, same.provider, same.dialect, same.translated) == (
+        DRAFT, "anthropic", "anthropic", "anthropic", False)
+    crossed = port.resolve("qwen-7b", "anthropic")
+    assert (crossed.route, crossed.provider, crossed.translated) == ("local", "openai", True)
+    assert port.resolve("qwen-7b", "responses").translated  # a chat-only route: Responses are translated
+    assert not port.resolve("gpt-4o", "responses").translated  # a route serving /v1/responses takes them as they are
+    assert port.price(crossed, Usage(input_tokens=1000, output_tokens=1000)) == pytest.approx(1.0)  # the route's price
+    assert port.price(same, USAGE) == pytest.approx(registry.cost(DRAFT, USAGE))
+    with pytest.raises(ProxyRoutingError):
+        ServiceUpstreams(ProxyService(ProxyRouter(routes[1:2], registry), ProxyHandler(registry=registry))).resolve(
+            "claude-nothing", "anthropic")

@@ -17,7 +17,9 @@ draft's usage, an estimate; for an escalation: what the verifier cost).
 This module is the decision's flow; its parts live beside it: what was decided
 (:mod:`.decision`), how it is counted and priced (:mod:`.accounting`), the checks that
 call upstream (:mod:`.opinions`), and the draft's read and the verifier's relay
-(:mod:`.streaming`).
+(:mod:`.streaming`). All of them reach upstreams through one narrow port (:mod:`.port`:
+resolve a model, send, open a stream, price), never the proxy's router or handler; the
+engine returns a :class:`.Decision` in its reply and the gateway renders the headers from it.
 """
 
 from __future__ import annotations
