@@ -216,6 +216,9 @@ class CascadeEngine:
                 decision.draft_model = stage.model
                 self.accounts.cut(decision, match, draft)
                 raise
+            except Exception as exc:  # refused before any call (a body its translation cannot carry): end the span
+                self.tracing.end_call(span, error=exc)
+                raise
             upstream = drafting.stream
             accumulator = ops.accumulator()
             early = None
