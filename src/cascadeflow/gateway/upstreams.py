@@ -20,23 +20,35 @@ if TYPE_CHECKING:
 
 __all__ = ["ServiceUpstreams"]
 
+#: targets kept at most (as the router's own cache: client-chosen model names are unbounded)
+_CACHE_LIMIT = 4096
+
 
 class ServiceUpstreams:
     """:class:`~cascadeflow.cascade.port.UpstreamPort` over a ``ProxyService`` (a target's ``ref`` is its RouteMatch)."""
 
-    __slots__ = ("service",)
+    __slots__ = ("service", "_targets")
 
     def __init__(self, service: ProxyService) -> None:
         self.service = service
+        #: (model, dialect) → target: a router's resolutions are fixed for its life (it caches them too)
+        self._targets: dict[tuple[str, str], Target] = {}
 
     @property
     def registry(self) -> ModelRegistry:
         return self.service.router.registry
 
     def resolve(self, model: str, dialect: str) -> Target:
-        match = self.service.router.resolve(model, dialect)
-        return Target(match.model, match.route.name, match.route.provider, dialect,
-                      self.service.translates(match, dialect), match)
+        key = (model, dialect)
+        target = self._targets.get(key)
+        if target is None:
+            match = self.service.router.resolve(model, dialect)  # unroutable: ProxyRoutingError, not kept
+            target = Target(match.model, match.route.name, match.route.provider, dialect,
+                            self.service.translates(match, dialect), match)
+            if len(self._targets) >= _CACHE_LIMIT:
+                self._targets.clear()
+            self._targets[key] = target
+        return target
 
     async def send(self, target: Target, request: ProxyRequest, options: CallOptions) -> Sent:
         match: RouteMatch = target.ref  # type: ignore[assignment]
