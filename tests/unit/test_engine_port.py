@@ -266,6 +266,7 @@ def test_the_gateways_adapter_states_a_routes_facts_and_prices_with_its_override
               ProxyRoute(name="openai", provider="openai", base_url="http://o/v1", openai_api="responses")]
     port = ServiceUpstreams(ProxyService(ProxyRouter(routes, registry), ProxyHandler(registry=registry)))
     assert port.registry is registry
+    assert port.resolve(DRAFT, "anthropic") is port.resolve(DRAFT, "anthropic")  # kept, as the router keeps its matches
 
     same = port.resolve("anthropic/" + DRAFT, "anthropic")  # a route prefix is stripped
     assert (same.model, same.route, same.provider, same.dialect, same.translated) == (
