@@ -22,11 +22,11 @@ from .policies import StickyEscalations
 if TYPE_CHECKING:
     from ..config import CascadeRule, CascadeStage
     from ..errors import ProxyError
-    from ..proxy import ProxyRequest, ProxyService
-    from ..proxy.router import RouteMatch
+    from ..proxy import ProxyRequest
     from ..store import RequestRecord
     from ..telemetry import RuleTotals
     from .answer import DraftAnswer
+    from .port import Target, UpstreamPort
     from .session import Turn
 
 __all__ = ["Accounts", "RuleTotalsSource", "bucket", "tally"]
@@ -73,25 +73,23 @@ def tally(totals: RuleTotals, record: RequestRecord) -> None:
 class Accounts:
     """Prices what the engine decided: sticky escalations, each decision's baseline, calls cut off midway."""
 
-    def __init__(self, service: ProxyService) -> None:
-        self.service = service
-        self.registry = service.router.registry
+    def __init__(self, upstreams: UpstreamPort) -> None:
+        self.upstreams = upstreams
+        self.registry = upstreams.registry
         self.sticky = StickyEscalations()
 
     def begin(self, rule: CascadeRule, request: ProxyRequest) -> Decision:
         """A new decision for a request the rule matched."""
         return Decision(rule=rule.name or "", requested_model=request.model)
 
-    def cut(self, decision: Decision, match: RouteMatch, request: ProxyRequest) -> None:
+    def cut(self, decision: Decision, match: Target, request: ProxyRequest) -> None:
         """A call cut off before any of its answer arrived: the upstream read its prompt, so the
         request's size at 4 bytes a token is counted as input (as for a cut stream that reported none)."""
         raw = request.raw_body if request.raw_body is not None else orjson.dumps(request.body or {})
         usage = Usage(input_tokens=len(raw) // 4)
-        cost = self.service.handler.price(match.route, match.model, usage)
+        cost = self.upstreams.price(match, usage)
         decision.add_cut(match.model, usage, cost)
-        calls = self.service.handler.cost_tracker  # upstream calls are counted per call, by the proxy's tracker
-        if calls is not None:
-            calls.record_call(model=match.model, route=match.route.name, usage=usage, cost=cost, status=499)
+        self.upstreams.count_cut(match, usage, cost)  # upstream calls are counted per call, beside the records
 
     def abandoned(self, rule: CascadeRule, decision: Decision, conversation: str | None, turn: Turn | None, *,
                   stream: bool) -> None:

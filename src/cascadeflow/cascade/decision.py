@@ -1,7 +1,8 @@
 """What the cascade did for one request (:class:`Decision`) and the answer it gives the client (:class:`CascadeReply`).
 
 The decision is a typed value that travels with the request: the gateway reads it for its
-request line, the ledger row, and the ``x-cascadeflow-*`` headers it renders.
+request line, the ledger row, and the ``x-cascadeflow-*`` headers it renders
+(:meth:`CascadeReply.response_headers`, a pure function of the reply; the engine renders none).
 """
 
 from __future__ import annotations
@@ -97,11 +98,21 @@ class Decision:
 
 @dataclass(slots=True)
 class CascadeReply:
-    """The answer for the client: a body (non-streaming) or chunks (streaming)."""
+    """The answer for the client: a body (non-streaming) or chunks (streaming).
+
+    ``headers`` are the answering upstream's; the gateway sends :meth:`response_headers`, which
+    adds the decision's ``x-cascadeflow-*`` ones.
+    """
 
     status: int
     headers: dict[str, str]
     decision: Decision
     body: bytes = b""
     chunks: AsyncIterator[bytes] | None = None
+    #: the decision's cost is final before the answer goes out (False for a verifier's stream, priced as it ends)
+    priced: bool = True
+
+    def response_headers(self) -> dict[str, str]:
+        """The headers for the client: the upstream's, then the decision's (its cost when :attr:`priced`)."""
+        return {**self.headers, **self.decision.headers(with_cost=self.priced)}
 

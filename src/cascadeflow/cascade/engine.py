@@ -17,7 +17,9 @@ draft's usage, an estimate; for an escalation: what the verifier cost).
 This module is the decision's flow; its parts live beside it: what was decided
 (:mod:`.decision`), how it is counted and priced (:mod:`.accounting`), the checks that
 call upstream (:mod:`.opinions`), and the draft's read and the verifier's relay
-(:mod:`.streaming`).
+(:mod:`.streaming`). All of them reach upstreams through one narrow port (:mod:`.port`:
+resolve a model, send, open a stream, price), never the proxy's router or handler; the
+engine returns a :class:`.Decision` in its reply and the gateway renders the headers from it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from ..config import CascadeRule, CascadeStage
 from ..errors import ProxyError
-from ..proxy import ProxyRequest, ProxyResult, ProxyService, ProxyStream
+from ..proxy import ProxyRequest, ProxyResult, ProxyStream
 from ..proxy.translation import API_PATHS
 from ..tracing import Tracing
 from .accounting import Accounts, RuleTotalsSource, bucket
@@ -42,6 +44,7 @@ from .drafts import ops_for
 from .kinds import request_kind
 from .opinions import SecondOpinions, draft_cap
 from .policies import skip_reason
+from .port import ANSWER_CALL, OPTIONAL_CALL
 from .router import Router, load_router
 from .scorer import checks_for
 from .scoring import score_draft
@@ -53,32 +56,31 @@ from .thinking import ThinkingThreads, ThreadView
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ..proxy.router import RouteMatch
     from ..sessions import Sessions, ThinkingOrigins
+    from .port import Target, UpstreamPort
 
 __all__ = ["CascadeEngine", "Decision", "CascadeReply"]
 
 log = logging.getLogger("cascadeflow.cascade")
-#: drafts, self-verification and samples have an alternative (the verifier): one try, an open breaker may refuse
-_OPTIONAL_CALL = {"attempts": 1, "has_alternative": True}
 
 
 class CascadeEngine:
     def __init__(
-        self, service: ProxyService, rules: list[CascadeRule], tracker: RuleTotalsSource,
+        self, upstreams: UpstreamPort, rules: list[CascadeRule], tracker: RuleTotalsSource,
         origins: ThinkingOrigins | None = None, sessions: Sessions | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         from ..sessions import MemorySessions, MemoryThinkingOrigins
 
-        self.service = service
+        #: the one way upstream: resolve a model, send, open a stream, price (:mod:`.port`)
+        self.upstreams = upstreams
         #: which model wrote the thinking blocks handed out with accepted drafts, and each model's view
         self.threads = ThinkingThreads(origins if origins is not None else MemoryThinkingOrigins())
-        self.registry = service.router.registry
+        self.registry = upstreams.registry
         #: conversations: cache shadows per model, the true baseline, what earlier drafts led to
         self.book = SessionBook(sessions if sessions is not None else MemorySessions(), self.registry, clock)
         #: sticky escalations, the baseline of each decision (each rule's totals: ``tracker``, from the records)
-        self.accounts = Accounts(service)
+        self.accounts = Accounts(upstreams)
         self.tracker = tracker
         self.sticky = self.accounts.sticky
         #: the ``anthropic-beta`` values each draft model refused (learned from its 400s; per process)
@@ -95,7 +97,7 @@ class CascadeEngine:
             rule.name: load_router(rule.router.path, rule.router.sha256, self._embedder)
             for rule in rules if rule.router is not None}
         #: self-verification and sample agreement: the checks that call upstream
-        self.opinions = SecondOpinions(service, self.accounts, self._send_json, self._embedder)
+        self.opinions = SecondOpinions(upstreams, self.accounts, self._send_json, self._embedder)
         #: spans for the draft, checks and verifier calls (off unless the gateway sets one up)
         self.tracing = Tracing()
         #: shadow mode's pairs (the gateway hands them to its ledger)
@@ -166,13 +168,13 @@ class CascadeEngine:
                 self.accounts.finish(rule, decision, conversation, stream=False, turn=turn, answer=answer)
                 if shadowed:
                     self._shadow_accepted(rule, request, dialect, talk, decision, request_id, answer, result.cost, ops)
-                return CascadeReply(result.status, {**result.headers, **decision.headers(with_cost=True)}, decision, body)
+                return CascadeReply(result.status, result.headers, decision, body)
         verifier, match = self._verifier(rule, request, dialect)
         decision.served_model = verifier
         try:
-            with self.tracing.call("verifier", verifier, match.route.name) as span:
-                sent = bridged(turn, verifier, self._for_verifier(request, verifier, match, dialect, talk, decision))
-                result = await self.service.send(match, sent, dialect)
+            with self.tracing.call("verifier", verifier, match.route) as span:
+                ask = bridged(turn, verifier, self._for_verifier(request, verifier, match, dialect, talk, decision))
+                result = (await self.upstreams.send(match, ask, ANSWER_CALL)).result
                 self.tracing.record_call(span, result)
         except ProxyError as exc:
             self.accounts.finish(rule, decision, conversation, stream=False)
@@ -191,7 +193,7 @@ class CascadeEngine:
         reported = self._reported(rule, request, verifier)
         if reported != verifier and isinstance(result.data, dict):
             body = ops.rename(result.data, reported)
-        return CascadeReply(result.status, {**result.headers, **decision.headers(with_cost=True)}, decision, body)
+        return CascadeReply(result.status, result.headers, decision, body)
 
     async def _stream(self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None,
                       request_id: str, decision: Decision, opened: list[Turn | None]) -> CascadeReply:
@@ -205,12 +207,9 @@ class CascadeEngine:
         await self._route(rule, request, decision)
         for stage, match, draft, started in self._drafts(rule, request, dialect, conversation, decision, ops, talk, turn):
             judged = None
-            translation = self.service.translation(match, dialect)
-            if translation is not None:
-                draft = translation.request(draft, match.model, logprobs=True)
-            span = self.tracing.start_call("draft", stage.model, match.route.name)
+            span = self.tracing.start_call("draft", stage.model, match.route)
             try:
-                upstream = await self.service.handler.open_stream(match.route, match.model, draft, **_OPTIONAL_CALL)
+                drafting = await self.upstreams.open_stream(match, draft, OPTIONAL_CALL)
             except ProxyError as exc:
                 self.tracing.end_call(span, error=exc)
                 self.accounts.draft_failed(decision, stage, started, exc, self.refusals.learn(stage.model, draft.headers, exc))
@@ -220,8 +219,10 @@ class CascadeEngine:
                 decision.draft_model = stage.model
                 self.accounts.cut(decision, match, draft)
                 raise
-            if translation is not None:
-                upstream = translation.stream(upstream, match.model)
+            except Exception as exc:  # refused before any call (a body its translation cannot carry): end the span
+                self.tracing.end_call(span, error=exc)
+                raise
+            upstream = drafting.stream
             accumulator = ops.accumulator()
             early = None
             try:
@@ -243,8 +244,9 @@ class CascadeEngine:
                 continue
             answer = accumulator.answer(partial=False)
             answer.usage = upstream.usage
-            if translation is not None and translation.logprobs:
-                answer.logprobs = translation.logprobs
+            logprobs = drafting.logprobs()  # kept by a translation; a same-dialect stream's are in its events
+            if logprobs:
+                answer.logprobs = logprobs
             judged = (answer, upstream.cost)
             if await self._judge(rule, stage, request, answer, dialect, decision, upstream, started, ops):
                 if dialect == "anthropic":
@@ -254,14 +256,13 @@ class CascadeEngine:
                 self.accounts.finish(rule, decision, conversation, stream=True, turn=turn, answer=answer)
                 if shadowed:
                     self._shadow_accepted(rule, request, dialect, talk, decision, request_id, answer, upstream.cost, ops)
-                headers = {**upstream.headers, **decision.headers(with_cost=True)}
-                return CascadeReply(upstream.status, headers, decision, chunks=once(body))
+                return CascadeReply(upstream.status, upstream.headers, decision, chunks=once(body))
         verifier, match = self._verifier(rule, request, dialect)
         decision.served_model = verifier
-        span = self.tracing.start_call("verifier", verifier, match.route.name)  # ends with the stream
+        span = self.tracing.start_call("verifier", verifier, match.route)  # ends with the stream
         try:
-            sent = bridged(turn, verifier, self._for_verifier(request, verifier, match, dialect, talk, decision))
-            upstream = await self.service.open_stream(match, sent, dialect)
+            ask = bridged(turn, verifier, self._for_verifier(request, verifier, match, dialect, talk, decision))
+            upstream = (await self.upstreams.open_stream(match, ask, ANSWER_CALL)).stream
         except ProxyError as exc:
             self.tracing.end_call(span, error=exc)
             self.accounts.finish(rule, decision, conversation, stream=True)
@@ -287,7 +288,8 @@ class CascadeEngine:
                                       accumulator.answer(partial=False), upstream.cost)
 
         chunks = relay(upstream, ops, reported, verifier, pairing is not None, ended)
-        return CascadeReply(upstream.status, {**upstream.headers, **decision.headers(with_cost=False)}, decision, chunks=chunks)
+        # priced when the stream ends: the headers go out without the cost
+        return CascadeReply(upstream.status, upstream.headers, decision, chunks=chunks, priced=False)
 
     # -- steps -------------------------------------------------------------------
 
@@ -312,7 +314,7 @@ class CascadeEngine:
             if match is None:
                 return
             draft = self._draft_request(rule, request, stage, ops)
-            if talk is not None and self.service.translation(match, dialect) is None:
+            if talk is not None and not match.translated:
                 draft = draft.derive(talk.body_for(draft.body or {}, stage.model, decision.thinking_views))
             draft = bridged(turn, stage.model, draft)  # the draft model's own cache, read past a verifier's run
             yield stage, match, draft, time.perf_counter()
@@ -330,7 +332,7 @@ class CascadeEngine:
     def _provider_of(self, model: str, dialect: str) -> str:
         """The provider of the route that would serve ``model`` (the dialect's own when none does)."""
         try:
-            return self.service.router.resolve(model, dialect).route.provider
+            return self.upstreams.resolve(model, dialect).provider
         except ProxyError:
             return dialect
 
@@ -338,10 +340,10 @@ class CascadeEngine:
         """The model savings are counted against: the requested one, or the verifier for a virtual model."""
         return request.model if self.registry.info(request.model) else (rule.verifier_model or request.model)
 
-    def _for_verifier(self, request: ProxyRequest, verifier: str, match: RouteMatch, dialect: str,
+    def _for_verifier(self, request: ProxyRequest, verifier: str, match: Target, dialect: str,
                       talk: ThreadView | None, decision: Decision) -> ProxyRequest:
         request = _with_model(request, verifier)
-        if talk is None or self.service.translation(match, dialect) is not None:
+        if talk is None or match.translated:
             return request
         body = talk.body_for(request.body or {}, verifier, decision.thinking_views)
         if body is request.body:
@@ -382,9 +384,9 @@ class CascadeEngine:
         decision.reason = f"skipped:{reason}"
         return True
 
-    def _draft_route(self, stage: CascadeStage, dialect: str, decision: Decision) -> RouteMatch | None:
+    def _draft_route(self, stage: CascadeStage, dialect: str, decision: Decision) -> Target | None:
         try:
-            match = self.service.router.resolve(stage.model, dialect)
+            match = self.upstreams.resolve(stage.model, dialect)
         except ProxyError as exc:
             log.warning("cascade rule %r: draft model %r has no route (%s)", decision.rule, stage.model, exc.message)
             decision.reason = "skipped:draft_unroutable"
@@ -429,20 +431,16 @@ class CascadeEngine:
         return False
 
     async def _send_json(
-        self, match: RouteMatch, request: ProxyRequest, dialect: str, ops, purpose: str = "draft"
+        self, match: Target, request: ProxyRequest, dialect: str, ops, purpose: str = "draft"
     ) -> tuple[ProxyResult, DraftAnswer]:
-        """One non-streaming call in the caller's dialect, translated if needed; log-probabilities kept."""
-        translation = self.service.translation(match, dialect)
-        if translation is not None:
-            request = translation.request(request, match.model, logprobs=True)
-        with self.tracing.call(purpose, match.model, match.route.name) as span:
-            result = await self.service.handler.send(match.route, match.model, request, **_OPTIONAL_CALL)
-            self.tracing.record_call(span, result)
-        if translation is not None:
-            result = translation.response(result)
+        """One optional non-streaming call in the caller's dialect (translated by the port); log-probabilities kept."""
+        with self.tracing.call(purpose, match.model, match.route) as span:
+            sent = await self.upstreams.send(match, request, OPTIONAL_CALL)
+            self.tracing.record_call(span, sent.result)
+        result = sent.result
         answer = ops.answer(result.data)
-        if translation is not None and translation.logprobs:
-            answer.logprobs = translation.logprobs
+        if sent.logprobs:
+            answer.logprobs = sent.logprobs
         return result, answer
 
     def _shadow_accepted(self, rule: CascadeRule, request: ProxyRequest, dialect: str, talk: ThreadView | None,
@@ -466,13 +464,13 @@ class CascadeEngine:
         body: dict = {"model": model, "messages": [{"role": "user", "content": prompt}]}
         body["max_tokens" if dialect == "anthropic" else "max_completion_tokens"] = 4
         request = ProxyRequest("POST", API_PATHS[dialect], {}, body, None, "")
-        result, reply = await self._send_json(self.service.router.resolve(model, dialect), request, dialect,
+        result, reply = await self._send_json(self.upstreams.resolve(model, dialect), request, dialect,
                                               ops_for(dialect), "judge")
         return reply.text, result.cost
 
-    def _verifier(self, rule: CascadeRule, request: ProxyRequest, dialect: str) -> tuple[str, RouteMatch]:
+    def _verifier(self, rule: CascadeRule, request: ProxyRequest, dialect: str) -> tuple[str, Target]:
         verifier = rule.verifier_model or request.model
-        return verifier, self.service.router.resolve(verifier, dialect)
+        return verifier, self.upstreams.resolve(verifier, dialect)
 
     def _reported(self, rule: CascadeRule, request: ProxyRequest, served: str) -> str:
         return request.model if rule.report_model == "requested" else served

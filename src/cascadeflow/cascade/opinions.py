@@ -22,15 +22,15 @@ if TYPE_CHECKING:
 
     from ..config import CascadeRule, CascadeStage
     from ..pricing import ModelRegistry
-    from ..proxy import ProxyRequest, ProxyResult, ProxyService
-    from ..proxy.router import RouteMatch
+    from ..proxy import ProxyRequest, ProxyResult
     from .accounting import Accounts
     from .answer import CheckResult, DraftAnswer
     from .decision import Decision
     from .drafts import DialectOps
+    from .port import Target, UpstreamPort
 
     #: one non-streaming call: (route, request, dialect, ops, purpose) -> (result, its answer)
-    Send = Callable[[RouteMatch, ProxyRequest, str, DialectOps, str], Awaitable[tuple[ProxyResult, DraftAnswer]]]
+    Send = Callable[[Target, ProxyRequest, str, DialectOps, str], Awaitable[tuple[ProxyResult, DraftAnswer]]]
 
 __all__ = ["SecondOpinions", "draft_cap"]
 
@@ -50,9 +50,9 @@ def draft_cap(rule: CascadeRule, model: str, registry: ModelRegistry) -> int | N
 class SecondOpinions:
     """The extra calls that vote on a draft (``self_verify``, ``sample_agreement``), priced into its decision."""
 
-    def __init__(self, service: ProxyService, accounts: Accounts, send: Send, embedder: object | None) -> None:
-        self.service = service
-        self.registry = service.router.registry
+    def __init__(self, upstreams: UpstreamPort, accounts: Accounts, send: Send, embedder: object | None) -> None:
+        self.upstreams = upstreams
+        self.registry = upstreams.registry
         self.accounts = accounts
         #: the engine's one non-streaming call (it traces the call with the engine's tracing, set up later)
         self.send = send
@@ -70,7 +70,7 @@ class SecondOpinions:
             return None
         verify = request.derive(body, method="POST", path=API_PATHS[dialect], query="")
         try:
-            match = self.service.router.resolve(model, dialect)
+            match = self.upstreams.resolve(model, dialect)
             result, reply = await self.send(match, verify, dialect, ops, "self_verify")
         except ProxyError as exc:
             log.info("self-verification with %s failed (%s); not scored", model, exc.message)
@@ -89,7 +89,7 @@ class SecondOpinions:
         settings = rule.sample_agreement
         if settings is None or answer.tool_calls or not answer.text.strip():
             return None
-        match = self.service.router.resolve(stage.model, dialect)
+        match = self.upstreams.resolve(stage.model, dialect)
         reasoning = self.registry.is_reasoning(stage.model)
         body = {**ops.draft_body(request.body or {}, stage.model, draft_cap(rule, stage.model, self.registry), reasoning),
                 "stream": False, "temperature": settings.temperature}

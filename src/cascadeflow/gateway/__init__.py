@@ -2,5 +2,6 @@
 
 from .app import Gateway, create_app, create_app_from_env
 from .server import serve
+from .upstreams import ServiceUpstreams
 
-__all__ = ["Gateway", "create_app", "create_app_from_env", "serve"]
+__all__ = ["Gateway", "create_app", "create_app_from_env", "serve", "ServiceUpstreams"]

@@ -54,6 +54,7 @@ from .proxying import chat_completions, count_tokens, embeddings, messages, resp
 from .stored_responses import stored_response_routes
 from .streaming import SHUTDOWN_MESSAGE
 from .totals import RequestTotals
+from .upstreams import ServiceUpstreams
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Coroutine
@@ -84,7 +85,7 @@ class Gateway:
         )
         self.rules = RuleSet(config.all_cascade_rules())
         self.virtual_models = {name: model.verifier_model for name, model in config.cascade_models.items()}
-        self.cascade = CascadeEngine(self.service, self.rules.rules, self.totals, thinking_origins(config.redis_url),
+        self.cascade = CascadeEngine(ServiceUpstreams(self.service), self.rules.rules, self.totals, thinking_origins(config.redis_url),
                                      session_store(config.redis_url), clock=clock)
         self.models = ModelCatalog(self)
         #: streaming responses in progress (``server.max_concurrent_streams`` bounds it)

@@ -236,7 +236,7 @@ async def _streaming(request: Request, gateway: Gateway, rule: CascadeRule | Non
                 _finish(gateway, info, shut_down(cascade_entry(info, decision, 503, cancelled=True)))
                 raise
             assert reply.chunks is not None  # a streamed cascade's reply always has them
-            status, reply_headers = reply.status, reply.headers
+            status, reply_headers = reply.status, reply.response_headers()
             chunks: AsyncIterable[bytes] = reply.chunks
 
             def entry(finished: bool) -> LedgerEntry:
@@ -321,11 +321,12 @@ async def _cascade(request: Request, gateway: Gateway, rule: CascadeRule, proxy_
         return Response(status_code=499)
     entry = cascade_entry(info, reply.decision, reply.status)
     _finish(gateway, info, entry)
-    reply.headers.pop("content-length", None)
+    reply_headers = reply.response_headers()
+    reply_headers.pop("content-length", None)
     if info.cache is not None:
-        reply.headers["x-cascadeflow-cache"] = info.cache.status
+        reply_headers["x-cascadeflow-cache"] = info.cache.status
         await gateway.cache.remember(info.cache, dialect, reply.body, None, entry)  # type: ignore[union-attr]
-    return Response(reply.body, reply.status, headers=reply.headers, media_type="application/json")
+    return Response(reply.body, reply.status, headers=reply_headers, media_type="application/json")
 
 
 def _cache_hit(gateway: Gateway, info: RequestInfo, rule, answer: CachedAnswer, body: dict) -> Response | None:  # type: ignore[no-untyped-def]

@@ -71,11 +71,17 @@ class ProxyService:
         A Responses caller agrees with an OpenAI route that serves the Responses API
         (``openai_api``); on a chat-only route it is translated to Chat Completions.
         """
-        if dialect is None or match.route.provider == dialect:
+        if not self.translates(match, dialect):
             return None
-        if dialect == "responses" and match.route.provider == "openai" and match.route.serves_responses:
-            return None
+        assert dialect is not None  # translates() is False without one
         return Translation(dialect, match.route.provider, self.router.registry)
+
+    @staticmethod
+    def translates(match: RouteMatch, dialect: str | None) -> bool:
+        """Whether a request in ``dialect`` crosses to another dialect on ``match`` (see :meth:`translation`)."""
+        if dialect is None or match.route.provider == dialect:
+            return False
+        return not (dialect == "responses" and match.route.provider == "openai" and match.route.serves_responses)
 
     def rewrites(self, match: RouteMatch, request: ProxyRequest, dialect: str | None) -> bool:
         """True when ``request`` may reach an upstream re-serialised rather than as its bytes: translated, its
