@@ -307,7 +307,7 @@ def test_a_top_level_ttl_other_than_the_last_blocks_is_refused(sim):
         client.messages.create(model=OPUS, max_tokens=10, messages=messages,
                                extra_body={"cache_control": {**EPHEMERAL, "ttl": "1h"}})
     alone = send(sim, conversation(1))
-    same = send(sim, conversation(1), extra_body={"cache_control": EPHEMERAL})  # no other breakpoint: all read
+    same = send(sim, conversation(1), extra_body={"cache_control": EPHEMERAL})  # same ttl: a no-op
     assert (same.cache_read_input_tokens, same.cache_creation_input_tokens) == (alone.cache_creation_input_tokens, 0)
     assert alone.cache_creation_input_tokens > 0
 
