@@ -8,8 +8,10 @@ billed with what the gateway recorded and reported.
 from __future__ import annotations
 
 import sys
+import uuid
 from pathlib import Path
 
+import anthropic
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -81,8 +83,6 @@ def test_with_the_economics_a_half_price_draft_is_never_dearer_than_always_opus(
 def _run_marked(url: str, turns: int, pattern: bench.Pattern, sim: SimulatedProvider, session: str, marks: str) -> list[dict]:
     """``bench.run_session`` with other breakpoints on the conversation: ``top-level`` (automatic caching beside
     the system prompt's two marks) or ``nested`` (the mark inside the newest tool result's content)."""
-    import anthropic
-
     client = anthropic.Anthropic(base_url=url, api_key="k", max_retries=0)
     messages: list = [{"role": "user", "content": [{"type": "text", "text": "Begin the task. " + bench.text(6000, 1)}]}]
     pauses, seen = dict(pattern.pauses), []
@@ -117,8 +117,6 @@ def test_the_saving_is_true_with_automatic_caching_or_a_mark_inside_a_tool_resul
     """The shadows behind the baseline count the breakpoints the simulator (and the API) counts: a top-level
     ``cache_control`` beside block marks, a mark inside a tool result's content. Drafted sessions report the
     true saving; a session served by Opus throughout reports its baseline as exactly what Opus was billed."""
-    import uuid
-
     for draft, economics, pattern in ((bench.HAIKU, False, bench.Pattern("spread", frozenset({3, 9}))),
                                       (bench.SONNET, True, bench.Pattern("late", frozenset({TURNS - 3, TURNS - 2})))):
         server = bench.gateway_for(sim, draft, sticky=0, economics=economics)
