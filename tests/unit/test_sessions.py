@@ -193,6 +193,12 @@ def test_the_shape_counts_breakpoints_as_the_api_does():
     same = PromptShape.of(inner, "anthropic")
     assert (same.hashes, same.ends) == (nested.hashes, nested.ends) and same.breakpoints == (system_mark,)
     assert top.hashes == unmarked.hashes == plain.hashes
+    thinking = copy.deepcopy(request)  # automatic caching walks back over thinking and empty text blocks
+    thinking["messages"].append({"role": "assistant", "content": [
+        {"type": "text", "text": "Next"}, {"type": "thinking", "thinking": "t", "signature": "s"},
+        {"type": "text", "text": ""}]})
+    walked = PromptShape.of({**thinking, "cache_control": MARK}, "anthropic")
+    assert walked.breakpoints == (system_mark, (walked.blocks - 3, 300.0))
 
 
 def test_the_prompts_kept_for_the_next_turn_are_bounded():

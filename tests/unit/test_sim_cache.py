@@ -298,6 +298,25 @@ def test_the_gateways_cache_shadow_splits_a_prompt_as_the_simulator_bills_it(sim
         previous = usage
 
 
+def test_automatic_caching_walks_back_over_blocks_that_cannot_carry_a_mark():
+    """A top-level ``cache_control`` on a prompt ending in thinking and empty text blocks marks the last block
+    that can carry one, in the simulator's cache as in the gateway's shadow of it."""
+    from cascadeflow.sessions import CacheShadow, PromptShape
+    from cascadeflow.sim.prompt_cache import PromptCache, SimClock
+
+    messages = conversation(3) + [{"role": "assistant", "content": [
+        {"type": "text", "text": "Next step."}, {"type": "thinking", "thinking": "think " * 300, "signature": "s"},
+        {"type": "text", "text": ""}]}]
+    body = {"model": OPUS, "system": system(), "tools": tools(), "messages": messages, "cache_control": EPHEMERAL}
+    cache, shadow = PromptCache(SimClock()), CacheShadow()
+    for _ in range(2):
+        usage = cache.anthropic(body)
+        shape = PromptShape.of(body, "anthropic")
+        split = shadow.split(shape, OPUS, 0.0, 0.25, touch=True)
+        assert (usage.read, usage.write) == (split.read // 4, (split.read + split.write) // 4 - split.read // 4)
+    assert usage.read == shape.ends[-3] // 4 < shape.chars // 4 - 300, "cached through 'Next step.', not the thinking"
+
+
 def test_a_top_level_ttl_other_than_the_last_blocks_is_refused(sim):
     """Automatic caching where the last block already has a mark: the same ttl is a no-op (it still takes one of
     the 4 slots), another ttl is a 400, as Anthropic documents."""

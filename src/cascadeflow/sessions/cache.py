@@ -10,7 +10,8 @@ Anthropic (``cache_control``): the prompt is a list of blocks — tools, system 
 then every message's content blocks (a string is one block). A block with
 ``cache_control`` is a breakpoint (so is a ``tool_result`` with one inside its content: the API
 caches whole top-level blocks), and a top-level ``cache_control`` (automatic caching) adds one
-at the last block, alongside the block marks, unless that block already has one.
+at the last block that can carry one (not thinking, not empty text), alongside the block
+marks, unless that block already has one.
 A request writes an entry at each breakpoint whose prefix reaches the model's minimum
 cacheable length, live for its TTL (5 minutes, or 1 hour with ``ttl: "1h"``) and
 refreshed by every hit. A lookup starts at each breakpoint and walks back at most
@@ -129,9 +130,12 @@ class PromptShape:
         seen = SeenPrompt(dialect, tools, system, list(messages), starts, hashes, ends, marks)
         points = list(marks)
         top = body.get("cache_control")
-        if top and isinstance(top, dict) and hashes and (not points or points[-1][0] != len(hashes) - 1):
-            # automatic caching: one more breakpoint (one of the 4) at the last block, a no-op where it has one
-            points.append((len(hashes) - 1, _ttl(top)))
+        if top and isinstance(top, dict) and hashes:
+            # automatic caching: one more breakpoint (one of the 4) at the last block that can carry one,
+            # a no-op where that block has one
+            index = _automatic(messages, starts)
+            if index >= 0 and all(i != index for i, _ in points):
+                points = sorted((*points, (index, _ttl(top))))
         rules = rules or ("anthropic" if dialect == "anthropic" else "openai")
         if rules == "openai":
             points = []
@@ -169,6 +173,28 @@ def _common_messages(old: list, new: list) -> int:
     else:
         return 0
     return kept if kept == 0 or new[:kept - 1] == old[:kept - 1] else 0
+
+
+def _automatic(messages: list, starts: list[int]) -> int:
+    """The block a top-level ``cache_control`` marks: the last that can carry a mark (the API walks back over
+    thinking and empty text blocks), in the messages, else the last tool or system block (-1: none)."""
+    for m in range(len(messages) - 1, -1, -1):
+        message = messages[m]
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            for b in range(len(content) - 1, -1, -1):
+                if _can_mark(content[b]):
+                    return starts[m] + b
+        elif content is not None and _can_mark(content):
+            return starts[m]
+    return starts[0] - 1
+
+
+def _can_mark(block: object) -> bool:
+    if not isinstance(block, dict):
+        return block not in (None, "")
+    kind = block.get("type")
+    return kind not in ("thinking", "redacted_thinking") and (kind != "text" or bool(block.get("text")))
 
 
 def _hash(blocks: list[tuple[bytes, float | None]], hashes: list[bytes], ends: list[int],

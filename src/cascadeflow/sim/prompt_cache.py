@@ -17,8 +17,9 @@ Anthropic (``/v1/messages``)
 
     - Breakpoints are the blocks with ``cache_control`` (a mark inside a
       ``tool_result``'s content marks that ``tool_result``: the API caches whole
-      top-level blocks, and counts every mark), plus the last block when the request
-      has a top-level ``cache_control`` (automatic caching, as documented: it takes one
+      top-level blocks, and counts every mark), plus the last block that can carry a mark
+      (not thinking, not empty text) when the request has a top-level
+      ``cache_control`` (automatic caching, as documented: it takes one
       of the 4 slots, is a no-op where the last block has a mark of the same ``ttl``,
       and another ``ttl`` there → 400). A mark is not prompt: a block's size and
       prefix leave out every ``cache_control``, its own and those in a
@@ -196,12 +197,23 @@ def _marks(body: dict[str, Any]) -> list[tuple[str, Any]]:
     return found
 
 
+def _can_mark(block: Any) -> bool:
+    """Whether automatic caching can put its breakpoint on ``block`` (it walks back over the rest)."""
+    if not isinstance(block, dict):
+        return block not in (None, "")
+    kind = block.get("type")
+    return kind not in ("thinking", "redacted_thinking") and (kind != "text" or bool(block.get("text")))
+
+
 def _last_block(body: dict[str, Any]) -> Any:
-    """The prompt's last block (where automatic caching puts its breakpoint), None when there is none."""
-    messages = body.get("messages")
-    if isinstance(messages, list) and messages:
-        content = messages[-1].get("content") if isinstance(messages[-1], dict) else None
-        return content[-1] if isinstance(content, list) and content else content
+    """Where automatic caching puts its breakpoint: the last block that can carry one, None when there is none."""
+    for message in reversed(body.get("messages") or ()):
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        for block in reversed(content if isinstance(content, list) else (content,)):
+            if _can_mark(block):
+                return block
     system = body.get("system")
     if system:
         return system[-1] if isinstance(system, list) else system
@@ -260,6 +272,7 @@ def _strip(block: Any) -> bytes:
 def _blocks(body: dict[str, Any], model: str) -> list[_Block]:
     h = hashlib.blake2b(b"anthropic\0" + model.encode(), digest_size=16)
     out: list[_Block] = []
+    targets: list[int] = []  # the blocks automatic caching can mark
 
     def add(block: Any, role: bytes, framing: int = 1) -> None:
         """``framing``: the JSON around the block (a comma; a message's role and brackets on its first block),
@@ -271,6 +284,8 @@ def _blocks(body: dict[str, Any], model: str) -> list[_Block]:
         mark = _mark_of(block)
         out.append(_Block(len(data) + framing, h.copy().digest(),
                           _TTLS.get(_ttl_name(mark), ANTHROPIC_TTL_5M) if mark else None))
+        if role in (b"T", b"S") or _can_mark(block):  # a tool or system block is always a target
+            targets.append(len(out) - 1)
 
     for tool in body.get("tools") or ():
         add(tool, b"T")
@@ -289,8 +304,8 @@ def _blocks(body: dict[str, Any], model: str) -> list[_Block]:
         for i, block in enumerate(content if isinstance(content, list) else (content,)):
             add(block, role, frame + (2 if isinstance(content, list) else 0) if i == 0 else 1)
     top = body.get("cache_control")
-    if top and out and out[-1].ttl is None:
-        out[-1].ttl = _TTLS.get(_ttl_name(top), ANTHROPIC_TTL_5M)
+    if top and targets and out[targets[-1]].ttl is None:
+        out[targets[-1]].ttl = _TTLS.get(_ttl_name(top), ANTHROPIC_TTL_5M)
     return out
 
 
