@@ -69,9 +69,18 @@ def test_no_bridge_without_a_free_breakpoint_or_under_openai_rules():
     with_inner["tools"][0]["cache_control"] = MARK
     with_inner["messages"][24]["content"][0]["content"] = [{"type": "text", "text": "x", "cache_control": MARK}]
     shape = PromptShape.of(with_inner, "anthropic")
-    end = find_bridge(shape, shadow, 1.0)
-    assert end is not None, "the shape sees 3 breakpoints"
+    assert len(shape.breakpoints) == 4 and shape.breakpoints[2][0] == shape.blocks - 3, \
+        "the shape sees the tool result's inner mark, as the API does: 4 breakpoints"
+    assert find_bridge(shape, shadow, 1.0) is None
+    end = PromptShape.of(conversation(2), "anthropic").breakpoints[-1][0]
     assert add_bridge(with_inner, with_inner, shape, end) is None, "the API counts the tool result's inner mark: 4"
+    two_inner = conversation(13)  # 2 marks in one tool result: one breakpoint to the shape, 2 to the API's count
+    two_inner["messages"][24]["content"][0]["content"] = [{"type": "text", "text": "x", "cache_control": MARK},
+                                                          {"type": "text", "text": "y", "cache_control": MARK}]
+    shape = PromptShape.of(two_inner, "anthropic")
+    end = find_bridge(shape, shadow, 1.0)
+    assert end is not None and len(shape.breakpoints) == 3
+    assert add_bridge(two_inner, two_inner, shape, end) is None, "the body's own count decides: 4"
 
 
 def test_a_string_message_is_not_converted_the_next_block_within_reach_is_marked():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import uuid
 
 import pytest
@@ -148,6 +149,10 @@ def test_a_grown_shape_is_the_shape_of_the_whole_request_whatever_changed():
                 for block in message["content"]:
                     block.pop("cache_control", None)
             request["cache_control"] = MARK
+        if n % 3 == 0:  # a top-level breakpoint alongside the block ones
+            request["cache_control"] = MARK
+        if n % 8 == 4:  # a breakpoint inside a tool result's content
+            request["messages"][-1]["content"][0]["content"] = [{"type": "text", "text": "y", "cache_control": MARK}]
         if n % 6 == 5:  # fewer messages than before (a rewound conversation)
             request["messages"] = request["messages"][:3]
         return request
@@ -162,6 +167,38 @@ def test_a_grown_shape_is_the_shape_of_the_whole_request_whatever_changed():
     first, seen = PromptShape.grown(body(2), "anthropic", None, None)
     second, _ = PromptShape.grown(body(3), "anthropic", None, seen)
     assert first.breakpoints[-1] not in second.breakpoints and second.breakpoints[-1][0] == second.blocks - 1
+
+
+def test_the_shape_counts_breakpoints_as_the_api_does():
+    """A top-level ``cache_control`` adds a breakpoint at the last block alongside the block marks (none where
+    that block has one); a mark inside a tool result's content makes the tool result a breakpoint; a mark is
+    not prompt, so neither changes a block's size or prefix. (The simulator's billing of the same requests is
+    compared with the shadow's split in test_sim_cache.py.)"""
+    request = body(3)
+    plain = PromptShape.of(request, "anthropic")
+    system_mark, last = plain.breakpoints[0], (plain.blocks - 1, 300.0)
+    assert plain.breakpoints == (system_mark, last)
+    request["messages"][-1]["content"][-1].pop("cache_control")
+    unmarked = PromptShape.of(request, "anthropic")
+    assert unmarked.breakpoints == (system_mark,)
+    top = PromptShape.of({**request, "cache_control": {**MARK, "ttl": "1h"}}, "anthropic")
+    assert top.breakpoints == (system_mark, (plain.blocks - 1, 3600.0)), "the top-level mark is not ignored"
+    both = PromptShape.of({**body(3), "cache_control": MARK}, "anthropic")
+    assert both.breakpoints == plain.breakpoints, "a no-op on a last block that has a mark"
+    inner = copy.deepcopy(request)
+    inner["messages"][4]["content"][0]["content"] = [{"type": "text", "text": "x" * 400, "cache_control": MARK}]
+    nested = PromptShape.of(inner, "anthropic")
+    assert nested.breakpoints == (system_mark, (plain.blocks - 3, 300.0))
+    inner["messages"][4]["content"][0]["content"][0].pop("cache_control")
+    same = PromptShape.of(inner, "anthropic")
+    assert (same.hashes, same.ends) == (nested.hashes, nested.ends) and same.breakpoints == (system_mark,)
+    assert top.hashes == unmarked.hashes == plain.hashes
+    thinking = copy.deepcopy(request)  # automatic caching walks back over thinking and empty text blocks
+    thinking["messages"].append({"role": "assistant", "content": [
+        {"type": "text", "text": "Next"}, {"type": "thinking", "thinking": "t", "signature": "s"},
+        {"type": "text", "text": ""}]})
+    walked = PromptShape.of({**thinking, "cache_control": MARK}, "anthropic")
+    assert walked.breakpoints == (system_mark, (walked.blocks - 3, 300.0))
 
 
 def test_the_prompts_kept_for_the_next_turn_are_bounded():

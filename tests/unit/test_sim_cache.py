@@ -253,6 +253,84 @@ def test_below_the_minimum_nothing_is_cached(sim):
     assert other.usage.cache_read_input_tokens == 0
 
 
+def nested_mark(messages: list[dict]) -> list[dict]:
+    """A copy whose tool results are lists of text blocks, the newest one's last text block marked (the block
+    itself is not): the API caches whole top-level blocks, so the mark makes that tool_result a breakpoint."""
+    out = orjson.loads(orjson.dumps(messages))
+    for message in out:
+        for block in message["content"]:
+            if block.get("type") == "tool_result":
+                block["content"] = [{"type": "text", "text": block["content"]}]
+    last = out[-1]["content"][-1]
+    assert last["type"] == "tool_result"
+    last["content"][-1]["cache_control"] = EPHEMERAL
+    return out
+
+
+def unmarked(messages: list[dict]) -> list[dict]:
+    return orjson.loads(orjson.dumps(messages))
+
+
+@pytest.mark.parametrize("case", ["top-level with block marks", "mark inside a tool_result", "both"])
+def test_the_gateways_cache_shadow_splits_a_prompt_as_the_simulator_bills_it(sim, case):
+    """The gateway's shadow of a model's cache (sessions.cache) sees the breakpoints the simulator (and the API)
+    counts: a top-level ``cache_control`` alongside the system prompt's marks, and a mark inside a tool_result's
+    content. Turn by turn its read and write, at the simulator's 4 characters a token, are the billed ones, and
+    each turn reads everything the one before wrote (a moved mark changes no prefix)."""
+    from cascadeflow.sessions import CacheShadow, PromptShape
+
+    shadow, previous = CacheShadow(), None
+    for step, turns in enumerate((1, 2, 3, 5, 9)):
+        messages = conversation(turns)
+        body = dict(model=OPUS, max_tokens=2048, system=system(), tools=tools(),
+                    messages=unmarked(messages) if case == "top-level with block marks" else nested_mark(messages))
+        if case != "mark inside a tool_result":
+            body["cache_control"] = EPHEMERAL
+        usage = ant(sim).messages.create(**body).usage
+        shape = PromptShape.of(body, "anthropic")
+        split = shadow.split(shape, OPUS, float(step), 0.25, touch=True)
+        assert usage.cache_read_input_tokens == split.read // 4, (case, turns)
+        assert usage.cache_creation_input_tokens == (split.read + split.write) // 4 - split.read // 4, (case, turns)
+        assert shape.breakpoints[-1][0] == shape.blocks - 1 and usage.input_tokens < 50  # cached through the end
+        if previous is not None:
+            assert usage.cache_read_input_tokens == previous.cache_read_input_tokens + \
+                previous.cache_creation_input_tokens, (case, turns)
+        previous = usage
+
+
+def test_automatic_caching_walks_back_over_blocks_that_cannot_carry_a_mark():
+    """A top-level ``cache_control`` on a prompt ending in thinking and empty text blocks marks the last block
+    that can carry one, in the simulator's cache as in the gateway's shadow of it."""
+    from cascadeflow.sessions import CacheShadow, PromptShape
+    from cascadeflow.sim.prompt_cache import PromptCache, SimClock
+
+    messages = conversation(3) + [{"role": "assistant", "content": [
+        {"type": "text", "text": "Next step."}, {"type": "thinking", "thinking": "think " * 300, "signature": "s"},
+        {"type": "text", "text": ""}]}]
+    body = {"model": OPUS, "system": system(), "tools": tools(), "messages": messages, "cache_control": EPHEMERAL}
+    cache, shadow = PromptCache(SimClock()), CacheShadow()
+    for _ in range(2):
+        usage = cache.anthropic(body)
+        shape = PromptShape.of(body, "anthropic")
+        split = shadow.split(shape, OPUS, 0.0, 0.25, touch=True)
+        assert (usage.read, usage.write) == (split.read // 4, (split.read + split.write) // 4 - split.read // 4)
+    assert usage.read == shape.ends[-3] // 4 < shape.chars // 4 - 300, "cached through 'Next step.', not the thinking"
+
+
+def test_a_top_level_ttl_other_than_the_last_blocks_is_refused(sim):
+    """Automatic caching where the last block already has a mark: the same ttl is a no-op (it still takes one of
+    the 4 slots), another ttl is a 400, as Anthropic documents."""
+    client = ant(sim)
+    messages = moving_breakpoint(conversation(1))
+    with pytest.raises(anthropic.BadRequestError, match=r"top-level cache_control \(ttl='1h'\) must have the same"):
+        client.messages.create(model=OPUS, max_tokens=10, messages=messages,
+                               extra_body={"cache_control": {**EPHEMERAL, "ttl": "1h"}})
+    alone = send(sim, conversation(1))
+    same = send(sim, conversation(1), extra_body={"cache_control": EPHEMERAL})  # same ttl: a no-op
+    assert (same.cache_read_input_tokens, same.cache_creation_input_tokens) == (alone.cache_creation_input_tokens, 0)
+    assert alone.cache_creation_input_tokens > 0
+
+
 # ---------------------------------------------------------------- OpenAI
 
 

@@ -8,7 +8,10 @@ every turn?).
 
 Anthropic (``cache_control``): the prompt is a list of blocks — tools, system blocks,
 then every message's content blocks (a string is one block). A block with
-``cache_control`` is a breakpoint (a top-level ``cache_control`` marks the last block).
+``cache_control`` is a breakpoint (so is a ``tool_result`` with one inside its content: the API
+caches whole top-level blocks), and a top-level ``cache_control`` (automatic caching) adds one
+at the last block that can carry one (not thinking, not empty text), alongside the block
+marks, unless that block already has one.
 A request writes an entry at each breakpoint whose prefix reaches the model's minimum
 cacheable length, live for its TTL (5 minutes, or 1 hour with ``ttl: "1h"``) and
 refreshed by every hit. A lookup starts at each breakpoint and walks back at most
@@ -126,8 +129,13 @@ class PromptShape:
             starts.append(len(hashes))
         seen = SeenPrompt(dialect, tools, system, list(messages), starts, hashes, ends, marks)
         points = list(marks)
-        if not points and isinstance(body.get("cache_control"), dict) and hashes:
-            points.append((len(hashes) - 1, _ttl(body["cache_control"])))
+        top = body.get("cache_control")
+        if top and isinstance(top, dict) and hashes:
+            # automatic caching: one more breakpoint (one of the 4) at the last block that can carry one,
+            # a no-op where that block has one
+            index = _automatic(messages, starts)
+            if index >= 0 and all(i != index for i, _ in points):
+                points = sorted((*points, (index, _ttl(top))))
         rules = rules or ("anthropic" if dialect == "anthropic" else "openai")
         if rules == "openai":
             points = []
@@ -167,6 +175,28 @@ def _common_messages(old: list, new: list) -> int:
     return kept if kept == 0 or new[:kept - 1] == old[:kept - 1] else 0
 
 
+def _automatic(messages: list, starts: list[int]) -> int:
+    """The block a top-level ``cache_control`` marks: the last that can carry a mark (the API walks back over
+    thinking and empty text blocks), in the messages, else the last tool or system block (-1: none)."""
+    for m in range(len(messages) - 1, -1, -1):
+        message = messages[m]
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            for b in range(len(content) - 1, -1, -1):
+                if _can_mark(content[b]):
+                    return starts[m] + b
+        elif content is not None and _can_mark(content):
+            return starts[m]
+    return starts[0] - 1
+
+
+def _can_mark(block: object) -> bool:
+    if not isinstance(block, dict):
+        return block not in (None, "")
+    kind = block.get("type")
+    return kind not in ("thinking", "redacted_thinking") and (kind != "text" or bool(block.get("text")))
+
+
 def _hash(blocks: list[tuple[bytes, float | None]], hashes: list[bytes], ends: list[int],
           marks: list[tuple[int, float]]) -> None:
     """Append ``blocks`` to the running hashes: a CRC-32 and the length so far name each prefix (fast, and
@@ -186,11 +216,29 @@ def _ttl(control: object) -> float:
 
 
 def _block(block: object) -> tuple[bytes, float | None]:
-    if isinstance(block, dict) and "cache_control" in block:
+    """A block's JSON without its marks, and its breakpoint's TTL (None: not a breakpoint)."""
+    if not isinstance(block, dict):
+        return orjson.dumps(block), None
+    if block.get("type") == "tool_result":
+        content = block.get("content")
+        if isinstance(content, list) and any(isinstance(part, dict) and "cache_control" in part for part in content):
+            return _tool_result(block, content)
+    if "cache_control" in block:
         control = block["cache_control"]
         data = orjson.dumps({k: v for k, v in block.items() if k != "cache_control"})
         return data, (_ttl(control) if control else None)
     return orjson.dumps(block), None
+
+
+def _tool_result(block: dict, content: list) -> tuple[bytes, float | None]:
+    """A tool_result with marks in its content: the API caches whole top-level blocks, so a mark inside makes
+    the tool_result the breakpoint (its own mark's TTL first, else the first inner one's); no mark is prompt."""
+    control = block.get("cache_control") or next(
+        (part["cache_control"] for part in content if isinstance(part, dict) and part.get("cache_control")), None)
+    bare = {k: v for k, v in block.items() if k != "cache_control"}
+    bare["content"] = [{k: v for k, v in part.items() if k != "cache_control"} if isinstance(part, dict) else part
+                       for part in content]
+    return orjson.dumps(bare), (_ttl(control) if control else None)
 
 
 def _extend(blocks: list, content: object, role: object = None) -> None:

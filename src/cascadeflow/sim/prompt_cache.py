@@ -16,9 +16,14 @@ Anthropic (``/v1/messages``)
     settings) is part of the key.
 
     - Breakpoints are the blocks with ``cache_control`` (a mark inside a
-      ``tool_result``'s content marks that ``tool_result``), plus the last block when
-      the request has a top-level ``cache_control`` (automatic caching; *choice*: it
-      takes a breakpoint slot). More than 4 → 400 ``A maximum of 4 blocks with
+      ``tool_result``'s content marks that ``tool_result``: the API caches whole
+      top-level blocks, and counts every mark), plus the last block that can carry a mark
+      (not thinking, not empty text) when the request has a top-level
+      ``cache_control`` (automatic caching, as documented: it takes one
+      of the 4 slots, is a no-op where the last block has a mark of the same ``ttl``,
+      and another ``ttl`` there → 400). A mark is not prompt: a block's size and
+      prefix leave out every ``cache_control``, its own and those in a
+      ``tool_result``'s content. More than 4 → 400 ``A maximum of 4 blocks with
       cache_control may be provided. Found N.``; ``ttl`` other than ``5m`` / ``1h``
       → 400; a ``1h`` breakpoint after a ``5m`` one (tools, system, messages order)
       → 400 with the API's message.
@@ -192,6 +197,30 @@ def _marks(body: dict[str, Any]) -> list[tuple[str, Any]]:
     return found
 
 
+def _can_mark(block: Any) -> bool:
+    """Whether automatic caching can put its breakpoint on ``block`` (it walks back over the rest)."""
+    if not isinstance(block, dict):
+        return block not in (None, "")
+    kind = block.get("type")
+    return kind not in ("thinking", "redacted_thinking") and (kind != "text" or bool(block.get("text")))
+
+
+def _last_block(body: dict[str, Any]) -> Any:
+    """Where automatic caching puts its breakpoint: the last block that can carry one, None when there is none."""
+    for message in reversed(body.get("messages") or ()):
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        for block in reversed(content if isinstance(content, list) else (content,)):
+            if _can_mark(block):
+                return block
+    system = body.get("system")
+    if system:
+        return system[-1] if isinstance(system, list) else system
+    tools = body.get("tools")
+    return tools[-1] if isinstance(tools, list) and tools else None
+
+
 def _ttl_name(mark: Any) -> str:
     ttl = mark.get("ttl", "5m") if isinstance(mark, dict) else "5m"
     return ttl if isinstance(ttl, str) else repr(ttl)
@@ -202,6 +231,10 @@ def check_breakpoints(body: dict[str, Any]) -> str | None:
     marks = _marks(body)
     top = body.get("cache_control")
     if top:
+        last = _mark_of(_last_block(body))
+        if last and _ttl_name(last) != _ttl_name(top):
+            return (f"cache_control.ttl: the top-level cache_control (ttl='{_ttl_name(top)}') must have the same ttl "
+                    f"as the cache_control of the last block (ttl='{_ttl_name(last)}')")
         marks.append(("cache_control", top))
     if len(marks) > MAX_BREAKPOINTS:
         return f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. Found {len(marks)}."
@@ -218,15 +251,28 @@ def check_breakpoints(body: dict[str, Any]) -> str | None:
     return None
 
 
+def _unmarked(block: Any) -> Any:
+    return {k: v for k, v in block.items() if k != "cache_control"} if isinstance(block, dict) else block
+
+
 def _strip(block: Any) -> bytes:
-    if isinstance(block, dict) and "cache_control" in block:
-        return _dumps({k: v for k, v in block.items() if k != "cache_control"})
-    return _dumps(block)
+    """The block as the model reads it: no ``cache_control``, its own or inside a tool_result's content (a mark
+    is not prompt, so moving one changes neither the block's size nor its prefix)."""
+    if not isinstance(block, dict):
+        return _dumps(block)
+    content = block.get("content")
+    if (block.get("type") == "tool_result" and isinstance(content, list)
+            and any(isinstance(part, dict) and "cache_control" in part for part in content)):
+        bare = _unmarked(block)
+        bare["content"] = [_unmarked(part) for part in content]
+        return _dumps(bare)
+    return _dumps(_unmarked(block)) if "cache_control" in block else _dumps(block)
 
 
 def _blocks(body: dict[str, Any], model: str) -> list[_Block]:
     h = hashlib.blake2b(b"anthropic\0" + model.encode(), digest_size=16)
     out: list[_Block] = []
+    targets: list[int] = []  # the blocks automatic caching can mark
 
     def add(block: Any, role: bytes, framing: int = 1) -> None:
         """``framing``: the JSON around the block (a comma; a message's role and brackets on its first block),
@@ -238,6 +284,8 @@ def _blocks(body: dict[str, Any], model: str) -> list[_Block]:
         mark = _mark_of(block)
         out.append(_Block(len(data) + framing, h.copy().digest(),
                           _TTLS.get(_ttl_name(mark), ANTHROPIC_TTL_5M) if mark else None))
+        if role in (b"T", b"S") or _can_mark(block):  # a tool or system block is always a target
+            targets.append(len(out) - 1)
 
     for tool in body.get("tools") or ():
         add(tool, b"T")
@@ -256,8 +304,8 @@ def _blocks(body: dict[str, Any], model: str) -> list[_Block]:
         for i, block in enumerate(content if isinstance(content, list) else (content,)):
             add(block, role, frame + (2 if isinstance(content, list) else 0) if i == 0 else 1)
     top = body.get("cache_control")
-    if top and out and out[-1].ttl is None:
-        out[-1].ttl = _TTLS.get(_ttl_name(top), ANTHROPIC_TTL_5M)
+    if top and targets and out[targets[-1]].ttl is None:
+        out[targets[-1]].ttl = _TTLS.get(_ttl_name(top), ANTHROPIC_TTL_5M)
     return out
 
 
