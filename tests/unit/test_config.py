@@ -4,7 +4,7 @@ import pytest
 
 from cascadeflow import ConfigError, ModelRegistry, ProxyConfig, Usage
 from cascadeflow.cli import main
-from cascadeflow.config import interpolate
+from cascadeflow.config import CascadeRule, interpolate
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -221,3 +221,17 @@ def test_default_ledger_is_in_the_data_directory(tmp_path, monkeypatch):
     monkeypatch.delenv("CASCADEFLOW_DATA_DIR")
     assert ProxyConfig().database_url.endswith("/cascadeflow/cascadeflow.db")
     assert ProxyConfig().database_url.startswith("sqlite:////")  # absolute: not relative to the working directory
+
+
+def test_draft_stages_are_built_once_per_rule_and_follow_its_fields():
+    rule = CascadeRule(request_model="claude-opus-*", stages=[{"model": "a"}, {"model": "b", "quality_threshold": 0.9}])
+    first = rule.draft_stages()
+    assert [(s.model, s.quality_threshold) for s in first] == [("a", 0.7), ("b", 0.9)]
+    assert all(x is y for x, y in zip(first, rule.draft_stages())), "built once"
+    assert rule == CascadeRule(request_model="claude-opus-*", stages=[{"model": "a"}, {"model": "b", "quality_threshold": 0.9}])
+    assert "_draft_stages" not in rule.model_dump()
+    copy = rule.model_copy(update={"quality_threshold": 0.5})  # a copy with other fields builds its own
+    assert [s.quality_threshold for s in copy.draft_stages()] == [0.5, 0.9]
+    assert [s.quality_threshold for s in rule.draft_stages()] == [0.7, 0.9]
+    single = CascadeRule(request_model="gpt-5.5", draft_model="gpt-5.4-mini", quality_threshold=0.6)
+    assert [(s.model, s.quality_threshold) for s in single.draft_stages()] == [("gpt-5.4-mini", 0.6)]

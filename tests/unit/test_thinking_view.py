@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from cascadeflow.cascade.thinking import readable, signatures_in, view_for
+from cascadeflow.cascade.thinking import ThinkingThreads, ThreadView, readable, signatures_in, view_for
 from cascadeflow.sessions import MemoryThinkingOrigins, RedisThinkingOrigins
 from tests.unit.redis_db import REDIS, require_redis
 
@@ -69,6 +69,37 @@ def test_the_view_does_not_depend_on_what_follows():
 def test_reading_other_models_follows_the_documented_table():
     assert readable(OPUS, "claude-opus-5-5-20260922") and not readable(OPUS, SONNET)
     assert readable("claude-fable-5-1", OPUS) and not readable(OPUS, "claude-fable-5-1")
+
+
+async def test_each_model_gets_its_own_view_and_models_that_read_the_same_share_one():
+    """A request's draft and verifier views: built once when both read the same blocks (always, without any)."""
+    origins = MemoryThinkingOrigins()
+    await origins.record(["sig-sonnet"], SONNET)
+    threads = ThinkingThreads(origins)
+    body = {"model": OPUS, "thinking": {"type": "adaptive"}, "messages": conversation()}
+    talk = await threads.view(body, "anthropic", OPUS)
+    assert talk is not None and talk.written_by == {SONNET, OPUS}
+    views: dict[str, str] = {}
+    for model in (SONNET, OPUS, "claude-opus-5-5-20260922", SONNET):  # alternating: no view leaks to another
+        expected = view_for(body["messages"], model, writer, True)
+        assert talk.body_for(body, model, views)["messages"] == expected.messages
+        assert views[model] == f"dropped={expected.dropped},rendered={expected.rendered}"
+    assert talk.body_for(body, OPUS, views)["messages"] is talk.body_for(body, "claude-opus-5-5-20260922", views)["messages"]
+    other = {**body, "messages": conversation()[:3]}  # another conversation is never answered from the last view
+    assert talk.body_for(other, OPUS, views)["messages"] == view_for(other["messages"], OPUS, writer, True).messages
+
+    # no thinking block yet (Claude Code's tool loop with adaptive thinking): tool calls read as text by any model,
+    # the same view for the draft and the verifier, built once
+    plain = [m if m["role"] == "user" else {**m, "content": m["content"][1:]} for m in conversation()]
+    body = {"model": OPUS, "thinking": {"type": "adaptive"}, "messages": plain}
+    talk = await threads.view(body, "anthropic", OPUS)
+    assert talk is not None and talk.written_by == frozenset()
+    draft = talk.body_for({**body, "model": "claude-haiku-5-5"}, "claude-haiku-5-5", views)
+    assert draft["messages"] == view_for(plain, OPUS, writer, True).messages and views["claude-haiku-5-5"] == "dropped=0,rendered=1"
+    assert talk.body_for(body, OPUS, views)["messages"] is draft["messages"]
+    unknown = ThreadView({}, OPUS, True)  # who wrote the blocks not known: every view built for its model
+    assert unknown.body_for(body, OPUS, views)["messages"] == draft["messages"]
+    assert await threads.view({**body, "thinking": {"type": "disabled"}}, "anthropic", OPUS) is None
 
 
 async def test_memory_origins_are_bounded_and_expire():

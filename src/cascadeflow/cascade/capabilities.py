@@ -21,24 +21,33 @@ __all__ = ["capability_gap", "fit_features", "media_in"]
 
 _MEDIA_TYPES = {"image": "image", "image_url": "image", "input_image": "image",
                 "document": "document", "file": "document", "input_file": "document"}
+_MEDIA_KINDS = frozenset(_MEDIA_TYPES.values())
 #: tools the provider itself runs (Anthropic's server tools, OpenAI's hosted ones)
 _SERVER_TOOL_PREFIXES = ("web_search", "web_fetch", "code_execution", "file_search", "computer_use_preview",
                          "image_generation", "mcp")
 
 
 def media_in(value: object, found: set[str] | None = None) -> set[str]:
-    """The media kinds anywhere in a request's messages (inside tool results too)."""
+    """The media kinds anywhere in a request's messages (inside tool results too).
+
+    Every dict under ``value`` is looked at (a block's ``type`` says what it is; where media may
+    nest differs per dialect and block kind), iteratively: a long conversation is hundreds of
+    blocks, and the walk stops once every kind is found.
+    """
     found = set() if found is None else found
-    if isinstance(value, dict):
-        kind = _MEDIA_TYPES.get(value.get("type"))  # type: ignore[arg-type]
-        if kind is not None:
-            found.add(kind)
-        for child in value.values():
-            if isinstance(child, (dict, list)):
-                media_in(child, found)
-    elif isinstance(value, list):
-        for child in value:
-            media_in(child, found)
+    stack = [value]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        node = pop()
+        if isinstance(node, dict):
+            kind = node.get("type")
+            if isinstance(kind, str) and kind in _MEDIA_TYPES:
+                found.add(_MEDIA_TYPES[kind])
+                if len(found) == len(_MEDIA_KINDS):
+                    break
+            extend(node.values())
+        elif isinstance(node, list):
+            extend(node)
     return found
 
 
@@ -58,16 +67,16 @@ def capability_gap(body: dict, raw_body: bytes, dialect: str, draft: str, draft_
     """``capability:<what>`` when ``draft`` (on a ``draft_provider`` route) cannot serve the request, else None.
 
     Server tools count only where the verifier's upstream runs them and the draft's does not (when both
-    routes translate the request, neither runs them).
+    routes translate the request, neither runs them). ``raw_body`` is not read: a search of the request's
+    bytes for media costs more than the walk of the parsed messages (``benchmarks/cascade_hotspots.py``).
     """
-    if b'"image' in raw_body or b'"document"' in raw_body or b'file"' in raw_body:  # cheap first look
+    info = registry.info(draft)
+    readable = info.media if info is not None and info.media is not None else frozenset()
+    if not readable >= _MEDIA_KINDS:  # a draft that reads every kind needs no look for media
         wanted = media_in(body.get("messages") if "messages" in body else body.get("input"))
-        if wanted:
-            info = registry.info(draft)
-            readable = info.media if info is not None and info.media is not None else frozenset()
-            missing = sorted(wanted - readable)
-            if missing:
-                return f"capability:{missing[0]}"
+        missing = sorted(wanted - readable)
+        if missing:
+            return f"capability:{missing[0]}"
     if tools := _server_tools(body):
         native = "anthropic" if dialect == "anthropic" else "openai"
         runs = {native}

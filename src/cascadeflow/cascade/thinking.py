@@ -25,7 +25,7 @@ the engine counts the turns it rendered (``x-cascadeflow-thinking``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import orjson
@@ -66,17 +66,22 @@ def _signature(block: dict) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def signatures_in(messages: object) -> list[str]:
-    """The signatures of every thinking block in the conversation's assistant turns."""
+def _thinking_blocks(messages: object) -> list[dict]:
+    """Every thinking block in the conversation's assistant turns."""
     if not isinstance(messages, list):
         return []
     return [
-        sig
+        b
         for m in messages
         if isinstance(m, dict) and m.get("role") == "assistant" and isinstance(m.get("content"), list)
         for b in m["content"]
-        if isinstance(b, dict) and b.get("type") in _THINKING and (sig := _signature(b))
+        if isinstance(b, dict) and b.get("type") in _THINKING
     ]
+
+
+def signatures_in(messages: object) -> list[str]:
+    """The signatures of every thinking block in the conversation's assistant turns."""
+    return [sig for b in _thinking_blocks(messages) if (sig := _signature(b))]
 
 
 def strip_thinking(messages: list) -> list:
@@ -115,14 +120,20 @@ def view_for(messages: list, target: str, writer_of: Callable[[str], str], think
         role = message.get("role")
         if role == "assistant":
             as_text = set()
-            kept = [b for b in content if not (isinstance(b, dict) and b.get("type") in _THINKING
-                                              and not readable(target, writer_of(_signature(b) or "")))]
+            kept, has_thinking, calls = content, False, False
+            for b in content:  # one look first: most turns hold neither thinking blocks nor (with thinking off) calls
+                kind = b.get("type") if isinstance(b, dict) else None
+                if kind in _THINKING:
+                    has_thinking = True
+                elif kind == "tool_use":
+                    calls = True
+            if has_thinking:
+                kept = [b for b in content if not (isinstance(b, dict) and b.get("type") in _THINKING
+                                                  and not readable(target, writer_of(_signature(b) or "")))]
             gone = len(content) - len(kept)
-            calls = [b for b in kept if isinstance(b, dict) and b.get("type") == "tool_use"]
-            starts_thinking = bool(kept) and isinstance(kept[0], dict) and kept[0].get("type") in _THINKING
-            if thinking and calls and not starts_thinking:
-                as_text = {str(b.get("id")) for b in calls}
-                kept = [_call_as_text(b) if b in calls else b for b in kept]
+            if thinking and calls and not (kept and isinstance(kept[0], dict) and kept[0].get("type") in _THINKING):
+                as_text = {str(b.get("id")) for b in kept if isinstance(b, dict) and b.get("type") == "tool_use"}
+                kept = [_call_as_text(b) if isinstance(b, dict) and b.get("type") == "tool_use" else b for b in kept]
                 rendered += 1
             if gone or as_text:
                 dropped += gone
@@ -169,13 +180,26 @@ class ThreadView:
     #: the writer of blocks the gateway did not hand out from a draft: the model the client asked for
     default_writer: str
     thinking: bool
+    #: the writers of the conversation's thinking blocks (None: not known, so any writer may be)
+    written_by: frozenset[str] | None = None
+    #: the last view built: (messages, which writers its target reads, the view). A model's view depends
+    #: only on which of the blocks' writers it reads, so a draft and a verifier that read the same ones
+    #: (any two, when the conversation holds no thinking block) share one
+    _last: tuple[list, frozenset[str], ThinkingView | None] | None = field(default=None, repr=False, compare=False)
 
     def body_for(self, body: dict, model: str, views: dict[str, str]) -> dict:
         """``body`` as ``model`` may receive it; ``views`` notes per model what its view left out."""
         messages = body.get("messages")
         if not isinstance(messages, list):
             return body
-        view = view_for(messages, model, lambda sig: self.writers.get(sig, self.default_writer), self.thinking)
+        writers = self.written_by if self.written_by is not None else {*self.writers.values(), self.default_writer}
+        reads = frozenset(w for w in writers if readable(model, w))
+        last = self._last
+        if last is not None and last[0] is messages and last[1] == reads:
+            view = last[2]
+        else:
+            view = view_for(messages, model, lambda sig: self.writers.get(sig, self.default_writer), self.thinking)
+            self._last = (messages, reads, view)
         if view is None:
             views.pop(model, None)
             return body
@@ -194,11 +218,13 @@ class ThinkingThreads:
         if dialect != "anthropic" or not isinstance(body.get("messages"), list):
             return None
         thinking = thinking_on(body)
-        signatures = signatures_in(body["messages"])
-        if not signatures and not thinking:
+        blocks = _thinking_blocks(body["messages"])
+        if not blocks and not thinking:
             return None
+        signatures = [sig for b in blocks if (sig := _signature(b))]
         writers = await self.origins.lookup(signatures) if signatures else {}
-        return ThreadView(writers, default_writer, thinking)
+        written_by = frozenset(writers.get(_signature(b) or "", default_writer) for b in blocks)
+        return ThreadView(writers, default_writer, thinking, written_by)
 
     async def hand_out(self, message: object, model: str, dialect: str) -> None:
         """Remember which model wrote the thinking blocks an accepted draft gives the client."""

@@ -123,6 +123,10 @@ class RouterFile(_Strict):
     threshold: float = Field(ge=0.0, le=1.0)
 
 
+#: where a rule keeps its built draft stages (see ``draft_stages``)
+_STAGES = "_draft_stages"
+
+
 class _CascadeFields(_Strict):
     name: str | None = None
     draft_model: str | None = None
@@ -168,12 +172,22 @@ class _CascadeFields(_Strict):
         return self
 
     def draft_stages(self) -> list[CascadeStage]:
-        """The drafts in order, each with its threshold filled in."""
-        stages = self.stages or [CascadeStage(model=self.draft_model or "")]
-        return [
-            CascadeStage(model=s.model, quality_threshold=self.quality_threshold if s.quality_threshold is None else s.quality_threshold)
-            for s in stages
-        ]
+        """The drafts in order, each with its threshold filled in (shared stages: read them, do not change them).
+
+        Asked twice per request, so built once per rule (a pydantic object costs microseconds) and kept
+        with the fields they were built from: a copy with other fields (``model_copy``) builds its own.
+        """
+        key = (self.draft_model, self.quality_threshold,
+               tuple((s.model, s.quality_threshold) for s in self.stages) if self.stages else None)
+        kept = self.__dict__.get(_STAGES)  # not a field: equality, dumps and the schema leave it out
+        if kept is None or kept[0] != key:
+            stages = self.stages or [CascadeStage(model=self.draft_model or "")]
+            kept = (key, tuple(
+                CascadeStage(model=s.model, quality_threshold=self.quality_threshold if s.quality_threshold is None else s.quality_threshold)
+                for s in stages
+            ))
+            self.__dict__[_STAGES] = kept
+        return list(kept[1])
 
 
 class CascadeRule(_CascadeFields):

@@ -1,0 +1,77 @@
+"""CPU per cascaded request of three steps the engine runs on every request, on Claude-Code-shaped bodies.
+
+The conversations are ``session_overhead.py``'s (a request the Claude Code CLI sent, grown turn
+by turn: an assistant tool call, a tool result, adaptive thinking on, no thinking blocks), at
+10 / 50 / 200 message blocks, the last turn of each:
+
+- ``capability_gap``: whether the draft can serve the request (images, documents, server tools,
+  features), given the parsed body and the raw request bytes; ``media_in``: its walk for images and
+  documents alone (what a draft that reads neither still pays);
+- ``body_for``: the draft's and the verifier's view of the conversation (thinking blocks other
+  models wrote; with thinking on, a tool-calling turn that does not start with thinking as text);
+- ``draft_stages``: a rule's drafts in order (called twice per request).
+
+    python benchmarks/cascade_hotspots.py [--number 200]
+
+Each figure is the least of seven ``timeit`` repeats, in µs per call, CPU time of this thread (other
+processes' load counts only through caches and clocks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import timeit
+from pathlib import Path
+
+import orjson
+
+from cascadeflow import ModelRegistry
+from cascadeflow.cascade.capabilities import capability_gap, media_in
+from cascadeflow.cascade.thinking import ThreadView
+from cascadeflow.config import CascadeRule
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from session_overhead import SIZES, base_request, conversation  # noqa: E402
+
+OPUS, HAIKU = "claude-opus-5-5", "claude-haiku-5-5"
+
+
+def best(stmt, number: int) -> float:
+    return min(timeit.repeat(stmt, timer=time.thread_time, number=number, repeat=7)) / number * 1e6
+
+
+def row(body: dict, raw: bytes, registry: ModelRegistry, rule: CascadeRule, number: int) -> tuple[float, ...]:
+    """µs per call: capability_gap, media_in alone, a request's two views, draft_stages twice."""
+    #: what ThinkingThreads.view says of the conversation's thinking blocks (the code before: no such field)
+    written = {"written_by": frozenset()} if "written_by" in ThreadView.__dataclass_fields__ else {}
+    views: dict[str, str] = {}
+
+    def both() -> None:  # a request's views: no thinking block in the conversation, adaptive thinking on
+        view = ThreadView({}, OPUS, True, **written)
+        view.body_for(body, HAIKU, views)
+        view.body_for(body, OPUS, views)
+
+    return (best(lambda: capability_gap(body, raw, "anthropic", HAIKU, "anthropic", "anthropic", registry), number),
+            best(lambda: media_in(body["messages"]), number), best(both, number),
+            best(lambda: (rule.draft_stages(), rule.draft_stages()), number))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--number", type=int, default=200, help="calls per timed repeat")
+    args = parser.parse_args()
+    registry = ModelRegistry()
+    rule = CascadeRule(request_model="claude-opus-*", draft_model=HAIKU)
+    base, source = base_request()
+    print(f"conversation: {source}")
+    print(f"{'blocks':>6} {'KB':>5} {'capability_gap':>15} {'media_in':>9} {'body_for ×2':>12} {'draft_stages ×2':>16}  (µs)")
+    for blocks, tokens in SIZES.items():
+        raw = conversation(base, blocks, tokens)[-1]
+        gap, media, bodies, stages = row(orjson.loads(raw), raw, registry, rule, args.number)
+        print(f"{blocks:>6} {len(raw) / 1000:>5.0f} {gap:>15.1f} {media:>9.1f} {bodies:>12.1f} {stages:>16.2f}")
+
+
+if __name__ == "__main__":
+    main()
