@@ -24,6 +24,7 @@ from tests.parallel import (  # noqa: F401 (hooks)
     pytest_xdist_auto_num_workers,
     pytest_xdist_make_scheduler,
 )
+from tests.prestart import start_selected, stop_running
 
 #: upstream errors reach the client at once and no breaker opens between tests (resilience tests set their own)
 NO_RETRY = {"retry": {"attempts": 1}, "breaker": {"failure_threshold": 1_000_000}}
@@ -41,6 +42,15 @@ def sim_routes(sim: SimulatedProvider, *, anthropic_key: str | None = "sk-ant-ro
 def sim_config(sim: SimulatedProvider, **extra) -> ProxyConfig:
     """A config whose two routes point at the simulator, one per dialect."""
     return ProxyConfig.from_dict({"routes": sim_routes(sim), **extra})
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The slow outside commands of the selected tests start now, beside the tests before them (tests/prestart.py)."""
+    start_selected(session.config, session.items)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    stop_running(session.config)
 
 
 @pytest.fixture(scope="session", autouse=True)
