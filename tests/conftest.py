@@ -24,7 +24,7 @@ from tests.parallel import (  # noqa: F401 (hooks)
     pytest_xdist_auto_num_workers,
     pytest_xdist_make_scheduler,
 )
-from tests.prestart import start_selected, stop_running
+from tests.prestart import last_the_early, start_selected, stop_running
 
 #: upstream errors reach the client at once and no breaker opens between tests (resilience tests set their own)
 NO_RETRY = {"retry": {"attempts": 1}, "breaker": {"failure_threshold": 1_000_000}}
@@ -42,6 +42,10 @@ def sim_routes(sim: SimulatedProvider, *, anthropic_key: str | None = "sk-ant-ro
 def sim_config(sim: SimulatedProvider, **extra) -> ProxyConfig:
     """A config whose two routes point at the simulator, one per dialect."""
     return ProxyConfig.from_dict({"routes": sim_routes(sim), **extra})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    last_the_early(config, items)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

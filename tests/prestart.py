@@ -11,7 +11,8 @@ starts in a background thread as collection ends (its commands at a lower CPU pr
 asserts is unchanged; an exception the work raised (a failed assertion, a skip) is raised
 in the test.
 
-A worker of ``pytest-xdist`` starts nothing early (it does not know yet which files it will
+In one process those tests run last, to give their work the longest overlap. A worker of
+``pytest-xdist`` starts nothing early and reorders nothing (it does not know yet which files it will
 get): there, and when the work was not started for any other reason, the test runs it itself.
 A command still running when the session ends (``-x`` stopped it early) is terminated.
 """
@@ -81,18 +82,29 @@ def _has_nice() -> bool:
     return any(os.access(os.path.join(folder, "nice"), os.X_OK) for folder in os.get_exec_path())
 
 
+def early_works(item: pytest.Item) -> list[Early]:
+    """The :class:`Early` works the test uses (declared in its module)."""
+    module = getattr(item, "module", None)
+    name = getattr(item, "originalname", item.name)
+    return [early for early in (vars(module).values() if module is not None else ())
+            if isinstance(early, Early) and (early.tests is None or name in early.tests)]
+
+
+def last_the_early(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In one process, the tests with early work run last (in their order), so their work overlaps the most."""
+    if not hasattr(config, "workerinput"):
+        items.sort(key=lambda item: bool(early_works(item)))
+
+
 def start_selected(config: pytest.Config, items: Sequence[pytest.Item]) -> None:
     """Start, each once, the :class:`Early` works of the selected tests (not on an xdist worker)."""
-    if hasattr(config, "workerinput"):
+    if hasattr(config, "workerinput") or config.option.collectonly:
         return
     started = config.stash.setdefault(STARTED, {})
     running = config.stash.setdefault(RUNNING, set())
     for item in items:
-        module = getattr(item, "module", None)
-        name = getattr(item, "originalname", item.name)
-        for early in vars(module).values() if module is not None else ():
-            if (isinstance(early, Early) and (early.tests is None or name in early.tests)
-                    and early.name not in started):
+        for early in early_works(item):
+            if early.name not in started:
                 started[early.name] = _start(early, Runner(running, background=True))
 
 
