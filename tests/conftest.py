@@ -58,6 +58,23 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def child_bytecode(tmp_path_factory):
+    """Where ``PYTHONDONTWRITEBYTECODE`` is set, the processes the tests start (gateways, CLI commands: hundreds)
+    keep their compiled modules in a session folder (``PYTHONPYCACHEPREFIX``) instead of compiling the
+    package's ~90 modules at each start (~0.15 s of CPU each time); the checkout still gets no ``__pycache__``.
+    """
+    if not os.environ.get("PYTHONDONTWRITEBYTECODE") or os.environ.get("PYTHONPYCACHEPREFIX"):
+        yield None
+        return
+    prefix = tmp_path_factory.mktemp("pycache")
+    saved = os.environ.pop("PYTHONDONTWRITEBYTECODE")
+    os.environ["PYTHONPYCACHEPREFIX"] = str(prefix)
+    yield prefix
+    os.environ.pop("PYTHONPYCACHEPREFIX", None)
+    os.environ["PYTHONDONTWRITEBYTECODE"] = saved
+
+
+@pytest.fixture(scope="session", autouse=True)
 def own_data_dir(tmp_path_factory):
     """The suite's default ledger (and anything else under the data directory) stays in a temporary folder.
 
@@ -104,6 +121,8 @@ def start_gateway(tmp_path_factory):
         return server
 
     yield start
+    for server in servers:  # all told at once: each takes ~0.2 s to wind down (uvicorn's 0.1 s tick, the app's
+        server.server.should_exit = True  # shutdown), which one after another was ~40 s at the session's end
     for server in servers:
         server.stop()
 
