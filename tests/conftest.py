@@ -154,9 +154,33 @@ def launch_gateway_process(tmp_path, config_text: str, log_path=None, server: di
     never answers would otherwise cost 300 probes of 1 s each) and stops at once if the process exits;
     either way the process is ended and the error quotes its log.
     """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    return launch_gateway_processes(tmp_path, config_text, [log_path], server, start_timeout=start_timeout)[0]
+
+
+def launch_gateway_processes(tmp_path, config_text: str, log_paths: list, server: dict | None = None,
+                             *, start_timeout: float = 60) -> list[tuple[subprocess.Popen, str]]:
+    """One :func:`launch_gateway_process` per entry of ``log_paths`` (``None``: no log), all started before
+    the first is waited for: their starts (over a second of imports each) overlap, as replicas' do. When
+    one fails to answer, all are ended."""
+    with contextlib.ExitStack() as held:  # every port held until all are chosen: no two alike
+        sockets = [held.enter_context(socket.socket()) for _ in log_paths]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        ports = [s.getsockname()[1] for s in sockets]
+    started = [_spawn_gateway(tmp_path, config_text, log_path, server, port) for log_path, port in zip(log_paths, ports)]
+    deadline = time.monotonic() + start_timeout
+    try:
+        for (process, url), log_path in zip(started, log_paths):
+            _await_gateway(process, url, log_path, deadline, start_timeout)
+    except BaseException:
+        for process, _ in started:
+            _kill_group(process)
+        raise
+    return started
+
+
+def _spawn_gateway(tmp_path, config_text: str, log_path, server: dict | None,
+                   port: int) -> tuple[subprocess.Popen, str]:
     config_file = tmp_path / f"gateway-{port}.yaml"
     extra = "".join(f", {key}: {json.dumps(value)}" for key, value in (server or {}).items())
     config_file.write_text(config_text + f"\nserver: {{port: {port}{extra}}}\n")
@@ -166,12 +190,14 @@ def launch_gateway_process(tmp_path, config_text: str, log_path=None, server: di
         cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "CASCADEFLOW_CONFIG": ""},
         start_new_session=True,  # its own process group: its workers can be ended with it
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + start_timeout
+    return process, f"http://127.0.0.1:{port}"
+
+
+def _await_gateway(process: subprocess.Popen, url: str, log_path, deadline: float, start_timeout: float) -> None:
     while process.poll() is None and time.monotonic() < deadline:
         try:
             httpx.get(url + "/health", timeout=1)
-            return process, url
+            return
         except httpx.HTTPError:
             time.sleep(0.05)
     exited = process.poll()
