@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import compileall
 import contextlib
 import json
 import os
@@ -12,10 +13,12 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
 
+import cascadeflow
 from cascadeflow import ProxyConfig, create_app
 from cascadeflow.sim import ServerThread, SimulatedProvider
 from cascadeflow.store import Ledger
@@ -24,6 +27,7 @@ from tests.parallel import (  # noqa: F401 (hooks)
     pytest_xdist_auto_num_workers,
     pytest_xdist_make_scheduler,
 )
+from tests.prestart import last_the_early, start_selected, stop_running
 
 #: upstream errors reach the client at once and no breaker opens between tests (resilience tests set their own)
 NO_RETRY = {"retry": {"attempts": 1}, "breaker": {"failure_threshold": 1_000_000}}
@@ -41,6 +45,30 @@ def sim_routes(sim: SimulatedProvider, *, anthropic_key: str | None = "sk-ant-ro
 def sim_config(sim: SimulatedProvider, **extra) -> ProxyConfig:
     """A config whose two routes point at the simulator, one per dialect."""
     return ProxyConfig.from_dict({"routes": sim_routes(sim), **extra})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    last_the_early(config, items)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The slow outside commands of the selected tests start now, beside the tests before them (tests/prestart.py)."""
+    start_selected(session.config, session.items)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    stop_running(session.config)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_package():
+    """Where ``PYTHONDONTWRITEBYTECODE`` is set, the package is compiled once, as a run without that variable
+    would leave it (``__pycache__`` beside the sources; git and the image build ignore it): else each of the
+    hundreds of processes the tests start (gateways, CLI commands) compiles its ~90 modules again (~0.15 s of
+    CPU at each start, about 15% of a ``config check``). The installed packages have theirs already.
+    """
+    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        compileall.compile_dir(Path(cascadeflow.__file__).parent, quiet=1)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -90,6 +118,8 @@ def start_gateway(tmp_path_factory):
         return server
 
     yield start
+    for server in servers:  # all told at once: each takes ~0.2 s to wind down (uvicorn's 0.1 s tick, the app's
+        server.server.should_exit = True  # shutdown), which one after another was ~40 s at the session's end
     for server in servers:
         server.stop()
 
@@ -121,9 +151,33 @@ def launch_gateway_process(tmp_path, config_text: str, log_path=None, server: di
     never answers would otherwise cost 300 probes of 1 s each) and stops at once if the process exits;
     either way the process is ended and the error quotes its log.
     """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    return launch_gateway_processes(tmp_path, config_text, [log_path], server, start_timeout=start_timeout)[0]
+
+
+def launch_gateway_processes(tmp_path, config_text: str, log_paths: list, server: dict | None = None,
+                             *, start_timeout: float = 60) -> list[tuple[subprocess.Popen, str]]:
+    """One :func:`launch_gateway_process` per entry of ``log_paths`` (``None``: no log), all started before
+    the first is waited for: their starts (over a second of imports each) overlap, as replicas' do. When
+    one fails to answer, all are ended."""
+    with contextlib.ExitStack() as held:  # every port held until all are chosen: no two alike
+        sockets = [held.enter_context(socket.socket()) for _ in log_paths]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        ports = [s.getsockname()[1] for s in sockets]
+    started = [_spawn_gateway(tmp_path, config_text, log_path, server, port) for log_path, port in zip(log_paths, ports)]
+    deadline = time.monotonic() + start_timeout
+    try:
+        for (process, url), log_path in zip(started, log_paths):
+            _await_gateway(process, url, log_path, deadline, start_timeout)
+    except BaseException:
+        for process, _ in started:
+            _kill_group(process)
+        raise
+    return started
+
+
+def _spawn_gateway(tmp_path, config_text: str, log_path, server: dict | None,
+                   port: int) -> tuple[subprocess.Popen, str]:
     config_file = tmp_path / f"gateway-{port}.yaml"
     extra = "".join(f", {key}: {json.dumps(value)}" for key, value in (server or {}).items())
     config_file.write_text(config_text + f"\nserver: {{port: {port}{extra}}}\n")
@@ -133,12 +187,14 @@ def launch_gateway_process(tmp_path, config_text: str, log_path=None, server: di
         cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "CASCADEFLOW_CONFIG": ""},
         start_new_session=True,  # its own process group: its workers can be ended with it
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + start_timeout
+    return process, f"http://127.0.0.1:{port}"
+
+
+def _await_gateway(process: subprocess.Popen, url: str, log_path, deadline: float, start_timeout: float) -> None:
     while process.poll() is None and time.monotonic() < deadline:
         try:
             httpx.get(url + "/health", timeout=1)
-            return process, url
+            return
         except httpx.HTTPError:
             time.sleep(0.05)
     exited = process.poll()

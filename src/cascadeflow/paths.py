@@ -13,8 +13,6 @@ import os
 from pathlib import Path
 
 import platformdirs
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 __all__ = ["data_dir", "default_database_url", "sqlite_path"]
 
@@ -35,6 +33,10 @@ def sqlite_path(url: str) -> str | None:
     """The file of a ``sqlite://`` URL (None for another database or an in-memory one)."""
     if not url.startswith("sqlite"):
         return None
+    # imported here: loading the config (which imports this module) needs no SQLAlchemy (~0.15 s)
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         database = make_url(url).database
     except ArgumentError:

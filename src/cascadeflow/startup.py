@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 from .paths import sqlite_path
-from .store.reports import safe_url
 
 if TYPE_CHECKING:
     from .config import ProxyConfig
@@ -44,6 +43,7 @@ def build_app(config: ProxyConfig) -> Any:
 def check_ledger(url: str) -> None:
     """Open the ledger once (connect, migrate), so a bad ``database_url`` is named before serving."""
     from .store import Ledger
+    from .store.reports import safe_url
 
     async def open_and_close() -> None:
         ledger = Ledger(url, retention_days=None)
@@ -86,6 +86,8 @@ def unshared_limits(config: ProxyConfig) -> str | None:
 
 def banner(config: ProxyConfig, version: str) -> list[str]:
     """The start-up lines: where it listens, the config file, the auth mode, the ledger, the routes."""
+    from .store.reports import safe_url  # the store (SQLAlchemy) only for the commands that print a ledger
+
     origin = config.origin
     lines = [f"cascadeflow {version} listening on http://{config.server.host}:{config.server.port}"]
     if origin.file:
@@ -111,6 +113,8 @@ def banner(config: ProxyConfig, version: str) -> list[str]:
 
 def effective_settings(config: ProxyConfig) -> list[str]:
     """Every setting as it will apply, secrets masked, each with where it came from."""
+    from .store.reports import safe_url
+
     origin = config.origin
     lines = [f"config file: {origin.file or 'none (embedded defaults from the environment)'}"]
     data = config.model_dump(mode="json", exclude={"routes"})

@@ -21,7 +21,7 @@ import yaml
 from cascadeflow import ProxyConfig
 from cascadeflow.store import Ledger
 from tests import needs
-from tests.conftest import launch_gateway_process, sim_routes
+from tests.conftest import launch_gateway_processes, sim_routes
 
 SONNET, OPUS, HAIKU, MINI = "claude-sonnet-5-5", "claude-opus-5-5", "claude-haiku-5-5", "gpt-5.4-mini"
 REDIS = os.environ.get("CASCADEFLOW_TEST_REDIS", "redis://127.0.0.1:6379/7")
@@ -301,7 +301,7 @@ def redis_pair(sim, fresh_sim, tmp_path):
             raise
         pytest.skip(needs.redis(REDIS, "CASCADEFLOW_TEST_REDIS", exc))
     text = yaml.safe_dump({"routes": _routes(sim), "redis_url": REDIS, "cache": {"default": True, "ttl_seconds": 2}})
-    processes = [launch_gateway_process(tmp_path, text) for _ in range(2)]
+    processes = launch_gateway_processes(tmp_path, text, [None, None])
     yield [url for _, url in processes]
     for process, _ in processes:
         process.terminate()

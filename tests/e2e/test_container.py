@@ -22,6 +22,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -37,6 +38,7 @@ from cascadeflow import ModelRegistry, Usage
 from tests import needs
 from tests.e2e.test_shared_limits import _ledger_rows
 from tests.pg_db import UNREACHABLE, create_database, drop_database
+from tests.prestart import Early, Runner
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = os.environ.get("CASCADEFLOW_BASE_IMAGE", "localhost/cascadeflow-base:bookworm")
@@ -62,12 +64,11 @@ def _buildah(*args: str, timeout: float = 60, check: bool = True) -> subprocess.
     return subprocess.run(["buildah", *args], capture_output=True, text=True, timeout=timeout, check=check)
 
 
-@pytest.fixture(scope="module")
-def image(tmp_path_factory) -> dict:
+def _build_image(runner: Runner) -> dict:
     """The image built from the repository's Dockerfile (cached layers): its config as buildah reads it, and its id.
 
-    The replicas start from the id, not the tag, so a build from another checkout that
-    retags ``localhost/cascadeflow:test`` meanwhile cannot change what this test runs.
+    Started early (tests/prestart.py): on a machine without buildah's layer cache the build is minutes
+    of downloads, which overlap the tests before this file.
     """
     missing = [tool for tool in ("buildah", "debootstrap") if shutil.which(tool) is None]
     if missing:
@@ -77,24 +78,35 @@ def image(tmp_path_factory) -> dict:
         _unavailable("the container test runs buildah as root (chroot isolation, no rootless set-up): run it as root, "
                      "e.g. `sudo -E .venv/bin/python -m pytest tests/e2e/test_container.py`")
     if _buildah("inspect", "--type", "image", BASE_IMAGE, check=False).returncode != 0:
-        base = subprocess.run(["bash", str(ROOT / "deploy" / "base-image.sh")], capture_output=True, text=True,
-                              timeout=900, env={**os.environ, "CASCADEFLOW_BASE_IMAGE": BASE_IMAGE})
+        base = runner.run(["bash", str(ROOT / "deploy" / "base-image.sh")], timeout=900,
+                          env={**os.environ, "CASCADEFLOW_BASE_IMAGE": BASE_IMAGE})
         assert base.returncode == 0, f"deploy/base-image.sh failed:\n{base.stderr[-3000:]}"
-    iidfile = tmp_path_factory.mktemp("image") / "id"
-    build = ["bud", "--isolation", "chroot", "--layers", "--force-rm", "--network", "host", "--format", "docker",
-             "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "--iidfile", str(iidfile), "-t", IMAGE,
-             "-f", str(ROOT / "Dockerfile")]
-    # A build host behind a TLS-inspecting proxy: its CA bundle, mounted for the pip step only (not in the image).
-    cert = os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt"
-    if cert and Path(cert).is_file():
-        build += ["--secret", f"id=pip_cert,src={cert}"]
-    if os.environ.get("PIP_INDEX_URL", "").startswith(("http://", "https://")):
-        build += ["--build-arg", f"PIP_INDEX_URL={os.environ['PIP_INDEX_URL']}"]
-    built = _buildah(*build, str(ROOT), timeout=900, check=False)
-    assert built.returncode == 0, f"buildah bud failed:\n{(built.stdout + built.stderr)[-4000:]}"
-    image_id = iidfile.read_text().strip()
+    with tempfile.TemporaryDirectory(prefix="cascadeflow-image-") as folder:
+        iidfile = Path(folder) / "id"
+        build = ["bud", "--isolation", "chroot", "--layers", "--force-rm", "--network", "host", "--format", "docker",
+                 "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "--iidfile", str(iidfile), "-t", IMAGE,
+                 "-f", str(ROOT / "Dockerfile")]
+        # A build host behind a TLS-inspecting proxy: its CA bundle, mounted for the pip step only (not in the image).
+        cert = os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt"
+        if cert and Path(cert).is_file():
+            build += ["--secret", f"id=pip_cert,src={cert}"]
+        if os.environ.get("PIP_INDEX_URL", "").startswith(("http://", "https://")):
+            build += ["--build-arg", f"PIP_INDEX_URL={os.environ['PIP_INDEX_URL']}"]
+        built = runner.run(["buildah", *build, str(ROOT)], timeout=900)
+        assert built.returncode == 0, f"buildah bud failed:\n{(built.stdout + built.stderr)[-4000:]}"
+        image_id = iidfile.read_text().strip()
     inspected = json.loads(_buildah("inspect", "--type", "image", image_id).stdout)
     return {**inspected["Docker"]["config"], "id": image_id}
+
+
+IMAGE_BUILD = Early("container-image", _build_image)  # every test of this file uses the image
+
+
+@pytest.fixture(scope="module")
+def image(request) -> dict:
+    """The image (:func:`_build_image`); the replicas start from its id, not the tag, so a build from another
+    checkout that retags ``localhost/cascadeflow:test`` meanwhile cannot change what this test runs."""
+    return IMAGE_BUILD.result(request.config)
 
 
 @pytest.fixture()

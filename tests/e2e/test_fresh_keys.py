@@ -20,7 +20,7 @@ from sqlalchemy import event
 
 from cascadeflow.store.keys import KeyStore
 from cascadeflow.store.ledger import Ledger
-from tests.conftest import launch_gateway_process, sim_routes
+from tests.conftest import launch_gateway_processes, sim_routes
 from tests.pg_db import throwaway_ledger
 
 POSTGRES = os.environ.get("CASCADEFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -41,7 +41,7 @@ def pair(sim, fresh_sim, tmp_path, ledger_url):
         "auth": {"mode": "api_key", "master_key": MASTER, "refresh_seconds": 30},
     }
     text = yaml.safe_dump(config)
-    processes = [launch_gateway_process(tmp_path, text, tmp_path / f"{name}.log") for name in "ab"]
+    processes = launch_gateway_processes(tmp_path, text, [tmp_path / f"{name}.log" for name in "ab"])
     yield [url for _, url in processes]
     for process, _ in processes:
         process.send_signal(signal.SIGTERM)

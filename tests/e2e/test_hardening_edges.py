@@ -399,11 +399,13 @@ def _read_until_closed(sock: socket.socket, limit: float) -> tuple[bytes, float]
     return received, time.perf_counter() - started
 
 
-@pytest.fixture()
-def impatient_gateway(sim, tmp_path):
-    """A gateway process (the real server) whose request reads time out after half a second."""
+@pytest.fixture(scope="module")
+def impatient_gateway(sim, tmp_path_factory):
+    """A gateway process (the real server) whose request reads time out after half a second; one for the
+    file's three 408 tests (each opens connections of its own), not one each (~3 s of start each)."""
     routes = "".join(f"  - {json.dumps(route)}\n" for route in _routes(sim))
-    process, url = launch_gateway_process(tmp_path, "routes:\n" + routes, server={"request_read_timeout": 0.5})
+    process, url = launch_gateway_process(tmp_path_factory.mktemp("impatient"), "routes:\n" + routes,
+                                          server={"request_read_timeout": 0.5})
     yield url
     process.terminate()
     process.wait(timeout=30)

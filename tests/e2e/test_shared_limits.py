@@ -19,7 +19,7 @@ import yaml
 from cascadeflow import ModelRegistry, ProxyConfig, Usage, create_app
 from cascadeflow.sim import ServerThread
 from tests import needs
-from tests.conftest import launch_gateway_process, sim_routes
+from tests.conftest import launch_gateway_processes, sim_routes
 from tests.pg_db import UNREACHABLE, create_database, drop_database
 from tests.unit.redis_db import stall
 
@@ -64,7 +64,7 @@ def pair(sim, fresh_sim, stores, tmp_path):
     }
     text = yaml.safe_dump(config)
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
-    processes = [launch_gateway_process(tmp_path, text, log) for log in logs]
+    processes = launch_gateway_processes(tmp_path, text, logs)
     yield [url for _, url in processes], pg, logs
     for process, _ in processes:
         process.send_signal(signal.SIGTERM)

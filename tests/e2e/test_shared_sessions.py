@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests import needs
-from tests.conftest import launch_gateway_process, sim_routes
+from tests.conftest import launch_gateway_processes, sim_routes
 
 REDIS = os.environ.get("CASCADEFLOW_TEST_REDIS", "redis://127.0.0.1:6379/7")
 OPUS, HAIKU = "claude-opus-5-5", "claude-haiku-5-5"
@@ -37,7 +37,7 @@ def pair(sim, fresh_sim, tmp_path):
         pytest.skip(needs.redis(REDIS, "CASCADEFLOW_TEST_REDIS", exc))
     rule = {"request_model": OPUS, "draft_model": HAIKU, "policies": {"cache_economics": False, "sticky_escalations": 0}}
     text = yaml.safe_dump({"routes": sim_routes(sim), "redis_url": REDIS, "cascade_rules": [rule]})
-    processes = [launch_gateway_process(tmp_path, text) for _ in range(2)]
+    processes = launch_gateway_processes(tmp_path, text, [None, None])
     yield [url for _, url in processes]
     for process, _ in processes:
         process.terminate()

@@ -64,7 +64,7 @@ def test_every_exported_name_exists():
 
 
 def test_loading_the_config_imports_no_proxy_stack(tmp_path):
-    """``ProxyConfig`` and its route schemas load without the proxy, providers, dialects or aiohttp."""
+    """``ProxyConfig`` and its route schemas load without the proxy, providers, dialects, aiohttp or SQLAlchemy."""
     config = tmp_path / "cascadeflow-proxy.yaml"
     config.write_text("routes:\n  - {name: local, provider: openai, base_url: 'http://127.0.0.1:1/v1',"
                       " retry: {attempts: 2}, breaker: {cooldown: 5}}\n")
@@ -72,12 +72,26 @@ def test_loading_the_config_imports_no_proxy_stack(tmp_path):
             f"c = ProxyConfig.load({str(config)!r}); assert c.routes[0].retry.attempts == 2; "
             "print(' '.join(sorted(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    heavy = ("cascadeflow.proxy", "cascadeflow.providers", "cascadeflow.dialects", "cascadeflow.gateway",
-             "cascadeflow.cascade", "cascadeflow.pricing", "aiohttp", "genai_prices", "starlette")
-    loaded = [m for m in out if m.split(".")[0] in ("aiohttp", "genai_prices", "starlette")
-              or any(m == h or m.startswith(h + ".") for h in heavy)]
-    packages = sorted({".".join(m.split(".")[:2]) if m.startswith("cascadeflow.") else m.split(".")[0] for m in loaded})
-    assert not packages, f"import cascadeflow.config loaded {packages}"
+    assert not heavy_packages(out), f"import cascadeflow.config loaded {heavy_packages(out)}"
+
+
+HEAVY = ("cascadeflow.proxy", "cascadeflow.providers", "cascadeflow.dialects", "cascadeflow.gateway",
+         "cascadeflow.cascade", "cascadeflow.pricing", "cascadeflow.store", "aiohttp", "genai_prices", "starlette",
+         "sqlalchemy")
+
+
+def heavy_packages(modules: list[str]) -> list[str]:
+    """The packages of :data:`HEAVY` among ``modules`` (a cascadeflow one by its first two parts)."""
+    loaded = [m for m in modules if any(m == h or m.startswith(h + ".") for h in HEAVY)]
+    return sorted({".".join(m.split(".")[:2]) if m.startswith("cascadeflow.") else m.split(".")[0] for m in loaded})
+
+
+def test_the_command_line_loads_the_gateway_only_for_the_commands_that_need_it():
+    """``cascadeflow claude``, ``codex``, ``keys``, ``proxy init`` start without the proxy stack or the ledger's
+    SQLAlchemy (each is ~0.15-0.5 s of a command's start); the commands that need them import them themselves."""
+    code = "import sys, cascadeflow.cli, cascadeflow.launch, cascadeflow.keys_cli; print(' '.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert not heavy_packages(out), f"import cascadeflow.cli loaded {heavy_packages(out)}"
 
 
 def test_the_lazy_names_resolve_to_the_same_objects():

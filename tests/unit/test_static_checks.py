@@ -21,16 +21,29 @@ from pathlib import Path
 import pytest
 
 from tests import needs
+from tests.prestart import Early, Runner
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_tool(module: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_tool(module: str, *args: str, timeout: float = 120, runner: Runner | None = None) -> subprocess.CompletedProcess:
     """``python -m <module> args`` at the repository root (``python args`` when ``module`` is empty)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), str(ROOT),
                                                                      os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, *args] if module == "" else [sys.executable, "-m", module, *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    command = [sys.executable, *args] if module == "" else [sys.executable, "-m", module, *args]
+    if runner is not None:
+        return runner.run(command, cwd=ROOT, env=env, timeout=timeout)
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _mypy(runner: Runner) -> subprocess.CompletedProcess | None:
+    """mypy over the sources (None: not installed); cold in a fresh clone, so started early (tests/prestart.py)."""
+    if importlib.util.find_spec("mypy") is None:
+        return None
+    return run_tool("mypy", timeout=850, runner=runner)  # files, plugins and strictness: [tool.mypy] in pyproject.toml
+
+
+MYPY = Early("mypy", _mypy, frozenset({"test_mypy_finds_nothing"}))
 
 
 def need(module: str, package: str) -> None:
@@ -49,9 +62,10 @@ def test_ruff_finds_nothing():
 
 
 @pytest.mark.timeout(900)
-def test_mypy_finds_nothing():
+def test_mypy_finds_nothing(request):
     need("mypy", "mypy")
-    done = run_tool("mypy", timeout=850)  # files, plugins and strictness: [tool.mypy] in pyproject.toml
+    done = MYPY.result(request.config)
+    assert done is not None
     assert done.returncode == 0, "mypy:\n" + report(done)
 
 
