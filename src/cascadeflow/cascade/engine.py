@@ -30,6 +30,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..config import CascadeRule, CascadeStage
+from ..dialects.accumulate import AnthropicAccumulator
 from ..errors import ProxyError
 from ..proxy import ProxyRequest, ProxyResult, ProxyStream
 from ..proxy.translation import API_PATHS
@@ -40,7 +41,7 @@ from .beta_refusals import BetaRefusals
 from .bridge import bridged
 from .capabilities import capability_gap
 from .decision import CascadeReply, Decision
-from .drafts import ops_for
+from .drafts import DialectOps, ops_for
 from .kinds import request_kind
 from .opinions import SecondOpinions, draft_cap
 from .policies import skip_reason
@@ -54,10 +55,11 @@ from .streaming import once, read_draft, relay
 from .thinking import ThinkingThreads, ThreadView
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from ..sessions import Sessions, ThinkingOrigins
     from .port import Target, UpstreamPort
+    from .streaming import Accumulator
 
 __all__ = ["CascadeEngine", "Decision", "CascadeReply"]
 
@@ -249,7 +251,7 @@ class CascadeEngine:
                 answer.logprobs = logprobs
             judged = (answer, upstream.cost)
             if await self._judge(rule, stage, request, answer, dialect, decision, upstream, started, ops):
-                if dialect == "anthropic":
+                if isinstance(accumulator, AnthropicAccumulator):  # only Anthropic's answers carry thinking blocks
                     await self.threads.hand_out(accumulator.message, stage.model, dialect)
                 body = ops.replay(accumulator, self._reported(rule, request, stage.model), caller)
                 decision.baseline_cost = self.accounts.baseline(rule, request, upstream.usage, turn=turn)
@@ -275,7 +277,7 @@ class CascadeEngine:
         reported = self._reported(rule, request, verifier)
         pairing = (request_id, *judged) if shadowed and judged is not None and decision.confidence is not None else None
 
-        def ended(accumulator) -> None:
+        def ended(accumulator: Accumulator | None) -> None:
             """The verifier's stream is over (read out or cut): price it, record the request, pair it for shadow mode."""
             self.tracing.end_call(span, upstream, error=upstream.error)
             decision.add_call(upstream)
@@ -304,8 +306,9 @@ class CascadeEngine:
         except Exception:  # noqa: BLE001 - a prompt the router cannot read is drafted as without a router
             log.exception("cascade rule %r: the router could not score the request; drafting it", decision.rule)
 
-    def _drafts(self, rule, request: ProxyRequest, dialect: str, conversation: str | None, decision: Decision, ops,
-                talk: ThreadView | None = None, turn: Turn | None = None):
+    def _drafts(self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None, decision: Decision,
+                ops: DialectOps, talk: ThreadView | None = None, turn: Turn | None = None,
+                ) -> Iterator[tuple[CascadeStage, Target, ProxyRequest, float]]:
         """The draft stages to try — none when a policy skips drafting — each with its route and request."""
         if self._skipped(rule, request, dialect, conversation, decision, turn):
             return
@@ -393,14 +396,14 @@ class CascadeEngine:
             return None
         return match
 
-    def _draft_request(self, rule: CascadeRule, request: ProxyRequest, stage: CascadeStage, ops) -> ProxyRequest:
+    def _draft_request(self, rule: CascadeRule, request: ProxyRequest, stage: CascadeStage, ops: DialectOps) -> ProxyRequest:
         body = ops.draft_body(request.body or {}, stage.model, draft_cap(rule, stage.model, self.registry),
                               self.registry.is_reasoning(stage.model))
         return request.derive(body)
 
     async def _judge(
-        self, rule, stage: CascadeStage, request: ProxyRequest, answer: DraftAnswer, dialect: str,
-        decision: Decision, call: ProxyResult | ProxyStream, started: float, ops,
+        self, rule: CascadeRule, stage: CascadeStage, request: ProxyRequest, answer: DraftAnswer, dialect: str,
+        decision: Decision, call: ProxyResult | ProxyStream, started: float, ops: DialectOps,
     ) -> bool:
         """Score a complete draft; record it; True when it is accepted."""
         caller = request.body or {}
@@ -431,7 +434,7 @@ class CascadeEngine:
         return False
 
     async def _send_json(
-        self, match: Target, request: ProxyRequest, dialect: str, ops, purpose: str = "draft"
+        self, match: Target, request: ProxyRequest, dialect: str, ops: DialectOps, purpose: str = "draft"
     ) -> tuple[ProxyResult, DraftAnswer]:
         """One optional non-streaming call in the caller's dialect (translated by the port); log-probabilities kept."""
         with self.tracing.call(purpose, match.model, match.route) as span:
@@ -444,7 +447,8 @@ class CascadeEngine:
         return result, answer
 
     def _shadow_accepted(self, rule: CascadeRule, request: ProxyRequest, dialect: str, talk: ThreadView | None,
-                         decision: Decision, request_id: str, answer: DraftAnswer, draft_cost: float | None, ops) -> None:
+                         decision: Decision, request_id: str, answer: DraftAnswer, draft_cost: float | None,
+                         ops: DialectOps) -> None:
         """Shadow mode: ask the verifier too, after the client has the accepted draft (one JSON call, priced)."""
         verifier, match = self._verifier(rule, request, dialect)
         ask = self._for_verifier(request, verifier, match, dialect, talk, decision)

@@ -8,7 +8,7 @@ scores present, so it always asks.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from ..config import CascadeRule, Combiner
@@ -57,7 +57,7 @@ async def score_draft(
     answer: DraftAnswer,
     dialect: str,
     threshold: float,
-    costly: list[Callable[[], Awaitable[CheckResult | None]]],
+    costly: Sequence[Callable[[], Awaitable[CheckResult | None]]],
 ) -> Score:
     """Run the checks on a complete draft, then the ``costly`` ones (each makes calls) if still needed."""
     _, _, results = run_checks(checks, caller, answer, dialect, "min")

@@ -13,7 +13,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import orjson
@@ -96,8 +96,9 @@ class Gateway:
         config_keys = [*auth.keys, *(VirtualKey(key=k) for k in auth.api_keys)]
         self.keys = KeyStore(config_keys, refresh_seconds=auth.refresh_seconds, sealer=Sealer.from_config(auth))
         self.auth = Authenticator(auth, self.keys)
-        shared = {"lease_seconds": config.limits.lease_seconds, "spent_since": self.ledger.spent_since}
-        counters = RedisCounters(config.redis_url, **shared) if config.redis_url else MemoryCounters(**shared)
+        lease, spent = config.limits.lease_seconds, self.ledger.spent_since
+        counters = (RedisCounters(config.redis_url, lease_seconds=lease, spent_since=spent) if config.redis_url
+                    else MemoryCounters(lease_seconds=lease, spent_since=spent))
         self.limits = LimitGate(config.limits, counters, self.registry, price=self.service.price)
         #: the response cache (None unless configured: then no request does any work for it)
         self.cache = None
@@ -232,7 +233,7 @@ class GatewayApp(Starlette):
     stack and the route table: less work on the path every request takes.
     """
 
-    def __init__(self, *, fast_routes: dict[str, object], max_header_bytes: int, observer: Observer,
+    def __init__(self, *, fast_routes: Mapping[str, object], max_header_bytes: int, observer: Observer,
                  **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._fast_routes = fast_routes
