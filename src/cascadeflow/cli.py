@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -253,7 +254,13 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a reader that stopped early shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # `cascadeflow keys list | awk '… exit'`: the reader had what it wanted; no traceback, no failure under pipefail
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

@@ -131,7 +131,7 @@ def test_a_cascade_cancelled_during_self_verification_is_priced_counted_and_reme
 
     from cascadeflow.sessions.state import _PREFIX, SessionState
 
-    redis_url = os.environ.get("CASCADEFLOW_TEST_REDIS", "redis://127.0.0.1:6379/0")
+    redis_url = os.environ.get("CASCADEFLOW_TEST_REDIS", "redis://127.0.0.1:6379/7")
     store = redis.Redis.from_url(redis_url)
     try:
         before = set(store.keys(_PREFIX + "*"))

@@ -130,6 +130,17 @@ routes:
         assert process.wait(20) == 0
 
 
+def test_a_reader_that_stops_early_ends_the_cli_quietly(tmp_path):
+    """`cascadeflow keys list | awk '… exit'` under pipefail (docs/operations.md): the reader closing the pipe
+    is not the CLI's failure — no traceback, exit 0 (it was a BrokenPipeError traceback and exit 1)."""
+    config = tmp_path / "c.yaml"
+    config.write_text("routes: []\n")
+    command = f"set -o pipefail; {sys.executable} -m cascadeflow.cli config check --config {config} | (exec <&-; sleep 1)"
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
+
+
 def test_bad_config_file_exits_2_with_a_message(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text("routes:\n  - name: x\n    provider: anthropic\n    base_url: http://x\n    timeout: -1\n")
