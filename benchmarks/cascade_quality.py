@@ -246,7 +246,9 @@ def main() -> None:
         "and random escalation at the same rate are on the evaluation half; APGR (random = 0.5, confidence ties "
         "averaged) and AUROC rank the evaluation half by the written rule's confidence. Costs are the recorded ones; "
         "where a source has none, the registry's price on recorded or estimated tokens; *unknown* where a model has "
-        "no price (Mixtral, llama3.1 self-verification is priced from the recorded draft cost).",
+        "no price (llama3.1 self-verification is priced from the recorded draft cost). RouteLLM's "
+        "mistralai/Mixtral-8x7B-Instruct-v0.1 is priced as Mistral's own API sells the same weights "
+        "(open-mixtral-8x7b, $0.70/$0.70 per million tokens) on estimated tokens (characters / 4).",
         "",
         f"## Target quality retained {args.target}",
         "",

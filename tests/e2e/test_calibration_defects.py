@@ -20,9 +20,11 @@ import pytest
 
 from cascadeflow import ProxyConfig
 from cascadeflow.evaluation import metrics
-from cascadeflow.evaluation.runner import EvalSetup, replay_outcomes
+from cascadeflow.evaluation.runner import EvalSetup, replay_outcomes, replay_registry
+from cascadeflow.pricing import ModelRegistry
 from cascadeflow.sim import SimulatedProvider
 from cascadeflow.sim.replay import ReplayTable, load_records
+from cascadeflow.usage import Usage
 from tests.conftest import sim_routes
 from tests.shared_data import REPLAY_DATA, require
 
@@ -148,3 +150,22 @@ def test_unpriced_models_make_the_saving_unknown(tmp_path):
     header, row = result.stdout.splitlines()[1], result.stdout.splitlines()[3]
     end = header.index("saving") + len("saving")  # columns are right-aligned under their header
     assert row[:end].split()[-1] == "unknown"
+
+
+def test_mixtral_replay_records_are_priced_at_mistral_list_price(tmp_path):
+    """RouteLLM's draft is a Hugging Face id no price list names: it is priced as Mistral's own API sells the
+    same weights (open-mixtral-8x7b, $0.70/$0.70 per Mtok), so routellm savings are real figures, not unknown."""
+    records = lines("routellm_gsm8k", 12)
+    assert {r["draft"]["model"] for r in records} == {"mistralai/Mixtral-8x7B-Instruct-v0.1"}
+    assert ModelRegistry().info("mistralai/Mixtral-8x7B-Instruct-v0.1") is None  # the gateway's registry: unchanged
+    data = write(tmp_path / "mixtral.jsonl", records)
+    outcomes = replay_outcomes(EvalSetup([data], {"quality_threshold": 0.5}, concurrency=4), progress=None)
+    registry = replay_registry()
+    for record, outcome in zip(records, outcomes, strict=True):
+        assert outcome.priced
+        tokens_in = sum(len(m["content"]) for m in record["messages"]) // 4 + 4 * len(record["messages"])
+        tokens_out = max(1, len(record["draft"]["text"]) // 4)
+        assert outcome.draft_cost == pytest.approx((tokens_in + tokens_out) * 0.70 / 1e6, rel=1e-12)
+        assert outcome.strong_cost == registry.cost("gpt-4-1106-preview", Usage(tokens_in, max(1, len(record["strong"]["text"]) // 4)))
+        assert 0 < outcome.draft_cost < outcome.strong_cost
+    assert metrics.summarize(outcomes)["saving"] is not None

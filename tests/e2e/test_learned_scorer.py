@@ -15,7 +15,8 @@ import yaml
 from cascadeflow import ProxyConfig, create_app
 from cascadeflow.cascade.scorer import FEATURES, Scorer, load_scorer, save_scorer, text_features
 from cascadeflow.errors import ConfigError
-from cascadeflow.evaluation import learned
+from cascadeflow.evaluation import learned, metrics
+from cascadeflow.evaluation.metrics import Outcome
 from cascadeflow.evaluation.runner import EvalSetup, load_eval_records, replay_outcomes, rule_template
 from tests.conftest import sim_routes
 from tests.shared_data import REPLAY_DATA, require
@@ -109,6 +110,33 @@ def test_out_of_fold_scores_beat_random_escalation_on_data_without_logprobs():
     comparison = learned.versus_random(learned.out_of_fold_scores(outcomes, learned.record_features(records)), resamples=200)
     assert comparison["apgr_ci"][0] > 0.5  # the whole 95% interval above random escalation
     assert comparison["gain_ci"][0] > 0.0
+
+
+def test_the_false_equation_signal_lifts_out_of_fold_ranking_on_math_drafts():
+    """RouteLLM's Mixtral gsm8k drafts with a false equation in their working are mostly wrong: with that feature
+    the scorer's out-of-fold AUROC is 0.69 (0.62 without; 95% interval 0.63–0.74)."""
+    records = load_eval_records([replay_file("routellm_gsm8k")])
+    outcomes = [Outcome(str(r["id"]), r["dataset"], None, False, float(r["draft"]["score"]), float(r["strong"]["score"]),
+                        0.0, 0.0) for r in records]
+    features = learned.record_features(records)
+    column = FEATURES.index("false_equation")
+    flagged = [o for o in outcomes if features[(o.dataset, o.id)][column] == 1.0]
+    rest = [o for o in outcomes if features[(o.dataset, o.id)][column] == 0.0]
+    assert len(flagged) >= 15
+    assert sum(o.draft_score for o in flagged) / len(flagged) < 0.5 * sum(o.draft_score for o in rest) / len(rest)
+    without = {k: [*v[:column], 0.0, *v[column + 1:]] for k, v in features.items()}
+    with_signal = metrics.auroc(learned.out_of_fold_scores(outcomes, features))
+    assert with_signal > metrics.auroc(learned.out_of_fold_scores(outcomes, without)) + 0.03
+
+
+def test_a_model_file_from_an_older_feature_list_is_a_start_up_error(tmp_path):
+    scorer = Scorer(tuple(0.1 for _ in FEATURES), 0.2, tuple(0.0 for _ in FEATURES), tuple(1.0 for _ in FEATURES), {})
+    doc = orjson.loads(scorer.to_json())
+    doc.update(format="cascadeflow-scorer/1", features=doc["features"][:-1], weights=doc["weights"][:-1],
+               mean=doc["mean"][:-1], scale=doc["scale"][:-1])
+    (tmp_path / "old.json").write_bytes(orjson.dumps(doc))
+    with pytest.raises(ConfigError, match="other features"):
+        load_scorer(tmp_path / "old.json", None)
 
 
 def test_features_and_model_file_round_trip(tmp_path):

@@ -3,9 +3,10 @@
 Anthropic returns no log-probabilities, GPT-5 drafts refuse the parameter, and most recorded data has
 none, so a check that reads them says nothing there. This scorer reads what every answer has: the
 prompt's and the draft's text (lengths, digits, code, answer options, hedging words, overlap with the
-question, repetition) and the structural check's sub-signals (refusal, hedging, looping, code that does
-not parse). ``cascadeflow calibrate`` fits a logistic model of "the draft is good" on labelled records
-and writes it as JSON beside the config; the rule names the file and its SHA-256, and the gateway loads
+question, repetition), the structural check's sub-signals (refusal, hedging, looping, code that does
+not parse) and whether the worked answer states a false equation (:mod:`.arithmetic`). ``cascadeflow
+calibrate`` fits a logistic model of "the draft is good" on labelled records and writes it as JSON beside
+the config; the rule names the file and its SHA-256, and the gateway loads
 it once at start (a missing, altered or foreign file is a start-up error, never a silent default).
 
 Scoring is a few dozen regex and string passes plus a dot product: tens of microseconds of CPU, no
@@ -26,11 +27,13 @@ import orjson
 
 from ..errors import ConfigError
 from .answer import CheckResult, DraftAnswer
+from .arithmetic import false_equations
 from .checks import _hedges, _python_breaks, _refuses, _repetition
 
 __all__ = ["FEATURES", "FORMAT", "Scorer", "LearnedCheck", "prompt_text", "text_features", "load_scorer", "save_scorer"]
 
-FORMAT = "cascadeflow-scorer/1"
+#: bumped whenever FEATURES change, so a model file from another version is refused at start, never misread
+FORMAT = "cascadeflow-scorer/2"
 CHECK_NAME = "learned"
 
 _WORD = re.compile(r"[A-Za-z0-9']+")
@@ -57,6 +60,7 @@ FEATURES: tuple[str, ...] = (
     "prompt_digits", "ends_with_number", "answer_code", "prompt_code", "prompt_math", "prompt_options",
     "answer_is_letter", "hedge_words", "apology", "final_marker", "bullets", "overlap", "unique_words",
     "answer_questions", "turns", "refusal", "hedging", "repetition", "code_breaks", "upper_share", "non_ascii",
+    "false_equation",
 )  # fmt: skip
 
 
@@ -120,6 +124,7 @@ def text_features(prompt: str, answer: str, turns: int = 1) -> list[float]:
         float("```" in answer and _python_breaks(answer)),
         _share(sum(c.isupper() for c in answer), len(answer)),
         _share(sum(ord(c) > 127 for c in answer), len(answer)),
+        float(false_equations(answer)[1] > 0),
     ]
 
 

@@ -27,11 +27,15 @@ from ..sim.replay import ReplayTable, load_records
 from ..usage import Usage
 from .metrics import Outcome
 
-__all__ = ["EvalSetup", "rule_template", "replay_outcomes", "record_cost", "load_eval_records"]
+__all__ = ["EvalSetup", "rule_template", "replay_outcomes", "replay_registry", "record_cost", "load_eval_records"]
 
 #: the settings evaluated when no config names a rule: every built-in check plus self-verification
 DEFAULT_RULE = {"request_model": "*", "draft_model": "*", "quality_threshold": 0.7, "self_verify": {}}
 _VERIFY_OVERHEAD_TOKENS = 24  # the verification question and its framing
+#: Hugging Face ids in the replay data that no price list names, priced as their maker's own API sells the
+#: same weights: Mistral's open-mixtral-8x7b, $0.70 in / $0.70 out per million tokens (genai-prices 0.2.3's
+#: ``mistral`` entry, from https://mistral.ai/pricing; checked 2026-12-03). A list price, not a measured bill.
+_SAME_WEIGHTS_AS = {"mistralai/Mixtral-8x7B-Instruct-v0.1": "open-mixtral-8x7b"}
 
 
 @dataclass
@@ -53,6 +57,18 @@ def rule_template(config_path: str | None, rule_name: str | None) -> dict:
     if chosen is None:
         raise ValueError(f"no rule named {rule_name!r} in {config_path}")
     return chosen.model_dump(mode="json", exclude_none=True)
+
+
+def replay_registry() -> ModelRegistry:
+    """The registry that prices replay records: genai-prices, plus the maker's price for open-weight model ids
+    (:data:`_SAME_WEIGHTS_AS`) where genai-prices has it (else they stay unpriced and savings read unknown)."""
+    registry = ModelRegistry()
+    for model, maker_name in _SAME_WEIGHTS_AS.items():
+        info = registry.info(maker_name)
+        if info is not None and info.price is not None:
+            registry.register(model, provider=info.provider, input_per_mtok=info.price.input_per_mtok,
+                              output_per_mtok=info.price.output_per_mtok)
+    return registry
 
 
 def record_cost(registry: ModelRegistry, side: dict, messages: list) -> float | None:
@@ -148,7 +164,7 @@ def replay_outcomes(setup: EvalSetup, progress: TextIO | None = sys.stderr) -> l
     records = _load(setup.files)
     if not records:
         raise ValueError("no evaluation records in the given files")
-    registry = ModelRegistry()
+    registry = replay_registry()
     with SimulatedProvider(replay=ReplayTable(records), record=False) as sim, tempfile.TemporaryDirectory() as folder:
         with ServerThread(create_app(_eval_config(sim, records, setup.rule, folder))) as gateway:
             replies = asyncio.run(_send_all(gateway.url + "/v1/chat/completions", records, setup.concurrency, progress))
