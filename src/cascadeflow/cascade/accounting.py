@@ -91,8 +91,7 @@ class Accounts:
         decision.add_cut(match.model, usage, cost)
         self.upstreams.count_cut(match, usage, cost)  # upstream calls are counted per call, beside the records
 
-    def abandoned(self, rule: CascadeRule, decision: Decision, conversation: str | None, turn: Turn | None, *,
-                  stream: bool) -> None:
+    def abandoned(self, rule: CascadeRule, decision: Decision, conversation: str | None, turn: Turn | None) -> None:
         """A request cancelled before its answer (the client left, or the server shut down past its deadline).
 
         Its calls are priced already (cut ones on their input; its record counts it, :func:`tally`); an
@@ -147,7 +146,7 @@ class Accounts:
             cost = self.registry.cost(rule.verifier_model or request.model, usage)
         return cost
 
-    def finish(self, rule: CascadeRule, decision: Decision, conversation: str | None, *, stream: bool,
+    def finish(self, rule: CascadeRule, decision: Decision, conversation: str | None, *,
                turn: Turn | None = None, answer: DraftAnswer | None = None) -> None:
         """The request is decided (answered, or failed at the verifier): the conversation learns it (its record
         counts it in the rule's totals, :func:`tally`)."""

@@ -123,7 +123,7 @@ class CascadeEngine:
         try:
             return await self._complete(rule, request, dialect, conversation, request_id, decision, opened)
         except asyncio.CancelledError:
-            self.accounts.abandoned(rule, decision, conversation, opened[0] if opened else None, stream=False)
+            self.accounts.abandoned(rule, decision, conversation, opened[0] if opened else None)
             raise
 
     async def stream(
@@ -139,7 +139,7 @@ class CascadeEngine:
         try:
             return await self._stream(rule, request, dialect, conversation, request_id, decision, opened)
         except asyncio.CancelledError:
-            self.accounts.abandoned(rule, decision, conversation, opened[0] if opened else None, stream=True)
+            self.accounts.abandoned(rule, decision, conversation, opened[0] if opened else None)
             raise
 
     async def _complete(self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None,
@@ -167,7 +167,7 @@ class CascadeEngine:
                 await self.threads.hand_out(result.data, stage.model, dialect)
                 body = ops.reply_body(result.data, self._reported(rule, request, stage.model), request.body or {})
                 decision.baseline_cost = self.accounts.baseline(rule, request, result.usage, turn=turn)
-                self.accounts.finish(rule, decision, conversation, stream=False, turn=turn, answer=answer)
+                self.accounts.finish(rule, decision, conversation, turn=turn, answer=answer)
                 if shadowed:
                     self._shadow_accepted(rule, request, dialect, talk, decision, request_id, answer, result.cost, ops)
                 return CascadeReply(result.status, result.headers, decision, body)
@@ -179,7 +179,7 @@ class CascadeEngine:
                 result = (await self.upstreams.send(match, ask, ANSWER_CALL)).result
                 self.tracing.record_call(span, result)
         except ProxyError as exc:
-            self.accounts.finish(rule, decision, conversation, stream=False)
+            self.accounts.finish(rule, decision, conversation)
             exc.decision = decision  # the error answer carries the decision's headers, its record the draft's cost
             raise
         except asyncio.CancelledError:
@@ -188,7 +188,7 @@ class CascadeEngine:
         decision.add_call(result)
         decision.baseline_cost = self.accounts.baseline(rule, request, result.usage, verifier_cost=result.cost,
                                                         verifier=verifier, turn=turn)
-        self.accounts.finish(rule, decision, conversation, stream=False, turn=turn)
+        self.accounts.finish(rule, decision, conversation, turn=turn)
         if shadowed and judged is not None and decision.confidence is not None:
             self.shadow.escalated(rule, decision, request_id, judged[0], judged[1], ops.answer(result.data), result.cost)
         body = result.raw
@@ -255,7 +255,7 @@ class CascadeEngine:
                     await self.threads.hand_out(accumulator.message, stage.model, dialect)
                 body = ops.replay(accumulator, self._reported(rule, request, stage.model), caller)
                 decision.baseline_cost = self.accounts.baseline(rule, request, upstream.usage, turn=turn)
-                self.accounts.finish(rule, decision, conversation, stream=True, turn=turn, answer=answer)
+                self.accounts.finish(rule, decision, conversation, turn=turn, answer=answer)
                 if shadowed:
                     self._shadow_accepted(rule, request, dialect, talk, decision, request_id, answer, upstream.cost, ops)
                 return CascadeReply(upstream.status, upstream.headers, decision, chunks=once(body))
@@ -267,7 +267,7 @@ class CascadeEngine:
             upstream = (await self.upstreams.open_stream(match, ask, ANSWER_CALL)).stream
         except ProxyError as exc:
             self.tracing.end_call(span, error=exc)
-            self.accounts.finish(rule, decision, conversation, stream=True)
+            self.accounts.finish(rule, decision, conversation)
             exc.decision = decision
             raise
         except asyncio.CancelledError:
@@ -283,7 +283,7 @@ class CascadeEngine:
             decision.add_call(upstream)
             decision.baseline_cost = self.accounts.baseline(rule, request, upstream.usage, verifier_cost=upstream.cost,
                                                             verifier=verifier, turn=turn)
-            self.accounts.finish(rule, decision, conversation, stream=True, turn=turn)
+            self.accounts.finish(rule, decision, conversation, turn=turn)
             if pairing is not None and accumulator is not None and upstream.error is None and accumulator.error is None:
                 paired_id, paired_draft, paired_cost = pairing
                 self.shadow.escalated(rule, decision, paired_id, paired_draft, paired_cost,
