@@ -11,8 +11,13 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def run_quality(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(CHECKOUT / "benchmarks" / "cascade_quality.py"), *args],
-                          capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, str(CHECKOUT / "benchmarks" / "cascade_quality.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_cascade_quality_without_its_data_names_the_path_and_exits_2(tmp_path):
@@ -37,3 +42,23 @@ def test_cascade_quality_reads_the_data_dir_from_the_environment(tmp_path):
     missing = tmp_path / "from-env"
     done = run_quality(env={"CASCADEFLOW_REPLAY_DIR": str(missing)})
     assert done.returncode == 2 and str(missing) in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_signal_combination_without_its_data_names_the_path_and_exits_2(tmp_path):
+    missing = tmp_path / "no-replay-here"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(CHECKOUT / "benchmarks" / "signal_combination.py"),
+            "--data",
+            str(missing),
+            "--out",
+            str(tmp_path / "out.md"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert str(missing) in done.stderr and "--data" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out.md").exists()
