@@ -46,8 +46,8 @@ __all__ = ["LOOKBACK", "CacheShadow", "CacheSplit", "PromptShape", "SeenPrompt",
 _PREFIX_KEY = struct.Struct("<IQ")
 #: how many positions a lookup checks from a breakpoint, its own included (Anthropic: "at most 20 positions")
 LOOKBACK = 20
-#: block types whose consecutive runs count as one lookback position (the codes kept per block)
-_RUNS = {"tool_use": 1, "tool_result": 2}
+#: the block types whose consecutive runs count as one lookback position have run codes 1 and 2 (0: any other)
+_TOOL_USE, _TOOL_RESULT = 1, 2
 _TTL_5M, _TTL_1H = 300.0, 3600.0
 _OPENAI_TTL, _OPENAI_MIN, _OPENAI_STEP = 600.0, 1024, 128
 #: entries kept per model and conversation (the longest prefixes win; older ones are never looked up again)
@@ -120,22 +120,24 @@ class PromptShape:
             kept = _common_messages(seen.messages, messages)
             cut = seen.starts[kept]
             hashes, ends = seen.hashes[:cut], seen.ends[:cut]
-            positions, runs = seen.positions[:cut], seen.runs[:cut]
+            positions, runs = seen.positions[:cut], seen.runs[:kept + 1]
             marks = [mark for mark in seen.marks if mark[0] < cut]
             starts = seen.starts[:kept + 1]
         else:
-            kept, hashes, ends, marks, starts, positions, runs = 0, [], [], [], [], [], []
+            kept, hashes, ends, marks, starts, positions = 0, [], [], [], [], []
             blocks = [(data + b",", ttl, run) for data, ttl, run in map(_block, tools or ())]
             if dialect == "anthropic":
                 _extend(blocks, system)
-            _hash(blocks, hashes, ends, marks, positions, runs)
+            runs = [_hash(blocks, hashes, ends, marks, positions, 0)]
             starts.append(len(hashes))
         for message in messages[kept:]:
+            last = runs[-1]
             if isinstance(message, dict):
                 blocks = []
                 _extend(blocks, message.get("content"), role=message.get("role"))
-                _hash(blocks, hashes, ends, marks, positions, runs)
+                last = _hash(blocks, hashes, ends, marks, positions, last)
             starts.append(len(hashes))
+            runs.append(last)
         seen = SeenPrompt(dialect, tools, system, list(messages), starts, hashes, ends, marks, positions, runs)
         points = list(marks)
         top = body.get("cache_control")
@@ -165,7 +167,7 @@ class SeenPrompt:
     hashes: list[bytes]
     ends: list[int]
     marks: list[tuple[int, float]]
-    #: per block, its lookback position and its run's type (0: none, else a code of :data:`_RUNS`)
+    #: per block, its lookback position; per entry of ``starts``, the run code of the block before it
     positions: list[int]
     runs: list[int]
 
@@ -210,11 +212,12 @@ def _can_mark(block: object) -> bool:
 
 
 def _hash(blocks: list[tuple[bytes, float | None, int]], hashes: list[bytes], ends: list[int],
-          marks: list[tuple[int, float]], positions: list[int], runs: list[int]) -> None:
+          marks: list[tuple[int, float]], positions: list[int], last: int) -> int:
     """Append ``blocks`` to the running hashes: a CRC-32 and the length so far name each prefix (fast, and
-    stable across processes); and to the lookback positions (a block continuing a run shares its position)."""
+    stable across processes); and to the lookback positions (a block that goes on with a run of tool_use, or
+    of tool_result, blocks shares its position). ``last``: the run code of the block before; returns the last's."""
     crc, total = _PREFIX_KEY.unpack(hashes[-1]) if hashes else (0, 0)
-    position, last = (positions[-1], runs[-1]) if positions else (-1, 0)
+    position = positions[-1] if positions else -1
     for data, ttl, run in blocks:
         crc = zlib.crc32(data, crc)
         total += len(data)
@@ -222,10 +225,11 @@ def _hash(blocks: list[tuple[bytes, float | None, int]], hashes: list[bytes], en
             marks.append((len(hashes), ttl))
         hashes.append(_PREFIX_KEY.pack(crc, total))
         ends.append(total)
-        position += 0 if run and run == last else 1
+        if not run or run != last:
+            position += 1
         last = run
         positions.append(position)
-        runs.append(run)
+    return last
 
 
 def _ttl(control: object) -> float:
@@ -233,12 +237,12 @@ def _ttl(control: object) -> float:
 
 
 def _block(block: object) -> tuple[bytes, float | None, int]:
-    """A block's JSON without its marks, its breakpoint's TTL (None: not a breakpoint) and its run's code."""
+    """A block's JSON without its marks, its breakpoint's TTL (None: not a breakpoint) and its run code."""
     if not isinstance(block, dict):
         return orjson.dumps(block), None, 0
     kind = block.get("type")
-    run = _RUNS.get(kind, 0) if isinstance(kind, str) else 0
-    if run == 2:
+    run = _TOOL_RESULT if kind == "tool_result" else _TOOL_USE if kind == "tool_use" else 0
+    if run == _TOOL_RESULT:
         content = block.get("content")
         if isinstance(content, list) and any(isinstance(part, dict) and "cache_control" in part for part in content):
             return (*_tool_result(block, content), run)
