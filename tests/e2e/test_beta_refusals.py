@@ -8,12 +8,16 @@ Requests go through the anthropic SDK over HTTP; the simulator counts what reach
 
 from __future__ import annotations
 
+import os
+import time
+
 import anthropic
 import httpx
 import pytest
 
 from cascadeflow import ProxyConfig
 from cascadeflow.sim import SimulatedProvider
+from tests import needs
 from tests.conftest import ledger_rows, sim_routes
 from tests.e2e.test_claude_code import assert_tool_loop_done, claude, config_for, run_claude, write_loop
 from tests.e2e.test_claude_code import models_called as cli_calls
@@ -140,3 +144,97 @@ def test_claude_code_completes_its_tool_loop_when_the_draft_refuses_its_beta(cla
     assert "claude-code-20250219" in refused["headers"]["anthropic-beta"], "the beta was sent, not stripped"
     stats = httpx.get(f"{gw.url}/stats").json()["cascade"]["opus"]
     assert stats["skipped_by_policy"] == {"capability:beta": 1}
+
+
+REDIS = os.environ.get("CASCADEFLOW_TEST_REDIS", "redis://127.0.0.1:6379/7")
+
+
+def cascade_config(picky, rule: dict, **extra) -> ProxyConfig:
+    rule = {"name": "opus", "request_model": OPUS, "quality_threshold": 0.0,
+            "policies": {"cache_economics": False, "sticky_escalations": 0}, **rule}
+    return ProxyConfig.from_dict({"routes": sim_routes(picky), "cascade_rules": [rule], **extra})
+
+
+@pytest.fixture()
+def shared_redis():
+    import redis
+
+    client = redis.Redis.from_url(REDIS, socket_timeout=2)
+    try:
+        client.flushdb()
+    except redis.RedisError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(needs.redis(REDIS, "CASCADEFLOW_TEST_REDIS", exc))
+    yield REDIS
+    client.flushdb()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_refusal_one_gateway_learned_spares_the_others_the_refused_draft(picky, start_gateway, shared_redis, stream):
+    """Two gateways share one Redis: the first pays for the refused draft, the second sends none."""
+    picky.set_script([])
+    picky.clear()
+    first, second = (start_gateway(cascade_config(picky, {"draft_model": HAIKU}, redis_url=shared_redis))
+                     for _ in range(2))
+    _, headers = ask(second, "claude-code-20250219", stream=stream, prompt="Warm up")  # it has read Redis already
+    assert headers["x-cascadeflow-decision"] == "accepted"
+    picky.clear()
+    _, headers = ask(first, BETAS, stream=stream)
+    assert headers["x-cascadeflow-decision"] == "escalated:draft_error"
+    assert models_called(picky) == [HAIKU, OPUS]
+
+    picky.clear()
+    time.sleep(2.1)  # the second gateway reads what others learned at most every 2 s
+    message, headers = ask(second, BETAS, stream=stream, prompt="And of Spain?")
+    assert headers["x-cascadeflow-decision"] == "skipped:capability:beta"
+    assert message.content[0].text.startswith(f"[{OPUS}]")
+    assert models_called(picky) == [OPUS], "the second gateway sends no draft to be refused"
+    assert httpx.get(f"{second.url}/stats").json()["cascade"]["opus"]["skipped_by_policy"] == {"capability:beta": 1}
+
+
+def test_with_redis_down_each_gateway_still_learns_for_itself(picky, start_gateway):
+    picky.set_script([])
+    picky.clear()
+    gw = start_gateway(cascade_config(picky, {"draft_model": HAIKU}, redis_url="redis://127.0.0.1:1/0"))
+    _, headers = ask(gw, BETAS, stream=False)
+    assert headers["x-cascadeflow-decision"] == "escalated:draft_error"
+    picky.clear()
+    _, headers = ask(gw, BETAS, stream=True, prompt="And of Spain?")
+    assert headers["x-cascadeflow-decision"] == "skipped:capability:beta"
+    assert models_called(picky) == [OPUS]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_each_draft_stage_is_gated_on_its_own_refusals(picky, start_gateway, tmp_path, stream):
+    """Stages Haiku then Sonnet; Haiku refuses the beta, Sonnet has it: Haiku is skipped, Sonnet still drafts."""
+    picky.set_script([])
+    picky.clear()
+    database = f"sqlite:///{tmp_path / 'ledger.db'}"
+    gw = start_gateway(cascade_config(picky, {"stages": [{"model": HAIKU}, {"model": SONNET}]}, database_url=database))
+    message, headers = ask(gw, BETAS, stream=stream)
+    assert (headers["x-cascadeflow-decision"], headers["x-cascadeflow-draft-model"]) == ("accepted", SONNET)
+    assert message.content[0].text.startswith(f"[{SONNET}]")
+    assert models_called(picky) == [HAIKU, SONNET], "Haiku's draft refused, Sonnet's accepted"
+
+    picky.clear()
+    message, headers = ask(gw, BETAS, stream=stream, prompt="And of Spain?")
+    assert (headers["x-cascadeflow-decision"], headers["x-cascadeflow-draft-model"]) == ("accepted", SONNET)
+    assert models_called(picky) == [SONNET], "Haiku is not asked again; the next stage is"
+
+    picky.clear()  # a beta neither draft model has: no stage is tried
+    picky.refused_betas = {HAIKU: frozenset({ONE_M}), SONNET: frozenset({ONE_M})}
+    try:
+        _, headers = ask(gw, BETAS, stream=stream, prompt="And of Italy?")
+        assert headers["x-cascadeflow-decision"] == "escalated:draft_error"
+        assert models_called(picky) == [SONNET, OPUS]
+        picky.clear()
+        _, headers = ask(gw, BETAS, stream=stream, prompt="And of Greece?")
+    finally:
+        picky.refused_betas = {HAIKU: frozenset({ONE_M})}
+    assert headers["x-cascadeflow-decision"] == "skipped:capability:beta"
+    assert models_called(picky) == [OPUS]
+    assert [row["decision"] for row in ledger_rows(database, at_least=4)] == [
+        "accepted", "accepted", "escalated:draft_error", "skipped:capability:beta"]
+    stats = httpx.get(f"{gw.url}/stats").json()["cascade"]["opus"]
+    assert stats["drafts_tried"] == 4, "2 + 1 + 1 + 0: a skipped stage is no draft tried"

@@ -1,7 +1,7 @@
 """The bridging breakpoint: an escalation after a long drafted run reads the verifier's live prefix.
 
 A Claude-Code-shaped session (`benchmarks/agentic_session.py`'s tools, system blocks and turns) through a
-Haiku-for-Opus cascade against the simulator, which caches per model as Anthropic does (20-block lookback,
+Haiku-for-Opus cascade against the simulator, which caches per model as Anthropic does (20-position lookback,
 at most 4 breakpoints). Opus serves turn 0, the draft serves 12 turns (24 blocks: Opus's prefix is out of
 the newest breakpoint's reach), and turn 13 escalates.
 """
@@ -135,3 +135,47 @@ def test_a_draft_model_coming_back_after_a_long_verifier_run_reads_its_own_live_
     prefix = first["cache_read_input_tokens"] + first["cache_creation_input_tokens"]
     assert drafts[1]["usage"]["cache_read_input_tokens"] == prefix > 8000, "Haiku reads its turn-0 prefix"
     assert "cache_control" in drafts[1]["body"]["messages"][0]["content"][0], "bridged at turn 0's last block"
+
+
+def test_parallel_tool_calls_keep_the_verifiers_prefix_in_reach_without_a_bridge(sim):
+    """Each drafted turn makes 4 parallel tool calls: 8 blocks, but 2 lookback positions (a run of tool_use
+    blocks is one, a run of tool_result blocks another, as on the Claude API). After 8 drafted turns (64 blocks,
+    16 positions) Opus's turn-0 prefix is still in the newest breakpoint's reach: the gateway's shadow knows it
+    and adds no bridge, and the simulator, which counts positions the same way, reads the prefix."""
+    calls, turns, escalated = 4, 10, 9
+    rules = [{"match": {"prompt_contains": "Begin the task"}, "tool_calls": [
+        {"name": "Tool1", "input": {"path": f"src/f0_{k}.py"}} for k in range(calls)]}]
+    for n in range(1, turns):
+        step = {"match": {"prompt_contains": f"step {n - 1} done"}}
+        if n == escalated:
+            rules.append({**step, "match": {**step["match"], "model": bench.HAIKU}, "tool_calls": [{"name": "Tool1", "input": {}}]})
+        rules.append({**step, "tool_calls": [{"name": "Tool1", "input": {"path": f"src/f{n}_{k}.py"}} for k in range(calls)]})
+    server = bench.gateway_for(sim, bench.HAIKU, sticky=0, economics=False)
+    try:
+        sim.set_script([{"match": {"model": bench.HAIKU, "prompt_contains": "Begin the task"},
+                         "tool_calls": [{"name": "Tool1", "input": {}}]}, *rules])  # turn 0 escalates too
+        sim.clear()
+        client = anthropic.Anthropic(base_url=server.url, api_key="k", max_retries=0)
+        messages: list = [{"role": "user", "content": [{"type": "text", "text": "Begin the task. " + bench.text(6000, 1)}]}]
+        session = {"X-Claude-Code-Session-Id": str(uuid.uuid4())}
+        for n in range(escalated + 1):
+            for message in messages:
+                for block in message["content"]:
+                    block.pop("cache_control", None)
+            messages[-1]["content"][-1]["cache_control"] = {"type": "ephemeral"}
+            final = client.messages.create(model=bench.OPUS, max_tokens=4096, system=bench.SYSTEM, tools=bench.tools(),
+                                           messages=messages, extra_headers=session)
+            uses = [b for b in final.content if b.type == "tool_use"]
+            assert len(uses) == calls or n == escalated, n
+            messages.append({"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in final.content]})
+            messages.append({"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": use.id, "content": f"step {n} done\n" + bench.text(300, n * 10 + k)}
+                for k, use in enumerate(uses)]})
+    finally:
+        server.stop()
+    first, escalation = _opus_calls(sim)
+    assert sum(1 for r in sim.requests if r.get("body", {}).get("model") == bench.HAIKU and r.get("usage")) == escalated + 1
+    prefix = first["usage"]["cache_read_input_tokens"] + first["usage"]["cache_creation_input_tokens"]
+    assert escalation["usage"]["cache_read_input_tokens"] == prefix > 8000, "Opus reads its turn-0 prefix"
+    assert _marks(escalation["body"]) == ["system.1", "system.2", f"messages.{2 * escalated}.{calls - 1}"], \
+        "no bridge: the client's own breakpoints reach the prefix"

@@ -40,6 +40,27 @@ def test_a_prefix_within_the_lookback_needs_no_bridge():
     assert find_bridge(PromptShape.of(conversation(10), "anthropic"), shadow, 1.0) is None  # 16 blocks on: reached
 
 
+def test_a_run_of_parallel_tool_calls_is_one_position_for_the_bridge_too():
+    """30 blocks of parallel calls are 2 lookback positions (a run of tool_use blocks is one, a run of
+    tool_result blocks another): the newest breakpoint reaches the prefix, no bridge. 11 single calls (22
+    positions) do not reach it; then the bridge goes on the block that ends it."""
+    earlier = conversation(2)
+    shadow = served(earlier)
+    end = PromptShape.of(earlier, "anthropic").breakpoints[-1][0]
+    later = conversation(2)
+    later["messages"][-1]["content"][-1].pop("cache_control")
+    calls = [{"type": "tool_use", "id": f"p{k}", "name": "T0", "input": {"k": k}} for k in range(15)]
+    results = [{"type": "tool_result", "tool_use_id": f"p{k}", "content": "r" * 90} for k in range(15)]
+    results[-1]["cache_control"] = MARK
+    later["messages"] += [{"role": "assistant", "content": calls}, {"role": "user", "content": results}]
+    shape = PromptShape.of(later, "anthropic")
+    assert shape.blocks - end - 1 == 30 and shape.positions[-1] - shape.positions[end] == 2
+    assert find_bridge(shape, shadow, 1.0) is None
+    assert shadow.split(shape, MODEL, 1.0, 0.25).read == shape.ends[end]
+    far = PromptShape.of(conversation(13), "anthropic")
+    assert far.positions[-1] - far.positions[end] == 22 and find_bridge(far, shadow, 1.0) == end
+
+
 def test_a_prefix_beyond_the_lookback_is_bridged_at_its_last_block():
     earlier, later = conversation(2), conversation(13)
     shadow = served(earlier)

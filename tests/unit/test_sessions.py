@@ -163,6 +163,14 @@ def test_a_grown_shape_is_the_shape_of_the_whole_request_whatever_changed():
             request = edits(body(n), n)
             grown, seen = PromptShape.grown(request, dialect, rules, seen)
             assert grown == PromptShape.of(request, dialect, rules), (dialect, rules, n)
+    seen = None  # runs of parallel tool calls: positions carried from the blocks kept
+    for n in range(2, 9):
+        request = parallel(n, 1 + n % 4)
+        if n % 3 == 0:  # a run that goes on in the next message (two user messages in a row)
+            request["messages"].append({"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "late", "content": "z", "cache_control": MARK}]})
+        grown, seen = PromptShape.grown(request, "anthropic", None, seen)
+        assert grown == PromptShape.of(request, "anthropic", None) and list(grown.positions) == _positions(request), n
     # the message whose breakpoint moved off it is hashed again, not reused with its old mark
     first, seen = PromptShape.grown(body(2), "anthropic", None, None)
     second, _ = PromptShape.grown(body(3), "anthropic", None, seen)
@@ -222,13 +230,33 @@ def test_the_prompts_kept_for_the_next_turn_are_bounded():
     assert asyncio.run(run()) == _SEEN_PROMPTS
 
 
-def _split_walking_every_window(shadow: CacheShadow, shape: PromptShape, model: str, now: float, per_char: float):
-    """The lookup as the docs state it, without shortcuts: every breakpoint's whole window, the longest live hit."""
-    from cascadeflow.sessions.cache import LOOKBACK, CacheSplit, min_cacheable_tokens
+def _positions(request: dict) -> list[int]:
+    """Each block's lookback position, from the request itself: a block is a position, except that a run of
+    consecutive tool_use blocks counts as one, and so does a run of consecutive tool_result blocks."""
+    kinds = [None] * len(request.get("tools") or ()) + [None] * len(request.get("system") or ())
+    for message in request["messages"]:
+        content = message["content"]
+        kinds += [block.get("type") if isinstance(block, dict) else None
+                  for block in (content if isinstance(content, list) else [content])]
+    positions, previous = [], None
+    for kind in kinds:
+        run = kind if kind in ("tool_use", "tool_result") else None
+        positions.append((positions[-1] if positions else -1) + (0 if run is not None and run == previous else 1))
+        previous = run
+    return positions
+
+
+def _split_walking_every_window(shadow: CacheShadow, shape: PromptShape, model: str, now: float, per_char: float,
+                                positions: list[int]):
+    """The lookup as the docs state it, without shortcuts: every breakpoint's whole window of 20 positions
+    (its own the first), the longest live hit."""
+    from cascadeflow.sessions.cache import CacheSplit, min_cacheable_tokens
 
     best = -1
     for index, _ in shape.breakpoints:
-        for i in range(index, max(-1, index - LOOKBACK), -1):
+        for i in range(index, -1, -1):
+            if positions[index] - positions[i] >= 20:
+                break
             entry = shadow.entries.get(shape.hashes[i])
             if entry is not None and entry[1] > now:
                 best = max(best, i)
@@ -240,15 +268,53 @@ def _split_walking_every_window(shadow: CacheShadow, shape: PromptShape, model: 
     return CacheSplit(read, max(0, shape.ends[last] - read) if last > best else 0, shape.chars)
 
 
+def parallel(turns: int, calls: int, *, split_runs: bool = False) -> dict:
+    """:func:`body` whose round trips after the first are ``calls`` parallel tool calls: the assistant's
+    tool_use blocks in a row, then their tool_result blocks (``split_runs``: a text block before each
+    tool_use and each tool_result, so that no two are consecutive)."""
+    request = body(turns)
+    for n, message in enumerate(request["messages"][3:], start=2):
+        kind = "tool_use" if message["role"] == "assistant" else "tool_result"
+        blocks = []
+        for k in range(calls):
+            if split_runs:
+                blocks.append({"type": "text", "text": f"call {k}"})
+            blocks.append({"type": "tool_use", "id": f"t{n}-{k}", "name": "Read", "input": {"k": k}} if kind == "tool_use"
+                          else {"type": "tool_result", "tool_use_id": f"t{n}-{k}", "content": "x" * 40})
+        message["content"] = blocks
+    request["messages"][-1]["content"][-1]["cache_control"] = MARK
+    return request
+
+
+def test_a_run_of_parallel_tool_calls_is_one_lookback_position():
+    """Anthropic's rule: "a run of consecutive tool_use blocks counts as one position, and so does a run of
+    consecutive tool_result blocks". A turn of 15 parallel calls adds 30 blocks but 2 positions: the previous
+    turn's entry is still read. The same calls with a text block before each (60 positions) are out of reach."""
+    earlier = body(1)
+    for split_runs, reached in ((False, True), (True, False)):
+        shadow = CacheShadow()
+        split(shadow, earlier, 0)
+        later = parallel(2, 15, split_runs=split_runs)
+        shape, before = PromptShape.of(later, "anthropic"), PromptShape.of(earlier, "anthropic")
+        assert shape.hashes[before.blocks - 1] == before.hashes[-1], "the earlier prompt is a prefix of the later"
+        assert shape.positions[-1] - shape.positions[before.blocks - 1] == (60 if split_runs else 2)
+        read = shadow.split(shape, OPUS, 10, 0.25).read
+        if reached:
+            assert read == before.chars
+        else:  # the system prompt's own breakpoint still reads the system prefix
+            assert 0 < read < before.chars
+
+
 def test_the_lookup_finds_what_walking_every_window_finds():
     """The split stops walking below the best entry found so far: the same answer as walking every window, for
-    conversations with breakpoints far apart and close together, entries live and expired, any model's floor."""
+    conversations with breakpoints far apart and close together, runs of parallel tool calls, entries live and
+    expired, any model's floor."""
     import random
 
     rng = random.Random(7)
 
     def marked(turns: int) -> dict:  # extra breakpoints anywhere: windows overlap, entries lie at any distance
-        request = body(turns)
+        request = parallel(turns, rng.choice((1, 1, 3, 9))) if turns > 1 else body(turns)
         for message in request["messages"]:
             if rng.random() < 0.2:
                 message["content"][-1]["cache_control"] = MARK
@@ -265,10 +331,13 @@ def test_the_lookup_finds_what_walking_every_window_finds():
             if rng.random() < 0.2:
                 del shadow.entries[key]
         shape = PromptShape.of(request, "anthropic")
+        positions = _positions(request)
+        assert list(shape.positions) == positions, trial
         for model in (OPUS, "claude-opus-4-6", "claude-haiku-3"):
             per_char = rng.choice((0.05, 0.25, 0.3))
             at = now + rng.choice((0.0, 200.0, 350.0))
-            assert shadow.split(shape, model, at, per_char) == _split_walking_every_window(shadow, shape, model, at, per_char), trial
+            assert shadow.split(shape, model, at, per_char) == _split_walking_every_window(
+                shadow, shape, model, at, per_char, positions), trial
 
 
 def test_the_failure_words_gate_the_failure_pattern_exactly():

@@ -156,6 +156,33 @@ def test_lookback_reaches_20_blocks_and_no_further(sim):
         far.cache_read_input_tokens
 
 
+def parallel_turn(i: int, calls: int, *, split_runs: bool = False) -> list[dict]:
+    """One round trip of ``calls`` parallel tool calls: the tool_use blocks in a row, then their tool_result
+    blocks (``split_runs``: a text block before each, so that no two are consecutive)."""
+    uses, results = [{"type": "text", "text": f"Step {i}: running them all."}], []
+    for k in range(calls):
+        if split_runs:
+            uses.append({"type": "text", "text": f"call {k}"})
+            results.append({"type": "text", "text": f"result {k}"})
+        uses.append({"type": "tool_use", "id": f"toolu_{i:04d}_{k}", "name": "Bash", "input": {"arg": f"cat f{k}"}})
+        results.append({"type": "tool_result", "tool_use_id": f"toolu_{i:04d}_{k}", "content": f"file {k}\n" * 20})
+    return [{"role": "assistant", "content": uses}, {"role": "user", "content": results}]
+
+
+def test_a_run_of_parallel_tool_calls_is_one_lookback_position(sim):
+    """The Claude API's rule: "a run of consecutive tool_use blocks counts as one position, and so does a run
+    of consecutive tool_result blocks". A turn of 12 parallel calls adds 25 blocks but 3 positions: the next
+    request still reads the previous one's entry. With a text block before each call and each result (49
+    positions) it lies out of reach, and only the system prefix is read."""
+    send(sim, conversation(1))
+    near = send(sim, conversation(1) + parallel_turn(1, 12))
+    assert near.cache_read_input_tokens == tokens_through(tools(), system(), message_blocks(conversation(1)))
+    sim.clear()
+    send(sim, conversation(1))
+    far = send(sim, conversation(1) + parallel_turn(1, 12, split_runs=True))
+    assert far.cache_read_input_tokens == tokens_through(tools(), system())
+
+
 def test_pause_past_the_ttl_misses_and_rewrites(sim):
     messages = conversation(3)
     written = send(sim, messages).cache_creation_input_tokens

@@ -17,14 +17,19 @@ The two shapes of the refusal that are known (the parser reads both):
   documentation at docs.claude.com or try again without the header.`` — what the live API and
   gateways in front of it answer (anthropics/claude-code#46105, QuantumNous/new-api#2975).
 
-The memory is per process, bounded (least recently refused pairs go first) and forgets a pair
-after ``ttl`` seconds, so a beta the model gains later is found again at the cost of one
-refused draft per pair, process and ``ttl``. It is not shared through Redis: a process learns
-on its first refused draft, and one refused call per process is what sharing would save.
+The memory is bounded (least recently refused pairs go first) and forgets a pair after ``ttl``
+seconds, so a beta the model gains later is found again at the cost of one refused draft per
+pair and ``ttl``. With ``redis_url`` it is shared (:class:`RedisBetaRefusals`): what one gateway
+process learns, the others honour. The request path reads only the process's own copy; that copy
+is refreshed from Redis (one read of a bounded set) at most every ``refresh`` seconds, and only by
+a request that carries an ``anthropic-beta`` header. A Redis fault never fails a request: the
+process then goes on with what it learned itself.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import time
 from collections import OrderedDict
@@ -37,7 +42,9 @@ from ..errors import ProxyError, ProxyUpstreamError
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-__all__ = ["BETA_HEADER", "BetaRefusals", "refused_betas", "requested_betas"]
+__all__ = ["BETA_HEADER", "BetaRefusals", "RedisBetaRefusals", "beta_refusals", "refused_betas", "requested_betas"]
+
+log = logging.getLogger("cascadeflow.cascade")
 
 BETA_HEADER = "anthropic-beta"
 _UNEXPECTED = re.compile(r"Unexpected values?(?:\(s\))? (.+?) for the `?anthropic-beta`? header", re.IGNORECASE)
@@ -45,6 +52,8 @@ _UNSUPPORTED = re.compile(r"Unsupported beta header: *([^\s\"']+(?: *, *[^\s\"']
 _QUOTED = re.compile(r"`([^`]+)`")
 #: an error message longer than this is not read (a refusal is one sentence)
 _MAX_MESSAGE = 4096
+#: a longer beta name is not remembered (real ones are ~30 characters): entries stay small
+_MAX_BETA = 128
 
 
 def requested_betas(headers: Mapping[str, str]) -> list[str]:
@@ -79,10 +88,10 @@ def refused_betas(exc: ProxyError, sent: list[str]) -> list[str]:
 
 
 class BetaRefusals:
-    """(model, beta) pairs a model refused, bounded and forgotten after ``ttl`` seconds."""
+    """(model, beta) pairs a model refused, bounded and forgotten after ``ttl`` seconds (one process's memory)."""
 
     def __init__(self, max_entries: int = 1024, ttl: float = 3600.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.time) -> None:
         self._max = max_entries
         self._ttl = ttl
         self._clock = clock
@@ -91,16 +100,25 @@ class BetaRefusals:
     def __len__(self) -> int:
         return len(self._until)
 
-    def learn(self, model: str, headers: Mapping[str, str], exc: ProxyError) -> list[str]:
+    async def ready(self, headers: Mapping[str, str]) -> None:
+        """Before :meth:`refused` is asked about a request: nothing to fetch for one process's memory."""
+
+    async def learn(self, model: str, headers: Mapping[str, str], exc: ProxyError) -> list[str]:
         """Remember the betas ``model`` refused with ``exc`` (a draft sent with ``headers``); returns them."""
-        betas = refused_betas(exc, requested_betas(headers))
+        return self._learn(model, headers, exc)[0]
+
+    def _learn(self, model: str, headers: Mapping[str, str], exc: ProxyError) -> tuple[list[str], float]:
+        betas = [beta for beta in refused_betas(exc, requested_betas(headers)) if len(beta) <= _MAX_BETA]
         until = self._clock() + self._ttl
         for beta in betas:
-            self._until[(model, beta)] = until
-            self._until.move_to_end((model, beta))
+            self._keep((model, beta), until)
+        return betas, until
+
+    def _keep(self, pair: tuple[str, str], until: float) -> None:
+        self._until[pair] = until
+        self._until.move_to_end(pair)
         while len(self._until) > self._max:
             self._until.popitem(last=False)
-        return betas
 
     def refused(self, model: str, headers: Mapping[str, str]) -> str | None:
         """The first beta of a request (its ``headers``) that ``model`` is known to refuse, else None."""
@@ -116,3 +134,78 @@ class BetaRefusals:
                 return beta
             del self._until[(model, beta)]  # forgotten: the next draft finds out again
         return None
+
+    async def aclose(self) -> None:
+        self._until.clear()
+
+
+#: one sorted set: member ``model\nbeta``, score the time (epoch seconds) the refusal is forgotten
+_KEY = "cf:beta-refusals"
+
+
+class RedisBetaRefusals(BetaRefusals):
+    """The refusals every gateway process learned, through one bounded, TTL'd sorted set in Redis.
+
+    :meth:`refused` still reads this process's copy (no round trip); :meth:`ready` refreshes the
+    copy when it is older than ``refresh`` seconds and the request carries a beta (concurrent
+    requests share one read). A refusal learned here is written at once (a refused draft's
+    path, off the common one). Redis down or slow (``timeout``): logged, and this process's own
+    refusals still count.
+    """
+
+    def __init__(self, url: str, max_entries: int = 1024, ttl: float = 3600.0, *, refresh: float = 2.0,
+                 timeout: float = 0.25, clock: Callable[[], float] = time.time) -> None:
+        import redis.asyncio as redis
+
+        super().__init__(max_entries, ttl, clock)
+        self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self._refresh = refresh
+        self._fresh_until = float("-inf")  # never read yet: the first request with a beta reads
+        self._reading: asyncio.Future[None] | None = None
+
+    async def ready(self, headers: Mapping[str, str]) -> None:
+        if BETA_HEADER not in headers or self._clock() < self._fresh_until:
+            return
+        if self._reading is None:
+            self._reading = asyncio.ensure_future(self._read())
+        reading = self._reading
+        await asyncio.shield(reading)  # a cancelled request leaves the read to the others
+
+    async def _read(self) -> None:
+        now = self._clock()
+        found: list[tuple[bytes, float]] = []
+        try:
+            found = await self.client.zrangebyscore(_KEY, now, "+inf", withscores=True)  # type: ignore[assignment]
+        except Exception as exc:  # noqa: BLE001 - Redis down: this process's own refusals still count
+            log.warning("could not read learned beta refusals from Redis: %s", exc)
+        finally:
+            self._fresh_until = now + self._refresh  # also after a fault: Redis is tried again later, not per request
+            self._reading = None
+        for member, until in found[-self._max:]:
+            model, _, beta = member.decode("utf-8", "replace").partition("\n")
+            if beta and float(until) > self._until.get((model, beta), 0.0):
+                self._keep((model, beta), float(until))
+
+    async def learn(self, model: str, headers: Mapping[str, str], exc: ProxyError) -> list[str]:
+        betas, until = self._learn(model, headers, exc)
+        if not betas:
+            return betas
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.zadd(_KEY, {f"{model}\n{beta}": until for beta in betas})
+                pipe.zremrangebyscore(_KEY, "-inf", self._clock())  # forgotten ones
+                pipe.zremrangebyrank(_KEY, 0, -self._max - 1)  # bounded: the soonest forgotten go first
+                pipe.expire(_KEY, int(self._ttl) + 1)
+                await pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - Redis down must not fail the request
+            log.warning("could not share a learned beta refusal through Redis: %s", exc)
+        return betas
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        await self.client.aclose()
+
+
+def beta_refusals(redis_url: str | None) -> BetaRefusals:
+    """Shared through Redis when ``redis_url`` is set, else one process's memory."""
+    return RedisBetaRefusals(redis_url) if redis_url else BetaRefusals()

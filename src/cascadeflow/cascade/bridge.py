@@ -1,8 +1,8 @@
 """The bridging breakpoint: a model reads the prefix its cache still holds after a run it did not serve.
 
 Anthropic looks a cache entry up from each ``cache_control`` breakpoint back over at
-most :data:`~cascadeflow.sessions.cache.LOOKBACK` blocks, and takes at most 4
-breakpoints. Claude Code marks two system blocks and the newest block; each drafted turn
+most :data:`~cascadeflow.sessions.cache.LOOKBACK` positions (a block, or a run of
+consecutive ``tool_use`` or ``tool_result`` blocks), and takes at most 4 breakpoints. Claude Code marks two system blocks and the newest block; each drafted turn
 adds about two blocks, so after ten drafted turns the requested model's last cached
 prefix lies beyond the newest breakpoint's reach although it is still live, and the
 next escalation would write it all again at 1.25× input. The same holds for a draft
@@ -24,7 +24,7 @@ come after a ``5m`` one; a request that already breaks that rule is left alone).
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING
 
 from ..sessions.cache import LOOKBACK, CacheShadow, PromptShape
@@ -61,8 +61,9 @@ def find_bridge(shape: PromptShape, shadow: CacheShadow | None, now: float) -> i
     longest = _longest(shape, shadow, now)
     if longest < 0 or longest >= points[-1][0]:
         return None
-    # a breakpoint within LOOKBACK blocks after it finds it: no live entry lies between (it would be longer)
-    if any(index - LOOKBACK < longest <= index for index, _ in points):
+    # a breakpoint within LOOKBACK positions after it finds it: no live entry lies between (it would be longer)
+    positions = shape.positions
+    if any(longest <= index and positions[index] - positions[longest] < LOOKBACK for index, _ in points):
         return None
     return longest
 
@@ -91,7 +92,9 @@ def add_bridge(body: dict, client: dict, shape: PromptShape, end: int) -> tuple[
     if _marks(body) >= MAX_BREAKPOINTS:
         return None
     points = shape.breakpoints
-    stop = min(end + LOOKBACK - 1, points[-1][0] - 1)
+    # the last block whose lookback still reaches block ``end``: LOOKBACK positions, its own included
+    reach = bisect_right(shape.positions, shape.positions[end] + LOOKBACK - 1) - 1
+    stop = min(reach, points[-1][0] - 1)
     places = _places(client, shape.blocks)
     if places is None:
         return None
@@ -110,7 +113,8 @@ def add_bridge(body: dict, client: dict, shape: PromptShape, end: int) -> tuple[
 
 def with_bridge(shape: PromptShape, index: int, ttl: float = _TTL_5M) -> PromptShape:
     """``shape`` with one more breakpoint, at block ``index`` (the hashes do not change: a mark is not hashed)."""
-    return PromptShape(shape.hashes, shape.ends, tuple(sorted((*shape.breakpoints, (index, ttl)))), shape.rules)
+    return PromptShape(shape.hashes, shape.ends, tuple(sorted((*shape.breakpoints, (index, ttl)))), shape.rules,
+                       shape.positions)
 
 
 def _places(body: dict, blocks: int) -> list[tuple[str, int, int]] | None:

@@ -70,7 +70,7 @@ class CascadeEngine:
     def __init__(
         self, upstreams: UpstreamPort, rules: list[CascadeRule], tracker: RuleTotalsSource,
         origins: ThinkingOrigins | None = None, sessions: Sessions | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.time, refusals: BetaRefusals | None = None,
     ) -> None:
         from ..sessions import MemorySessions, MemoryThinkingOrigins
 
@@ -85,8 +85,8 @@ class CascadeEngine:
         self.accounts = Accounts(upstreams)
         self.tracker = tracker
         self.sticky = self.accounts.sticky
-        #: the ``anthropic-beta`` values each draft model refused (learned from its 400s; per process)
-        self.refusals = BetaRefusals()
+        #: the ``anthropic-beta`` values each draft model refused (learned from its 400s; shared with ``redis_url``)
+        self.refusals = refusals if refusals is not None else BetaRefusals()
         self._checks = {rule.name: checks_for(rule) for rule in rules}  # a rule's learned scorer loads here, once
         #: WordLlama, loaded once at start when a rule's sample agreement compares meanings (the semantic extra)
         self._embedder = None
@@ -151,12 +151,14 @@ class CascadeEngine:
         shadowed = self.shadow.sampled(rule)
         judged: tuple[DraftAnswer, float | None] | None = None  # the last draft judged: its answer and cost
         await self._route(rule, request, decision)
+        await self.refusals.ready(request.headers)  # the betas other processes learned (at most every few seconds)
         for stage, match, draft, started in self._drafts(rule, request, dialect, conversation, decision, ops, talk, turn):
             judged = None
             try:
                 result, answer = await self._send_json(match, draft, dialect, ops)
             except ProxyError as exc:
-                self.accounts.draft_failed(decision, stage, started, exc, self.refusals.learn(stage.model, draft.headers, exc))
+                self.accounts.draft_failed(decision, stage, started, exc,
+                                          await self.refusals.learn(stage.model, draft.headers, exc))
                 continue
             except asyncio.CancelledError:  # the client left: the draft's connection is closed; priced on its input
                 decision.draft_model = stage.model
@@ -207,6 +209,7 @@ class CascadeEngine:
         shadowed = self.shadow.sampled(rule)
         judged: tuple[DraftAnswer, float | None] | None = None  # the last draft judged: its answer and cost
         await self._route(rule, request, decision)
+        await self.refusals.ready(request.headers)  # the betas other processes learned (at most every few seconds)
         for stage, match, draft, started in self._drafts(rule, request, dialect, conversation, decision, ops, talk, turn):
             judged = None
             span = self.tracing.start_call("draft", stage.model, match.route)
@@ -214,7 +217,8 @@ class CascadeEngine:
                 drafting = await self.upstreams.open_stream(match, draft, OPTIONAL_CALL)
             except ProxyError as exc:
                 self.tracing.end_call(span, error=exc)
-                self.accounts.draft_failed(decision, stage, started, exc, self.refusals.learn(stage.model, draft.headers, exc))
+                self.accounts.draft_failed(decision, stage, started, exc,
+                                          await self.refusals.learn(stage.model, draft.headers, exc))
                 continue
             except asyncio.CancelledError:
                 self.tracing.end_call(span, error=None)
@@ -313,6 +317,11 @@ class CascadeEngine:
         if self._skipped(rule, request, dialect, conversation, decision, turn):
             return
         for stage in rule.draft_stages():
+            refused = self.refusals.refused(stage.model, request.headers)
+            if refused is not None:  # this stage's model refused one of the request's betas: the next stage may not
+                log.info("cascade rule %r: stage %s skipped (it refused anthropic-beta %s)", decision.rule, stage.model,
+                         refused)
+                continue
             match = self._draft_route(stage, dialect, decision)
             if match is None:
                 return
@@ -374,8 +383,9 @@ class CascadeEngine:
         if reason is None:
             reason = capability_gap(body, request.raw_body or b"", dialect, first, self._provider_of(first, dialect),
                                     self._provider_of(rule.verifier_model or request.model, dialect), self.registry)
-        if reason is None and self.refusals.refused(first, request.headers) is not None:
-            reason = "capability:beta"  # the draft model refused one of this request's betas before
+        if reason is None and all(self.refusals.refused(stage.model, request.headers) is not None
+                                  for stage in rule.draft_stages()):
+            reason = "capability:beta"  # every draft model refused one of this request's betas before
         decision.session_signal = signal
         if reason is None and signal is not None:
             reason = f"session_signal:{signal.kind}"

@@ -26,6 +26,7 @@ from starlette.routing import Route
 from .. import __version__
 from ..cache import ResponseCache
 from ..cascade import CascadeEngine, RuleSet, ShadowRecorder
+from ..cascade.beta_refusals import beta_refusals
 from ..config import ProxyConfig, VirtualKey
 from ..dialects.translate import load_tokenizer
 from ..errors import ErrorKind
@@ -86,7 +87,8 @@ class Gateway:
         self.rules = RuleSet(config.all_cascade_rules())
         self.virtual_models = {name: model.verifier_model for name, model in config.cascade_models.items()}
         self.cascade = CascadeEngine(ServiceUpstreams(self.service), self.rules.rules, self.totals, thinking_origins(config.redis_url),
-                                     session_store(config.redis_url), clock=clock)
+                                     session_store(config.redis_url), clock=clock,
+                                     refusals=beta_refusals(config.redis_url))
         self.models = ModelCatalog(self)
         #: streaming responses in progress (``server.max_concurrent_streams`` bounds it)
         self.active_streams = 0
@@ -165,6 +167,7 @@ class Gateway:
             await self.cache.aclose()
         await self.cascade.threads.aclose()
         await self.cascade.book.aclose()
+        await self.cascade.refusals.aclose()
         await self.cascade.shadow.aclose()  # pairs still being completed reach the ledger
         await self.ledger.aclose()  # every finished request is written before the process ends
         await self.service.aclose()

@@ -14,9 +14,13 @@ at the last block that can carry one (not thinking, not empty text), alongside t
 marks, unless that block already has one.
 A request writes an entry at each breakpoint whose prefix reaches the model's minimum
 cacheable length, live for its TTL (5 minutes, or 1 hour with ``ttl: "1h"``) and
-refreshed by every hit. A lookup starts at each breakpoint and walks back at most
-:data:`LOOKBACK` blocks; the longest live entry found is read, everything after it up
-to the last breakpoint is written, the rest is plain input.
+refreshed by every hit. A lookup starts at each breakpoint and walks back over at most
+:data:`LOOKBACK` positions, the breakpoint's own counted as the first; the longest live
+entry found is read, everything after it up to the last breakpoint is written, the rest
+is plain input. A position is a block, except that a run of consecutive ``tool_use``
+blocks counts as one, and so does a run of consecutive ``tool_result`` blocks (the Claude
+API's rule, platform.claude.com/docs/en/build-with-claude/prompt-caching: a turn of many
+parallel tool calls does not push the previous entry out of reach).
 
 OpenAI (automatic): prefixes of 1,024 tokens or more are cached as they are seen; a
 later request reads the longest live prefix, in steps of 128 tokens; nothing is paid
@@ -40,8 +44,10 @@ import orjson
 __all__ = ["LOOKBACK", "CacheShadow", "CacheSplit", "PromptShape", "SeenPrompt", "min_cacheable_tokens"]
 
 _PREFIX_KEY = struct.Struct("<IQ")
-#: how many blocks a lookup walks back from a breakpoint (Anthropic: "about 20")
+#: how many positions a lookup checks from a breakpoint, its own included (Anthropic: "at most 20 positions")
 LOOKBACK = 20
+#: the block types whose consecutive runs count as one lookback position have run codes 1 and 2 (0: any other)
+_TOOL_USE, _TOOL_RESULT = 1, 2
 _TTL_5M, _TTL_1H = 300.0, 3600.0
 _OPENAI_TTL, _OPENAI_MIN, _OPENAI_STEP = 600.0, 1024, 128
 #: entries kept per model and conversation (the longest prefixes win; older ones are never looked up again)
@@ -82,6 +88,8 @@ class PromptShape:
     breakpoints: tuple[tuple[int, float], ...]
     #: "anthropic" (explicit breakpoints) or "openai" (automatic)
     rules: str
+    #: each block's lookback position (non-decreasing: a run of tool_use, or of tool_result, blocks shares one)
+    positions: tuple[int, ...]
 
     @property
     def chars(self) -> int:
@@ -112,22 +120,25 @@ class PromptShape:
             kept = _common_messages(seen.messages, messages)
             cut = seen.starts[kept]
             hashes, ends = seen.hashes[:cut], seen.ends[:cut]
+            positions, runs = seen.positions[:cut], seen.runs[:kept + 1]
             marks = [mark for mark in seen.marks if mark[0] < cut]
             starts = seen.starts[:kept + 1]
         else:
-            kept, hashes, ends, marks, starts = 0, [], [], [], []
-            blocks = [(data + b",", ttl) for data, ttl in map(_block, tools or ())]
+            kept, hashes, ends, marks, starts, positions = 0, [], [], [], [], []
+            blocks = [(data + b",", ttl, run) for data, ttl, run in map(_block, tools or ())]
             if dialect == "anthropic":
                 _extend(blocks, system)
-            _hash(blocks, hashes, ends, marks)
+            runs = [_hash(blocks, hashes, ends, marks, positions, 0)]
             starts.append(len(hashes))
         for message in messages[kept:]:
+            last = runs[-1]
             if isinstance(message, dict):
                 blocks = []
                 _extend(blocks, message.get("content"), role=message.get("role"))
-                _hash(blocks, hashes, ends, marks)
+                last = _hash(blocks, hashes, ends, marks, positions, last)
             starts.append(len(hashes))
-        seen = SeenPrompt(dialect, tools, system, list(messages), starts, hashes, ends, marks)
+            runs.append(last)
+        seen = SeenPrompt(dialect, tools, system, list(messages), starts, hashes, ends, marks, positions, runs)
         points = list(marks)
         top = body.get("cache_control")
         if top and isinstance(top, dict) and hashes:
@@ -139,7 +150,7 @@ class PromptShape:
         rules = rules or ("anthropic" if dialect == "anthropic" else "openai")
         if rules == "openai":
             points = []
-        return cls(tuple(hashes), tuple(ends), tuple(points), rules), seen
+        return cls(tuple(hashes), tuple(ends), tuple(points), rules, tuple(positions)), seen
 
 
 @dataclass(slots=True)
@@ -156,6 +167,9 @@ class SeenPrompt:
     hashes: list[bytes]
     ends: list[int]
     marks: list[tuple[int, float]]
+    #: per block, its lookback position; per entry of ``starts``, the run code of the block before it
+    positions: list[int]
+    runs: list[int]
 
     @property
     def chars(self) -> int:
@@ -197,37 +211,46 @@ def _can_mark(block: object) -> bool:
     return kind not in ("thinking", "redacted_thinking") and (kind != "text" or bool(block.get("text")))
 
 
-def _hash(blocks: list[tuple[bytes, float | None]], hashes: list[bytes], ends: list[int],
-          marks: list[tuple[int, float]]) -> None:
+def _hash(blocks: list[tuple[bytes, float | None, int]], hashes: list[bytes], ends: list[int],
+          marks: list[tuple[int, float]], positions: list[int], last: int) -> int:
     """Append ``blocks`` to the running hashes: a CRC-32 and the length so far name each prefix (fast, and
-    stable across processes)."""
+    stable across processes); and to the lookback positions (a block that goes on with a run of tool_use, or
+    of tool_result, blocks shares its position). ``last``: the run code of the block before; returns the last's."""
     crc, total = _PREFIX_KEY.unpack(hashes[-1]) if hashes else (0, 0)
-    for data, ttl in blocks:
+    position = positions[-1] if positions else -1
+    for data, ttl, run in blocks:
         crc = zlib.crc32(data, crc)
         total += len(data)
         if ttl is not None:
             marks.append((len(hashes), ttl))
         hashes.append(_PREFIX_KEY.pack(crc, total))
         ends.append(total)
+        if not run or run != last:
+            position += 1
+        last = run
+        positions.append(position)
+    return last
 
 
 def _ttl(control: object) -> float:
     return _TTL_1H if isinstance(control, dict) and control.get("ttl") == "1h" else _TTL_5M
 
 
-def _block(block: object) -> tuple[bytes, float | None]:
-    """A block's JSON without its marks, and its breakpoint's TTL (None: not a breakpoint)."""
+def _block(block: object) -> tuple[bytes, float | None, int]:
+    """A block's JSON without its marks, its breakpoint's TTL (None: not a breakpoint) and its run code."""
     if not isinstance(block, dict):
-        return orjson.dumps(block), None
-    if block.get("type") == "tool_result":
+        return orjson.dumps(block), None, 0
+    kind = block.get("type")
+    run = _TOOL_RESULT if kind == "tool_result" else _TOOL_USE if kind == "tool_use" else 0
+    if run == _TOOL_RESULT:
         content = block.get("content")
         if isinstance(content, list) and any(isinstance(part, dict) and "cache_control" in part for part in content):
-            return _tool_result(block, content)
+            return (*_tool_result(block, content), run)
     if "cache_control" in block:
         control = block["cache_control"]
         data = orjson.dumps({k: v for k, v in block.items() if k != "cache_control"})
-        return data, (_ttl(control) if control else None)
-    return orjson.dumps(block), None
+        return data, (_ttl(control) if control else None), run
+    return orjson.dumps(block), None, run
 
 
 def _tool_result(block: dict, content: list) -> tuple[bytes, float | None]:
@@ -246,13 +269,13 @@ def _extend(blocks: list, content: object, role: object = None) -> None:
     so the blocks add up to the whole prompt, as the tokens before a breakpoint do."""
     start = len(blocks)
     if isinstance(content, list):
-        blocks.extend((data + b",", ttl) for data, ttl in map(_block, content))
+        blocks.extend((data + b",", ttl, run) for data, ttl, run in map(_block, content))
     elif content is not None:
-        blocks.append((orjson.dumps(content) + b",", None))
+        blocks.append((orjson.dumps(content) + b",", None, 0))
     if role is not None and len(blocks) > start:
-        data, ttl = blocks[start]
+        data, ttl, run = blocks[start]
         frame = b'{"role":' + orjson.dumps(role) + (b',"content":[]}' if isinstance(content, list) else b',"content":}')
-        blocks[start] = (frame + data[:-1], ttl)
+        blocks[start] = (frame + data[:-1], ttl, run)
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,10 +310,13 @@ class CacheShadow:
             return self._split_openai(shape, now, per_char, touch)
         if not shape.breakpoints:
             return CacheSplit(0, 0, shape.chars)
-        best, entries, hashes = -1, self.entries, shape.hashes
+        best, entries, hashes, positions = -1, self.entries, shape.hashes, shape.positions
         if entries:  # the newest breakpoint first; below the best entry found so far nothing can beat it
             for index, _ in reversed(shape.breakpoints):
-                for i in range(index, max(best, index - LOOKBACK), -1):
+                reach = positions[index] - LOOKBACK  # a position at or below this is out of the window
+                for i in range(index, best, -1):
+                    if positions[i] <= reach:
+                        break
                     entry = entries.get(hashes[i])
                     if entry is not None and entry[1] > now:
                         best = i

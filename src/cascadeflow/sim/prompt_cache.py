@@ -32,10 +32,15 @@ Anthropic (``/v1/messages``)
       Sonnet 5, Opus 4.8, Sonnet 4.x, Opus 4/4.1, 2,048 for Opus 4.7 and Haiku 3.x,
       4,096 for Opus 4.5/4.6 and Haiku 4.5; 1,024 for any other model. A breakpoint
       whose prefix is shorter caches nothing.
-    - Lookup: from each breakpoint back over at most 20 block positions (*choice*:
-      the breakpoint's own position and the 19 before it) for the longest live entry
-      of this model; the longest over all breakpoints is the hit ``A``. A hit sets the
-      entry's expiry to now + its TTL.
+    - Lookup: from each breakpoint back over at most 20 positions, the breakpoint's
+      own counted as the first ("The system checks at most 20 positions per breakpoint,
+      counting the breakpoint itself as the first"), for the longest live entry of this
+      model; the longest over all breakpoints is the hit ``A``. A hit sets the entry's
+      expiry to now + its TTL. A position is a block, except that "a run of consecutive
+      ``tool_use`` blocks counts as one position, and so does a run of consecutive
+      ``tool_result`` blocks" (the Claude API's rule, platform.claude.com/docs/en/
+      build-with-claude/prompt-caching); every block of a run is looked up (*choice*:
+      consecutive in the prompt's block order).
     - Writes: every breakpoint whose prefix reaches the minimum gets an entry (new or
       refreshed) expiring after its TTL: 300 s, or 3,600 s for ``ttl: "1h"``. An
       entry is readable by the next request (*choice*: at once, not "after the first
@@ -157,6 +162,11 @@ class _Block:
     chars: int
     key: bytes  # hash of the prefix ending with this block
     ttl: float | None  # a breakpoint's TTL, None when not a breakpoint
+    position: int = 0  # its lookback position: a run of tool_use (or of tool_result) blocks shares one
+
+
+#: block types whose consecutive runs count as one lookback position
+_RUNS = ("tool_use", "tool_result")
 
 
 def _mark_of(block: Any) -> Any:
@@ -273,6 +283,7 @@ def _blocks(body: dict[str, Any], model: str) -> list[_Block]:
     h = hashlib.blake2b(b"anthropic\0" + model.encode(), digest_size=16)
     out: list[_Block] = []
     targets: list[int] = []  # the blocks automatic caching can mark
+    run: list[object] = [None]  # the type of the run the last block belongs to (None: no run)
 
     def add(block: Any, role: bytes, framing: int = 1) -> None:
         """``framing``: the JSON around the block (a comma; a message's role and brackets on its first block),
@@ -282,8 +293,12 @@ def _blocks(body: dict[str, Any], model: str) -> list[_Block]:
         h.update(data)
         h.update(b"\x1e")
         mark = _mark_of(block)
+        kind = block.get("type") if isinstance(block, dict) else None
+        kind = kind if kind in _RUNS else None
+        position = (out[-1].position if out else -1) + (0 if kind is not None and kind == run[0] else 1)
+        run[0] = kind
         out.append(_Block(len(data) + framing, h.copy().digest(),
-                          _TTLS.get(_ttl_name(mark), ANTHROPIC_TTL_5M) if mark else None))
+                          _TTLS.get(_ttl_name(mark), ANTHROPIC_TTL_5M) if mark else None, position))
         if role in (b"T", b"S") or _can_mark(block):  # a tool or system block is always a target
             targets.append(len(out) - 1)
 
@@ -364,7 +379,10 @@ class PromptCache:
         now = self._clock.now()
         hit = -1
         for bp in marks:
-            for i in range(bp, max(-1, bp - LOOKBACK_BLOCKS, hit), -1):
+            reach = blocks[bp].position - LOOKBACK_BLOCKS  # positions at or below this are out of the window
+            for i in range(bp, hit, -1):
+                if blocks[i].position <= reach:
+                    break
                 if self._live(blocks[i].key, now):
                     hit = i
                     break
