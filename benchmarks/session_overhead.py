@@ -95,9 +95,9 @@ def conversation(base: dict, blocks: int, tokens: int) -> list[bytes]:
     return out
 
 
-async def one_turn(book: SessionBook, rule: CascadeRule, body: dict, session: str) -> float:
+async def one_turn(book: SessionBook, rule: CascadeRule, body: dict, session: str, raw: bytes | None = None) -> float:
     started = time.thread_time()  # CPU time of this thread: the figure other processes' load leaves alone
-    turn = await book.begin(rule, body, "anthropic", session, OPUS, lambda model: "anthropic")
+    turn = await book.begin(rule, body, "anthropic", session, OPUS, lambda model: "anthropic", raw=raw)
     assert turn is not None
     turn.signal()
     turn.economics(100, 5, HAIKU, OPUS)
@@ -139,11 +139,11 @@ async def main() -> None:
             session = f"bench-{blocks}-{c}"
             for i, raw in enumerate(turns):
                 body = orjson.loads(raw)
-                took = await one_turn(book, rule, body, session)
+                took = await one_turn(book, rule, body, session, raw)
                 if i >= max(1, len(turns) - len(timed)):  # the conversation's first request is a "first seen" one
                     warm.append(took)
             for raw in timed:  # the same turns, each in a conversation this process has not seen
-                cold.append(await one_turn(book, rule, orjson.loads(raw), f"cold-{blocks}-{c}-{len(cold)}"))
+                cold.append(await one_turn(book, rule, orjson.loads(raw), f"cold-{blocks}-{c}-{len(cold)}", raw))
         await book.aclose()
         print(f"| {blocks} | {size * PER_CHAR / 1000:.0f}k | {size / 1024:.0f} | {row(warm)} | {row(cold)} |", flush=True)
 

@@ -37,6 +37,8 @@ from functools import lru_cache
 
 import orjson
 
+from .layout import Layout, layout_of, repeated
+
 __all__ = ["LOOKBACK", "CacheShadow", "CacheSplit", "PromptShape", "SeenPrompt", "min_cacheable_tokens"]
 
 _PREFIX_KEY = struct.Struct("<IQ")
@@ -97,19 +99,32 @@ class PromptShape:
         return cls.grown(body, dialect, rules, None)[0]
 
     @classmethod
-    def grown(cls, body: dict, dialect: str, rules: str | None, seen: SeenPrompt | None) -> tuple[PromptShape, SeenPrompt]:
+    def grown(cls, body: dict, dialect: str, rules: str | None, seen: SeenPrompt | None,
+              raw: bytes | None = None) -> tuple[PromptShape, SeenPrompt]:
         """:meth:`of`, reusing what ``seen`` (the conversation's previous request) already hashed.
 
         A conversation only grows: its next request repeats the tools, the system prompt and
         the earlier messages, so only the messages that differ from the previous request (the
         new ones, and the one whose breakpoint moved) are serialised and hashed. The result is
-        the same as :meth:`of`'s; what is reused is decided by equality of the parsed values.
+        the same as :meth:`of`'s. What is reused is decided by the bytes where ``raw`` (the bytes
+        ``body`` was parsed from) is compact JSON (see :mod:`.layout`), else by equality of the
+        parsed values.
         """
         tools, system = body.get("tools"), body.get("system") if dialect == "anthropic" else None
         messages = body.get("messages")
         messages = messages if isinstance(messages, list) else []
-        if seen is not None and seen.dialect == dialect and seen.tools == tools and seen.system == system:
+        layout = kept = None
+        if raw is not None:
+            found = (repeated(seen.layout, raw, messages) if seen is not None and seen.layout is not None
+                     and seen.dialect == dialect else None)
+            if found is not None:
+                kept, layout = found
+            else:
+                layout = layout_of(raw, messages)
+        if kept is None and seen is not None and seen.layout is None and seen.dialect == dialect \
+                and seen.tools == tools and seen.system == system:
             kept = _common_messages(seen.messages, messages)
+        if kept is not None and seen is not None:
             cut = seen.starts[kept]
             hashes, ends = seen.hashes[:cut], seen.ends[:cut]
             marks = [mark for mark in seen.marks if mark[0] < cut]
@@ -127,7 +142,9 @@ class PromptShape:
                 _extend(blocks, message.get("content"), role=message.get("role"))
                 _hash(blocks, hashes, ends, marks)
             starts.append(len(hashes))
-        seen = SeenPrompt(dialect, tools, system, list(messages), starts, hashes, ends, marks)
+        # with a layout the bytes tell what the next request repeats: the parsed values are not kept
+        seen = (SeenPrompt(dialect, None, None, [], starts, hashes, ends, marks, layout) if layout is not None
+                else SeenPrompt(dialect, tools, system, list(messages), starts, hashes, ends, marks))
         points = list(marks)
         top = body.get("cache_control")
         if top and isinstance(top, dict) and hashes:
@@ -156,6 +173,9 @@ class SeenPrompt:
     hashes: list[bytes]
     ends: list[int]
     marks: list[tuple[int, float]]
+    #: the request's bytes and where its messages are in them, where they are compact JSON (else None:
+    #: ``tools``, ``system`` and ``messages`` are compared as values)
+    layout: Layout | None = None
 
     @property
     def chars(self) -> int:
