@@ -11,16 +11,32 @@ from cascadeflow.sessions import PromptShape
 from cascadeflow.sessions.layout import layout_of, repeated
 from tests.unit.test_sessions import MARK, body
 
-TOOLS = [{"name": "Read", "description": "Read a file", "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}}},
-         {"name": "Bash", "description": "Run", "input_schema": {"type": "object", "properties": {"messages": {"type": "array"}}}},
-         {"name": "Edit", "input_schema": {"type": "object"}}]
+TOOLS = [
+    {
+        "name": "Read",
+        "description": "Read a file",
+        "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}},
+    },
+    {
+        "name": "Bash",
+        "description": "Run",
+        "input_schema": {"type": "object", "properties": {"messages": {"type": "array"}}},
+    },
+    {"name": "Edit", "input_schema": {"type": "object"}},
+]
 
 
 def request(turns: int) -> dict:
     """Claude Code's key order (model, messages, system, tools, …), three tools (one with a "messages" property)."""
     made = body(turns)
-    return {"model": "claude-opus-5-5", "messages": made["messages"], "system": made["system"],
-            "tools": copy.deepcopy(TOOLS), "max_tokens": 32000, "stream": True}
+    return {
+        "model": "claude-opus-5-5",
+        "messages": made["messages"],
+        "system": made["system"],
+        "tools": copy.deepcopy(TOOLS),
+        "max_tokens": 32000,
+        "stream": True,
+    }
 
 
 def reorder_keys(block: dict) -> dict:
@@ -30,12 +46,16 @@ def reorder_keys(block: dict) -> dict:
 #: each edit: a client that changes what it sent before, as the next request of the conversation
 EDITS = {
     "grows": lambda r: r,
-    "edits an earlier message": lambda r: r["messages"][2]["content"][0].update(content="[Old tool result content cleared]"),
+    "edits an earlier message": lambda r: r["messages"][2]["content"][0].update(
+        content="[Old tool result content cleared]"
+    ),
     "edits the first message": lambda r: r["messages"][0]["content"][0].update(text="Another task"),
     "removes a tool": lambda r: r["tools"].pop(1),
     "reorders the tools": lambda r: r["tools"].reverse(),
     "reorders an earlier message's keys": lambda r: r["messages"].__setitem__(1, reorder_keys(r["messages"][1])),
-    "reorders a block's keys": lambda r: r["messages"][3]["content"].__setitem__(0, reorder_keys(r["messages"][3]["content"][0])),
+    "reorders a block's keys": lambda r: r["messages"][3]["content"].__setitem__(
+        0, reorder_keys(r["messages"][3]["content"][0])
+    ),
     "changes the system prompt": lambda r: r["system"][1].update(text="Another agent."),
     "switches the model": lambda r: r.update(model="claude-sonnet-5-5"),
     "rewinds": lambda r: r.update(messages=r["messages"][:3]),
@@ -68,7 +88,11 @@ def test_the_bytes_give_the_shape_from_scratch_whatever_the_client_edits():
     system prompt: the shape grown from the previous request's bytes is exactly the one hashed whole."""
     for edit in EDITS:
         for turns in (2, 3, 5):
-            raws = [orjson.dumps(request(turns)), orjson.dumps(edited(turns + 1, edit)), orjson.dumps(request(turns + 2))]
+            raws = [
+                orjson.dumps(request(turns)),
+                orjson.dumps(edited(turns + 1, edit)),
+                orjson.dumps(request(turns + 2)),
+            ]
             for n, (grown, whole, _) in enumerate(shapes(raws)):
                 assert grown == whole, (edit, turns, n)
 
@@ -81,7 +105,9 @@ def test_an_earlier_block_with_its_keys_reordered_is_hashed_again():
     second["messages"][1]["content"][0] = reorder_keys(second["messages"][1]["content"][0])
     (_, _, _), (grown, whole, fast) = shapes([orjson.dumps(first), orjson.dumps(second)])
     assert fast and grown == whole
-    assert grown.hashes[:12] != PromptShape.of(request(4), "anthropic").hashes[:12], "the reordered message hashes differently"
+    assert grown.hashes[:12] != PromptShape.of(request(4), "anthropic").hashes[:12], (
+        "the reordered message hashes differently"
+    )
 
 
 def test_the_fast_path_is_taken_where_the_client_only_grows_the_conversation():
@@ -116,8 +142,11 @@ def test_a_duplicated_messages_key_never_fools_the_bytes():
             made = request(n)
             other = orjson.dumps(request(1)["messages"] if n == 3 else made["messages"])
             text = orjson.dumps(made)
-            raws.append(text[:-1] + b',"messages":' + other + b"}" if where == "after"
-                        else b'{"messages":' + other + b"," + text[1:])
+            raws.append(
+                text[:-1] + b',"messages":' + other + b"}"
+                if where == "after"
+                else b'{"messages":' + other + b"," + text[1:]
+            )
         assert all(grown == whole for grown, whole, _ in shapes(raws)), where
 
 

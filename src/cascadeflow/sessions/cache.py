@@ -108,7 +108,7 @@ class PromptShape:
         new ones, and the one whose breakpoint moved) are serialised and hashed. The result is
         the same as :meth:`of`'s. What is reused is decided by the bytes where ``raw`` (the bytes
         ``body`` was parsed from) is compact JSON (see :mod:`.layout`), else by equality of the
-        parsed values.
+        parsed values. ``seen`` is used up: the returned one is made from its parts.
         """
         tools, system = body.get("tools"), body.get("system") if dialect == "anthropic" else None
         messages = body.get("messages")
@@ -124,11 +124,12 @@ class PromptShape:
         if kept is None and seen is not None and seen.layout is None and seen.dialect == dialect \
                 and seen.tools == tools and seen.system == system:
             kept = _common_messages(seen.messages, messages)
-        if kept is not None and seen is not None:
+        if kept is not None and seen is not None:  # ``seen``'s lists are cut back and grown in place (no copies)
             cut = seen.starts[kept]
-            hashes, ends = seen.hashes[:cut], seen.ends[:cut]
-            marks = [mark for mark in seen.marks if mark[0] < cut]
-            starts = seen.starts[:kept + 1]
+            hashes, ends, marks, starts = seen.hashes, seen.ends, seen.marks, seen.starts
+            del hashes[cut:], ends[cut:], starts[kept + 1:]
+            while marks and marks[-1][0] >= cut:
+                marks.pop()
         else:
             kept, hashes, ends, marks, starts = 0, [], [], [], []
             blocks = [(data + b",", ttl) for data, ttl in map(_block, tools or ())]

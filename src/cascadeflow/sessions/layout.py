@@ -61,7 +61,7 @@ def layout_of(raw: bytes, messages: list) -> Layout | None:
     if ends is None:
         return None
     close = ends[-1] if ends else start
-    return Layout(raw, start, tuple(ends), close) if raw[close:close + 1] == b"]" else None
+    return Layout(raw, start, tuple(ends), close) if raw[close : close + 1] == b"]" else None
 
 
 def repeated(old: Layout, raw: bytes, messages: list) -> tuple[int, Layout] | None:
@@ -70,22 +70,22 @@ def repeated(old: Layout, raw: bytes, messages: list) -> tuple[int, Layout] | No
     previous, n = old.raw, len(old.ends)
     view = memoryview(previous)
     tail = len(previous) - old.close
-    if len(raw) - tail < old.start or not raw.endswith(view[old.close:]):
+    if len(raw) - tail < old.start or not raw.endswith(view[old.close :]):
         return None
     # the longest repeated run of messages: usually all but the last (its breakpoint moved), at most all
     kept = min(n, len(messages))
     guess = max(0, kept - 1)
-    if raw.startswith(view[:old.bound(guess)]):
-        while guess < kept and raw.startswith(view[old.bound(guess):old.ends[guess]], old.bound(guess)):
+    if raw.startswith(view[: old.bound(guess)]):
+        while guess < kept and raw.startswith(view[old.bound(guess) : old.ends[guess]], old.bound(guess)):
             guess += 1
         kept = guess
     else:  # an edited history: the first changed message, by bisection (a prefix that differs stays different)
-        if not raw.startswith(view[:old.start]):
+        if not raw.startswith(view[: old.start]):
             return None  # the head changed (another model, another field): start afresh
         low, high = 0, guess  # bound(low) repeats, bound(high) does not
         while high - low > 1:
             middle = (low + high) // 2
-            if raw.startswith(view[:old.bound(middle)]):
+            if raw.startswith(view[: old.bound(middle)]):
                 low = middle
             else:
                 high = middle
@@ -105,7 +105,7 @@ def _walk(raw: bytes, messages: list, first: int, at: int) -> list[int] | None:
     ends = []
     for j in range(first, len(messages)):
         if j:
-            if raw[at:at + 1] != b",":
+            if raw[at : at + 1] != b",":
                 return None
             at += 1
         try:
