@@ -17,16 +17,20 @@ conversation seen before, one turn longer), ``first seen`` a conversation this p
 has not seen (a restart, or another worker); the least, median and p90 over every timed turn.
 CPU time of this thread is measured, so other processes' load counts only through what it
 does to caches and clocks; on a busy machine the least figure is the closest to an idle one.
+The parse is not timed, nor the collection of its garbage (``gc.collect(0)`` after it: the
+gateway pays it with or without a session); the turn gets the request's bytes, as the gateway
+gives them, so what it repeats of the previous request is told from the bytes.
 
-Measured on a shared 2-core machine under heavy load (load average 7–18, the reference loop
-11.8 µs against ~10 µs idle), next turn, median of three alternating runs (least in brackets):
-10 blocks 176 µs (128), 50 blocks 174 µs (126), 200 blocks 341 µs (240); first seen 204 /
-349 / 974 µs. The same runs of the code before this measurement's changes: 188 (150) / 202
-(152) / 435 (273), first seen 233 / 391 / 1,009. What remains is mostly reading memory the
-previous turn left: comparing the tools (~600 parsed values, ~30 µs when not in cache) and
-the history (~50–130 µs at 200 blocks) with the previous request's, which keeps the shape
-exact when a client edits either. ``benchmarks/overhead.py --sessions`` shows the same on
-the whole gateway path.
+Measured on a shared 2-core machine (load average 2–3 from other jobs), next turn, median of
+three alternating runs of this script against the code before this change (the same script,
+which then compared parsed values): median 148 µs at 10 blocks (base 197), 118 at 50 (base
+187), 175 at 200 (base 292); least 101 / 84 / 108 µs (base 117 / 100 / 168); first seen
+179 / 300 / 865 µs (base 249 / 351 / 998). So the bookkeeping alone is about 0.1 ms in its
+least figures (84–108 µs) and 1.2–1.8× that at the median. What remains is spread over many
+small steps: the state's lookup and record, each model's cache split, the economics, the
+counterfactual's price (genai-prices), hashing the ~3 blocks a turn adds, and a memcmp of the
+previous request's bytes (~10 µs at 200 blocks). On the whole gateway path
+``benchmarks/overhead.py --sessions`` shows more (see docs/cascade.md).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import gc
 import os
 import statistics
 import sys
@@ -95,9 +100,9 @@ def conversation(base: dict, blocks: int, tokens: int) -> list[bytes]:
     return out
 
 
-async def one_turn(book: SessionBook, rule: CascadeRule, body: dict, session: str) -> float:
+async def one_turn(book: SessionBook, rule: CascadeRule, body: dict, session: str, raw: bytes | None = None) -> float:
     started = time.thread_time()  # CPU time of this thread: the figure other processes' load leaves alone
-    turn = await book.begin(rule, body, "anthropic", session, OPUS, lambda model: "anthropic")
+    turn = await book.begin(rule, body, "anthropic", session, OPUS, lambda model: "anthropic", raw=raw)
     assert turn is not None
     turn.signal()
     turn.economics(100, 5, HAIKU, OPUS)
@@ -105,7 +110,8 @@ async def one_turn(book: SessionBook, rule: CascadeRule, body: dict, session: st
     usage = Usage(40, 20, 1200, 20_000)
     turn.baseline(usage, usage.output_tokens)
     turn.end([(HAIKU, usage)], drafted=True, accepted=True, served=usage, tool_ids=["t1"])
-    await asyncio.sleep(0)  # a store write the turn left to a task runs here, and is counted
+    if len(asyncio.all_tasks()) > 1:
+        await asyncio.sleep(0)  # a store write the turn left to a task runs here, and is counted
     return (time.thread_time() - started) * 1e6
 
 
@@ -139,11 +145,14 @@ async def main() -> None:
             session = f"bench-{blocks}-{c}"
             for i, raw in enumerate(turns):
                 body = orjson.loads(raw)
-                took = await one_turn(book, rule, body, session)
+                gc.collect(0)  # the parse's garbage is the parse's: not counted against the bookkeeping
+                took = await one_turn(book, rule, body, session, raw)
                 if i >= max(1, len(turns) - len(timed)):  # the conversation's first request is a "first seen" one
                     warm.append(took)
             for raw in timed:  # the same turns, each in a conversation this process has not seen
-                cold.append(await one_turn(book, rule, orjson.loads(raw), f"cold-{blocks}-{c}-{len(cold)}"))
+                body = orjson.loads(raw)
+                gc.collect(0)
+                cold.append(await one_turn(book, rule, body, f"cold-{blocks}-{c}-{len(cold)}", raw))
         await book.aclose()
         print(f"| {blocks} | {size * PER_CHAR / 1000:.0f}k | {size / 1024:.0f} | {row(warm)} | {row(cold)} |", flush=True)
 

@@ -339,7 +339,7 @@ class CascadeEngine:
             return "anthropic" if self._provider_of(model, dialect) == "anthropic" else "openai"
 
         return await self.book.begin(rule, request.body or {}, dialect, conversation, self._priced_as(rule, request),
-                                     rules_for, request_id)
+                                     rules_for, request_id, request.raw_body)
 
     def _provider_of(self, model: str, dialect: str) -> str:
         """The provider of the route that would serve ``model`` (the dialect's own when none does)."""

@@ -81,13 +81,14 @@ class SessionBook:
         self._seen: OrderedDict[tuple[str, str], SeenPrompt] = OrderedDict()
         self._seen_chars = 0
 
-    def shape(self, key: str, body: dict, dialect: str, rules: str) -> PromptShape:
-        """``body``'s prompt shape, hashing only what it adds to the conversation's previous request."""
+    def shape(self, key: str, body: dict, dialect: str, rules: str, raw: bytes | None = None) -> PromptShape:
+        """``body``'s prompt shape, hashing only what it adds to the conversation's previous request
+        (``raw``: the bytes ``body`` was parsed from, which tell that fastest; see :mod:`cascadeflow.sessions.layout`)."""
         slot = (key, rules)
         seen = self._seen.pop(slot, None)
         if seen is not None:
             self._seen_chars -= seen.chars
-        shape, seen = PromptShape.grown(body, dialect, rules, seen)
+        shape, seen = PromptShape.grown(body, dialect, rules, seen, raw)
         self._seen[slot] = seen
         self._seen_chars += seen.chars
         while self._seen and (len(self._seen) > _SEEN_PROMPTS or self._seen_chars > _SEEN_CHARS):
@@ -95,12 +96,15 @@ class SessionBook:
         return shape
 
     async def begin(self, rule: CascadeRule, body: dict, dialect: str, conversation: str | None,
-                    requested: str, rules_for: Callable[[str], str], request_id: str = "") -> Turn | None:
+                    requested: str, rules_for: Callable[[str], str], request_id: str = "",
+                    raw: bytes | None = None) -> Turn | None:
+        """The request's turn of its conversation (None without one). ``raw``: the bytes ``body`` was parsed
+        from, when the caller has them (they tell what the request repeats of the previous one fastest)."""
         if conversation is None or not isinstance(body.get("messages"), list):
             return None
         key = f"{conversation}|{_tools_digest(body)}"  # a sub-agent (its own tools) is its own conversation
         state = await self.sessions.get(key)
-        return Turn(self, key, state, body, dialect, requested, rules_for, self.clock(), request_id)
+        return Turn(self, key, state, body, dialect, requested, rules_for, self.clock(), request_id, raw)
 
     def rates(self, model: str) -> tuple[float, float, float, float] | None:
         """USD per token (input, output, cache write, cache read) for the decision's estimates, once per model.
@@ -148,6 +152,8 @@ class Turn:
     rules_for: Callable[[str], str]
     now: float
     request_id: str = ""
+    #: the bytes ``body`` was parsed from (None: not known)
+    raw: bytes | None = None
     #: model (and (cache rules,)) → the prompt's shape: one per cache rules, shared by the models that use them
     _shapes: dict | None = None
     #: model → this request's shape as sent to it with a bridging breakpoint (see :mod:`.bridge`)
@@ -163,7 +169,7 @@ class Turn:
             rules = (self.rules_for(model),)  # a tuple: never a model's name
             shape = self._shapes.get(rules)
             if shape is None:
-                shape = self._shapes[rules] = self.book.shape(self.key, self.body, self.dialect, rules[0])
+                shape = self._shapes[rules] = self.book.shape(self.key, self.body, self.dialect, rules[0], self.raw)
             self._shapes[model] = shape
         return shape
 

@@ -41,6 +41,8 @@ from functools import lru_cache
 
 import orjson
 
+from .layout import Layout, layout_of, repeated
+
 __all__ = ["LOOKBACK", "CacheShadow", "CacheSplit", "PromptShape", "SeenPrompt", "min_cacheable_tokens"]
 
 _PREFIX_KEY = struct.Struct("<IQ")
@@ -105,24 +107,38 @@ class PromptShape:
         return cls.grown(body, dialect, rules, None)[0]
 
     @classmethod
-    def grown(cls, body: dict, dialect: str, rules: str | None, seen: SeenPrompt | None) -> tuple[PromptShape, SeenPrompt]:
+    def grown(cls, body: dict, dialect: str, rules: str | None, seen: SeenPrompt | None,
+              raw: bytes | None = None) -> tuple[PromptShape, SeenPrompt]:
         """:meth:`of`, reusing what ``seen`` (the conversation's previous request) already hashed.
 
         A conversation only grows: its next request repeats the tools, the system prompt and
         the earlier messages, so only the messages that differ from the previous request (the
         new ones, and the one whose breakpoint moved) are serialised and hashed. The result is
-        the same as :meth:`of`'s; what is reused is decided by equality of the parsed values.
+        the same as :meth:`of`'s. What is reused is decided by the bytes where ``raw`` (the bytes
+        ``body`` was parsed from) is compact JSON (see :mod:`.layout`), else by equality of the
+        parsed values. ``seen`` is used up: the returned one is made from its parts.
         """
         tools, system = body.get("tools"), body.get("system") if dialect == "anthropic" else None
         messages = body.get("messages")
         messages = messages if isinstance(messages, list) else []
-        if seen is not None and seen.dialect == dialect and seen.tools == tools and seen.system == system:
+        layout = kept = None
+        if raw is not None:
+            found = (repeated(seen.layout, raw, messages) if seen is not None and seen.layout is not None
+                     and seen.dialect == dialect else None)
+            if found is not None:
+                kept, layout = found
+            else:
+                layout = layout_of(raw, messages)
+        if kept is None and seen is not None and seen.layout is None and seen.dialect == dialect \
+                and seen.tools == tools and seen.system == system:
             kept = _common_messages(seen.messages, messages)
+        if kept is not None and seen is not None:  # ``seen``'s lists are cut back and grown in place (no copies)
             cut = seen.starts[kept]
-            hashes, ends = seen.hashes[:cut], seen.ends[:cut]
-            positions, runs = seen.positions[:cut], seen.runs[:kept + 1]
-            marks = [mark for mark in seen.marks if mark[0] < cut]
-            starts = seen.starts[:kept + 1]
+            hashes, ends, marks, starts = seen.hashes, seen.ends, seen.marks, seen.starts
+            positions, runs = seen.positions, seen.runs
+            del hashes[cut:], ends[cut:], positions[cut:], starts[kept + 1:], runs[kept + 1:]
+            while marks and marks[-1][0] >= cut:
+                marks.pop()
         else:
             kept, hashes, ends, marks, starts, positions = 0, [], [], [], [], []
             blocks = [(data + b",", ttl, run) for data, ttl, run in map(_block, tools or ())]
@@ -138,7 +154,10 @@ class PromptShape:
                 last = _hash(blocks, hashes, ends, marks, positions, last)
             starts.append(len(hashes))
             runs.append(last)
-        seen = SeenPrompt(dialect, tools, system, list(messages), starts, hashes, ends, marks, positions, runs)
+        # with a layout the bytes tell what the next request repeats: the parsed values are not kept
+        seen = (SeenPrompt(dialect, None, None, [], starts, hashes, ends, marks, positions, runs, layout)
+                if layout is not None
+                else SeenPrompt(dialect, tools, system, list(messages), starts, hashes, ends, marks, positions, runs))
         points = list(marks)
         top = body.get("cache_control")
         if top and isinstance(top, dict) and hashes:
@@ -170,6 +189,9 @@ class SeenPrompt:
     #: per block, its lookback position; per entry of ``starts``, the run code of the block before it
     positions: list[int]
     runs: list[int]
+    #: the request's bytes and where its messages are in them, where they are compact JSON (else None:
+    #: ``tools``, ``system`` and ``messages`` are compared as values)
+    layout: Layout | None = None
 
     @property
     def chars(self) -> int:
