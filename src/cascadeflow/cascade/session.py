@@ -29,6 +29,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import repeat
 
 import orjson
 
@@ -136,7 +137,13 @@ class SessionBook:
 
 
 def _tools_digest(body: dict) -> str:
-    names = [t.get("name") or (t.get("function") or {}).get("name") for t in body.get("tools") or () if isinstance(t, dict)]
+    tools = body.get("tools") or ()
+    try:  # the usual tools, each a dict with its name: the names are read without a Python loop
+        names = list(map(dict.get, tools, repeat("name")))
+    except TypeError:  # not a list of dicts
+        names = [None]
+    if not all(names):
+        names = [t.get("name") or (t.get("function") or {}).get("name") for t in tools if isinstance(t, dict)]
     return hashlib.blake2b(repr(names).encode(), digest_size=6).hexdigest()
 
 
@@ -162,15 +169,18 @@ class Turn:
 
     def shape(self, model: str) -> PromptShape:
         """This request's prompt as ``model``'s provider caches it (its route is resolved once per request)."""
-        if self._shapes is None:
-            self._shapes = {}
-        shape = self._shapes.get(model)
+        shapes = self._shapes
+        if shapes is None:
+            shapes = self._shapes = {}
+        else:
+            shape = shapes.get(model)
+            if shape is not None:
+                return shape
+        rules = (self.rules_for(model),)  # a tuple: never a model's name
+        shape = shapes.get(rules)
         if shape is None:
-            rules = (self.rules_for(model),)  # a tuple: never a model's name
-            shape = self._shapes.get(rules)
-            if shape is None:
-                shape = self._shapes[rules] = self.book.shape(self.key, self.body, self.dialect, rules[0], self.raw)
-            self._shapes[model] = shape
+            shape = shapes[rules] = self.book.shape(self.key, self.body, self.dialect, rules[0], self.raw)
+        shapes[model] = shape
         return shape
 
     def bridge(self, model: str, body: dict) -> dict:

@@ -330,11 +330,13 @@ class CacheShadow:
         """What ``shape`` would read and write against this cache now (``touch``: count it as sent)."""
         if shape.rules == "openai":
             return self._split_openai(shape, now, per_char, touch)
-        if not shape.breakpoints:
-            return CacheSplit(0, 0, shape.chars)
+        points, ends = shape.breakpoints, shape.ends
+        total = ends[-1] if ends else 0
+        if not points:
+            return CacheSplit(0, 0, total)
         best, entries, hashes, positions = -1, self.entries, shape.hashes, shape.positions
         if entries:  # the newest breakpoint first; below the best entry found so far nothing can beat it
-            for index, _ in reversed(shape.breakpoints):
+            for index, _ in reversed(points):
                 reach = positions[index] - LOOKBACK  # a position at or below this is out of the window
                 for i in range(index, best, -1):
                     if positions[i] <= reach:
@@ -343,21 +345,27 @@ class CacheShadow:
                     if entry is not None and entry[1] > now:
                         best = i
                         break
-        ends = shape.ends
         read = ends[best] if best >= 0 else 0
         floor = min_cacheable_tokens(model) / per_char if per_char > 0 else 0
-        last = next((i for i, _ in reversed(shape.breakpoints) if ends[i] >= floor), -1)
-        write = max(0, ends[last] - read) if last > best else 0
+        write = 0
+        for i, _ in reversed(points):  # the last breakpoint long enough to be cached
+            if ends[i] >= floor:
+                write = max(0, ends[i] - read) if i > best else 0
+                break
         if touch:
-            cacheable = [(i, ttl) for i, ttl in shape.breakpoints if ends[i] >= floor]
             if best >= 0:
-                chars, expiry = self.entries[shape.hashes[best]]
-                ttl = next((t for i, t in shape.breakpoints if i >= best), _TTL_5M)
-                self.entries[shape.hashes[best]] = (chars, max(expiry, now + ttl))
-            for i, ttl in cacheable:
-                self.entries[shape.hashes[i]] = (shape.ends[i], now + ttl)
+                chars, expiry = entries[hashes[best]]
+                ttl = _TTL_5M
+                for i, t in points:  # the first breakpoint at or after it
+                    if i >= best:
+                        ttl = t
+                        break
+                entries[hashes[best]] = (chars, max(expiry, now + ttl))
+            for i, ttl in points:
+                if ends[i] >= floor:
+                    entries[hashes[i]] = (ends[i], now + ttl)
             self._trim()
-        return CacheSplit(read, write, shape.chars)
+        return CacheSplit(read, write, total)
 
     @staticmethod
     def warm_split(shape: PromptShape, model: str, per_char: float, previous_chars: int) -> CacheSplit:
