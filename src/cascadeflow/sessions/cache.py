@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -141,17 +142,15 @@ class PromptShape:
                 marks.pop()
         else:
             kept, hashes, ends, marks, starts, positions = 0, [], [], [], [], []
-            blocks = [(data + b",", ttl, run) for data, ttl, run in map(_block, tools or ())]
+            last = _add(list(tools) if tools else [], None, hashes, ends, marks, positions, 0)
             if dialect == "anthropic":
-                _extend(blocks, system)
-            runs = [_hash(blocks, hashes, ends, marks, positions, 0)]
+                last = _add(system, None, hashes, ends, marks, positions, last)
+            runs = [last]
             starts.append(len(hashes))
+        last = runs[-1]
         for message in messages[kept:]:
-            last = runs[-1]
             if isinstance(message, dict):
-                blocks = []
-                _extend(blocks, message.get("content"), role=message.get("role"))
-                last = _hash(blocks, hashes, ends, marks, positions, last)
+                last = _add(message.get("content"), message.get("role"), hashes, ends, marks, positions, last)
             starts.append(len(hashes))
             runs.append(last)
         # with a layout the bytes tell what the next request repeats: the parsed values are not kept
@@ -233,16 +232,32 @@ def _can_mark(block: object) -> bool:
     return kind not in ("thinking", "redacted_thinking") and (kind != "text" or bool(block.get("text")))
 
 
-def _hash(blocks: list[tuple[bytes, float | None, int]], hashes: list[bytes], ends: list[int],
-          marks: list[tuple[int, float]], positions: list[int], last: int) -> int:
-    """Append ``blocks`` to the running hashes: a CRC-32 and the length so far name each prefix (fast, and
-    stable across processes); and to the lookback positions (a block that goes on with a run of tool_use, or
-    of tool_result, blocks shares its position). ``last``: the run code of the block before; returns the last's."""
+def _add(content: object, role: object, hashes: list[bytes], ends: list[int], marks: list[tuple[int, float]],
+         positions: list[int], last: int) -> int:
+    """Append the blocks of a message's ``content`` (or of the tools or the system prompt: ``role`` None) to the
+    running hashes: a CRC-32 and the length so far name each prefix (fast, and stable across processes); and to
+    the lookback positions (a block that goes on with a run of tool_use, or of tool_result, blocks shares its
+    position). Each block counts with a comma after it, except that a message's first block counts with the
+    message's role and brackets before it instead, so the blocks add up to the whole prompt, as the tokens
+    before a breakpoint do. ``last``: the run code of the block before; returns the last block's."""
+    if isinstance(content, list):
+        parts: Iterable[tuple[bytes, float | None, int]] = map(_block, content)
+        frame = None if role is None else b'{"role":' + orjson.dumps(role) + b',"content":[]}'
+    elif content is not None:
+        parts = ((orjson.dumps(content), None, 0),)
+        frame = None if role is None else b'{"role":' + orjson.dumps(role) + b',"content":}'
+    else:
+        return last
     crc, total = _PREFIX_KEY.unpack(hashes[-1]) if hashes else (0, 0)
     position = positions[-1] if positions else -1
-    for data, ttl, run in blocks:
-        crc = zlib.crc32(data, crc)
-        total += len(data)
+    for data, ttl, run in parts:
+        if frame is None:
+            crc = zlib.crc32(b",", zlib.crc32(data, crc))
+            total += len(data) + 1
+        else:
+            crc = zlib.crc32(data, zlib.crc32(frame, crc))
+            total += len(frame) + len(data)
+            frame = None
         if ttl is not None:
             marks.append((len(hashes), ttl))
         hashes.append(_PREFIX_KEY.pack(crc, total))
@@ -284,20 +299,6 @@ def _tool_result(block: dict, content: list) -> tuple[bytes, float | None]:
     bare["content"] = [{k: v for k, v in part.items() if k != "cache_control"} if isinstance(part, dict) else part
                        for part in content]
     return orjson.dumps(bare), (_ttl(control) if control else None)
-
-
-def _extend(blocks: list, content: object, role: object = None) -> None:
-    """A message's (or the system prompt's) blocks; the message's role and brackets count with its first block,
-    so the blocks add up to the whole prompt, as the tokens before a breakpoint do."""
-    start = len(blocks)
-    if isinstance(content, list):
-        blocks.extend((data + b",", ttl, run) for data, ttl, run in map(_block, content))
-    elif content is not None:
-        blocks.append((orjson.dumps(content) + b",", None, 0))
-    if role is not None and len(blocks) > start:
-        data, ttl, run = blocks[start]
-        frame = b'{"role":' + orjson.dumps(role) + (b',"content":[]}' if isinstance(content, list) else b',"content":}')
-        blocks[start] = (frame + data[:-1], ttl, run)
 
 
 @dataclass(frozen=True, slots=True)
