@@ -284,9 +284,9 @@ def _block(block: object) -> tuple[bytes, float | None, int]:
         if isinstance(content, list) and any(isinstance(part, dict) and "cache_control" in part for part in content):
             return (*_tool_result(block, content), run)
     if "cache_control" in block:
-        control = block["cache_control"]
-        data = orjson.dumps({k: v for k, v in block.items() if k != "cache_control"})
-        return data, (_ttl(control) if control else None), run
+        bare = dict(block)  # the block without its mark, its keys in their order
+        control = bare.pop("cache_control")
+        return orjson.dumps(bare), (_ttl(control) if control else None), run
     return orjson.dumps(block), None, run
 
 
