@@ -340,6 +340,8 @@ class CacheShadow:
         best, entries, hashes, positions = -1, self.entries, shape.hashes, shape.positions
         if entries:  # the newest breakpoint first; below the best entry found so far nothing can beat it
             for index, _ in reversed(points):
+                if index <= best:  # the breakpoints are in order: the rest lie at or below the best entry too
+                    break
                 reach = positions[index] - LOOKBACK  # a position at or below this is out of the window
                 for i in range(index, best, -1):
                     if positions[i] <= reach:
