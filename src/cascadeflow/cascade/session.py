@@ -200,8 +200,8 @@ class Turn:
     def reach(self, model: str) -> PromptShape:
         """This request's shape as ``model``'s upstream will read it: with the bridge :meth:`bridge` would add
         (placed at the prefix's last block; where it goes later, the same prefix is read and the same written)."""
-        end = self._bridge_end(model)
-        return self.shape(model) if end is None else with_bridge(self.shape(model), end)
+        end, shape = self._bridge_end(model), self.shape(model)
+        return shape if end is None else with_bridge(shape, end)
 
     def _bridge_end(self, model: str) -> int | None:
         """:func:`.find_bridge` for ``model``, once per request (the shadow changes only when the turn ends)."""
@@ -309,12 +309,12 @@ class Turn:
         state.pending_model = (served_model or calls[-1][0]) if drafted and accepted else ""
         state.pending_calls = tool_ids[:64] if drafted and accepted else []
         state.pending_request = self.request_id if drafted and accepted else ""
+        shape = self.shape(self.requested)
         state.learn(served.input_tokens + served.cache_write_tokens + served.cache_read_tokens,
-                    self.shape(self.requested).chars, served.output_tokens)
+                    shape.chars, served.output_tokens)
         state.last_at = self.now
         state.requested = self.requested
         state.turns += 1
-        shape = self.shape(self.requested)
         state.last_chars = shape.ends[shape.breakpoints[-1][0]] if shape.breakpoints else shape.chars
         self.book.save(self.key, state)
 
