@@ -25,18 +25,19 @@ Measured on a shared 2-core machine (load average 1–3 from other jobs), next t
 three alternating runs of this script against the code before the bytes told what repeats
 (the same script, which then compared parsed values): median 148 µs at 10 blocks (base 197),
 118 at 50 (base 187), 175 at 200 (base 292); least 101 / 84 / 108 µs (base 117 / 100 / 168).
-A second pass cut the Python steps a turn runs (the cache split in one loop, the tool names
-and the longest live entry read by C code, a message's blocks hashed in one pass; the same
-hashes and figures): 11–13% fewer bytecode instructions per next turn (``--bytecode``,
-median: 5,240 / 5,442 / 5,442 at 10 / 50 / 200 blocks, from 5,895 / 6,233 / 6,233). In eight alternating runs with the code before it, under a load
-average of 2.1–2.5 (each run of this script's medians moved by up to 2× from one run to the
-next): least 82 / 75 / 96 µs (base 95 / 87 / 103), median of the eight runs' least 89 / 81 /
-112 (base 132 / 99 / 116), median of their medians 155 / 153 / 205 (base 176 / 165 / 199);
-the quietest pair: median 93 / 88 / 124 µs (base 114 / 104 / 145). So the median meets
-0.1 ms at 10 and 50 blocks only when the machine is quiet, and not at 200 blocks; what
-remains there is the memcmp of the previous request's bytes (~20 µs at 200 blocks when
-they have left the CPU's nearer caches, as the parse in between makes them) and many small
-steps: the state's lookup and record, each model's cache split, the economics, the
+A second pass cut the Python steps a turn runs (the cache split in one loop, the tool names,
+the longest live entry and the trim's order read by C code, a message's blocks hashed in one
+pass; the same hashes and figures): 13–16% fewer bytecode instructions per next turn
+(``--bytecode``, median: 5,151 / 5,241 / 5,241 at 10 / 50 / 200 blocks, from 5,895 / 6,233 /
+6,233). In five alternating runs with the code before it, under a load average of 2.1–2.7
+(one run's median moved by up to 1.6× from the next): median of the five runs' medians
+150 / 135 / 193 µs (base 168 / 152 / 219), median of their least 97 / 78 / 107 (base 102 /
+93 / 115), least 91 / 77 / 102 (base 92 / 86 / 110); in the quietest pair of an earlier
+series (before the last three small steps) median 93 / 88 / 124 µs (base 114 / 104 / 145).
+So the median is under 0.1 ms at 10 and 50 blocks only on a quiet machine, and not at 200
+blocks even then; under the load of the five runs at no size. What remains is the memcmp
+of the previous request's bytes (~20 µs at 200 blocks when they have left the CPU's nearer
+caches, as the parse in between makes them) and many small steps: the state's lookup and record, each model's cache split, the economics, the
 counterfactual's price, hashing the ~3 blocks a turn adds. On the whole gateway path
 ``benchmarks/overhead.py --sessions`` shows more (see docs/cascade.md).
 """
