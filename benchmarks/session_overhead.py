@@ -37,8 +37,9 @@ series (before the last three small steps) median 93 / 88 / 124 µs (base 114 / 
 So the median is under 0.1 ms at 10 and 50 blocks only on a quiet machine, and not at 200
 blocks even then; under the load of the five runs at no size. What remains is the memcmp
 of the previous request's bytes (~20 µs at 200 blocks when they have left the CPU's nearer
-caches, as the parse in between makes them) and many small steps: the state's lookup and record, each model's cache split, the economics, the
-counterfactual's price, hashing the ~3 blocks a turn adds. On the whole gateway path
+caches, as the parse in between makes them) and many small steps: the state's lookup and
+record, each model's cache split, the economics, the counterfactual's price, hashing the ~3
+blocks a turn adds. On the whole gateway path
 ``benchmarks/overhead.py --sessions`` shows more (see docs/cascade.md).
 """
 
@@ -125,7 +126,8 @@ async def one_turn(book: SessionBook, rule: CascadeRule, body: dict, session: st
     return (time.thread_time() - started) * 1e6
 
 
-async def counted_turn(book: SessionBook, rule: CascadeRule, body: dict, session: str, raw: bytes | None = None) -> float:
+async def counted_turn(book: SessionBook, rule: CascadeRule, body: dict, session: str,
+                       raw: bytes | None = None) -> float:
     """:func:`one_turn`'s bytecode instructions instead of its CPU time: a figure other processes' load does not move
     (the C code a turn calls, such as ``orjson`` and ``memcmp``, counts as the one instruction that calls it)."""
     count = [0]
@@ -167,7 +169,8 @@ async def main() -> None:
     reference = min(timeit.repeat("sum(range(1000))", number=200, repeat=5)) / 200 * 1e6
     print(f"requests grown from: {source}; load average {os.getloadavg()[0]:.1f}; this machine runs sum(range(1000)) in {reference:.1f} µs "
           "(about 10 µs on an idle core of a current x86 CPU: scale the figures below by that ratio)")
-    print(f"| message blocks | prompt tokens | KiB | next turn {unit} (min / median / p90) | first seen {unit} (min / median / p90) |")
+    print(f"| message blocks | prompt tokens | KiB | next turn {unit} (min / median / p90) "
+          f"| first seen {unit} (min / median / p90) |")
     print("|---|---|---|---|---|")
     for blocks in args.sizes:
         turns = conversation(base, blocks, SIZES[blocks])

@@ -391,9 +391,11 @@ def test_prefix_keys_are_the_crc_of_the_prompt_so_far():
     for message in request["messages"]:
         content = message["content"]
         blocks = content if isinstance(content, list) else [content]
-        frame = b'{"role":' + orjson.dumps(message["role"]) + (b',"content":[]}' if isinstance(content, list) else b',"content":}')
+        frame = b'{"role":' + orjson.dumps(message["role"])
+        frame += b',"content":[]}' if isinstance(content, list) else b',"content":}'
         for i, block in enumerate(blocks):
-            data = orjson.dumps({k: v for k, v in block.items() if k != "cache_control"} if isinstance(block, dict) else block)
+            bare = {k: v for k, v in block.items() if k != "cache_control"} if isinstance(block, dict) else block
+            data = orjson.dumps(bare)
             pieces.append(frame + data if i == 0 else data + b",")
     shape = PromptShape.of(request, "anthropic")
     prompt = b""
@@ -410,8 +412,9 @@ def test_a_sub_agent_is_named_by_its_tools_however_they_are_written():
     from cascadeflow.cascade.session import _tools_digest
 
     anthropic = {"tools": [{"name": "Read"}, {"name": "Bash"}]}
-    openai = {"tools": [{"type": "function", "function": {"name": "Read"}}, {"type": "function", "function": {"name": "Bash"}}]}
+    openai = {"tools": [{"type": "function", "function": {"name": name}} for name in ("Read", "Bash")]}
     mixed = {"tools": [{"name": "Read"}, "junk", {"function": {"name": "Bash"}}]}
     assert _tools_digest(anthropic) == _tools_digest(openai) == _tools_digest(mixed)
     assert _tools_digest(anthropic) != _tools_digest({"tools": [{"name": "Bash"}, {"name": "Read"}]})
-    assert _tools_digest({}) == _tools_digest({"tools": []}) == _tools_digest({"tools": "none"}) != _tools_digest(anthropic)
+    nothing = _tools_digest({})
+    assert nothing == _tools_digest({"tools": []}) == _tools_digest({"tools": "none"}) != _tools_digest(anthropic)
