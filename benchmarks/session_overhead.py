@@ -9,7 +9,7 @@ the gateway gets it; the parse is not timed), then everything the session adds t
 cascaded request is timed: reading the conversation's state, the prompt's shape per model,
 the cache economics, the bridging breakpoint's check, the counterfactual baseline and recording the turn (memory store).
 
-    python benchmarks/session_overhead.py [--conversations 5] [--sizes 10 50 200]
+    python benchmarks/session_overhead.py [--conversations 5] [--sizes 10 50 200] [--bytecode]
 
 Rows: per conversation size (message content blocks, prompt tokens at the conversation's
 ~0.27 tokens per character), CPU µs per request: ``next turn`` is the usual request (the
@@ -21,15 +21,25 @@ The parse is not timed, nor the collection of its garbage (``gc.collect(0)`` aft
 gateway pays it with or without a session); the turn gets the request's bytes, as the gateway
 gives them, so what it repeats of the previous request is told from the bytes.
 
-Measured on a shared 2-core machine (load average 2–3 from other jobs), next turn, median of
-three alternating runs of this script against the code before this change (the same script,
-which then compared parsed values): median 148 µs at 10 blocks (base 197), 118 at 50 (base
-187), 175 at 200 (base 292); least 101 / 84 / 108 µs (base 117 / 100 / 168); first seen
-179 / 300 / 865 µs (base 249 / 351 / 998). So the bookkeeping alone is about 0.1 ms in its
-least figures (84–108 µs) and 1.2–1.8× that at the median. What remains is spread over many
-small steps: the state's lookup and record, each model's cache split, the economics, the
-counterfactual's price (genai-prices), hashing the ~3 blocks a turn adds, and a memcmp of the
-previous request's bytes (~10 µs at 200 blocks). On the whole gateway path
+Measured on a shared 2-core machine (load average 1–3 from other jobs), next turn, median of
+three alternating runs of this script against the code before the bytes told what repeats
+(the same script, which then compared parsed values): median 148 µs at 10 blocks (base 197),
+118 at 50 (base 187), 175 at 200 (base 292); least 101 / 84 / 108 µs (base 117 / 100 / 168).
+A second pass cut the Python steps a turn runs (the cache split in one loop, the tool names,
+the longest live entry and the trim's order read by C code, a message's blocks hashed in one
+pass; the same hashes and figures): 13–16% fewer bytecode instructions per next turn
+(``--bytecode``, median: 5,151 / 5,241 / 5,241 at 10 / 50 / 200 blocks, from 5,895 / 6,233 /
+6,233). In five alternating runs with the code before it, under a load average of 2.1–2.7
+(one run's median moved by up to 1.6× from the next): median of the five runs' medians
+150 / 135 / 193 µs (base 168 / 152 / 219), median of their least 97 / 78 / 107 (base 102 /
+93 / 115), least 91 / 77 / 102 (base 92 / 86 / 110); in the quietest pair of an earlier
+series (before the last three small steps) median 93 / 88 / 124 µs (base 114 / 104 / 145).
+So the median is under 0.1 ms at 10 and 50 blocks only on a quiet machine, and not at 200
+blocks even then; under the load of the five runs at no size. What remains is the memcmp
+of the previous request's bytes (~20 µs at 200 blocks when they have left the CPU's nearer
+caches, as the parse in between makes them) and many small steps: the state's lookup and
+record, each model's cache split, the economics, the counterfactual's price, hashing the ~3
+blocks a turn adds. On the whole gateway path
 ``benchmarks/overhead.py --sessions`` shows more (see docs/cascade.md).
 """
 
@@ -45,6 +55,7 @@ import sys
 import time
 import timeit
 from pathlib import Path
+from types import FrameType
 
 import orjson
 
@@ -115,6 +126,29 @@ async def one_turn(book: SessionBook, rule: CascadeRule, body: dict, session: st
     return (time.thread_time() - started) * 1e6
 
 
+async def counted_turn(book: SessionBook, rule: CascadeRule, body: dict, session: str,
+                       raw: bytes | None = None) -> float:
+    """:func:`one_turn`'s bytecode instructions instead of its CPU time: a figure other processes' load does not move
+    (the C code a turn calls, such as ``orjson`` and ``memcmp``, counts as the one instruction that calls it)."""
+    count = [0]
+
+    def local(frame: FrameType, event: str, arg: object) -> object:
+        if event == "opcode":
+            count[0] += 1
+        return local
+
+    def hook(frame: FrameType, event: str, arg: object) -> object:
+        frame.f_trace_opcodes = True
+        return local
+
+    sys.settrace(hook)
+    try:
+        await one_turn(book, rule, body, session, raw)
+    finally:
+        sys.settrace(None)
+    return count[0]
+
+
 def row(times: list[float]) -> str:
     times = sorted(times)
     return f"{times[0]:.0f} / {statistics.median(times):.0f} / {times[int(0.9 * (len(times) - 1))]:.0f}"
@@ -125,7 +159,9 @@ async def main() -> None:
     parser.add_argument("--conversations", type=int, default=5, help="conversations measured per size")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--last", type=int, default=20, help="turns timed at the end of each conversation")
+    parser.add_argument("--bytecode", action="store_true", help="count bytecode instructions per turn instead of µs")
     args = parser.parse_args()
+    measure, unit = (counted_turn, "bytecode instructions") if args.bytecode else (one_turn, "µs")
     registry = ModelRegistry()
     registry.info(OPUS), registry.info(HAIKU)  # prices loaded once, as at gateway start
     rule = CascadeRule(request_model=OPUS, draft_model=HAIKU)
@@ -133,7 +169,8 @@ async def main() -> None:
     reference = min(timeit.repeat("sum(range(1000))", number=200, repeat=5)) / 200 * 1e6
     print(f"requests grown from: {source}; load average {os.getloadavg()[0]:.1f}; this machine runs sum(range(1000)) in {reference:.1f} µs "
           "(about 10 µs on an idle core of a current x86 CPU: scale the figures below by that ratio)")
-    print("| message blocks | prompt tokens | KiB | next turn µs (min / median / p90) | first seen µs (min / median / p90) |")
+    print(f"| message blocks | prompt tokens | KiB | next turn {unit} (min / median / p90) "
+          f"| first seen {unit} (min / median / p90) |")
     print("|---|---|---|---|---|")
     for blocks in args.sizes:
         turns = conversation(base, blocks, SIZES[blocks])
@@ -146,13 +183,13 @@ async def main() -> None:
             for i, raw in enumerate(turns):
                 body = orjson.loads(raw)
                 gc.collect(0)  # the parse's garbage is the parse's: not counted against the bookkeeping
-                took = await one_turn(book, rule, body, session, raw)
+                took = await measure(book, rule, body, session, raw)
                 if i >= max(1, len(turns) - len(timed)):  # the conversation's first request is a "first seen" one
                     warm.append(took)
             for raw in timed:  # the same turns, each in a conversation this process has not seen
                 body = orjson.loads(raw)
                 gc.collect(0)
-                cold.append(await one_turn(book, rule, body, f"cold-{blocks}-{c}-{len(cold)}", raw))
+                cold.append(await measure(book, rule, body, f"cold-{blocks}-{c}-{len(cold)}", raw))
         await book.aclose()
         print(f"| {blocks} | {size * PER_CHAR / 1000:.0f}k | {size / 1024:.0f} | {row(warm)} | {row(cold)} |", flush=True)
 

@@ -372,3 +372,49 @@ async def test_redis_sessions_decode_only_what_another_process_wrote():
     finally:
         await one.aclose()
         await other.aclose()
+
+
+def test_prefix_keys_are_the_crc_of_the_prompt_so_far():
+    """A shadow's keys are stored (Redis) and read by other gateway processes, of this version or another: each
+    block's key is the CRC-32 and length of the prompt up to it — each tool, system and message block with a
+    comma after it, except a message's first block, which counts with the message's role and brackets before it."""
+    import struct
+    import zlib
+
+    import orjson
+
+    request = body(3)
+    request["messages"].insert(1, {"role": "user", "content": "a string message"})
+    request["messages"][0]["content"].append({"type": "text", "text": "second block"})
+    pieces = [orjson.dumps(t) + b"," for t in request["tools"]]
+    pieces += [orjson.dumps({k: v for k, v in b.items() if k != "cache_control"}) + b"," for b in request["system"]]
+    for message in request["messages"]:
+        content = message["content"]
+        blocks = content if isinstance(content, list) else [content]
+        frame = b'{"role":' + orjson.dumps(message["role"])
+        frame += b',"content":[]}' if isinstance(content, list) else b',"content":}'
+        for i, block in enumerate(blocks):
+            bare = {k: v for k, v in block.items() if k != "cache_control"} if isinstance(block, dict) else block
+            data = orjson.dumps(bare)
+            pieces.append(frame + data if i == 0 else data + b",")
+    shape = PromptShape.of(request, "anthropic")
+    prompt = b""
+    for i, piece in enumerate(pieces):
+        prompt += piece
+        assert shape.ends[i] == len(prompt)
+        assert shape.hashes[i] == struct.pack("<IQ", zlib.crc32(prompt), len(prompt)), i
+    assert shape.blocks == len(pieces)
+
+
+def test_a_sub_agent_is_named_by_its_tools_however_they_are_written():
+    """The conversation key names the tools: the names of Anthropic tools and of OpenAI functions, in order;
+    anything that is not a tool is left out."""
+    from cascadeflow.cascade.session import _tools_digest
+
+    anthropic = {"tools": [{"name": "Read"}, {"name": "Bash"}]}
+    openai = {"tools": [{"type": "function", "function": {"name": name}} for name in ("Read", "Bash")]}
+    mixed = {"tools": [{"name": "Read"}, "junk", {"function": {"name": "Bash"}}]}
+    assert _tools_digest(anthropic) == _tools_digest(openai) == _tools_digest(mixed)
+    assert _tools_digest(anthropic) != _tools_digest({"tools": [{"name": "Bash"}, {"name": "Read"}]})
+    nothing = _tools_digest({})
+    assert nothing == _tools_digest({"tools": []}) == _tools_digest({"tools": "none"}) != _tools_digest(anthropic)

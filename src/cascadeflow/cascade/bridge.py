@@ -25,6 +25,7 @@ come after a ``5m`` one; a request that already breaks that rule is left alone).
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from ..sessions.cache import LOOKBACK, CacheShadow, PromptShape
@@ -72,13 +73,14 @@ def _longest(shape: PromptShape, shadow: CacheShadow, now: float) -> int:
     """The block ending the longest live entry of ``shadow`` that is a prefix of ``shape`` (-1: none).
 
     Looks at the shadow's entries only (at most a dozen), longest first: usually the first is this
-    prompt's prefix, and a single bisection finds its block."""
+    prompt's prefix, and a single bisection finds its block. (Entries of equal length are taken in any
+    order: at most one of them is this prompt's prefix.)"""
     ends, hashes = shape.ends, shape.hashes
-    live = sorted(((chars, key) for key, (chars, expiry) in shadow.entries.items() if expiry > now), reverse=True)
-    for chars, key in live:
-        i = bisect_left(ends, chars)
-        if i < len(ends) and ends[i] == chars and hashes[i] == key:
-            return i
+    for key, (chars, expiry) in sorted(shadow.entries.items(), key=itemgetter(1), reverse=True):
+        if expiry > now:
+            i = bisect_left(ends, chars)
+            if i < len(ends) and ends[i] == chars and hashes[i] == key:
+                return i
     return -1
 
 

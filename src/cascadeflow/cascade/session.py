@@ -29,6 +29,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import repeat
 
 import orjson
 
@@ -136,7 +137,13 @@ class SessionBook:
 
 
 def _tools_digest(body: dict) -> str:
-    names = [t.get("name") or (t.get("function") or {}).get("name") for t in body.get("tools") or () if isinstance(t, dict)]
+    tools = body.get("tools") or ()
+    try:  # the usual tools, each a dict with its name: the names are read without a Python loop
+        names = list(map(dict.get, tools, repeat("name")))
+    except TypeError:  # not a list of dicts
+        names = [None]
+    if not all(names):
+        names = [t.get("name") or (t.get("function") or {}).get("name") for t in tools if isinstance(t, dict)]
     return hashlib.blake2b(repr(names).encode(), digest_size=6).hexdigest()
 
 
@@ -162,15 +169,18 @@ class Turn:
 
     def shape(self, model: str) -> PromptShape:
         """This request's prompt as ``model``'s provider caches it (its route is resolved once per request)."""
-        if self._shapes is None:
-            self._shapes = {}
-        shape = self._shapes.get(model)
+        shapes = self._shapes
+        if shapes is None:
+            shapes = self._shapes = {}
+        else:
+            shape = shapes.get(model)
+            if shape is not None:
+                return shape
+        rules = (self.rules_for(model),)  # a tuple: never a model's name
+        shape = shapes.get(rules)
         if shape is None:
-            rules = (self.rules_for(model),)  # a tuple: never a model's name
-            shape = self._shapes.get(rules)
-            if shape is None:
-                shape = self._shapes[rules] = self.book.shape(self.key, self.body, self.dialect, rules[0], self.raw)
-            self._shapes[model] = shape
+            shape = shapes[rules] = self.book.shape(self.key, self.body, self.dialect, rules[0], self.raw)
+        shapes[model] = shape
         return shape
 
     def bridge(self, model: str, body: dict) -> dict:
@@ -190,8 +200,8 @@ class Turn:
     def reach(self, model: str) -> PromptShape:
         """This request's shape as ``model``'s upstream will read it: with the bridge :meth:`bridge` would add
         (placed at the prefix's last block; where it goes later, the same prefix is read and the same written)."""
-        end = self._bridge_end(model)
-        return self.shape(model) if end is None else with_bridge(self.shape(model), end)
+        end, shape = self._bridge_end(model), self.shape(model)
+        return shape if end is None else with_bridge(shape, end)
 
     def _bridge_end(self, model: str) -> int | None:
         """:func:`.find_bridge` for ``model``, once per request (the shadow changes only when the turn ends)."""
@@ -299,12 +309,12 @@ class Turn:
         state.pending_model = (served_model or calls[-1][0]) if drafted and accepted else ""
         state.pending_calls = tool_ids[:64] if drafted and accepted else []
         state.pending_request = self.request_id if drafted and accepted else ""
+        shape = self.shape(self.requested)
         state.learn(served.input_tokens + served.cache_write_tokens + served.cache_read_tokens,
-                    self.shape(self.requested).chars, served.output_tokens)
+                    shape.chars, served.output_tokens)
         state.last_at = self.now
         state.requested = self.requested
         state.turns += 1
-        shape = self.shape(self.requested)
         state.last_chars = shape.ends[shape.breakpoints[-1][0]] if shape.breakpoints else shape.chars
         self.book.save(self.key, state)
 

@@ -36,8 +36,10 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from operator import itemgetter
 
 import orjson
 
@@ -52,6 +54,7 @@ LOOKBACK = 20
 _TOOL_USE, _TOOL_RESULT = 1, 2
 _TTL_5M, _TTL_1H = 300.0, 3600.0
 _OPENAI_TTL, _OPENAI_MIN, _OPENAI_STEP = 600.0, 1024, 128
+_EXPIRY, _ITEM = itemgetter(1), itemgetter(2)
 #: entries kept per model and conversation (the longest prefixes win; older ones are never looked up again)
 MAX_ENTRIES = 12
 
@@ -141,17 +144,15 @@ class PromptShape:
                 marks.pop()
         else:
             kept, hashes, ends, marks, starts, positions = 0, [], [], [], [], []
-            blocks = [(data + b",", ttl, run) for data, ttl, run in map(_block, tools or ())]
+            last = _add(list(tools) if tools else [], None, hashes, ends, marks, positions, 0)
             if dialect == "anthropic":
-                _extend(blocks, system)
-            runs = [_hash(blocks, hashes, ends, marks, positions, 0)]
+                last = _add(system, None, hashes, ends, marks, positions, last)
+            runs = [last]
             starts.append(len(hashes))
+        last = runs[-1]
         for message in messages[kept:]:
-            last = runs[-1]
             if isinstance(message, dict):
-                blocks = []
-                _extend(blocks, message.get("content"), role=message.get("role"))
-                last = _hash(blocks, hashes, ends, marks, positions, last)
+                last = _add(message.get("content"), message.get("role"), hashes, ends, marks, positions, last)
             starts.append(len(hashes))
             runs.append(last)
         # with a layout the bytes tell what the next request repeats: the parsed values are not kept
@@ -233,16 +234,32 @@ def _can_mark(block: object) -> bool:
     return kind not in ("thinking", "redacted_thinking") and (kind != "text" or bool(block.get("text")))
 
 
-def _hash(blocks: list[tuple[bytes, float | None, int]], hashes: list[bytes], ends: list[int],
-          marks: list[tuple[int, float]], positions: list[int], last: int) -> int:
-    """Append ``blocks`` to the running hashes: a CRC-32 and the length so far name each prefix (fast, and
-    stable across processes); and to the lookback positions (a block that goes on with a run of tool_use, or
-    of tool_result, blocks shares its position). ``last``: the run code of the block before; returns the last's."""
+def _add(content: object, role: object, hashes: list[bytes], ends: list[int], marks: list[tuple[int, float]],
+         positions: list[int], last: int) -> int:
+    """Append the blocks of a message's ``content`` (or of the tools or the system prompt: ``role`` None) to the
+    running hashes: a CRC-32 and the length so far name each prefix (fast, and stable across processes); and to
+    the lookback positions (a block that goes on with a run of tool_use, or of tool_result, blocks shares its
+    position). Each block counts with a comma after it, except that a message's first block counts with the
+    message's role and brackets before it instead, so the blocks add up to the whole prompt, as the tokens
+    before a breakpoint do. ``last``: the run code of the block before; returns the last block's."""
+    if isinstance(content, list):
+        parts: Iterable[tuple[bytes, float | None, int]] = map(_block, content)
+        frame = None if role is None else b'{"role":' + orjson.dumps(role) + b',"content":[]}'
+    elif content is not None:
+        parts = ((orjson.dumps(content), None, 0),)
+        frame = None if role is None else b'{"role":' + orjson.dumps(role) + b',"content":}'
+    else:
+        return last
     crc, total = _PREFIX_KEY.unpack(hashes[-1]) if hashes else (0, 0)
     position = positions[-1] if positions else -1
-    for data, ttl, run in blocks:
-        crc = zlib.crc32(data, crc)
-        total += len(data)
+    for data, ttl, run in parts:
+        if frame is None:
+            crc = zlib.crc32(b",", zlib.crc32(data, crc))
+            total += len(data) + 1
+        else:
+            crc = zlib.crc32(data, zlib.crc32(frame, crc))
+            total += len(frame) + len(data)
+            frame = None
         if ttl is not None:
             marks.append((len(hashes), ttl))
         hashes.append(_PREFIX_KEY.pack(crc, total))
@@ -269,9 +286,9 @@ def _block(block: object) -> tuple[bytes, float | None, int]:
         if isinstance(content, list) and any(isinstance(part, dict) and "cache_control" in part for part in content):
             return (*_tool_result(block, content), run)
     if "cache_control" in block:
-        control = block["cache_control"]
-        data = orjson.dumps({k: v for k, v in block.items() if k != "cache_control"})
-        return data, (_ttl(control) if control else None), run
+        bare = dict(block)  # the block without its mark, its keys in their order
+        control = bare.pop("cache_control")
+        return orjson.dumps(bare), (_ttl(control) if control else None), run
     return orjson.dumps(block), None, run
 
 
@@ -284,20 +301,6 @@ def _tool_result(block: dict, content: list) -> tuple[bytes, float | None]:
     bare["content"] = [{k: v for k, v in part.items() if k != "cache_control"} if isinstance(part, dict) else part
                        for part in content]
     return orjson.dumps(bare), (_ttl(control) if control else None)
-
-
-def _extend(blocks: list, content: object, role: object = None) -> None:
-    """A message's (or the system prompt's) blocks; the message's role and brackets count with its first block,
-    so the blocks add up to the whole prompt, as the tokens before a breakpoint do."""
-    start = len(blocks)
-    if isinstance(content, list):
-        blocks.extend((data + b",", ttl, run) for data, ttl, run in map(_block, content))
-    elif content is not None:
-        blocks.append((orjson.dumps(content) + b",", None, 0))
-    if role is not None and len(blocks) > start:
-        data, ttl, run = blocks[start]
-        frame = b'{"role":' + orjson.dumps(role) + (b',"content":[]}' if isinstance(content, list) else b',"content":}')
-        blocks[start] = (frame + data[:-1], ttl, run)
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,11 +333,15 @@ class CacheShadow:
         """What ``shape`` would read and write against this cache now (``touch``: count it as sent)."""
         if shape.rules == "openai":
             return self._split_openai(shape, now, per_char, touch)
-        if not shape.breakpoints:
-            return CacheSplit(0, 0, shape.chars)
+        points, ends = shape.breakpoints, shape.ends
+        total = ends[-1] if ends else 0
+        if not points:
+            return CacheSplit(0, 0, total)
         best, entries, hashes, positions = -1, self.entries, shape.hashes, shape.positions
         if entries:  # the newest breakpoint first; below the best entry found so far nothing can beat it
-            for index, _ in reversed(shape.breakpoints):
+            for index, _ in reversed(points):
+                if index <= best:  # the breakpoints are in order: the rest lie at or below the best entry too
+                    break
                 reach = positions[index] - LOOKBACK  # a position at or below this is out of the window
                 for i in range(index, best, -1):
                     if positions[i] <= reach:
@@ -343,21 +350,27 @@ class CacheShadow:
                     if entry is not None and entry[1] > now:
                         best = i
                         break
-        ends = shape.ends
         read = ends[best] if best >= 0 else 0
         floor = min_cacheable_tokens(model) / per_char if per_char > 0 else 0
-        last = next((i for i, _ in reversed(shape.breakpoints) if ends[i] >= floor), -1)
-        write = max(0, ends[last] - read) if last > best else 0
+        write = 0
+        for i, _ in reversed(points):  # the last breakpoint long enough to be cached
+            if ends[i] >= floor:
+                write = max(0, ends[i] - read) if i > best else 0
+                break
         if touch:
-            cacheable = [(i, ttl) for i, ttl in shape.breakpoints if ends[i] >= floor]
             if best >= 0:
-                chars, expiry = self.entries[shape.hashes[best]]
-                ttl = next((t for i, t in shape.breakpoints if i >= best), _TTL_5M)
-                self.entries[shape.hashes[best]] = (chars, max(expiry, now + ttl))
-            for i, ttl in cacheable:
-                self.entries[shape.hashes[i]] = (shape.ends[i], now + ttl)
+                chars, expiry = entries[hashes[best]]
+                ttl = _TTL_5M
+                for i, t in points:  # the first breakpoint at or after it
+                    if i >= best:
+                        ttl = t
+                        break
+                entries[hashes[best]] = (chars, max(expiry, now + ttl))
+            for i, ttl in points:
+                if ends[i] >= floor:
+                    entries[hashes[i]] = (ends[i], now + ttl)
             self._trim()
-        return CacheSplit(read, write, shape.chars)
+        return CacheSplit(read, write, total)
 
     @staticmethod
     def warm_split(shape: PromptShape, model: str, per_char: float, previous_chars: int) -> CacheSplit:
@@ -402,9 +415,13 @@ class CacheShadow:
 
     def _trim(self) -> None:
         """Keep the entries used last (the system prompt's, refreshed every turn, stay with the newest)."""
-        if len(self.entries) > MAX_ENTRIES:
-            keep = sorted(self.entries.items(), key=lambda kv: kv[1][1], reverse=True)[:MAX_ENTRIES]
-            self.entries = dict(keep)
+        entries = self.entries
+        if len(entries) > MAX_ENTRIES:
+            # the latest expiries first, entries of equal expiry in their order (a stable sort), without a Python
+            # call per entry: sorted by (expiry, minus the entry's place), the places all different
+            ranked = sorted(zip(map(_EXPIRY, entries.values()), range(0, -len(entries), -1), entries.items()),
+                            reverse=True)
+            self.entries = dict(map(_ITEM, ranked[:MAX_ENTRIES]))
 
     def live_until(self, now: float) -> float:
         """When the last live entry expires (``now`` if none is live)."""
