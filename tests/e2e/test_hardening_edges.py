@@ -444,3 +444,38 @@ def test_partial_headers_are_a_408_and_the_connection_closes(impatient_gateway):
     assert waited < 5 and received.startswith(b"HTTP/1.1 408"), (waited, received[:200])
     # a whole request, sent at once, is served as ever
     assert httpx.post(impatient_gateway + "/v1/messages", json={"model": HAIKU, **ASK}, timeout=10).status_code == 200
+
+
+# -- 7. malformed tools and system in a conversation ---------------------------------------------------
+
+_BAD_SHAPES = [("tools", 5, "tools: Input should be a valid list"),
+               ("tools", {"name": "x"}, "tools: Input should be a valid list"),
+               ("tools", [1, None], "tools.0: Input should be a valid dictionary"),
+               ("system", 7, "system: Input should be a valid string"),
+               ("system", [1], "system: Input should be a valid list of text blocks")]
+
+
+@pytest.mark.parametrize(("field", "value", "message"), _BAD_SHAPES, ids=[f"{f}={v!r}" for f, v, _ in _BAD_SHAPES])
+def test_malformed_tools_or_system_in_a_cascaded_conversation_are_a_400(fresh_sim, start_gateway, field, value,
+                                                                         message):
+    """A conversation's bookkeeping and the cascade read ``tools`` and ``system``: a body where they have the
+    wrong shape is the API's 400 (the simulator refuses what the real API refuses), twice in one session."""
+    gw = start_gateway(_config(fresh_sim))
+    body = {"model": "claude-opus-5-5", **ASK, field: value}
+    for _ in range(2):
+        answer = httpx.post(gw.url + "/v1/messages", json=body, timeout=30,
+                            headers={"x-api-key": "x", "anthropic-version": "2023-06-01",
+                                     "x-claude-code-session-id": "malformed-1"})
+        assert answer.status_code == 400, answer.text
+        error = answer.json()["error"]
+        assert error["type"] == "invalid_request_error" and error["message"].startswith(message), error
+
+
+def test_malformed_tools_in_a_chat_conversation_are_a_400(fresh_sim, start_gateway):
+    gw = start_gateway(_config(fresh_sim))
+    for _ in range(2):
+        answer = httpx.post(gw.url + "/v1/chat/completions", timeout=30, headers={"authorization": "Bearer x"},
+                            json={"model": "gpt-5.5", "user": "malformed-2", "tools": 5,
+                                  "messages": [{"role": "user", "content": "hello"}]})
+        assert answer.status_code == 400, answer.text
+        assert "expected an array" in answer.json()["error"]["message"], answer.text

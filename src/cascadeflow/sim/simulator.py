@@ -388,6 +388,9 @@ class SimulatedProvider:
             return "messages: Field required" if dialect == "anthropic" else "Missing required parameter: 'messages'."
         if dialect == "anthropic" and not isinstance(body.get("max_tokens"), int):
             return "max_tokens: Field required"
+        shape = _shape_problem(dialect, body)
+        if shape is not None:
+            return shape
         problem = output_limit_problem(dialect, body) or feature_problem(dialect, body)
         if dialect != "anthropic":
             return problem
@@ -641,3 +644,24 @@ async def run_simulator(host: str = "127.0.0.1", port: int = 0, script_path: str
         await asyncio.Event().wait()
     finally:
         await sim.stop_async()
+
+
+def _shape_problem(dialect: str, body: dict) -> str | None:
+    """The real APIs refuse ``tools`` that is not a list of objects, and an Anthropic ``system`` that is
+    neither a string nor a list of blocks, with a 400 (the checks after this one read them)."""
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            return ("tools: Input should be a valid list" if dialect == "anthropic"
+                    else f"Invalid type for 'tools': expected an array, but got {type(tools).__name__} instead.")
+        for i, tool in enumerate(tools):
+            if not isinstance(tool, dict):
+                return (f"tools.{i}: Input should be a valid dictionary or object to extract fields from"
+                        if dialect == "anthropic" else f"Invalid type for 'tools[{i}]': expected an object.")
+    system = body.get("system")
+    if dialect == "anthropic" and system is not None:
+        if not isinstance(system, (str, list)):
+            return "system: Input should be a valid string"
+        if isinstance(system, list) and not all(isinstance(block, dict) for block in system):
+            return "system: Input should be a valid list of text blocks"
+    return None
