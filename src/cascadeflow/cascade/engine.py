@@ -417,7 +417,7 @@ class CascadeEngine:
 
         A stage that cannot be priced drafts as without economics (not past a sticky escalation); once any stage
         is priced, the numbers decide how long an escalation sticks. The decision's expected saving is that of
-        first priced stage that drafts (of the first priced stage when none drafts).
+        the first priced stage that drafts (of the first priced stage when none drafts).
         """
         totals = self.tracker.rule(decision.rule)
         failures = sum(totals.escalated.values())
