@@ -101,3 +101,18 @@ def test_cache_economics_price_each_stage_on_its_own_model(sim, fresh_sim, start
     assert headers["x-cascadeflow-skipped-stages"] == f"{SONNET}=cache_economics"
     assert float(headers["x-cascadeflow-expected-saving-usd"]) > 0, "Haiku's own expected saving"
     assert models_called(sim) == [HAIKU]
+
+
+def test_a_stage_whose_context_window_is_too_small_is_passed_over(sim, fresh_sim, start_gateway, tmp_path):
+    """The context-window policy judges each stage's own window (here ``local-coder`` has 2,000 tokens)."""
+    database = f"sqlite:///{tmp_path / 'ledger.db'}"
+    rule = {"name": "opus", "request_model": OPUS, "stages": [{"model": "local-coder"}, {"model": HAIKU}],
+            "quality_threshold": 0.0, "policies": {"cache_economics": False}}
+    models = {"local-coder": {**TEXT_ONLY["local-coder"], "context_window": 2_000}}
+    gw = start_gateway(ProxyConfig.from_dict({"routes": sim_routes(sim), "cascade_rules": [rule], "models": models,
+                                              "database_url": database}))
+    long_prompt = [{"role": "user", "content": "Summarise this log: " + "GET /index.html 200\n" * 800}]
+    headers = ask(gw, long_prompt, stream=False)
+    assert (headers["x-cascadeflow-decision"], headers["x-cascadeflow-draft-model"]) == ("accepted", HAIKU)
+    assert headers["x-cascadeflow-skipped-stages"] == "local-coder=context_too_long"
+    assert models_called(sim) == [HAIKU]
