@@ -9,7 +9,9 @@ would refuse but that only tune the answer are fitted instead: the draft's outpu
 (see ``CascadeEngine._draft_cap``) and a top-level ``output_config.effort`` the draft
 lacks (:func:`fit_features`). An over-long prompt is the ``max_context_fraction`` policy.
 ``anthropic-beta`` values the draft lacks are learned from its refusals, not tabled
-(:mod:`.beta_refusals`, ``skipped:capability:beta``).
+(:mod:`.beta_refusals`, ``skipped:capability:beta``). A rule's draft stages are each gated on
+their own model (``CascadeEngine._open_stages``): a stage that cannot serve the request is passed
+over, and the request skips drafting only when no stage can.
 """
 
 from __future__ import annotations

@@ -54,6 +54,8 @@ class Decision:
     session_signal: SessionSignal | None = None
     #: the pre-generation router's P(draft good) for this request (None: the rule has no router)
     route_confidence: float | None = None
+    #: (model, why) of each draft stage passed over while another stage drafted (``capability:image``, …)
+    skipped_stages: list[tuple[str, str]] = field(default_factory=list)
 
     def add_call(self, call: ProxyResult | ProxyStream) -> None:
         """Count one upstream call's usage and cost (unknown cost makes the total unknown)."""
@@ -68,6 +70,17 @@ class Decision:
         self.usage = self.usage + usage
         self.cost = None if cost is None or self.cost is None else self.cost + cost
 
+    def skipped_stages_text(self) -> str:
+        """The stages passed over, ``model=why,…`` (empty when none was)."""
+        return ",".join(f"{model}={why}" for model, why in self.skipped_stages)
+
+    def detail(self) -> str | None:
+        """The ledger row's ``detail``: the checks' scores, then the stages passed over (``skipped model=why,…``)."""
+        parts = [self.checks] if self.checks else []
+        if self.skipped_stages:
+            parts.append(f"skipped {self.skipped_stages_text()}")
+        return "; ".join(parts) or None
+
     def headers(self, *, with_cost: bool) -> dict[str, str]:
         headers = {
             "x-cascadeflow-rule": self.rule,
@@ -81,6 +94,8 @@ class Decision:
             headers["x-cascadeflow-confidence"] = repr(float(self.confidence))  # exact: calibration fits on it
         if self.checks:
             headers["x-cascadeflow-checks"] = self.checks
+        if self.skipped_stages:
+            headers["x-cascadeflow-skipped-stages"] = self.skipped_stages_text()
         if self.served_model in self.thinking_views:
             headers["x-cascadeflow-thinking"] = self.thinking_views[self.served_model]
         if self.expected_saving is not None:

@@ -44,7 +44,7 @@ from .decision import CascadeReply, Decision
 from .drafts import DialectOps, ops_for
 from .kinds import request_kind
 from .opinions import SecondOpinions, draft_cap
-from .policies import skip_reason
+from .policies import context_gap, skip_reason
 from .port import ANSWER_CALL, OPTIONAL_CALL
 from .router import Router, load_router
 from .scorer import checks_for
@@ -314,14 +314,7 @@ class CascadeEngine:
                 ops: DialectOps, talk: ThreadView | None = None, turn: Turn | None = None,
                 ) -> Iterator[tuple[CascadeStage, Target, ProxyRequest, float]]:
         """The draft stages to try — none when a policy skips drafting — each with its route and request."""
-        if self._skipped(rule, request, dialect, conversation, decision, turn):
-            return
-        for stage in rule.draft_stages():
-            refused = self.refusals.refused(stage.model, request.headers)
-            if refused is not None:  # this stage's model refused one of the request's betas: the next stage may not
-                log.info("cascade rule %r: stage %s skipped (it refused anthropic-beta %s)", decision.rule, stage.model,
-                         refused)
-                continue
+        for stage in self._open_stages(rule, request, dialect, conversation, decision, turn):
             match = self._draft_route(stage, dialect, decision)
             if match is None:
                 return
@@ -362,30 +355,46 @@ class CascadeEngine:
             return request
         return request.derive(body)
 
-    def _skipped(
+    def _open_stages(
         self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None, decision: Decision,
         turn: Turn | None = None,
-    ) -> bool:
-        first = rule.draft_stages()[0].model
+    ) -> list[CascadeStage]:
+        """The draft stages this request may be drafted on, in order; none when it skips drafting (then
+        ``decision.reason`` says why: the first stage's reason when every stage is gated out).
+
+        Each stage is gated on its own model, once: its context window, the media, server tools and features it
+        lacks (:func:`.capability_gap`), the betas it refused (:mod:`.beta_refusals`), and, with
+        ``cache_economics``, the conversation's prices on its own cache. A stage passed over while another drafts
+        is named in ``decision.skipped_stages``.
+        """
         body = request.body or {}
         signal = turn.signal() if turn is not None else None  # always read: it settles the last drafted turn
-        reason = skip_reason(rule, body, request.raw_body or b"", dialect, first, self.registry, self.sticky, conversation)
-        if turn is not None and rule.policies.cache_economics and reason in (None, "sticky_escalation"):
-            totals = self.tracker.rule(decision.rule)
-            go, decision.expected_saving = turn.economics(totals.drafts_tried, sum(totals.escalated.values()), first,
-                                                          rule.verifier_model or request.model)
-            if decision.expected_saving is not None:  # priced: the numbers say how long an escalation sticks
-                reason = None if go else "cache_economics"
+        stages = rule.draft_stages()
+        reason = skip_reason(rule, body, dialect, self.sticky, conversation)
+        passed: dict[str, str] = {}  # stage model → why it is passed over
+        open_stages: list[CascadeStage] = []
+        if reason in (None, "sticky_escalation"):
+            verifier = rule.verifier_model or request.model
+            raw = request.raw_body or b""
+            verifier_provider = self._provider_of(verifier, dialect)
+            for stage in stages:
+                gap = context_gap(rule, body, raw, stage.model, self.registry) or capability_gap(
+                    body, raw, dialect, stage.model, self._provider_of(stage.model, dialect), verifier_provider,
+                    self.registry)
+                if gap is None and self.refusals.refused(stage.model, request.headers) is not None:
+                    gap = "capability:beta"  # this model refused one of the request's betas before
+                if gap is None:
+                    open_stages.append(stage)
+                else:
+                    passed[stage.model] = gap
+            if not open_stages:
+                reason = passed[stages[0].model]
+            elif turn is not None and rule.policies.cache_economics:
+                open_stages, reason = self._priced_stages(rule, decision, turn, open_stages, verifier, reason, passed)
         decision.kind = request_kind(request.headers, body)
         kinds = rule.policies.draft_kinds
         if reason is None and kinds is not None and decision.kind not in kinds:
             reason = f"kind:{decision.kind}"
-        if reason is None:
-            reason = capability_gap(body, request.raw_body or b"", dialect, first, self._provider_of(first, dialect),
-                                    self._provider_of(rule.verifier_model or request.model, dialect), self.registry)
-        if reason is None and all(self.refusals.refused(stage.model, request.headers) is not None
-                                  for stage in rule.draft_stages()):
-            reason = "capability:beta"  # every draft model refused one of this request's betas before
         decision.session_signal = signal
         if reason is None and signal is not None:
             reason = f"session_signal:{signal.kind}"
@@ -393,9 +402,45 @@ class CascadeEngine:
                 and decision.route_confidence < rule.router.threshold:
             reason = "router"  # predicted to fail: the draft would only be paid for
         if reason is None:
-            return False
+            if passed:
+                decision.skipped_stages = [(stage.model, passed[stage.model]) for stage in stages
+                                           if stage.model in passed]
+            return open_stages
         decision.reason = f"skipped:{reason}"
-        return True
+        return []
+
+    def _priced_stages(
+        self, rule: CascadeRule, decision: Decision, turn: Turn, stages: list[CascadeStage], verifier: str,
+        reason: str | None, passed: dict[str, str],
+    ) -> tuple[list[CascadeStage], str | None]:
+        """Cache economics per stage: the stages whose drafting pays on their own model's cache, and the reason.
+
+        A stage that cannot be priced drafts as without economics (not past a sticky escalation); once any stage
+        is priced, the numbers decide how long an escalation sticks. The decision's expected saving is that of
+        the first priced stage that drafts (of the first priced stage when none drafts).
+        """
+        totals = self.tracker.rule(decision.rule)
+        failures = sum(totals.escalated.values())
+        paying: list[CascadeStage] = []
+        priced: list[float] = []
+        for stage in stages:
+            go, saving = turn.economics(totals.drafts_tried, failures, stage.model, verifier)
+            if saving is None:
+                if reason is None:
+                    paying.append(stage)
+                continue
+            priced.append(saving)
+            if go:
+                if decision.expected_saving is None:
+                    decision.expected_saving = saving
+                paying.append(stage)
+            else:
+                passed[stage.model] = "cache_economics"
+        if not priced:
+            return paying, reason
+        if not paying:
+            decision.expected_saving = priced[0]
+        return paying, None if paying else "cache_economics"
 
     def _draft_route(self, stage: CascadeStage, dialect: str, decision: Decision) -> Target | None:
         try:

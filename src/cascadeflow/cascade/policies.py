@@ -13,7 +13,7 @@ from collections import OrderedDict
 from ..config import CascadeRule
 from ..pricing import ModelRegistry
 
-__all__ = ["skip_reason", "conversation_key", "StickyEscalations", "estimate_prompt_tokens"]
+__all__ = ["skip_reason", "context_gap", "conversation_key", "StickyEscalations", "estimate_prompt_tokens"]
 
 _STICKY_LIMIT = 10_000
 
@@ -113,24 +113,30 @@ class StickyEscalations:
 def skip_reason(
     rule: CascadeRule,
     body: dict,
-    raw_body: bytes,
     dialect: str,
-    draft_model: str,
-    registry: ModelRegistry,
     sticky: StickyEscalations,
     conversation: str | None,
 ) -> str | None:
-    """The policy that says not to draft this request, or None to draft it."""
+    """The policy that says not to draft this request on any stage, or None to draft it.
+
+    What depends on a stage's model (its context window: :func:`context_gap`) is judged per stage by the engine.
+    """
     if rule.never_draft:  # calibrated: no threshold keeps the quality target, so drafting would only cost
         return "never_draft"
-    policies = rule.policies
-    if policies.skip_forced_tool_choice and forces_tool(body, dialect):
+    if rule.policies.skip_forced_tool_choice and forces_tool(body, dialect):
         return "forced_tool_choice"
-    info = registry.info(draft_model)
-    if info is not None and info.context_window:
-        limit = int(policies.max_context_fraction * info.context_window)
-        if estimate_prompt_tokens(raw_body, body, limit) > limit:
-            return "context_too_long"
     if sticky.should_skip(conversation, rule):
         return "sticky_escalation"
+    return None
+
+
+def context_gap(
+    rule: CascadeRule, body: dict, raw_body: bytes, draft_model: str, registry: ModelRegistry
+) -> str | None:
+    """``context_too_long`` when the prompt exceeds ``max_context_fraction`` of ``draft_model``'s window, else None."""
+    info = registry.info(draft_model)
+    if info is not None and info.context_window:
+        limit = int(rule.policies.max_context_fraction * info.context_window)
+        if estimate_prompt_tokens(raw_body, body, limit) > limit:
+            return "context_too_long"
     return None

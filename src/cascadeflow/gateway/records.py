@@ -70,7 +70,7 @@ def cascade_entry(info: RequestInfo, decision: Decision, status: int, cancelled:
         decision=decision.reason, accepted=decision.accepted, confidence=decision.confidence,
         served_model=decision.served_model, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
         cache_write_tokens=usage.cache_write_tokens, cache_read_tokens=usage.cache_read_tokens,
-        cost=decision.cost, baseline_cost=decision.baseline_cost, cancelled=cancelled, detail=decision.checks or None,
+        cost=decision.cost, baseline_cost=decision.baseline_cost, cancelled=cancelled, detail=decision.detail(),
         upstream_ms=decision.upstream_ms or None, drafts=len(decision.stages), draft_ms=decision.draft_ms,
         session_signal=signal and signal.kind, signal_request_id=signal and signal.request_id or None,
     )
