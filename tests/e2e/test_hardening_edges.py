@@ -446,21 +446,24 @@ def test_partial_headers_are_a_408_and_the_connection_closes(impatient_gateway):
     assert httpx.post(impatient_gateway + "/v1/messages", json={"model": HAIKU, **ASK}, timeout=10).status_code == 200
 
 
-# -- 7. malformed tools and system in a conversation ---------------------------------------------------
+# -- 7. malformed tools, system and content in a cascaded conversation ----------------------------------
 
-_BAD_SHAPES = [("tools", 5, "tools: Input should be a valid list"),
-               ("tools", {"name": "x"}, "tools: Input should be a valid list"),
-               ("tools", [1, None], "tools.0: Input should be a valid dictionary"),
-               ("system", 7, "system: Input should be a valid string"),
-               ("system", [1], "system: Input should be a valid list of text blocks")]
+_OPUS_ON_HAIKU = [{"name": "opus", "request_model": "claude-opus-5-5", "draft_model": HAIKU}]
+_GPT_ON_MINI = [{"name": "gpt", "request_model": "gpt-4o", "draft_model": "gpt-4o-mini"}]
+_BAD_SHAPES = [("tools", 5, "tools: Input should be a list of tool objects"),
+               ("tools", {"name": "x"}, "tools: Input should be a list of tool objects"),
+               ("tools", [1, None], "tools: Input should be a list of tool objects"),
+               ("system", 7, "system: Input should be a string or a list of text blocks"),
+               ("system", [1], "system: Input should be a string or a list of text blocks")]
 
 
 @pytest.mark.parametrize(("field", "value", "message"), _BAD_SHAPES, ids=[f"{f}={v!r}" for f, v, _ in _BAD_SHAPES])
 def test_malformed_tools_or_system_in_a_cascaded_conversation_are_a_400(fresh_sim, start_gateway, field, value,
                                                                          message):
-    """A conversation's bookkeeping and the cascade read ``tools`` and ``system``: a body where they have the
-    wrong shape is the API's 400 (the simulator refuses what the real API refuses), twice in one session."""
-    gw = start_gateway(_config(fresh_sim))
+    """The cascade and a conversation's bookkeeping read ``tools`` and ``system``: a body where they have the
+    wrong shape is a 400 in Anthropic's format, from the gateway itself (no upstream is paid), twice in one
+    session; the worker keeps serving."""
+    gw = start_gateway(_config(fresh_sim, cascade_rules=_OPUS_ON_HAIKU))
     body = {"model": "claude-opus-5-5", **ASK, field: value}
     for _ in range(2):
         answer = httpx.post(gw.url + "/v1/messages", json=body, timeout=30,
@@ -468,14 +471,33 @@ def test_malformed_tools_or_system_in_a_cascaded_conversation_are_a_400(fresh_si
                                      "x-claude-code-session-id": "malformed-1"})
         assert answer.status_code == 400, answer.text
         error = answer.json()["error"]
-        assert error["type"] == "invalid_request_error" and error["message"].startswith(message), error
+        assert error == {"type": "invalid_request_error", "message": message}, error
+    assert not _posts(fresh_sim)
+    assert _claude(gw).messages.create(model="claude-opus-5-5", **ASK).content
 
 
-def test_malformed_tools_in_a_chat_conversation_are_a_400(fresh_sim, start_gateway):
-    gw = start_gateway(_config(fresh_sim))
+@pytest.mark.parametrize("content", [5, [1], [None, {"type": "text", "text": "x"}], [{"type": 5}], [{"text": "x"}]],
+                         ids=["int", "list-of-int", "null-block", "type-not-string", "no-type"])
+def test_malformed_content_in_a_cascaded_conversation_is_never_a_500(fresh_sim, start_gateway, content):
+    """Content blocks the gateway does not check itself go to the upstream, whose 400 (or answer) comes back."""
+    gw = start_gateway(_config(fresh_sim, cascade_rules=_OPUS_ON_HAIKU))
+    messages = [{"role": "user", "content": "run it"},
+                {"role": "assistant", "content": content}, {"role": "user", "content": content}]
     for _ in range(2):
-        answer = httpx.post(gw.url + "/v1/chat/completions", timeout=30, headers={"authorization": "Bearer x"},
-                            json={"model": "gpt-5.5", "user": "malformed-2", "tools": 5,
-                                  "messages": [{"role": "user", "content": "hello"}]})
+        answer = httpx.post(gw.url + "/v1/messages", timeout=30,
+                            json={"model": "claude-opus-5-5", "max_tokens": 50, "messages": messages},
+                            headers={"x-api-key": "x", "anthropic-version": "2023-06-01",
+                                     "x-claude-code-session-id": "malformed-3"})
+        assert answer.status_code < 500, answer.text
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses"])
+def test_malformed_tools_in_an_openai_conversation_are_a_400(fresh_sim, start_gateway, path):
+    gw = start_gateway(_config(fresh_sim, cascade_rules=_GPT_ON_MINI))
+    body = {"model": "gpt-4o", "user": "malformed-2", "tools": 5}
+    body |= {"messages": [{"role": "user", "content": "hello"}]} if "chat" in path else {"input": "hello"}
+    for _ in range(2):
+        answer = httpx.post(gw.url + path, timeout=30, headers={"authorization": "Bearer x"}, json=body)
         assert answer.status_code == 400, answer.text
-        assert "expected an array" in answer.json()["error"]["message"], answer.text
+        assert answer.json()["error"]["message"] == "tools: must be an array of tool objects", answer.text
+    assert not _posts(fresh_sim)

@@ -59,6 +59,11 @@ def check_request(body: dict, *, count_tokens: bool = False) -> None:
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise RequestError(f"messages.{i}: Input should be an object")
+    if not _objects(body.get("tools")):
+        raise RequestError("tools: Input should be a list of tool objects")
+    system = body.get("system")
+    if not isinstance(system, str) and not _objects(system):
+        raise RequestError("system: Input should be a string or a list of text blocks")
     if count_tokens:
         return
     max_tokens = body.get("max_tokens")
@@ -67,6 +72,11 @@ def check_request(body: dict, *, count_tokens: bool = False) -> None:
     stream = body.get("stream", False)
     if not isinstance(stream, bool) and stream is not None:
         raise RequestError("stream: Input should be a valid boolean")
+
+
+def _objects(value: object) -> bool:
+    """Absent, or a list of objects (what the cascade's readers of ``tools`` and ``system`` rely on)."""
+    return value is None or isinstance(value, list) and all(isinstance(item, dict) for item in value)
 
 
 def response_usage(body: object) -> Usage:

@@ -85,6 +85,9 @@ def check_request(body: dict, *, count_tokens: bool = False) -> None:
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise RequestError(f"messages[{i}]: must be an object")
+    tools = body.get("tools")
+    if tools is not None and not (isinstance(tools, list) and all(isinstance(tool, dict) for tool in tools)):
+        raise RequestError("tools: must be an array of tool objects")
     stream = body.get("stream", False)
     if not isinstance(stream, bool) and stream is not None:
         raise RequestError("stream: must be a boolean")

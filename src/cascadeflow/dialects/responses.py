@@ -47,6 +47,9 @@ def check_request(body: dict, *, count_tokens: bool = False) -> None:
         for i, item in enumerate(value):
             if not isinstance(item, dict):
                 raise RequestError(f"input[{i}]: must be an object")
+    tools = body.get("tools")
+    if tools is not None and not (isinstance(tools, list) and all(isinstance(tool, dict) for tool in tools)):
+        raise RequestError("tools: must be an array of tool objects")
     stream = body.get("stream", False)
     if not isinstance(stream, bool) and stream is not None:
         raise RequestError("stream: must be a boolean")
