@@ -14,7 +14,7 @@ from ..errors import ErrorKind, RequestError
 from ..usage import Usage
 from .sse import StreamTap, encode_event, json_object
 
-__all__ = ["ERROR_TYPES", "error_body", "stream_error", "check_request", "response_usage", "OpenAIStreamTap",
+__all__ = ["ERROR_TYPES", "error_body", "stream_error", "check_request", "check_tools", "response_usage", "OpenAIStreamTap",
            "fit_for_reasoning"]
 
 NAME = "openai"
@@ -85,15 +85,20 @@ def check_request(body: dict, *, count_tokens: bool = False) -> None:
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise RequestError(f"messages[{i}]: must be an object")
-    tools = body.get("tools")
-    if tools is not None and not (isinstance(tools, list) and all(isinstance(tool, dict) for tool in tools)):
-        raise RequestError("tools: must be an array of tool objects")
+    check_tools(body)
     stream = body.get("stream", False)
     if not isinstance(stream, bool) and stream is not None:
         raise RequestError("stream: must be a boolean")
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise RequestError("stream_options: must be an object")
+
+
+def check_tools(body: dict) -> None:
+    """``tools``, where present, is a list of objects (Chat Completions and Responses; the cascade reads them)."""
+    tools = body.get("tools")
+    if tools is not None and not (isinstance(tools, list) and all(isinstance(tool, dict) for tool in tools)):
+        raise RequestError("tools: must be an array of tool objects")
 
 
 def check_embeddings_request(body: dict, *, count_tokens: bool = False) -> None:

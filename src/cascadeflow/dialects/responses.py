@@ -13,7 +13,7 @@ import orjson
 
 from ..errors import ErrorKind, RequestError
 from ..usage import Usage
-from .openai import ERROR_TYPES, error_body
+from .openai import ERROR_TYPES, check_tools, error_body
 from .sse import StreamTap, encode_event, json_object
 
 __all__ = ["error_body", "stream_error", "check_request", "response_usage", "usage_dict", "ResponsesStreamTap",
@@ -47,9 +47,7 @@ def check_request(body: dict, *, count_tokens: bool = False) -> None:
         for i, item in enumerate(value):
             if not isinstance(item, dict):
                 raise RequestError(f"input[{i}]: must be an object")
-    tools = body.get("tools")
-    if tools is not None and not (isinstance(tools, list) and all(isinstance(tool, dict) for tool in tools)):
-        raise RequestError("tools: must be an array of tool objects")
+    check_tools(body)
     stream = body.get("stream", False)
     if not isinstance(stream, bool) and stream is not None:
         raise RequestError("stream: must be a boolean")
