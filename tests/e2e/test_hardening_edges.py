@@ -501,3 +501,17 @@ def test_malformed_tools_in_an_openai_conversation_are_a_400(fresh_sim, start_ga
         assert answer.status_code == 400, answer.text
         assert answer.json()["error"]["message"] == "tools: must be an array of tool objects", answer.text
     assert not _posts(fresh_sim)
+
+
+@pytest.mark.parametrize(("path", "body", "message"), [
+    ("/v1/messages", {"tools": 5}, "tools: Input should be a valid list"),
+    ("/v1/messages", {"tools": [1]}, "tools.0: Input should be a valid dictionary"),
+    ("/v1/messages", {"system": 7}, "system: Input should be a valid string"),
+    ("/v1/chat/completions", {"tools": 5}, "Invalid type for 'tools': expected an array, but got an integer instead."),
+], ids=["anthropic-tools", "anthropic-tool", "anthropic-system", "chat-tools"])
+def test_the_simulator_refuses_malformed_tools_and_system_as_the_apis_do(fresh_sim, path, body, message):
+    """What a gateway relays when it forwards such a body (a 400, not the simulator's crash)."""
+    base = {"model": HAIKU, **ASK} if path == "/v1/messages" else {"model": "gpt-4o", "messages": ASK["messages"]}
+    answer = httpx.post(fresh_sim.url + path, json={**base, **body}, timeout=30, headers={"x-api-key": "k"})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["message"].startswith(message), answer.text

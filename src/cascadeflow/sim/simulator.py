@@ -51,6 +51,7 @@ from .engine import Usage, estimate_input_tokens, last_user_text, new_id, plan_a
 from .model_limits import beta_problem, feature_problem, output_limit_problem, reasoning_problem
 from .prompt_cache import CacheSplit, PromptCache, SimClock, check_breakpoints
 from .replay import ReplayTable
+from .request_shape import shape_problem
 from .script import Script, load_script
 from .server_tools import check_server_tools
 from .thinking_rules import check_request as check_thinking
@@ -388,7 +389,7 @@ class SimulatedProvider:
             return "messages: Field required" if dialect == "anthropic" else "Missing required parameter: 'messages'."
         if dialect == "anthropic" and not isinstance(body.get("max_tokens"), int):
             return "max_tokens: Field required"
-        shape = _shape_problem(dialect, body)
+        shape = shape_problem(dialect, body)
         if shape is not None:
             return shape
         problem = output_limit_problem(dialect, body) or feature_problem(dialect, body)
@@ -645,23 +646,3 @@ async def run_simulator(host: str = "127.0.0.1", port: int = 0, script_path: str
     finally:
         await sim.stop_async()
 
-
-def _shape_problem(dialect: str, body: dict) -> str | None:
-    """The real APIs refuse ``tools`` that is not a list of objects, and an Anthropic ``system`` that is
-    neither a string nor a list of blocks, with a 400 (the checks after this one read them)."""
-    tools = body.get("tools")
-    if tools is not None:
-        if not isinstance(tools, list):
-            return ("tools: Input should be a valid list" if dialect == "anthropic"
-                    else f"Invalid type for 'tools': expected an array, but got {type(tools).__name__} instead.")
-        for i, tool in enumerate(tools):
-            if not isinstance(tool, dict):
-                return (f"tools.{i}: Input should be a valid dictionary or object to extract fields from"
-                        if dialect == "anthropic" else f"Invalid type for 'tools[{i}]': expected an object.")
-    system = body.get("system")
-    if dialect == "anthropic" and system is not None:
-        if not isinstance(system, (str, list)):
-            return "system: Input should be a valid string"
-        if isinstance(system, list) and not all(isinstance(block, dict) for block in system):
-            return "system: Input should be a valid list of text blocks"
-    return None
