@@ -15,12 +15,20 @@ from dataclasses import dataclass, field
 
 from .usage import Usage
 
-__all__ = ["CostTracker", "ModelTotals", "RuleTotals", "MAX_MODELS", "OTHER_MODELS"]
+__all__ = ["CostTracker", "ModelTotals", "RuleTotals", "MAX_MODELS", "OTHER_MODELS", "stage_skip_counts"]
 
 #: distinct models :attr:`CostTracker.by_model` keeps; calls to any further one are pooled under
 #: :data:`OTHER_MODELS` (a client chooses model names, so the totals must not grow with them)
 MAX_MODELS = 256
 OTHER_MODELS = "other"
+
+
+def stage_skip_counts(counts: Counter) -> dict[str, dict[str, int]]:
+    """``{stage model: {why: count}}`` from (model, why) counts: ``/stats`` and the ledger's overview both show this."""
+    out: dict[str, dict[str, int]] = {}
+    for (model, why), count in sorted(counts.items()):
+        out.setdefault(model, {})[why] = count
+    return out
 
 
 @dataclass(slots=True)
@@ -44,6 +52,8 @@ class RuleTotals:
     escalated: Counter = field(default_factory=Counter)  # reason → count
     skipped: Counter = field(default_factory=Counter)  # policy → count
     accepted_by_stage: Counter = field(default_factory=Counter)  # model → count
+    #: (stage model, why) → count: a draft stage passed over while another stage drafted the request
+    skipped_stages: Counter = field(default_factory=Counter)
     cost: float = 0.0
     baseline_cost: float = 0.0
     #: time spent on drafts that were then escalated: the latency the cascade added
@@ -64,6 +74,7 @@ class RuleTotals:
             "escalated_by_reason": dict(self.escalated),
             "skipped_by_policy": dict(self.skipped),
             "accepted_by_stage": dict(self.accepted_by_stage),
+            "skipped_stages": stage_skip_counts(self.skipped_stages),
             "cost": round(self.cost, 10),
             "baseline_cost": round(self.baseline_cost, 10),
             "saving": round(self.baseline_cost - self.cost, 10),

@@ -9,12 +9,16 @@ against the simulator over HTTP; the simulator's recorded requests say which mod
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import anthropic
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from cascadeflow import ProxyConfig
+from cascadeflow.cli import main
 from tests.conftest import ledger_rows, sim_routes
 
 OPUS, SONNET, HAIKU = "claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5"
@@ -116,3 +120,49 @@ def test_a_stage_whose_context_window_is_too_small_is_passed_over(sim, fresh_sim
     assert (headers["x-cascadeflow-decision"], headers["x-cascadeflow-draft-model"]) == ("accepted", HAIKU)
     assert headers["x-cascadeflow-skipped-stages"] == "local-coder=context_too_long"
     assert models_called(sim) == [HAIKU]
+
+
+def stage_skip_samples(gw) -> dict[tuple[str, str, str], float]:
+    """``cascadeflow_cascade_skipped_stages_total`` from one /metrics scrape: (rule, model, reason) → count."""
+    text = httpx.get(gw.url + "/metrics").raise_for_status().text
+    return {(s.labels["rule"], s.labels["model"], s.labels["reason"]): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples
+            if s.name == "cascadeflow_cascade_skipped_stages_total"}
+
+
+def test_stages_passed_over_are_counted_in_stats_metrics_and_the_ledgers_overview(
+        sim, fresh_sim, start_gateway, tmp_path, capsys):
+    """Each stage passed over is counted per rule as (stage model, why): in this process's /stats, in the
+    Prometheus metrics, and from the ledger (the dashboard's overview and ``cascadeflow stats``), alike."""
+    database = f"sqlite:///{tmp_path / 'ledger.db'}"
+    rule = {"name": "opus", "request_model": OPUS, "stages": [{"model": "local-coder"}, {"model": HAIKU}],
+            "quality_threshold": 0.0, "policies": {"cache_economics": False}}
+    models = {"local-coder": {**TEXT_ONLY["local-coder"], "context_window": 2_000}}
+    gw = start_gateway(ProxyConfig.from_dict({"routes": sim_routes(sim), "cascade_rules": [rule], "models": models,
+                                              "database_url": database}))
+    long_prompt = [{"role": "user", "content": "Summarise this log: " + "GET /index.html 200\n" * 800}]
+    for messages, stream in ((WITH_IMAGE, False), (WITH_IMAGE, True), (long_prompt, False), (WITH_IMAGE[:1], False)):
+        ask(gw, messages, stream=stream)
+    want = {"local-coder": {"capability:image": 2, "context_too_long": 1}}
+
+    deadline = time.monotonic() + 10  # a stream's record is made as its last byte goes out
+    while (stats := httpx.get(gw.url + "/stats").json())["cascade"]["opus"]["requests"] < 4 \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    figures = stats["cascade"]["opus"]
+    assert figures["skipped_stages"] == want
+    assert figures["skipped_by_policy"] == {} and figures["accepted_by_stage"] == {HAIKU: 3, "local-coder": 1}
+    assert stage_skip_samples(gw) == {("opus", "local-coder", "capability:image"): 2.0,
+                                      ("opus", "local-coder", "context_too_long"): 1.0}
+
+    rows = ledger_rows(database, at_least=4)
+    assert [r["skipped_stages"] for r in rows] == ["local-coder=capability:image"] * 2 + [
+        "local-coder=context_too_long", None]
+    overview = httpx.get(gw.url + "/dashboard/api/overview", params={"range": "all"}).json()
+    assert [(r["rule"], r["skipped_stages"]) for r in overview["rules"]] == [("opus", want)]
+    (tmp_path / "c.yaml").write_text(f'database_url: "{database}"\n')
+    assert main(["stats", "-c", str(tmp_path / "c.yaml")]) == 0
+    rules = capsys.readouterr().out.split("\n\ncascade rules")[1].split("\n\n")[0]
+    passed_over = {line.split("stage passed over: ")[1].rsplit(None, 1)[0]: line.split()[-1]
+                   for line in rules.splitlines() if "stage passed over:" in line}
+    assert passed_over == {"local-coder (capability:image)": "2", "local-coder (context_too_long)": "1"}, rules

@@ -14,6 +14,8 @@ from tests.unit.test_ledger import pg_url  # noqa: F401  (fixture: a throwaway P
 
 RULES = ("opus", "gpt")
 DECISIONS = ("accepted", "escalated:structural:empty answer", "escalated:low_confidence", "skipped:forced_tool_choice")
+#: draft stages passed over while another drafted (a multi-stage rule), as the gateway records them
+STAGE_SKIPS = (None, "local-coder=capability:image", None, "local-coder=context_too_long,claude-sonnet-5-5=cache_economics")
 
 
 def workload(now: float, n: int = 400, seed: int = 7) -> list[LedgerEntry]:
@@ -44,7 +46,8 @@ def workload(now: float, n: int = 400, seed: int = 7) -> list[LedgerEntry]:
                 cost=rng.uniform(0.0001, 0.002) if accepted else rng.uniform(0.004, 0.01),
                 baseline_cost=rng.uniform(0.003, 0.009), latency_ms=rng.uniform(50, 900),
                 ttfb_ms=rng.uniform(20, 300) if i % 3 else None, input_tokens=100, output_tokens=40,
-                cache_read_tokens=7, request_id=f"r{i}", **who))
+                cache_read_tokens=7, request_id=f"r{i}", skipped_stages=None if decision.startswith("skipped") else
+                STAGE_SKIPS[i % len(STAGE_SKIPS)], **who))
     return entries
 
 
@@ -57,7 +60,8 @@ def expected(rows: list[dict], since: float | None) -> dict:
     rules: dict[str, dict] = {}
     for r in (r for r in rows if r["rule"]):
         rule = rules.setdefault(r["rule"], {"requests": 0, "accepted": 0, "escalated": 0, "skipped": 0, "errors": 0,
-                                            "cost": 0.0, "saving": 0.0, "escalations": {}, "skips": {}})
+                                            "cost": 0.0, "saving": 0.0, "escalations": {}, "skips": {},
+                                            "skipped_stages": {}})
         rule["requests"] += 1
         rule["cost"] += r["cost"] or 0.0
         rule["saving"] += base(r) - (r["cost"] or 0.0)
@@ -68,6 +72,10 @@ def expected(rows: list[dict], since: float | None) -> dict:
             rule[kind] += 1
             reasons = rule["escalations" if kind == "escalated" else "skips"]
             reasons[reason] = reasons.get(reason, 0) + 1
+        for item in (r["skipped_stages"] or "").split(",") if r["skipped_stages"] else []:
+            model, why = item.split("=")
+            stages = rule["skipped_stages"].setdefault(model, {})
+            stages[why] = stages.get(why, 0) + 1
     spend = {}
     for name, column in (("key", "key_id"), ("user", "user_id"), ("team", "team"), ("model", "requested_model")):
         groups: dict = {}
@@ -117,7 +125,8 @@ async def check(url: str) -> None:
             assert {r["rule"] for r in got["rules"]} == set(want["rules"])
             for rule in got["rules"]:
                 w = want["rules"][rule["rule"]]
-                for field in ("requests", "accepted", "escalated", "skipped", "errors", "escalations", "skips"):
+                for field in ("requests", "accepted", "escalated", "skipped", "errors", "escalations", "skips",
+                              "skipped_stages"):
                     assert rule[field] == w[field], (rule["rule"], field)
                 assert rule["cost"] == pytest.approx(w["cost"]) and rule["saving"] == pytest.approx(w["saving"])
                 drafted = w["accepted"] + w["escalated"]  # skipped requests drafted nothing

@@ -1,8 +1,8 @@
 """The cascade's bookkeeping: what a request would have cost, calls cut off midway, sticky escalations;
 and how one request's record counts in its rule's totals (:func:`tally`).
 
-The engine counts nothing itself: a rule's totals (accepted, escalated and skipped by reason,
-cancelled, cost and baseline) are derived from the decision fields of the request's one
+The engine counts nothing itself: a rule's totals (accepted, escalated and skipped by reason, the
+stages passed over by stage and reason, cancelled, cost and baseline) are derived from the decision fields of the request's one
 :class:`~cascadeflow.store.RequestRecord`, the same event the ledger and the metrics consume.
 """
 
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
+from ..store.ledger import stage_skips
 from ..usage import Usage
 from .decision import Decision
 from .policies import StickyEscalations
@@ -59,6 +60,8 @@ def tally(totals: RuleTotals, record: RequestRecord) -> None:
         totals.added_latency_ms += record.draft_ms
     elif reason.startswith("skipped:"):
         totals.skipped[reason.removeprefix("skipped:")] += 1
+    if record.skipped_stages:
+        totals.skipped_stages.update(stage_skips(record.skipped_stages))
     cost, baseline = record.cost, record.baseline_cost
     if record.cancelled:
         totals.cancelled += 1

@@ -71,7 +71,7 @@ class Decision:
         self.cost = None if cost is None or self.cost is None else self.cost + cost
 
     def skipped_stages_text(self) -> str:
-        """The stages passed over, ``model=why,…`` (empty when none was)."""
+        """The stages passed over, ``model=why,…`` (empty when none was): the record's ``skipped_stages``."""
         return ",".join(f"{model}={why}" for model, why in self.skipped_stages)
 
     def detail(self) -> str | None:

@@ -1,7 +1,8 @@
 """When drafting would be paid for in vain, and the conversation memory that tells.
 
 Policies are checked before any draft is sent; each that fires is counted under its
-name in ``/stats`` (``skipped_by_policy``).
+name in ``/stats`` (``skipped_by_policy``); a stage passed over while another drafts, by stage
+model and reason (``skipped_stages``).
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ memory-mapped files there, and a scrape of any worker sums the files of all (pro
 multiprocess mode). Live gauges of workers that have gone are dropped at the next scrape.
 
 Labels stay bounded: routes and rules come from the config, models are the ones the gateway
-can serve (any other requested name is counted as ``other``), and keys and users never are.
+can serve (any other requested name is counted as ``other``; a skipped stage's model is one of its
+rule's stages), reasons come from fixed sets, and keys and users never are labels.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..store.ledger import stage_skips
 from .admin_guard import admin_refusal
 
 if TYPE_CHECKING:
@@ -120,6 +122,9 @@ class GatewayMetrics:
                                   ["plan", "stream"], buckets=_OVERHEAD, registry=registry)
         self.decisions = Counter("cascadeflow_cascade_decisions", "Cascade outcomes: accepted, escalated or skipped, and why",
                                  ["rule", "decision", "reason"], registry=registry)
+        self.skipped_stages = Counter("cascadeflow_cascade_skipped_stages", "Draft stages passed over while another "
+                                      "stage drafted the request, by stage model and why", ["rule", "model", "reason"],
+                                      registry=registry)
         self.confidence = Histogram("cascadeflow_draft_confidence", "Confidence of the drafts judged, per rule",
                                     ["rule"], buckets=_CONFIDENCE, registry=registry)
         money = ["model", "rule"]
@@ -220,6 +225,9 @@ class GatewayMetrics:
             c.decision.inc()
             if entry.confidence is not None and c.confidence is not None:  # set with c.decision
                 c.confidence.observe(entry.confidence)
+        if entry.skipped_stages and entry.rule is not None:  # rare: a multi-stage rule passed a stage over
+            for model, why in stage_skips(entry.skipped_stages):
+                self.skipped_stages.labels(entry.rule, model, why).inc()
         if c.fallback is not None:
             c.fallback.inc()
         if c.refusal is not None:

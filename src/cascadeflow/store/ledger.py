@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from .schema import MIGRATIONS, requests_table, schema_version, shadow_pairs_table
 
-__all__ = ["RequestRecord", "LedgerEntry", "Ledger", "ShadowPair", "database_url", "GROUPABLE"]
+__all__ = ["RequestRecord", "LedgerEntry", "Ledger", "ShadowPair", "database_url", "GROUPABLE", "stage_skips"]
 
 log = logging.getLogger("cascadeflow.ledger")
 
@@ -76,10 +76,28 @@ class RequestRecord:
     signal_request_id: str | None = None
     #: the response cache: ``hit`` (answered from it, priced 0), ``miss``, ``bypass``; None: it did not apply
     cache: str | None = None
+    #: the draft stages passed over while another stage drafted, ``model=why,…`` (:func:`stage_skips` reads it)
+    skipped_stages: str | None = None
     #: drafts judged (one per cascade stage tried) and the time spent on drafts that were escalated (ms):
     #: for ``/stats``' per-rule figures; not ledger columns
     drafts: int = 0
     draft_ms: float = 0.0
+
+
+def stage_skips(text: str | None) -> list[tuple[str, str]]:
+    """(stage model, why) of each stage named in a record's ``skipped_stages`` (``model=why,…``).
+
+    Why is one of a fixed set (``context_too_long``, ``capability:<what>``, ``cache_economics``) and holds
+    no ``=``; a model name comes from the config, so it is split at the last ``=``.
+    """
+    if not text:
+        return []
+    pairs = []
+    for item in text.split(","):
+        model, _, why = item.rpartition("=")
+        if model:
+            pairs.append((model, why))
+    return pairs
 
 
 #: the record under the name the ledger has always given it

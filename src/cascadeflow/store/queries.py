@@ -11,18 +11,22 @@ Definitions, shared by both views: *baseline* is what the request would have cos
 sent straight to the requested model (a pass-through's baseline is its cost);
 *saving* is baseline minus cost; *drafted* counts the requests whose draft was judged
 (accepted or escalated; a skipped request drafted nothing), and *accepted %* and
-*escalated %* are over those, so they add up to 100; latency counts answered requests
-(status below 400).
+*escalated %* are over those, so they add up to 100; *skipped stages* counts, per rule, stage
+model and reason, the draft stages passed over while another stage drafted (a request that skipped
+drafting altogether is under *skips*, by its reason); latency counts answered requests (status below 400).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Integer, case, cast, func, select
 
+from ..telemetry import stage_skip_counts
+from .ledger import stage_skips
 from .schema import requests_table, shadow_pairs_table
 
 if TYPE_CHECKING:
@@ -160,16 +164,17 @@ async def _range_filter(conn: AsyncConnection, since: float | None, until: float
 async def _decisions(conn: AsyncConnection, where: list) -> tuple[dict, list[dict]]:
     """One pass grouped by plan, rule and decision; the totals and the per-rule table both derive from it."""
     query = select(
-        c.plan, c.rule, c.decision, func.count().label("requests"), _COST.label("cost"), _BASELINE.label("baseline_cost"),
+        c.plan, c.rule, c.decision, c.skipped_stages, func.count().label("requests"), _COST.label("cost"), _BASELINE.label("baseline_cost"),
         func.sum(case((c.accepted.is_(True), 1), else_=0)).label("accepted"),
         func.sum(case((c.status >= 400, 1), else_=0)).label("errors"),
         func.sum(case((c.cancelled.is_(True), 1), else_=0)).label("cancelled"),
         func.sum(c.input_tokens + c.cache_write_tokens + c.cache_read_tokens).label("input_tokens"),
         func.sum(c.output_tokens).label("output_tokens"),
-    ).where(*where).group_by(c.plan, c.rule, c.decision)
+    ).where(*where).group_by(c.plan, c.rule, c.decision, c.skipped_stages)
     fields = ("requests", "cost", "baseline_cost", "accepted", "errors", "cancelled", "input_tokens", "output_tokens")
     totals = dict.fromkeys(fields, 0) | {"cascaded": 0, "pass_through": 0, "escalated": 0, "skipped": 0}
     rules: dict[str, dict] = {}
+    stage_skips_by_rule: dict[str, Counter] = {}
     for row in await conn.execute(query):
         m = row._mapping
         decision = m["decision"] or ""
@@ -184,14 +189,19 @@ async def _decisions(conn: AsyncConnection, where: list) -> tuple[dict, list[dic
             reasons = rules[m["rule"]]["escalations" if kind == "escalated" else "skips"] if m["rule"] is not None else {}
             reason = decision.split(":", 1)[1]
             reasons[reason] = reasons.get(reason, 0) + m["requests"]
+        if m["skipped_stages"] and m["rule"] is not None:
+            counts = stage_skips_by_rule.setdefault(m["rule"], Counter())
+            for pair in stage_skips(m["skipped_stages"]):
+                counts[pair] += m["requests"]
     for figures in [totals, *rules.values()]:
         _money(figures)
         figures["drafted"] = figures["accepted"] + figures["escalated"]
         figures["accepted_pct"] = _pct(figures["accepted"], figures["drafted"])
         figures["escalated_pct"] = _pct(figures["escalated"], figures["drafted"])
-    for figures in rules.values():
-        for name in ("escalations", "skips"):
-            figures[name] = dict(sorted(figures[name].items(), key=lambda item: (-item[1], item[0])))
+    for name, figures in rules.items():
+        for part in ("escalations", "skips"):
+            figures[part] = dict(sorted(figures[part].items(), key=lambda item: (-item[1], item[0])))
+        figures["skipped_stages"] = stage_skip_counts(stage_skips_by_rule.get(name, Counter()))
     return totals, sorted(rules.values(), key=lambda r: (-r["requests"], r["rule"]))
 
 

@@ -100,6 +100,8 @@ def render_overview(data: dict, summary: dict, by: str | None, where: str, recen
                       f"{rule['cost']:.6f}", _pct(rule["saving_pct"])])
         rules += [[f"  escalated: {reason}", str(n), "", "", "", "", "", ""] for reason, n in rule["escalations"].items()]
         rules += [[f"  skipped: {reason}", str(n), "", "", "", "", "", ""] for reason, n in rule["skips"].items()]
+        rules += [[f"  stage passed over: {model} ({why})", str(n), "", "", "", "", "", ""]
+                  for model, reasons in rule.get("skipped_stages", {}).items() for why, n in reasons.items()]
     lines += ["", *_table("cascade rules", [("", 28), ("requests", 9), ("accepted", 14), ("escalated", 14), ("skipped", 8),
                                             ("errors", 7), ("cost $", 11), ("saving", 7)], rules or [["(none)", *[""] * 7]])]
 

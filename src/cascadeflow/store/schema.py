@@ -64,6 +64,8 @@ requests_table = Table(
     Column("signal_request_id", String(64)),
     # version 6
     Column("cache", String(8)),  # hit | miss | bypass; NULL: the response cache did not apply
+    # version 7
+    Column("skipped_stages", Text),  # draft stages passed over while another drafted: ``model=why,…``
 )
 
 
@@ -158,5 +160,11 @@ async def _v6(conn: AsyncConnection) -> None:
     await conn.exec_driver_sql("ALTER TABLE api_keys ADD COLUMN cache BOOLEAN")
 
 
+async def _v7(conn: AsyncConnection) -> None:
+    """The draft stages a request passed over while another stage drafted (counted per stage and reason)."""
+    await conn.exec_driver_sql("ALTER TABLE requests ADD COLUMN skipped_stages TEXT")
+
+
 #: (version, migration); each runs once, in order, inside one transaction
-MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5), (6, _v6))
+MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5), (6, _v6),
+                                                (7, _v7))

@@ -102,6 +102,12 @@
       list.append(el("li", { class: "skip", "data-skip": reason, "data-count": count }, "skipped: " + reason,
         el("span", { class: "count" }, "× " + count)));
     }
+    for (const [model, reasons] of Object.entries(rule.skipped_stages || {})) {
+      for (const [reason, count] of Object.entries(reasons)) {
+        list.append(el("li", { class: "skip", "data-stage-skip": `${model}=${reason}`, "data-count": count },
+          `stage passed over: ${model} (${reason})`, el("span", { class: "count" }, "× " + count)));
+      }
+    }
     return list;
   }
 
