@@ -166,3 +166,20 @@ def test_stages_passed_over_are_counted_in_stats_metrics_and_the_ledgers_overvie
     passed_over = {line.split("stage passed over: ")[1].rsplit(None, 1)[0]: line.split()[-1]
                    for line in rules.splitlines() if "stage passed over:" in line}
     assert passed_over == {"local-coder (capability:image)": "2", "local-coder (context_too_long)": "1"}, rules
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_request_skipped_for_its_kind_reports_its_kind_before_any_stage_gate(
+        sim, fresh_sim, start_gateway, tmp_path, stream):
+    """A rule that drafts only Claude Code's main loop: an SDK request (kind ``other``) with a screenshot no
+    stage can read is skipped for its kind — the reason that holds whatever the stage, decided before the
+    stages' gates are run — and goes to the verifier alone."""
+    database = f"sqlite:///{tmp_path / 'ledger.db'}"
+    gw = gateway_with(sim, start_gateway, ["local-coder", "local-writer"], database, draft_kinds=["main"])
+    headers = ask(gw, WITH_IMAGE, stream=stream)
+    assert (headers["x-cascadeflow-decision"], headers["x-cascadeflow-request-kind"]) == ("skipped:kind:other", "other")
+    assert "x-cascadeflow-skipped-stages" not in headers and "x-cascadeflow-draft-model" not in headers
+    assert models_called(sim) == [OPUS]
+    assert [r["decision"] for r in ledger_rows(database, at_least=1)] == ["skipped:kind:other"]
+    stats = httpx.get(gw.url + "/stats").json()["cascade"]["opus"]  # the record is counted before the ledger's write
+    assert stats["skipped_by_policy"] == {"kind:other": 1} and stats["skipped_stages"] == {}

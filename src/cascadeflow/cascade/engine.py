@@ -49,7 +49,7 @@ from .port import ANSWER_CALL, OPTIONAL_CALL
 from .router import Router, load_router
 from .scorer import checks_for
 from .scoring import score_draft
-from .session import SessionBook, Turn
+from .session import SessionBook, SessionSignal, Turn
 from .shadow import ShadowRecorder
 from .streaming import once, read_draft, relay
 from .thinking import ThinkingThreads, ThreadView
@@ -366,41 +366,47 @@ class CascadeEngine:
         lacks (:func:`.capability_gap`), the betas it refused (:mod:`.beta_refusals`), and, with
         ``cache_economics``, the conversation's prices on its own cache. A stage passed over while another drafts
         is named in ``decision.skipped_stages``.
+
+        Which reason wins when several apply: first those that hold for every stage and that nothing about a
+        stage can undo, cheapest first — ``never_draft``, ``forced_tool_choice``, ``kind:…``,
+        ``session_signal:…``, ``router`` — so a request skipped for one of them pays for no stage's gates
+        (counting its context, walking its media, pricing caches). Then the stage gates (every stage gated out:
+        the first stage's reason), then ``cache_economics`` / ``sticky_escalation``: the economics, once they
+        price a stage, decide how long an escalation sticks, so a sticky escalation stands only where no stage
+        could be priced. Every skip sends the request to the verifier alike: the order changes only the reason
+        recorded and the work done (pricing reads the caches and changes nothing, :meth:`.Turn.economics`; a
+        request skipped before it carries no ``expected_saving``).
         """
         body = request.body or {}
         signal = turn.signal() if turn is not None else None  # always read: it settles the last drafted turn
-        stages = rule.draft_stages()
+        decision.kind = request_kind(request.headers, body)
+        decision.session_signal = signal
         reason = skip_reason(rule, body, dialect, self.sticky, conversation)
+        if reason in (None, "sticky_escalation"):
+            reason = _request_reason(rule, decision, signal) or reason
+        if reason not in (None, "sticky_escalation"):
+            decision.reason = f"skipped:{reason}"
+            return []
+        stages = rule.draft_stages()
         passed: dict[str, str] = {}  # stage model → why it is passed over
         open_stages: list[CascadeStage] = []
-        if reason in (None, "sticky_escalation"):
-            verifier = rule.verifier_model or request.model
-            raw = request.raw_body or b""
-            verifier_provider = self._provider_of(verifier, dialect)
-            for stage in stages:
-                gap = context_gap(rule, body, raw, stage.model, self.registry) or capability_gap(
-                    body, raw, dialect, stage.model, self._provider_of(stage.model, dialect), verifier_provider,
-                    self.registry)
-                if gap is None and self.refusals.refused(stage.model, request.headers) is not None:
-                    gap = "capability:beta"  # this model refused one of the request's betas before
-                if gap is None:
-                    open_stages.append(stage)
-                else:
-                    passed[stage.model] = gap
-            if not open_stages:
-                reason = passed[stages[0].model]
-            elif turn is not None and rule.policies.cache_economics:
-                open_stages, reason = self._priced_stages(rule, decision, turn, open_stages, verifier, reason, passed)
-        decision.kind = request_kind(request.headers, body)
-        kinds = rule.policies.draft_kinds
-        if reason is None and kinds is not None and decision.kind not in kinds:
-            reason = f"kind:{decision.kind}"
-        decision.session_signal = signal
-        if reason is None and signal is not None:
-            reason = f"session_signal:{signal.kind}"
-        if reason is None and rule.router is not None and decision.route_confidence is not None \
-                and decision.route_confidence < rule.router.threshold:
-            reason = "router"  # predicted to fail: the draft would only be paid for
+        verifier = rule.verifier_model or request.model
+        raw = request.raw_body or b""
+        verifier_provider = self._provider_of(verifier, dialect)
+        for stage in stages:
+            gap = context_gap(rule, body, raw, stage.model, self.registry) or capability_gap(
+                body, raw, dialect, stage.model, self._provider_of(stage.model, dialect), verifier_provider,
+                self.registry)
+            if gap is None and self.refusals.refused(stage.model, request.headers) is not None:
+                gap = "capability:beta"  # this model refused one of the request's betas before
+            if gap is None:
+                open_stages.append(stage)
+            else:
+                passed[stage.model] = gap
+        if not open_stages:
+            reason = passed[stages[0].model]
+        elif turn is not None and rule.policies.cache_economics:
+            open_stages, reason = self._priced_stages(rule, decision, turn, open_stages, verifier, reason, passed)
         if reason is None:
             if passed:
                 decision.skipped_stages = [(stage.model, passed[stage.model]) for stage in stages
@@ -540,3 +546,16 @@ def _with_model(request: ProxyRequest, model: str) -> ProxyRequest:
         return request
     return request.derive({**(request.body or {}), "model": model})
 
+
+def _request_reason(rule: CascadeRule, decision: Decision, signal: SessionSignal | None) -> str | None:
+    """The reason not to draft this request that holds whatever the stage: its kind, the session's signal,
+    the router's prediction (read from ``decision``, where the engine put them); None when none applies."""
+    kinds = rule.policies.draft_kinds
+    if kinds is not None and decision.kind not in kinds:
+        return f"kind:{decision.kind}"
+    if signal is not None:
+        return f"session_signal:{signal.kind}"
+    if rule.router is not None and decision.route_confidence is not None \
+            and decision.route_confidence < rule.router.threshold:
+        return "router"  # predicted to fail: the draft would only be paid for
+    return None
