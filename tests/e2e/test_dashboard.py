@@ -53,7 +53,8 @@ READ_PAGE = """() => {
     totals: Object.fromEntries([...document.querySelectorAll("[id^='total-']")].map((e) => [e.id.slice(6), e.dataset.value])),
     text: Object.fromEntries([...document.querySelectorAll("[id^='total-']")].map((e) => [e.id.slice(6), e.textContent])),
     rules: map(rows("#rules tr[data-rule]", "rule"), (tr) => ({...fields(tr),
-      escalations: counts(tr, "li[data-reason]", "reason"), skips: counts(tr, "li[data-skip]", "skip")})),
+      escalations: counts(tr, "li[data-reason]", "reason"), skips: counts(tr, "li[data-skip]", "skip"),
+      stageSkips: counts(tr, "li[data-stage-skip]", "stageSkip")})),
     spend: Object.fromEntries(["key", "user", "team", "model"].map((n) => [n, map(rows(`#spend-${n} tr[data-name]`, "name"), fields)])),
     latency: map(rows("#latency tr[data-metric]", "metric"), fields),
     recent: [...document.querySelectorAll("#recent tr[data-request-id]")].map((tr) => ({id: tr.dataset.requestId, ...fields(tr)})),
@@ -85,7 +86,8 @@ def history(now: float) -> list[LedgerEntry]:
         entries.append(LedgerEntry(
             requested_model=verifier, plan="cascade", rule=rule, draft_model=draft, decision=decision, accepted=accepted,
             confidence=rng.uniform(0.75, 0.99) if accepted else rng.uniform(0.05, 0.6), served_model=draft if accepted else verifier,
-            cost=baseline * (0.2 if accepted else 1.15), baseline_cost=baseline, **base))
+            cost=baseline * (0.2 if accepted else 1.15), baseline_cost=baseline,
+            skipped_stages=("local-coder=capability:image", None, "local-coder=context_too_long")[i % 3], **base))
     return entries
 
 
@@ -222,6 +224,8 @@ def check_figures(tab, rows: list[dict]) -> dict:
             assert int(rule[field]) == w[field], (name, field)
         assert float(rule["cost"]) == approx(w["cost"]) and float(rule["saving"]) == approx(w["saving"])
         assert rule["escalations"] == w["escalations"] and rule["skips"] == w["skips"]
+        assert rule["stageSkips"] == {f"{model}={why}": n for model, reasons in w["skipped_stages"].items()
+                                      for why, n in reasons.items()}, name
 
     for dimension, groups in want["spend"].items():
         top = dict(sorted(groups.items(), key=lambda kv: -kv[1][1])[:20])
