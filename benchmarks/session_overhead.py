@@ -111,7 +111,9 @@ def conversation(base: dict, blocks: int, tokens: int) -> list[bytes]:
     return out
 
 
-async def one_turn(book: SessionBook, rule: CascadeRule, body: dict, session: str, raw: bytes | None = None) -> float:
+async def one_turn(book: SessionBook, rule: CascadeRule, body: dict, session: str,
+                   raw: bytes | None = None) -> tuple[float, float]:
+    """(µs before the answer goes out, µs in all): the path's part, then the record the gateway runs after it."""
     started = time.thread_time()  # CPU time of this thread: the figure other processes' load leaves alone
     turn = await book.begin(rule, body, "anthropic", session, OPUS, lambda model: "anthropic", raw=raw)
     assert turn is not None
@@ -119,23 +121,39 @@ async def one_turn(book: SessionBook, rule: CascadeRule, body: dict, session: st
     turn.economics(100, 5, HAIKU, OPUS)
     turn.bridge(HAIKU, body)  # the engine's check before the draft's upstream call
     usage = Usage(40, 20, 1200, 20_000)
-    turn.baseline(usage, usage.output_tokens)
+    turn.baseline(usage, usage.output_tokens)  # the response's baseline header
     turn.end([(HAIKU, usage)], drafted=True, accepted=True, served=usage, tool_ids=["t1"])
+    path = time.thread_time()
+    settle = getattr(book, "settle", None)  # (None: code that records the turn on the path, in ``end``)
+    if settle is not None:
+        settle(turn)  # the record, run by the gateway once the answer is out
+    else:
+        path = None
     if len(asyncio.all_tasks()) > 1:
         await asyncio.sleep(0)  # a store write the turn left to a task runs here, and is counted
-    return (time.thread_time() - started) * 1e6
+    ended = time.thread_time()
+    return ((path or ended) - started) * 1e6, (ended - started) * 1e6
 
 
 async def counted_turn(book: SessionBook, rule: CascadeRule, body: dict, session: str,
-                       raw: bytes | None = None) -> float:
+                       raw: bytes | None = None) -> tuple[float, float]:
     """:func:`one_turn`'s bytecode instructions instead of its CPU time: a figure other processes' load does not move
     (the C code a turn calls, such as ``orjson`` and ``memcmp``, counts as the one instruction that calls it)."""
     count = [0]
+    path = [0]
 
     def local(frame: FrameType, event: str, arg: object) -> object:
         if event == "opcode":
             count[0] += 1
         return local
+
+    def settle(turn: object) -> None:  # the count so far is the path's
+        path[0] = count[0]
+        settling(turn)
+
+    settling = getattr(book, "settle", None)
+    if settling is not None:
+        book.settle = settle  # type: ignore[method-assign]
 
     def hook(frame: FrameType, event: str, arg: object) -> object:
         frame.f_trace_opcodes = True
@@ -146,7 +164,9 @@ async def counted_turn(book: SessionBook, rule: CascadeRule, body: dict, session
         await one_turn(book, rule, body, session, raw)
     finally:
         sys.settrace(None)
-    return count[0]
+        if settling is not None:
+            del book.settle
+    return (path[0] if settling is not None else count[0]), count[0]
 
 
 def row(times: list[float]) -> str:
@@ -169,9 +189,9 @@ async def main() -> None:
     reference = min(timeit.repeat("sum(range(1000))", number=200, repeat=5)) / 200 * 1e6
     print(f"requests grown from: {source}; load average {os.getloadavg()[0]:.1f}; this machine runs sum(range(1000)) in {reference:.1f} µs "
           "(about 10 µs on an idle core of a current x86 CPU: scale the figures below by that ratio)")
-    print(f"| message blocks | prompt tokens | KiB | next turn {unit} (min / median / p90) "
-          f"| first seen {unit} (min / median / p90) |")
-    print("|---|---|---|---|---|")
+    print(f"| message blocks | prompt tokens | KiB | next turn {unit} before the answer (min / median / p90) "
+          f"| next turn in all | first seen before the answer | first seen in all |")
+    print("|---|---|---|---|---|---|---|")
     for blocks in args.sizes:
         turns = conversation(base, blocks, SIZES[blocks])
         size = len(turns[-1])
@@ -191,7 +211,8 @@ async def main() -> None:
                 gc.collect(0)
                 cold.append(await measure(book, rule, body, f"cold-{blocks}-{c}-{len(cold)}", raw))
         await book.aclose()
-        print(f"| {blocks} | {size * PER_CHAR / 1000:.0f}k | {size / 1024:.0f} | {row(warm)} | {row(cold)} |", flush=True)
+        print(f"| {blocks} | {size * PER_CHAR / 1000:.0f}k | {size / 1024:.0f} | {row([p for p, _ in warm])} "
+              f"| {row([a for _, a in warm])} | {row([p for p, _ in cold])} | {row([a for _, a in cold])} |", flush=True)
 
 
 if __name__ == "__main__":

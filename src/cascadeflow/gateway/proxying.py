@@ -12,6 +12,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -238,6 +239,7 @@ async def _streaming(request: Request, gateway: Gateway, rule: CascadeRule | Non
             assert reply.chunks is not None  # a streamed cascade's reply always has them
             status, reply_headers = reply.status, reply.response_headers()
             chunks: AsyncIterable[bytes] = reply.chunks
+            after = reply.after
 
             def entry(finished: bool) -> LedgerEntry:
                 return cascade_entry(info, reply.decision, status, cancelled=not finished)
@@ -248,7 +250,7 @@ async def _streaming(request: Request, gateway: Gateway, rule: CascadeRule | Non
             except asyncio.CancelledError:
                 _finish(gateway, info, shut_down(_cut_entry(gateway, info, match, proxy_request.raw_body)))
                 raise
-            status, chunks = stream.status, stream
+            status, chunks, after = stream.status, stream, None
             reply_headers = {**stream.headers, "x-cascadeflow-route": match.route.name}
 
             def entry(finished: bool) -> LedgerEntry:
@@ -282,7 +284,7 @@ async def _streaming(request: Request, gateway: Gateway, rule: CascadeRule | Non
             await asyncio.wait((settled,), timeout=_SETTLE_WAIT)
 
     return GatewayStream(chunks, status, {**reply_headers, **_SSE_HEADERS}, dialect=dialect,
-                         request_id=info.request_id, settle=settle, media_type=media_type)
+                         request_id=info.request_id, settle=settle, media_type=media_type, after=after)
 
 
 async def _collected(chunks, collector: StreamCollector) -> AsyncIterator[bytes]:  # type: ignore[no-untyped-def]
@@ -326,7 +328,10 @@ async def _cascade(request: Request, gateway: Gateway, rule: CascadeRule, proxy_
     if info.cache is not None:
         reply_headers["x-cascadeflow-cache"] = info.cache.status
         await gateway.cache.remember(info.cache, dialect, reply.body, None, entry)  # type: ignore[union-attr]
-    return Response(reply.body, reply.status, headers=reply_headers, media_type="application/json")
+    # the conversation's record runs once the answer is written (off the request's path)
+    background = BackgroundTask(reply.after) if reply.after is not None else None
+    return Response(reply.body, reply.status, headers=reply_headers, media_type="application/json",
+                    background=background)
 
 
 def _cache_hit(gateway: Gateway, info: RequestInfo, rule, answer: CachedAnswer, body: dict) -> Response | None:  # type: ignore[no-untyped-def]

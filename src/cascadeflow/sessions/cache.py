@@ -40,6 +40,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from operator import itemgetter
+from typing import NamedTuple
 
 import orjson
 
@@ -303,9 +304,9 @@ def _tool_result(block: dict, content: list) -> tuple[bytes, float | None]:
     return orjson.dumps(bare), (_ttl(control) if control else None)
 
 
-@dataclass(frozen=True, slots=True)
-class CacheSplit:
-    """How a request's prompt divides, in characters: read from cache, written to it, plain input."""
+class CacheSplit(NamedTuple):
+    """How a request's prompt divides, in characters: read from cache, written to it, plain input (a tuple:
+    built several times per request, it costs no Python ``__init__``)."""
 
     read: int
     write: int
