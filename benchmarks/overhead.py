@@ -209,17 +209,20 @@ async def session_ab(gw_url: str, pid: int, headers: dict, pairs: int) -> None:
     print(f"session bookkeeping A/B: requests grown from {source}; load average {os.getloadavg()[0]:.1f}; this machine "
           f"runs sum(range(1000)) in {reference:.1f} µs (about 10 µs on an idle core)")
     print("| message blocks | prompt tokens | requests per side | CPU µs/request, off | on | on − off (p25 – p75) "
-          "| decisions off | decisions on |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| latency µs, on − off (p25 – p75) | decisions off | decisions on |")
+    print("|---|---|---|---|---|---|---|---|---|")
     headers = {**headers, "content-type": "application/json"}
     async with aiohttp.ClientSession() as session:
 
-        async def one(body: bytes, sent: dict) -> tuple[float, str]:
+        async def one(body: bytes, sent: dict) -> tuple[float, float, str]:
             before = cpu_ns(pid)
+            started = time.perf_counter()
             async with session.post(gw_url + "/v1/messages", data=body, headers=sent) as response:
                 await response.read()
+                waited = time.perf_counter() - started
                 decision = f"{response.status} {response.headers.get('x-cascadeflow-decision', '')}"
-            return (cpu_ns(pid) - before) / 1000, decision
+            await asyncio.sleep(0.002)  # what the gateway does after the answer is out (the record) counts as CPU
+            return (cpu_ns(pid) - before) / 1000, waited * 1e6, decision
 
         for blocks, tokens in SIZES.items():
             turns = conversation(base, blocks, tokens)
@@ -228,6 +231,7 @@ async def session_ab(gw_url: str, pid: int, headers: dict, pairs: int) -> None:
             off: list[float] = []
             on: list[float] = []
             diffs: list[float] = []
+            waits: list[float] = []
             decisions: dict[str, Counter] = {"off": Counter(), "on": Counter()}
             n = 0
             while len(diffs) < pairs:  # as many conversations as it takes: a short one has few turns
@@ -237,17 +241,19 @@ async def session_ab(gw_url: str, pid: int, headers: dict, pairs: int) -> None:
                     order = [("off", headers), ("on", with_id)]
                     if (i + n) % 2:
                         order.reverse()
-                    took = {}
+                    took, wait = {}, {}
                     for side, sent in order:
-                        took[side], decision = await one(body, sent)
+                        took[side], wait[side], decision = await one(body, sent)
                         decisions[side][decision] += 1
                     if i > 0:  # the first turn: a conversation seen for the first time
                         off.append(took["off"])
                         on.append(took["on"])
                         diffs.append(took["on"] - took["off"])
+                        waits.append(wait["on"] - wait["off"])
             print(f"| {blocks} | {len(turns[-1]) * 0.27 / 1000:.0f}k | {len(on)} | {statistics.median(off):.0f} "
                   f"| {statistics.median(on):.0f} | {statistics.median(diffs):+.0f} ({percentile(diffs, 0.25):+.0f} – "
-                  f"{percentile(diffs, 0.75):+.0f}) | {_counts(decisions['off'])} | {_counts(decisions['on'])} |", flush=True)
+                  f"{percentile(diffs, 0.75):+.0f}) | {statistics.median(waits):+.0f} ({percentile(waits, 0.25):+.0f} – "
+                  f"{percentile(waits, 0.75):+.0f}) | {_counts(decisions['off'])} | {_counts(decisions['on'])} |", flush=True)
 
 
 def _counts(decisions: object) -> str:

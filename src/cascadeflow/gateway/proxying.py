@@ -32,7 +32,7 @@ from .records import RequestInfo, cache_hit_entry, cascade_entry, error_entry, p
 from .streaming import SHUTDOWN_MESSAGE, GatewayStream, StreamOutcome
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, AsyncIterator, Coroutine
+    from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
 
     from starlette.types import Receive
 
@@ -328,10 +328,15 @@ async def _cascade(request: Request, gateway: Gateway, rule: CascadeRule, proxy_
     if info.cache is not None:
         reply_headers["x-cascadeflow-cache"] = info.cache.status
         await gateway.cache.remember(info.cache, dialect, reply.body, None, entry)  # type: ignore[union-attr]
-    # the conversation's record runs once the answer is written (off the request's path)
-    background = BackgroundTask(reply.after) if reply.after is not None else None
+    # the conversation's record runs once the answer is written (off the request's path), on the event loop
+    background = BackgroundTask(_run, reply.after) if reply.after is not None else None
     return Response(reply.body, reply.status, headers=reply_headers, media_type="application/json",
                     background=background)
+
+
+async def _run(work: Callable[[], None]) -> None:
+    """``work`` as a coroutine: starlette runs a plain function's background task in a worker thread."""
+    work()
 
 
 def _cache_hit(gateway: Gateway, info: RequestInfo, rule, answer: CachedAnswer, body: dict) -> Response | None:  # type: ignore[no-untyped-def]
