@@ -12,7 +12,6 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -34,7 +33,7 @@ from .streaming import SHUTDOWN_MESSAGE, GatewayStream, StreamOutcome
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
 
-    from starlette.types import Receive
+    from starlette.types import Receive, Scope, Send
 
     from ..config import CascadeRule
     from ..proxy import RouteMatch
@@ -328,15 +327,24 @@ async def _cascade(request: Request, gateway: Gateway, rule: CascadeRule, proxy_
     if info.cache is not None:
         reply_headers["x-cascadeflow-cache"] = info.cache.status
         await gateway.cache.remember(info.cache, dialect, reply.body, None, entry)  # type: ignore[union-attr]
-    # the conversation's record runs once the answer is written (off the request's path), on the event loop
-    background = BackgroundTask(_run, reply.after) if reply.after is not None else None
-    return Response(reply.body, reply.status, headers=reply_headers, media_type="application/json",
-                    background=background)
+    if reply.after is not None:  # the conversation's record runs once the answer is written (off the request's path)
+        return _ThenResponse(reply.after, reply.body, reply.status, headers=reply_headers, media_type="application/json")
+    return Response(reply.body, reply.status, headers=reply_headers, media_type="application/json")
 
 
-async def _run(work: Callable[[], None]) -> None:
-    """``work`` as a coroutine: starlette runs a plain function's background task in a worker thread."""
-    work()
+class _ThenResponse(Response):
+    """An answer, then ``after()`` on the event loop once it is written (starlette's background task would run a
+    plain function in a worker thread, and costs more to set up than the work it defers)."""
+
+    def __init__(self, after: Callable[[], None], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._after = after
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._after()
 
 
 def _cache_hit(gateway: Gateway, info: RequestInfo, rule, answer: CachedAnswer, body: dict) -> Response | None:  # type: ignore[no-untyped-def]
