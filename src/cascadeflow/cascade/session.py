@@ -44,7 +44,7 @@ import orjson
 
 from ..config import CascadeRule
 from ..pricing import ModelRegistry
-from ..sessions.cache import CacheShadow, PromptShape, SeenPrompt
+from ..sessions.cache import CacheShadow, CacheSplit, PromptShape, SeenPrompt
 from ..sessions.state import BASELINE, MemorySessions, Sessions, SessionState
 from ..usage import Usage
 from .bridge import add_bridge, find_bridge, with_bridge
@@ -209,7 +209,7 @@ class Turn:
     _bridges: dict[str, PromptShape] | None = None
     _ends: dict[str, int | None] | None = None
     #: the counterfactual's shape and tokens per character, for the record to count the baseline's prompt as sent
-    _counted: tuple[PromptShape, float] | None = None
+    _counted: tuple[PromptShape, float, CacheSplit | None] | None = None
     #: what :meth:`end` was told, for :meth:`record` (None: not ended)
     _ended: tuple[list[tuple[str, Usage]], bool, bool, Usage, list[str], str] | None = None
     _recorded: bool = False
@@ -330,10 +330,11 @@ class Turn:
         counterfactual = self.state.shadow(BASELINE)
         same_cache = requested_cost is not None and counterfactual.entries == (
             (self.state.shadows.get(self.requested) or CacheShadow()).entries)
-        self._counted = (shape, ratio)  # the record counts it as sent (:meth:`record`): not before the answer is out
         if same_cache:
+            self._counted = (shape, ratio, None)  # the record counts it as sent (:meth:`record`), after the answer
             return requested_cost
         split = counterfactual.split(shape, self.requested, self.now, ratio)
+        self._counted = (shape, ratio, split)
         plain, write, read = split.tokens(ratio)
         return self.book.registry.cost(self.requested, Usage(plain, output_tokens, write, read))
 
@@ -361,7 +362,11 @@ class Turn:
         calls, drafted, accepted, served, tool_ids, served_model = ended
         state = self.state
         if counted is not None:
-            state.shadow(BASELINE).split(counted[0], self.requested, self.now, counted[1], touch=True)
+            shape, ratio, split = counted
+            if split is None:
+                state.shadow(BASELINE).split(shape, self.requested, self.now, ratio, touch=True)
+            else:  # the split the baseline was priced on, counted as sent
+                state.shadow(BASELINE).sent(shape, split, self.requested, self.now, ratio)
         for model in dict.fromkeys(m for m, _ in calls):
             shape = self.sent_shape(model)
             state.shadow(model).split(shape, model, self.now, self.per_char, touch=True)
