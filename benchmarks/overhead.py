@@ -27,11 +27,20 @@ Claude-Code-shaped conversations (grown turn by turn as ``session_overhead.py`` 
 twice — once with Claude Code's session header (bookkeeping on: the conversation's state, the
 prompt's shape, the cache economics, the counterfactual baseline, the record) and once without
 (no conversation: none of it runs) — in alternating order. Per request the gateway's CPU time
-(every thread, from ``/proc/<pid>/task/*/schedstat``, in ns) is read before and after; the
-table gives each side's median and the median of the paired differences (on − off) with
-their p25–p75, and the decisions each side took (the same path, or the difference is not the
-bookkeeping alone). The first turn of each conversation (seen for the first time, hashed
-whole) is left out of the medians.
+(every thread, from ``/proc/<pid>/task/*/schedstat``, in ns) is read before and 2 ms after the
+answer (the conversation's record runs once the answer is out: it is counted), and the time
+from sending the request to the answer's last byte is taken; the table gives each side's median
+CPU, the median of the paired differences (on − off) of CPU (what the bookkeeping costs) and of
+latency (what it adds to the wait: the record is not in it) with their p25–p75, and the
+decisions each side took (the same path, or the difference is not the bookkeeping alone). The
+first turn of each conversation (seen for the first time, hashed whole) is left out of the
+medians. On a shared 2-core machine (load average 1.9–2.9; ``sum(range(1000))`` in 16–31 µs),
+two alternating runs each against the code that recorded the turn before the answer: CPU on − off
+a median of +469 / +519, +396 / +424, +536 / +582 µs at 10 / 50 / 200 blocks (before: +316 /
++367, +392 / +406, +516 / +344), p25–p75 spans of 300–1,000 µs; latency on − off medians from
+−174 to +2,018 µs (either code) with p25–p75 spans of 4–10 ms. Neither resolves a 0.1 ms
+difference here, nor tells the two codes apart: the latency the bookkeeping adds is shown by
+``session_overhead.py``'s "before the answer" column (see docs/cascade.md).
 
 ``--cache memory|redis`` turns the response cache on for every request and adds a ``+hit``
 row under each: the same request answered from the cache (the warm-up stores it), beside
