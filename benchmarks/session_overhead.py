@@ -32,9 +32,9 @@ idle current x86 core) under a load average of 2.2–3.5 from other jobs, altern
 answer: median 138–174 µs at 10 blocks (four runs; before: 163–217), 132–209 at 50 (four runs;
 before: 168–207), 169–262 at 200 (before: 198–240); least 118–145 / 113–172 / 138–215 µs
 (before: 144–188 / 132–145 / 174–184); the median of the runs' medians 147 / 146 / 192 µs
-(before: 176 / 194 / 217). In all (the CPU) it is about what it was: median 169–208 / 175–282 /
-219–351 µs (the same as before within the noise at 10 and 50 blocks, up to ~15% more at 200 in
-these runs); ``--bytecode`` counts 5,341 / 5,431 / 5,431 instructions against 5,177 / 5,267 /
+(before: 176 / 194 / 217). In all (the CPU) it is what it was or up to ~15% more: median 169–208 /
+175–282 / 219–351 µs (a fifth pair of runs: 205 / 205 / 222 against 179 / 176 / 199 before, the
+path's part 160 / 152 / 168); ``--bytecode`` counts 5,341 / 5,431 / 5,431 instructions against 5,177 / 5,267 /
 5,267 before (+3%: the deferral's own steps), of which 4,065 before the answer (−22%). So the
 bookkeeping adds about 0.15 ms of latency at 10 and 50 blocks and 0.19 ms at 200 on this
 machine; scaled by the reference loop to an idle current core (a rough guide, not a
