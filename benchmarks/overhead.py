@@ -27,11 +27,20 @@ Claude-Code-shaped conversations (grown turn by turn as ``session_overhead.py`` 
 twice — once with Claude Code's session header (bookkeeping on: the conversation's state, the
 prompt's shape, the cache economics, the counterfactual baseline, the record) and once without
 (no conversation: none of it runs) — in alternating order. Per request the gateway's CPU time
-(every thread, from ``/proc/<pid>/task/*/schedstat``, in ns) is read before and after; the
-table gives each side's median and the median of the paired differences (on − off) with
-their p25–p75, and the decisions each side took (the same path, or the difference is not the
-bookkeeping alone). The first turn of each conversation (seen for the first time, hashed
-whole) is left out of the medians.
+(every thread, from ``/proc/<pid>/task/*/schedstat``, in ns) is read before and 2 ms after the
+answer (the conversation's record runs once the answer is out: it is counted), and the time
+from sending the request to the answer's last byte is taken; the table gives each side's median
+CPU, the median of the paired differences (on − off) of CPU (what the bookkeeping costs) and of
+latency (what it adds to the wait: the record is not in it) with their p25–p75, and the
+decisions each side took (the same path, or the difference is not the bookkeeping alone). The
+first turn of each conversation (seen for the first time, hashed whole) is left out of the
+medians. On a shared 2-core machine (load average 1.9–2.9; ``sum(range(1000))`` in 16–31 µs),
+two alternating runs each against the code that recorded the turn before the answer: CPU on − off
+a median of +469 / +519, +396 / +424, +536 / +582 µs at 10 / 50 / 200 blocks (before: +316 /
++367, +392 / +406, +516 / +344), p25–p75 spans of 300–1,000 µs; latency on − off medians from
+−174 to +2,018 µs (either code) with p25–p75 spans of 4–10 ms. Neither resolves a 0.1 ms
+difference here, nor tells the two codes apart: the latency the bookkeeping adds is shown by
+``session_overhead.py``'s "before the answer" column (see docs/cascade.md).
 
 ``--cache memory|redis`` turns the response cache on for every request and adds a ``+hit``
 row under each: the same request answered from the cache (the warm-up stores it), beside
@@ -209,17 +218,20 @@ async def session_ab(gw_url: str, pid: int, headers: dict, pairs: int) -> None:
     print(f"session bookkeeping A/B: requests grown from {source}; load average {os.getloadavg()[0]:.1f}; this machine "
           f"runs sum(range(1000)) in {reference:.1f} µs (about 10 µs on an idle core)")
     print("| message blocks | prompt tokens | requests per side | CPU µs/request, off | on | on − off (p25 – p75) "
-          "| decisions off | decisions on |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| latency µs, on − off (p25 – p75) | decisions off | decisions on |")
+    print("|---|---|---|---|---|---|---|---|---|")
     headers = {**headers, "content-type": "application/json"}
     async with aiohttp.ClientSession() as session:
 
-        async def one(body: bytes, sent: dict) -> tuple[float, str]:
+        async def one(body: bytes, sent: dict) -> tuple[float, float, str]:
             before = cpu_ns(pid)
+            started = time.perf_counter()
             async with session.post(gw_url + "/v1/messages", data=body, headers=sent) as response:
                 await response.read()
+                waited = time.perf_counter() - started
                 decision = f"{response.status} {response.headers.get('x-cascadeflow-decision', '')}"
-            return (cpu_ns(pid) - before) / 1000, decision
+            await asyncio.sleep(0.002)  # what the gateway does after the answer is out (the record) counts as CPU
+            return (cpu_ns(pid) - before) / 1000, waited * 1e6, decision
 
         for blocks, tokens in SIZES.items():
             turns = conversation(base, blocks, tokens)
@@ -228,6 +240,7 @@ async def session_ab(gw_url: str, pid: int, headers: dict, pairs: int) -> None:
             off: list[float] = []
             on: list[float] = []
             diffs: list[float] = []
+            waits: list[float] = []
             decisions: dict[str, Counter] = {"off": Counter(), "on": Counter()}
             n = 0
             while len(diffs) < pairs:  # as many conversations as it takes: a short one has few turns
@@ -237,17 +250,19 @@ async def session_ab(gw_url: str, pid: int, headers: dict, pairs: int) -> None:
                     order = [("off", headers), ("on", with_id)]
                     if (i + n) % 2:
                         order.reverse()
-                    took = {}
+                    took, wait = {}, {}
                     for side, sent in order:
-                        took[side], decision = await one(body, sent)
+                        took[side], wait[side], decision = await one(body, sent)
                         decisions[side][decision] += 1
                     if i > 0:  # the first turn: a conversation seen for the first time
                         off.append(took["off"])
                         on.append(took["on"])
                         diffs.append(took["on"] - took["off"])
+                        waits.append(wait["on"] - wait["off"])
             print(f"| {blocks} | {len(turns[-1]) * 0.27 / 1000:.0f}k | {len(on)} | {statistics.median(off):.0f} "
                   f"| {statistics.median(on):.0f} | {statistics.median(diffs):+.0f} ({percentile(diffs, 0.25):+.0f} – "
-                  f"{percentile(diffs, 0.75):+.0f}) | {_counts(decisions['off'])} | {_counts(decisions['on'])} |", flush=True)
+                  f"{percentile(diffs, 0.75):+.0f}) | {statistics.median(waits):+.0f} ({percentile(waits, 0.25):+.0f} – "
+                  f"{percentile(waits, 0.75):+.0f}) | {_counts(decisions['off'])} | {_counts(decisions['on'])} |", flush=True)
 
 
 def _counts(decisions: object) -> str:

@@ -15,37 +15,42 @@ Rows: per conversation size (message content blocks, prompt tokens at the conver
 ~0.27 tokens per character), CPU µs per request: ``next turn`` is the usual request (the
 conversation seen before, one turn longer), ``first seen`` a conversation this process
 has not seen (a restart, or another worker); the least, median and p90 over every timed turn.
+Each is given twice: ``before the answer`` is what runs before the client can have its answer
+(the state, the prompt's shape, the economics, the bridging breakpoint, the counterfactual's
+price: the latency the bookkeeping adds), ``in all`` adds the turn's record, which the gateway
+runs once the answer is out (in-memory store; see :mod:`cascadeflow.cascade.session`): the CPU it
+costs. Code that records on the path (before the deferral) shows the same figure in both.
 CPU time of this thread is measured, so other processes' load counts only through what it
 does to caches and clocks; on a busy machine the least figure is the closest to an idle one.
 The parse is not timed, nor the collection of its garbage (``gc.collect(0)`` after it: the
 gateway pays it with or without a session); the turn gets the request's bytes, as the gateway
 gives them, so what it repeats of the previous request is told from the bytes.
 
-Measured on a shared 2-core machine (load average 1–3 from other jobs), next turn, median of
-three alternating runs of this script against the code before the bytes told what repeats
-(the same script, which then compared parsed values): median 148 µs at 10 blocks (base 197),
-118 at 50 (base 187), 175 at 200 (base 292); least 101 / 84 / 108 µs (base 117 / 100 / 168).
-A second pass cut the Python steps a turn runs (the cache split in one loop, the tool names,
-the longest live entry and the trim's order read by C code, a message's blocks hashed in one
-pass; the same hashes and figures): 13–16% fewer bytecode instructions per next turn
-(``--bytecode``, median: 5,151 / 5,241 / 5,241 at 10 / 50 / 200 blocks, from 5,895 / 6,233 /
-6,233). In five alternating runs with the code before it, under a load average of 2.1–2.7
-(one run's median moved by up to 1.6× from the next): median of the five runs' medians
-150 / 135 / 193 µs (base 168 / 152 / 219), median of their least 97 / 78 / 107 (base 102 /
-93 / 115), least 91 / 77 / 102 (base 92 / 86 / 110); in the quietest pair of an earlier
-series (before the last three small steps) median 93 / 88 / 124 µs (base 114 / 104 / 145).
-So the median is under 0.1 ms at 10 and 50 blocks only on a quiet machine, and not at 200
-blocks even then; under the load of the five runs at no size. What remains is the memcmp
-of the previous request's bytes (~20 µs at 200 blocks when they have left the CPU's nearer
-caches, as the parse in between makes them) and many small steps: the state's lookup and
-record, each model's cache split, the economics, the counterfactual's price, hashing the ~3
-blocks a turn adds. On the whole gateway path
-``benchmarks/overhead.py --sessions`` shows more (see docs/cascade.md).
+Measured on a shared 2-core machine that runs ``sum(range(1000))`` in 15–17 µs (about 1.6× an
+idle current x86 core) under a load average of 2.2–3.5 from other jobs, alternating runs
+(``--conversations 4``) with the code before the record was deferred, next turn, before the
+answer: median 138–174 µs at 10 blocks (four runs; before: 163–217), 132–209 at 50 (four runs;
+before: 168–207), 169–262 at 200 (before: 198–240); least 118–145 / 113–172 / 138–215 µs
+(before: 144–188 / 132–145 / 174–184); the median of the runs' medians 147 / 146 / 192 µs
+(before: 176 / 194 / 217). In all (the CPU) it is what it was or up to ~15% more: median 169–208 /
+175–282 / 219–351 µs (a fifth pair of runs: 205 / 205 / 222 against 179 / 176 / 199 before, the
+path's part 160 / 152 / 168); ``--bytecode`` counts 5,341 / 5,431 / 5,431 instructions against 5,177 / 5,267 /
+5,267 before (+3%: the deferral's own steps), of which 4,065 before the answer (−22%). So the
+bookkeeping adds about 0.15 ms of latency at 10 and 50 blocks and 0.19 ms at 200 on this
+machine; scaled by the reference loop to an idle current core (a rough guide, not a
+measurement), about 0.09 ms at 10 and 50 blocks and 0.12 ms at 200 — within the 0.1 ms budget
+at the smaller sizes at best, and only for latency: the CPU it costs is over it at every size.
+What remains before the answer is the memcmp of the previous request's bytes (~20–40 µs at 200
+blocks once they have left the CPU's nearer caches) and many small steps: the state's lookup,
+the request's tool-set digest, the signal's scan of the new tool results, hashing the ~3 blocks
+a turn adds, each model's cache split, the economics, the counterfactual's price. On the whole
+gateway path ``benchmarks/overhead.py --sessions`` shows more (see docs/cascade.md).
 
 Each stage's own failure record (a multi-stage rule's chain priced backwards) added about 3 µs per
 next turn: ``chain_savings`` on one stage 2.7 µs against ``expected_saving``'s 0.9, the per-stage
-record 1.4 µs (``timeit``, least of five); the rows above moved within their noise (least 129–132 /
-133–139 / 161–169 µs against 124–152 / 127–165 / 160–172 before, three alternating runs, synthetic prompts).
+record 1.4 µs (``timeit``, least of five); measured on the code before the record was deferred, whole
+turns moved within their noise (least 129–132 / 133–139 / 161–169 µs against 124–152 / 127–165 / 160–172
+before, three alternating runs, synthetic prompts).
 """
 
 from __future__ import annotations
@@ -116,7 +121,9 @@ def conversation(base: dict, blocks: int, tokens: int) -> list[bytes]:
     return out
 
 
-async def one_turn(book: SessionBook, rule: CascadeRule, body: dict, session: str, raw: bytes | None = None) -> float:
+async def one_turn(book: SessionBook, rule: CascadeRule, body: dict, session: str,
+                   raw: bytes | None = None) -> tuple[float, float]:
+    """(µs before the answer goes out, µs in all): the path's part, then the record the gateway runs after it."""
     started = time.thread_time()  # CPU time of this thread: the figure other processes' load leaves alone
     turn = await book.begin(rule, body, "anthropic", session, OPUS, lambda model: "anthropic", raw=raw)
     assert turn is not None
@@ -124,23 +131,39 @@ async def one_turn(book: SessionBook, rule: CascadeRule, body: dict, session: st
     turn.economics([(HAIKU, 100, 5)], OPUS)
     turn.bridge(HAIKU, body)  # the engine's check before the draft's upstream call
     usage = Usage(40, 20, 1200, 20_000)
-    turn.baseline(usage, usage.output_tokens)
+    turn.baseline(usage, usage.output_tokens)  # the response's baseline header
     turn.end([(HAIKU, usage)], drafted=True, accepted=True, served=usage, tool_ids=["t1"], tried=[(HAIKU, False)])
+    path = time.thread_time()
+    settle = getattr(book, "settle", None)  # (None: code that records the turn on the path, in ``end``)
+    if settle is not None:
+        settle(turn)  # the record, run by the gateway once the answer is out
+    else:
+        path = None
     if len(asyncio.all_tasks()) > 1:
         await asyncio.sleep(0)  # a store write the turn left to a task runs here, and is counted
-    return (time.thread_time() - started) * 1e6
+    ended = time.thread_time()
+    return ((path or ended) - started) * 1e6, (ended - started) * 1e6
 
 
 async def counted_turn(book: SessionBook, rule: CascadeRule, body: dict, session: str,
-                       raw: bytes | None = None) -> float:
+                       raw: bytes | None = None) -> tuple[float, float]:
     """:func:`one_turn`'s bytecode instructions instead of its CPU time: a figure other processes' load does not move
     (the C code a turn calls, such as ``orjson`` and ``memcmp``, counts as the one instruction that calls it)."""
     count = [0]
+    path = [0]
 
     def local(frame: FrameType, event: str, arg: object) -> object:
         if event == "opcode":
             count[0] += 1
         return local
+
+    def settle(turn: object) -> None:  # the count so far is the path's
+        path[0] = count[0]
+        settling(turn)
+
+    settling = getattr(book, "settle", None)
+    if settling is not None:
+        book.settle = settle  # type: ignore[method-assign]
 
     def hook(frame: FrameType, event: str, arg: object) -> object:
         frame.f_trace_opcodes = True
@@ -151,7 +174,9 @@ async def counted_turn(book: SessionBook, rule: CascadeRule, body: dict, session
         await one_turn(book, rule, body, session, raw)
     finally:
         sys.settrace(None)
-    return count[0]
+        if settling is not None:
+            del book.settle
+    return (path[0] if settling is not None else count[0]), count[0]
 
 
 def row(times: list[float]) -> str:
@@ -174,9 +199,9 @@ async def main() -> None:
     reference = min(timeit.repeat("sum(range(1000))", number=200, repeat=5)) / 200 * 1e6
     print(f"requests grown from: {source}; load average {os.getloadavg()[0]:.1f}; this machine runs sum(range(1000)) in {reference:.1f} µs "
           "(about 10 µs on an idle core of a current x86 CPU: scale the figures below by that ratio)")
-    print(f"| message blocks | prompt tokens | KiB | next turn {unit} (min / median / p90) "
-          f"| first seen {unit} (min / median / p90) |")
-    print("|---|---|---|---|---|")
+    print(f"| message blocks | prompt tokens | KiB | next turn {unit} before the answer (min / median / p90) "
+          f"| next turn in all | first seen before the answer | first seen in all |")
+    print("|---|---|---|---|---|---|---|")
     for blocks in args.sizes:
         turns = conversation(base, blocks, SIZES[blocks])
         size = len(turns[-1])
@@ -196,7 +221,8 @@ async def main() -> None:
                 gc.collect(0)
                 cold.append(await measure(book, rule, body, f"cold-{blocks}-{c}-{len(cold)}", raw))
         await book.aclose()
-        print(f"| {blocks} | {size * PER_CHAR / 1000:.0f}k | {size / 1024:.0f} | {row(warm)} | {row(cold)} |", flush=True)
+        print(f"| {blocks} | {size * PER_CHAR / 1000:.0f}k | {size / 1024:.0f} | {row([p for p, _ in warm])} "
+              f"| {row([a for _, a in warm])} | {row([p for p, _ in cold])} | {row([a for _, a in cold])} |", flush=True)
 
 
 if __name__ == "__main__":

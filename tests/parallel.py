@@ -17,12 +17,17 @@ workers apart:
 - **Ports and folders** need nothing: every server binds a free port, and every worker
   has its own temporary folders (and so its own data directory and ledgers).
   PostgreSQL databases are already one per test.
+- **Order.** Scopes go out in collection order, except the few that take a minute or more
+  (``HEAVY``, longest first): they go out first. In collection order one of them could start
+  last (the static checks are a unit file, among the last) and run alone while the other
+  workers have finished: on two CPUs that tail was most of a minute.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 
 import pytest
 
@@ -40,6 +45,24 @@ POOL_VARIABLE = "CASCADEFLOW_TEST_REDIS_WORKERS"
 #: the one test file whose parametrized cases (``[README.md:85]``) are scoped by the page they name
 PAGED = "tests/e2e/test_docs.py"
 DATABASE = re.compile(r"/(\d+)$")
+#: the scopes that take a minute or more (measured with ``--durations``, four workers on two CPUs), longest first:
+#: they go out before the rest, so that none of them is what a worker still runs after the others are done
+HEAVY = (
+    "tests/e2e/test_container.py",
+    "tests/e2e/test_shutdown_workers.py",
+    "tests/e2e/test_docs.py::docs/operations.md",
+    "tests/e2e/test_hardening_edges.py",
+    "tests/e2e/test_shared_limits.py",
+    "tests/unit/test_static_checks.py",
+    "tests/e2e/test_first_run.py",
+    "tests/e2e/test_docs.py::docs/configuration.md",
+    "tests/e2e/test_metrics.py",
+    "tests/unit/test_eval_metrics.py",
+    "tests/e2e/test_docs.py::README.md",
+    "tests/e2e/test_fault_matrix.py",
+    "tests/e2e/test_schemathesis.py",
+    "tests/e2e/test_provider_credentials.py",
+)
 
 
 def database_of(url: str) -> int:
@@ -114,10 +137,18 @@ def scope_of(nodeid: str) -> str:
     return path
 
 
+def next_scope(waiting: Iterable[str]) -> str:
+    """The scope a worker gets next from those still waiting (in collection order): the first ``HEAVY`` one
+    left, else the first."""
+    waiting = list(waiting)
+    return next((scope for scope in HEAVY if scope in waiting), waiting[0])
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """``--dist loadfile``, with the docs test split by page; scopes go out in collection order (the slow
-    end-to-end files first, the quick unit files last fill the gaps), not reordered by their number of tests."""
+    end-to-end files first, the quick unit files last fill the gaps), not reordered by their number of tests,
+    the ``HEAVY`` ones first (:func:`next_scope`)."""
     if config.getoption("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadScopeScheduling
@@ -125,6 +156,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     class FileScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return scope_of(nodeid)
+
+        def _assign_work_unit(self, node) -> None:  # noqa: ANN001 (xdist's WorkerController)
+            self.workqueue.move_to_end(next_scope(self.workqueue), last=False)
+            super()._assign_work_unit(node)
 
     config.option.loadscopereorder = False
     return FileScheduling(config, log)

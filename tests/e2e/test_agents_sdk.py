@@ -9,15 +9,11 @@ SDK runs it and sends the result back, the model answers. On an OpenAI route tha
 from __future__ import annotations
 
 import pytest
+from openai import AsyncOpenAI
 
+from cascadeflow import ProxyConfig
 from tests import needs
-
-agents = pytest.importorskip("agents", reason=needs.package("the OpenAI Agents SDK (openai-agents)"))
-
-from openai import AsyncOpenAI  # noqa: E402
-
-from cascadeflow import ProxyConfig  # noqa: E402
-from tests.conftest import NO_RETRY  # noqa: E402
+from tests.conftest import NO_RETRY
 
 SCRIPT = [
     {"match": {"prompt_contains": "weather in Lima"}, "tool_calls": [{"name": "get_weather", "input": {"city": "Lima"}}]},
@@ -26,7 +22,14 @@ SCRIPT = [
 
 
 @pytest.fixture(scope="module")
-def agents_gw(sim, start_gateway):
+def agents():
+    """The Agents SDK, imported by the tests that use it, not at collection: its import is ~3 s of CPU, which every
+    pytest-xdist worker paid while collecting, though only one runs this file."""
+    return pytest.importorskip("agents", reason=needs.package("the OpenAI Agents SDK (openai-agents)"))
+
+
+@pytest.fixture(scope="module")
+def agents_gw(agents, sim, start_gateway):
     agents.set_tracing_disabled(True)  # the SDK would export traces to OpenAI
     return start_gateway(ProxyConfig.from_dict({"routes": [
         {"name": "anthropic", "provider": "anthropic", "base_url": sim.url, "api_key": "sk-ant-route", **NO_RETRY},
@@ -40,7 +43,7 @@ def agents_gw(sim, start_gateway):
     ("gpt-5.4-mini", "/v1/responses"), ("chat:gpt-5.4-mini", "/v1/chat/completions"),
     ("claude-haiku-5-5", "/v1/messages"),
 ], ids=["forwarded", "chat", "claude"])
-async def test_agent_tool_call(agents_gw, fresh_sim, model, path):
+async def test_agent_tool_call(agents, agents_gw, fresh_sim, model, path):
     fresh_sim.set_script(SCRIPT)
     calls = []
 

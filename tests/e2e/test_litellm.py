@@ -11,17 +11,12 @@ from __future__ import annotations
 import json
 import os
 
+import httpx
 import pytest
 
+from cascadeflow import ProxyConfig
 from tests import needs
-
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch of LiteLLM's price list at import
-litellm = pytest.importorskip("litellm", reason=needs.package("litellm"))
-
-import httpx  # noqa: E402
-
-from cascadeflow import ProxyConfig  # noqa: E402
-from tests.conftest import NO_RETRY  # noqa: E402
+from tests.conftest import NO_RETRY
 
 SCRIPT = [
     {"match": {"prompt_contains": "weather in Quito"}, "tool_calls": [{"name": "get_weather", "input": {"city": "Quito"}}]},
@@ -29,6 +24,14 @@ SCRIPT = [
 ]
 WEATHER = {"type": "function", "name": "get_weather", "description": "The weather in a city",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+
+
+@pytest.fixture(scope="module")
+def litellm():
+    """LiteLLM, imported by the tests that use it, not at collection: its import is ~7 s of CPU, which every
+    pytest-xdist worker paid while collecting, though only one runs this file."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch of LiteLLM's price list at import
+    return pytest.importorskip("litellm", reason=needs.package("litellm"))
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +45,7 @@ def litellm_gw(sim, start_gateway):
 
 @pytest.mark.parametrize(("model", "path"), [("gpt-5.4-mini", "/v1/responses"), ("claude-haiku-5-5", "/v1/messages")],
                          ids=["forwarded", "claude"])
-def test_litellm_responses_completes_a_tool_call(litellm_gw, fresh_sim, model, path):
+def test_litellm_responses_completes_a_tool_call(litellm, litellm_gw, fresh_sim, model, path):
     fresh_sim.set_script(SCRIPT)
     ask = {"model": f"openai/{model}", "api_base": litellm_gw.url + "/v1", "api_key": "sk-caller", "tools": [WEATHER]}
     first = litellm.responses(input="What is the weather in Quito?", **ask)
@@ -60,7 +63,7 @@ def test_litellm_responses_completes_a_tool_call(litellm_gw, fresh_sim, model, p
     assert [r["path"] for r in fresh_sim.requests if r["method"] == "POST"] == [path, path]
 
 
-def test_litellm_embedding_is_forwarded_and_priced(litellm_gw, fresh_sim):
+def test_litellm_embedding_is_forwarded_and_priced(litellm, litellm_gw, fresh_sim):
     before = httpx.get(litellm_gw.url + "/stats").json()
     result = litellm.embedding(model="openai/text-embedding-3-small", input=["a cascade", "a gateway"],
                                api_base=litellm_gw.url + "/v1", api_key="sk-caller")

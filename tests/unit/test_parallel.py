@@ -11,10 +11,12 @@ import pytest
 
 from tests.e2e.test_docs import BLOCKS
 from tests.parallel import (
+    HEAVY,
     POOL,
     REDIS_VARIABLES,
     database_of,
     most_workers,
+    next_scope,
     pytest_xdist_auto_num_workers,
     redis_urls,
     scope_of,
@@ -68,6 +70,23 @@ def test_files_are_scopes_and_the_docs_test_is_split_by_page():
     pages = {scope_of(f"tests/e2e/test_docs.py::test_doc_block[{block.id}]") for block in BLOCKS}
     assert pages == {f"tests/e2e/test_docs.py::{block.file}" for block in BLOCKS}
     assert len(pages) > 5
+
+
+def test_the_heavy_scopes_go_out_first_longest_first_then_collection_order():
+    waiting = ["tests/e2e/test_agents.py", HEAVY[3], "tests/unit/test_a.py", HEAVY[1]]
+    order = []
+    while waiting:
+        order.append(next_scope(waiting))
+        waiting.remove(order[-1])
+    assert order == [HEAVY[1], HEAVY[3], "tests/e2e/test_agents.py", "tests/unit/test_a.py"]
+
+
+def test_every_heavy_scope_names_a_test_file_or_a_docs_page():
+    """A renamed file or page would silently lose its place at the front."""
+    pages = {f"tests/e2e/test_docs.py::{block.file}" for block in BLOCKS}
+    assert len(set(HEAVY)) == len(HEAVY)
+    for scope in HEAVY:
+        assert scope in pages if "::" in scope else (CHECKOUT / scope).is_file(), scope
 
 
 def test_the_suite_runs_on_workers_by_file():

@@ -461,3 +461,36 @@ def test_a_sub_agent_is_named_by_its_tools_however_they_are_written():
     assert _tools_digest(anthropic) != _tools_digest({"tools": [{"name": "Bash"}, {"name": "Read"}]})
     nothing = _tools_digest({})
     assert nothing == _tools_digest({"tools": []}) == _tools_digest({"tools": "none"}) != _tools_digest(anthropic)
+
+
+def test_a_turn_recorded_after_its_answer_is_read_in_order_by_the_next_one():
+    """The record waits for the answer to go out (in memory); the conversation's next request, arriving before
+    the gateway ran it, runs it first and reads the state it leaves: the same figures as recording at once."""
+    import asyncio
+
+    from cascadeflow import ModelRegistry, Usage
+    from cascadeflow.cascade.session import SessionBook
+    from cascadeflow.config import CascadeRule
+
+    rule = CascadeRule(request_model=OPUS, draft_model="claude-haiku-5-5")
+    usage = Usage(40, 20, 1200, 20_000)
+
+    async def run(settle: bool) -> list[tuple]:
+        book = SessionBook(MemorySessions(), ModelRegistry(use_genai_prices=False), clock=lambda: 100.0)
+        seen = []
+        for n in range(1, 5):
+            request = body(n)
+            turn = await book.begin(rule, request, "anthropic", "c", OPUS, lambda model: "anthropic")
+            assert turn is not None
+            seen.append((turn.state.turns, turn.state.drafts, turn.signal(), turn.baseline(usage, 20)))
+            turn.end([("claude-haiku-5-5", usage)], drafted=True, accepted=True, served=usage, tool_ids=[f"t{n}"])
+            if settle:
+                assert turn.state.turns == n - 1, "not recorded before the answer is out"
+                book.settle(turn)
+                assert turn.state.turns == n
+        await book.aclose()
+        return seen
+
+    at_once, left = asyncio.run(run(True)), asyncio.run(run(False))
+    assert at_once == left
+    assert [s[0] for s in left] == [0, 1, 2, 3] and left[-1][1] > 2

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from ..usage import Usage
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
     from ..proxy import ProxyResult, ProxyStream
     from .session import SessionSignal
@@ -130,6 +130,9 @@ class CascadeReply:
     chunks: AsyncIterator[bytes] | None = None
     #: the decision's cost is final before the answer goes out (False for a verifier's stream, priced as it ends)
     priced: bool = True
+    #: what the cascade does once the answer is out (the conversation's record, deferred off the request's path):
+    #: the gateway calls it after the last byte; uncalled, it runs before the conversation's next request
+    after: Callable[[], None] | None = None
 
     def response_headers(self) -> dict[str, str]:
         """The headers for the client: the upstream's, then the decision's (its cost when :attr:`priced`)."""

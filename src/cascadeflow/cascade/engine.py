@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from typing import TYPE_CHECKING
 
 from ..config import CascadeRule, CascadeStage
@@ -172,7 +173,7 @@ class CascadeEngine:
                 self.accounts.finish(rule, decision, conversation, turn=turn, answer=answer)
                 if shadowed:
                     self._shadow_accepted(rule, request, dialect, talk, decision, request_id, answer, result.cost, ops)
-                return CascadeReply(result.status, result.headers, decision, body)
+                return CascadeReply(result.status, result.headers, decision, body, after=self._after(turn))
         verifier, match = self._verifier(rule, request, dialect)
         decision.served_model = verifier
         try:
@@ -197,7 +198,7 @@ class CascadeEngine:
         reported = self._reported(rule, request, verifier)
         if reported != verifier and isinstance(result.data, dict):
             body = ops.rename(result.data, reported)
-        return CascadeReply(result.status, result.headers, decision, body)
+        return CascadeReply(result.status, result.headers, decision, body, after=self._after(turn))
 
     async def _stream(self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None,
                       request_id: str, decision: Decision, opened: list[Turn | None]) -> CascadeReply:
@@ -262,7 +263,8 @@ class CascadeEngine:
                 self.accounts.finish(rule, decision, conversation, turn=turn, answer=answer)
                 if shadowed:
                     self._shadow_accepted(rule, request, dialect, talk, decision, request_id, answer, upstream.cost, ops)
-                return CascadeReply(upstream.status, upstream.headers, decision, chunks=once(body))
+                return CascadeReply(upstream.status, upstream.headers, decision, chunks=once(body),
+                                    after=self._after(turn))
         verifier, match = self._verifier(rule, request, dialect)
         decision.served_model = verifier
         span = self.tracing.start_call("verifier", verifier, match.route)  # ends with the stream
@@ -295,9 +297,14 @@ class CascadeEngine:
 
         chunks = relay(upstream, ops, reported, verifier, pairing is not None, ended)
         # priced when the stream ends: the headers go out without the cost
-        return CascadeReply(upstream.status, upstream.headers, decision, chunks=chunks, priced=False)
+        return CascadeReply(upstream.status, upstream.headers, decision, chunks=chunks, priced=False,
+                            after=self._after(turn))
 
     # -- steps -------------------------------------------------------------------
+
+    def _after(self, turn: Turn | None) -> Callable[[], None] | None:
+        """The turn's record, for the gateway to run once the answer is out (see :mod:`.session`)."""
+        return None if turn is None else partial(self.book.settle, turn)
 
     async def _route(self, rule: CascadeRule, request: ProxyRequest, decision: Decision) -> None:
         """The router's P(draft good) for this request, into the decision (an embedding runs in a worker thread)."""

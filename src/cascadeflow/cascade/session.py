@@ -16,6 +16,15 @@ conversation's state (:mod:`cascadeflow.sessions`), and
 - records what happened (:meth:`Turn.end`): every model's shadow, the counterfactual,
   the drafts' record, the conversation's tokens per character and output length.
 
+Only what the decision and the response's figures need runs before the answer goes out (the
+state, the prompt's shape, the economics, the bridging breakpoint, the counterfactual's price).
+With the in-memory store the record is deferred: :meth:`Turn.end` leaves it with the book, and the
+gateway runs it once the answer is out (:meth:`SessionBook.settle`); the conversation's next request
+runs it first if it is still waiting (:meth:`SessionBook.begin`), so every turn reads the state its
+predecessors left, in order, exactly as if each had been recorded at once. A shared store (Redis) is
+written before the answer goes out: the next turn may reach another process as soon as the client
+has this answer, and must find the state there.
+
 Figures built here are estimates (see :mod:`cascadeflow.sessions.cache`); the docs
 (``docs/cascade.md``) say how good they are.
 """
@@ -35,7 +44,7 @@ import orjson
 
 from ..config import CascadeRule
 from ..pricing import ModelRegistry
-from ..sessions.cache import CacheShadow, PromptShape, SeenPrompt
+from ..sessions.cache import CacheShadow, CacheSplit, PromptShape, SeenPrompt
 from ..sessions.state import BASELINE, MemorySessions, Sessions, SessionState
 from ..usage import Usage
 from .bridge import add_bridge, find_bridge, with_bridge
@@ -52,6 +61,9 @@ _FADE, _FADE_UNTRIED = 0.95, 0.7
 #: the previous request of this many conversations is kept (per process) so the next one hashes only what it adds;
 #: at most this many characters of prompt in all (the parsed values are shared with those requests, not copied)
 _SEEN_PROMPTS, _SEEN_CHARS = 256, 32 * 1024 * 1024
+#: turns whose record waits for their answer to go out, at most this many (past it the oldest is recorded at once:
+#: an answer whose hook never ran, such as one the client left before it was written, holds no memory for long)
+_UNRECORDED = 128
 _FAILED = re.compile(r"Traceback \(most recent call last\)|\b[Ee]xit code:? ?[1-9]\d*\b|\b[1-9]\d* failed\b|\bFAILED\b")
 #: a text :data:`_FAILED` can match holds one of these (a substring test is far cheaper than the regex on a long result)
 _FAILED_WORDS = ("Traceback", "xit code", "failed", "FAILED")
@@ -81,6 +93,10 @@ class SessionBook:
         #: (conversation, cache rules) → its previous request's prompt, for :meth:`shape` (an LRU, bounded in size)
         self._seen: OrderedDict[tuple[str, str], SeenPrompt] = OrderedDict()
         self._seen_chars = 0
+        #: conversation → its last turn, ended but not yet recorded (:meth:`Turn.end`); oldest first
+        self._unrecorded: OrderedDict[str, Turn] = OrderedDict()
+        #: records wait for the answer to go out only where no other process reads the state (see the module doc)
+        self.defers = isinstance(sessions, MemorySessions)
 
     def shape(self, key: str, body: dict, dialect: str, rules: str, raw: bytes | None = None) -> PromptShape:
         """``body``'s prompt shape, hashing only what it adds to the conversation's previous request
@@ -104,7 +120,12 @@ class SessionBook:
         if conversation is None or not isinstance(body.get("messages"), list):
             return None
         key = f"{conversation}|{_tools_digest(body)}"  # a sub-agent (its own tools) is its own conversation
-        state = await self.sessions.get(key)
+        last = self._unrecorded.pop(key, None)
+        if last is not None:  # the previous turn's record still waits: it runs first, and its state is the latest
+            last.record()
+            state = last.state
+        else:
+            state = await self.sessions.get(key)
         return Turn(self, key, state, body, dialect, requested, rules_for, self.clock(), request_id, raw)
 
     def rates(self, model: str) -> tuple[float, float, float, float] | None:
@@ -121,6 +142,21 @@ class SessionBook:
                                   else (plain / 1_000, out / 1_000, write / 1_000, read / 1_000))
         return self._rates[model]
 
+    def defer(self, turn: Turn) -> None:
+        """Keep ``turn``'s record until its answer is out (:meth:`settle`) or its conversation's next request."""
+        waiting = self._unrecorded.pop(turn.key, None)
+        if waiting is not None:  # two requests of one conversation at once: the earlier one's record first
+            waiting.record()
+        self._unrecorded[turn.key] = turn
+        while len(self._unrecorded) > _UNRECORDED:  # answers never settled (a caller without the hook): bounded
+            self._unrecorded.popitem(last=False)[1].record()
+
+    def settle(self, turn: Turn) -> None:
+        """Run ``turn``'s record if it still waits: the gateway calls it once the turn's answer is out."""
+        if self._unrecorded.get(turn.key) is turn:
+            del self._unrecorded[turn.key]
+            turn.record()
+
     def save(self, key: str, state: SessionState) -> None:
         """Store the conversation's state: in place for the in-memory store (no task per request), else off the request path."""
         if isinstance(self.sessions, MemorySessions):
@@ -130,7 +166,13 @@ class SessionBook:
         self._saving.add(task)
         task.add_done_callback(self._saving.discard)
 
+    def flush(self) -> None:
+        """Run every record that still waits (at shutdown, or where the next step reads the stores directly)."""
+        while self._unrecorded:
+            self._unrecorded.popitem(last=False)[1].record()
+
     async def aclose(self) -> None:
+        self.flush()
         if self._saving:
             await asyncio.gather(*self._saving, return_exceptions=True)
         await self.sessions.aclose()
@@ -166,6 +208,11 @@ class Turn:
     #: model → this request's shape as sent to it with a bridging breakpoint (see :mod:`.bridge`)
     _bridges: dict[str, PromptShape] | None = None
     _ends: dict[str, int | None] | None = None
+    #: the counterfactual's shape and tokens per character, for the record to count the baseline's prompt as sent
+    _counted: tuple[PromptShape, float, CacheSplit | None] | None = None
+    #: what :meth:`end` was told, for :meth:`record` (None: not ended)
+    _ended: tuple[list[tuple[str, Usage]], bool, bool, Usage, list[str], str, list[tuple[str, bool]]] | None = None
+    _recorded: bool = False
 
     def shape(self, model: str) -> PromptShape:
         """This request's prompt as ``model``'s provider caches it (its route is resolved once per request)."""
@@ -291,9 +338,11 @@ class Turn:
         counterfactual = self.state.shadow(BASELINE)
         same_cache = requested_cost is not None and counterfactual.entries == (
             (self.state.shadows.get(self.requested) or CacheShadow()).entries)
-        split = counterfactual.split(shape, self.requested, self.now, ratio, touch=True)
         if same_cache:
+            self._counted = (shape, ratio, None)  # the record counts it as sent (:meth:`record`), after the answer
             return requested_cost
+        split = counterfactual.split(shape, self.requested, self.now, ratio)
+        self._counted = (shape, ratio, split)
         plain, write, read = split.tokens(ratio)
         return self.book.registry.cost(self.requested, Usage(plain, output_tokens, write, read))
 
@@ -303,10 +352,30 @@ class Turn:
 
     def end(self, calls: list[tuple[str, Usage]], drafted: bool, accepted: bool, served: Usage,
             tool_ids: list[str], served_model: str = "", tried: list[tuple[str, bool]] | None = None) -> None:
-        """Record the turn: each called model's cache, the drafts' record, what the next turn should check.
+        """The turn is over: its record (:meth:`record`) waits with the book until the answer is out (in-memory
+        store; with a shared one it runs now). ``tried``: (model, failed) of each draft stage tried, in order (each
+        stage's own record)."""
+        self._ended = (calls, drafted, accepted, served, tool_ids, served_model, tried or [])
+        if self.book.defers:
+            self.book.defer(self)
+        else:
+            self.record()
 
-        ``tried``: (model, failed) of each draft stage tried, in order (each stage's own record)."""
+    def record(self) -> None:
+        """Record the turn: the counterfactual's cache, each called model's, the drafts' record, what the next
+        turn should check; then store the state. Runs once, after :meth:`end` (see the module doc)."""
+        ended, counted = self._ended, self._counted
+        if ended is None or self._recorded:
+            return
+        self._recorded = True
+        calls, drafted, accepted, served, tool_ids, served_model, tried = ended
         state = self.state
+        if counted is not None:
+            shape, ratio, split = counted
+            if split is None:
+                state.shadow(BASELINE).split(shape, self.requested, self.now, ratio, touch=True)
+            else:  # the split the baseline was priced on, counted as sent
+                state.shadow(BASELINE).sent(shape, split, self.requested, self.now, ratio)
         for model in dict.fromkeys(m for m, _ in calls):
             shape = self.sent_shape(model)
             state.shadow(model).split(shape, model, self.now, self.per_char, touch=True)
@@ -316,7 +385,7 @@ class Turn:
         if drafted:
             state.drafts += 1
             state.failures += 0 if accepted else 1
-        _record_stages(state.stages, tried or [])
+        _record_stages(state.stages, tried)
         state.pending_model = (served_model or calls[-1][0]) if drafted and accepted else ""
         state.pending_calls = tool_ids[:64] if drafted and accepted else []
         state.pending_request = self.request_id if drafted and accepted else ""
@@ -333,6 +402,8 @@ class Turn:
     def cancelled(self, calls: list[tuple[str, Usage]]) -> None:
         """Record a turn cancelled before its answer: the models called read the prompt (their caches are
         warm now); nothing is learned about drafting or the conversation's sizes (the turn will come again)."""
+        if self._ended is not None:  # ended already: its record says more
+            return
         state = self.state
         for model in dict.fromkeys(m for m, _ in calls):
             state.shadow(model).split(self.sent_shape(model), model, self.now, self.per_char, touch=True)
@@ -366,15 +437,15 @@ _CORRECTION = re.compile(r"^\s*(no\b|nope\b|wrong\b|that'?s (not|wrong)|this is 
                          r"stop\b|try again\b|you (broke|didn'?t|did not|misunderstood))", re.IGNORECASE)
 
 
-def _calls_of(message: object) -> list[tuple[str, str]]:
-    """(name, canonical arguments) of an assistant message's tool calls, in either dialect."""
+def _calls_of(message: object) -> list[tuple[str, object]]:
+    """(name, arguments) of an assistant message's tool calls, in either dialect (Anthropic's as parsed values)."""
     if not isinstance(message, dict) or message.get("role") != "assistant":
         return []
-    calls = []
+    calls: list[tuple[str, object]] = []
     content = message.get("content")
     for block in content if isinstance(content, list) else ():
         if isinstance(block, dict) and block.get("type") == "tool_use":
-            calls.append((str(block.get("name")), orjson.dumps(block.get("input"), option=orjson.OPT_SORT_KEYS).decode()))
+            calls.append((str(block.get("name")), block.get("input")))
     for call in message.get("tool_calls") or ():
         function = call.get("function") if isinstance(call, dict) else None
         if isinstance(function, dict):
@@ -382,8 +453,14 @@ def _calls_of(message: object) -> list[tuple[str, str]]:
     return calls
 
 
+def _canonical(calls: list[tuple[str, object]]) -> list[tuple[str, object]]:
+    return [(name, orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS) if not isinstance(arguments, str) else arguments)
+            for name, arguments in calls]
+
+
 def _repeats_previous_calls(messages: list) -> bool:
-    """The last assistant turn calls exactly what the assistant turn before it called."""
+    """The last assistant turn calls exactly what the assistant turn before it called (the same names, the same
+    arguments as canonical JSON)."""
     turns = []
     for message in reversed(messages):  # from the end: the conversation's history is never walked
         if isinstance(message, dict) and message.get("role") == "assistant":
@@ -392,8 +469,10 @@ def _repeats_previous_calls(messages: list) -> bool:
                 break
     if len(turns) < 2:
         return False
-    last = _calls_of(turns[0])
-    return bool(last) and last == _calls_of(turns[1])
+    last, before = _calls_of(turns[0]), _calls_of(turns[1])
+    # parsed JSON holds no NaN, so calls whose canonical JSON is equal are equal values: unequal values settle it
+    # without serialising (equal ones are told apart by their JSON: 1 and 1.0, true and 1 are other arguments)
+    return bool(last) and last == before and _canonical(last) == _canonical(before)
 
 
 def _corrects(messages: list) -> bool:

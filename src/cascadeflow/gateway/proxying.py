@@ -31,9 +31,9 @@ from .records import RequestInfo, cache_hit_entry, cascade_entry, error_entry, p
 from .streaming import SHUTDOWN_MESSAGE, GatewayStream, StreamOutcome
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, AsyncIterator, Coroutine
+    from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
 
-    from starlette.types import Receive
+    from starlette.types import Receive, Scope, Send
 
     from ..config import CascadeRule
     from ..proxy import RouteMatch
@@ -238,6 +238,7 @@ async def _streaming(request: Request, gateway: Gateway, rule: CascadeRule | Non
             assert reply.chunks is not None  # a streamed cascade's reply always has them
             status, reply_headers = reply.status, reply.response_headers()
             chunks: AsyncIterable[bytes] = reply.chunks
+            after = reply.after
 
             def entry(finished: bool) -> LedgerEntry:
                 return cascade_entry(info, reply.decision, status, cancelled=not finished)
@@ -248,7 +249,7 @@ async def _streaming(request: Request, gateway: Gateway, rule: CascadeRule | Non
             except asyncio.CancelledError:
                 _finish(gateway, info, shut_down(_cut_entry(gateway, info, match, proxy_request.raw_body)))
                 raise
-            status, chunks = stream.status, stream
+            status, chunks, after = stream.status, stream, None
             reply_headers = {**stream.headers, "x-cascadeflow-route": match.route.name}
 
             def entry(finished: bool) -> LedgerEntry:
@@ -282,7 +283,7 @@ async def _streaming(request: Request, gateway: Gateway, rule: CascadeRule | Non
             await asyncio.wait((settled,), timeout=_SETTLE_WAIT)
 
     return GatewayStream(chunks, status, {**reply_headers, **_SSE_HEADERS}, dialect=dialect,
-                         request_id=info.request_id, settle=settle, media_type=media_type)
+                         request_id=info.request_id, settle=settle, media_type=media_type, after=after)
 
 
 async def _collected(chunks, collector: StreamCollector) -> AsyncIterator[bytes]:  # type: ignore[no-untyped-def]
@@ -326,7 +327,24 @@ async def _cascade(request: Request, gateway: Gateway, rule: CascadeRule, proxy_
     if info.cache is not None:
         reply_headers["x-cascadeflow-cache"] = info.cache.status
         await gateway.cache.remember(info.cache, dialect, reply.body, None, entry)  # type: ignore[union-attr]
+    if reply.after is not None:  # the conversation's record runs once the answer is written (off the request's path)
+        return _ThenResponse(reply.after, reply.body, reply.status, headers=reply_headers, media_type="application/json")
     return Response(reply.body, reply.status, headers=reply_headers, media_type="application/json")
+
+
+class _ThenResponse(Response):
+    """An answer, then ``after()`` on the event loop once it is written (starlette's background task would run a
+    plain function in a worker thread, and costs more to set up than the work it defers)."""
+
+    def __init__(self, after: Callable[[], None], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._after = after
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._after()
 
 
 def _cache_hit(gateway: Gateway, info: RequestInfo, rule, answer: CachedAnswer, body: dict) -> Response | None:  # type: ignore[no-untyped-def]

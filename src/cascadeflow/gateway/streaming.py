@@ -72,12 +72,13 @@ class GatewayStream(Response):
     """A streamed answer (``text/event-stream``) whose ending and accounting it alone owns.
 
     ``source`` must have ``aclose()`` (async generators and :class:`~cascadeflow.proxy.ProxyStream`
-    do); ``settle(outcome)`` is awaited once, before the last byte. Empty chunks are skipped.
+    do); ``settle(outcome)`` is awaited once, before the last byte; ``after()``, once after it (work the
+    client need not wait for, such as a conversation's record). Empty chunks are skipped.
     """
 
     def __init__(self, source: AsyncIterable[bytes], status: int, headers: dict[str, str], *, dialect: str,
                  request_id: str | None, settle: Callable[[StreamOutcome], Awaitable[None]],
-                 media_type: str = "text/event-stream") -> None:
+                 media_type: str = "text/event-stream", after: Callable[[], None] | None = None) -> None:
         self.status_code = status
         self.media_type = media_type
         self.background = None
@@ -86,6 +87,7 @@ class GatewayStream(Response):
         self._dialect = dialect
         self._request_id = request_id
         self._settle: Callable[[StreamOutcome], Awaitable[None]] | None = settle
+        self._after = after
         self._started = False
         self._pumping = False
         self._left = False
@@ -125,8 +127,12 @@ class GatewayStream(Response):
         finally:
             await self._close_source(outcome is StreamOutcome.COMPLETE)
             await self._account(outcome)
-        if outcome is not StreamOutcome.CLIENT_LEFT:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        try:
+            if outcome is not StreamOutcome.CLIENT_LEFT:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            if self._after is not None:
+                self._after()
 
     async def _watch(self, receive: Receive, task: asyncio.Task) -> None:
         """Cancel the stream's task when the client disconnects (uvicorn's ``send`` would not say so)."""

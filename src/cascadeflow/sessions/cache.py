@@ -36,10 +36,12 @@ from __future__ import annotations
 
 import struct
 import zlib
+from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from operator import itemgetter
+from typing import NamedTuple
 
 import orjson
 
@@ -303,9 +305,9 @@ def _tool_result(block: dict, content: list) -> tuple[bytes, float | None]:
     return orjson.dumps(bare), (_ttl(control) if control else None)
 
 
-@dataclass(frozen=True, slots=True)
-class CacheSplit:
-    """How a request's prompt divides, in characters: read from cache, written to it, plain input."""
+class CacheSplit(NamedTuple):
+    """How a request's prompt divides, in characters: read from cache, written to it, plain input (a tuple:
+    built several times per request, it costs no Python ``__init__``)."""
 
     read: int
     write: int
@@ -358,19 +360,35 @@ class CacheShadow:
                 write = max(0, ends[i] - read) if i > best else 0
                 break
         if touch:
-            if best >= 0:
-                chars, expiry = entries[hashes[best]]
-                ttl = _TTL_5M
-                for i, t in points:  # the first breakpoint at or after it
-                    if i >= best:
-                        ttl = t
-                        break
-                entries[hashes[best]] = (chars, max(expiry, now + ttl))
-            for i, ttl in points:
-                if ends[i] >= floor:
-                    entries[hashes[i]] = (ends[i], now + ttl)
-            self._trim()
+            self._touch(shape, best, floor, now)
         return CacheSplit(read, write, total)
+
+    def sent(self, shape: PromptShape, split: CacheSplit, model: str, now: float, per_char: float) -> None:
+        """Count ``shape`` as sent: what ``split(..., touch=True)`` does, given the ``split`` that :meth:`split`
+        gave for it (this shadow unchanged since), without walking the lookup again."""
+        if shape.rules == "openai" or not shape.breakpoints:
+            self.split(shape, model, now, per_char, touch=True)
+            return
+        # the entry read ends where the read part does (each block adds characters: the ends are all different)
+        best = bisect_left(shape.ends, split.read) if split.read else -1
+        self._touch(shape, best, min_cacheable_tokens(model) / per_char if per_char > 0 else 0, now)
+
+    def _touch(self, shape: PromptShape, best: int, floor: float, now: float) -> None:
+        """The entry read (``best``; -1: none) refreshed, one written at each breakpoint long enough."""
+        entries, hashes, ends, points = self.entries, shape.hashes, shape.ends, shape.breakpoints
+        entry = entries.get(hashes[best]) if best >= 0 else None  # (gone only where another turn trimmed it since)
+        if entry is not None:
+            chars, expiry = entry
+            ttl = _TTL_5M
+            for i, t in points:  # the first breakpoint at or after it
+                if i >= best:
+                    ttl = t
+                    break
+            entries[hashes[best]] = (chars, max(expiry, now + ttl))
+        for i, ttl in points:
+            if ends[i] >= floor:
+                entries[hashes[i]] = (ends[i], now + ttl)
+        self._trim()
 
     @staticmethod
     def warm_split(shape: PromptShape, model: str, per_char: float, previous_chars: int) -> CacheSplit:
