@@ -54,6 +54,9 @@ class RuleTotals:
     accepted_by_stage: Counter = field(default_factory=Counter)  # model → count
     #: (stage model, why) → count: a draft stage passed over while another stage drafted the request
     skipped_stages: Counter = field(default_factory=Counter)
+    #: model → drafts it made, and those that failed (escalated): each stage's own failure rate, for cache economics
+    stage_drafts: Counter = field(default_factory=Counter)
+    stage_failures: Counter = field(default_factory=Counter)
     cost: float = 0.0
     baseline_cost: float = 0.0
     #: time spent on drafts that were then escalated: the latency the cascade added

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from cascadeflow.cascade.economics import Prices, expected_saving, failure_chance
+from cascadeflow.cascade.economics import Prices, chain_savings, expected_saving, failure_chance
 from cascadeflow.sessions import CacheShadow, MemorySessions, PromptShape, RedisSessions, SessionState
 from tests.unit.redis_db import REDIS, require_redis
 
@@ -103,6 +103,49 @@ def test_drafting_pays_only_when_the_expectation_says_so():
     assert expected_saving(prices(draft=0.0052, draft_warm=0.0052, growth=0.0), 0.1, 10) > 0
     # a cold draft cache must be paid for by the turns the draft then saves
     assert expected_saving(prices(draft=0.023), 0.25, 5) < 0 < expected_saving(prices(draft=0.023), 0.02, 30)
+
+
+def test_one_stage_chain_is_the_single_draft_formula_exactly():
+    for prices, p_fail, turns in ((Prices(0.0025, 0.0025, 0.0106, 0.0061), 0.05, 10),
+                                  (Prices(0.023, 0.0025, 0.0106, 0.0061), 0.25, 5),
+                                  (Prices(0.0052, 0.0052, 0.0106, 0.0061), 0.0, 50)):
+        saving = expected_saving(prices, p_fail, turns)
+        assert chain_savings([(prices, p_fail)], turns) == [(saving, saving)]
+        # a stage behind one that does not pay is priced against the verifier alone, as if it were the only one
+        worse = Prices(0.02, 0.02, 0.0106, 0.0061)
+        assert chain_savings([(prices, p_fail), (worse, 0.5)], turns)[0] == (saving, saving)
+
+
+def test_a_chain_is_priced_backwards_each_stage_on_its_own_failure_rate():
+    haiku = Prices(0.0025, 0.0025, 0.0106, 0.0061)
+    cheap = Prices(0.0006, 0.0006, 0.0106, 0.0061)
+    alone = expected_saving(haiku, 0.05, 10)
+    # a cheap first stage that rarely fails pays in front of Haiku: it saves over Haiku's chain, and the chain it
+    # heads saves more than Haiku alone
+    (saving, chain), (haiku_saving, haiku_chain) = chain_savings([(cheap, 0.1), (haiku, 0.05)], 10)
+    assert (haiku_saving, haiku_chain) == (alone, alone)
+    assert saving > 0 and chain == pytest.approx(alone + saving) and chain > alone
+    # the same stage failing almost every turn costs its own turn and Haiku's on top: it is passed over, however
+    # often Haiku then rescues the turn (its own rate, not the chain's, is what counts)
+    assert chain_savings([(cheap, 0.9), (haiku, 0.05)], 10)[0][0] < 0  # type: ignore[index]
+    # behind a first stage, Haiku is priced on its cache as it is now: cold, it makes the first stage's failures
+    # dearer (the cold write each time it is reached), so the first stage must fail less to pay
+    cold = Prices(0.02, 0.0025, 0.0106, 0.0061)
+    warm_front = chain_savings([(cheap, 0.3), (haiku, 0.05)], 10)[0]
+    cold_front = chain_savings([(cheap, 0.3), (cold, 0.05)], 10)[0]
+    assert warm_front is not None and cold_front is not None and cold_front[0] < warm_front[0]
+    # a stage that cannot be priced adds nothing to the chain
+    assert chain_savings([(cheap, 0.1), None, (haiku, 0.05)], 10) == [
+        *chain_savings([(cheap, 0.1), (haiku, 0.05)], 10)[:1], None, (alone, alone)]
+
+
+def test_each_stage_record_survives_a_round_trip_and_older_states_read():
+    state = SessionState(drafts=2, failures=0.5, stages={"cheap-coder": [2.0, 1.9], "claude-haiku-5-5": [1.0, 0.0]})
+    assert SessionState.from_json(state.to_json()).stages == state.stages
+    older = b'{"d": 3, "f": 1, "n": 4}'  # written by a gateway that kept no per-stage record
+    assert (SessionState.from_json(older).drafts, SessionState.from_json(older).stages) == (3, {})
+    damaged = b'{"st": {"a": [1, 2, 3], "b": "x", "c": [1, 0]}}'
+    assert SessionState.from_json(damaged).stages == {"c": [1.0, 0.0]}
 
 
 async def test_memory_sessions_are_bounded_and_any_id_is_fine():

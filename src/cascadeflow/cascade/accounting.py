@@ -2,7 +2,7 @@
 and how one request's record counts in its rule's totals (:func:`tally`).
 
 The engine counts nothing itself: a rule's totals (accepted, escalated and skipped by reason, the
-stages passed over by stage and reason, cancelled, cost and baseline) are derived from the decision fields of the request's one
+stages passed over by stage and reason, each stage's drafts and failures, cancelled, cost and baseline) are derived from the decision fields of the request's one
 :class:`~cascadeflow.store.RequestRecord`, the same event the ledger and the metrics consume.
 """
 
@@ -60,6 +60,9 @@ def tally(totals: RuleTotals, record: RequestRecord) -> None:
         totals.added_latency_ms += record.draft_ms
     elif reason.startswith("skipped:"):
         totals.skipped[reason.removeprefix("skipped:")] += 1
+    for model, failed in record.stages_tried:
+        totals.stage_drafts[model] += 1
+        totals.stage_failures[model] += failed
     if record.skipped_stages:
         totals.skipped_stages.update(stage_skips(record.skipped_stages))
     cost, baseline = record.cost, record.baseline_cost
@@ -156,7 +159,8 @@ class Accounts:
         if turn is not None and decision.calls:
             drafted = not decision.reason.startswith("skipped:")
             turn.end(decision.calls, drafted, decision.accepted, decision.calls[-1][1],
-                     [c.id for c in answer.tool_calls] if answer is not None else [], decision.served_model)
+                     [c.id for c in answer.tool_calls] if answer is not None else [], decision.served_model,
+                     decision.stages_tried())
         if not decision.reason.startswith("skipped:"):
             self.sticky.record(conversation, escalated=not decision.accepted)
         log.debug(  # the gateway's request line says it at info level

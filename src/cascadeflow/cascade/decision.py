@@ -70,6 +70,10 @@ class Decision:
         self.usage = self.usage + usage
         self.cost = None if cost is None or self.cost is None else self.cost + cost
 
+    def stages_tried(self) -> list[tuple[str, bool]]:
+        """(model, failed) of each draft stage tried, in order: the record's ``stages_tried``."""
+        return [(stage["model"], not stage["accepted"]) for stage in self.stages]
+
     def skipped_stages_text(self) -> str:
         """The stages passed over, ``model=why,…`` (empty when none was): the record's ``skipped_stages``."""
         return ",".join(f"{model}={why}" for model, why in self.skipped_stages)

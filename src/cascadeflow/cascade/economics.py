@@ -22,6 +22,17 @@ for Opus) pays; one half its price (Sonnet for Opus) on a cached conversation do
 since its own turn costs more than the verifier's reads and output, and the writes it
 would save are saved only if no turn ever escalates — a bet a late failure loses.
 
+**A chain of stages** (``[mid-coder, haiku]`` drafting for Opus) is priced backwards, each
+stage with its own ``p`` (its own drafts and failures, in the conversation and in the rule:
+a first stage that always fails is not hidden by a later stage that rescues the turn).
+``rest`` starts as the verifier's per-turn reads and output; for each open stage from the
+last to the first, the stage's chain over the horizon is ``H × (D_w + p × rest) + enter``;
+the stage drafts if that beats what follows it alone (the verifier's ``H × rest``, or the
+chain of the later stages), and then ``rest`` becomes the stage's per-turn price when it is
+reached only after an earlier stage failed: ``D_now + p × rest`` — on its cache as it is
+now, since a stage tried only on others' failures does not keep its cache warm. For one
+stage this is the formula above, exactly (:func:`chain_savings`).
+
 After an escalation ``p`` has risen, so a conversation stays on the verifier as long as
 that is cheaper — stickiness by the numbers, not a count — and returns to drafting as its
 record of failures fades (:func:`failure_chance`).
@@ -29,9 +40,10 @@ record of failures fades (:func:`failure_chance`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["MIN_HORIZON", "Prices", "expected_saving", "failure_chance"]
+__all__ = ["MIN_HORIZON", "Prices", "chain_savings", "expected_saving", "failure_chance"]
 
 #: weight of the rule's record against the conversation's own drafts (in drafts)
 _PRIOR_WEIGHT = 4.0
@@ -76,3 +88,35 @@ def expected_saving(prices: Prices, p_fail: float, turns: int) -> float:
     per_turn = turns * (prices.draft_warm - (1.0 - p_fail) * reads)
     enter = max(0.0, prices.draft - prices.draft_warm)
     return -(per_turn + enter)
+
+
+def chain_savings(stages: Sequence[tuple[Prices, float] | None], turns: int) -> list[tuple[float, float] | None]:
+    """Each stage's (saving over what follows it, saving of the chain it heads over the verifier alone), USD.
+
+    ``stages``: per draft stage in order, its prices and failure chance (None: not priced — it adds nothing to
+    the chain and gets None). A stage drafts when its first figure is positive; the chain is priced backwards
+    (see the module doc), so a stage's figures count the later stages that draft. For the last priced stage
+    both are :func:`expected_saving`.
+    """
+    out: list[tuple[float, float] | None] = [None] * len(stages)
+    rest_turn = rest_total = None  # the chain behind: per turn when reached after a failure; over the horizon
+    verifier_total = 0.0
+    for index in range(len(stages) - 1, -1, -1):
+        stage = stages[index]
+        if stage is None:
+            continue
+        prices, p_fail = stage
+        reads = prices.verifier_warm - prices.verifier_growth
+        if rest_turn is None or rest_total is None:  # only the verifier behind this stage
+            saving = expected_saving(prices, p_fail, turns)
+            verifier_total, total = turns * reads, turns * reads - saving
+            chain = saving
+        else:
+            enter = max(0.0, prices.draft - prices.draft_warm)
+            total = turns * (prices.draft_warm + p_fail * rest_turn) + enter
+            saving, chain = rest_total - total, verifier_total - total
+        out[index] = (saving, chain)
+        if saving > 0:
+            rest_turn = prices.draft + p_fail * (reads if rest_turn is None else rest_turn)
+            rest_total = total
+    return out

@@ -426,26 +426,32 @@ class CascadeEngine:
         self, rule: CascadeRule, decision: Decision, turn: Turn, stages: list[CascadeStage], verifier: str,
         reason: str | None, passed: dict[str, str],
     ) -> tuple[list[CascadeStage], str | None]:
-        """Cache economics per stage: the stages whose drafting pays on their own model's cache, and the reason.
+        """Cache economics per stage: the stages whose drafting pays, each priced on its own model's cache and its
+        own failure rate, the chain priced backwards (:meth:`.Turn.economics`), and the reason.
 
         A stage that cannot be priced drafts as without economics (not past a sticky escalation); once any stage
         is priced, the numbers decide how long an escalation sticks. The decision's expected saving is that of
-        the first priced stage that drafts (of the first priced stage when none drafts).
+        the chain from the first priced stage that drafts over the verifier (of the first priced stage alone
+        when none drafts).
         """
         totals = self.tracker.rule(decision.rule)
-        failures = sum(totals.escalated.values())
+        if len(rule.draft_stages()) == 1:  # every draft and failure is the one stage's (older totals counted so)
+            counts = [(stages[0].model, totals.drafts_tried, sum(totals.escalated.values()))]
+        else:
+            counts = [(stage.model, totals.stage_drafts[stage.model], totals.stage_failures[stage.model])
+                      for stage in stages]
         paying: list[CascadeStage] = []
         priced: list[float] = []
-        for stage in stages:
-            go, saving = turn.economics(totals.drafts_tried, failures, stage.model, verifier)
-            if saving is None:
+        for stage, found in zip(stages, turn.economics(counts, verifier), strict=True):
+            if found is None:
                 if reason is None:
                     paying.append(stage)
                 continue
+            go, saving, chain = found
             priced.append(saving)
             if go:
                 if decision.expected_saving is None:
-                    decision.expected_saving = saving
+                    decision.expected_saving = chain
                 paying.append(stage)
             else:
                 passed[stage.model] = "cache_economics"

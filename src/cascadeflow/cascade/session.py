@@ -48,7 +48,7 @@ from ..sessions.cache import CacheShadow, CacheSplit, PromptShape, SeenPrompt
 from ..sessions.state import BASELINE, MemorySessions, Sessions, SessionState
 from ..usage import Usage
 from .bridge import add_bridge, find_bridge, with_bridge
-from .economics import Prices, expected_saving, failure_chance, horizon
+from .economics import Prices, chain_savings, failure_chance, horizon
 
 __all__ = ["SessionBook", "SessionSignal", "Turn"]
 
@@ -211,7 +211,7 @@ class Turn:
     #: the counterfactual's shape and tokens per character, for the record to count the baseline's prompt as sent
     _counted: tuple[PromptShape, float, CacheSplit | None] | None = None
     #: what :meth:`end` was told, for :meth:`record` (None: not ended)
-    _ended: tuple[list[tuple[str, Usage]], bool, bool, Usage, list[str], str] | None = None
+    _ended: tuple[list[tuple[str, Usage]], bool, bool, Usage, list[str], str, list[tuple[str, bool]]] | None = None
     _recorded: bool = False
 
     def shape(self, model: str) -> PromptShape:
@@ -279,7 +279,7 @@ class Turn:
         """
         if not self.state.pending_model:
             return None
-        pending, judged = set(self.state.pending_calls), self.state.pending_request
+        pending, judged, model = set(self.state.pending_calls), self.state.pending_request, self.state.pending_model
         self.state.pending_model, self.state.pending_calls, self.state.pending_request = "", [], ""
         signal = None
         if any(is_error or _failed(text) for text, is_error in _tool_results(self.body, pending)):
@@ -291,16 +291,24 @@ class Turn:
         if signal is None:
             return None
         self.state.failures += 1
+        stage = self.state.stages.get(model)  # the failure is that stage's too (absent: a state an older gateway wrote)
+        if stage is not None:
+            stage[1] += 1
         return SessionSignal(signal, judged)
 
-    def economics(self, rule_drafts: int, rule_failures: int, draft: str, verifier: str) -> tuple[bool, float | None]:
-        """(draft or not, the expected saving of drafting over the conversation's horizon, USD)."""
-        prices = self._prices(draft, verifier)
-        if prices is None:
-            return True, None
-        p_fail = failure_chance(self.state.drafts, self.state.failures, rule_drafts, rule_failures)
-        saving = expected_saving(prices, p_fail, horizon(self.state.turns))
-        return saving > 0, saving
+    def economics(self, stages: list[tuple[str, int, int]], verifier: str) -> list[tuple[bool, float, float] | None]:
+        """Per draft stage (its model, and the rule's drafts and failures of it), in order: (draft or not, its
+        saving over the stages after it, the chain's it heads over the verifier; USD over the conversation's
+        horizon), priced backwards (:func:`.chain_savings`); None for a stage that cannot be priced."""
+        record = self.state.stages
+        priced: list[tuple[Prices, float] | None] = []
+        for model, rule_drafts, rule_failures in stages:
+            prices = self._prices(model, verifier)
+            drafts, failures = record.get(model) or (0.0, 0.0)
+            priced.append(None if prices is None else (prices, failure_chance(drafts, failures, rule_drafts,
+                                                                              rule_failures)))
+        return [None if found is None else (found[0] > 0, found[0], found[1])
+                for found in chain_savings(priced, horizon(self.state.turns))]
 
     def _prices(self, draft: str, verifier: str) -> Prices | None:
         rate_d, rate_v = self.book.rates(draft), self.book.rates(verifier)
@@ -343,10 +351,11 @@ class Turn:
         return prompt / shape.chars if prompt > 0 and shape.chars else self.per_char
 
     def end(self, calls: list[tuple[str, Usage]], drafted: bool, accepted: bool, served: Usage,
-            tool_ids: list[str], served_model: str = "") -> None:
+            tool_ids: list[str], served_model: str = "", tried: list[tuple[str, bool]] | None = None) -> None:
         """The turn is over: its record (:meth:`record`) waits with the book until the answer is out (in-memory
-        store; with a shared one it runs now)."""
-        self._ended = (calls, drafted, accepted, served, tool_ids, served_model)
+        store; with a shared one it runs now). ``tried``: (model, failed) of each draft stage tried, in order (each
+        stage's own record)."""
+        self._ended = (calls, drafted, accepted, served, tool_ids, served_model, tried or [])
         if self.book.defers:
             self.book.defer(self)
         else:
@@ -359,7 +368,7 @@ class Turn:
         if ended is None or self._recorded:
             return
         self._recorded = True
-        calls, drafted, accepted, served, tool_ids, served_model = ended
+        calls, drafted, accepted, served, tool_ids, served_model, tried = ended
         state = self.state
         if counted is not None:
             shape, ratio, split = counted
@@ -376,6 +385,7 @@ class Turn:
         if drafted:
             state.drafts += 1
             state.failures += 0 if accepted else 1
+        _record_stages(state.stages, tried)
         state.pending_model = (served_model or calls[-1][0]) if drafted and accepted else ""
         state.pending_calls = tool_ids[:64] if drafted and accepted else []
         state.pending_request = self.request_id if drafted and accepted else ""
@@ -400,6 +410,22 @@ class Turn:
         state.last_at = self.now
         state.requested = self.requested
         self.book.save(self.key, state)
+
+
+def _record_stages(record: dict[str, list[float]], tried: list[tuple[str, bool]]) -> None:
+    """Each stage's fading record: a stage tried this turn adds a draft (and a failure if it failed); one not
+    tried adds nothing and fades faster, as the conversation's record does (:data:`_FADE_UNTRIED`)."""
+    failed = dict(tried)
+    for model in dict.fromkeys([*record, *failed]):
+        counts = record.setdefault(model, [0.0, 0.0])
+        fade = _FADE if model in failed else _FADE_UNTRIED
+        counts[0] *= fade
+        counts[1] *= fade
+        if model in failed:
+            counts[0] += 1
+            counts[1] += failed[model]
+    while len(record) > 6:  # a bounded record (a rule names few stages; a changed config leaves old ones)
+        record.pop(next((m for m in record if m not in failed), next(iter(record))))
 
 
 def _priced(rates: tuple[float, float, float, float], tokens: tuple[int, int, int], output: int) -> float:

@@ -73,7 +73,7 @@ def cascade_entry(info: RequestInfo, decision: Decision, status: int, cancelled:
         cost=decision.cost, baseline_cost=decision.baseline_cost, cancelled=cancelled, detail=decision.detail(),
         upstream_ms=decision.upstream_ms or None, drafts=len(decision.stages), draft_ms=decision.draft_ms,
         session_signal=signal and signal.kind, signal_request_id=signal and signal.request_id or None,
-        skipped_stages=decision.skipped_stages_text() or None,
+        skipped_stages=decision.skipped_stages_text() or None, stages_tried=tuple(decision.stages_tried()),
     )
 
 

@@ -2,8 +2,9 @@
 
 Per conversation: a cache shadow per model really called, the counterfactual shadow of
 the requested model (as if it had served every turn), what the conversation's drafts
-led to, its tokens-per-character ratio and output length, and the last drafted turn's
-tool calls (the next request's tool results say how that turn went).
+led to (in all, and per draft stage), its tokens-per-character ratio and output length,
+and the last drafted turn's tool calls (the next request's tool results say how that
+turn went).
 
 In memory for one process (an LRU over conversations, each entry bounded), or in Redis
 when ``redis_url`` is set, so a conversation whose requests reach different processes
@@ -56,6 +57,9 @@ class SessionState:
     last_chars: int = 0
     #: the request id of the last drafted and accepted turn (a later signal is recorded against it)
     pending_request: str = ""
+    #: per draft stage's model: [its drafts, its failures], fading like ``drafts`` and ``failures`` (which count
+    #: a turn's chain as one draft, failed when every stage failed); a multi-stage rule prices each stage on its own
+    stages: dict[str, list[float]] = field(default_factory=dict)
 
     def shadow(self, model: str) -> CacheShadow:
         shadow = self.shadows.get(model)
@@ -77,7 +81,7 @@ class SessionState:
             "s": {m: {h.hex(): list(v) for h, v in s.entries.items()} for m, s in self.shadows.items()},
             "d": self.drafts, "f": self.failures, "c": self.per_char, "o": self.output, "t": self.last_at,
             "pm": self.pending_model, "pc": self.pending_calls, "r": self.requested, "n": self.turns,
-            "lc": self.last_chars, "pr": self.pending_request,
+            "lc": self.last_chars, "pr": self.pending_request, "st": self.stages,
         })
 
     @classmethod
@@ -88,7 +92,19 @@ class SessionState:
         return cls(shadows, float(data.get("d", 0)), float(data.get("f", 0)), float(data.get("c", 0.0)),
                    float(data.get("o", 0.0)), float(data.get("t", 0.0)), str(data.get("pm", "")),
                    [str(c) for c in data.get("pc", [])][:64], str(data.get("r", "")), int(data.get("n", 0)),
-                   int(data.get("lc", 0)), str(data.get("pr", ""))[:64])
+                   int(data.get("lc", 0)), str(data.get("pr", ""))[:64], _stage_record(data.get("st")))
+
+
+def _stage_record(raw: object) -> dict[str, list[float]]:
+    """The per-stage record as stored (absent in a state an older gateway wrote: then empty, and each stage is
+    priced on the rule's record until the conversation has its own); at most :data:`_MAX_SHADOWS` stages."""
+    if not isinstance(raw, dict):
+        return {}
+    record = {}
+    for model, counts in list(raw.items())[:_MAX_SHADOWS]:
+        if isinstance(counts, list) and len(counts) == 2:
+            record[str(model)] = [float(counts[0]), float(counts[1])]
+    return record
 
 
 def _key(conversation: str) -> str:

@@ -82,6 +82,8 @@ class RequestRecord:
     #: for ``/stats``' per-rule figures; not ledger columns
     drafts: int = 0
     draft_ms: float = 0.0
+    #: (model, failed) of each draft stage tried, in order: each stage's failure rate (not a ledger column)
+    stages_tried: tuple[tuple[str, bool], ...] = ()
 
 
 def stage_skips(text: str | None) -> list[tuple[str, str]]:
