@@ -35,10 +35,10 @@ WITH_IMAGE = [{"role": "user", "content": "What does the page show?"},
               {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [SCREENSHOT]}]}]
 
 
-def gateway_with(sim, start_gateway, stages: list[str], database: str, **policies):
+def gateway_with(sim, start_gateway, stages: list[str], database: str, models: dict = TEXT_ONLY, **policies):
     rule = {"name": "opus", "request_model": OPUS, "stages": [{"model": m} for m in stages], "quality_threshold": 0.0,
             "policies": {"cache_economics": False, **policies}}
-    config = {"routes": sim_routes(sim), "cascade_rules": [rule], "models": TEXT_ONLY, "database_url": database}
+    config = {"routes": sim_routes(sim), "cascade_rules": [rule], "models": models, "database_url": database}
     return start_gateway(ProxyConfig.from_dict(config))
 
 
@@ -107,16 +107,16 @@ def test_cache_economics_price_each_stage_on_its_own_model(sim, fresh_sim, start
     assert models_called(sim) == [HAIKU]
 
 
+LONG_PROMPT = [{"role": "user", "content": "Summarise this log: " + "GET /index.html 200\n" * 800}]
+#: ``local-coder`` with a 2,000-token window: :data:`LONG_PROMPT` does not fit it
+SMALL_WINDOW = {"local-coder": {**TEXT_ONLY["local-coder"], "context_window": 2_000}}
+
+
 def test_a_stage_whose_context_window_is_too_small_is_passed_over(sim, fresh_sim, start_gateway, tmp_path):
     """The context-window policy judges each stage's own window (here ``local-coder`` has 2,000 tokens)."""
     database = f"sqlite:///{tmp_path / 'ledger.db'}"
-    rule = {"name": "opus", "request_model": OPUS, "stages": [{"model": "local-coder"}, {"model": HAIKU}],
-            "quality_threshold": 0.0, "policies": {"cache_economics": False}}
-    models = {"local-coder": {**TEXT_ONLY["local-coder"], "context_window": 2_000}}
-    gw = start_gateway(ProxyConfig.from_dict({"routes": sim_routes(sim), "cascade_rules": [rule], "models": models,
-                                              "database_url": database}))
-    long_prompt = [{"role": "user", "content": "Summarise this log: " + "GET /index.html 200\n" * 800}]
-    headers = ask(gw, long_prompt, stream=False)
+    gw = gateway_with(sim, start_gateway, ["local-coder", HAIKU], database, models=SMALL_WINDOW)
+    headers = ask(gw, LONG_PROMPT, stream=False)
     assert (headers["x-cascadeflow-decision"], headers["x-cascadeflow-draft-model"]) == ("accepted", HAIKU)
     assert headers["x-cascadeflow-skipped-stages"] == "local-coder=context_too_long"
     assert models_called(sim) == [HAIKU]
@@ -135,13 +135,8 @@ def test_stages_passed_over_are_counted_in_stats_metrics_and_the_ledgers_overvie
     """Each stage passed over is counted per rule as (stage model, why): in this process's /stats, in the
     Prometheus metrics, and from the ledger (the dashboard's overview and ``cascadeflow stats``), alike."""
     database = f"sqlite:///{tmp_path / 'ledger.db'}"
-    rule = {"name": "opus", "request_model": OPUS, "stages": [{"model": "local-coder"}, {"model": HAIKU}],
-            "quality_threshold": 0.0, "policies": {"cache_economics": False}}
-    models = {"local-coder": {**TEXT_ONLY["local-coder"], "context_window": 2_000}}
-    gw = start_gateway(ProxyConfig.from_dict({"routes": sim_routes(sim), "cascade_rules": [rule], "models": models,
-                                              "database_url": database}))
-    long_prompt = [{"role": "user", "content": "Summarise this log: " + "GET /index.html 200\n" * 800}]
-    for messages, stream in ((WITH_IMAGE, False), (WITH_IMAGE, True), (long_prompt, False), (WITH_IMAGE[:1], False)):
+    gw = gateway_with(sim, start_gateway, ["local-coder", HAIKU], database, models=SMALL_WINDOW)
+    for messages, stream in ((WITH_IMAGE, False), (WITH_IMAGE, True), (LONG_PROMPT, False), (WITH_IMAGE[:1], False)):
         ask(gw, messages, stream=stream)
     want = {"local-coder": {"capability:image": 2, "context_too_long": 1}}
 
