@@ -78,6 +78,8 @@ class RuleTotals:
             "skipped_by_policy": dict(self.skipped),
             "accepted_by_stage": dict(self.accepted_by_stage),
             "skipped_stages": stage_skip_counts(self.skipped_stages),
+            "drafts_by_stage": {model: {"drafts": n, "failed": self.stage_failures[model]}
+                                for model, n in sorted(self.stage_drafts.items())},
             "cost": round(self.cost, 10),
             "baseline_cost": round(self.baseline_cost, 10),
             "saving": round(self.baseline_cost - self.cost, 10),

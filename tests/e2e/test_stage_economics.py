@@ -7,6 +7,7 @@ and saves nearly what the rule with the rescuing stage alone saves.
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from cascadeflow import ProxyConfig
@@ -61,6 +62,9 @@ def test_a_first_stage_that_always_fails_stops_being_drafted_though_a_later_stag
 
     # the rule has learned the cheap stage's rate too: a new conversation does not try it at all
     assert run_session(sim, gw, turns=1)[0] == [[HAIKU]]
+    # ...and /stats shows each stage's own record, the rate the economics priced it on
+    stages = httpx.get(gw.url + "/stats").json()["cascade"]["opus"]["drafts_by_stage"]
+    assert stages == {CHEAP: {"drafts": len(tried), "failed": len(tried)}, HAIKU: {"drafts": TURNS + 1, "failed": 0}}
 
     sim.clear()
     alone_called, _, alone = run_session(sim, gateway(sim, start_gateway, [HAIKU]))
