@@ -2,7 +2,8 @@
 and how one request's record counts in its rule's totals (:func:`tally`).
 
 The engine counts nothing itself: a rule's totals (accepted, escalated and skipped by reason, the
-stages passed over by stage and reason, each stage's drafts and failures, cancelled, cost and baseline) are derived from the decision fields of the request's one
+stages passed over by stage and reason, each stage's drafts and failures, cancelled, cost and
+baseline) are derived from the decision fields of the request's one
 :class:`~cascadeflow.store.RequestRecord`, the same event the ledger and the metrics consume.
 """
 

@@ -164,7 +164,8 @@ async def _range_filter(conn: AsyncConnection, since: float | None, until: float
 async def _decisions(conn: AsyncConnection, where: list) -> tuple[dict, list[dict]]:
     """One pass grouped by plan, rule and decision; the totals and the per-rule table both derive from it."""
     query = select(
-        c.plan, c.rule, c.decision, c.skipped_stages, func.count().label("requests"), _COST.label("cost"), _BASELINE.label("baseline_cost"),
+        c.plan, c.rule, c.decision, c.skipped_stages, func.count().label("requests"), _COST.label("cost"),
+        _BASELINE.label("baseline_cost"),
         func.sum(case((c.accepted.is_(True), 1), else_=0)).label("accepted"),
         func.sum(case((c.status >= 400, 1), else_=0)).label("errors"),
         func.sum(case((c.cancelled.is_(True), 1), else_=0)).label("cancelled"),
