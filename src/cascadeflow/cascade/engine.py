@@ -435,11 +435,8 @@ class CascadeEngine:
         when none drafts).
         """
         totals = self.tracker.rule(decision.rule)
-        if len(rule.draft_stages()) == 1:  # every draft and failure is the one stage's (older totals counted so)
-            counts = [(stages[0].model, totals.drafts_tried, sum(totals.escalated.values()))]
-        else:
-            counts = [(stage.model, totals.stage_drafts[stage.model], totals.stage_failures[stage.model])
-                      for stage in stages]
+        counts = [(stage.model, totals.stage_drafts[stage.model], totals.stage_failures[stage.model])
+                  for stage in stages]
         paying: list[CascadeStage] = []
         priced: list[float] = []
         for stage, found in zip(stages, turn.economics(counts, verifier), strict=True):
