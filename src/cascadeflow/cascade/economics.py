@@ -41,7 +41,7 @@ record of failures fades (:func:`failure_chance`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["MIN_HORIZON", "Prices", "chain_savings", "expected_saving", "failure_chance"]
 
@@ -50,9 +50,9 @@ _PRIOR_WEIGHT = 4.0
 MIN_HORIZON, _MAX_HORIZON = 5, 50
 
 
-@dataclass(frozen=True, slots=True)
-class Prices:
-    """One turn's prices (USD): the draft on its cache as it is now, and each model as it would be if warm."""
+class Prices(NamedTuple):
+    """One turn's prices (USD): the draft on its cache as it is now, and each model as it would be if warm (a
+    tuple: built per draft stage on every cascaded request of a conversation, it costs no Python ``__init__``)."""
 
     draft: float
     draft_warm: float

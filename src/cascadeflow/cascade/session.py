@@ -37,7 +37,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import repeat
 
 import orjson
@@ -204,10 +204,13 @@ class Turn:
     #: the bytes ``body`` was parsed from (None: not known)
     raw: bytes | None = None
     #: model (and (cache rules,)) → the prompt's shape: one per cache rules, shared by the models that use them
-    _shapes: dict | None = None
+    _shapes: dict = field(default_factory=dict)
     #: model → this request's shape as sent to it with a bridging breakpoint (see :mod:`.bridge`)
     _bridges: dict[str, PromptShape] | None = None
     _ends: dict[str, int | None] | None = None
+    #: draft model → its split as :meth:`economics` priced it (its shadow unchanged until the record, which
+    #: counts it as sent without walking the lookup again)
+    _splits: dict[str, CacheSplit] | None = None
     #: the counterfactual's shape and tokens per character, for the record to count the baseline's prompt as sent
     _counted: tuple[PromptShape, float, CacheSplit | None] | None = None
     #: what :meth:`end` was told, for :meth:`record` (None: not ended)
@@ -217,12 +220,9 @@ class Turn:
     def shape(self, model: str) -> PromptShape:
         """This request's prompt as ``model``'s provider caches it (its route is resolved once per request)."""
         shapes = self._shapes
-        if shapes is None:
-            shapes = self._shapes = {}
-        else:
-            shape = shapes.get(model)
-            if shape is not None:
-                return shape
+        shape = shapes.get(model)
+        if shape is not None:
+            return shape
         rules = (self.rules_for(model),)  # a tuple: never a model's name
         shape = shapes.get(rules)
         if shape is None:
@@ -314,16 +314,25 @@ class Turn:
         rate_d, rate_v = self.book.rates(draft), self.book.rates(verifier)
         if rate_d is None or rate_v is None:
             return None
-        out = round(self.state.output or _DEFAULT_OUTPUT)
-        shape_d = self.shape(draft)
-        per_char, previous = self.per_char, self.state.last_chars
-        now = (self.state.shadows.get(draft) or CacheShadow()).split(self.reach(draft), draft, self.now, per_char)
-        draft_warm = CacheShadow.warm_split(shape_d, draft, per_char, previous).tokens(per_char)
-        verifier_warm = CacheShadow.warm_split(self.shape(verifier), verifier, per_char, previous).tokens(per_char)
-        return Prices(draft=_priced(rate_d, now.tokens(per_char), out),
-                      draft_warm=_priced(rate_d, draft_warm, out),
-                      verifier_warm=_priced(rate_v, verifier_warm, out),
-                      verifier_growth=_priced(rate_v, (0, verifier_warm[1], 0), 0))
+        state = self.state
+        out = round(state.output or _DEFAULT_OUTPUT)
+        per_char, previous = state.per_char or _DEFAULT_PER_CHAR, state.last_chars
+        now = (state.shadows.get(draft) or CacheShadow()).split(self.reach(draft), draft, self.now, per_char)
+        if self._splits is None:
+            self._splits = {}
+        self._splits[draft] = now  # what the draft reads and writes if sent now: its record reuses it
+        plain, write, read = now.tokens(per_char)
+        warm_plain, warm_write, warm_read = CacheShadow.warm_split(self.shape(draft), draft, per_char,
+                                                                   previous).tokens(per_char)
+        v_plain, v_write, v_read = CacheShadow.warm_split(self.shape(verifier), verifier, per_char,
+                                                          previous).tokens(per_char)
+        d_in, d_out, d_write, d_read = rate_d
+        v_in, v_out, v_write_rate, v_read_rate = rate_v
+        d_output = out * d_out
+        return Prices(plain * d_in + d_output + write * d_write + read * d_read,
+                      warm_plain * d_in + d_output + warm_write * d_write + warm_read * d_read,
+                      v_plain * v_in + out * v_out + v_write * v_write_rate + v_read * v_read_rate,
+                      v_write * v_write_rate)
 
     # -- after the answer ------------------------------------------------------------------
 
@@ -376,9 +385,14 @@ class Turn:
                 state.shadow(BASELINE).split(shape, self.requested, self.now, ratio, touch=True)
             else:  # the split the baseline was priced on, counted as sent
                 state.shadow(BASELINE).sent(shape, split, self.requested, self.now, ratio)
+        splits = self._splits or {}
         for model in dict.fromkeys(m for m, _ in calls):
-            shape = self.sent_shape(model)
-            state.shadow(model).split(shape, model, self.now, self.per_char, touch=True)
+            shape, priced = self.sent_shape(model), splits.get(model)
+            if priced is None or (self._ends or {}).get(model) is not None and model not in (self._bridges or {}):
+                # not priced, or priced with a bridge that was not sent (no block could carry it): walk the lookup
+                state.shadow(model).split(shape, model, self.now, self.per_char, touch=True)
+            else:  # the split the economics priced (see :meth:`reach`: the bridge sent reads the same prefix)
+                state.shadow(model).sent(shape, priced, model, self.now, self.per_char)
         fade = _FADE if drafted else _FADE_UNTRIED
         state.drafts *= fade
         state.failures *= fade
@@ -426,11 +440,6 @@ def _record_stages(record: dict[str, list[float]], tried: list[tuple[str, bool]]
             counts[1] += failed[model]
     while len(record) > 6:  # a bounded record (a rule names few stages; a changed config leaves old ones)
         record.pop(next((m for m in record if m not in failed), next(iter(record))))
-
-
-def _priced(rates: tuple[float, float, float, float], tokens: tuple[int, int, int], output: int) -> float:
-    plain, write, read = tokens
-    return plain * rates[0] + output * rates[1] + write * rates[2] + read * rates[3]
 
 
 _CORRECTION = re.compile(r"^\s*(no\b|nope\b|wrong\b|that'?s (not|wrong)|this is (not|wrong)|not what i|undo\b|revert\b|"
