@@ -9,6 +9,7 @@ from cascadeflow.sessions.cache import CacheShadow, PromptShape
 
 MARK = {"type": "ephemeral"}
 MODEL = "claude-opus-5-5"
+DRAFT = "claude-haiku-5-5"
 
 
 def conversation(turns: int, *, first: object = None, tool_ttl: str | None = None) -> dict:
@@ -28,10 +29,10 @@ def conversation(turns: int, *, first: object = None, tool_ttl: str | None = Non
             "messages": messages}
 
 
-def served(body: dict, now: float = 0.0) -> CacheShadow:
+def served(body: dict, now: float = 0.0, model: str = MODEL) -> CacheShadow:
     """The shadow of a model that served ``body``."""
     shadow = CacheShadow()
-    shadow.split(PromptShape.of(body, "anthropic"), MODEL, now, 0.25, touch=True)
+    shadow.split(PromptShape.of(body, "anthropic"), model, now, 0.25, touch=True)
     return shadow
 
 
@@ -161,3 +162,30 @@ def test_a_turn_prices_sends_and_records_the_bridged_prompt():
     assert sent is not later and "cache_control" not in later["messages"][4]["content"][0]
     assert turn.sent_shape(MODEL) == turn.reach(MODEL)
     assert turn.bridge("claude-haiku-5-5", later) is later, "a model with no live prefix: the body itself"
+
+
+def test_the_record_counts_the_split_the_economics_priced_as_the_upstream_read_it():
+    """The record reuses the draft's split from the economics instead of walking the lookup again: the shadow
+    it leaves is the one walking the lookup on the prompt as sent leaves — bridged, not bridged, and priced with
+    a bridge that was not sent (then the split priced is not what the upstream read, and is not reused)."""
+    from cascadeflow import Usage
+    from cascadeflow.cascade.session import SessionBook, Turn
+    from cascadeflow.pricing import ModelRegistry
+    from cascadeflow.sessions.state import MemorySessions, SessionState
+
+    verifier, usage = "claude-opus-5-5", Usage(40, 20, 1200, 20_000)
+    book = SessionBook(MemorySessions(), ModelRegistry())  # priced: the economics run
+    for turns, send_bridge in ((3, True), (13, True), (13, False)):
+        state = SessionState(shadows={DRAFT: served(conversation(2), model=DRAFT)}, per_char=0.25)
+        expected = CacheShadow(dict(state.shadows[DRAFT].entries))
+        turn = Turn(book, f"k{turns}{send_bridge}", state, conversation(turns), "anthropic", verifier,
+                    lambda model: "anthropic", 1.0)
+        assert turn.economics([(DRAFT, 10, 1)], verifier)[0] is not None
+        if send_bridge:
+            turn.bridge(DRAFT, conversation(turns))
+        bridged = len(turn.sent_shape(DRAFT).breakpoints) > len(turn.shape(DRAFT).breakpoints)
+        assert bridged == (turns == 13 and send_bridge)
+        expected.split(turn.sent_shape(DRAFT), DRAFT, 1.0, turn.per_char, touch=True)
+        turn.end([(DRAFT, usage)], drafted=True, accepted=True, served=usage, tool_ids=[])
+        book.settle(turn)
+        assert state.shadows[DRAFT].entries == expected.entries
