@@ -40,7 +40,8 @@ a median of +469 / +519, +396 / +424, +536 / +582 µs at 10 / 50 / 200 blocks (b
 +367, +392 / +406, +516 / +344), p25–p75 spans of 300–1,000 µs; latency on − off medians from
 −174 to +2,018 µs (either code) with p25–p75 spans of 4–10 ms. Neither resolves a 0.1 ms
 difference here, nor tells the two codes apart: the latency the bookkeeping adds is shown by
-``session_overhead.py``'s "before the answer" column (see docs/cascade.md).
+``session_overhead.py``'s "before the answer" column, its ``--cold`` figure for a gateway's caches
+(see docs/cascade.md).
 
 ``--sessions --attribute`` splits that difference: the gateway runs under ``_timed_gateway.py``, which
 counts the CPU time spent in the bookkeeping's own methods (``SessionBook`` and ``Turn``) as the request
