@@ -6,7 +6,7 @@ the machine has two), then for each scenario sends the same requests straight to
 the simulator and through the gateway, in the same run, and prints a table.
 
     python benchmarks/overhead.py [--requests 2000] [--concurrency 1 10 100] [--limits none|memory|redis]
-                                  [--cache off|memory|redis] [--cascade] [--sessions [--pairs 150]]
+                                  [--cache off|memory|redis] [--cascade] [--sessions [--pairs 150] [--attribute]]
 
 Added latency is the difference of the percentiles (gateway − direct); throughput is
 completed requests per second through the gateway at that concurrency. The Responses
@@ -40,7 +40,14 @@ a median of +469 / +519, +396 / +424, +536 / +582 µs at 10 / 50 / 200 blocks (b
 +367, +392 / +406, +516 / +344), p25–p75 spans of 300–1,000 µs; latency on − off medians from
 −174 to +2,018 µs (either code) with p25–p75 spans of 4–10 ms. Neither resolves a 0.1 ms
 difference here, nor tells the two codes apart: the latency the bookkeeping adds is shown by
-``session_overhead.py``'s "before the answer" column (see docs/cascade.md).
+``session_overhead.py``'s "before the answer" column, its ``--cold`` figure for a gateway's caches
+(see docs/cascade.md).
+
+``--sessions --attribute`` splits that difference: the gateway runs under ``_timed_gateway.py``, which
+counts the CPU time spent in the bookkeeping's own methods (``SessionBook`` and ``Turn``) as the request
+runs in the gateway; two more columns give its median per request with a session (p25–p75) and the paired
+median of the rest (CPU on − off less the bookkeeping): what the session id costs the gateway outside the
+bookkeeping. Its timers add a few µs to the side with a session. See docs/cascade.md for what it showed.
 
 ``--cache memory|redis`` turns the response cache on for every request and adds a ``+hit``
 row under each: the same request answered from the cache (the warm-up stores it), beside
@@ -60,6 +67,7 @@ import sys
 import tempfile
 import time
 import timeit
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,8 +213,20 @@ def cpu_ns(pid: int) -> int:
     return total
 
 
-async def session_ab(gw_url: str, pid: int, headers: dict, pairs: int) -> None:
-    """``--sessions``: the gateway's CPU per request with and without the session bookkeeping (see the module doc)."""
+def counter_reader(path: Path) -> Callable[[], int]:
+    """The running total ``_timed_gateway.py`` keeps in ``path``'s first 8 bytes (its bookkeeping's CPU ns)."""
+    import mmap
+    import struct
+
+    with path.open("r+b") as file:
+        counter = mmap.mmap(file.fileno(), 8)
+    return lambda: struct.unpack_from("<q", counter, 0)[0]
+
+
+async def session_ab(gw_url: str, pid: int, headers: dict, pairs: int,
+                     bookkeeping: Callable[[], int] | None = None) -> None:
+    """``--sessions``: the gateway's CPU per request with and without the session bookkeeping (see the module doc);
+    ``bookkeeping``: the gateway's bookkeeping CPU ns so far (``--attribute``)."""
     import uuid
     from collections import Counter
 
@@ -217,21 +237,24 @@ async def session_ab(gw_url: str, pid: int, headers: dict, pairs: int) -> None:
     reference = min(timeit.repeat("sum(range(1000))", number=200, repeat=5)) / 200 * 1e6
     print(f"session bookkeeping A/B: requests grown from {source}; load average {os.getloadavg()[0]:.1f}; this machine "
           f"runs sum(range(1000)) in {reference:.1f} µs (about 10 µs on an idle core)")
+    attributed = "| bookkeeping µs, on (p25 – p75) | rest, on − off (p25 – p75) " if bookkeeping else ""
     print("| message blocks | prompt tokens | requests per side | CPU µs/request, off | on | on − off (p25 – p75) "
-          "| latency µs, on − off (p25 – p75) | decisions off | decisions on |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"{attributed}| latency µs, on − off (p25 – p75) | decisions off | decisions on |")
+    print("|---|---|---|---|---|---|" + ("---|---|" if bookkeeping else "") + "---|---|---|")
+    booked = bookkeeping or (lambda: 0)
     headers = {**headers, "content-type": "application/json"}
     async with aiohttp.ClientSession() as session:
 
-        async def one(body: bytes, sent: dict) -> tuple[float, float, str]:
-            before = cpu_ns(pid)
+        async def one(body: bytes, sent: dict) -> tuple[float, float, str, float]:
+            """(CPU µs, latency µs, decision, bookkeeping CPU µs) of one request."""
+            before, booked_before = cpu_ns(pid), booked()
             started = time.perf_counter()
             async with session.post(gw_url + "/v1/messages", data=body, headers=sent) as response:
                 await response.read()
                 waited = time.perf_counter() - started
                 decision = f"{response.status} {response.headers.get('x-cascadeflow-decision', '')}"
             await asyncio.sleep(0.002)  # what the gateway does after the answer is out (the record) counts as CPU
-            return (cpu_ns(pid) - before) / 1000, waited * 1e6, decision
+            return (cpu_ns(pid) - before) / 1000, waited * 1e6, decision, (booked() - booked_before) / 1000
 
         for blocks, tokens in SIZES.items():
             turns = conversation(base, blocks, tokens)
@@ -241,6 +264,8 @@ async def session_ab(gw_url: str, pid: int, headers: dict, pairs: int) -> None:
             on: list[float] = []
             diffs: list[float] = []
             waits: list[float] = []
+            books: list[float] = []  # --attribute: the bookkeeping's CPU in the request with a session
+            rests: list[float] = []  # and the rest of the difference
             decisions: dict[str, Counter] = {"off": Counter(), "on": Counter()}
             n = 0
             while len(diffs) < pairs:  # as many conversations as it takes: a short one has few turns
@@ -250,19 +275,28 @@ async def session_ab(gw_url: str, pid: int, headers: dict, pairs: int) -> None:
                     order = [("off", headers), ("on", with_id)]
                     if (i + n) % 2:
                         order.reverse()
-                    took, wait = {}, {}
+                    took, wait, book = {}, {}, {}
                     for side, sent in order:
-                        took[side], wait[side], decision = await one(body, sent)
+                        took[side], wait[side], decision, book[side] = await one(body, sent)
                         decisions[side][decision] += 1
                     if i > 0:  # the first turn: a conversation seen for the first time
                         off.append(took["off"])
                         on.append(took["on"])
                         diffs.append(took["on"] - took["off"])
                         waits.append(wait["on"] - wait["off"])
+                        books.append(book["on"])
+                        rests.append(diffs[-1] - book["on"] + book["off"])
             print(f"| {blocks} | {len(turns[-1]) * 0.27 / 1000:.0f}k | {len(on)} | {statistics.median(off):.0f} "
                   f"| {statistics.median(on):.0f} | {statistics.median(diffs):+.0f} ({percentile(diffs, 0.25):+.0f} – "
-                  f"{percentile(diffs, 0.75):+.0f}) | {statistics.median(waits):+.0f} ({percentile(waits, 0.25):+.0f} – "
+                  f"{percentile(diffs, 0.75):+.0f}) {_spread(books, rests) if bookkeeping else ''}"
+                  f"| {statistics.median(waits):+.0f} ({percentile(waits, 0.25):+.0f} – "
                   f"{percentile(waits, 0.75):+.0f}) | {_counts(decisions['off'])} | {_counts(decisions['on'])} |", flush=True)
+
+
+def _spread(books: list[float], rests: list[float]) -> str:
+    """``--attribute``'s two cells: the bookkeeping's median (p25 – p75), the rest's paired median (p25 – p75)."""
+    return (f"| {statistics.median(books):.0f} ({percentile(books, 0.25):.0f} – {percentile(books, 0.75):.0f}) "
+            f"| {statistics.median(rests):+.0f} ({percentile(rests, 0.25):+.0f} – {percentile(rests, 0.75):+.0f}) ")
 
 
 def _counts(decisions: object) -> str:
@@ -286,9 +320,15 @@ routes:
 {_limits_config(args.limits)}{_cache_config(args.cache, args.limits)}{_cascade_config(args.cascade or args.sessions)}"""
     )
     exe = [sys.executable, "-m", "cascadeflow.cli"]
+    counter = config.parent / "bookkeeping.ns"
+    if args.sessions and args.attribute:  # the same gateway, its bookkeeping's CPU counted (see _timed_gateway.py)
+        counter.write_bytes(bytes(8))
+        gw_exe = [sys.executable, str(Path(__file__).resolve().parent / "_timed_gateway.py"), str(counter)]
+    else:
+        gw_exe = exe
     sim = subprocess.Popen(pinned([*exe, "simulate", "--port", str(sim_port)], other_cpu), stdout=subprocess.DEVNULL)
     gw = subprocess.Popen(
-        pinned([*exe, "proxy", "start", "--config", str(config)], gateway_cpu),
+        pinned([*gw_exe, "proxy", "start", "--config", str(config)], gateway_cpu),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=gateway_env(config.parent),
@@ -312,7 +352,8 @@ routes:
              "/v1/messages", ANTHROPIC_BODY),
         ]
         if args.sessions:
-            await session_ab(gw_url, gw.pid, anthropic_headers, args.pairs)
+            await session_ab(gw_url, gw.pid, anthropic_headers, args.pairs,
+                             counter_reader(counter) if args.attribute else None)
             return
         if args.cascade:
             scenarios = _cascade_scenarios(anthropic_headers)
@@ -393,6 +434,8 @@ def main() -> None:
     parser.add_argument("--sessions", action="store_true",
                         help="only the session bookkeeping's A/B: Claude Code conversations with and without a session")
     parser.add_argument("--pairs", type=int, default=150, help="--sessions: timed request pairs per size")
+    parser.add_argument("--attribute", action="store_true",
+                        help="--sessions: also the bookkeeping's own CPU in the gateway, and the rest of the difference")
     parser.add_argument("--cache", choices=["off", "memory", "redis"], default="off",
                         help="the response cache on for every request; adds a +hit row under each pass-through row")
     args = parser.parse_args()

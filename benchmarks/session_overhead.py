@@ -9,7 +9,7 @@ the gateway gets it; the parse is not timed), then everything the session adds t
 cascaded request is timed: reading the conversation's state, the prompt's shape per model,
 the cache economics, the bridging breakpoint's check, the counterfactual baseline and recording the turn (memory store).
 
-    python benchmarks/session_overhead.py [--conversations 5] [--sizes 10 50 200] [--bytecode]
+    python benchmarks/session_overhead.py [--conversations 5] [--sizes 10 50 200] [--bytecode] [--cold]
 
 Rows: per conversation size (message content blocks, prompt tokens at the conversation's
 ~0.27 tokens per character), CPU µs per request: ``next turn`` is the usual request (the
@@ -25,6 +25,11 @@ does to caches and clocks; on a busy machine the least figure is the closest to 
 The parse is not timed, nor the collection of its garbage (``gc.collect(0)`` after it: the
 gateway pays it with or without a session); the turn gets the request's bytes, as the gateway
 gives them, so what it repeats of the previous request is told from the bytes.
+
+``--cold`` copies 48 MB before each request's parse, so the turn finds what the conversation left (its
+state, the previous request's bytes and layout) out of the CPU's caches, as it does in the gateway, where
+the rest of the path runs between two turns of a conversation: the bookkeeping then costs about what it
+costs inside the gateway (``overhead.py --sessions --attribute``; see docs/cascade.md).
 
 Measured on a shared 2-core machine that runs ``sum(range(1000))`` in 15–17 µs (about 1.6× an
 idle current x86 core) under a load average of 2.2–3.5 from other jobs, alternating runs
@@ -64,6 +69,7 @@ import statistics
 import sys
 import time
 import timeit
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -179,6 +185,17 @@ async def counted_turn(book: SessionBook, rule: CascadeRule, body: dict, session
     return (path[0] if settling is not None else count[0]), count[0]
 
 
+def _evictor() -> Callable[[], None]:
+    """``--cold``: a copy of 48 MB, more than this machine's L2 and L3 caches hold (1 MB per core, 32 MB shared)."""
+    source = bytearray(os.urandom(1 << 20)) * 48
+    target = bytearray(len(source))
+
+    def evict() -> None:
+        target[:] = source
+
+    return evict
+
+
 def row(times: list[float]) -> str:
     times = sorted(times)
     return f"{times[0]:.0f} / {statistics.median(times):.0f} / {times[int(0.9 * (len(times) - 1))]:.0f}"
@@ -190,12 +207,14 @@ async def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--last", type=int, default=20, help="turns timed at the end of each conversation")
     parser.add_argument("--bytecode", action="store_true", help="count bytecode instructions per turn instead of µs")
+    parser.add_argument("--cold", action="store_true", help="the CPU's caches filled with other data before each turn")
     args = parser.parse_args()
     measure, unit = (counted_turn, "bytecode instructions") if args.bytecode else (one_turn, "µs")
     registry = ModelRegistry()
     registry.info(OPUS), registry.info(HAIKU)  # prices loaded once, as at gateway start
     rule = CascadeRule(request_model=OPUS, draft_model=HAIKU)
     base, source = base_request()
+    evict = _evictor() if args.cold else (lambda: None)
     reference = min(timeit.repeat("sum(range(1000))", number=200, repeat=5)) / 200 * 1e6
     print(f"requests grown from: {source}; load average {os.getloadavg()[0]:.1f}; this machine runs sum(range(1000)) in {reference:.1f} µs "
           "(about 10 µs on an idle core of a current x86 CPU: scale the figures below by that ratio)")
@@ -211,12 +230,14 @@ async def main() -> None:
         for c in range(args.conversations):
             session = f"bench-{blocks}-{c}"
             for i, raw in enumerate(turns):
+                evict()
                 body = orjson.loads(raw)
                 gc.collect(0)  # the parse's garbage is the parse's: not counted against the bookkeeping
                 took = await measure(book, rule, body, session, raw)
                 if i >= max(1, len(turns) - len(timed)):  # the conversation's first request is a "first seen" one
                     warm.append(took)
             for raw in timed:  # the same turns, each in a conversation this process has not seen
+                evict()
                 body = orjson.loads(raw)
                 gc.collect(0)
                 cold.append(await measure(book, rule, body, f"cold-{blocks}-{c}-{len(cold)}", raw))
