@@ -10,6 +10,7 @@ cascaded request is timed: reading the conversation's state, the prompt's shape 
 the cache economics, the bridging breakpoint's check, the counterfactual baseline and recording the turn (memory store).
 
     python benchmarks/session_overhead.py [--conversations 5] [--sizes 10 50 200] [--bytecode] [--cold]
+                                          [--interleave K]
 
 Rows: per conversation size (message content blocks, prompt tokens at the conversation's
 ~0.27 tokens per character), CPU µs per request: ``next turn`` is the usual request (the
@@ -25,6 +26,11 @@ does to caches and clocks; on a busy machine the least figure is the closest to 
 The parse is not timed, nor the collection of its garbage (``gc.collect(0)`` after it: the
 gateway pays it with or without a session); the turn gets the request's bytes, as the gateway
 gives them, so what it repeats of the previous request is told from the bytes.
+
+``--interleave K`` advances K conversations together, one turn of each in turn, each with its own copy of
+its requests' bytes, as a gateway serving many conversations sees them: the bookkeeping's code stays in the
+CPU's caches, a conversation's data (its state, the previous request's bytes and layout) has left them by
+its next turn (K conversations' worth of it: about 4 / 12 / 30 MB at 10 / 50 / 200 blocks with K = 64).
 
 ``--cold`` copies 48 MB before each request's parse, so the turn finds what the conversation left (its
 state, the previous request's bytes and layout) out of the CPU's caches, as it does in the gateway, where
@@ -76,7 +82,7 @@ from types import FrameType
 import orjson
 
 from cascadeflow import ModelRegistry, Usage
-from cascadeflow.cascade.session import SessionBook
+from cascadeflow.cascade.session import _SEEN_PROMPTS, SessionBook
 from cascadeflow.config import CascadeRule
 from cascadeflow.sessions import MemorySessions
 
@@ -208,7 +214,11 @@ async def main() -> None:
     parser.add_argument("--last", type=int, default=20, help="turns timed at the end of each conversation")
     parser.add_argument("--bytecode", action="store_true", help="count bytecode instructions per turn instead of µs")
     parser.add_argument("--cold", action="store_true", help="the CPU's caches filled with other data before each turn")
+    parser.add_argument("--interleave", type=int, default=0, metavar="K",
+                        help="K conversations (at most 256) advanced together, one turn of each in turn: a busy gateway")
     args = parser.parse_args()
+    if not 0 <= args.interleave <= _SEEN_PROMPTS:
+        parser.error(f"--interleave: at most {_SEEN_PROMPTS} (the previous requests a process keeps)")
     measure, unit = (counted_turn, "bytecode instructions") if args.bytecode else (one_turn, "µs")
     registry = ModelRegistry()
     registry.info(OPUS), registry.info(HAIKU)  # prices loaded once, as at gateway start
@@ -227,15 +237,19 @@ async def main() -> None:
         timed = turns[-args.last:]
         warm, cold = [], []
         book = SessionBook(MemorySessions(), registry)
-        for c in range(args.conversations):
-            session = f"bench-{blocks}-{c}"
+        together = args.interleave or 1  # conversations advanced together
+        for group in range(0, args.interleave or args.conversations, together):
             for i, raw in enumerate(turns):
-                evict()
-                body = orjson.loads(raw)
-                gc.collect(0)  # the parse's garbage is the parse's: not counted against the bookkeeping
-                took = await measure(book, rule, body, session, raw)
-                if i >= max(1, len(turns) - len(timed)):  # the conversation's first request is a "first seen" one
-                    warm.append(took)
+                for c in range(group, group + together):
+                    if args.interleave:  # each conversation's own copy: what it keeps is not another's
+                        raw = bytes(bytearray(turns[i]))
+                    evict()
+                    body = orjson.loads(raw)
+                    gc.collect(0)  # the parse's garbage is the parse's: not counted against the bookkeeping
+                    took = await measure(book, rule, body, f"bench-{blocks}-{c}", raw)
+                    if i >= max(1, len(turns) - len(timed)):  # the conversation's first request is a "first seen" one
+                        warm.append(took)
+        for c in range(args.conversations):
             for raw in timed:  # the same turns, each in a conversation this process has not seen
                 evict()
                 body = orjson.loads(raw)
