@@ -30,38 +30,21 @@ gives them, so what it repeats of the previous request is told from the bytes.
 ``--interleave K`` advances K conversations together, one turn of each in turn, each with its own copy of
 its requests' bytes, as a gateway serving many conversations sees them: the bookkeeping's code stays in the
 CPU's caches, a conversation's data (its state, the previous request's bytes and layout) has left them by
-its next turn (K conversations' worth of it: about 4 / 12 / 30 MB at 10 / 50 / 200 blocks with K = 64).
+its next turn (K conversations' worth of it: about 2 / 6 / 15 MB at 10 / 50 / 200 blocks with K = 32; a
+process keeps at most 256 previous requests and 32 MB of them, past which a turn is hashed whole).
 
 ``--cold`` copies 48 MB before each request's parse, so the turn finds what the conversation left (its
 state, the previous request's bytes and layout) out of the CPU's caches, as it does in the gateway, where
 the rest of the path runs between two turns of a conversation: the bookkeeping then costs about what it
 costs inside the gateway (``overhead.py --sessions --attribute``; see docs/cascade.md).
 
-Measured on a shared 2-core machine that runs ``sum(range(1000))`` in 15–17 µs (about 1.6× an
-idle current x86 core) under a load average of 2.2–3.5 from other jobs, alternating runs
-(``--conversations 4``) with the code before the record was deferred, next turn, before the
-answer: median 138–174 µs at 10 blocks (four runs; before: 163–217), 132–209 at 50 (four runs;
-before: 168–207), 169–262 at 200 (before: 198–240); least 118–145 / 113–172 / 138–215 µs
-(before: 144–188 / 132–145 / 174–184); the median of the runs' medians 147 / 146 / 192 µs
-(before: 176 / 194 / 217). In all (the CPU) it is what it was or up to ~15% more: median 169–208 /
-175–282 / 219–351 µs (a fifth pair of runs: 205 / 205 / 222 against 179 / 176 / 199 before, the
-path's part 160 / 152 / 168); ``--bytecode`` counts 5,341 / 5,431 / 5,431 instructions against 5,177 / 5,267 /
-5,267 before (+3%: the deferral's own steps), of which 4,065 before the answer (−22%). So the
-bookkeeping adds about 0.15 ms of latency at 10 and 50 blocks and 0.19 ms at 200 on this
-machine; scaled by the reference loop to an idle current core (a rough guide, not a
-measurement), about 0.09 ms at 10 and 50 blocks and 0.12 ms at 200 — within the 0.1 ms budget
-at the smaller sizes at best, and only for latency: the CPU it costs is over it at every size.
-What remains before the answer is the memcmp of the previous request's bytes (~20–40 µs at 200
-blocks once they have left the CPU's nearer caches) and many small steps: the state's lookup,
-the request's tool-set digest, the signal's scan of the new tool results, hashing the ~3 blocks
-a turn adds, each model's cache split, the economics, the counterfactual's price. On the whole
-gateway path ``benchmarks/overhead.py --sessions`` shows more (see docs/cascade.md).
-
-Each stage's own failure record (a multi-stage rule's chain priced backwards) added about 3 µs per
-next turn: ``chain_savings`` on one stage 2.7 µs against ``expected_saving``'s 0.9, the per-stage
-record 1.4 µs (``timeit``, least of five); measured on the code before the record was deferred, whole
-turns moved within their noise (least 129–132 / 133–139 / 161–169 µs against 124–152 / 127–165 / 160–172
-before, three alternating runs, synthetic prompts).
+Figures, measured on a shared 2-core machine that runs ``sum(range(1000))`` in 12.6–14.7 µs (an idle
+current x86 core: about 10 µs), two alternating rounds against the tree before (``--conversations 4``),
+median of a next turn before the answer at 10 / 50 / 200 blocks: warm 134–181 / 117–129 / 115–147 µs,
+``--interleave 32`` 73–95 / 85–115 / 122–154 µs, ``--cold`` 386–417 / 355–371 / 312–443 µs; in all (the
+record included) 169–217 / 155–170 / 158–193 µs warm. ``--bytecode``: 4,124 instructions before the answer,
+5,334 / 5,424 / 5,424 in all. Runs move by a third here; docs/cascade.md has the table, the tree before,
+and what the figures say about the 0.1 ms budget (not met on this machine).
 """
 
 from __future__ import annotations
