@@ -6,9 +6,12 @@ the cost of what was used — a draft read partially priced as cut streams are.
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import time
 import uuid
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -37,11 +40,23 @@ def setup(fresh_sim, start_gateway, tmp_path):
     return fresh_sim, gw, url
 
 
-def leave_early(gw, prompt: str, model: str, *, stream: bool, after: float = 0.4) -> float:
-    """Send the request and hang up after ``after`` seconds, before any byte of the answer; when we left."""
-    body = {"model": model, "max_tokens": 1000, "stream": stream, "messages": [{"role": "user", "content": prompt}]}
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(gw.url + "/v1/messages", json=body, timeout=httpx.Timeout(10, read=after))
+def leave_early(gw, prompt: str, model: str, *, stream: bool, after: float = 0.4,
+                until: Callable[[], object] = lambda: True) -> float:
+    """Send the request, then hang up ``after`` seconds later — not before ``until()`` holds (the upstream has the
+    call: a loaded machine may take longer than ``after`` to send it) — before any byte of the answer has come;
+    when we left."""
+    body = json.dumps({"model": model, "max_tokens": 1000, "stream": stream,
+                       "messages": [{"role": "user", "content": prompt}]}).encode()
+    address = httpx.URL(gw.url)
+    with socket.create_connection((address.host, address.port), timeout=10) as connection:
+        connection.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: %b\r\ncontent-type: application/json\r\n"
+                           b"content-length: %d\r\n\r\n%b" % (address.host.encode(), len(body), body))
+        time.sleep(after)
+        wait_for(until, 10)
+        assert until(), "the upstream never got the call"
+        connection.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            connection.recv(1)  # nothing of the answer has come
     return time.monotonic()
 
 
@@ -58,7 +73,7 @@ def upstream_models(sim) -> list[str]:
 @pytest.mark.parametrize(("model", "served"), [(SONNET, None), (OPUS, HAIKU)])
 def test_non_streaming_call_is_cancelled_when_the_client_leaves(setup, model, served):
     sim, gw, url = setup
-    left = leave_early(gw, "A slow answer, please", model, stream=False)
+    left = leave_early(gw, "A slow answer, please", model, stream=False, until=lambda: upstream_models(sim))
     wait_for(lambda: sim.disconnects)
     assert sim.disconnects, "the upstream call ran on after the client left"
     assert sim.disconnects[0]["at"] - left < 0.5
@@ -74,7 +89,7 @@ def test_non_streaming_call_is_cancelled_when_the_client_leaves(setup, model, se
 
 def test_streaming_cascade_cancelled_while_reading_its_draft(setup):
     sim, gw, url = setup
-    left = leave_early(gw, "A slow draft, please", OPUS, stream=True, after=1.0)
+    left = leave_early(gw, "A slow draft, please", OPUS, stream=True, after=1.0, until=lambda: upstream_models(sim))
     wait_for(lambda: sim.disconnects)
     assert sim.disconnects and sim.disconnects[0]["model"] == HAIKU
     assert sim.disconnects[0]["at"] - left < 0.5, "the draft's stream was closed when the client left"
@@ -114,7 +129,7 @@ def test_a_stream_whose_client_left_before_it_started_is_settled(fresh_sim, star
         "routes": sim_routes(fresh_sim, anthropic_key="k", openai_key="k"), "database_url": url,
         "server": {"max_concurrent_streams": 1},
     }))
-    leave_early(gw, "late headers, please", SONNET, stream=True, after=0.3)
+    leave_early(gw, "late headers, please", SONNET, stream=True, after=0.3, until=lambda: fresh_sim.requests)
     wait_for(lambda: httpx.get(gw.url + "/health").json()["active_streams"] == 0, 5)
     assert httpx.get(gw.url + "/health").json()["active_streams"] == 0, "the stream's slot was never given back"
     (row,) = ledger_rows(url, at_least=1)
@@ -180,7 +195,8 @@ def test_a_cascade_cancelled_while_sampling_pays_for_the_samples_in_flight(fresh
         "cascade_rules": [{"name": "opus", "request_model": OPUS, "draft_model": HAIKU,
                            "sample_agreement": {"samples": 2}}],
     }))
-    leave_early(gw, "What is 2 + 2?", OPUS, stream=False, after=1.0)
+    leave_early(gw, "What is 2 + 2?", OPUS, stream=False, after=1.0,
+                until=lambda: len(upstream_models(fresh_sim)) >= 3)  # the draft and both samples
     wait_for(lambda: len(fresh_sim.disconnects) == 2, 3)
     assert len(fresh_sim.disconnects) == 2, "both sample calls were closed"
     (row,) = ledger_rows(url, at_least=1)

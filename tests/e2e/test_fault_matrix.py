@@ -251,13 +251,14 @@ def _sdk_call(dialect: str, clients: Clients, body: dict[str, Any]) -> str:
         return client.chat.completions.create(**body).choices[0].message.content
     if body["stream"]:
         text = ""
-        for event in client.responses.create(**body):
+        stream = client.responses.create(**body)
+        for event in stream:  # an error event is raised as a caller's loop does (the SDK yields it)
             if event.type == "response.output_text.delta":
                 text += event.delta
             elif event.type == "error":
-                raise openai.APIError(event.message, request=None, body=event)  # what a caller's loop does
+                raise openai.APIError(event.message, request=stream.response.request, body=event)
             elif event.type == "response.failed":
-                raise openai.APIError(event.response.error.message, request=None, body=event)
+                raise openai.APIError(event.response.error.message, request=stream.response.request, body=event)
         return text
     return client.responses.create(**body).output_text
 
