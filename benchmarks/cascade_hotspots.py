@@ -1,4 +1,4 @@
-"""CPU per cascaded request of three steps the engine runs on every request, on Claude-Code-shaped bodies.
+"""CPU per cascaded request of the steps the engine runs on every request, on Claude-Code-shaped bodies.
 
 The conversations are ``session_overhead.py``'s (a request the Claude Code CLI sent, grown turn
 by turn: an assistant tool call, a tool result, adaptive thinking on, no thinking blocks), at
@@ -9,7 +9,10 @@ by turn: an assistant tool call, a tool result, adaptive thinking on, no thinkin
   documents alone (what a draft that reads neither still pays);
 - ``body_for``: the draft's and the verifier's view of the conversation (thinking blocks other
   models wrote; with thinking on, a tool-calling turn that does not start with thinking as text);
-- ``draft_stages``: a rule's drafts in order (called twice per request).
+- ``draft_stages``: a rule's drafts in order (called twice per request);
+- ``wide_integers``: the scan for integers beyond 64 bits that every re-serialised body gets
+  (:func:`cascadeflow.gateway.bounds.check_wide_integers`), beside ``parse``, the body's parse
+  (``orjson.loads``), for scale.
 
     python benchmarks/cascade_hotspots.py [--number 200]
 
@@ -31,6 +34,7 @@ from cascadeflow import ModelRegistry
 from cascadeflow.cascade.capabilities import capability_gap, media_in
 from cascadeflow.cascade.thinking import ThreadView
 from cascadeflow.config import CascadeRule
+from cascadeflow.gateway.bounds import check_wide_integers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from session_overhead import SIZES, base_request, conversation  # noqa: E402
@@ -43,7 +47,8 @@ def best(stmt, number: int) -> float:
 
 
 def row(body: dict, raw: bytes, registry: ModelRegistry, rule: CascadeRule, number: int) -> tuple[float, ...]:
-    """µs per call: capability_gap, media_in alone, a request's two views, draft_stages twice."""
+    """µs per call: capability_gap, media_in alone, a request's two views, draft_stages twice, the wide-integer
+    scan, the parse."""
     #: what ThinkingThreads.view says of the conversation's thinking blocks (the code before: no such field)
     written = {"written_by": frozenset()} if "written_by" in ThreadView.__dataclass_fields__ else {}
     views: dict[str, str] = {}
@@ -55,7 +60,8 @@ def row(body: dict, raw: bytes, registry: ModelRegistry, rule: CascadeRule, numb
 
     return (best(lambda: capability_gap(body, raw, "anthropic", HAIKU, "anthropic", "anthropic", registry), number),
             best(lambda: media_in(body["messages"]), number), best(both, number),
-            best(lambda: (rule.draft_stages(), rule.draft_stages()), number))
+            best(lambda: (rule.draft_stages(), rule.draft_stages()), number),
+            best(lambda: check_wide_integers(raw), number), best(lambda: orjson.loads(raw), number))
 
 
 def main() -> None:
@@ -66,11 +72,13 @@ def main() -> None:
     rule = CascadeRule(request_model="claude-opus-*", draft_model=HAIKU)
     base, source = base_request()
     print(f"conversation: {source}")
-    print(f"{'blocks':>6} {'KB':>5} {'capability_gap':>15} {'media_in':>9} {'body_for ×2':>12} {'draft_stages ×2':>16}  (µs)")
+    print(f"{'blocks':>6} {'KB':>5} {'capability_gap':>15} {'media_in':>9} {'body_for ×2':>12} {'draft_stages ×2':>16} "
+          f"{'wide_integers':>14} {'parse':>7}  (µs)")
     for blocks, tokens in SIZES.items():
         raw = conversation(base, blocks, tokens)[-1]
-        gap, media, bodies, stages = row(orjson.loads(raw), raw, registry, rule, args.number)
-        print(f"{blocks:>6} {len(raw) / 1000:>5.0f} {gap:>15.1f} {media:>9.1f} {bodies:>12.1f} {stages:>16.2f}")
+        gap, media, bodies, stages, wide, parse = row(orjson.loads(raw), raw, registry, rule, args.number)
+        print(f"{blocks:>6} {len(raw) / 1000:>5.0f} {gap:>15.1f} {media:>9.1f} {bodies:>12.1f} {stages:>16.2f} "
+              f"{wide:>14.1f} {parse:>7.1f}")
 
 
 if __name__ == "__main__":

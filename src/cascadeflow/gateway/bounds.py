@@ -6,8 +6,9 @@ would change its meaning when re-serialised: a top-level field holding such a nu
 refused (an integral float beyond 64 bits makes the body be parsed again, exactly, to tell
 ``1e23`` from an integer). Nested ones matter only where the gateway re-serialises the
 body (a translation, a cascade, a renamed model, a fallback): a pass-through forwards the
-bytes as sent. :func:`check_wide_integers` looks for them only then — scanning costs about
-twice a parse — and refuses the request, naming the field, rather than send a float.
+bytes as sent. :func:`check_wide_integers` looks for them only then — a scan of every tenth
+byte, about a third of a parse's time — and refuses the request, naming the field, rather
+than send a float.
 A model name ends up in headers, logs and the ledger: at most 256 printable characters.
 """
 
@@ -27,6 +28,9 @@ _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # int64 and uint64 both round-trip
 #: every digit becomes "0", every other byte " ": a run of 20 digits is then one ``find``
 _DIGITS_ONLY = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
 _WIDE_RUN = b"0" * 20  # 2**64 has 20 digits: an integer with fewer is never beyond 64 bits
+#: a run of 20 digits holds two consecutive bytes of every tenth; places where two such samples are digits
+#: are checked one by one, up to this many, then the rest is scanned whole (digit-dense bodies: base64 media)
+_STRIDE, _SAMPLED_RUN, _CANDIDATES = 10, b"00", 32
 
 
 def read_json_body(raw: bytes) -> dict:
@@ -53,7 +57,7 @@ def check_wide_integers(raw: bytes) -> None:
     would reach the upstream changed. A run of 20 digits (in a string too) is looked for
     first; only then is the body parsed again, exactly, to find the field.
     """
-    if raw.translate(_DIGITS_ONLY).find(_WIDE_RUN) < 0:
+    if not _has_wide_run(raw):
         return
     try:
         exact = json.loads(raw)
@@ -66,6 +70,25 @@ def check_wide_integers(raw: bytes) -> None:
             f"{where}: an integer of {len(str(abs(value)))} digits is beyond 64 bits; this request is translated, "
             "cascaded or has its model renamed, and the gateway cannot re-serialise such an integer exactly "
             "(send it as a string, or to a route of the same API under its own model name)")
+
+
+def _has_wide_run(raw: bytes) -> bool:
+    """Whether ``raw`` holds 20 digits in a row, from a sample of every tenth byte (a third of the time of a full scan).
+
+    A run starting at byte ``p`` covers the samples ``j`` and ``j + 1`` for the ``j`` with ``10j - 9 <= p <= 10j``:
+    each such pair of digit samples is checked where the run would lie; past :data:`_CANDIDATES` of them the
+    rest of the body (from where the next run could start) is scanned whole.
+    """
+    samples = raw[::_STRIDE].translate(_DIGITS_ONLY)
+    at = samples.find(_SAMPLED_RUN)
+    for _ in range(_CANDIDATES):
+        if at < 0:
+            return False
+        start = max(0, at * _STRIDE - _STRIDE + 1)
+        if raw[start:at * _STRIDE + 2 * _STRIDE].translate(_DIGITS_ONLY).find(_WIDE_RUN) >= 0:
+            return True
+        at = samples.find(_SAMPLED_RUN, at + 1)
+    return at >= 0 and raw[max(0, at * _STRIDE - _STRIDE + 1):].translate(_DIGITS_ONLY).find(_WIDE_RUN) >= 0
 
 
 def _wide_integer(value: object) -> tuple[str, int] | None:
