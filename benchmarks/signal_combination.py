@@ -12,6 +12,9 @@ folds only) and judged out of fold, never on the records it was fitted on:
 - *joint*: one logistic model over the learned scorer's text features plus, per log-probability check,
   its score as "nines" (−log10(1 − score), capped at 9) and whether it applied (a check that did not apply
   sits at the training mean); the structural checks still combine by min;
+- *joint, gain label*: the same model trained on whether escalating helps (the strong model scores higher
+  than the draft) instead of whether the draft is good: APGR counts an escalation by what it gains, and a
+  draft that fails where the strong model fails too gains nothing from one;
 - *ceiling*: check score with every tie among saturated drafts broken by the TRUE gain (an oracle, in
   sample): the most that any tie-breaker could add.
 
@@ -100,6 +103,17 @@ JOINT = (*FEATURES, *(f"{n}_{k}" for n in LOGPROB_CHECKS for k in ("nines", "app
 def joint(features: Features) -> Fitter:
     def fit(train: list[Outcome]) -> Callable[[Outcome], float]:
         rows = [replace(o, features=_joint_features(features, o)) for o in train]
+        model = metrics.fit_logistic(rows, JOINT, iterations=100)
+        return lambda o: min([metrics.logistic_confidence(_joint_features(features, o), model), *_others(o)])
+
+    return fit
+
+
+def joint_gain(features: Features) -> Fitter:
+    def fit(train: list[Outcome]) -> Callable[[Outcome], float]:
+        # fit_logistic learns "draft_score >= GOOD": 1.0 where escalating gains nothing, 0.0 where it does
+        rows = [replace(o, features=_joint_features(features, o),
+                        draft_score=0.0 if o.strong_score > o.draft_score else 1.0) for o in train]
         model = metrics.fit_logistic(rows, JOINT, iterations=100)
         return lambda o: min([metrics.logistic_confidence(_joint_features(features, o), model), *_others(o)])
 
@@ -214,6 +228,7 @@ def main() -> None:
             ("check score (today)", check_score),
             ("tie-break: check score, then learned", tie_break),
             ("joint: learned over text + log-probability features", joint),
+            ("joint, gain label: trained on whether escalating helps", joint_gain),
         )
     ]
     lines = [
