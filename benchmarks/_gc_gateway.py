@@ -92,17 +92,14 @@ def _origins(objects: list) -> list:
     by name)."""
     import tracemalloc
 
+    traces: Counter = Counter(tracemalloc.get_object_traceback(obj) for obj in objects)
+    untraced = traces.pop(None, 0)
     where: Counter = Counter()
-    untraced = 0
-    for obj in objects:
-        trace = tracemalloc.get_object_traceback(obj)
-        if trace is None:
-            untraced += 1
-            continue
+    for trace, count in traces.items():  # each distinct traceback once: the report runs under tracing too
         frames = list(trace)  # the oldest kept first, the allocation's own frame last
         when = "import" if any(f.filename.startswith("<frozen importlib") for f in frames) else "run"
         own = next((f for f in reversed(frames) if not _package(f.filename).startswith(("stdlib", "<"))), frames[-1])
-        where[f"{when:<6} {_package(own.filename)}"] += 1
+        where[f"{when:<6} {_package(own.filename)}"] += count
     return [["(allocated before tracing began)", untraced], *where.most_common(25)]
 
 

@@ -11,6 +11,7 @@ Code's session header, through a cascade of ``claude-opus-5-5`` drafted on ``cla
 
     python benchmarks/gc_pauses.py [--requests 1500] [--users 6] [--plain 2] [--trace]
                                    [--freeze-after-start] [--threshold 700 10 10]
+    python benchmarks/gc_pauses.py --kept 10000
 
 Tables: the collections per generation (per 1,000 requests, and their wall duration: median, p90, max),
 the requests' latency (p50, p99, max; conversation turns and plain requests apart) and the share of
@@ -23,7 +24,12 @@ allocated the long-lived objects (slower: its latencies are not the gateway's).
 ``--freeze-after-start`` and ``--threshold`` try a setting on the gateway from outside, without changing
 its code: the first sends the gateway ``SIGUSR2`` once it answers (``gc.collect()`` then ``gc.freeze()``),
 the second sets ``gc.set_threshold`` before the gateway is imported. Run against another tree with
-``PYTHONPATH=that/src``. Figures: docs/performance.md.
+``PYTHONPATH=that/src``.
+
+``--kept N`` measures, in this process and without a gateway, what the conversations a gateway remembers
+add to a full collection: N conversations (``session_overhead.py``'s, 10 message blocks) recorded by a
+``SessionBook`` over the in-memory store after everything before them is frozen, then the objects a full
+collection scans and its CPU time (three times). Figures: docs/operations.md ("Start-up").
 """
 
 from __future__ import annotations
@@ -118,11 +124,11 @@ class Load:
                 await self._send(session, "plain", "/v1/messages", ANTHROPIC_BODY % b"", self._headers)
 
 
-async def report(pid: int, prefix: Path, n: int) -> dict:
+async def report(pid: int, prefix: Path, n: int, wait: float = 120) -> dict:
     """Ask the gateway for its n-th report (``SIGUSR1``) and read it."""
     os.kill(pid, signal.SIGUSR1)
     path = Path(f"{prefix}.{n}.json")
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + wait
     while not path.exists():
         if time.monotonic() > deadline:
             raise RuntimeError("the gateway wrote no GC report")
@@ -239,14 +245,15 @@ cascade_rules: [{{name: opus, request_model: claude-opus-5-5, draft_model: claud
             os.kill(gw.pid, signal.SIGUSR2)
             await asyncio.sleep(1)
         load = Load(gw_url, args.users, args.plain)
+        wait = 900 if args.trace else 120  # a report under tracemalloc takes minutes
         print(f"GC pauses: {args.requests} requests in two rounds, {args.users} conversations at a time "
               f"({', '.join(str(b) for b in SIZES)} blocks, from {load.source}) and {args.plain} plain workers; "
               f"load average {os.getloadavg()[0]:.1f}; python {sys.version.split()[0]}")
-        reports = [("after start-up", await report(gw.pid, prefix, 0))]
+        reports = [("after start-up", await report(gw.pid, prefix, 0, wait))]
         since = time.monotonic_ns()
         for n in (1, 2):
             await load.round(args.requests // 2)
-            reports.append((f"after round {n}", await report(gw.pid, prefix, n)))
+            reports.append((f"after round {n}", await report(gw.pid, prefix, n, wait)))
         until = time.monotonic_ns()
         final = reports[-1][1]
         print_collections(final, since, until, len(load.done))
@@ -259,6 +266,48 @@ cascade_rules: [{{name: opus, request_model: claude-opus-5-5, draft_model: claud
             process.wait(30)
 
 
+async def kept(conversations: int) -> None:
+    """``--kept``: the tracked objects ``conversations`` remembered conversations add, and a full collection's time."""
+    import gc
+
+    from session_overhead import one_turn
+
+    from cascadeflow import ModelRegistry
+    from cascadeflow.cascade.session import SessionBook
+    from cascadeflow.config import CascadeRule
+    from cascadeflow.sessions import MemorySessions
+
+    rule = CascadeRule(name="opus", request_model="claude-opus-5-5", draft_model="claude-haiku-5-5")
+    book = SessionBook(MemorySessions(), ModelRegistry())
+    base, _ = base_request()
+    turns = conversation(base, 10, SIZES[10])
+
+    async def record(first: int, count: int) -> None:
+        for n in range(first, first + count):
+            for raw in turns:
+                await one_turn(book, rule, orjson.loads(raw), f"kept-{n}", raw)
+
+    def full() -> str:
+        started = time.thread_time()
+        gc.collect()
+        return f"{(time.thread_time() - started) * 1000:.1f}"
+
+    await record(0, 300)  # the book's caches of previous prompts full: what follows is the conversations' own
+    gc.collect()
+    gc.freeze()
+    print("| conversations recorded after the freeze | of them kept | tracked objects scanned | per kept conversation "
+          "| full collection, CPU ms (3 runs) |")
+    print("|---|---|---|---|---|")
+    before = len(gc.get_objects())
+    print(f"| 0 | 0 | {before:,} | – | {', '.join(full() for _ in range(3))} |")
+    await record(300, conversations)
+    gc.collect()
+    scanned = len(gc.get_objects())
+    held = min(conversations, len(book.sessions))  # the store's bound may have dropped some (first the oldest)
+    print(f"| {conversations:,} | {held:,} | {scanned:,} | {(scanned - before) / held:.1f} "
+          f"| {', '.join(full() for _ in range(3))} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=1500, help="requests in all (two equal rounds)")
@@ -269,10 +318,12 @@ def main() -> None:
                         help="gc.collect() and gc.freeze() in the gateway once it answers (from outside)")
     parser.add_argument("--threshold", type=int, nargs=3, metavar=("G0", "G1", "G2"),
                         help="gc.set_threshold in the gateway before it is imported")
+    parser.add_argument("--kept", type=int, metavar="N",
+                        help="only the full collection's cost of N remembered conversations, in this process")
     args = parser.parse_args()
     if uvloop is not None:
         uvloop.install()
-    asyncio.run(main_async(args))
+    asyncio.run(kept(args.kept) if args.kept else main_async(args))
 
 
 if __name__ == "__main__":

@@ -26,3 +26,15 @@ def test_a_short_run_prints_collections_latency_and_population():
     assert rows["turn"] and rows["plain"]
     frozen = [int(rows[when].split("|")[5].replace(",", "")) for when in ("after start-up", "after round 2")]
     assert all(n > 50_000 for n in frozen), "--freeze-after-start froze the gateway's start-up"
+
+
+def test_kept_conversations_are_counted_and_collected():
+    done = subprocess.run([sys.executable, str(CHECKOUT / "benchmarks" / "gc_pauses.py"), "--kept", "40"],
+                          capture_output=True, text=True, timeout=120, cwd=CHECKOUT / "benchmarks",
+                          env={**os.environ, "PYTHONPATH": str(CHECKOUT / "src")})
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| 40 |"))
+    assert row.split("|")[2].strip() == "40", "all 40 kept: the store's bound is far"
+    per_conversation = float(row.split("|")[4])
+    assert 1 <= per_conversation < 100, "each remembered conversation leaves a few tracked objects"
+    assert len(row.split("|")[5].split(",")) == 3, "a full collection timed three times"
