@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 import uuid
 
 import pytest
@@ -154,6 +155,36 @@ async def test_memory_sessions_are_bounded_and_any_id_is_fine():
         await store.put(f"s:{uuid.uuid4()}" if n % 2 else "\x00" * 5000 + str(n), SessionState(drafts=n))
     assert len(store) == 100
     assert (await store.get("never seen")).drafts == 0
+
+
+async def test_memory_sessions_keep_the_least_recently_used_as_json_and_read_them_back_exactly():
+    """Past ``live`` conversations the older states are kept as bytes (nothing for the collector to scan); a
+    conversation that comes back reads the state it left, equal in every field, and is live again."""
+    store = MemorySessions(max_sessions=20, live=3)
+    states = {}
+    for n in range(10):
+        state = SessionState(drafts=n + 0.1, failures=n / 3, per_char=0.27, output=401.5, pending_model="h",
+                             pending_calls=[f"toolu_{n}"], requested=OPUS, turns=n, last_chars=1000 + n,
+                             pending_request=f"req-{n}", stages={"h": [n * 0.95, 0.5]})
+        split(state.shadow(OPUS), body(n + 1), 100 + n)
+        split(state.shadow("claude-haiku-5-5"), body(n + 1), 100 + n)
+        states[f"s{n}"] = state
+        await store.put(f"s{n}", state)
+    assert len(store) == 10
+    alive = sum(isinstance(o, SessionState) for o in gc.get_objects())
+    kept = {key: state.to_json() for key, state in states.items()}
+    states.clear()
+    gc.collect()
+    assert sum(isinstance(o, SessionState) for o in gc.get_objects()) == alive - 7, "only the 3 newest stay objects"
+    for n in (0, 9, 4, 0):  # the oldest (stored), the newest (live), one in between; the first again (live now)
+        back = await store.get(f"s{n}")
+        assert back.to_json() == kept[f"s{n}"]
+        assert back.shadows[OPUS].entries and back.stages == {"h": [n * 0.95, 0.5]}
+    assert await store.get("s0") is await store.get("s0"), "live again: every request of it gets the same state"
+    for n in range(10, 30):  # past max_sessions: the least recently used go first, stored or live
+        await store.put(f"s{n}", SessionState(drafts=n))
+    assert len(store) == 20
+    assert (await store.get("s9")).drafts == 0 and (await store.get("s29")).drafts == 29
 
 
 async def test_redis_sessions_are_shared_and_survive_a_round_trip():

@@ -183,8 +183,9 @@ def _freeze_startup_objects() -> None:
     scanned them all: about 100 ms with the event loop stopped, every few hundred requests, stalling every
     request in flight; frozen, it takes a few ms (``benchmarks/gc_pauses.py``; docs/operations.md, "Start-up").
     Garbage is collected first, so none is frozen; objects frozen here are still freed when their last
-    reference goes, only never scanned for cycles. Done once per process (a second gateway in it, or a process that froze its own
-    start-up, leaves the frozen set as it is): the collector's own count is the state, nothing global.
+    reference goes, only never scanned for cycles. Done once per process (a second gateway in it, or a
+    process that froze its own start-up, leaves the frozen set as it is): the collector's own count is the
+    state, nothing global.
     """
     if gc.get_freeze_count():
         return

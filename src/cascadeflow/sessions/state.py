@@ -120,18 +120,34 @@ class Sessions(Protocol):
 
 
 class MemorySessions:
-    """One process's conversations: at most ``max_sessions``, each forgotten ``ttl_seconds`` after its last request."""
+    """One process's conversations: at most ``max_sessions``, each forgotten ``ttl_seconds`` after its last request.
 
-    def __init__(self, *, max_sessions: int = 10_000, ttl_seconds: float = 7200.0) -> None:
-        self.max_sessions, self.ttl_seconds = max_sessions, ttl_seconds
-        self._entries: OrderedDict[str, tuple[SessionState, float]] = OrderedDict()
+    The ``live`` most recently used are kept as objects; the older ones as their JSON (:meth:`SessionState.to_json`),
+    decoded again when their conversation comes back. Bytes are one object the garbage collector never scans, where a
+    conversation's state is about eight containers it does: 10,000 remembered as objects made every full collection
+    take 55-77 ms with the event loop stopped (``benchmarks/gc_pauses.py --kept``; docs/operations.md).
+    """
+
+    def __init__(self, *, max_sessions: int = 10_000, ttl_seconds: float = 7200.0, live: int = 1_024) -> None:
+        self.max_sessions, self.ttl_seconds, self.live = max_sessions, ttl_seconds, live
+        #: key → (state, expiry): the most recently used, newest last
+        self._live: OrderedDict[str, tuple[SessionState, float]] = OrderedDict()
+        #: key → (the state's JSON, expiry): the others, newest last (each newer than none of the live ones)
+        self._stored: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
 
     async def get(self, conversation: str) -> SessionState:
         key = _key(conversation)
-        entry = self._entries.get(key)
-        if entry is None or entry[1] < time.monotonic():
+        entry = self._live.get(key)
+        if entry is not None:
+            return entry[0] if entry[1] >= time.monotonic() else SessionState()
+        stored = self._stored.get(key)
+        if stored is None or stored[1] < time.monotonic():
             return SessionState()
-        return entry[0]
+        del self._stored[key]  # live again, so that every request of the conversation gets the same state
+        state = SessionState.from_json(stored[0])
+        self._live[key] = (state, stored[1])
+        self._spill()
+        return state
 
     async def put(self, conversation: str, state: SessionState) -> None:
         self.keep(conversation, state)
@@ -139,16 +155,25 @@ class MemorySessions:
     def keep(self, conversation: str, state: SessionState) -> None:
         """:meth:`put` without a coroutine: nothing here waits, so the engine calls it inline."""
         key = _key(conversation)
-        self._entries[key] = (state, time.monotonic() + self.ttl_seconds)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_sessions:
-            self._entries.popitem(last=False)
+        self._stored.pop(key, None)
+        self._live[key] = (state, time.monotonic() + self.ttl_seconds)
+        self._live.move_to_end(key)
+        self._spill()
+        while len(self._live) + len(self._stored) > self.max_sessions:
+            (self._stored or self._live).popitem(last=False)
+
+    def _spill(self) -> None:
+        """Store the least recently used live states past ``live`` as JSON."""
+        while len(self._live) > self.live:
+            key, (state, expiry) = self._live.popitem(last=False)
+            self._stored[key] = (state.to_json(), expiry)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._live) + len(self._stored)
 
     async def aclose(self) -> None:
-        self._entries.clear()
+        self._live.clear()
+        self._stored.clear()
 
 
 class RedisSessions:
