@@ -13,10 +13,10 @@ other files, to each file's training folds lifts the scorer's out-of-fold AUROC 
 - *+ all others*: plus routerarena and every other file without log-probabilities.
 
 Each cell is the AUROC of out-of-fold scores (5 folds; each record scored by a model that never saw
-it), the mean over two fold seeds. Labels are the records' own (draft score ≥ 0.5), not the gateway's:
+it), the mean over ``--seeds`` fold seeds (default two). Labels are the records' own (draft score ≥ 0.5), not the gateway's:
 the ranking of the scorer alone is what is asked.
 
-    python benchmarks/scorer_training_data.py [--data DIR]
+    python benchmarks/scorer_training_data.py [--data DIR] [--seeds 2]
 
 The replay data is read from ``--data``, else ``$CASCADEFLOW_REPLAY_DIR``, else ``../shared/data/replay``
 beside the checkout.
@@ -39,7 +39,7 @@ REPLAY = Path(__file__).resolve().parents[2] / "shared" / "data" / "replay"
 WITHOUT_LOGPROBS = ("routerbench0shot_arc_challenge", "routerbench0shot_mbpp", "routerbench0shot_winogrande",
                     "routellm_gsm8k", "routellm_mtbench", "arenabench_v1", "mot_date")
 EXTRA = "routerarena"
-FOLDS, SEEDS = 5, (0, 1)
+FOLDS = 5
 
 
 def _clip(score: float) -> float:
@@ -54,10 +54,10 @@ def load(folder: Path, name: str) -> tuple[list[dict], list[Outcome]]:
     return records, outcomes
 
 
-def out_of_fold_auroc(outcomes: list[Outcome], extra: list[Outcome], features: dict) -> float:
-    """Mean over :data:`SEEDS` of the AUROC of out-of-fold scores, each fold trained on the rest plus ``extra``."""
+def out_of_fold_auroc(outcomes: list[Outcome], extra: list[Outcome], features: dict, seeds: int) -> float:
+    """Mean over ``seeds`` fold seeds of the AUROC of out-of-fold scores, each fold trained on the rest plus ``extra``."""
     found = []
-    for seed in SEEDS:
+    for seed in range(seeds):
         scored = list(outcomes)
         for test in metrics.cv_folds(outcomes, FOLDS, seed):
             held = set(test)
@@ -71,6 +71,7 @@ def out_of_fold_auroc(outcomes: list[Outcome], extra: list[Outcome], features: d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=os.environ.get("CASCADEFLOW_REPLAY_DIR") or str(REPLAY))
+    parser.add_argument("--seeds", type=int, default=2, help="fold seeds each cell is the mean over")
     args = parser.parse_args()
     folder = Path(args.data)
     names = (*WITHOUT_LOGPROBS, EXTRA)
@@ -89,7 +90,7 @@ def main() -> None:
         kinds = {o.task_type for o in outcomes}
         same = [o for o in extra if o.task_type in kinds]
         others = [o for n in WITHOUT_LOGPROBS if n != name for o in data[n][1]]
-        cells = [out_of_fold_auroc(outcomes, more, features) for more in ([], extra, same, extra + others)]
+        cells = [out_of_fold_auroc(outcomes, more, features, args.seeds) for more in ([], extra, same, extra + others)]
         print(f"| {name} | {len(outcomes)} | " + " | ".join(f"{c:.3f}" for c in cells[:2])
               + f" | {cells[2]:.3f} ({len(same)}) | {cells[3]:.3f} |", flush=True)
 
