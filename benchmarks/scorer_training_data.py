@@ -27,13 +27,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
-
-import orjson
 
 from cascadeflow.evaluation import learned, metrics
 from cascadeflow.evaluation.metrics import Outcome
+from cascadeflow.sim.replay import load_records
 
 REPLAY = Path(__file__).resolve().parents[2] / "shared" / "data" / "replay"
 WITHOUT_LOGPROBS = ("routerbench0shot_arc_challenge", "routerbench0shot_mbpp", "routerbench0shot_winogrande",
@@ -47,7 +45,7 @@ def _clip(score: float) -> float:
 
 
 def load(folder: Path, name: str) -> tuple[list[dict], list[Outcome]]:
-    records = [orjson.loads(line) for line in (folder / f"{name}.calib.jsonl").read_bytes().splitlines() if line.strip()]
+    records = load_records([folder / f"{name}.calib.jsonl"])
     outcomes = [Outcome(id=str(r["id"]), dataset=r["dataset"], confidence=1.0, accepted=False,
                         draft_score=_clip(r["draft"]["score"]), strong_score=_clip(r["strong"]["score"]),
                         draft_cost=0.0, strong_cost=0.0, task_type=r.get("task_type")) for r in records]
@@ -56,16 +54,8 @@ def load(folder: Path, name: str) -> tuple[list[dict], list[Outcome]]:
 
 def out_of_fold_auroc(outcomes: list[Outcome], extra: list[Outcome], features: dict, seeds: int) -> float:
     """Mean over ``seeds`` fold seeds of the AUROC of out-of-fold scores, each fold trained on the rest plus ``extra``."""
-    found = []
-    for seed in range(seeds):
-        scored = list(outcomes)
-        for test in metrics.cv_folds(outcomes, FOLDS, seed):
-            held = set(test)
-            scorer = learned.train_scorer([o for i, o in enumerate(outcomes) if i not in held] + extra, features)
-            for i in test:
-                scored[i] = replace(outcomes[i], confidence=scorer.probability(features[(outcomes[i].dataset, outcomes[i].id)]))
-        found.append(metrics.auroc(scored) or 0.5)
-    return sum(found) / len(found)
+    found = [metrics.auroc(learned.out_of_fold_scores(outcomes, features, FOLDS, seed, extra)) for seed in range(seeds)]
+    return sum(a if a is not None else 0.5 for a in found) / len(found)
 
 
 def main() -> None:

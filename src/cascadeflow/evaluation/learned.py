@@ -80,13 +80,14 @@ def fit_learned(outcomes: Sequence[Outcome], features: Mapping[Key, list[float]]
 
 
 def out_of_fold_scores(outcomes: Sequence[Outcome], features: Mapping[Key, list[float]], folds: int = 5,
-                       seed: int = 0) -> list[Outcome]:
-    """The records with confidence = the learned scorer's P(good) from a model trained without their fold."""
+                       seed: int = 0, extra: Sequence[Outcome] = ()) -> list[Outcome]:
+    """The records with confidence = the learned scorer's P(good) from a model trained without their fold
+    (``extra``: records added to every fold's training, never scored)."""
     rs = list(outcomes)
     scored: list[Outcome | None] = [None] * len(rs)
     for test_idx in metrics.cv_folds(rs, folds, seed):
         held = set(test_idx)
-        model = train_scorer([o for i, o in enumerate(rs) if i not in held], features)
+        model = train_scorer([o for i, o in enumerate(rs) if i not in held] + list(extra), features)
         for i in test_idx:
             scored[i] = replace(rs[i], confidence=model.probability(features[_key(rs[i])]), accepted=False)
     return [o for o in scored if o is not None]
