@@ -100,9 +100,13 @@ def _joint_features(features: Features, o: Outcome) -> dict[str, float]:
 JOINT = (*FEATURES, *(f"{n}_{k}" for n in LOGPROB_CHECKS for k in ("nines", "applied")))
 
 
-def joint(features: Features) -> Fitter:
+def joint(features: Features, gain_label: bool = False) -> Fitter:
+    """``gain_label``: trained on whether escalating helps instead of whether the draft is good."""
+
     def fit(train: list[Outcome]) -> Callable[[Outcome], float]:
         rows = [replace(o, features=_joint_features(features, o)) for o in train]
+        if gain_label:  # fit_logistic learns "draft_score >= GOOD": 1.0 where escalating gains nothing, 0.0 where it does
+            rows = [replace(o, draft_score=0.0 if o.strong_score > o.draft_score else 1.0) for o in rows]
         model = metrics.fit_logistic(rows, JOINT, iterations=100)
         return lambda o: min([metrics.logistic_confidence(_joint_features(features, o), model), *_others(o)])
 
@@ -110,14 +114,7 @@ def joint(features: Features) -> Fitter:
 
 
 def joint_gain(features: Features) -> Fitter:
-    def fit(train: list[Outcome]) -> Callable[[Outcome], float]:
-        # fit_logistic learns "draft_score >= GOOD": 1.0 where escalating gains nothing, 0.0 where it does
-        rows = [replace(o, features=_joint_features(features, o),
-                        draft_score=0.0 if o.strong_score > o.draft_score else 1.0) for o in train]
-        model = metrics.fit_logistic(rows, JOINT, iterations=100)
-        return lambda o: min([metrics.logistic_confidence(_joint_features(features, o), model), *_others(o)])
-
-    return fit
+    return joint(features, gain_label=True)
 
 
 def _scored(rs: Sequence[Outcome], confidence: Callable[[Outcome], float]) -> list[Outcome]:
