@@ -8,11 +8,13 @@ caller sees exactly the stream it requested.
 
 from __future__ import annotations
 
+import re
+
 import orjson
 
 from ..errors import ErrorKind, RequestError
 from ..usage import Usage
-from .sse import StreamTap, encode_event, json_object
+from .sse import JSON_STRING, StreamTap, counted_deltas, encode_event, json_object
 
 __all__ = ["ERROR_TYPES", "error_body", "stream_error", "check_request", "check_tools", "response_usage", "OpenAIStreamTap",
            "fit_for_reasoning"]
@@ -131,6 +133,12 @@ class OpenAIStreamTap(StreamTap):
         self._strip_usage = strip_usage
 
     def feed(self, chunk: bytes) -> bytes:
+        contents = counted_deltas(self._decoder, chunk, b"data: {", 2, _CONTENT)
+        if contents is not None and b'"usage":{' not in chunk and b'"usage": {' not in chunk:
+            # the usual chunk: content deltas only, none with usage, counted without a Python step per event
+            self.started = True
+            self.generated_chars += sum(map(len, contents))
+            return chunk
         events = self._decoder.feed(chunk)
         if not self._strip_usage:
             for event in events:
@@ -158,10 +166,9 @@ class OpenAIStreamTap(StreamTap):
             self.complete = True
             return False
         if b'"delta"' in data:
-            start = data.find(_CONTENT_DELTA)
-            end = data.find(b'"', start + len(_CONTENT_DELTA)) if start >= 0 else -1
-            if end > 0 and data[end - 1] != 92 and data.count(b'"delta"') == 1:  # the common chunk: no parse
-                self.generated_chars += end - start - len(_CONTENT_DELTA)  # bytes: escapes count a little high
+            found = _CONTENT.search(data) if data.count(b'"delta"') == 1 else None
+            if found is not None:  # the common chunk: no parse
+                self.generated_chars += len(found[1])
             else:
                 chunk = json_object(data)
                 choices = chunk.get("choices")
@@ -182,7 +189,9 @@ class OpenAIStreamTap(StreamTap):
         return False
 
 
-_CONTENT_DELTA = b'"delta":{"content":"'
+#: the content a chunk's one choice adds, its string counted as its bytes (escapes count high: the figure prices a
+#: stream cut before its usage, an estimate either way)
+_CONTENT = re.compile(rb'"delta":\{"content":"' + JSON_STRING + rb'"')
 
 
 def _delta_chars(delta: object) -> int:

@@ -9,12 +9,14 @@ forwards the bytes unchanged and reads that usage on the side.
 
 from __future__ import annotations
 
+import re
+
 import orjson
 
 from ..errors import ErrorKind, RequestError
 from ..usage import Usage
 from .openai import ERROR_TYPES, check_tools, error_body
-from .sse import StreamTap, encode_event, json_object
+from .sse import JSON_STRING, StreamTap, counted_deltas, encode_event, json_object
 
 __all__ = ["error_body", "stream_error", "check_request", "response_usage", "usage_dict", "ResponsesStreamTap",
            "TERMINAL_EVENTS"]
@@ -69,23 +71,18 @@ def usage_dict(usage: Usage, reasoning_tokens: int = 0) -> dict:
     }
 
 
-_DELTA = b'"delta":"'
+#: a delta event's data: its string is counted as its bytes, without parsing the event (escapes count high: the
+#: figure prices a stream cut before its usage, an estimate either way)
+_DELTA = re.compile(rb'"delta":"' + JSON_STRING + rb'"')
 
 
 def _delta_length(data: bytes) -> int:
-    """The length of a delta event's string, read off its bytes without parsing the event (escapes count high)."""
-    start = data.find(_DELTA)
-    if start < 0:
-        return 0
-    start += len(_DELTA)
-    end = start
-    while True:
-        end = data.find(b'"', end)
-        if end < 0:
-            return len(data) - start
-        if data[end - 1] != 0x5C:  # not an escaped quote
-            return end - start
-        end += 1
+    """The length of a delta event's string (0 when it has none)."""
+    found = _DELTA.search(data) if data.count(b'"delta"') == 1 else None
+    if found is not None:
+        return len(found[1])
+    delta = json_object(data).get("delta")  # written otherwise (spaced, say): parsed
+    return len(delta) if isinstance(delta, str) else 0
 
 
 class ResponsesStreamTap(StreamTap):
@@ -94,6 +91,12 @@ class ResponsesStreamTap(StreamTap):
     __slots__ = ()
 
     def feed(self, chunk: bytes) -> bytes:
+        deltas = counted_deltas(self._decoder, chunk, b"event: response.", 3, _DELTA)
+        if deltas is not None and chunk.count(b".delta\ndata: {") == len(deltas):
+            # the usual chunk: deltas only (each event's name ends in .delta), counted without a Python step per event
+            self.started = True
+            self.generated_chars += sum(map(len, deltas))
+            return chunk
         for event in self._decoder.feed(chunk):
             if not event.well_formed:
                 return self._malformed(chunk, event)

@@ -7,13 +7,18 @@ notice whether the stream ended properly.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import orjson
 
 from ..usage import Usage
 
-__all__ = ["SSEEvent", "SSEDecoder", "StreamTap", "encode_event", "json_object"]
+__all__ = ["JSON_STRING", "SSEEvent", "SSEDecoder", "StreamTap", "counted_deltas", "encode_event", "json_object"]
+
+#: a JSON string's contents on one line (escapes included, as their bytes): what the taps count of a delta
+JSON_STRING = rb'([^"\\\r\n]*(?:\\[^\r\n][^"\\\r\n]*)*)'
+
 
 
 @dataclass(slots=True)
@@ -105,6 +110,27 @@ def _parse(raw: bytes) -> SSEEvent | None:
     if name is None and not data:
         return None
     return SSEEvent(name, b"\n".join(data), raw)
+
+
+def counted_deltas(decoder: SSEDecoder, chunk: bytes, head: bytes, lines: int,
+                   strings: re.Pattern[bytes]) -> list[bytes] | None:
+    """The delta strings (``strings``' one group) of ``chunk``'s events, where the chunk is nothing but whole events
+    that each begin with ``head``, hold ``lines`` line breaks (their ``event:`` and ``data:`` lines' and the blank
+    line's) and JSON object data on one line, with one ``"delta"`` apiece (and ``decoder`` holds no part of an
+    earlier event); else None.
+
+    A stream's usual chunk is one or a few deltas: counting its bytes in a few C calls tells this, where
+    decoding the events one by one costs a few µs of Python each. The counts leave no other reading: the
+    chunk's ``\\n\\n`` are its events' ends, each followed by ``head`` or the end, and no event has a line
+    break more than ``head`` and its end give it.
+    """
+    events = chunk.count(b"\n\n")
+    if (not events or decoder.pending or not chunk.startswith(head) or not chunk.endswith(b"}\n\n")
+            or chunk.count(b"\n") != lines * events or chunk.count(b"}\n\n" + head) != events - 1 or b"\r" in chunk
+            or chunk.count(b'"delta"') != events):
+        return None
+    found = strings.findall(chunk)
+    return found if len(found) == events else None
 
 
 def json_object(data: bytes) -> dict:
