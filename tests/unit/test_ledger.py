@@ -10,7 +10,8 @@ import uuid
 import pytest
 
 from cascadeflow.store import Ledger, LedgerEntry, database_url
-from cascadeflow.store.schema import MIGRATIONS
+from cascadeflow.store.ledger import ShadowPair
+from cascadeflow.store.schema import MIGRATIONS, requests_table, shadow_pairs_table
 from tests import needs
 
 POSTGRES = os.environ.get("CASCADEFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -253,3 +254,79 @@ async def test_an_odd_row_never_fails_its_sqlite_batch(tmp_path):
 
 async def test_an_odd_row_never_fails_its_postgresql_batch(pg_url):
     await _odd_rows(pg_url[0])
+
+
+def every_column() -> tuple[LedgerEntry, dict]:
+    """An entry with every ledger column set, odd text among them, and the row it must be stored as."""
+    odd = dict(request_id="odd" * 40, requested_model="m" * 300, served_model="s\x00x", rule="r\ud83d",
+               detail="nul \x00 and \udc00 surrogate\n", key_id="k" * 64, decision="two\nlines",
+               skipped_stages="haiku=context_too_long," * 40)
+    plain = dict(ts=1_700_000_000.125, endpoint="/v1/chat/completions", dialect="openai", user_id="ulla",
+                 team="backend", plan="cascade", draft_model="gpt-5-mini", accepted=True, confidence=0.8125,
+                 route="openai", fallback_model="gpt-5", stream=True, input_tokens=1234, output_tokens=56,
+                 cache_write_tokens=7, cache_read_tokens=40_000, cost=0, baseline_cost=0.0456, latency_ms=812.5,
+                 ttfb_ms=240.25, upstream_ms=800.0, status=499, error_type="e" * 100, cancelled=True,
+                 session_signal="tool_error", signal_request_id="before", cache="miss")
+    stored = {**plain, **odd, "request_id": ("odd" * 40)[:64], "requested_model": "m" * 256, "served_model": "sx",
+              "rule": "r\ufffd", "detail": "nul  and \ufffd surrogate\n", "error_type": "e" * 64}
+    return LedgerEntry(**{**plain, **odd}), stored
+
+
+def every_pair_column() -> tuple[ShadowPair, dict]:
+    values = dict(request_id="p" * 70, rule="mini", draft_model="haiku", verifier_model="v" * 300, confidence=0.5,
+                  accepted=False, draft_answer="a\x00b \ud800", verifier_answer="fine", label=True, method="judge",
+                  draft_cost=0.001, verifier_cost=0.01, shadow_cost=0.002, ts=1_700_000_001.5)
+    return ShadowPair(**values), {**values, "request_id": "p" * 64, "verifier_model": "v" * 256,
+                                  "draft_answer": "ab \ufffd"}
+
+
+async def _every_column_round_trips(url: str) -> None:
+    """Each column comes back as written (text fitted); a value the database refuses fails its batch, not the writer."""
+    entry_, stored = every_column()
+    pair, pair_stored = every_pair_column()
+    assert {c.name for c in requests_table.c} - {"id"} == {k for k in stored if getattr(entry_, k) is not None}
+    assert {c.name for c in shadow_pairs_table.c} - {"id"} == set(pair_stored)
+    ledger = await Ledger(url, retention_days=None).start()
+    ledger.record(entry_)
+    ledger.record(pair)
+    await ledger.flush()
+    ledger.record(entry(accepted="yes"))  # not a boolean: refused
+    await ledger.flush()
+    assert (ledger.written, ledger.dropped) == (2, 1)
+    ledger.record(entry(request_id="after"))
+    await ledger.flush()
+    rows, pairs = await ledger.rows(), await ledger.shadow_pairs()
+    await ledger.aclose()
+    assert [r["request_id"] for r in rows] == [stored["request_id"], "after"]
+    assert {k: v for k, v in rows[0].items() if k != "id"} == stored
+    assert {k: v for k, v in pairs[0].items() if k != "id"} == pair_stored
+    booleans = [rows[0][k] for k in ("accepted", "stream", "cancelled")] + [pairs[0]["accepted"], pairs[0]["label"]]
+    assert [type(value) for value in booleans] == [bool] * 5 and isinstance(rows[0]["cost"], float)
+
+
+async def test_every_column_round_trips_on_sqlite(tmp_path):
+    await _every_column_round_trips(f"sqlite:///{tmp_path / 'every.db'}")
+
+
+async def test_every_column_round_trips_on_postgresql(pg_url):
+    await _every_column_round_trips(pg_url[0])
+
+
+async def test_a_driver_with_named_parameters_gets_rows_by_name(tmp_path):
+    """The INSERT is compiled for the engine's paramstyle: a named one is fed dicts, not tuples."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from cascadeflow.store.ledger import _Insert
+
+    url = f"sqlite:///{tmp_path / 'named.db'}"
+    ledger = await Ledger(url, retention_days=None).start()
+    engine = create_async_engine(database_url(url), paramstyle="named")
+    insert = _Insert.compile(requests_table, LedgerEntry, engine.dialect)
+    entry_, stored = every_column()
+    async with engine.begin() as conn:
+        await insert.write(conn, [entry_])
+    await engine.dispose()
+    rows = await ledger.rows()
+    await ledger.aclose()
+    assert insert.names is not None and ":request_id" in insert.sql
+    assert {k: v for k, v in rows[0].items() if k != "id"} == stored
