@@ -48,6 +48,7 @@ def openai_events(draw: st.DrawFn) -> list[bytes]:
     delta = st.one_of(
         TEXT.map(lambda t: chunk({"content": t})),
         TEXT.map(lambda t: chunk({"content": t}, usage=None)),
+        TEXT.map(lambda t: chunk({"content": t}, usage={"prompt_tokens": 3, "completion_tokens": 4})),  # vLLM-style
         TEXT.map(lambda t: chunk({"reasoning_content": t})),
         TEXT.map(lambda t: chunk({"tool_calls": [{"index": 0, "function": {"arguments": t}}]})),
     )
@@ -96,9 +97,13 @@ def test_a_tap_reads_chunks_of_whole_events_as_it_reads_small_pieces(dialect, da
     """Pieces of 7 bytes never hold a whole event (the shortest has 10), so they are always decoded event by event."""
     events_of, make = TAPS[dialect]
     events = data.draw(st.composite(events_of)())
-    cuts = sorted(data.draw(st.sets(st.integers(0, len(events)), max_size=6)))  # chunks of whole events
-    chunks = [b"".join(events[a:b]) for a, b in zip([0, *cuts], [*cuts, len(events)]) if a < b]
     stream = b"".join(events)
+    if data.draw(st.booleans()):  # chunks of whole events
+        cuts = sorted(data.draw(st.sets(st.integers(0, len(events)), max_size=6)))
+        chunks = [b"".join(events[a:b]) for a, b in zip([0, *cuts], [*cuts, len(events)]) if a < b]
+    else:  # cut anywhere: some chunks end inside an event, the next ones are read whole or by events again
+        cuts = sorted(data.draw(st.sets(st.integers(0, len(stream)), max_size=8)))
+        chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)]) if a < b]
     assert read(make(), chunks) == read(make(), [stream[i:i + 7] for i in range(0, len(stream), 7)])
 
 

@@ -14,7 +14,7 @@ import orjson
 from ..errors import ErrorKind, RequestError
 from ..usage import Usage
 from .mapping import anthropic_usage_dict
-from .sse import JSON_STRING, StreamTap, counted_deltas, encode_event, json_object
+from .sse import JSON_STRING, StreamTap, encode_event, json_object
 
 __all__ = ["ERROR_TYPES", "error_body", "stream_error", "check_request", "response_usage", "AnthropicStreamTap"]
 
@@ -94,12 +94,15 @@ class AnthropicStreamTap(StreamTap):
 
     __slots__ = ()
 
-    def feed(self, chunk: bytes) -> bytes:
+    def _delta(self, raw: bytes) -> int | None:
+        if raw.startswith(_DELTA_HEAD) and raw.endswith(b"}") and raw.count(b"\n") == 1 \
+                and raw.count(b'"delta"') == 1:
+            found = _DELTA.search(raw)
+            return None if found is None else len(found[1])
+        return None
+
+    def _events(self, chunk: bytes) -> bytes:
         """Inspect ``chunk``; return the bytes to forward (all, up to a malformed event)."""
-        deltas = counted_deltas(self._decoder, chunk, _DELTA_HEAD, 3, _DELTA)
-        if deltas is not None:  # the usual chunk: deltas only, counted without a Python step per event
-            self.generated_chars += sum(map(len, deltas))
-            return chunk
         for event in self._decoder.feed(chunk):
             if not event.well_formed:
                 return self._malformed(chunk, event)

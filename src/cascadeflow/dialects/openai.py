@@ -14,7 +14,7 @@ import orjson
 
 from ..errors import ErrorKind, RequestError
 from ..usage import Usage
-from .sse import JSON_STRING, StreamTap, counted_deltas, encode_event, json_object
+from .sse import JSON_STRING, StreamTap, encode_event, json_object
 
 __all__ = ["ERROR_TYPES", "error_body", "stream_error", "check_request", "check_tools", "response_usage", "OpenAIStreamTap",
            "fit_for_reasoning"]
@@ -132,13 +132,16 @@ class OpenAIStreamTap(StreamTap):
         super().__init__()
         self._strip_usage = strip_usage
 
-    def feed(self, chunk: bytes) -> bytes:
-        contents = counted_deltas(self._decoder, chunk, b"data: {", 2, _CONTENT)
-        if contents is not None and b'"usage":{' not in chunk and b'"usage": {' not in chunk:
-            # the usual chunk: content deltas only, none with usage, counted without a Python step per event
-            self.started = True
-            self.generated_chars += sum(map(len, contents))
-            return chunk
+    _DELTA_STARTS = True
+
+    def _delta(self, raw: bytes) -> int | None:
+        if raw.startswith(b"data: {") and raw.endswith(b"}") and b"\n" not in raw and raw.count(b'"delta"') == 1 \
+                and b'"usage":{' not in raw and b'"usage": {' not in raw:
+            found = _CONTENT.search(raw)
+            return None if found is None else len(found[1])
+        return None
+
+    def _events(self, chunk: bytes) -> bytes:
         events = self._decoder.feed(chunk)
         if not self._strip_usage:
             for event in events:

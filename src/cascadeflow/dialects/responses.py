@@ -16,7 +16,7 @@ import orjson
 from ..errors import ErrorKind, RequestError
 from ..usage import Usage
 from .openai import ERROR_TYPES, check_tools, error_body
-from .sse import JSON_STRING, StreamTap, counted_deltas, encode_event, json_object
+from .sse import JSON_STRING, StreamTap, encode_event, json_object
 
 __all__ = ["error_body", "stream_error", "check_request", "response_usage", "usage_dict", "ResponsesStreamTap",
            "TERMINAL_EVENTS"]
@@ -90,13 +90,16 @@ class ResponsesStreamTap(StreamTap):
 
     __slots__ = ()
 
-    def feed(self, chunk: bytes) -> bytes:
-        deltas = counted_deltas(self._decoder, chunk, b"event: response.", 3, _DELTA)
-        if deltas is not None and chunk.count(b".delta\ndata: {") == len(deltas):
-            # the usual chunk: deltas only (each event's name ends in .delta), counted without a Python step per event
-            self.started = True
-            self.generated_chars += sum(map(len, deltas))
-            return chunk
+    _DELTA_STARTS = True
+
+    def _delta(self, raw: bytes) -> int | None:
+        if raw.startswith(b"event: response.") and raw.endswith(b"}") and raw.count(b"\n") == 1 \
+                and b".delta\ndata: {" in raw and raw.count(b'"delta"') == 1:
+            found = _DELTA.search(raw)
+            return None if found is None else len(found[1])
+        return None
+
+    def _events(self, chunk: bytes) -> bytes:
         for event in self._decoder.feed(chunk):
             if not event.well_formed:
                 return self._malformed(chunk, event)

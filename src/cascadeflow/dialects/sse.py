@@ -7,14 +7,13 @@ notice whether the stream ended properly.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import orjson
 
 from ..usage import Usage
 
-__all__ = ["JSON_STRING", "SSEEvent", "SSEDecoder", "StreamTap", "counted_deltas", "encode_event", "json_object"]
+__all__ = ["JSON_STRING", "SSEEvent", "SSEDecoder", "StreamTap", "encode_event", "json_object"]
 
 #: a JSON string's contents on one line (escapes included, as their bytes): what the taps count of a delta
 JSON_STRING = rb'([^"\\\r\n]*(?:\\[^\r\n][^"\\\r\n]*)*)'
@@ -112,27 +111,6 @@ def _parse(raw: bytes) -> SSEEvent | None:
     return SSEEvent(name, b"\n".join(data), raw)
 
 
-def counted_deltas(decoder: SSEDecoder, chunk: bytes, head: bytes, lines: int,
-                   strings: re.Pattern[bytes]) -> list[bytes] | None:
-    """The delta strings (``strings``' one group) of ``chunk``'s events, where the chunk is nothing but whole events
-    that each begin with ``head``, hold ``lines`` line breaks (their ``event:`` and ``data:`` lines' and the blank
-    line's) and JSON object data on one line, with one ``"delta"`` apiece (and ``decoder`` holds no part of an
-    earlier event); else None.
-
-    A stream's usual chunk is one or a few deltas: counting its bytes in a few C calls tells this, where
-    decoding the events one by one costs a few µs of Python each. The counts leave no other reading: the
-    chunk's ``\\n\\n`` are its events' ends, each followed by ``head`` or the end, and no event has a line
-    break more than ``head`` and its end give it.
-    """
-    events = chunk.count(b"\n\n")
-    if (not events or decoder.pending or not chunk.startswith(head) or not chunk.endswith(b"}\n\n")
-            or chunk.count(b"\n") != lines * events or chunk.count(b"}\n\n" + head) != events - 1 or b"\r" in chunk
-            or chunk.count(b'"delta"') != events):
-        return None
-    found = strings.findall(chunk)
-    return found if len(found) == events else None
-
-
 def json_object(data: bytes) -> dict:
     """An event's data parsed as a JSON object; ``{}`` for anything else (a tap never raises)."""
     try:
@@ -145,11 +123,14 @@ def json_object(data: bytes) -> dict:
 class StreamTap:
     """What every dialect's stream tap keeps while the stream's bytes are forwarded unchanged.
 
-    Subclasses read their dialect's events in ``feed``; the state here is what the relay,
-    the ledger and the pricing of a cut stream read back.
+    Subclasses read their dialect's events in :meth:`_events` and tell a plain delta from its bytes in
+    :meth:`_delta`; the state here is what the relay, the ledger and the pricing of a cut stream read back.
     """
 
     __slots__ = ("_decoder", "usage", "complete", "error", "started", "malformed", "generated_chars")
+
+    #: a plain delta says the stream has started (its dialect's decoder says so of every event)
+    _DELTA_STARTS = False
 
     def __init__(self) -> None:
         self._decoder = SSEDecoder()
@@ -161,6 +142,54 @@ class StreamTap:
         self.started = False
         #: None, or the separator the error event needs: the upstream sent an event that is not JSON
         self.malformed: bytes | None = None
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Read ``chunk`` on the side; the bytes to forward (all of them, unless an event is malformed, or the
+        dialect drops one).
+
+        Most of a stream's events are plain deltas (a few words of text each): their size is read off their
+        bytes (:meth:`_delta`: a few C calls) instead of decoding each one (several µs of Python), and the
+        other events are decoded in order, run by run. A chunk that ends inside an event, or follows one
+        that did, is decoded whole.
+        """
+        if self._decoder.pending or not chunk.endswith(b"\n\n"):
+            return self._events(chunk)
+        out: list[bytes] = []
+        start = pos = 0
+        deltas = True  # the run of events that began at ``start`` is of plain deltas (else of other events)
+        for raw in chunk.split(b"\n\n")[:-1]:
+            size = self._delta(raw)
+            if (size is not None) != deltas:  # a run ends here
+                if start < pos and not self._pass(out, chunk, start, pos, deltas):
+                    return b"".join(out)
+                start, deltas = pos, size is not None
+            if size is not None:
+                self.generated_chars += size
+                self.started = self.started or self._DELTA_STARTS
+            pos += len(raw) + 2
+        if start == 0 and deltas:
+            return chunk  # the usual chunk: deltas only
+        self._pass(out, chunk, start, pos, deltas)
+        return b"".join(out)
+
+    def _pass(self, out: list[bytes], chunk: bytes, start: int, end: int, deltas: bool) -> bool:
+        """Add a run of ``chunk``'s events to ``out``: deltas as they are, others as :meth:`_events` reads them;
+        False when that found a malformed event (the stream ends there)."""
+        if deltas:
+            out.append(chunk[start:end])
+            return True
+        out.append(self._events(chunk[start:end] if start or end < len(chunk) else chunk))
+        return self.malformed is None
+
+    def _events(self, chunk: bytes) -> bytes:
+        """Decode ``chunk`` event by event and read what each says; the bytes to forward."""
+        raise NotImplementedError
+
+    def _delta(self, raw: bytes) -> int | None:
+        """The size of a plain delta's string, read off the event's bytes (``raw``: without its blank line);
+        None for any other event, which :meth:`_events` then reads. A plain delta is a well-formed event
+        (JSON object data on one line) whose decoding would only add that size to ``generated_chars``."""
+        return None
 
     def _malformed(self, chunk: bytes, event: SSEEvent) -> bytes:
         """Forward what came before the bad event; the relay ends the stream with an error event."""
