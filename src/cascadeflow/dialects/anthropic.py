@@ -94,10 +94,10 @@ class AnthropicStreamTap(StreamTap):
 
     __slots__ = ()
 
-    def _delta(self, raw: bytes) -> int | None:
-        if raw.startswith(_DELTA_HEAD) and raw.endswith(b"}") and raw.count(b"\n") == 1 \
-                and raw.count(b'"delta"') == 1:
-            found = _DELTA.search(raw)
+    def _delta(self, chunk: bytes, start: int, end: int) -> int | None:
+        if chunk.startswith(_DELTA_HEAD, start) and chunk.endswith(b"}", start, end) \
+                and chunk.count(b"\n", start, end) == 1 and chunk.count(b'"delta"', start, end) == 1:
+            found = _DELTA.search(chunk, start, end)
             return None if found is None else len(found[1])
         return None
 

@@ -134,10 +134,11 @@ class OpenAIStreamTap(StreamTap):
 
     _DELTA_STARTS = True
 
-    def _delta(self, raw: bytes) -> int | None:
-        if raw.startswith(b"data: {") and raw.endswith(b"}") and b"\n" not in raw and raw.count(b'"delta"') == 1 \
-                and b'"usage":{' not in raw and b'"usage": {' not in raw:
-            found = _CONTENT.search(raw)
+    def _delta(self, chunk: bytes, start: int, end: int) -> int | None:
+        if chunk.startswith(b"data: {", start) and chunk.endswith(b"}", start, end) \
+                and chunk.find(b"\n", start, end) < 0 and chunk.count(b'"delta"', start, end) == 1 \
+                and chunk.find(b'"usage":{', start, end) < 0 and chunk.find(b'"usage": {', start, end) < 0:
+            found = _CONTENT.search(chunk, start, end)
             return None if found is None else len(found[1])
         return None
 

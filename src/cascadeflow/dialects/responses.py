@@ -92,10 +92,11 @@ class ResponsesStreamTap(StreamTap):
 
     _DELTA_STARTS = True
 
-    def _delta(self, raw: bytes) -> int | None:
-        if raw.startswith(b"event: response.") and raw.endswith(b"}") and raw.count(b"\n") == 1 \
-                and b".delta\ndata: {" in raw and raw.count(b'"delta"') == 1:
-            found = _DELTA.search(raw)
+    def _delta(self, chunk: bytes, start: int, end: int) -> int | None:
+        if chunk.startswith(b"event: response.", start) and chunk.endswith(b"}", start, end) \
+                and chunk.count(b"\n", start, end) == 1 and chunk.find(b".delta\ndata: {", start, end) >= 0 \
+                and chunk.count(b'"delta"', start, end) == 1:
+            found = _DELTA.search(chunk, start, end)
             return None if found is None else len(found[1])
         return None
 

@@ -157,8 +157,9 @@ class StreamTap:
         out: list[bytes] = []
         start = pos = 0
         deltas = True  # the run of events that began at ``start`` is of plain deltas (else of other events)
-        for raw in chunk.split(b"\n\n")[:-1]:
-            size = self._delta(raw)
+        while pos < len(chunk):
+            end = chunk.find(b"\n\n", pos)  # the chunk ends with one: found
+            size = self._delta(chunk, pos, end)
             if (size is not None) != deltas:  # a run ends here
                 if start < pos and not self._pass(out, chunk, start, pos, deltas):
                     return b"".join(out)
@@ -166,7 +167,7 @@ class StreamTap:
             if size is not None:
                 self.generated_chars += size
                 self.started = self.started or self._DELTA_STARTS
-            pos += len(raw) + 2
+            pos = end + 2
         if start == 0 and deltas:
             return chunk  # the usual chunk: deltas only
         self._pass(out, chunk, start, pos, deltas)
@@ -185,10 +186,11 @@ class StreamTap:
         """Decode ``chunk`` event by event and read what each says; the bytes to forward."""
         raise NotImplementedError
 
-    def _delta(self, raw: bytes) -> int | None:
-        """The size of a plain delta's string, read off the event's bytes (``raw``: without its blank line);
-        None for any other event, which :meth:`_events` then reads. A plain delta is a well-formed event
-        (JSON object data on one line) whose decoding would only add that size to ``generated_chars``."""
+    def _delta(self, chunk: bytes, start: int, end: int) -> int | None:
+        """The size of a plain delta's string, read off the bytes of the event at ``chunk[start:end]`` (its blank
+        line excluded; read in place, not copied); None for any other event, which :meth:`_events` then reads.
+        A plain delta is a well-formed event (JSON object data on one line) whose decoding would only add that
+        size to ``generated_chars``."""
         return None
 
     def _malformed(self, chunk: bytes, event: SSEEvent) -> bytes:
