@@ -45,6 +45,8 @@ log = logging.getLogger("cascadeflow.gateway")
 
 SHUTDOWN_MESSAGE = "the gateway is shutting down (server.shutdown_timeout passed); retry the request"
 _INTERNAL_MESSAGE = "internal gateway error while streaming the answer; see the gateway log"
+#: a stream gives the event loop a turn after this many chunks (see ``GatewayStream.__call__``)
+_TURN_EVERY = 8
 _WIRES = {"anthropic": anthropic_wire, "openai": openai_wire, "responses": responses_wire}
 #: the last event a finished stream sends, per dialect (checked only on the error path)
 _ENDINGS = {
@@ -103,14 +105,19 @@ class GatewayStream(Response):
                 await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
                 source = self._source.__aiter__()
                 self._started = True
+                sent = 0
                 async for chunk in source:
                     if chunk:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                         tail = chunk
-                        # uvicorn's send returns without yielding while its buffer has room: without a turn here a
-                        # stream whose chunks are already read keeps the loop, and at concurrency the others wait
-                        # (streams at 10 concurrent: p99 ~50 ms without it, ~9 ms with it; p50 and CPU the same)
-                        await asyncio.sleep(0)
+                        sent += 1
+                        if not sent % _TURN_EVERY:
+                            # uvicorn's send returns without yielding while its buffer has room: without a turn
+                            # now and then a stream whose chunks are already read keeps the loop, and at
+                            # concurrency the others wait (streams at 10 concurrent: p99 ~50 ms without it, ~9 ms
+                            # with it). Not after every chunk: a stream generated token by token waits for each
+                            # one anyway, and a turn costs ~3 µs a chunk (``benchmarks/floor.py --chunk-delay``)
+                            await asyncio.sleep(0)
                 outcome = StreamOutcome.COMPLETE
             except asyncio.CancelledError:
                 # our watcher's (the client left), else the server's: past its shutdown deadline
