@@ -19,7 +19,6 @@ __all__ = ["JSON_STRING", "SSEEvent", "SSEDecoder", "StreamTap", "encode_event",
 JSON_STRING = rb'([^"\\\r\n]*(?:\\[^\r\n][^"\\\r\n]*)*)'
 
 
-
 @dataclass(slots=True)
 class SSEEvent:
     """One complete event: its ``event:`` name (or None), its data, and its raw bytes.

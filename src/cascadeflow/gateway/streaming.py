@@ -116,7 +116,7 @@ class GatewayStream(Response):
                             # now and then a stream whose chunks are already read keeps the loop, and at
                             # concurrency the others wait (streams at 10 concurrent: p99 ~50 ms without it, ~9 ms
                             # with it). Not after every chunk: a stream generated token by token waits for each
-                            # one anyway, and a turn costs ~3 µs a chunk (``benchmarks/floor.py --chunk-delay``)
+                            # one anyway, and a turn costs ~3 µs (an ``asyncio.sleep(0)`` under uvloop here)
                             await asyncio.sleep(0)
                 outcome = StreamOutcome.COMPLETE
             except asyncio.CancelledError:
