@@ -151,6 +151,7 @@ def test_a_chunk_of_deltas_is_read_in_bulk_and_counted_as_its_strings_bytes():
         tap._decoder = decoder = CountingDecoder()
         assert tap.feed(chunk) == chunk
         assert decoder.fed == 0 and tap.generated_chars == deltas * counted
+        assert tap.started is not isinstance(tap, AnthropicStreamTap)  # as decoding would say (message_start does)
         assert tap.feed(b"event: ping\ndata: {}\n\n" if isinstance(tap, AnthropicStreamTap) else b"data: {}\n\n")
         assert decoder.fed == 1  # anything else is decoded event by event
     # a delta whose data spans two lines (SSE joins them): decoded as the SSE spec reads it, not counted in bulk

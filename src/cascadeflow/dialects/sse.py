@@ -154,23 +154,32 @@ class StreamTap:
         if self._decoder.pending or not chunk.endswith(b"\n\n"):
             return self._events(chunk)
         out: list[bytes] = []
-        start = pos = 0
+        start = pos = counted = 0
+        seen = False  # a plain delta (its string may be empty)
         deltas = True  # the run of events that began at ``start`` is of plain deltas (else of other events)
         while pos < len(chunk):
             end = chunk.find(b"\n\n", pos)  # the chunk ends with one: found
             size = self._delta(chunk, pos, end)
             if (size is not None) != deltas:  # a run ends here
                 if start < pos and not self._pass(out, chunk, start, pos, deltas):
+                    self._counted(seen, counted)
                     return b"".join(out)
                 start, deltas = pos, size is not None
             if size is not None:
-                self.generated_chars += size
-                self.started = self.started or self._DELTA_STARTS
+                counted += size
+                seen = True
             pos = end + 2
+        self._counted(seen, counted)
         if start == 0 and deltas:
             return chunk  # the usual chunk: deltas only
         self._pass(out, chunk, start, pos, deltas)
         return b"".join(out)
+
+    def _counted(self, seen: bool, size: int) -> None:
+        """Add what a chunk's plain deltas (those before a malformed event, if any) generated."""
+        if seen:
+            self.generated_chars += size
+            self.started = self.started or self._DELTA_STARTS
 
     def _pass(self, out: list[bytes], chunk: bytes, start: int, end: int, deltas: bool) -> bool:
         """Add a run of ``chunk``'s events to ``out``: deltas as they are, others as :meth:`_events` reads them;
