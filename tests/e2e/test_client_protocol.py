@@ -180,6 +180,16 @@ def test_gateway_made_anthropic_errors_carry_a_request_id(gw, sim):
     assert calls(sim) == []
 
 
+def test_a_repeated_header_counts_by_its_first_value(gw, sim):
+    """Headers are read off the raw list once; where a name comes twice the first value counts, as starlette has it."""
+    headers = [("x-request-id", "first-id"), ("x-request-id", "second-id"), ("anthropic-version", "2023-06-01"),
+               ("content-type", "application/json")]
+    with httpx.Client(base_url=gw.url, timeout=30) as http:
+        answer = http.post("/v1/messages", headers=headers, content=json.dumps(
+            {"model": HAIKU, "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}))
+    assert answer.status_code == 200 and answer.headers["x-request-id"] == "first-id"
+
+
 def test_anthropic_models_listing_has_limits_and_capabilities(gw, sim):
     from cascadeflow.pricing import ModelRegistry
 

@@ -78,14 +78,14 @@ async def embeddings(request: Request) -> Response:
 
 async def _forward(request: Request, dialect: str, path: str, *, count: bool = False) -> Response:
     gateway: Gateway = request.app.state.gateway
-    request_id = request.headers.get("x-request-id")
+    headers = _headers(request)
+    request_id = headers.get("x-request-id")
     if not request_id:
         request_id = gateway.new_request_id()
         REQUEST_ID.set(request_id)  # the log lines of this request carry it (this task serves one request)
     info = RequestInfo(path, dialect, "", False, request_id[:64])
     plan = "pass_through"
     try:
-        headers = dict(request.headers)
         info.identity = identity = await gateway.auth.identify(headers)  # before the body is read: refuse cheaply
         received = await read_body(request, gateway.config.server.max_body_bytes,
                                    gateway.config.server.request_read_timeout)
@@ -366,6 +366,13 @@ def _cache_hit(gateway: Gateway, info: RequestInfo, rule, answer: CachedAnswer, 
     if info.stream:
         return Response(payload, 200, headers={**headers, **_SSE_HEADERS}, media_type="text/event-stream")
     return Response(payload, 200, headers=headers, media_type="application/json")
+
+
+def _headers(request: Request) -> dict[str, str]:
+    """The request's headers as a dict, the first of a repeated name winning (as in starlette's ``Headers``), read
+    off the raw list once: ``dict(request.headers)`` looks each name up again along the list (O(n²): ~32 µs for
+    Claude Code's twenty headers here, against ~9)."""
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(request.scope["headers"])}
 
 
 class _ClientLeft(Exception):
