@@ -6,7 +6,7 @@ The project's performance aim is stated as a share of that floor (docs/operation
 script measures both in one run, so the ratio holds across machines and days where the
 absolute figures do not.
 
-    python benchmarks/floor.py [--requests 1500] [--concurrency 10] [--rounds 2] [--dialect anthropic]
+    python benchmarks/floor.py [--requests 1500] [--concurrency 10] [--rounds 2] [--dialect anthropic [--model M]]
                                [--words N [--chunk-delay MS]]
 
 The simulated provider and this load generator run on one CPU; the gateway (one worker, its
@@ -24,6 +24,10 @@ N/3 deltas, each of which the gateway reads (usage, the end of the stream, what 
 floor only relays. The simulator writes a stream's events at once, so a proxy reads most of a stream in
 one chunk, as a busy one does; ``--chunk-delay MS`` spaces them (an upstream generating token by
 token): each chunk then holds one event, and each costs the proxies their per-chunk work.
+
+The scenarios name models with flat prices; ``--model`` names another (with ``--dialect``), such as one
+whose price is tiered by the prompt's size (``claude-sonnet-4-5``, ``gpt-5.4``), which the gateway prices
+in closed form (:mod:`cascadeflow.tiered_prices`; through genai-prices it cost ~250 µs a request).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import orjson
 from _common import free_port, gateway_env, wait_ready
 from overhead import ANTHROPIC_BODY, OPENAI_BODY, RESPONSES_BODY, cpu_ns, pinned, run_load
 
@@ -116,6 +121,8 @@ async def main_async(args: argparse.Namespace) -> None:
             headers = {**headers, "content-type": "application/json"}
             for stream in (False, True):
                 body = template % (b',"stream":true' if stream else b"")
+                if args.model:  # the scenario's request, for another model (routed by the same path)
+                    body = orjson.dumps({**orjson.loads(body), "model": args.model})
                 figures: dict[str, list[tuple[float, float, int]]] = {"floor": [], "gateway": []}
                 for round_ in range(args.rounds):
                     order = ("floor", "gateway") if round_ % 2 == 0 else ("gateway", "floor")
@@ -145,10 +152,14 @@ def main() -> None:
                         "default, 6-15)")
     parser.add_argument("--chunk-delay", type=float, default=0.0, metavar="MS",
                         help="with --words: the simulator waits this long between a stream's events")
+    parser.add_argument("--model", help="with --dialect: the requests name this model (e.g. one whose price is "
+                        "tiered, such as claude-sonnet-4-5 or gpt-5.4)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--log-level", choices=["warning", "info"], default="warning",
                         help="info: the gateway writes its JSON request line for every request (to /dev/null)")
     args = parser.parse_args()
+    if args.model and not args.dialect:
+        parser.error("--model needs --dialect (a model is served in its own dialect's scenarios)")
     if uvloop is not None:
         uvloop.install()
     asyncio.run(main_async(args))

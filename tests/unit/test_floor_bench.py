@@ -21,8 +21,9 @@ def bench(name: str, *args: str) -> str:
 
 
 def test_floor_measures_both_proxies_on_json_and_spaced_streams_without_errors():
-    out = bench("floor.py", "--requests", "40", "--rounds", "1", "--dialect", "openai", "--words", "30",
-                "--chunk-delay", "0.2")
+    # gpt-5.4: a model whose price is tiered (priced in closed form, cascadeflow.tiered_prices)
+    out = bench("floor.py", "--requests", "40", "--rounds", "1", "--dialect", "openai", "--model", "gpt-5.4",
+                "--words", "30", "--chunk-delay", "0.2")
     rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| openai")}
     assert set(rows) == {"openai json", "openai stream"}
     for row in rows.values():
@@ -32,6 +33,12 @@ def test_floor_measures_both_proxies_on_json_and_spaced_streams_without_errors()
         assert float(floor_cpu) > 0 and float(gateway_cpu) > 0 and float(floor_rps) > 0 and float(gateway_rps) > 0
         assert abs(float(ratio.rstrip("×")) - float(gateway_cpu) / float(floor_cpu)) < 0.02
         assert share == f"{float(floor_cpu) / float(gateway_cpu):.0%}"
+
+
+def test_floor_names_another_model_only_for_one_dialect():
+    done = subprocess.run([sys.executable, str(CHECKOUT / "benchmarks" / "floor.py"), "--model", "gpt-5.4"],
+                          capture_output=True, text=True, timeout=60, env=ENV)
+    assert done.returncode == 2 and "--model needs --dialect" in done.stderr
 
 
 def test_stream_taps_prints_a_cost_per_event_for_each_dialect_and_chunking():
