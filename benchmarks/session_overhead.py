@@ -43,7 +43,7 @@ current x86 core: about 10 µs), two alternating rounds against the tree before 
 median of a next turn before the answer at 10 / 50 / 200 blocks: warm 134–181 / 117–129 / 115–147 µs,
 ``--interleave 32`` 73–95 / 85–115 / 122–154 µs, ``--cold`` 386–417 / 355–371 / 312–443 µs; in all (the
 record included) 169–217 / 155–170 / 158–193 µs warm. ``--bytecode``: 4,124 instructions before the answer,
-5,334 / 5,424 / 5,424 in all. Runs move by a third here; docs/cascade.md has the table, the tree before,
+5,334 / 5,424 / 5,424 in all (4,187 and 5,427 / 5,517 / 5,517 since: docs/cascade.md). Runs move by a third here; docs/cascade.md has the table, the tree before,
 and what the figures say about the 0.1 ms budget (not met on this machine).
 """
 

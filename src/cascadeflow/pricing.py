@@ -95,10 +95,10 @@ class ModelInfo:
             return self.price.cost(usage)
         if self.rates is not None:  # tiered, in closed form (the same figures as genai-prices', ~100× faster)
             rates = self.rates
-            total = rates.cost(usage.input_tokens, usage.output_tokens, usage.cache_read_tokens,
-                               usage.cache_write_tokens)
+            total = rates.cost(usage.input_tokens, usage.output_tokens, usage.cache_write_tokens,
+                               usage.cache_read_tokens)
             if usage.cache_write_1h_tokens:  # the 1-hour writes' premium over the 5-minute rate, at this size's tier
-                per_input, _, _, per_write = rates.rates_at(
+                per_input, _, per_write, _ = rates.rates_at(
                     usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens)
                 total += usage.cache_write_1h_tokens * max(0.0, _WRITE_1H_PER_INPUT * per_input - per_write)
             return total + usage.web_searches * WEB_SEARCH_USD

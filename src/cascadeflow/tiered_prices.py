@@ -22,25 +22,25 @@ from genai_prices import Usage as GenaiUsage
 
 __all__ = ["TieredRates", "compile_tiers"]
 
-#: the genai-prices keys of the four rates, in :class:`TieredRates`' order
-_KEYS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")
+#: the genai-prices keys of the four rates, in :class:`TieredRates`' order (:class:`.Usage`'s)
+_KEYS = ("input_mtok", "output_mtok", "cache_write_mtok", "cache_read_mtok")
 #: the largest relative difference from genai-prices' figure a probe may show (float against Decimal rounding)
 _TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
 class TieredRates:
-    """USD per token of (plain input, output, cache read, cache write), per tier of the prompt's size."""
+    """USD per token of (plain input, output, cache write, cache read), per tier of the prompt's size."""
 
     #: each tier's start in prompt tokens, ascending: a prompt of more than ``starts[i]`` tokens pays ``rates[i + 1]``
     starts: tuple[int, ...]
     #: the base rates first, then each tier's
     rates: tuple[tuple[float, float, float, float], ...]
 
-    def cost(self, plain: int, output: int, read: int, write: int) -> float:
-        """USD for these token counts; the tier is the whole prompt's (``plain + read + write``)."""
-        p, o, r, w = self.rates[bisect_left(self.starts, plain + read + write)]
-        return plain * p + output * o + read * r + write * w
+    def cost(self, plain: int, output: int, write: int, read: int) -> float:
+        """USD for these token counts; the tier is the whole prompt's (``plain + write + read``)."""
+        p, o, w, r = self.rates[bisect_left(self.starts, plain + write + read)]
+        return plain * p + output * o + write * w + read * r
 
     def rates_at(self, prompt: int) -> tuple[float, float, float, float]:
         """The four rates a prompt of ``prompt`` tokens pays."""
@@ -60,8 +60,8 @@ def compile_tiers(prices: object) -> TieredRates | None:
     rates = []
     for region in range(len(starts) + 1):
         prompt = 0 if region == 0 else starts[region - 1] + 1  # a prompt in this region pays what every one in it pays
-        plain, output, read, write = (_rate(values[key], prompt) for key in _KEYS)
-        rates.append((plain, output, plain if read is None else read, plain if write is None else write))
+        plain, output, write, read = (_rate(values[key], prompt) for key in _KEYS)
+        rates.append((plain, output, plain if write is None else write, plain if read is None else read))
     compiled = TieredRates(tuple(starts), tuple(rates))  # type: ignore[arg-type]
     return compiled if _agrees(compiled, prices) else None
 
@@ -100,6 +100,6 @@ def _agrees(compiled: TieredRates, prices: object) -> bool:
             expected = float(prices.calc_price(usage)["total_price"])  # type: ignore[attr-defined]
         except Exception:  # noqa: BLE001 - genai-prices refusing a probe: this model is not of this form
             return False
-        if abs(compiled.cost(plain, output, read, write) - expected) > _TOLERANCE * max(abs(expected), 1e-12):
+        if abs(compiled.cost(plain, output, write, read) - expected) > _TOLERANCE * max(abs(expected), 1e-12):
             return False
     return True

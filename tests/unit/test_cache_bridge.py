@@ -189,3 +189,42 @@ def test_the_record_counts_the_split_the_economics_priced_as_the_upstream_read_i
         turn.end([(DRAFT, usage)], drafted=True, accepted=True, served=usage, tool_ids=[])
         book.settle(turn)
         assert state.shadows[DRAFT].entries == expected.entries
+
+
+def test_the_decision_prices_a_tiered_draft_at_the_tier_of_the_conversations_size():
+    """claude-haiku-5-5's rates rise past a prompt size (genai-prices' tiers; every token then pays the tier's
+    rate): the economics price the draft at the tier the conversation is in, not at the base, and a flat
+    price the same at any size."""
+    from cascadeflow import Usage
+    from cascadeflow.cascade.session import SessionBook, Turn
+    from cascadeflow.pricing import ModelRegistry
+    from cascadeflow.sessions.state import MemorySessions, SessionState
+
+    registry = ModelRegistry()
+    tiers = registry.info(DRAFT).rates  # type: ignore[union-attr]
+    assert tiers is not None and tiers.starts, "claude-haiku-5-5's price is tiered in genai-prices' data"
+    above = tiers.starts[0] + 50_000
+    book = SessionBook(MemorySessions(), registry)
+    base, upper = book.rates(DRAFT, 1_000), book.rates(DRAFT, above)
+    assert base is not None and upper is not None and upper[0] > base[0]
+    assert upper[0] == registry.cost(DRAFT, Usage(above, 0)) / above  # type: ignore[operator]
+    assert base[0] == registry.cost(DRAFT, Usage(1_000, 0)) / 1_000  # type: ignore[operator]
+    assert book.rates(MODEL, 1_000) == book.rates(MODEL, above)  # a flat price
+
+    flat = ModelRegistry()  # the draft at its base rates whatever the size: what the decision assumed before
+    plain, out, write, read = base
+    flat.register(DRAFT, provider="anthropic", input_per_mtok=plain * 1e6, output_per_mtok=out * 1e6,
+                  cache_read_per_mtok=read * 1e6, cache_write_per_mtok=write * 1e6)
+
+    def saving(registry: ModelRegistry, chars: int) -> float:
+        body = conversation(2, first=[{"type": "text", "text": "g" * chars}])
+        turn = Turn(SessionBook(MemorySessions(), registry), "k", SessionState(per_char=0.25), body, "anthropic",
+                    MODEL, lambda model: "anthropic", 1.0)
+        found = turn.economics([(DRAFT, 10, 1)], MODEL)[0]
+        assert found is not None
+        return found[1]
+
+    small = 8_000  # ~3k tokens at 0.25 a character: the base tier
+    assert saving(registry, small) == saving(flat, small)
+    large = above * 4  # past the tier's start
+    assert saving(registry, large) < saving(flat, large)

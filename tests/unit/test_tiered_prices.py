@@ -78,9 +78,9 @@ def test_a_prompt_past_a_tiers_start_pays_its_rate_on_every_token() -> None:
     assert rates is not None
     assert rates.cost(1_000, 100, 0, 0) == pytest.approx((1_000 * 1 + 100 * 5) / 1e6)  # at the start: the base
     assert rates.cost(1_001, 100, 0, 0) == pytest.approx((1_001 * 2 + 100 * 7.5) / 1e6)  # past it: all tokens
-    assert rates.cost(1, 0, 1_000, 0) == pytest.approx((1 * 2 + 1_000 * 0.1) / 1e6)  # cache reads count to the size
+    assert rates.cost(1, 0, 0, 1_000) == pytest.approx((1 * 2 + 1_000 * 0.1) / 1e6)  # cache reads count to the size
     # no cache write price: writes pay the input rate of their tier, as genai-prices has it
-    assert rates.cost(0, 0, 0, 2_000) == pytest.approx(2_000 * 2 / 1e6)
+    assert rates.cost(0, 0, 2_000, 0) == pytest.approx(2_000 * 2 / 1e6)
 
 
 def test_prices_of_another_form_stay_with_genai_prices() -> None:

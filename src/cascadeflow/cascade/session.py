@@ -35,6 +35,7 @@ import asyncio
 import hashlib
 import re
 import time
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from ..config import CascadeRule
 from ..pricing import ModelRegistry
 from ..sessions.cache import CacheShadow, CacheSplit, PromptShape, SeenPrompt
 from ..sessions.state import BASELINE, MemorySessions, Sessions, SessionState
+from ..tiered_prices import TieredRates
 from ..usage import Usage
 from .bridge import add_bridge, find_bridge, with_bridge
 from .economics import Prices, chain_savings, failure_chance, horizon
@@ -89,7 +91,8 @@ class SessionBook:
     def __init__(self, sessions: Sessions, registry: ModelRegistry, clock: Callable[[], float] = time.time) -> None:
         self.sessions, self.registry, self.clock = sessions, registry, clock
         self._saving: set[asyncio.Task] = set()
-        self._rates: dict[str, tuple[float, float, float, float] | None] = {}
+        #: per model, its rates: per tier (a tiered price) or flat (None: unpriced)
+        self._rates: dict[str, TieredRates | tuple[float, float, float, float] | None] = {}
         #: (conversation, cache rules) → its previous request's prompt, for :meth:`shape` (an LRU, bounded in size)
         self._seen: OrderedDict[tuple[str, str], SeenPrompt] = OrderedDict()
         self._seen_chars = 0
@@ -128,19 +131,32 @@ class SessionBook:
             state = await self.sessions.get(key)
         return Turn(self, key, state, body, dialect, requested, rules_for, self.clock(), request_id, raw)
 
-    def rates(self, model: str) -> tuple[float, float, float, float] | None:
-        """USD per token (input, output, cache write, cache read) for the decision's estimates, once per model.
+    def rates(self, model: str, prompt_tokens: int = 0) -> tuple[float, float, float, float] | None:
+        """USD per token (input, output, cache write, cache read) for the decision's estimates.
 
-        Tiered prices are taken at their first tier: a decision needs the order of magnitude, the
-        reported cost and baseline are priced exactly.
+        A tiered price gives the rates of the tier a prompt of ``prompt_tokens`` falls in (past a tier's
+        start every token pays it: ``claude-haiku-5-5``'s rates are five times its base above 100k tokens,
+        where Claude Code's sessions go); a price of another form is taken at its first tier, once per model.
+        The reported cost and baseline are priced exactly either way.
         """
-        if model not in self._rates:
-            cost = self.registry.cost
-            plain, out, write, read = (cost(model, Usage(1_000, 0, 0, 0)), cost(model, Usage(0, 1_000, 0, 0)),
-                                       cost(model, Usage(0, 0, 1_000, 0)), cost(model, Usage(0, 0, 0, 1_000)))
-            self._rates[model] = (None if plain is None or out is None or write is None or read is None
-                                  else (plain / 1_000, out / 1_000, write / 1_000, read / 1_000))
-        return self._rates[model]
+        if model in self._rates:
+            found = self._rates[model]
+        else:
+            found = self._rates[model] = self._model_rates(model)
+        if isinstance(found, TieredRates):
+            return found.rates[bisect_left(found.starts, prompt_tokens)]
+        return found
+
+    def _model_rates(self, model: str) -> TieredRates | tuple[float, float, float, float] | None:
+        info = self.registry.info(model)
+        if info is not None and info.price is None and info.rates is not None:
+            return info.rates
+        cost = self.registry.cost
+        plain, out, write, read = (cost(model, Usage(1_000, 0, 0, 0)), cost(model, Usage(0, 1_000, 0, 0)),
+                                   cost(model, Usage(0, 0, 1_000, 0)), cost(model, Usage(0, 0, 0, 1_000)))
+        if plain is None or out is None or write is None or read is None:
+            return None
+        return plain / 1_000, out / 1_000, write / 1_000, read / 1_000
 
     def defer(self, turn: Turn) -> None:
         """Keep ``turn``'s record until its answer is out (:meth:`settle`) or its conversation's next request."""
@@ -311,12 +327,13 @@ class Turn:
                 for found in chain_savings(priced, horizon(self.state.turns))]
 
     def _prices(self, draft: str, verifier: str) -> Prices | None:
-        rate_d, rate_v = self.book.rates(draft), self.book.rates(verifier)
+        state = self.state
+        per_char, previous = state.per_char or _DEFAULT_PER_CHAR, state.last_chars
+        prompt = round(self.shape(draft).chars * per_char)  # a tiered price's tier is the whole prompt's
+        rate_d, rate_v = self.book.rates(draft, prompt), self.book.rates(verifier, prompt)
         if rate_d is None or rate_v is None:
             return None
-        state = self.state
         out = round(state.output or _DEFAULT_OUTPUT)
-        per_char, previous = state.per_char or _DEFAULT_PER_CHAR, state.last_chars
         now = (state.shadows.get(draft) or CacheShadow()).split(self.reach(draft), draft, self.now, per_char)
         if self._splits is None:
             self._splits = {}
