@@ -56,12 +56,15 @@ def compile_tiers(prices: object) -> TieredRates | None:
     values: dict[str, Any] = {key: getattr(prices, key, None) for key in _KEYS}
     if values["input_mtok"] is None or values["output_mtok"] is None:
         return None
-    starts = sorted({tier.start for value in values.values() if _is_tiered(value) for tier in value.tiers})
-    rates = []
-    for region in range(len(starts) + 1):
-        prompt = 0 if region == 0 else starts[region - 1] + 1  # a prompt in this region pays what every one in it pays
-        plain, output, write, read = (_rate(values[key], prompt) for key in _KEYS)
-        rates.append((plain, output, plain if write is None else write, plain if read is None else read))
+    try:
+        starts = sorted({int(tier.start) for value in values.values() if _is_tiered(value) for tier in value.tiers})
+        rates = []
+        for region in range(len(starts) + 1):
+            prompt = 0 if region == 0 else starts[region - 1] + 1  # every prompt in this region pays the same rates
+            plain, output, write, read = (_rate(values[key], prompt) for key in _KEYS)
+            rates.append((plain, output, plain if write is None else write, plain if read is None else read))
+    except (TypeError, ValueError, ArithmeticError, AttributeError):  # data of a shape not known here
+        return None
     compiled = TieredRates(tuple(starts), tuple(rates))  # type: ignore[arg-type]
     return compiled if _agrees(compiled, prices) else None
 

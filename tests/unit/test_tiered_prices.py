@@ -7,6 +7,7 @@ import dataclasses
 import random
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 from genai_prices import Usage as GenaiUsage
@@ -91,3 +92,11 @@ def test_prices_of_another_form_stay_with_genai_prices() -> None:
     expected = float(per_request.calc_price(GenaiUsage(input_tokens=10, output_tokens=0))["total_price"])
     assert expected > 10 / 1e6 and info.cost(Usage(10, 0)) == pytest.approx(expected)
     assert compile_tiers(GenaiPrice(input_mtok=TieredPrices(Decimal("1"), [Tier(5, Decimal("2"))]))) is None
+
+
+def test_price_data_of_an_unknown_shape_is_left_to_genai_prices() -> None:
+    class Odd:  # a tier whose start is not a number: not this form, and never an error on a request
+        base, tiers = Decimal("1"), [SimpleNamespace(start=None, price=Decimal("2"))]
+
+    assert compile_tiers(SimpleNamespace(input_mtok=Odd(), output_mtok=Decimal("5"))) is None
+    assert compile_tiers(SimpleNamespace(input_mtok="free", output_mtok=Decimal("5"))) is None
