@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .pricing import ModelInfo, ModelPrice, ModelRegistry
     from .proxy import ProxyHandler, ProxyRequest, ProxyResult, ProxyRouter, ProxyService, ProxyStream
     from .telemetry import CostTracker
+    from .tiered_prices import TieredRates
 
 #: Names resolved on first use (PEP 562), so ``import cascadeflow.config`` loads neither the
 #: proxy stack (aiohttp, dialects) nor the price data.
@@ -42,6 +43,7 @@ _LAZY = {
     "ModelRegistry": "pricing",
     "ModelPrice": "pricing",
     "ModelInfo": "pricing",
+    "TieredRates": "tiered_prices",
     "CostTracker": "telemetry",
     "ProxyRouter": "proxy",
     "ProxyHandler": "proxy",
@@ -59,6 +61,7 @@ __all__ = [
     "ModelRegistry",
     "ModelPrice",
     "ModelInfo",
+    "TieredRates",
     "CostTracker",
     "Usage",
     "ProxyRoute",
