@@ -81,14 +81,15 @@ class ModelInfo:
     price: ModelPrice | None = None
     #: genai-prices' own price object when the price is tiered (not a flat ModelPrice)
     tiered: object | None = None
-    #: ``tiered`` in closed form, where it fits one (:func:`.compile_tiers`; else genai-prices prices each call)
-    rates: TieredRates | None = None
     #: which media the model reads besides text ("image", "document"); None: unknown (treated as none)
     media: frozenset[str] | None = None
     #: an OpenAI reasoning model (GPT-5 family, o-series): refuses ``logprobs``, ``top_logprobs``, ``max_tokens``
     #: (takes ``max_completion_tokens``) and sampling settings other than the default; None: unknown (by name)
     reasoning: bool | None = None
     resolved_at: float = field(default_factory=time.monotonic)
+    #: ``tiered`` in closed form where it fits one (:func:`.compile_tiers`; else genai-prices prices each call);
+    #: the last field, so the others keep their places
+    rates: TieredRates | None = None
 
     def cost(self, usage: Usage) -> float | None:
         if self.price is not None:
