@@ -525,3 +525,41 @@ def test_a_turn_recorded_after_its_answer_is_read_in_order_by_the_next_one():
     at_once, left = asyncio.run(run(True)), asyncio.run(run(False))
     assert at_once == left
     assert [s[0] for s in left] == [0, 1, 2, 3] and left[-1][1] > 2
+
+
+async def test_with_a_shared_store_the_answer_waits_for_the_conversations_state_to_be_written():
+    """With Redis the conversation's next request may reach another process as soon as the client has this
+    answer: :meth:`SessionBook.stored` (the engine awaits it before answering) returns only once the write is
+    done, however slow; with the in-memory store there is nothing to wait for."""
+    import asyncio
+
+    from cascadeflow import ModelRegistry, Usage
+    from cascadeflow.cascade.session import SessionBook
+    from cascadeflow.config import CascadeRule
+
+    class SlowShared:  # a store other processes read (as RedisSessions), slow to write
+        def __init__(self) -> None:
+            self.written: list[str] = []
+
+        async def get(self, conversation: str) -> SessionState:
+            return SessionState()
+
+        async def put(self, conversation: str, state: SessionState) -> None:
+            await asyncio.sleep(0.05)
+            self.written.append(conversation)
+
+        async def aclose(self) -> None:
+            pass
+
+    rule, usage = CascadeRule(request_model=OPUS, draft_model="claude-haiku-5-5"), Usage(40, 20, 1200, 20_000)
+    for sessions in (SlowShared(), MemorySessions()):
+        book = SessionBook(sessions, ModelRegistry(use_genai_prices=False))  # type: ignore[arg-type]
+        assert book.defers == isinstance(sessions, MemorySessions)
+        turn = await book.begin(rule, body(1), "anthropic", "c", OPUS, lambda model: "anthropic")
+        assert turn is not None
+        turn.end([("claude-haiku-5-5", usage)], drafted=True, accepted=True, served=usage, tool_ids=["t1"])
+        await book.stored(turn)
+        if isinstance(sessions, SlowShared):
+            assert sessions.written == [turn.key]
+        await book.stored(None)
+        await book.aclose()

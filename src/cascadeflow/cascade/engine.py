@@ -173,6 +173,7 @@ class CascadeEngine:
                 self.accounts.finish(rule, decision, conversation, turn=turn, answer=answer)
                 if shadowed:
                     self._shadow_accepted(rule, request, dialect, talk, decision, request_id, answer, result.cost, ops)
+                await self.book.stored(turn)
                 return CascadeReply(result.status, result.headers, decision, body, after=self._after(turn))
         verifier, match = self._verifier(rule, request, dialect)
         decision.served_model = verifier
@@ -198,6 +199,7 @@ class CascadeEngine:
         reported = self._reported(rule, request, verifier)
         if reported != verifier and isinstance(result.data, dict):
             body = ops.rename(result.data, reported)
+        await self.book.stored(turn)
         return CascadeReply(result.status, result.headers, decision, body, after=self._after(turn))
 
     async def _stream(self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None,
@@ -263,6 +265,7 @@ class CascadeEngine:
                 self.accounts.finish(rule, decision, conversation, turn=turn, answer=answer)
                 if shadowed:
                     self._shadow_accepted(rule, request, dialect, talk, decision, request_id, answer, upstream.cost, ops)
+                await self.book.stored(turn)
                 return CascadeReply(upstream.status, upstream.headers, decision, chunks=once(body),
                                     after=self._after(turn))
         verifier, match = self._verifier(rule, request, dialect)

@@ -91,6 +91,8 @@ class SessionBook:
     def __init__(self, sessions: Sessions, registry: ModelRegistry, clock: Callable[[], float] = time.time) -> None:
         self.sessions, self.registry, self.clock = sessions, registry, clock
         self._saving: set[asyncio.Task] = set()
+        #: conversation → its state's write to a shared store, until it is done (:meth:`stored`)
+        self._writing: dict[str, asyncio.Task] = {}
         #: per model, its rates: per tier (a tiered price) or flat (None: unpriced)
         self._rates: dict[str, TieredRates | tuple[float, float, float, float] | None] = {}
         #: (conversation, cache rules) → its previous request's prompt, for :meth:`shape` (an LRU, bounded in size)
@@ -181,6 +183,21 @@ class SessionBook:
         task = asyncio.ensure_future(self.sessions.put(key, state))
         self._saving.add(task)
         task.add_done_callback(self._saving.discard)
+        self._writing[key] = task
+
+        def written(done: asyncio.Task) -> None:
+            if self._writing.get(key) is done:
+                del self._writing[key]
+
+        task.add_done_callback(written)
+
+    async def stored(self, turn: Turn | None) -> None:
+        """Wait until ``turn``'s conversation state is in a shared store (Redis): the gateway calls it before the
+        answer goes out, so the conversation's next request finds it whichever process it reaches. A no-op for the
+        in-memory store (the record waits for the answer instead: :meth:`settle`)."""
+        task = self._writing.get(turn.key) if turn is not None else None
+        if task is not None:
+            await asyncio.wait((task,))  # (never raises; a request cancelled meanwhile leaves the write to finish)
 
     def flush(self) -> None:
         """Run every record that still waits (at shutdown, or where the next step reads the stores directly)."""
