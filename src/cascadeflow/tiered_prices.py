@@ -5,8 +5,8 @@ request pays that tier's rate (Anthropic's long-context prices, Gemini's and GPT
 272k tokens). genai-prices prices them through its general unit machinery, about 200–280 µs a call on
 this project's benchmark machine against ~2 µs for a flat price, and a request to such a model
 (``claude-haiku-5-5``, the default draft for Claude Code's Opus; ``claude-sonnet-4-5``; ``gpt-5.4``)
-is priced at least once. A request's usage needs four rates (plain input, output, cache read, cache
-write) and the tier the prompt falls in, so :func:`compile_tiers` reads them once per model, then prices
+is priced at least once. A request's usage needs four rates (plain input, output, cache write, cache
+read) and the tier the prompt falls in, so :func:`compile_tiers` reads them once per model, then prices
 probe usages in every tier both ways: a model whose prices do not fit this form (a price per request,
 a rule genai-prices adds later) gets None, and stays priced by genai-prices.
 """
@@ -91,12 +91,12 @@ def _agrees(compiled: TieredRates, prices: object) -> bool:
     """Whether ``compiled`` prices probe usages as genai-prices does: nothing at all, then in every tier (at a
     start, which is below it, and one token past it) each count alone and all four together."""
     totals = sorted({1_000, *compiled.starts, *(start + 1 for start in compiled.starts)})
-    probes = [(0, 0, 0, 0)]
+    probes = [(0, 0, 0, 0)]  # (plain, output, write, read), as Usage has them
     for total in totals:
-        read, write = total // 2, total // 5
-        probes += [(total, 0, 0, 0), (0, 0, total, 0), (0, 0, 0, total), (total - read - write, 997, read, write)]
+        write, read = total // 5, total // 2
+        probes += [(total, 0, 0, 0), (0, 0, total, 0), (0, 0, 0, total), (total - write - read, 997, write, read)]
     probes.append((0, 997, 0, 0))
-    for plain, output, read, write in probes:
+    for plain, output, write, read in probes:
         usage = GenaiUsage(input_tokens=plain + read + write, output_tokens=output, cache_read_tokens=read,
                            cache_write_tokens=write)
         try:
