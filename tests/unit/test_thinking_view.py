@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
+import orjson
+
+from cascadeflow.cascade import thinking
 from cascadeflow.cascade.thinking import ThinkingThreads, ThreadView, readable, signatures_in, view_for
 from cascadeflow.sessions import MemoryThinkingOrigins, RedisThinkingOrigins
 from tests.unit.redis_db import REDIS, require_redis
@@ -128,3 +132,99 @@ async def test_redis_origins_are_shared_between_processes():
     assert await down.lookup([signature]) == {}, "Redis down: the blocks count as the verifier's, no error"
     await down.record([signature], SONNET)
     await down.aclose()
+
+
+class CountingOrigins(MemoryThinkingOrigins):
+    """Origins that note every signature looked up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.looked_up: list[str] = []
+
+    async def lookup(self, signatures: list[str]) -> dict[str, str]:
+        self.looked_up.extend(signatures)
+        return await super().lookup(signatures)
+
+
+def grown_session(turns: int) -> list[dict]:
+    """Claude Code's tool loop, turn by turn: the breakpoint on the newest block, a thinking block on odd turns
+    (written by Sonnet on every third), adaptive thinking on."""
+    bodies, messages = [], [{"role": "user", "content": [{"type": "text", "text": "Fix the bug"}]}]
+    for n in range(turns):
+        for message in messages:
+            for block in message["content"]:
+                block.pop("cache_control", None)
+        thinking = [{"type": "thinking", "thinking": f"t{n}", "signature": f"sig-{'sonnet' if n % 3 == 0 else 'opus'}-{n}"}]
+        messages.append({"role": "assistant", "content": [
+            *(thinking if n % 2 else []), {"type": "tool_use", "id": f"toolu_{n}", "name": "Bash", "input": {"n": n}}]})
+        messages.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": f"toolu_{n}",
+                                                      "content": f"output {n}", "cache_control": {"type": "ephemeral"}}]})
+        bodies.append(orjson.loads(orjson.dumps({"model": OPUS, "thinking": {"type": "adaptive"}, "messages": messages})))
+    return bodies
+
+
+def session_writer(signature: str) -> str:
+    return SONNET if signature.startswith("sig-sonnet") else OPUS
+
+
+async def test_a_next_request_reuses_the_previous_views_and_gets_the_same_ones():
+    """Each turn's views equal a fresh walk's, while the repeated messages' views are the previous request's."""
+    origins = CountingOrigins()
+    await origins.record([f"sig-sonnet-{n}" for n in range(0, 12, 3)], SONNET)
+    threads = ThinkingThreads(origins)
+    previous: dict[str, list] = {}
+    for n, body in enumerate(grown_session(12)):
+        raw = orjson.dumps(body)
+        origins.looked_up.clear()
+        talk = await threads.view(body, "anthropic", OPUS, "conversation", raw)
+        assert talk is not None and talk.kept == (len(body["messages"]) - 3 if n else 0)
+        fresh = {*{session_writer(sig) for sig in signatures_in(body["messages"])}}
+        assert talk.written_by == fresh
+        assert len(origins.looked_up) == (n % 2), "only the new turn's signature is looked up"
+        views: dict[str, str] = {}
+        for model in (SONNET, OPUS):
+            expected = view_for(body["messages"], model, session_writer, True)
+            got = talk.body_for(body, model, views)["messages"]
+            assert got == expected.messages and views[model] == f"dropped={expected.dropped},rendered={expected.rendered}"
+            if n >= {OPUS: 2, SONNET: 4}[model]:  # the writers it reads unchanged since the previous request: what
+                # this one repeats is the previous request's view, not walked again
+                assert all(a is b for a, b in zip(got[:talk.kept], previous[model], strict=False))
+            previous[model] = got
+
+
+async def test_the_previous_views_are_reused_only_where_the_bytes_say_the_request_repeats_them():
+    origins = MemoryThinkingOrigins()
+    await origins.record(["sig-sonnet-3"], SONNET)
+    threads = ThinkingThreads(origins)
+    bodies = grown_session(6)
+    first, later = bodies[2], bodies[4]
+    views: dict[str, str] = {}
+    await threads.view(first, "anthropic", OPUS, "c", orjson.dumps(first))
+    # an edited history: the first messages differ, nothing is reused and the view is still right
+    edited = orjson.loads(orjson.dumps(later))
+    edited["messages"][0]["content"][0]["text"] = "Fix the other bug"
+    talk = await threads.view(edited, "anthropic", OPUS, "c", orjson.dumps(edited))
+    assert talk.kept == 0
+    assert talk.body_for(edited, OPUS, views)["messages"] == view_for(edited["messages"], OPUS, session_writer, True).messages
+    # bytes that are not compact JSON (a pretty-printing client): every view walked afresh, none kept
+    pretty = json.dumps(later, indent=1).encode()
+    talk = await threads.view(later, "anthropic", OPUS, "c", pretty)
+    assert talk.memo is None and not threads._memos
+    assert talk.body_for(later, OPUS, views)["messages"] == view_for(later["messages"], OPUS, session_writer, True).messages
+    # another default writer (a rule whose verifier changed): the previous views are not this request's
+    await threads.view(first, "anthropic", OPUS, "c", orjson.dumps(first))
+    talk = await threads.view(later, "anthropic", SONNET, "c", orjson.dumps(later))
+    assert talk.kept == 0
+
+
+async def test_the_kept_requests_are_bounded(monkeypatch):
+    monkeypatch.setattr(thinking, "_MEMOS", 3)
+    threads = ThinkingThreads(MemoryThinkingOrigins())
+    body = grown_session(2)[-1]
+    raw = orjson.dumps(body)
+    for n in range(5):
+        await threads.view(body, "anthropic", OPUS, f"c{n}", raw)
+    assert list(threads._memos) == ["c2", "c3", "c4"] and threads._memo_bytes == 3 * len(raw)
+    monkeypatch.setattr(thinking, "_MEMO_BYTES", 2 * len(raw))
+    await threads.view(body, "anthropic", OPUS, "c5", raw)
+    assert list(threads._memos) == ["c4", "c5"] and threads._memo_bytes == 2 * len(raw)

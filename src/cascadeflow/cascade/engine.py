@@ -146,9 +146,9 @@ class CascadeEngine:
     async def _complete(self, rule: CascadeRule, request: ProxyRequest, dialect: str, conversation: str | None,
                         request_id: str, decision: Decision, opened: list[Turn | None]) -> CascadeReply:
         ops = ops_for(dialect)
-        talk = await self.threads.view(request.body or {}, dialect, rule.verifier_model or request.model)
         turn = await self._turn(rule, request, dialect, conversation, request_id)
         opened.append(turn)
+        talk = await self._talk(rule, request, dialect, turn)
         shadowed = self.shadow.sampled(rule)
         judged: tuple[DraftAnswer, float | None] | None = None  # the last draft judged: its answer and cost
         await self._route(rule, request, decision)
@@ -206,9 +206,9 @@ class CascadeEngine:
                       request_id: str, decision: Decision, opened: list[Turn | None]) -> CascadeReply:
         ops = ops_for(dialect)
         caller = request.body or {}
-        talk = await self.threads.view(request.body or {}, dialect, rule.verifier_model or request.model)
         turn = await self._turn(rule, request, dialect, conversation, request_id)
         opened.append(turn)
+        talk = await self._talk(rule, request, dialect, turn)
         shadowed = self.shadow.sampled(rule)
         judged: tuple[DraftAnswer, float | None] | None = None  # the last draft judged: its answer and cost
         await self._route(rule, request, decision)
@@ -343,6 +343,11 @@ class CascadeEngine:
 
         return await self.book.begin(rule, request.body or {}, dialect, conversation, self._priced_as(rule, request),
                                      rules_for, request_id, request.raw_body)
+
+    async def _talk(self, rule: CascadeRule, request: ProxyRequest, dialect: str, turn: Turn | None) -> ThreadView | None:
+        """Who wrote the conversation's thinking blocks, for each model's view (see :class:`.ThinkingThreads`)."""
+        return await self.threads.view(request.body or {}, dialect, rule.verifier_model or request.model,
+                                       turn.key if turn is not None else None, request.raw_body)
 
     def _provider_of(self, model: str, dialect: str) -> str:
         """The provider of the route that would serve ``model`` (the dialect's own when none does)."""
