@@ -7,7 +7,7 @@ script measures both in one run, so the ratio holds across machines and days whe
 absolute figures do not.
 
     python benchmarks/floor.py [--requests 1500] [--concurrency 10] [--rounds 2] [--dialect anthropic [--model M]]
-                               [--words N [--chunk-delay MS]]
+                               [--words N [--chunk-delay MS]] [--prompt-kb KB]
 
 The simulated provider and this load generator run on one CPU; the gateway (one worker, its
 default SQLite ledger) and the floor (``_floor_proxy.py``) are pinned to the other, loaded one at a
@@ -28,6 +28,10 @@ token): each chunk then holds one event, and each costs the proxies their per-ch
 The scenarios name models with flat prices; ``--model`` names another (with ``--dialect``), such as one
 whose price is tiered by the prompt's size (``claude-sonnet-4-5``, ``gpt-5.4``), which the gateway prices
 in closed form (:mod:`cascadeflow.tiered_prices`; through genai-prices it cost ~250 µs a request).
+
+The scenarios' prompts are a sentence; ``--prompt-kb KB`` makes each about KB kilobytes, as a long
+session's requests are (Claude Code's pass 400 KB past 100k tokens): the gateway parses every body, the
+floor only relays its bytes.
 """
 
 from __future__ import annotations
@@ -71,6 +75,21 @@ routes:
 """
 
 
+def with_prompt(body: bytes, kb: int) -> bytes:
+    """``body`` whose user message (or ``input``) is about ``kb`` KB of text, as a long session's request is."""
+    words, size, n = [], 0, 0
+    while size < kb * 1000:
+        word = f"line {n}: value_{n * 7919 % 10007} = compute(item[{n % 97}])\n"
+        words.append(word)
+        size, n = size + len(word), n + 1
+    parsed = orjson.loads(body)
+    if "messages" in parsed:
+        parsed["messages"][0]["content"] = "".join(words)
+    else:
+        parsed["input"] = "".join(words)
+    return orjson.dumps(parsed)
+
+
 async def measure(url: str, pid: int, body: bytes, headers: dict, n: int, concurrency: int,
                   stream: bool) -> tuple[float, float, int]:
     """(CPU µs per request of ``pid``, requests per second, errors) for ``n`` requests, and :func:`run_load`'s
@@ -108,7 +127,8 @@ async def main_async(args: argparse.Namespace) -> None:
         await wait_ready(sim_url + "/v1/models")
         await wait_ready(sides["gateway"][0] + "/health")
         await wait_ready(sides["floor"][0] + "/v1/models")
-        words = f"answers of {args.words} words" if args.words else "short answers (6-15 words)"
+        words = f"prompts of {args.prompt_kb} KB, " if args.prompt_kb else ""
+        words += f"answers of {args.words} words" if args.words else "short answers (6-15 words)"
         words += f", stream events {args.chunk_delay:g} ms apart" if args.words and args.chunk_delay else ""
         print(f"{args.requests} requests a measurement at concurrency {args.concurrency}, {words}, {args.rounds} "
               f"alternating rounds (median shown); CPU µs per request of the proxy's process; rps: requests per second")
@@ -123,6 +143,8 @@ async def main_async(args: argparse.Namespace) -> None:
                 body = template % (b',"stream":true' if stream else b"")
                 if args.model:  # the scenario's request, for another model (routed by the same path)
                     body = orjson.dumps({**orjson.loads(body), "model": args.model})
+                if args.prompt_kb:
+                    body = with_prompt(body, args.prompt_kb)
                 figures: dict[str, list[tuple[float, float, int]]] = {"floor": [], "gateway": []}
                 for round_ in range(args.rounds):
                     order = ("floor", "gateway") if round_ % 2 == 0 else ("gateway", "floor")
@@ -154,6 +176,8 @@ def main() -> None:
                         help="with --words: the simulator waits this long between a stream's events")
     parser.add_argument("--model", help="with --dialect: the requests name this model (e.g. one whose price is "
                         "tiered, such as claude-sonnet-4-5 or gpt-5.4)")
+    parser.add_argument("--prompt-kb", type=int, default=0, metavar="KB",
+                        help="every request carries a prompt of about this many KB (a long session's request)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--log-level", choices=["warning", "info"], default="warning",
                         help="info: the gateway writes its JSON request line for every request (to /dev/null)")

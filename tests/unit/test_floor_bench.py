@@ -22,8 +22,10 @@ def bench(name: str, *args: str) -> str:
 
 def test_floor_measures_both_proxies_on_json_and_spaced_streams_without_errors():
     # gpt-5.4: a model whose price is tiered (priced in closed form, cascadeflow.tiered_prices)
+    # prompts of 50 KB: a long session's requests, which the gateway parses and the floor relays
     out = bench("floor.py", "--requests", "40", "--rounds", "1", "--dialect", "openai", "--model", "gpt-5.4",
-                "--words", "30", "--chunk-delay", "0.2")
+                "--words", "30", "--chunk-delay", "0.2", "--prompt-kb", "50")
+    assert "prompts of 50 KB" in out
     rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| openai")}
     assert set(rows) == {"openai json", "openai stream"}
     for row in rows.values():
