@@ -157,3 +157,39 @@ def test_a_body_with_messages_last_or_none():
     assert all(grown == whole for grown, whole, _ in results) and results[2][2]
     bare = orjson.dumps({"model": "m", "messages": []})
     assert layout_of(bare, []) is not None and all(grown == whole for grown, whole, _ in shapes([bare, raws[0]]))
+
+
+def codex_request(turns: int, **changes) -> dict:
+    """A Codex thread's request (Responses): instructions, input items growing by calls and their outputs, tools."""
+    items: list = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Fix the tests"}]}]
+    for n in range(turns):
+        items += [{"type": "reasoning", "id": f"rs_{n}", "summary": [], "encrypted_content": f"gAAAA{n}"},
+                  {"type": "function_call", "call_id": f"call_{n}", "name": "exec_command",
+                   "arguments": json.dumps({"cmd": f"cat f{n}.py"})},
+                  {"type": "function_call_output", "call_id": f"call_{n}", "output": f"line {n}\n" * 40}]
+    return {"model": "gpt-5.4", "instructions": "You are Codex. " * 50, "input": items,
+            "tools": [{"type": "function", "name": "exec_command", "parameters": {"type": "object"}}],
+            "store": False, "prompt_cache_key": "thread-1", **changes}
+
+
+def test_a_responses_thread_is_shaped_from_its_items_and_grown_from_its_bytes():
+    """Every input item counts (calls and outputs too), the instructions count as the system prompt, and the next
+    request's shape grown from the bytes (the ``"input":[`` array) is the one hashed whole."""
+    seen, previous = None, None
+    for turns in (1, 2, 4):
+        raw = orjson.dumps(codex_request(turns))
+        parsed = orjson.loads(raw)
+        before = seen.layout if seen is not None else None
+        grown, seen = PromptShape.grown(parsed, "responses", "openai", seen, raw)
+        assert grown == PromptShape.of(parsed, "responses", "openai")
+        assert seen.layout is not None and (before is None or repeated(before, raw, parsed["input"]) is not None)
+        # tools, instructions, the user's message block, then three items a turn
+        assert grown.blocks == 1 + 1 + 1 + 3 * turns
+        assert grown.chars >= len(orjson.dumps(parsed["input"])) + len(parsed["instructions"])
+        if previous is not None:  # the earlier request's prefix is this one's
+            assert grown.hashes[:previous.blocks] == previous.hashes
+        previous = grown
+    other = PromptShape.of(codex_request(4, instructions="Another agent."), "responses", "openai")
+    assert other.hashes[0] == grown.hashes[0] and other.hashes[1] != grown.hashes[1], "instructions are hashed"
+    text = PromptShape.of({"model": "gpt-5.4", "input": "Say hi"}, "responses", "openai")
+    assert text.blocks == 1 and text.chars > len("Say hi")

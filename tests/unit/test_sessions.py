@@ -419,9 +419,12 @@ def test_the_failure_words_gate_the_failure_pattern_exactly():
 
     texts = ["Traceback (most recent call last):\n  File", "Traceback only", "exit code 1", "Exit code: 2", "exit code 0",
              "3 failed, 2 passed", "0 failed", "FAILED tests/x.py", "PASSED", "", "nothing failed here", "xFAILEDx",
-             "the build failed", "Process exited with exit code 137"]
+             "the build failed", "Process exited with exit code 137", "Process exited with code 3",
+             "Process exited with code 0", "exit status 1", "exit status 0", '{"metadata":{"exit_code":1}}',
+             '{"metadata":{"exit_code": 0}}', '"exit_code": 12']
     for text in texts:
         assert _failed(text) == (_FAILED.search(text) is not None), text
+    assert [_failed(t) for t in texts[-7:]] == [True, False, True, False, True, False, True]
 
 
 async def test_redis_sessions_decode_only_what_another_process_wrote():
@@ -563,3 +566,25 @@ async def test_with_a_shared_store_the_answer_waits_for_the_conversations_state_
             assert sessions.written == [turn.key]
         await book.stored(None)
         await book.aclose()
+
+
+def test_a_responses_turn_is_its_run_of_calls_with_its_reasoning_and_message():
+    """In a Responses thread a model turn is its reasoning, an optional message and its calls; the outputs of the
+    turn before end it. A loop is the same calls twice in a row; a user message between two turns ends the search."""
+    from cascadeflow.cascade.session import _repeats_previous_calls, _tool_results
+
+    def turn(n: int, cmd: str) -> list[dict]:
+        return [{"type": "reasoning", "id": f"rs_{n}", "summary": []},
+                {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Looking."}]},
+                {"type": "function_call", "call_id": f"c{n}", "name": "exec_command", "arguments": f'{{"cmd":"{cmd}"}}'},
+                {"type": "function_call_output", "call_id": f"c{n}", "output": "Exit code: 0\nOutput:\nok"}]
+
+    user = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "go on"}]}
+    assert _repeats_previous_calls([user, *turn(1, "ls"), *turn(2, "ls")], responses=True)
+    assert not _repeats_previous_calls([user, *turn(1, "ls"), *turn(2, "ls -a")], responses=True)
+    assert not _repeats_previous_calls([*turn(1, "ls"), user, *turn(2, "ls")], responses=True)
+    assert not _repeats_previous_calls([user, *turn(2, "ls")], responses=True)
+    items = [user, *turn(1, "ls"), *turn(2, "pytest")]
+    items[-1] = {**items[-1], "output": "Exit code: 2\nOutput:\nE   assert 1 == 2"}
+    assert _tool_results(items, {"c2"}) == [("Exit code: 2\nOutput:\nE   assert 1 == 2", False)]
+    assert _tool_results(items, {"c1"}) == [], "only the outputs after the last calls"

@@ -45,7 +45,7 @@ import orjson
 
 from ..config import CascadeRule
 from ..pricing import ModelRegistry
-from ..sessions.cache import CacheShadow, CacheSplit, PromptShape, SeenPrompt
+from ..sessions.cache import CacheShadow, CacheSplit, PromptShape, SeenPrompt, conversation_items
 from ..sessions.state import BASELINE, MemorySessions, Sessions, SessionState
 from ..tiered_prices import TieredRates
 from ..usage import Usage
@@ -66,9 +66,12 @@ _SEEN_PROMPTS, _SEEN_CHARS = 256, 32 * 1024 * 1024
 #: turns whose record waits for their answer to go out, at most this many (past it the oldest is recorded at once:
 #: an answer whose hook never ran, such as one the client left before it was written, holds no memory for long)
 _UNRECORDED = 128
-_FAILED = re.compile(r"Traceback \(most recent call last\)|\b[Ee]xit code:? ?[1-9]\d*\b|\b[1-9]\d* failed\b|\bFAILED\b")
+#: a failure in a tool's output: a traceback, a non-zero exit code (as a shell or Claude Code prints it, as Codex
+#: does — "Process exited with code 3" — or in the JSON metadata of Codex's older shell output), failing tests
+_FAILED = re.compile(r"Traceback \(most recent call last\)|\b[Ee]xit code:? ?[1-9]\d*\b|\bexited with code [1-9]\d*\b"
+                     r"|\bexit status [1-9]\d*\b|\"exit_code\": ?[1-9]\d*\b|\b[1-9]\d* failed\b|\bFAILED\b")
 #: a text :data:`_FAILED` can match holds one of these (a substring test is far cheaper than the regex on a long result)
-_FAILED_WORDS = ("Traceback", "xit code", "failed", "FAILED")
+_FAILED_WORDS = ("Traceback", "xit code", "exited with code", "exit status", "exit_code", "failed", "FAILED")
 
 
 def _failed(text: str) -> bool:
@@ -122,7 +125,11 @@ class SessionBook:
                     raw: bytes | None = None) -> Turn | None:
         """The request's turn of its conversation (None without one). ``raw``: the bytes ``body`` was parsed
         from, when the caller has them (they tell what the request repeats of the previous one fastest)."""
-        if conversation is None or not isinstance(body.get("messages"), list):
+        if conversation is None or conversation_items(body, dialect) is None:
+            return None
+        if dialect == "responses" and rules_for(requested) == "anthropic":
+            # a Claude model gets a translated prompt (reasoning items dropped, cache breakpoints the gateway adds):
+            # this body's shape would price its cache wrong, so such a thread is cascaded without a memory
             return None
         key = f"{conversation}|{_tools_digest(body)}"  # a sub-agent (its own tools) is its own conversation
         last = self._unrecorded.pop(key, None)
@@ -314,12 +321,12 @@ class Turn:
             return None
         pending, judged, model = set(self.state.pending_calls), self.state.pending_request, self.state.pending_model
         self.state.pending_model, self.state.pending_calls, self.state.pending_request = "", [], ""
-        signal = None
-        if any(is_error or _failed(text) for text, is_error in _tool_results(self.body, pending)):
+        signal, items = None, conversation_items(self.body, self.dialect) or []
+        if any(is_error or _failed(text) for text, is_error in _tool_results(items, pending)):
             signal = "tool_error"
-        elif pending and _repeats_previous_calls(self.body.get("messages") or []):
+        elif pending and _repeats_previous_calls(items, self.dialect == "responses"):
             signal = "tool_loop"
-        elif _corrects(self.body.get("messages") or []):
+        elif _corrects(items):
             signal = "correction"
         if signal is None:
             return None
@@ -480,8 +487,12 @@ _CORRECTION = re.compile(r"^\s*(no\b|nope\b|wrong\b|that'?s (not|wrong)|this is 
                          r"stop\b|try again\b|you (broke|didn'?t|did not|misunderstood))", re.IGNORECASE)
 
 
+#: Responses items: a model's tool calls, and their outputs the client sends back
+_CALLS, _OUTPUTS = ("function_call", "custom_tool_call"), ("function_call_output", "custom_tool_call_output")
+
+
 def _calls_of(message: object) -> list[tuple[str, object]]:
-    """(name, arguments) of an assistant message's tool calls, in either dialect (Anthropic's as parsed values)."""
+    """(name, arguments) of an assistant message's tool calls, in either chat dialect (Anthropic's as parsed values)."""
     if not isinstance(message, dict) or message.get("role") != "assistant":
         return []
     calls: list[tuple[str, object]] = []
@@ -496,55 +507,87 @@ def _calls_of(message: object) -> list[tuple[str, object]]:
     return calls
 
 
+def _last_turns_calls(items: list, responses: bool) -> list[list[tuple[str, object]]]:
+    """The tool calls of the conversation's last two model turns, newest first (fewer where it has fewer).
+
+    A chat turn is an assistant message. A Responses turn's calls are a run of call items (its reasoning and
+    message among them), ended by the outputs of the turn before or by a user message."""
+    turns: list[list[tuple[str, object]]] = []
+    if not responses:
+        for message in reversed(items):  # from the end: the conversation's history is never walked
+            if isinstance(message, dict) and message.get("role") == "assistant":
+                turns.append(_calls_of(message))
+                if len(turns) == 2:
+                    break
+        return turns
+    run: list[tuple[str, object]] = []
+    for item in reversed(items):
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type")
+        if kind in _CALLS:
+            run.append((str(item.get("name")), item.get("arguments") if kind == "function_call" else item.get("input")))
+        elif kind in _OUTPUTS or item.get("role") == "user":
+            if run:
+                turns.append(run[::-1])
+                run = []
+            if item.get("role") == "user" or len(turns) == 2:
+                break
+    if run and len(turns) < 2:
+        turns.append(run[::-1])
+    return turns
+
+
 def _canonical(calls: list[tuple[str, object]]) -> list[tuple[str, object]]:
     return [(name, orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS) if not isinstance(arguments, str) else arguments)
             for name, arguments in calls]
 
 
-def _repeats_previous_calls(messages: list) -> bool:
-    """The last assistant turn calls exactly what the assistant turn before it called (the same names, the same
-    arguments as canonical JSON)."""
-    turns = []
-    for message in reversed(messages):  # from the end: the conversation's history is never walked
-        if isinstance(message, dict) and message.get("role") == "assistant":
-            turns.append(message)
-            if len(turns) == 2:
-                break
+def _repeats_previous_calls(items: list, responses: bool = False) -> bool:
+    """The last model turn calls exactly what the turn before it called (the same names, the same arguments as
+    canonical JSON)."""
+    turns = _last_turns_calls(items, responses)
     if len(turns) < 2:
         return False
-    last, before = _calls_of(turns[0]), _calls_of(turns[1])
+    last, before = turns
     # parsed JSON holds no NaN, so calls whose canonical JSON is equal are equal values: unequal values settle it
     # without serialising (equal ones are told apart by their JSON: 1 and 1.0, true and 1 are other arguments)
     return bool(last) and last == before and _canonical(last) == _canonical(before)
 
 
-def _corrects(messages: list) -> bool:
+def _corrects(items: list) -> bool:
     """The conversation ends in a user message (not tool results) that opens with a correction."""
-    last = messages[-1] if messages else None
+    last = items[-1] if items else None
     if not isinstance(last, dict) or last.get("role") != "user":
         return False
     content = last.get("content")
     if isinstance(content, list):
         if any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content):
             return False
-        content = " ".join(str(b.get("text", "")) for b in content if isinstance(b, dict) and b.get("type") == "text")
+        content = " ".join(str(b.get("text", "")) for b in content
+                           if isinstance(b, dict) and b.get("type") in ("text", "input_text"))
     return isinstance(content, str) and bool(_CORRECTION.search(content[:200]))
 
 
-def _tool_results(body: dict, ids: set[str]) -> list[tuple[str, bool]]:
-    """(text, is_error) of the tool results in the last user turn that answer ``ids``."""
+def _tool_results(items: list, ids: set[str]) -> list[tuple[str, bool]]:
+    """(text, is_error) of the tool results in the last user turn (or the outputs after the last Responses
+    calls) that answer ``ids``."""
     out: list[tuple[str, bool]] = []
-    for message in reversed(body.get("messages") or []):
+    for message in reversed(items):
         if not isinstance(message, dict):
             continue
         role, content = message.get("role"), message.get("content")
-        if role == "tool" and message.get("tool_call_id") in ids:  # OpenAI
+        if message.get("type") in _OUTPUTS:  # OpenAI Responses
+            if message.get("call_id") in ids:
+                out.append((_text(message.get("output")), False))
+            continue
+        if role == "tool" and message.get("tool_call_id") in ids:  # OpenAI chat
             out.append((_text(content), False))
             continue
         if role == "user" and isinstance(content, list):  # Anthropic
             out.extend((_text(b.get("content")), bool(b.get("is_error"))) for b in content
                        if isinstance(b, dict) and b.get("type") == "tool_result" and b.get("tool_use_id") in ids)
-        if role in ("user", "assistant"):
+        if role in ("user", "assistant") or message.get("type") in _CALLS:
             break
     return out
 

@@ -47,7 +47,8 @@ import orjson
 
 from .layout import Layout, layout_of, repeated
 
-__all__ = ["LOOKBACK", "CacheShadow", "CacheSplit", "PromptShape", "SeenPrompt", "min_cacheable_tokens"]
+__all__ = ["LOOKBACK", "CacheShadow", "CacheSplit", "PromptShape", "SeenPrompt", "conversation_items",
+           "min_cacheable_tokens"]
 
 _PREFIX_KEY = struct.Struct("<IQ")
 #: how many positions a lookup checks from a breakpoint, its own included (Anthropic: "at most 20 positions")
@@ -57,6 +58,8 @@ _TOOL_USE, _TOOL_RESULT = 1, 2
 _TTL_5M, _TTL_1H = 300.0, 3600.0
 _OPENAI_TTL, _OPENAI_MIN, _OPENAI_STEP = 600.0, 1024, 128
 _EXPIRY, _ITEM = itemgetter(1), itemgetter(2)
+#: where a request's conversation starts in its bytes: a chat's messages, a Responses request's input items
+_MESSAGES_KEY, _INPUT_KEY = b'"messages":[', b'"input":['
 #: entries kept per model and conversation (the longest prefixes win; older ones are never looked up again)
 MAX_ENTRIES = 12
 
@@ -123,9 +126,10 @@ class PromptShape:
         ``body`` was parsed from) is compact JSON (see :mod:`.layout`), else by equality of the
         parsed values. ``seen`` is used up: the returned one is made from its parts.
         """
-        tools, system = body.get("tools"), body.get("system") if dialect == "anthropic" else None
-        messages = body.get("messages")
-        messages = messages if isinstance(messages, list) else []
+        tools = body.get("tools")
+        system = body.get("system") if dialect == "anthropic" else body.get("instructions") if dialect == "responses" \
+            else None
+        messages = conversation_items(body, dialect) or []
         layout = kept = None
         if raw is not None:
             found = (repeated(seen.layout, raw, messages) if seen is not None and seen.layout is not None
@@ -133,7 +137,7 @@ class PromptShape:
             if found is not None:
                 kept, layout = found
             else:
-                layout = layout_of(raw, messages)
+                layout = layout_of(raw, messages, _INPUT_KEY if dialect == "responses" else _MESSAGES_KEY)
         if kept is None and seen is not None and seen.layout is None and seen.dialect == dialect \
                 and seen.tools == tools and seen.system == system:
             kept = _common_messages(seen.messages, messages)
@@ -147,14 +151,17 @@ class PromptShape:
         else:
             kept, hashes, ends, marks, starts, positions = 0, [], [], [], [], []
             last = _add(list(tools) if tools else [], None, hashes, ends, marks, positions, 0)
-            if dialect == "anthropic":
+            if system is not None:
                 last = _add(system, None, hashes, ends, marks, positions, last)
             runs = [last]
             starts.append(len(hashes))
         last = runs[-1]
         for message in messages[kept:]:
             if isinstance(message, dict):
-                last = _add(message.get("content"), message.get("role"), hashes, ends, marks, positions, last)
+                content = message.get("content")
+                if content is None and "role" not in message:  # a Responses item other than a message (a tool
+                    content = message  # call, its output, reasoning): one block, as it is written
+                last = _add(content, message.get("role"), hashes, ends, marks, positions, last)
             starts.append(len(hashes))
             runs.append(last)
         # with a layout the bytes tell what the next request repeats: the parsed values are not kept
@@ -199,6 +206,18 @@ class SeenPrompt:
     @property
     def chars(self) -> int:
         return self.ends[-1] if self.ends else 0
+
+
+def conversation_items(body: dict, dialect: str) -> list | None:
+    """The conversation's turns: a chat's ``messages``; a Responses request's ``input`` items (a string is one user
+    message); None where the body holds none."""
+    if dialect == "responses":
+        items = body.get("input")
+        if isinstance(items, str):
+            return [{"role": "user", "content": items}]
+        return items if isinstance(items, list) else None
+    messages = body.get("messages")
+    return messages if isinstance(messages, list) else None
 
 
 def _common_messages(old: list, new: list) -> int:

@@ -51,12 +51,13 @@ class Layout:
         return self.ends[k - 1] if k else self.start
 
 
-def layout_of(raw: bytes, messages: list) -> Layout | None:
-    """``raw``'s layout, where ``messages`` (its parsed array) is written compactly at the first ``"messages":[``."""
-    found = raw.find(_KEY)
+def layout_of(raw: bytes, messages: list, key: bytes = _KEY) -> Layout | None:
+    """``raw``'s layout, where ``messages`` (its parsed array) is written compactly at the first ``key``
+    (``"messages":[``; a Responses request's ``"input":[``)."""
+    found = raw.find(key)
     if found < 0:
         return None
-    start = found + len(_KEY)
+    start = found + len(key)
     ends = _walk(raw, messages, 0, start)
     if ends is None:
         return None
