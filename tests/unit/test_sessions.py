@@ -588,3 +588,21 @@ def test_a_responses_turn_is_its_run_of_calls_with_its_reasoning_and_message():
     items[-1] = {**items[-1], "output": "Exit code: 2\nOutput:\nE   assert 1 == 2"}
     assert _tool_results(items, {"c2"}) == [("Exit code: 2\nOutput:\nE   assert 1 == 2", False)]
     assert _tool_results(items, {"c1"}) == [], "only the outputs after the last calls"
+
+
+def test_an_openai_prompt_of_many_blocks_is_read_whole_by_its_next_request():
+    """OpenAI caches every prefix a request sends; the shadow keeps the longest (at most MAX_ENTRIES), so a
+    conversation whose prompt has more blocks than that still reads all of the previous request next turn."""
+    tools = [{"type": "function", "function": {"name": f"tool{i}", "description": "d " * 300}} for i in range(20)]
+    messages = [{"role": "system", "content": "s " * 2000}, {"role": "user", "content": "u " * 3000}]
+    first = {"model": "gpt-5.4", "tools": tools, "messages": messages}
+    second = {**first, "messages": [*messages, {"role": "assistant", "content": "a " * 50},
+                                    {"role": "user", "content": "next"}]}
+    shadow, now = CacheShadow(), 1000.0
+    one = PromptShape.of(first, "openai")
+    assert one.blocks > 12
+    shadow.split(one, "gpt-5.4", now, 0.25, touch=True)
+    two = PromptShape.of(second, "openai")
+    split = shadow.split(two, "gpt-5.4", now + 5, 0.25)
+    step = 128 / 0.25
+    assert split.read == one.chars // step * step, (split, one.chars)

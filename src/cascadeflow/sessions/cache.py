@@ -57,7 +57,7 @@ LOOKBACK = 20
 _TOOL_USE, _TOOL_RESULT = 1, 2
 _TTL_5M, _TTL_1H = 300.0, 3600.0
 _OPENAI_TTL, _OPENAI_MIN, _OPENAI_STEP = 600.0, 1024, 128
-_EXPIRY, _ITEM = itemgetter(1), itemgetter(2)
+_EXPIRY, _CHARS, _ITEM = itemgetter(1), itemgetter(0), itemgetter(3)
 #: where a request's conversation starts in its bytes: a chat's messages, a Responses request's input items
 _MESSAGES_KEY, _INPUT_KEY = b'"messages":[', b'"input":['
 #: entries kept per model and conversation (the longest prefixes win; older ones are never looked up again)
@@ -444,19 +444,23 @@ class CacheShadow:
             step = _OPENAI_STEP / per_char if per_char > 0 else 1
             read = int(shape.ends[best] // step * step)
         if touch and shape.blocks and shape.chars >= floor:
-            for i in range(shape.blocks):  # automatic: every block boundary is a prefix the provider may match
+            # automatic: every block boundary is a prefix the provider may match; the longest are kept
+            for i in range(max(0, shape.blocks - MAX_ENTRIES), shape.blocks):
                 if shape.ends[i] >= floor:
                     self.entries[shape.hashes[i]] = (shape.ends[i], now + _OPENAI_TTL)
             self._trim()
         return CacheSplit(read, 0, shape.chars)
 
     def _trim(self) -> None:
-        """Keep the entries used last (the system prompt's, refreshed every turn, stay with the newest)."""
+        """Keep the entries used last (the system prompt's, refreshed every turn, stay with the newest), of those
+        written together the longest prefixes (an OpenAI request writes one at every block boundary: its next
+        request reads the longest)."""
         entries = self.entries
         if len(entries) > MAX_ENTRIES:
-            # the latest expiries first, entries of equal expiry in their order (a stable sort), without a Python
-            # call per entry: sorted by (expiry, minus the entry's place), the places all different
-            ranked = sorted(zip(map(_EXPIRY, entries.values()), range(0, -len(entries), -1), entries.items()),
+            # the latest expiries first, then the longest, then the later written, without a Python call per
+            # entry: sorted by (expiry, characters, the entry's place), the places all different
+            values = entries.values()
+            ranked = sorted(zip(map(_EXPIRY, values), map(_CHARS, values), range(len(entries)), entries.items()),
                             reverse=True)
             self.entries = dict(map(_ITEM, ranked[:MAX_ENTRIES]))
 

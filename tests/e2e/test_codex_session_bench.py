@@ -1,0 +1,45 @@
+"""Cached Codex-shaped threads (Responses API): the saving the gateway reports is the true one.
+
+Runs `benchmarks/codex_session.py`'s threads (shorter) through a cascade and straight to gpt-5.4, against a
+simulator that caches per model as OpenAI does, and compares what the simulator billed with what the gateway
+recorded and reported.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import codex_session as bench  # noqa: E402
+from agentic_session import Pattern  # noqa: E402
+
+from cascadeflow import ModelRegistry  # noqa: E402
+from cascadeflow.sim import SimulatedProvider  # noqa: E402
+
+TURNS = 12
+
+
+@pytest.fixture(scope="module")
+def sim():
+    with SimulatedProvider() as provider:
+        yield provider
+
+
+@pytest.mark.parametrize("economics", [False, True])
+def test_reported_saving_is_within_two_points_of_the_true_one(sim, economics):
+    registry = ModelRegistry()
+    server = bench.gateway_for(sim, bench.MINI, sticky=0, economics=economics)
+    try:
+        for pattern in (Pattern("none", frozenset()), Pattern("spread", frozenset({3, 8})),
+                        Pattern("pause", frozenset({5}), ((7, 900.0),))):
+            out = bench.measure(server.url, sim, registry, TURNS, pattern, bench.MINI)
+            assert out.reported_cost == pytest.approx(out.true_cost, rel=1e-6), "the ledger's cost is what was billed"
+            assert abs(out.reported_saving - out.true_saving) <= 0.02, (pattern.name, out)
+            assert out.true_cost < out.always, (pattern.name, out)
+            if not economics:
+                assert out.decisions.count("accepted") == TURNS - len(pattern.failing)
+    finally:
+        server.stop()
