@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import anthropic
@@ -78,18 +79,18 @@ SYSTEM = [{"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1; 
           {"type": "text", "text": text(1500, 3), "cache_control": {"type": "ephemeral"}}]
 
 
-def script(turns: int, failing: frozenset[int], draft: str) -> list[dict]:
+def script(turns: int, failing: frozenset[int], draft: str, tool: str = "Tool1") -> list[dict]:
     """Turn n answers "step n-1" with a call for file n; on failing turns the draft omits the path."""
     rules: list[dict] = []
     for n in range(turns):
         match = f"step {n - 1} done" if n else "Begin the task"
         if n in failing:
             rules.append({"match": {"model": draft, "prompt_contains": match},
-                          "tool_calls": [{"name": "Tool1", "input": {}}]})
+                          "tool_calls": [{"name": tool, "input": {}}]})
         if n == turns - 1:
             rules.append({"match": {"prompt_contains": match}, "text": "The task is complete."})
         else:
-            rules.append({"match": {"prompt_contains": match}, "tool_calls": [{"name": "Tool1", "input": {"path": f"src/f{n}.py"}}]})
+            rules.append({"match": {"prompt_contains": match}, "tool_calls": [{"name": tool, "input": {"path": f"src/f{n}.py"}}]})
     return rules
 
 
@@ -186,20 +187,26 @@ def main() -> None:
                 for sticky, economics in ((2, False), (0, False), (0, True))]
     chosen = patterns(args.turns)[:3] if args.quick else patterns(args.turns)
     print(f"{args.turns}-turn sessions, {OPUS} requested; costs in USD\n")
-    print(f"| draft | sticky | economics | pattern | true cost | always-Opus | true saving | reported saving "
+    print_table("Opus", settings, chosen, args.turns, registry, gateway_for, measure)
+
+
+def print_table(always: str, settings: list[tuple[str, int, bool]], chosen: list[Pattern], turns: int,
+                registry: ModelRegistry, start: Callable[..., ServerThread], run: Callable[..., Outcome]) -> None:
+    """One row per rule setting and pattern: a gateway ``start``-ed per setting, each pattern ``run`` through it."""
+    print(f"| draft | sticky | economics | pattern | true cost | always-{always} | true saving | reported saving "
           f"| diff (pts) | drafted | accepted |\n|{'---|' * 11}")
     with SimulatedProvider(record=True) as sim:
         for draft, sticky, economics in settings:
-            server = gateway_for(sim, draft, sticky, economics)
+            server = start(sim, draft, sticky, economics)
             try:
                 for pattern in chosen:
-                    out = measure(server.url, sim, registry, args.turns, pattern, draft)
+                    out = run(server.url, sim, registry, turns, pattern, draft)
                     assert abs(out.reported_cost - out.true_cost) <= 1e-6 + 1e-6 * out.true_cost, out
                     drafted = sum(1 for d in out.decisions if not d.startswith("skipped:"))
                     print(f"| {draft} | {sticky} | {'on' if economics else 'off'} | {pattern.name} | "
                           f"{out.true_cost:.4f} | {out.always:.4f} | {out.true_saving:.1%} | {out.reported_saving:.1%} | "
                           f"{100 * (out.reported_saving - out.true_saving):+.1f} | {drafted} | "
-                          f"{out.decisions.count('accepted')} |")
+                          f"{out.decisions.count('accepted')} |", flush=True)
             finally:
                 server.stop()
 

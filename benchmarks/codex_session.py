@@ -22,7 +22,7 @@ import time
 import uuid
 
 import openai
-from agentic_session import Outcome, Pattern, billed, patterns, rule_totals, text
+from agentic_session import Outcome, Pattern, billed, patterns, print_table, rule_totals, script, text
 
 from cascadeflow import ModelRegistry, ProxyConfig, create_app
 from cascadeflow.sim import SimulatedProvider
@@ -35,22 +35,6 @@ INSTRUCTIONS = "You are Codex, a coding agent. " + text(1500, 3)
 def tools() -> list[dict]:
     return [{"type": "function", "name": f"tool{i}", "description": text(400, i), "parameters": {
         "type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}} for i in range(12)]
-
-
-def script(turns: int, failing: frozenset[int], draft: str) -> list[dict]:
-    """Turn n answers "step n-1" with a call for file n; on failing turns the draft omits the path."""
-    rules: list[dict] = []
-    for n in range(turns):
-        match = f"step {n - 1} done" if n else "Begin the task"
-        if n in failing:
-            rules.append({"match": {"model": draft, "prompt_contains": match},
-                          "tool_calls": [{"name": "tool1", "input": {}}]})
-        if n == turns - 1:
-            rules.append({"match": {"prompt_contains": match}, "text": "The task is complete."})
-        else:
-            rules.append({"match": {"prompt_contains": match},
-                          "tool_calls": [{"name": "tool1", "input": {"path": f"src/f{n}.py"}}]})
-    return rules
 
 
 def run_thread(url: str, turns: int, pattern: Pattern, sim: SimulatedProvider, thread: str) -> list[dict]:
@@ -84,7 +68,7 @@ def _events(raw) -> list[dict]:
 def measure(gateway_url: str, sim: SimulatedProvider, registry: ModelRegistry, turns: int, pattern: Pattern,
             draft: str) -> Outcome:
     """One thread through the gateway, then the same thread straight to gpt-5.4; what each really cost."""
-    sim.set_script(script(turns, pattern.failing, draft))
+    sim.set_script(script(turns, pattern.failing, draft, tool="tool1"))
     sim.clear()
     before = rule_totals(gateway_url, "gpt")
     seen = run_thread(gateway_url, turns, pattern, sim, str(uuid.uuid4()))
@@ -123,22 +107,7 @@ def main() -> None:
                 for sticky, economics in ((2, False), (0, False), (0, True))]
     chosen = [with_openai_pause(p) for p in (patterns(args.turns)[:3] if args.quick else patterns(args.turns))]
     print(f"{args.turns}-turn threads, {GPT} requested; costs in USD\n")
-    print(f"| draft | sticky | economics | pattern | true cost | always-{GPT} | true saving | reported saving "
-          f"| diff (pts) | drafted | accepted |\n|{'---|' * 11}")
-    with SimulatedProvider(record=True) as sim:
-        for draft, sticky, economics in settings:
-            server = gateway_for(sim, draft, sticky, economics)
-            try:
-                for pattern in chosen:
-                    out = measure(server.url, sim, registry, args.turns, pattern, draft)
-                    assert abs(out.reported_cost - out.true_cost) <= 1e-6 + 1e-6 * out.true_cost, out
-                    drafted = sum(1 for d in out.decisions if not d.startswith("skipped:"))
-                    print(f"| {draft} | {sticky} | {'on' if economics else 'off'} | {pattern.name} | "
-                          f"{out.true_cost:.4f} | {out.always:.4f} | {out.true_saving:.1%} | {out.reported_saving:.1%} | "
-                          f"{100 * (out.reported_saving - out.true_saving):+.1f} | {drafted} | "
-                          f"{out.decisions.count('accepted')} |", flush=True)
-            finally:
-                server.stop()
+    print_table(GPT, settings, chosen, args.turns, registry, gateway_for, measure)
 
 
 if __name__ == "__main__":
