@@ -588,6 +588,9 @@ def test_a_responses_turn_is_its_run_of_calls_with_its_reasoning_and_message():
     items[-1] = {**items[-1], "output": "Exit code: 2\nOutput:\nE   assert 1 == 2"}
     assert _tool_results(items, {"c2"}) == [("Exit code: 2\nOutput:\nE   assert 1 == 2", False)]
     assert _tool_results(items, {"c1"}) == [], "only the outputs after the last calls"
+    interleaved = [user, {**turn(3, "a")[2], "call_id": "a"}, {**turn(3, "a")[3], "call_id": "a", "output": "Exit code: 1"},
+                   {**turn(3, "b")[2], "call_id": "b"}, {**turn(3, "b")[3], "call_id": "b"}]
+    assert [text for text, _ in _tool_results(interleaved, {"a", "b"})] == ["Exit code: 0\nOutput:\nok", "Exit code: 1"]
 
 
 def test_an_openai_prompt_of_many_blocks_is_read_whole_by_its_next_request():

@@ -577,9 +577,12 @@ def _tool_results(items: list, ids: set[str]) -> list[tuple[str, bool]]:
         if not isinstance(message, dict):
             continue
         role, content = message.get("role"), message.get("content")
-        if message.get("type") in _OUTPUTS:  # OpenAI Responses
+        kind = message.get("type")
+        if kind in _OUTPUTS:  # OpenAI Responses
             if message.get("call_id") in ids:
                 out.append((_text(message.get("output")), False))
+            continue
+        if kind in _CALLS and message.get("call_id") in ids:  # the drafted turn's own calls, among their outputs
             continue
         if role == "tool" and message.get("tool_call_id") in ids:  # OpenAI chat
             out.append((_text(content), False))
@@ -587,7 +590,7 @@ def _tool_results(items: list, ids: set[str]) -> list[tuple[str, bool]]:
         if role == "user" and isinstance(content, list):  # Anthropic
             out.extend((_text(b.get("content")), bool(b.get("is_error"))) for b in content
                        if isinstance(b, dict) and b.get("type") == "tool_result" and b.get("tool_use_id") in ids)
-        if role in ("user", "assistant") or message.get("type") in _CALLS:
+        if role in ("user", "assistant") or kind in _CALLS:
             break
     return out
 
