@@ -34,7 +34,8 @@ def test_floor_measures_both_proxies_on_json_and_spaced_streams_without_errors()
         assert errors == "0"  # every request answered 200, through the floor and through the gateway
         assert float(floor_cpu) > 0 and float(gateway_cpu) > 0 and float(floor_rps) > 0 and float(gateway_rps) > 0
         assert abs(float(ratio.rstrip("×")) - float(gateway_cpu) / float(floor_cpu)) < 0.02
-        assert share == f"{float(floor_cpu) / float(gateway_cpu):.0%}"
+        # the share is computed before the CPU figures are rounded for printing: equal to a point
+        assert abs(float(share.rstrip("%")) / 100 - float(floor_cpu) / float(gateway_cpu)) <= 0.011, row
 
 
 def test_floor_names_another_model_only_for_one_dialect():
