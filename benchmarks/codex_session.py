@@ -1,4 +1,4 @@
-"""Codex-shaped threads through the cascade, against the same threads sent straight to gpt-5.4.
+"""Codex-shaped threads through the cascade, against the same threads sent straight to the requested model.
 
 The Responses API counterpart of ``agentic_session.py``: each thread is a tool loop shaped like
 Codex's (12 function tools, long ``instructions``, ``store: false``, the items kept client-side and
@@ -12,7 +12,12 @@ draft calls the tool without its required argument — the tool check escalates 
 patterns, rule settings and columns as ``agentic_session.py``; a pause lasts 900 s, past the 10 minutes
 an idle prefix stays in OpenAI's cache (the simulator's).
 
-    python benchmarks/codex_session.py [--turns 30] [--quick]
+With ``--requested claude-opus-5-5`` the threads ask for a Claude model on an Anthropic route (drafted on
+Sonnet and Haiku): the gateway translates each request to the Messages API with the cache breakpoints it
+adds, Anthropic's cache rules apply (5-minute TTL; the pause is 400 s), and "straight to the requested
+model" is the same thread through a gateway with no cascade rule (the translation a Codex user needs).
+
+    python benchmarks/codex_session.py [--turns 30] [--quick] [--requested claude-opus-5-5]
 """
 
 from __future__ import annotations
@@ -20,9 +25,22 @@ from __future__ import annotations
 import argparse
 import time
 import uuid
+from functools import partial
 
 import openai
-from agentic_session import Outcome, Pattern, billed, patterns, print_table, rule_totals, script, text
+from agentic_session import (
+    HAIKU,
+    OPUS,
+    SONNET,
+    Outcome,
+    Pattern,
+    billed,
+    patterns,
+    print_table,
+    rule_totals,
+    script,
+    text,
+)
 
 from cascadeflow import ModelRegistry, ProxyConfig, create_app
 from cascadeflow.sim import SimulatedProvider
@@ -37,7 +55,8 @@ def tools() -> list[dict]:
         "type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}} for i in range(12)]
 
 
-def run_thread(url: str, turns: int, pattern: Pattern, sim: SimulatedProvider, thread: str) -> list[dict]:
+def run_thread(url: str, turns: int, pattern: Pattern, sim: SimulatedProvider, thread: str, model: str = GPT,
+               ) -> list[dict]:
     """Send one thread; returns each turn's response headers."""
     client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
     items: list = [{"type": "message", "role": "user",
@@ -47,7 +66,7 @@ def run_thread(url: str, turns: int, pattern: Pattern, sim: SimulatedProvider, t
         if n in pauses:
             sim.advance_clock(pauses[n])
         with client.responses.with_streaming_response.create(
-                model=GPT, instructions=INSTRUCTIONS, input=items, tools=tools(), store=False, stream=True,
+                model=model, instructions=INSTRUCTIONS, input=items, tools=tools(), store=False, stream=True,
                 prompt_cache_key=thread, extra_headers={"session-id": thread}) as raw:
             final = next(event["response"] for event in _events(raw) if event["type"] == "response.completed")
             seen.append(dict(raw.headers))
@@ -66,16 +85,24 @@ def _events(raw) -> list[dict]:
 
 
 def measure(gateway_url: str, sim: SimulatedProvider, registry: ModelRegistry, turns: int, pattern: Pattern,
-            draft: str) -> Outcome:
-    """One thread through the gateway, then the same thread straight to gpt-5.4; what each really cost."""
+            draft: str, requested: str = GPT) -> Outcome:
+    """One thread through the gateway, then the same thread straight to the requested model (for a Claude model,
+    through a gateway with no cascade rule, which translates it); what each really cost."""
     sim.set_script(script(turns, pattern.failing, draft, tool="tool1"))
     sim.clear()
-    before = rule_totals(gateway_url, "gpt")
-    seen = run_thread(gateway_url, turns, pattern, sim, str(uuid.uuid4()))
+    before = rule_totals(gateway_url, "codex")
+    seen = run_thread(gateway_url, turns, pattern, sim, str(uuid.uuid4()), requested)
     true_cost = billed(sim, registry)
-    after = rule_totals(gateway_url, "gpt")
+    after = rule_totals(gateway_url, "codex")
     sim.clear()
-    run_thread(sim.url, turns, pattern, sim, str(uuid.uuid4()))
+    if requested == GPT:
+        run_thread(sim.url, turns, pattern, sim, str(uuid.uuid4()), requested)
+    else:
+        direct = _gateway(sim, requested, [])
+        try:
+            run_thread(direct.url, turns, pattern, sim, str(uuid.uuid4()), requested)
+        finally:
+            direct.stop()
     return Outcome(true_cost, billed(sim, registry), after["cost"] - before.get("cost", 0.0),
                    after["baseline_cost"] - before.get("baseline_cost", 0.0),
                    [h["x-cascadeflow-decision"] for h in seen])
@@ -87,13 +114,18 @@ def with_openai_pause(pattern: Pattern) -> Pattern:
     return Pattern(pattern.name, pattern.failing, tuple((turn, 900.0) for turn, _ in pattern.pauses))
 
 
-def gateway_for(sim: SimulatedProvider, draft: str, sticky: int, economics: bool) -> ServerThread:
-    rule = {"name": "gpt", "request_model": GPT, "draft_model": draft, "quality_threshold": 0.7,
+def gateway_for(sim: SimulatedProvider, draft: str, sticky: int, economics: bool, requested: str = GPT) -> ServerThread:
+    rule = {"name": "codex", "request_model": requested, "draft_model": draft, "quality_threshold": 0.7,
             "policies": {"sticky_escalations": sticky, "cache_economics": economics}}
-    config = ProxyConfig.from_dict({
-        "routes": [{"name": "sim", "provider": "openai", "base_url": sim.url + "/v1", "api_key": "k",
-                    "openai_api": "responses"}],
-        "cascade_rules": [rule], "database_url": "sqlite:///:memory:"})
+    return _gateway(sim, requested, [rule])
+
+
+def _gateway(sim: SimulatedProvider, requested: str, rules: list[dict]) -> ServerThread:
+    """A gateway on the simulator's clock, with a Responses route (gpt-5.4) or an Anthropic one (Claude)."""
+    route = ({"name": "sim", "provider": "openai", "base_url": sim.url + "/v1", "api_key": "k",
+              "openai_api": "responses"} if requested == GPT
+             else {"name": "sim", "provider": "anthropic", "base_url": sim.url, "api_key": "k"})
+    config = ProxyConfig.from_dict({"routes": [route], "cascade_rules": rules, "database_url": "sqlite:///:memory:"})
     return ServerThread(create_app(config, clock=lambda: time.time() + sim.advance_clock(0))).start()
 
 
@@ -101,13 +133,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--turns", type=int, default=30)
     parser.add_argument("--quick", action="store_true", help="one draft, fewer patterns (a smoke run)")
+    parser.add_argument("--requested", choices=(GPT, OPUS), default=GPT)
     args = parser.parse_args()
-    registry = ModelRegistry()
-    settings = [(d, sticky, economics) for d in ((MINI,) if args.quick else (MINI, NANO))
+    registry, requested = ModelRegistry(), args.requested
+    drafts = (MINI, NANO) if requested == GPT else (SONNET, HAIKU)
+    settings = [(d, sticky, economics) for d in drafts[:1 if args.quick else 2]
                 for sticky, economics in ((2, False), (0, False), (0, True))]
-    chosen = [with_openai_pause(p) for p in (patterns(args.turns)[:3] if args.quick else patterns(args.turns))]
-    print(f"{args.turns}-turn threads, {GPT} requested; costs in USD\n")
-    print_table(GPT, settings, chosen, args.turns, registry, gateway_for, measure)
+    chosen = patterns(args.turns)[:3] if args.quick else patterns(args.turns)
+    if requested == GPT:
+        chosen = [with_openai_pause(p) for p in chosen]
+    print(f"{args.turns}-turn threads, {requested} requested; costs in USD\n")
+    print_table(requested, settings, chosen, args.turns, registry, partial(gateway_for, requested=requested),
+                partial(measure, requested=requested))
 
 
 if __name__ == "__main__":

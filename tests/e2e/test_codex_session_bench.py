@@ -43,3 +43,25 @@ def test_reported_saving_is_within_two_points_of_the_true_one(sim, economics):
                 assert out.decisions.count("accepted") == TURNS - len(pattern.failing)
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("economics", [False, True])
+def test_a_thread_asking_for_a_claude_model_is_priced_on_its_translated_prompt(sim, economics):
+    """Codex asking for Claude Opus, drafted on Sonnet: the gateway translates each request to the Messages API
+    with the cache breakpoints it adds, and prices each model's cache on that translation. The saving it reports
+    is within two points of the true one (without a memory of such threads it reported 30 points above the true
+    saving after one failure), and with the cache economics on the cascade never costs more than Opus alone."""
+    registry = ModelRegistry()
+    server = bench.gateway_for(sim, bench.SONNET, sticky=0, economics=economics, requested=bench.OPUS)
+    try:
+        for pattern in (Pattern("none", frozenset()), Pattern("one", frozenset({6})),
+                        Pattern("pause", frozenset({3}), ((7, 400.0),))):
+            out = bench.measure(server.url, sim, registry, TURNS, pattern, bench.SONNET, requested=bench.OPUS)
+            assert out.reported_cost == pytest.approx(out.true_cost, rel=1e-6), "the ledger's cost is what was billed"
+            assert abs(out.reported_saving - out.true_saving) <= 0.02, (pattern.name, out)
+            if economics:
+                assert out.true_cost <= out.always * (1 + 1e-9), (pattern.name, out)
+            else:
+                assert out.decisions.count("accepted") == TURNS - len(pattern.failing)
+    finally:
+        server.stop()

@@ -45,6 +45,7 @@ import orjson
 
 from ..config import CascadeRule
 from ..pricing import ModelRegistry
+from ..proxy.translation import anthropic_prompt
 from ..sessions.cache import CacheShadow, CacheSplit, PromptShape, SeenPrompt, conversation_items
 from ..sessions.state import BASELINE, MemorySessions, Sessions, SessionState
 from ..tiered_prices import TieredRates
@@ -127,10 +128,14 @@ class SessionBook:
         from, when the caller has them (they tell what the request repeats of the previous one fastest)."""
         if conversation is None or conversation_items(body, dialect) is None:
             return None
+        prompt, prompt_dialect = body, dialect
         if dialect == "responses" and rules_for(requested) == "anthropic":
-            # a Claude model gets a translated prompt (reasoning items dropped, cache breakpoints the gateway adds):
-            # this body's shape would price its cache wrong, so such a thread is cascaded without a memory
-            return None
+            # a Claude model reads the translated prompt (reasoning items dropped, the gateway's cache breakpoints):
+            # its cache is priced on that, and the bytes no longer tell what it repeats (values are compared)
+            translated = anthropic_prompt(body)
+            if translated is None:
+                return None
+            prompt, prompt_dialect, raw = translated, "anthropic", None
         key = f"{conversation}|{_tools_digest(body)}"  # a sub-agent (its own tools) is its own conversation
         last = self._unrecorded.pop(key, None)
         if last is not None:  # the previous turn's record still waits: it runs first, and its state is the latest
@@ -138,7 +143,8 @@ class SessionBook:
             state = last.state
         else:
             state = await self.sessions.get(key)
-        return Turn(self, key, state, body, dialect, requested, rules_for, self.clock(), request_id, raw)
+        return Turn(self, key, state, body, dialect, requested, rules_for, self.clock(), request_id, raw, prompt,
+                    prompt_dialect)
 
     def rates(self, model: str, prompt_tokens: int = 0) -> tuple[float, float, float, float] | None:
         """USD per token (input, output, cache write, cache read) for the decision's estimates.
@@ -241,8 +247,12 @@ class Turn:
     rules_for: Callable[[str], str]
     now: float
     request_id: str = ""
-    #: the bytes ``body`` was parsed from (None: not known)
+    #: the bytes ``prompt`` was parsed from (None: not known)
     raw: bytes | None = None
+    #: the prompt as the requested model's upstream reads it, in ``prompt_dialect``: ``body`` itself, or for a
+    #: Responses thread to a Claude model its translation (None: ``body``)
+    prompt: dict | None = None
+    prompt_dialect: str = ""
     #: model (and (cache rules,)) → the prompt's shape: one per cache rules, shared by the models that use them
     _shapes: dict = field(default_factory=dict)
     #: model → this request's shape as sent to it with a bridging breakpoint (see :mod:`.bridge`)
@@ -266,7 +276,8 @@ class Turn:
         rules = (self.rules_for(model),)  # a tuple: never a model's name
         shape = shapes.get(rules)
         if shape is None:
-            shape = shapes[rules] = self.book.shape(self.key, self.body, self.dialect, rules[0], self.raw)
+            shape = shapes[rules] = self.book.shape(self.key, self.prompt or self.body, self.prompt_dialect or self.dialect,
+                                                    rules[0], self.raw)
         shapes[model] = shape
         return shape
 
@@ -292,7 +303,7 @@ class Turn:
 
     def _bridge_end(self, model: str) -> int | None:
         """:func:`.find_bridge` for ``model``, once per request (the shadow changes only when the turn ends)."""
-        if self.dialect != "anthropic":
+        if self.dialect != "anthropic":  # (a translated prompt is cache-marked by the translation, not bridged)
             return None
         if self._ends is None:
             self._ends = {}

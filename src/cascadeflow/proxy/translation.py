@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from ..pricing import ModelRegistry
 
-__all__ = ["Translation", "API_PATHS"]
+__all__ = ["Translation", "API_PATHS", "anthropic_prompt"]
 
 log = logging.getLogger("cascadeflow.proxy")
 
@@ -103,22 +103,10 @@ class Translation:
     def _from_responses(self, body: dict, limit: int | None) -> dict:
         """A Responses request as chat (for a chat upstream) or as Messages (through chat), cache-marked."""
         self._source = body
-        chat, self.dropped, self._names = translate_responses.responses_to_chat_request(body)
         if self.upstream == "openai":
+            chat, self.dropped, self._names = translate_responses.responses_to_chat_request(body)
             return chat
-        default = _RESPONSES_STREAM_MAX_TOKENS if body.get("stream") is True else _DEFAULT_MAX_TOKENS
-        translated, more = translate.openai_to_anthropic_request(
-            chat, default_max_tokens=min(limit or default, default), max_output_tokens=limit)
-        # a response_format in ``more`` is a text.format Anthropic cannot express: named as the caller's field
-        self.dropped += ["text.format" if name == "response_format" else name for name in more
-                         if name not in ("stream_options", "reasoning_effort") and name not in self.dropped]
-        searches = web_search.search_tools_of(body.get("tools"))
-        if searches:  # Anthropic runs a search of its own: the hosted tool becomes its server tool
-            translated.setdefault("tools", []).append(web_search.anthropic_web_search_tool(searches[0]))
-            hosted = web_search.HOSTED_WEB_SEARCH
-            self.dropped = [name for name in self.dropped if name.removeprefix("tools.") not in hosted]
-            self._searching = True
-        translate_responses.anthropic_cache_breakpoints(translated)
+        translated, self.dropped, self._names, self._searching = _responses_as_messages(body, limit)
         return translated
 
     def response(self, result: ProxyResult) -> ProxyResult:
@@ -213,3 +201,32 @@ def _fit_openai(body: dict, reasoning: bool) -> dict:
     if "max_tokens" in body:
         body["max_completion_tokens"] = body.pop("max_tokens")
     return fit_for_reasoning(body) if reasoning else body
+
+
+def anthropic_prompt(body: dict) -> dict | None:
+    """A Responses request as an Anthropic upstream receives it — system, tools and messages, with the cache
+    breakpoints the gateway adds — which is what a Claude model's prompt cache reads (None: it does not
+    translate; the request itself then fails with the reason)."""
+    try:
+        return _responses_as_messages(body, None)[0]
+    except (RequestError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def _responses_as_messages(body: dict, limit: int | None) -> tuple[dict, list[str], ToolNames, bool]:
+    """A Responses request as a Messages request (through chat), cache-marked; the fields dropped, the tool
+    names, and whether a hosted web search became Anthropic's server tool."""
+    chat, dropped, names = translate_responses.responses_to_chat_request(body)
+    default = _RESPONSES_STREAM_MAX_TOKENS if body.get("stream") is True else _DEFAULT_MAX_TOKENS
+    translated, more = translate.openai_to_anthropic_request(
+        chat, default_max_tokens=min(limit or default, default), max_output_tokens=limit)
+    # a response_format in ``more`` is a text.format Anthropic cannot express: named as the caller's field
+    dropped += ["text.format" if name == "response_format" else name for name in more
+                if name not in ("stream_options", "reasoning_effort") and name not in dropped]
+    searches = web_search.search_tools_of(body.get("tools"))
+    if searches:  # Anthropic runs a search of its own: the hosted tool becomes its server tool
+        translated.setdefault("tools", []).append(web_search.anthropic_web_search_tool(searches[0]))
+        hosted = web_search.HOSTED_WEB_SEARCH
+        dropped = [name for name in dropped if name.removeprefix("tools.") not in hosted]
+    translate_responses.anthropic_cache_breakpoints(translated)
+    return translated, dropped, names, bool(searches)
