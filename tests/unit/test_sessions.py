@@ -6,6 +6,7 @@ import copy
 import gc
 import uuid
 
+import orjson
 import pytest
 
 from cascadeflow.cascade.economics import Prices, chain_savings, expected_saving, failure_chance
@@ -609,3 +610,27 @@ def test_an_openai_prompt_of_many_blocks_is_read_whole_by_its_next_request():
     split = shadow.split(two, "gpt-5.4", now + 5, 0.25)
     step = 128 / 0.25
     assert split.read == one.chars // step * step, (split, one.chars)
+
+
+def test_an_openai_chat_assistants_tool_calls_are_part_of_the_prompt():
+    """An OpenAI chat agent's assistant turns are often only tool calls (content None): their calls are blocks
+    of the prompt, counted in its length and in its prefixes, so a turn that called something else is another
+    prefix (its cache is not read)."""
+    def chat(path: str) -> dict:
+        call = {"id": "c1", "type": "function", "function": {"name": "read", "arguments": f'{{"path":"{path}"}}'}}
+        return {"model": "gpt-5.4", "messages": [
+            {"role": "user", "content": "u " * 2000}, {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "t " * 1000}]}
+
+    one, other = PromptShape.of(chat("a.py"), "openai"), PromptShape.of(chat("b/c.py"), "openai")
+    assert one.blocks == 3 and other.chars - one.chars == len("b/c.py") - len("a.py")
+    assert one.hashes[0] == other.hashes[0] and one.hashes[1] != other.hashes[1]
+    bare = chat("a.py")
+    call = bare["messages"][1].pop("tool_calls")[0]
+    assert one.chars - PromptShape.of(bare, "openai").chars >= len(orjson.dumps(call))  # the calls' bytes count
+    # with text before them, the calls follow it (the text is its own block), and growing gives the same shape
+    spoken = chat("a.py")
+    spoken["messages"][1]["content"] = "Reading it."
+    grown, seen = PromptShape.grown(chat("a.py"), "openai", None, None)
+    assert PromptShape.grown(spoken, "openai", None, seen)[0] == PromptShape.of(spoken, "openai")
+    assert PromptShape.of(spoken, "openai").blocks == 4

@@ -162,6 +162,10 @@ class PromptShape:
                 if content is None and "role" not in message:  # a Responses item other than a message (a tool
                     content = message  # call, its output, reasoning): one block, as it is written
                 last = _add(content, message.get("role"), hashes, ends, marks, positions, last)
+                calls = message.get("tool_calls")
+                if calls and isinstance(calls, list):  # an OpenAI chat assistant's calls: a block each, after its text
+                    last = _add(calls, None if content is not None else message.get("role"), hashes, ends, marks,
+                                positions, last)
             starts.append(len(hashes))
             runs.append(last)
         # with a layout the bytes tell what the next request repeats: the parsed values are not kept
