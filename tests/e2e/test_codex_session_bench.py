@@ -65,3 +65,22 @@ def test_a_thread_asking_for_a_claude_model_is_priced_on_its_translated_prompt(s
                 assert out.decisions.count("accepted") == TURNS - len(pattern.failing)
     finally:
         server.stop()
+
+
+def test_an_escalation_after_a_long_drafted_run_reads_opus_live_prefix_through_the_translation(sim):
+    """Twelve drafted turns after Opus last served, its cached prefix lies beyond the lookback of the translated
+    request's own breakpoints; the translation leaves one of the four free (the system prompt's breakpoint caches
+    the tools), and the cascade's bridge marks the block that ends that prefix, so the escalation reads it instead
+    of writing it all again (docs/codex.md)."""
+    turns, failing = 16, frozenset({2, 14})
+    server = bench.gateway_for(sim, bench.HAIKU, sticky=0, economics=False, requested=bench.OPUS)
+    try:
+        sim.set_script(bench.script(turns, failing, bench.HAIKU, tool="tool1"))
+        sim.clear()
+        bench.run_thread(server.url, turns, Pattern("far", failing), sim, "thread-far", bench.OPUS)
+    finally:
+        server.stop()
+    first, late = [r for r in sim.requests if r["body"]["model"] == bench.OPUS]
+    written = first["usage"]["cache_creation_input_tokens"] + first["usage"]["cache_read_input_tokens"]
+    assert late["body"] != first["body"] and str(late["body"]).count("cache_control") == 4  # the bridge is the 4th
+    assert late["usage"]["cache_read_input_tokens"] >= written > 10_000, (first["usage"], late["usage"])

@@ -231,7 +231,7 @@ def test_anthropic_session_is_cached_turn_after_turn(gw, sim):
     assert second.usage.input_tokens_details.cached_tokens >= first.usage.input_tokens_details.cache_write_tokens
     sent = upstream(sim)[-1]["body"]
     assert sent["system"][0]["cache_control"] == {"type": "ephemeral"}
-    assert sent["tools"][-1]["cache_control"] == {"type": "ephemeral"}
+    assert "cache_control" not in sent["tools"][-1]  # the system prompt's breakpoint caches the tools before it
 
 
 def test_reasoning_items_never_cross_but_are_forwarded(gw, sim):

@@ -155,16 +155,22 @@ def test_cut_stream_ends_with_an_error_event():
     assert events[-1]["type"] == "error" and translator.error and not translator.complete
 
 
-def test_anthropic_breakpoints_mark_system_tools_and_the_last_two_turns():
+def test_anthropic_breakpoints_mark_the_system_prompt_or_the_tools_and_the_last_two_turns():
+    """The system prompt's breakpoint caches the tools before it, so the tools are marked only without one: one of
+    Anthropic's four breakpoints stays free for the cascade's bridge."""
     chat, _, _ = responses_to_chat_request(CODEX_LIKE)
     body, _ = openai_to_anthropic_request(chat)
     anthropic_cache_breakpoints(body)
     marks = orjson.dumps(body).decode().count('"cache_control"')
-    assert marks == 4  # Anthropic's maximum
+    assert marks == 3
     assert body["system"][0]["cache_control"] == {"type": "ephemeral"}
-    assert body["tools"][-1]["cache_control"] == {"type": "ephemeral"}
+    assert "cache_control" not in body["tools"][-1]
     assert body["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
     assert all(isinstance(m["content"], list) for m in body["messages"])
+    chat, _, _ = responses_to_chat_request({**CODEX_LIKE, "input": CODEX_LIKE["input"][1:]})  # no developer message
+    body, _ = openai_to_anthropic_request(chat)
+    anthropic_cache_breakpoints(body)
+    assert "system" not in body and body["tools"][-1]["cache_control"] == {"type": "ephemeral"}
 
 
 _KEYS = ["type", "role", "content", "name", "call_id", "arguments", "output", "input", "tools", "format", "schema",

@@ -25,6 +25,8 @@ come after a ``5m`` one; a request that already breaks that rule is left alone).
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from dataclasses import replace
+from functools import partial
 from operator import itemgetter
 from typing import TYPE_CHECKING
 
@@ -43,9 +45,14 @@ _CANNOT_MARK = ("thinking", "redacted_thinking")
 
 
 def bridged(turn: Turn | None, model: str, request: ProxyRequest) -> ProxyRequest:
-    """``request`` for ``model`` with a bridging breakpoint where one pays (the same request otherwise)."""
+    """``request`` for ``model`` with a bridging breakpoint where one pays (the same request otherwise); on a
+    translated prompt, the translation adds it (:attr:`~cascadeflow.proxy.ProxyRequest.cache_bridge`)."""
     if turn is None or request.body is None:
         return request
+    if turn.prompt is not None:
+        if turn.bridge_end(model) is None:
+            return request
+        return replace(request, cache_bridge=partial(turn.bridge, model))
     body = turn.bridge(model, request.body)
     return request if body is request.body else request.derive(body)
 

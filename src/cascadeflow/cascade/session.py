@@ -128,7 +128,7 @@ class SessionBook:
         from, when the caller has them (they tell what the request repeats of the previous one fastest)."""
         if conversation is None or conversation_items(body, dialect) is None:
             return None
-        prompt, prompt_dialect = body, dialect
+        prompt, prompt_dialect = None, ""
         if dialect == "responses" and rules_for(requested) == "anthropic":
             # a Claude model reads the translated prompt (reasoning items dropped, the gateway's cache breakpoints):
             # its cache is priced on that, and the bytes no longer tell what it repeats (values are compared)
@@ -284,10 +284,10 @@ class Turn:
     def bridge(self, model: str, body: dict) -> dict:
         """``body`` (the copy for ``model``'s upstream) with a bridging breakpoint where ``model``'s cache holds
         a live prefix the request's own breakpoints cannot reach (see :mod:`.bridge`); else ``body`` itself."""
-        end = self._bridge_end(model)
+        end = self.bridge_end(model)
         if end is None:
             return body
-        found = add_bridge(body, self.body, self.shape(model), end)
+        found = add_bridge(body, self.prompt or self.body, self.shape(model), end)
         if found is None:
             return body
         if self._bridges is None:
@@ -298,12 +298,12 @@ class Turn:
     def reach(self, model: str) -> PromptShape:
         """This request's shape as ``model``'s upstream will read it: with the bridge :meth:`bridge` would add
         (placed at the prefix's last block; where it goes later, the same prefix is read and the same written)."""
-        end, shape = self._bridge_end(model), self.shape(model)
+        end, shape = self.bridge_end(model), self.shape(model)
         return shape if end is None else with_bridge(shape, end)
 
-    def _bridge_end(self, model: str) -> int | None:
+    def bridge_end(self, model: str) -> int | None:
         """:func:`.find_bridge` for ``model``, once per request (the shadow changes only when the turn ends)."""
-        if self.dialect != "anthropic":  # (a translated prompt is cache-marked by the translation, not bridged)
+        if (self.prompt_dialect or self.dialect) != "anthropic":
             return None
         if self._ends is None:
             self._ends = {}

@@ -290,17 +290,22 @@ def _output_text(output: Any, dropped: list[str]) -> str:
 
 
 def anthropic_cache_breakpoints(body: dict) -> None:
-    """Mark system, tools and the conversation's last two messages for Anthropic's prompt cache.
+    """Mark the system prompt (else the tools) and the conversation's last two messages for Anthropic's
+    prompt cache.
 
     Responses callers (Codex) never mark anything, and Anthropic caches only marked
-    prefixes; with these four breakpoints (Anthropic's maximum) each turn reads the
-    previous turn's prefix from the cache, as Claude Code's requests do.
+    prefixes; with these breakpoints each turn reads the previous turn's prefix from the
+    cache, as Claude Code's requests do. The tools come first in the prefix, so the system
+    prompt's breakpoint caches them too: the last tool is marked only where there is no
+    system prompt, which leaves one of Anthropic's four breakpoints free for the cascade's
+    bridge (:mod:`cascadeflow.cascade.bridge`).
     """
     system = body.get("system")
-    if isinstance(system, str) and system:
+    marked = isinstance(system, str) and bool(system)
+    if marked:
         body["system"] = [{"type": "text", "text": system, "cache_control": _CACHE}]
     tools = body.get("tools")
-    if isinstance(tools, list) and tools and isinstance(tools[-1], dict):
+    if not marked and isinstance(tools, list) and tools and isinstance(tools[-1], dict):
         tools[-1] = {**tools[-1], "cache_control": _CACHE}
     messages = given if isinstance(given := body.get("messages"), list) else []
     for message in messages:  # one form for every turn, so a prefix reads the same bytes turn after turn

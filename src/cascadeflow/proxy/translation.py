@@ -96,6 +96,8 @@ class Translation:
             translated["logprobs"] = self._want_logprobs = True
         if self.dropped:
             log.debug("translating %s→%s dropped: %s", self.caller, self.upstream, ", ".join(self.dropped))
+        if request.cache_bridge is not None:
+            translated = request.cache_bridge(translated)
         foreign = _FOREIGN_HEADERS[self.upstream]
         headers = {k: v for k, v in request.headers.items() if not k.startswith(foreign)}
         return request.derive(translated, path=API_PATHS[self.upstream], headers=headers, query="")

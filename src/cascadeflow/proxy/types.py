@@ -67,14 +67,18 @@ class ProxyRequest:
     #: which extra sample of sample agreement this call is; sent (as ``x-sample-index``) only to a
     #: route marked ``replay``, whose recorded samples it selects — never to a real upstream
     sample_index: int | None = None
+    #: a change to the body as the upstream receives it, after any translation: the cascade's bridging
+    #: breakpoint on a translated prompt (see :mod:`cascadeflow.cascade.bridge`)
+    cache_bridge: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         self.headers = {k.lower(): v for k, v in self.headers.items()}
 
     def derive(self, body: dict[str, Any] | None, **changes: Any) -> ProxyRequest:
         """A request made from this one (a draft, a verifier, a translation) with a new body: the
-        credentials decision and everything not named in ``changes`` carry over."""
-        return dataclasses.replace(self, body=body, raw_body=None, **changes)
+        credentials decision and everything not named in ``changes`` carry over, except the
+        :attr:`cache_bridge`, which belongs to the body it was made for."""
+        return dataclasses.replace(self, body=body, raw_body=None, **{"cache_bridge": None, **changes})
 
     @property
     def model(self) -> str:
