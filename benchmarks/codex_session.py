@@ -17,7 +17,11 @@ Sonnet and Haiku): the gateway translates each request to the Messages API with 
 adds, Anthropic's cache rules apply (5-minute TTL; the pause is 400 s), and "straight to the requested
 model" is the same thread through a gateway with no cascade rule (the translation a Codex user needs).
 
-    python benchmarks/codex_session.py [--turns 30] [--quick] [--requested claude-opus-5-5]
+With ``--api chat`` each thread is the same tool loop as a Chat Completions agent sends it (LangChain's,
+the AI SDK's): the instructions as the system message, an assistant message with its ``tool_calls`` and
+the tool's message per turn, ``prompt_cache_key`` naming the thread, not streamed.
+
+    python benchmarks/codex_session.py [--turns 30] [--quick] [--requested claude-opus-5-5] [--api chat]
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import time
 import uuid
+from collections.abc import Callable
 from functools import partial
 
 import openai
@@ -79,28 +84,53 @@ def run_thread(url: str, turns: int, pattern: Pattern, sim: SimulatedProvider, t
     return seen
 
 
+def run_chat_thread(url: str, turns: int, pattern: Pattern, sim: SimulatedProvider, thread: str,
+                    model: str = GPT) -> list[dict]:
+    """The same thread as a Chat Completions agent loop (LangChain's, the AI SDK's): the instructions as the
+    system message, each turn an assistant message with its tool call and the tool's message; ``prompt_cache_key``
+    names the thread. Returns each turn's response headers."""
+    client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
+    functions = [{"type": "function", "function": {k: v for k, v in tool.items() if k != "type"}} for tool in tools()]
+    messages: list = [{"role": "system", "content": INSTRUCTIONS},
+                      {"role": "user", "content": "Begin the task. " + text(6000, 1)}]
+    pauses, seen = dict(pattern.pauses), []
+    for n in range(turns):
+        if n in pauses:
+            sim.advance_clock(pauses[n])
+        raw = client.chat.completions.with_raw_response.create(model=model, messages=messages, tools=functions,
+                                                               prompt_cache_key=thread)
+        seen.append(dict(raw.headers))
+        message = raw.parse().choices[0].message
+        messages.append(message.model_dump(exclude_none=True))
+        if not message.tool_calls:
+            break
+        messages.append({"role": "tool", "tool_call_id": message.tool_calls[0].id,
+                         "content": f"step {n} done\n" + text(800, n)})
+    return seen
+
+
 def _events(raw) -> list[dict]:
     import json
     return [json.loads(line[6:]) for line in raw.iter_lines() if line.startswith("data: ")]
 
 
 def measure(gateway_url: str, sim: SimulatedProvider, registry: ModelRegistry, turns: int, pattern: Pattern,
-            draft: str, requested: str = GPT) -> Outcome:
+            draft: str, requested: str = GPT, run: Callable[..., list[dict]] = run_thread) -> Outcome:
     """One thread through the gateway, then the same thread straight to the requested model (for a Claude model,
     through a gateway with no cascade rule, which translates it); what each really cost."""
     sim.set_script(script(turns, pattern.failing, draft, tool="tool1"))
     sim.clear()
     before = rule_totals(gateway_url, "codex")
-    seen = run_thread(gateway_url, turns, pattern, sim, str(uuid.uuid4()), requested)
+    seen = run(gateway_url, turns, pattern, sim, str(uuid.uuid4()), requested)
     true_cost = billed(sim, registry)
     after = rule_totals(gateway_url, "codex")
     sim.clear()
     if requested == GPT:
-        run_thread(sim.url, turns, pattern, sim, str(uuid.uuid4()), requested)
+        run(sim.url, turns, pattern, sim, str(uuid.uuid4()), requested)
     else:
         direct = _gateway(sim, requested, [])
         try:
-            run_thread(direct.url, turns, pattern, sim, str(uuid.uuid4()), requested)
+            run(direct.url, turns, pattern, sim, str(uuid.uuid4()), requested)
         finally:
             direct.stop()
     return Outcome(true_cost, billed(sim, registry), after["cost"] - before.get("cost", 0.0),
@@ -134,6 +164,8 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=30)
     parser.add_argument("--quick", action="store_true", help="one draft, fewer patterns (a smoke run)")
     parser.add_argument("--requested", choices=(GPT, OPUS), default=GPT)
+    parser.add_argument("--api", choices=("responses", "chat"), default="responses",
+                        help="the threads as Codex sends them, or as a Chat Completions agent loop")
     args = parser.parse_args()
     registry, requested = ModelRegistry(), args.requested
     drafts = (MINI, NANO) if requested == GPT else (SONNET, HAIKU)
@@ -142,9 +174,10 @@ def main() -> None:
     chosen = patterns(args.turns)[:3] if args.quick else patterns(args.turns)
     if requested == GPT:
         chosen = [with_openai_pause(p) for p in chosen]
-    print(f"{args.turns}-turn threads, {requested} requested; costs in USD\n")
+    run = run_thread if args.api == "responses" else run_chat_thread
+    print(f"{args.turns}-turn threads ({args.api} API), {requested} requested; costs in USD\n")
     print_table(requested, settings, chosen, args.turns, registry, partial(gateway_for, requested=requested),
-                partial(measure, requested=requested))
+                partial(measure, requested=requested, run=run))
 
 
 if __name__ == "__main__":

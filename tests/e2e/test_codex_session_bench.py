@@ -29,13 +29,16 @@ def sim():
 
 
 @pytest.mark.parametrize("economics", [False, True])
-def test_reported_saving_is_within_two_points_of_the_true_one(sim, economics):
+@pytest.mark.parametrize("api", ["responses", "chat"])
+def test_reported_saving_is_within_two_points_of_the_true_one(sim, economics, api):
+    """Codex's threads, and the same tool loop as a Chat Completions agent sends it (tool_calls, tool messages)."""
     registry = ModelRegistry()
+    run = bench.run_thread if api == "responses" else bench.run_chat_thread
     server = bench.gateway_for(sim, bench.MINI, sticky=0, economics=economics)
     try:
         for pattern in (Pattern("none", frozenset()), Pattern("spread", frozenset({3, 8})),
                         Pattern("pause", frozenset({5}), ((7, 900.0),))):
-            out = bench.measure(server.url, sim, registry, TURNS, pattern, bench.MINI)
+            out = bench.measure(server.url, sim, registry, TURNS, pattern, bench.MINI, run=run)
             assert out.reported_cost == pytest.approx(out.true_cost, rel=1e-6), "the ledger's cost is what was billed"
             assert abs(out.reported_saving - out.true_saving) <= 0.02, (pattern.name, out)
             assert out.true_cost < out.always, (pattern.name, out)

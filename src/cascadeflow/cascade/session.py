@@ -249,8 +249,8 @@ class Turn:
     request_id: str = ""
     #: the bytes ``prompt`` was parsed from (None: not known)
     raw: bytes | None = None
-    #: the prompt as the requested model's upstream reads it, in ``prompt_dialect``: ``body`` itself, or for a
-    #: Responses thread to a Claude model its translation (None: ``body``)
+    #: for a Responses thread to a Claude model, the prompt as the Anthropic upstream reads it (its translation),
+    #: in ``prompt_dialect``; None: the prompt is ``body``
     prompt: dict | None = None
     prompt_dialect: str = ""
     #: model (and (cache rules,)) → the prompt's shape: one per cache rules, shared by the models that use them

@@ -78,7 +78,7 @@ class ProxyRequest:
         """A request made from this one (a draft, a verifier, a translation) with a new body: the
         credentials decision and everything not named in ``changes`` carry over, except the
         :attr:`cache_bridge`, which belongs to the body it was made for."""
-        return dataclasses.replace(self, body=body, raw_body=None, **{"cache_bridge": None, **changes})
+        return dataclasses.replace(self, body=body, raw_body=None, cache_bridge=None, **changes)
 
     @property
     def model(self) -> str:
