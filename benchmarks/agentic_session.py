@@ -1,4 +1,5 @@
-"""Claude-Code-shaped sessions through the cascade, against the same sessions sent straight to Opus.
+"""Claude-Code-shaped sessions through the cascade, against the same sessions sent straight to Opus (or another
+requested model).
 
 Each session is a tool loop shaped like Claude Code's: 12 tools, 3 system blocks (the last two
 with ``cache_control``), a long first message, then per turn an assistant tool call and a tool
@@ -18,7 +19,12 @@ For each rule setting and failure pattern it prints:
 - true saving: 1 − true cost / always-Opus;
 - reported saving: 1 − Σ cost / Σ baseline, as the gateway's headers (and ledger) report it.
 
-    python benchmarks/agentic_session.py [--turns 30] [--quick]
+With ``--requested gpt-5.4`` the sessions ask for an OpenAI model on an OpenAI route (Claude Code pointed at
+it: each request translated to Chat Completions, drafted on gpt-5.4-mini and nano), and "straight to the
+requested model" is the same session through a gateway with no cascade rule; pauses last 900 s, past the
+10 minutes an idle prefix stays in the simulator's OpenAI cache.
+
+    python benchmarks/agentic_session.py [--turns 30] [--quick] [--requested gpt-5.4]
 
 Prices are genai-prices' (Claude Haiku 5.5: $0.10 / $0.50 per million below 100k tokens).
 """
@@ -30,6 +36,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import anthropic
 import httpx
@@ -39,6 +46,7 @@ from cascadeflow.sim import SimulatedProvider
 from cascadeflow.sim.server import ServerThread
 
 OPUS, SONNET, HAIKU = "claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5"
+GPT, GPT_MINI, GPT_NANO = "gpt-5.4", "gpt-5.4-mini", "gpt-5.4-nano"
 WORDS = "the module reads its configuration parses the request and returns a typed value to the caller".split()
 
 
@@ -94,7 +102,8 @@ def script(turns: int, failing: frozenset[int], draft: str, tool: str = "Tool1")
     return rules
 
 
-def run_session(url: str, turns: int, pattern: Pattern, sim: SimulatedProvider, session: str) -> list[dict]:
+def run_session(url: str, turns: int, pattern: Pattern, sim: SimulatedProvider, session: str, model: str = OPUS,
+                ) -> list[dict]:
     """Send one session; returns each turn's response headers."""
     client = anthropic.Anthropic(base_url=url, api_key="k", max_retries=0)
     messages: list = [{"role": "user", "content": [{"type": "text", "text": "Begin the task. " + text(6000, 1)}]}]
@@ -106,7 +115,7 @@ def run_session(url: str, turns: int, pattern: Pattern, sim: SimulatedProvider, 
             for block in message["content"]:
                 block.pop("cache_control", None)
         messages[-1]["content"][-1]["cache_control"] = {"type": "ephemeral"}
-        with client.messages.stream(model=OPUS, max_tokens=4096, system=SYSTEM, tools=tools(), messages=messages,
+        with client.messages.stream(model=model, max_tokens=4096, system=SYSTEM, tools=tools(), messages=messages,
                                     extra_headers={"X-Claude-Code-Session-Id": session}) as stream:
             final = stream.get_final_message()
             seen.append(dict(stream.response.headers))
@@ -153,27 +162,45 @@ class Outcome:
 
 
 def measure(gateway_url: str, sim: SimulatedProvider, registry: ModelRegistry, turns: int, pattern: Pattern,
-            draft: str, rule: str = "opus") -> Outcome:
-    """One session through the gateway, then the same session straight to Opus; what each really cost."""
+            draft: str, rule: str = "opus", requested: str = OPUS) -> Outcome:
+    """One session through the gateway, then the same session straight to the requested model (another
+    dialect's model through a gateway with no cascade rule, which translates it); what each really cost."""
     sim.set_script(script(turns, pattern.failing, draft))
     sim.clear()
     before = rule_totals(gateway_url, rule)
-    seen = run_session(gateway_url, turns, pattern, sim, str(uuid.uuid4()))
+    seen = run_session(gateway_url, turns, pattern, sim, str(uuid.uuid4()), requested)
     true_cost = billed(sim, registry)
     after = rule_totals(gateway_url, rule)  # a streamed escalation's cost is known at its last byte
     sim.clear()
-    run_session(sim.url, turns, pattern, sim, str(uuid.uuid4()))
+    if requested.startswith("claude-"):
+        run_session(sim.url, turns, pattern, sim, str(uuid.uuid4()), requested)
+    else:
+        direct = start_gateway(sim, [])
+        try:
+            run_session(direct.url, turns, pattern, sim, str(uuid.uuid4()), requested)
+        finally:
+            direct.stop()
     return Outcome(true_cost, billed(sim, registry), after["cost"] - before.get("cost", 0.0),
                    after["baseline_cost"] - before.get("baseline_cost", 0.0),
                    [h["x-cascadeflow-decision"] for h in seen])
 
 
-def gateway_for(sim: SimulatedProvider, draft: str, sticky: int, economics: bool) -> ServerThread:
-    rule = {"name": "opus", "request_model": OPUS, "draft_model": draft, "quality_threshold": 0.7,
+def gateway_for(sim: SimulatedProvider, draft: str, sticky: int, economics: bool, requested: str = OPUS,
+                name: str = "opus") -> ServerThread:
+    rule = {"name": name, "request_model": requested, "draft_model": draft, "quality_threshold": 0.7,
             "policies": {"sticky_escalations": sticky, "cache_economics": economics}}
+    return start_gateway(sim, [rule])
+
+
+def start_gateway(sim: SimulatedProvider, rules: list[dict]) -> ServerThread:
+    """A gateway on the simulator's clock with ``rules``: Claude models on an Anthropic route, the others on an
+    OpenAI one (Chat Completions and the Responses API)."""
     config = ProxyConfig.from_dict({
-        "routes": [{"name": "sim", "provider": "anthropic", "base_url": sim.url, "api_key": "k"}],
-        "cascade_rules": [rule], "database_url": "sqlite:///:memory:"})
+        "routes": [{"name": "claude", "provider": "anthropic", "base_url": sim.url, "api_key": "k",
+                    "models": ["claude-*"]},
+                   {"name": "openai", "provider": "openai", "base_url": sim.url + "/v1", "api_key": "k",
+                    "openai_api": "responses"}],
+        "cascade_rules": rules, "database_url": "sqlite:///:memory:"})
     return ServerThread(create_app(config, clock=lambda: time.time() + sim.advance_clock(0))).start()
 
 
@@ -181,13 +208,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--turns", type=int, default=30)
     parser.add_argument("--quick", action="store_true", help="one draft, fewer patterns (a smoke run)")
+    parser.add_argument("--requested", choices=(OPUS, GPT), default=OPUS)
     args = parser.parse_args()
-    registry = ModelRegistry()
-    settings = [(d, sticky, economics) for d in ((SONNET,) if args.quick else (SONNET, HAIKU))
+    registry, requested = ModelRegistry(), args.requested
+    drafts = (SONNET, HAIKU) if requested == OPUS else (GPT_MINI, GPT_NANO)
+    settings = [(d, sticky, economics) for d in drafts[:1 if args.quick else 2]
                 for sticky, economics in ((2, False), (0, False), (0, True))]
     chosen = patterns(args.turns)[:3] if args.quick else patterns(args.turns)
-    print(f"{args.turns}-turn sessions, {OPUS} requested; costs in USD\n")
-    print_table("Opus", settings, chosen, args.turns, registry, gateway_for, measure)
+    if requested != OPUS:  # past the 10 minutes an idle prefix stays in OpenAI's cache (the simulator's)
+        chosen = [Pattern(p.name, p.failing, tuple((turn, 900.0) for turn, _ in p.pauses)) for p in chosen]
+    print(f"{args.turns}-turn sessions, {requested} requested; costs in USD\n")
+    print_table("Opus" if requested == OPUS else requested, settings, chosen, args.turns, registry,
+                partial(gateway_for, requested=requested), partial(measure, requested=requested))
 
 
 def print_table(always: str, settings: list[tuple[str, int, bool]], chosen: list[Pattern], turns: int,

@@ -27,7 +27,6 @@ the tool's message per turn, ``prompt_cache_key`` naming the thread, not streame
 from __future__ import annotations
 
 import argparse
-import time
 import uuid
 from collections.abc import Callable
 from functools import partial
@@ -44,10 +43,12 @@ from agentic_session import (
     print_table,
     rule_totals,
     script,
+    start_gateway,
     text,
 )
+from agentic_session import gateway_for as agentic_gateway
 
-from cascadeflow import ModelRegistry, ProxyConfig, create_app
+from cascadeflow import ModelRegistry
 from cascadeflow.sim import SimulatedProvider
 from cascadeflow.sim.server import ServerThread
 
@@ -128,7 +129,7 @@ def measure(gateway_url: str, sim: SimulatedProvider, registry: ModelRegistry, t
     if requested == GPT:
         run(sim.url, turns, pattern, sim, str(uuid.uuid4()), requested)
     else:
-        direct = _gateway(sim, requested, [])
+        direct = start_gateway(sim, [])
         try:
             run(direct.url, turns, pattern, sim, str(uuid.uuid4()), requested)
         finally:
@@ -145,18 +146,7 @@ def with_openai_pause(pattern: Pattern) -> Pattern:
 
 
 def gateway_for(sim: SimulatedProvider, draft: str, sticky: int, economics: bool, requested: str = GPT) -> ServerThread:
-    rule = {"name": "codex", "request_model": requested, "draft_model": draft, "quality_threshold": 0.7,
-            "policies": {"sticky_escalations": sticky, "cache_economics": economics}}
-    return _gateway(sim, requested, [rule])
-
-
-def _gateway(sim: SimulatedProvider, requested: str, rules: list[dict]) -> ServerThread:
-    """A gateway on the simulator's clock, with a Responses route (gpt-5.4) or an Anthropic one (Claude)."""
-    route = ({"name": "sim", "provider": "openai", "base_url": sim.url + "/v1", "api_key": "k",
-              "openai_api": "responses"} if requested == GPT
-             else {"name": "sim", "provider": "anthropic", "base_url": sim.url, "api_key": "k"})
-    config = ProxyConfig.from_dict({"routes": [route], "cascade_rules": rules, "database_url": "sqlite:///:memory:"})
-    return ServerThread(create_app(config, clock=lambda: time.time() + sim.advance_clock(0))).start()
+    return agentic_gateway(sim, draft, sticky, economics, requested, name="codex")
 
 
 def main() -> None:

@@ -48,6 +48,22 @@ def test_reported_saving_is_within_two_points_of_the_true_one(sim, registry, dra
         server.stop()
 
 
+def test_claude_code_asking_for_an_openai_model_is_priced_on_openai_cache(sim, registry):
+    """Claude Code pointed at gpt-5.4 (translated to Chat Completions, drafted on gpt-5.4-mini): OpenAI caches the
+    prefixes itself; the reported saving is still the true one, and the cascade is never dearer than gpt-5.4."""
+    server = bench.gateway_for(sim, bench.GPT_MINI, sticky=0, economics=True, requested=bench.GPT)
+    try:
+        for pattern in (bench.Pattern("none", frozenset()), bench.Pattern("spread", frozenset({3, 9})),
+                        bench.Pattern("pause", frozenset({5}), ((7, 900.0),))):
+            out = bench.measure(server.url, sim, registry, TURNS, pattern, bench.GPT_MINI, requested=bench.GPT)
+            assert out.reported_cost == pytest.approx(out.true_cost, rel=1e-6), "the ledger's cost is what was billed"
+            assert abs(out.reported_saving - out.true_saving) <= 0.02, (pattern.name, out)
+            assert out.true_cost < out.always, (pattern.name, out)
+            assert out.decisions.count("accepted") == TURNS - len(pattern.failing)
+    finally:
+        server.stop()
+
+
 def test_a_cheap_draft_that_rarely_fails_keeps_most_of_its_saving(sim, registry):
     server = bench.gateway_for(sim, bench.HAIKU, sticky=0, economics=True)
     try:
