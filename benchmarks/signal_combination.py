@@ -15,6 +15,12 @@ folds only) and judged out of fold, never on the records it was fitted on:
 - *joint, gain label*: the same model trained on whether escalating helps (the strong model scores higher
   than the draft) instead of whether the draft is good: APGR counts an escalation by what it gains, and a
   draft that fails where the strong model fails too gains nothing from one;
+- *per applied check* / *per task type*: the check score mapped, per group of records, to P(draft good) by a
+  logistic fit on its "nines" and whether it is saturated (within a group the order is the check score's, ties
+  included; across groups the scales are made comparable). The groups are which log-probability check applied
+  (answer log-probability or self-verification: what the gateway knows of a live request), or the record's
+  labelled task type (mcq, short answer, math: which the gateway does not know of a live request — an upper
+  view of per-task-type thresholds);
 - *ceiling*: check score with every tie among saturated drafts broken by the TRUE gain (an oracle, in
   sample): the most that any tie-breaker could add.
 
@@ -115,6 +121,42 @@ def joint(features: Features, gain_label: bool = False) -> Fitter:
 
 def joint_gain(features: Features) -> Fitter:
     return joint(features, gain_label=True)
+
+
+def _applied_check(o: Outcome) -> str:
+    return ",".join(sorted(k for k in o.features if k in LOGPROB_CHECKS)) or "none"
+
+
+def _task_type(o: Outcome) -> str:
+    return o.task_type or "unknown"
+
+
+def per_group(group: Callable[[Outcome], str]) -> Callable[[Features], Fitter]:
+    """The check score mapped to P(draft good) per ``group`` of records (see the module doc)."""
+
+    def values(o: Outcome) -> dict[str, float]:
+        n = nines(o.confidence or 0.0)
+        return {"nines": n, "saturated": float(n >= MAX_NINES)}
+
+    def make(features: Features) -> Fitter:
+        def fit(train: list[Outcome]) -> Callable[[Outcome], float]:
+            models = {g: metrics.fit_logistic([replace(o, features=values(o)) for o in train
+                                               if group(o) == g and o.confidence is not None],
+                                              ("nines", "saturated"), iterations=100)
+                      for g in {group(o) for o in train}}
+
+            def confidence(o: Outcome) -> float:
+                model = models.get(group(o))
+                if model is None:
+                    return o.confidence or 0.0
+                # P(good) of the group, the check score breaking its own ties within the group
+                return 0.999 * metrics.logistic_confidence(values(o), model) + 0.001 * values(o)["nines"] / MAX_NINES
+
+            return confidence
+
+        return fit
+
+    return make
 
 
 def _scored(rs: Sequence[Outcome], confidence: Callable[[Outcome], float]) -> list[Outcome]:
@@ -226,6 +268,8 @@ def main() -> None:
             ("tie-break: check score, then learned", tie_break),
             ("joint: learned over text + log-probability features", joint),
             ("joint, gain label: trained on whether escalating helps", joint_gain),
+            ("per applied check: P(good) per log-probability check", per_group(_applied_check)),
+            ("per task type (labelled; not known of a live request)", per_group(_task_type)),
         )
     ]
     lines = [
