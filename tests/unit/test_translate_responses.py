@@ -277,3 +277,38 @@ def test_a_claude_web_search_as_json():
     response = Response.model_validate(chat_to_responses_response(chat, {"model": "m"}, "m", ToolNames(), found))
     assert [o.type for o in response.output] == ["web_search_call", "message"]
     assert response.output[1].content[0].annotations[0].start_index == 6
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=st.dictionaries(st.sampled_from(["input", "instructions", "tools", "tool_choice", "text", "reasoning",
+                                             "max_output_tokens", "stream", "model"]), _VALUES))
+def test_any_thread_asking_for_a_claude_model_is_remembered_or_left_without_a_memory(body):
+    """Whatever a Codex-like client sends in a thread to a Claude model, its turn is priced on the translated prompt
+    (shape, economics, baseline, record) without an exception, or has no memory (no items)."""
+    import asyncio
+
+    from cascadeflow import ModelRegistry, Usage
+    from cascadeflow.cascade.session import SessionBook
+    from cascadeflow.config import CascadeRule
+    from cascadeflow.sessions import MemorySessions
+
+    opus, haiku = "claude-opus-5-5", "claude-haiku-5-5"
+    usage = Usage(40, 20, 1200, 2_000)
+
+    async def turns() -> None:
+        book = SessionBook(MemorySessions(), ModelRegistry(use_genai_prices=False), clock=lambda: 100.0)
+        for _ in range(2):
+            turn = await book.begin(CascadeRule(request_model=opus, draft_model=haiku), body, "responses", "thread",
+                                    opus, lambda model: "anthropic")
+            if turn is None:
+                assert not isinstance(body.get("input"), (list, str))
+                break
+            assert turn.prompt is not None and turn.shape(opus) is turn.shape(haiku)
+            turn.signal()
+            turn.economics([(haiku, 0, 0)], opus)
+            turn.baseline(usage, 20)
+            turn.end([(haiku, usage)], drafted=True, accepted=True, served=usage, tool_ids=["c1"])
+            book.settle(turn)
+        await book.aclose()
+
+    asyncio.run(turns())

@@ -225,7 +225,9 @@ class SessionBook:
 
 
 def _tools_digest(body: dict) -> str:
-    tools = body.get("tools") or ()
+    tools = body.get("tools")
+    if not isinstance(tools, list):  # none, or not a list (the upstream answers that request with its 400)
+        tools = []
     try:  # the usual tools, each a dict with its name: the names are read without a Python loop
         names = list(map(dict.get, tools, repeat("name")))
     except TypeError:  # not a list of dicts
