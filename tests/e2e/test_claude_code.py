@@ -47,7 +47,7 @@ def claude():
 
 
 def run_claude(claude: str, gateway_url: str, workdir: Path, prompt: str,
-               api_key: str = "sk-ant-dummy-key-for-tests") -> tuple[int, list[dict], str]:
+               api_key: str = "sk-ant-dummy-key-for-tests", **env_extra: str) -> tuple[int, list[dict], str]:
     home = workdir / "home"
     home.mkdir(exist_ok=True)
     env = {
@@ -56,6 +56,7 @@ def run_claude(claude: str, gateway_url: str, workdir: Path, prompt: str,
         "ANTHROPIC_BASE_URL": gateway_url,
         "ANTHROPIC_API_KEY": api_key,
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        **env_extra,
     }
     result = subprocess.run(
         [claude, "-p", prompt, "--output-format", "stream-json", "--verbose", "--permission-mode", "acceptEdits"],
@@ -119,6 +120,21 @@ def test_cascade_drafting_on_an_openai_model_accepted(claude, sim, fresh_sim, st
     assert draft["body"]["tools"][0]["type"] == "function" and draft["headers"]["authorization"] == "Bearer sk-openai-route"
     second = [r for r in sim.requests if r["path"] == "/v1/chat/completions"][1]
     assert any(m["role"] == "tool" for m in second["body"]["messages"]), "the tool result came back as a tool message"
+
+
+def test_claude_code_asking_for_an_openai_model_is_cascaded_on_a_cheaper_one(claude, sim, fresh_sim, start_gateway,
+                                                                            tmp_path):
+    """ANTHROPIC_MODEL=gpt-5.4 (docs/claude-code.md): every request is translated to Chat Completions; a rule for
+    gpt-5.4 drafts both turns on gpt-5.4-mini, priced against gpt-5.4."""
+    target = tmp_path / "hello.txt"
+    sim.set_script(write_loop(MINI, target))
+    rule = {"name": "gpt", "request_model": "gpt-5.4", "draft_model": MINI, "quality_threshold": 0.7}
+    gateway = start_gateway(config_for(sim, cascade_rules=[rule]))
+    assert_tool_loop_done(*run_claude(claude, gateway.url, tmp_path, "Create hello.txt containing hi",
+                                      ANTHROPIC_MODEL="gpt-5.4"), target)
+    assert models_called(sim) == [("/v1/chat/completions", MINI)] * 2
+    stats = httpx.get(gateway.url + "/stats").json()["cascade"]["gpt"]
+    assert stats["accepted"] == stats["requests"] == 2 and stats["baseline_cost"] > stats["cost"] > 0
 
 
 def test_cascade_drafting_on_an_openai_model_escalated(claude, sim, fresh_sim, start_gateway, tmp_path):
