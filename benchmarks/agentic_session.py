@@ -162,22 +162,26 @@ class Outcome:
 
 
 def measure(gateway_url: str, sim: SimulatedProvider, registry: ModelRegistry, turns: int, pattern: Pattern,
-            draft: str, rule: str = "opus", requested: str = OPUS) -> Outcome:
-    """One session through the gateway, then the same session straight to the requested model (another
-    dialect's model through a gateway with no cascade rule, which translates it); what each really cost."""
-    sim.set_script(script(turns, pattern.failing, draft))
+            draft: str, rule: str = "opus", requested: str = OPUS, run: Callable[..., list[dict]] | None = None,
+            tool: str = "Tool1", native: bool | None = None) -> Outcome:
+    """One session through the gateway, then the same session straight to the requested model; what each really
+    cost. ``run`` sends a session (default :func:`run_session`); ``native``: the client speaks the requested
+    model's API (default: it is a Claude model), else the direct run goes through a gateway with no cascade
+    rule, which translates it."""
+    run = run or run_session
+    sim.set_script(script(turns, pattern.failing, draft, tool))
     sim.clear()
     before = rule_totals(gateway_url, rule)
-    seen = run_session(gateway_url, turns, pattern, sim, str(uuid.uuid4()), requested)
+    seen = run(gateway_url, turns, pattern, sim, str(uuid.uuid4()), requested)
     true_cost = billed(sim, registry)
     after = rule_totals(gateway_url, rule)  # a streamed escalation's cost is known at its last byte
     sim.clear()
-    if requested.startswith("claude-"):
-        run_session(sim.url, turns, pattern, sim, str(uuid.uuid4()), requested)
+    if requested.startswith("claude-") if native is None else native:
+        run(sim.url, turns, pattern, sim, str(uuid.uuid4()), requested)
     else:
         direct = start_gateway(sim, [])
         try:
-            run_session(direct.url, turns, pattern, sim, str(uuid.uuid4()), requested)
+            run(direct.url, turns, pattern, sim, str(uuid.uuid4()), requested)
         finally:
             direct.stop()
     return Outcome(true_cost, billed(sim, registry), after["cost"] - before.get("cost", 0.0),

@@ -27,7 +27,6 @@ the tool's message per turn, ``prompt_cache_key`` naming the thread, not streame
 from __future__ import annotations
 
 import argparse
-import uuid
 from collections.abc import Callable
 from functools import partial
 
@@ -38,15 +37,12 @@ from agentic_session import (
     SONNET,
     Outcome,
     Pattern,
-    billed,
     patterns,
     print_table,
-    rule_totals,
-    script,
-    start_gateway,
     text,
 )
 from agentic_session import gateway_for as agentic_gateway
+from agentic_session import measure as agentic_measure
 
 from cascadeflow import ModelRegistry
 from cascadeflow.sim import SimulatedProvider
@@ -119,24 +115,8 @@ def measure(gateway_url: str, sim: SimulatedProvider, registry: ModelRegistry, t
             draft: str, requested: str = GPT, run: Callable[..., list[dict]] = run_thread) -> Outcome:
     """One thread through the gateway, then the same thread straight to the requested model (for a Claude model,
     through a gateway with no cascade rule, which translates it); what each really cost."""
-    sim.set_script(script(turns, pattern.failing, draft, tool="tool1"))
-    sim.clear()
-    before = rule_totals(gateway_url, "codex")
-    seen = run(gateway_url, turns, pattern, sim, str(uuid.uuid4()), requested)
-    true_cost = billed(sim, registry)
-    after = rule_totals(gateway_url, "codex")
-    sim.clear()
-    if requested == GPT:
-        run(sim.url, turns, pattern, sim, str(uuid.uuid4()), requested)
-    else:
-        direct = start_gateway(sim, [])
-        try:
-            run(direct.url, turns, pattern, sim, str(uuid.uuid4()), requested)
-        finally:
-            direct.stop()
-    return Outcome(true_cost, billed(sim, registry), after["cost"] - before.get("cost", 0.0),
-                   after["baseline_cost"] - before.get("baseline_cost", 0.0),
-                   [h["x-cascadeflow-decision"] for h in seen])
+    return agentic_measure(gateway_url, sim, registry, turns, pattern, draft, "codex", requested, run, "tool1",
+                           native=requested == GPT)
 
 
 def with_openai_pause(pattern: Pattern) -> Pattern:

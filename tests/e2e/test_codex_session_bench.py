@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import codex_session as bench  # noqa: E402
-from agentic_session import Pattern  # noqa: E402
+from agentic_session import Pattern, script  # noqa: E402
 
 from cascadeflow import ModelRegistry  # noqa: E402
 from cascadeflow.sim import SimulatedProvider  # noqa: E402
@@ -78,7 +78,7 @@ def test_an_escalation_after_a_long_drafted_run_reads_opus_live_prefix_through_t
     turns, failing = 16, frozenset({2, 14})
     server = bench.gateway_for(sim, bench.HAIKU, sticky=0, economics=False, requested=bench.OPUS)
     try:
-        sim.set_script(bench.script(turns, failing, bench.HAIKU, tool="tool1"))
+        sim.set_script(script(turns, failing, bench.HAIKU, tool="tool1"))
         sim.clear()
         bench.run_thread(server.url, turns, Pattern("far", failing), sim, "thread-far", bench.OPUS)
     finally:
