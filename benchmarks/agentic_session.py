@@ -129,6 +129,12 @@ def run_session(url: str, turns: int, pattern: Pattern, sim: SimulatedProvider, 
     return seen
 
 
+def with_openai_pause(pattern: Pattern) -> Pattern:
+    """``pattern`` with its pauses past OpenAI's cache retention (the simulator's: 10 minutes idle) instead of
+    Anthropic's 5-minute TTL."""
+    return Pattern(pattern.name, pattern.failing, tuple((turn, 900.0) for turn, _ in pattern.pauses))
+
+
 def rule_totals(url: str, rule: str = "opus") -> dict:
     return httpx.get(f"{url}/stats").json()["cascade"].get(rule, {})
 
@@ -219,8 +225,8 @@ def main() -> None:
     settings = [(d, sticky, economics) for d in drafts[:1 if args.quick else 2]
                 for sticky, economics in ((2, False), (0, False), (0, True))]
     chosen = patterns(args.turns)[:3] if args.quick else patterns(args.turns)
-    if requested != OPUS:  # past the 10 minutes an idle prefix stays in OpenAI's cache (the simulator's)
-        chosen = [Pattern(p.name, p.failing, tuple((turn, 900.0) for turn, _ in p.pauses)) for p in chosen]
+    if requested != OPUS:
+        chosen = [with_openai_pause(p) for p in chosen]
     print(f"{args.turns}-turn sessions, {requested} requested; costs in USD\n")
     print_table("Opus" if requested == OPUS else requested, settings, chosen, args.turns, registry,
                 partial(gateway_for, requested=requested), partial(measure, requested=requested))

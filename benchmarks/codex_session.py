@@ -40,6 +40,7 @@ from agentic_session import (
     patterns,
     print_table,
     text,
+    with_openai_pause,
 )
 from agentic_session import gateway_for as agentic_gateway
 from agentic_session import measure as agentic_measure
@@ -117,12 +118,6 @@ def measure(gateway_url: str, sim: SimulatedProvider, registry: ModelRegistry, t
     through a gateway with no cascade rule, which translates it); what each really cost."""
     return agentic_measure(gateway_url, sim, registry, turns, pattern, draft, "codex", requested, run, "tool1",
                            native=requested == GPT)
-
-
-def with_openai_pause(pattern: Pattern) -> Pattern:
-    """``pattern`` with its pauses past OpenAI's cache retention (the simulator's: 10 minutes idle) instead of
-    Anthropic's 5-minute TTL."""
-    return Pattern(pattern.name, pattern.failing, tuple((turn, 900.0) for turn, _ in pattern.pauses))
 
 
 def gateway_for(sim: SimulatedProvider, draft: str, sticky: int, economics: bool, requested: str = GPT) -> ServerThread:
